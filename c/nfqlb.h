@@ -1,0 +1,195 @@
+/*
+ * nfqlb.h - the C half of nfqlb-deno.
+ *
+ * Everything here is called from TypeScript through Deno FFI. Rules that keep
+ * that cheap and safe:
+ *   - hot-path functions take and return only u32/i32/pointer/buffer types;
+ *   - nothing keeps global mutable state: state lives in caller-owned memory;
+ *   - every function that reads packet or file bytes takes a length and checks
+ *     bounds before each read.
+ *
+ * Compatibility: the random sequence, the Maglev permutation and population,
+ * the 40-byte key and the djb2 hash reproduce upstream nfqlb 1.2.0 bit for bit
+ * (see docs/maglev.md).
+ */
+#ifndef NFQLB_H
+#define NFQLB_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+/* ----------------------------------------------------------------------------
+ * rand.c - glibc random()/rand() TYPE_3 generator, without global state.
+ * ------------------------------------------------------------------------- */
+
+/** Generator state: a ring of the last 34 words and a position. */
+struct nfqlb_rand {
+	uint32_t r[34];
+	uint32_t k;
+};
+
+/** nfqlb_rand_size - bytes the caller must provide for a struct nfqlb_rand. */
+uint32_t nfqlb_rand_size(void);
+
+/**
+ * nfqlb_rand_seed - seed like glibc srand(seed); seed 0 behaves as seed 1.
+ * After nfqlb_rand_seed(s, 1) the outputs equal glibc rand() in a fresh process.
+ */
+void nfqlb_rand_seed(struct nfqlb_rand* s, uint32_t seed);
+
+/** nfqlb_rand_next - next value in [0, 2^31), exactly as glibc rand(). */
+int32_t nfqlb_rand_next(struct nfqlb_rand* s);
+
+/* ----------------------------------------------------------------------------
+ * prime.c
+ * ------------------------------------------------------------------------- */
+
+/**
+ * nfqlb_prime_below - the largest prime <= n, as upstream primeBelow().
+ * n >= 994009 is capped to 994009 first (so the result is <= 993997);
+ * n < 2 returns 0 (there is none; upstream dies), n 2 and 3 are returned as is.
+ */
+uint32_t nfqlb_prime_below(uint32_t n);
+
+/* ----------------------------------------------------------------------------
+ * maglev.c - permutation parameters and lookup-table population.
+ * ------------------------------------------------------------------------- */
+
+/**
+ * nfqlb_maglev_params - draw (offset, skip) for rows 0..N-1 exactly as
+ * upstream init does in a fresh process: rand() seeded 1, per row
+ * offset = rand() % M, skip = rand() % (M-1) + 1.
+ * @out: 2*N u32, row i at out[2i] (offset) and out[2i+1] (skip).
+ * Returns 0, or -1 if M < 3.
+ */
+int32_t nfqlb_maglev_params(uint32_t M, uint32_t N, uint32_t* out);
+
+/**
+ * nfqlb_maglev_populate - fill lookup[0..M-1] with row indexes (or -1 when
+ * no row is active) by upstream's algorithm. A row i is active when
+ * active[i] >= 0. The permutation of row i is (offset + j*skip) % M in
+ * unsigned 32-bit arithmetic, as upstream computes it; for M > 65536 that
+ * wraps and a row may not be a full permutation, so a walk may continue into
+ * the next row's sequence as upstream's flat array does. Where upstream would
+ * read past its permutation array (and crash), the walk continues on the
+ * row's exact permutation instead, so the result is always a full table.
+ * @params: 2*N u32 from nfqlb_maglev_params.
+ * Returns 0, -1 on bad arguments, -2 when out of memory.
+ */
+int32_t nfqlb_maglev_populate(uint32_t M, uint32_t N, const uint32_t* params,
+			      const int32_t* active, int32_t* lookup);
+
+/* ----------------------------------------------------------------------------
+ * hash.c - the 40-byte key and djb2, as upstream.
+ *
+ *   0        16        32   34      36      38     40
+ *   +--------+---------+----+-------+-------+------+
+ *   | src v6 | dst v6  | ud | proto | sport | dport|   ports raw (network order)
+ *   +--------+---------+----+-------+-------+------+   proto little-endian
+ *   IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d).
+ * ------------------------------------------------------------------------- */
+
+#define NFQLB_KEY_LEN 40
+
+/** nfqlb_djb2 - h = 5381; h = h*33 + byte, 32-bit wrap. */
+uint32_t nfqlb_djb2(const uint8_t* p, uint32_t len);
+
+/**
+ * nfqlb_hash_key - hash of a 40-byte key: for proto 132 (SCTP) with
+ * hash_mode 1, djb2 of bytes 36..39 (the ports) only; else djb2 of all 40.
+ * @len: bytes readable at key; < 40 returns 0.
+ */
+uint32_t nfqlb_hash_key(const uint8_t* key, uint32_t len, uint32_t hash_mode);
+
+/** nfqlb_hash_addresses - djb2 of the 32 address bytes (LB tier, fwmark without proto). */
+uint32_t nfqlb_hash_addresses(const uint8_t* key, uint32_t len);
+
+/* ----------------------------------------------------------------------------
+ * tshm.c - the target (Maglev) shared-memory layout. See docs/shm.md.
+ *
+ *   0   magic "NQLB"   4 version   6 header size   8 file size (u64)
+ *   16  M   20 N   24 own fwmark   28 current buffer (0/1)
+ *   32  seq[0]  36 seq[1]  40 replaced  44 generation  48..63 reserved
+ *   64  params: N x {offset, skip}
+ *   then two buffers, each { i32 active[N]; i32 lookup[M]; }
+ *
+ * Writers fill the buffer that is not current, then publish it by storing
+ * its index in `current` (release). Each buffer has a sequence number that
+ * is odd while it is written, so a reader that raced two updates retries.
+ * ------------------------------------------------------------------------- */
+
+#define NFQLB_TSHM_MAGIC 0x424c514eu /* "NQLB" */
+#define NFQLB_TSHM_VERSION 1u
+#define NFQLB_TSHM_HEADER 64u
+#define NFQLB_TSHM_MAX_BYTES (1ull << 31) /* 2 GiB */
+
+/* Errors returned (negative) by nfqlb_tshm_check. */
+#define NFQLB_ETRUNC -1   /* shorter than its header or than its size field */
+#define NFQLB_EMAGIC -2   /* not an nfqlb-deno target shm */
+#define NFQLB_EVERSION -3 /* a layout version this build does not know */
+#define NFQLB_ELAYOUT -4  /* M, N or the size field are inconsistent */
+#define NFQLB_EUPSTREAM -5 /* an upstream nfqlb 1.x target shm */
+
+/**
+ * nfqlb_tshm_bytes - file size for (M, N), written to *out (u64).
+ * Returns 0, or -1 when M < 3, N < 1, N > M or the size exceeds
+ * NFQLB_TSHM_MAX_BYTES.
+ */
+int32_t nfqlb_tshm_bytes(uint32_t M, uint32_t N, uint64_t* out);
+
+/**
+ * nfqlb_tshm_format - write a fresh table into base[0..size): header,
+ * permutation parameters, no active target, lookup all -1 in both buffers.
+ * Returns 0 or -1 (size too small / bad M, N).
+ */
+int32_t nfqlb_tshm_format(uint8_t* base, uint64_t size, uint32_t M, uint32_t N, int32_t own_fwmark);
+
+/** nfqlb_tshm_check - validate a mapped file of `size` bytes. 0 or NFQLB_E*. */
+int32_t nfqlb_tshm_check(const uint8_t* base, uint64_t size);
+
+/**
+ * nfqlb_tshm_commit - publish a new active set: populate the spare buffer
+ * from active[0..N-1] and make it current. Callers serialise writers (flock).
+ */
+int32_t nfqlb_tshm_commit(uint8_t* base, const int32_t* active);
+
+/**
+ * nfqlb_tshm_read - consistent snapshot of the current buffer: the first
+ * nlookup lookup entries and all N active entries. Returns the generation.
+ */
+uint32_t nfqlb_tshm_read(const uint8_t* base, int32_t* lookup, uint32_t nlookup, int32_t* active);
+
+/**
+ * nfqlb_tshm_lookup - the fwmark for a hash: active[lookup[hash % M]] of
+ * the current buffer, or -1 when that slot has no target. Hot path.
+ */
+int32_t nfqlb_tshm_lookup(const uint8_t* base, uint32_t hash);
+
+/**
+ * nfqlb_tshm_lookup_row - like nfqlb_tshm_lookup but also stores the row
+ * index (or -1) in *row; for `nfqlb fwmark`.
+ */
+int32_t nfqlb_tshm_lookup_row(const uint8_t* base, uint32_t hash, int32_t* row);
+
+/**
+ * nfqlb_tshm_count_empty - number of lookup slots of the current buffer
+ * without a target (row < 0 or active[row] < 0), read under the seqlock.
+ * Used by tests and health checks.
+ */
+uint32_t nfqlb_tshm_count_empty(const uint8_t* base);
+
+/* ----------------------------------------------------------------------------
+ * shmfile.c - map files (POSIX shm lives in /dev/shm) with mmap.
+ * ------------------------------------------------------------------------- */
+
+/**
+ * nfqlb_file_map - open `path` (NUL-terminated) and map it MAP_SHARED,
+ * read-only or read-write. On success returns the address and stores the
+ * size in *size; on failure returns NULL and stores errno in *err.
+ */
+void* nfqlb_file_map(const char* path, int32_t writable, uint64_t* size, int32_t* err);
+
+/** nfqlb_file_unmap - munmap; returns 0 or -errno. */
+int32_t nfqlb_file_unmap(void* addr, uint64_t size);
+
+#endif

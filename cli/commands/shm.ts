@@ -1,0 +1,101 @@
+/** init, delete, show, stats, primebelow: the shared-memory commands. */
+import type { Command } from "../command.ts";
+import { out } from "../io.ts";
+import { INT32_MAX, INT32_MIN, parseInteger, UINT32_MAX } from "../numbers.ts";
+import { NfqlbError, errorText } from "../../control/errors.ts";
+import { primeBelow } from "../../control/prime.ts";
+import { shmPath } from "../../control/shm_dir.ts";
+import { TargetShm } from "../../control/target_shm.ts";
+import { formatFragStats, readFragStats } from "../../control/frag_stats.ts";
+
+/** `init`: create or reset a target table. */
+export const init: Command = {
+  name: "init",
+  header: "init [options]\n  Initiate shared mem structures",
+  options: [
+    { name: "ownfw", help: "Own FW mark. Only used in the LB-tier!" },
+    { name: "shm", help: "Target shared memory" },
+    { name: "N", help: "Maglev max targets" },
+    { name: "M", help: "Maglev lookup table size" },
+  ],
+  run({ opts }) {
+    const name = opts.get("shm") ?? "nfqlb";
+    const ownFwmark = parseInteger("init", "--ownfw value", opts.get("ownfw") ?? "0", INT32_MIN, INT32_MAX);
+    const m = parseInteger("init", "--M value", opts.get("M") ?? "997", 0, UINT32_MAX);
+    const n = parseInteger("init", "--N value", opts.get("N") ?? "32", 1, UINT32_MAX);
+    shmPath(name); // name errors before any output
+    const p = m < 3 ? 3 : primeBelow(m);
+    if (p !== m) out(`M adjusted; ${m} -> ${p}\n`);
+    if (n > p) throw new NfqlbError("N can't be larger than M");
+    TargetShm.create(name, { M: p, N: n, ownFwmark });
+    return 0;
+  },
+};
+
+/** `delete`: unlink a shm (any of ours); a missing one is fine. */
+export const del: Command = {
+  name: "delete",
+  header: "delete [options]\n  Delete shared mem structures",
+  options: [{ name: "shm", help: "Target shared memory", required: true }],
+  run({ opts }) {
+    const name = opts.get("shm")!;
+    try {
+      Deno.removeSync(shmPath(name));
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw new NfqlbError(`${errorText(e)}`);
+    }
+    return 0;
+  },
+};
+
+/** `show`: the header, the first 25 lookup entries and the active targets. */
+export const show: Command = {
+  name: "show",
+  header: "show [options]\n  Show shared mem structures",
+  options: [{ name: "shm", help: "Shared memory" }],
+  run({ opts }) {
+    const name = opts.get("shm") ?? "nfqlb";
+    const t = TargetShm.open(name);
+    try {
+      const snap = t.snapshot(25);
+      let text = `Shm: ${name}\n  Fw: own=${t.ownFwmark}\n  Maglev: M=${t.M}, N=${t.N}\n   Lookup:`;
+      for (const v of snap.lookup) text += ` ${v}`;
+      text += "...\n   Active:";
+      snap.active.forEach((fw, i) => {
+        if (fw >= 0) text += ` ${fw}(${i})`;
+      });
+      out(text + "\n");
+    } finally {
+      t.close();
+    }
+    return 0;
+  },
+};
+
+/** `stats`: the fragment-table counters, as valid JSON. */
+export const stats: Command = {
+  name: "stats",
+  header: "stats [options]\n  Show frag table stats",
+  options: [{ name: "ft_shm", help: "Frag table; shared memory stats" }],
+  run({ opts }) {
+    out(formatFragStats(readFragStats(opts.get("ft_shm") ?? "ftshm")));
+    return 0;
+  },
+};
+
+/** `primebelow <n>`. */
+export const primebelow: Command = {
+  name: "primebelow",
+  header: "primebelow <n>\n  Give a prime below the passed number",
+  options: [],
+  run({ args }) {
+    if (args.length === 0) return 0;
+    const v = args[0];
+    if (!/^\+?[0-9]+$/.test(v)) throw new NfqlbError(`primebelow: invalid number '${v}' (expected an integer >= 0)`);
+    const n = v.replace(/^\+/, "").replace(/^0+(?=.)/, "").length > 7 ? 994009 : Number(v);
+    const p = primeBelow(n);
+    if (p === 0) throw new NfqlbError(`There is no prime below ${n}`);
+    out(`${p}\n`);
+    return 0;
+  },
+};

@@ -1,0 +1,50 @@
+/**
+ * nfqlb command-line entry: dispatch on the first word, parse options with
+ * getopt_long_only semantics, run, and map errors to upstream's exit codes.
+ */
+import { GetoptError, getoptLongOnly, helpText, missingRequired } from "./getopt.ts";
+import { err, out } from "./io.ts";
+import { COMMANDS } from "./registry.ts";
+import { NfqlbError } from "../control/errors.ts";
+
+/**
+ * Runs one nfqlb invocation and returns its exit status.
+ * @param args the words after the program name
+ * @param argv0 the program name as typed (for the usage text)
+ */
+export async function main(args: string[], argv0 = "nfqlb"): Promise<number> {
+  if (args.length === 0 || args[0] === "-h" || args[0] === "--help") {
+    out(`Usage: ${argv0} <command> [opt...]\nCommands:\n${COMMANDS.map((c) => `  ${c.name}\n`).join("")}`);
+    return 0;
+  }
+  const cmd = COMMANDS.find((c) => c.name === args[0]);
+  if (!cmd) {
+    err(`Unknown command [${args[0]}]\n`);
+    return 1;
+  }
+  try {
+    const parsed = getoptLongOnly(cmd.name, args.slice(1), cmd.options);
+    if (parsed.help) {
+      out(helpText(cmd.header, cmd.options));
+      return 0;
+    }
+    const missing = missingRequired(parsed, cmd.options);
+    if (missing.length > 0) {
+      err(missing.map((m) => `Missing option [--${m}]\n`).join(""));
+      return 1;
+    }
+    return await cmd.run({ opts: parsed.values, args: parsed.positionals });
+  } catch (e) {
+    if (e instanceof GetoptError || e instanceof NfqlbError) {
+      err(`${e.message}\n`);
+      return e instanceof NfqlbError ? e.exitCode : 1;
+    }
+    err(`${cmd.name}: ${e instanceof Error ? e.message : String(e)}\n`);
+    return 1;
+  }
+}
+
+if (import.meta.main) {
+  const argv0 = Deno.env.get("NFQLB_ARGV0") ?? "nfqlb";
+  Deno.exit(await main(Deno.args, argv0));
+}

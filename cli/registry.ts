@@ -1,0 +1,46 @@
+/**
+ * All 21 upstream commands, in upstream's listing order (link order of its
+ * cmd*.c files). Upstream's table holds 20, so its build silently drops
+ * trace-flow-list-names; we register it (docs/compatibility.md).
+ */
+import type { Command } from "./command.ts";
+import { activate, deactivate, version } from "./commands/config.ts";
+import {
+  flowDelete,
+  flowList,
+  flowListNames,
+  flowSet,
+  traceFlowDelete,
+  traceFlowList,
+  traceFlowListNames,
+  traceFlowSet,
+} from "./commands/flow.ts";
+import { fwmark } from "./commands/fwmark.ts";
+import { flowlb, lb } from "./commands/lb.ts";
+import { del, init, primebelow, show, stats } from "./commands/shm.ts";
+import { loglevel, trace } from "./commands/trace.ts";
+
+/** Commands in listing order. */
+export const COMMANDS: readonly Command[] = [
+  activate,
+  deactivate,
+  version,
+  flowSet,
+  flowDelete,
+  flowList,
+  flowListNames,
+  flowlb,
+  fwmark,
+  lb,
+  init,
+  del,
+  show,
+  stats,
+  primebelow,
+  trace,
+  loglevel,
+  traceFlowSet,
+  traceFlowDelete,
+  traceFlowList,
+  traceFlowListNames,
+];

@@ -1,0 +1,32 @@
+/**
+ * Socket addresses as upstream writes them: `unix:<name>` (a Linux abstract
+ * socket), `tcp:<ipv4>:<port>`, `tcp:[<ipv6>]:<port>`.
+ */
+import { parseIPv4, parseIPv6 } from "./inet.ts";
+
+/** A parsed address, ready for Deno.connect / Deno.listen. */
+export type SocketAddress =
+  | { transport: "unix"; path: string }
+  | { transport: "tcp"; hostname: string; port: number };
+
+/** Parses an upstream address string; undefined when invalid. */
+export function parseSocketAddress(s: string): SocketAddress | undefined {
+  if (s.startsWith("unix:")) {
+    const name = s.slice(5);
+    if (name.length === 0 || name.length > 107) return undefined;
+    return { transport: "unix", path: "\0" + name };
+  }
+  if (!s.startsWith("tcp:")) return undefined;
+  const rest = s.slice(4);
+  const colon = rest.lastIndexOf(":");
+  if (colon < 0) return undefined;
+  const host = rest.slice(0, colon), port = rest.slice(colon + 1);
+  if (!/^[0-9]{1,5}$/.test(port) || Number(port) > 65535) return undefined;
+  if (host.startsWith("[") && host.endsWith("]")) {
+    const inner = host.slice(1, -1);
+    if (!parseIPv6(inner.replace(/%[A-Za-z0-9_.-]+$/, ""))) return undefined;
+    return { transport: "tcp", hostname: inner, port: Number(port) };
+  }
+  if (!parseIPv4(host)) return undefined;
+  return { transport: "tcp", hostname: host, port: Number(port) };
+}

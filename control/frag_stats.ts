@@ -1,0 +1,76 @@
+/**
+ * The fragment-table statistics shm (`ftshm`), upstream's 72-byte layout so
+ * that `nfqlb stats` reads what our lb and upstream's lb write alike.
+ */
+import { errorText, NfqlbError } from "./errors.ts";
+import { shmPath } from "./shm_dir.ts";
+
+/** Size of the stats record. */
+export const FRAG_STATS_BYTES = 72;
+
+/** The counters, by upstream's printed names. */
+export interface FragStats {
+  hsize: number;
+  ttlMillis: number;
+  collisions: number;
+  inserts: number;
+  rejected: number;
+  lookups: number;
+  objGC: number;
+  mtu: number;
+  bucketsMax: number;
+  bucketsAllocated: number;
+  bucketsUsed: number;
+  fragsMax: number;
+  fragsAllocated: number;
+  fragsDiscarded: number;
+  reAssembled: number;
+}
+
+/** Decodes the 72-byte record. */
+export function decodeFragStats(b: Uint8Array): FragStats {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const u = (o: number) => v.getUint32(o, true);
+  return {
+    hsize: u(8),
+    ttlMillis: Number(v.getBigUint64(0, true) / 1000000n),
+    collisions: u(16),
+    inserts: u(20),
+    rejected: u(24),
+    lookups: u(28),
+    objGC: u(32),
+    mtu: u(40),
+    bucketsMax: u(44),
+    bucketsAllocated: u(48),
+    bucketsUsed: u(52),
+    fragsMax: u(56),
+    fragsAllocated: u(64),
+    fragsDiscarded: u(60),
+    reAssembled: u(68),
+  };
+}
+
+/** Reads stats shm `name`; errors as upstream (`FAILED mapSharedData: <name>`). */
+export function readFragStats(name: string): FragStats {
+  let bytes: Uint8Array;
+  try {
+    bytes = Deno.readFileSync(shmPath(name));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new NfqlbError(`FAILED mapSharedData: ${name}`);
+    throw new NfqlbError(`FAILED mapSharedData: ${name}: ${errorText(e)}`);
+  }
+  if (bytes.length < FRAG_STATS_BYTES) {
+    throw new NfqlbError(`FAILED mapSharedData: ${name}: not a frag-table stats shm (${bytes.length} bytes)`);
+  }
+  return decodeFragStats(bytes);
+}
+
+/**
+ * Upstream's layout of the printout, made valid JSON (upstream misses the
+ * comma after fragsDiscarded; docs/compatibility.md).
+ */
+export function formatFragStats(s: FragStats): string {
+  const keys = Object.keys(s) as (keyof FragStats)[];
+  const lines = keys.map((k, i) => `  ${`"${k}":`.padEnd(20)}${s[k]}${i < keys.length - 1 ? "," : ""}`);
+  return `{\n${lines.join("\n")}\n}\n`;
+}

@@ -1,0 +1,288 @@
+/**
+ * The target (Maglev) table in shared memory: create (init), open, read,
+ * change the active set (activate/deactivate), look up. The layout and the
+ * double-buffered, seqlock-protected commit live in C (c/tshm.c); this file
+ * does the files, locking and errors. See docs/shm.md.
+ */
+import { cstring, lib } from "../ffi/lib.ts";
+import { errorText, NfqlbError, strerror } from "./errors.ts";
+import { shmPath } from "./shm_dir.ts";
+
+const ETRUNC = -1, EMAGIC = -2, EVERSION = -3, ELAYOUT = -4, EUPSTREAM = -5;
+
+/** A consistent copy of the current table. */
+export interface TargetSnapshot {
+  /** The first entries of the lookup table (row index or -1). */
+  lookup: Int32Array;
+  /** fwmark per row, -1 for a free row. */
+  active: Int32Array;
+  /** Number of commits since init. */
+  generation: number;
+}
+
+interface Mapping {
+  ptr: Deno.PointerObject;
+  size: bigint;
+}
+
+/** Maps a file; returns the mapping or an errno (0 for an empty file). */
+function mapFile(path: string, writable: boolean): Mapping | number {
+  const size = new BigUint64Array(1);
+  const err = new Int32Array(1);
+  const ptr = lib().nfqlb_file_map(cstring(path), writable ? 1 : 0, size, err);
+  if (ptr === null) return err[0];
+  return { ptr, size: size[0] };
+}
+
+function unmap(m: Mapping): void {
+  lib().nfqlb_file_unmap(m.ptr, m.size);
+}
+
+function checkText(rc: number, name: string): string {
+  switch (rc) {
+    case ETRUNC:
+      return "truncated file";
+    case EMAGIC:
+      return "not an nfqlb target table (bad magic)";
+    case EVERSION:
+      return "unsupported table version";
+    case ELAYOUT:
+      return "corrupt table header";
+    case EUPSTREAM:
+      return `an upstream nfqlb 1.x table; re-create it with: nfqlb init --shm=${name}`;
+    default:
+      return `invalid table (${rc})`;
+  }
+}
+
+/** Options for {@link TargetShm.create}. */
+export interface CreateOptions {
+  /** Lookup table size; must already be prime (see primeBelow). */
+  M: number;
+  /** Max number of targets (rows). */
+  N: number;
+  /** Own fwmark, used when the table serves as an LB-tier table. */
+  ownFwmark: number;
+}
+
+/**
+ * An open target table.
+ *
+ * @example
+ * ```ts
+ * TargetShm.create("demo", { M: 997, N: 32, ownFwmark: 0 });
+ * TargetShm.update("demo", (active) => { active[0] = 101; return true; });
+ * const t = TargetShm.open("demo");
+ * t.lookup(12345); // 101
+ * t.close();
+ * ```
+ */
+export class TargetShm {
+  /** shm name. */
+  readonly name: string;
+  /** Lookup table size (prime). */
+  readonly M: number;
+  /** Number of rows. */
+  readonly N: number;
+  /** Own fwmark (LB tier). */
+  readonly ownFwmark: number;
+  #map: Mapping | undefined;
+  #header: Uint32Array;
+
+  private constructor(name: string, map: Mapping) {
+    this.name = name;
+    this.#map = map;
+    const view = new Deno.UnsafePointerView(map.ptr);
+    this.M = view.getUint32(16);
+    this.N = view.getUint32(20);
+    this.ownFwmark = view.getInt32(24);
+    this.#header = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(map.ptr, 64));
+  }
+
+  /** The mapped base address, for the dataplane's C lookups. */
+  get pointer(): Deno.PointerObject {
+    if (!this.#map) throw new Error(`target shm ${this.name} is closed`);
+    return this.#map.ptr;
+  }
+
+  /**
+   * Opens shm `name`. Missing → `FAILED mapSharedData: <name>` (upstream's
+   * text); other problems add the reason after a colon.
+   */
+  static open(name: string, opts: { writable?: boolean } = {}): TargetShm {
+    const path = shmPath(name);
+    const m = mapFile(path, opts.writable ?? false);
+    if (typeof m === "number") {
+      if (m === 2) throw new NfqlbError(`FAILED mapSharedData: ${name}`);
+      throw new NfqlbError(`FAILED mapSharedData: ${name}: ${m === 0 ? "empty file" : strerror(m)}`);
+    }
+    const rc = lib().nfqlb_tshm_check(m.ptr, m.size);
+    if (rc !== 0) {
+      unmap(m);
+      throw new NfqlbError(`FAILED mapSharedData: ${name}: ${checkText(rc, name)}`);
+    }
+    return new TargetShm(name, m);
+  }
+
+  /**
+   * Creates (or replaces) table `name`: an empty table with no active
+   * target. The new file is built beside the old one and renamed over it,
+   * so a reader never sees a half-written table; a running LB that has the
+   * old one mapped sees its `replaced` flag and re-maps.
+   * Refuses to overwrite a file that is not an nfqlb table.
+   */
+  static create(name: string, opts: CreateOptions): void {
+    const path = shmPath(name);
+    const sizeOut = new BigUint64Array(1);
+    if (lib().nfqlb_tshm_bytes(opts.M, opts.N, sizeOut) !== 0) {
+      if (opts.N > opts.M) throw new NfqlbError("N can't be larger than M");
+      if (opts.N < 1) throw new NfqlbError(`N must be at least 1; ${opts.N}`);
+      const mib = Math.ceil((64 + 8 * opts.N + 8 * (opts.N + opts.M)) / 1048576);
+      throw new NfqlbError(`Table too large; M=${opts.M}, N=${opts.N} needs ${mib} MiB, the limit is 2048 MiB`);
+    }
+    const size = sizeOut[0];
+    // What is there now? Never clobber a file that is not ours or upstream's.
+    let old: Mapping | undefined;
+    const existing = mapFile(path, true);
+    if (typeof existing !== "number") {
+      const rc = lib().nfqlb_tshm_check(existing.ptr, existing.size);
+      if (rc === 0) old = existing;
+      else {
+        unmap(existing);
+        if (rc !== EUPSTREAM && rc !== ETRUNC) {
+          throw new NfqlbError(
+            `createSharedData: ${name}: exists and is ${checkText(rc, name)}; remove it with: nfqlb delete --shm=${name}`,
+          );
+        }
+      }
+    } else if (existing !== 2 && existing !== 0) {
+      throw new NfqlbError(`createSharedData: ${name}: ${strerror(existing)}`);
+    }
+    const tmp = `${path.slice(0, path.lastIndexOf("/"))}/.${name}.init-${Deno.pid}`;
+    // Serialise with activate/deactivate on the old file: they commit under this lock.
+    let lock: Deno.FsFile | undefined;
+    if (old) {
+      try {
+        lock = Deno.openSync(path, { read: true, write: true });
+        lock.lockSync(true);
+      } catch { /* replaced or removed meanwhile: nothing to serialise with */ }
+    }
+    try {
+      try {
+        const f = Deno.openSync(tmp, { read: true, write: true, createNew: true, mode: 0o600 });
+        try {
+          f.truncateSync(Number(size));
+        } finally {
+          f.close();
+        }
+      } catch (e) {
+        throw new NfqlbError(`createSharedData: ${name}: ${errorText(e)}`);
+      }
+      const m = mapFile(tmp, true);
+      if (typeof m === "number") throw new NfqlbError(`createSharedData: ${name}: ${strerror(m)}`);
+      try {
+        if (lib().nfqlb_tshm_format(m.ptr, m.size, opts.M, opts.N, opts.ownFwmark) !== 0) {
+          throw new NfqlbError(`createSharedData: ${name}: format failed`);
+        }
+      } finally {
+        unmap(m);
+      }
+      try {
+        Deno.renameSync(tmp, path);
+      } catch (e) {
+        throw new NfqlbError(`createSharedData: ${name}: ${errorText(e)}`);
+      }
+    } finally {
+      try {
+        Deno.removeSync(tmp);
+      } catch { /* renamed or never created */ }
+      if (old) {
+        // Tell LBs that map the old table to re-map (offset 40: replaced).
+        const hdr = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(old.ptr, 64));
+        Atomics.store(hdr, 10, 1);
+        unmap(old);
+      }
+      lock?.close();
+    }
+  }
+
+  /**
+   * Changes the active set under an exclusive lock on the file: `change`
+   * gets a copy of the active rows (fwmark or -1) and returns whether it
+   * changed anything; if so the new table is populated and published at once.
+   */
+  static update(name: string, change: (active: Int32Array, t: TargetShm) => boolean): void {
+    const path = shmPath(name);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      let file: Deno.FsFile;
+      try {
+        file = Deno.openSync(path, { read: true, write: true });
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) throw new NfqlbError(`FAILED mapSharedData: ${name}`);
+        throw new NfqlbError(`FAILED mapSharedData: ${name}: ${errorText(e)}`);
+      }
+      try {
+        file.lockSync(true);
+        // init may have replaced the file while we waited for the lock
+        let same = false;
+        try {
+          same = Deno.statSync(path).ino === file.statSync().ino;
+        } catch { /* removed meanwhile */ }
+        if (!same) continue;
+        const t = TargetShm.open(name, { writable: true });
+        try {
+          const active = t.snapshot(0).active;
+          if (change(active, t)) t.#commit(active);
+        } finally {
+          t.close();
+        }
+        return;
+      } finally {
+        file.close();
+      }
+    }
+    throw new NfqlbError(`FAILED mapSharedData: ${name}: replaced repeatedly while updating`);
+  }
+
+  #commit(active: Int32Array): void {
+    const rc = lib().nfqlb_tshm_commit(this.pointer, active);
+    if (rc !== 0) throw new NfqlbError(`Populate failed for ${this.name} (${rc === -2 ? "out of memory" : rc})`);
+  }
+
+  /** A consistent copy of the first `nlookup` lookup entries and all rows. */
+  snapshot(nlookup = 25): TargetSnapshot {
+    const n = Math.min(nlookup, this.M);
+    const lookup = new Int32Array(n);
+    const active = new Int32Array(this.N);
+    const generation = lib().nfqlb_tshm_read(this.pointer, lookup, n, active);
+    return { lookup, active, generation };
+  }
+
+  /** The fwmark for a hash, or -1 when the slot has no target. */
+  lookup(hash: number): number {
+    return lib().nfqlb_tshm_lookup(this.pointer, hash >>> 0);
+  }
+
+  /** Row index and fwmark for a hash (both -1 when none). */
+  lookupRow(hash: number): { row: number; fwmark: number } {
+    const row = new Int32Array(1);
+    const fwmark = lib().nfqlb_tshm_lookup_row(this.pointer, hash >>> 0, row);
+    return { row: row[0], fwmark };
+  }
+
+  /** Slots of the current table that have no target. */
+  countEmpty(): number {
+    return lib().nfqlb_tshm_count_empty(this.pointer);
+  }
+
+  /** Whether `init` has replaced this table with a new file since it was opened. */
+  get replaced(): boolean {
+    return Atomics.load(this.#header, 10) !== 0;
+  }
+
+  /** Unmaps the table. */
+  close(): void {
+    if (this.#map) unmap(this.#map);
+    this.#map = undefined;
+  }
+}

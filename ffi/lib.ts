@@ -1,0 +1,91 @@
+/**
+ * Opens the C library (c/build/libnfqlb.so) with Deno.dlopen.
+ *
+ * Two paths: from a file (a checkout, or NFQLB_LIB), and from bytes. A
+ * `deno compile`d binary embeds the .so with `--include`; Deno can dlopen the
+ * embedded file itself, but only by extracting it where it chooses (which
+ * fails on a read-only root). So when the direct open fails we read the
+ * embedded bytes and write them to a private file in NFQLB_LIB_DIR,
+ * $XDG_RUNTIME_DIR, /dev/shm or /tmp, whichever is writable, and open that.
+ */
+import { type NfqlbSymbols, SYMBOLS } from "./symbols.ts";
+
+export type { NfqlbSymbols } from "./symbols.ts";
+
+/** Where the library is expected: NFQLB_LIB, else c/build/libnfqlb.so next to this checkout. */
+export function libraryPath(): string {
+  const env = Deno.env.get("NFQLB_LIB");
+  if (env) return env;
+  return new URL("../c/build/libnfqlb.so", import.meta.url).pathname;
+}
+
+/** Opens the library from a file path. */
+export function openFromPath(path: string): Deno.DynamicLibrary<typeof SYMBOLS> {
+  return Deno.dlopen(path, SYMBOLS);
+}
+
+function writableDirs(): string[] {
+  const dirs: string[] = [];
+  for (const v of ["NFQLB_LIB_DIR", "XDG_RUNTIME_DIR", "TMPDIR"]) {
+    const d = Deno.env.get(v);
+    if (d) dirs.push(d);
+  }
+  dirs.push("/dev/shm", "/tmp");
+  return dirs;
+}
+
+/**
+ * Opens the library from its bytes: writes them to a fresh private file
+ * (mode 0700), dlopens it and removes the file again (the mapping stays).
+ */
+export function openFromBytes(bytes: Uint8Array): Deno.DynamicLibrary<typeof SYMBOLS> {
+  const errors: string[] = [];
+  for (const dir of writableDirs()) {
+    let tmp: string | undefined;
+    try {
+      tmp = Deno.makeTempDirSync({ dir, prefix: "nfqlb-lib-" });
+      const file = `${tmp}/libnfqlb.so`;
+      Deno.writeFileSync(file, bytes, { mode: 0o700 });
+      const lib = Deno.dlopen(file, SYMBOLS);
+      return lib;
+    } catch (e) {
+      errors.push(`${dir}: ${e instanceof Error ? e.message : String(e)}`);
+    } finally {
+      if (tmp) {
+        try {
+          Deno.removeSync(tmp, { recursive: true });
+        } catch { /* best effort */ }
+      }
+    }
+  }
+  throw new Error(`cannot load libnfqlb.so from memory (${errors.join("; ")}); set NFQLB_LIB_DIR to a writable dir`);
+}
+
+let opened: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+
+/** The library's symbols, opened once per process (or worker). */
+export function lib(): NfqlbSymbols {
+  if (opened) return opened.symbols;
+  const path = libraryPath();
+  try {
+    opened = openFromPath(path);
+  } catch (first) {
+    let bytes: Uint8Array;
+    try {
+      bytes = Deno.readFileSync(path);
+    } catch {
+      const msg = first instanceof Error ? first.message : String(first);
+      throw new Error(`cannot load the C library ${path}: ${msg} (run: deno task build)`);
+    }
+    opened = openFromBytes(bytes);
+  }
+  return opened.symbols;
+}
+
+/** A NUL-terminated UTF-8 copy of s, for `const char*` parameters. */
+export function cstring(s: string): Uint8Array<ArrayBuffer> {
+  const enc = new TextEncoder().encode(s);
+  const out = new Uint8Array(enc.length + 1);
+  out.set(enc);
+  return out;
+}

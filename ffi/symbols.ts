@@ -1,0 +1,28 @@
+/**
+ * The C library's exported functions as Deno FFI declarations (see c/nfqlb.h).
+ * Hot-path functions use only u32/i32/pointer/buffer so V8 fast calls apply.
+ */
+export const SYMBOLS = {
+  nfqlb_rand_size: { parameters: [], result: "u32" },
+  nfqlb_rand_seed: { parameters: ["buffer", "u32"], result: "void" },
+  nfqlb_rand_next: { parameters: ["buffer"], result: "i32" },
+  nfqlb_prime_below: { parameters: ["u32"], result: "u32" },
+  nfqlb_maglev_params: { parameters: ["u32", "u32", "buffer"], result: "i32" },
+  nfqlb_maglev_populate: { parameters: ["u32", "u32", "buffer", "buffer", "buffer"], result: "i32" },
+  nfqlb_djb2: { parameters: ["buffer", "u32"], result: "u32" },
+  nfqlb_hash_key: { parameters: ["buffer", "u32", "u32"], result: "u32" },
+  nfqlb_hash_addresses: { parameters: ["buffer", "u32"], result: "u32" },
+  nfqlb_tshm_bytes: { parameters: ["u32", "u32", "buffer"], result: "i32" },
+  nfqlb_tshm_format: { parameters: ["pointer", "u64", "u32", "u32", "i32"], result: "i32" },
+  nfqlb_tshm_check: { parameters: ["pointer", "u64"], result: "i32" },
+  nfqlb_tshm_commit: { parameters: ["pointer", "buffer"], result: "i32" },
+  nfqlb_tshm_read: { parameters: ["pointer", "buffer", "u32", "buffer"], result: "u32" },
+  nfqlb_tshm_lookup: { parameters: ["pointer", "u32"], result: "i32" },
+  nfqlb_tshm_lookup_row: { parameters: ["pointer", "u32", "buffer"], result: "i32" },
+  nfqlb_tshm_count_empty: { parameters: ["pointer"], result: "u32" },
+  nfqlb_file_map: { parameters: ["buffer", "i32", "buffer", "buffer"], result: "pointer" },
+  nfqlb_file_unmap: { parameters: ["pointer", "u64"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The symbol table type of the opened library. */
+export type NfqlbSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];

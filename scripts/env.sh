@@ -1,0 +1,16 @@
+# Sourced by the other scripts: locates the project root and the pinned Deno.
+# Why a separate file: every entry point (test, demo, nfqlb wrapper, CI) must find the same Deno.
+NFQLB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NFQLB_DENO_VERSION="2.9.6"
+NFQLB_TOOLS="$NFQLB_ROOT/.tools"
+
+# nfqlb_deno prints the path of a usable deno (PATH first, then the project-local copy).
+nfqlb_deno() {
+  if command -v deno >/dev/null 2>&1; then
+    command -v deno
+  elif [ -x "$NFQLB_TOOLS/deno/node_modules/@deno/linux-x64-glibc/deno" ]; then
+    echo "$NFQLB_TOOLS/deno/node_modules/@deno/linux-x64-glibc/deno"
+  else
+    return 1
+  fi
+}
