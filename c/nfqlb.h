@@ -192,4 +192,139 @@ void* nfqlb_file_map(const char* path, int32_t writable, uint64_t* size, int32_t
 /** nfqlb_file_unmap - munmap; returns 0 or -errno. */
 int32_t nfqlb_file_unmap(void* addr, uint64_t size);
 
+/* ----------------------------------------------------------------------------
+ * packet.c - the key of a packet (upstream getHashKey, with fixes).
+ * ------------------------------------------------------------------------- */
+
+/* Result bits of nfqlb_packet_key (upstream's values). */
+#define NFQLB_PKT_FIRST_FRAG 1 /* first fragment: fkey holds the fragment key */
+#define NFQLB_PKT_FRAG 2       /* non-first fragment: only fkey is valid */
+#define NFQLB_PKT_UDPENCAP 4   /* SCTP over UDP, key has the SCTP ports */
+#define NFQLB_PKT_ICMP_INNER 8 /* ICMP error: key is the flipped inner packet */
+#define NFQLB_PKT_ICMP 16      /* other ICMP: addresses, proto and echo id */
+#define NFQLB_PKT_ADDRONLY 32  /* no ports: addresses and proto */
+
+/**
+ * nfqlb_packet_key - fill key[40] for a packet of `len` bytes starting at its
+ * IP header. hw_proto is 0x0800 or 0x86dd (NFQUEUE hw_protocol). udpencap is
+ * the UDP port carrying SCTP (0 = off). For fragments, fkey[40] receives
+ * {src, dst, fragment id}. Returns the NFQLB_PKT_* bits, or -1 for a packet
+ * that cannot be parsed (never reads outside pkt[0..len)).
+ */
+int32_t nfqlb_packet_key(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, uint32_t udpencap,
+			 uint8_t* key, uint8_t* fkey);
+
+/* ----------------------------------------------------------------------------
+ * fragtable.c - fwmark per fragmented datagram.
+ * ------------------------------------------------------------------------- */
+
+#define NFQLB_FTSTATS_LEN 72 /* upstream's struct fragStats, kept in the ftshm */
+
+struct nfqlb_fragtable;
+
+/**
+ * nfqlb_ft_create - a table of `size` slots plus `buckets` extra entries;
+ * entries live `ttl_ms` after their last use. `stats` is the 72-byte ftshm
+ * record to keep the counters in (or NULL); mtu and frags are recorded there.
+ * Returns NULL on bad size or out of memory.
+ */
+struct nfqlb_fragtable* nfqlb_ft_create(uint32_t size, uint32_t buckets, uint32_t ttl_ms, uint32_t mtu,
+					uint32_t frags, uint8_t* stats);
+
+/** nfqlb_ft_destroy - free the table. */
+void nfqlb_ft_destroy(struct nfqlb_fragtable* ft);
+
+/**
+ * nfqlb_ft_first - a first fragment got `fwmark`: remember it. Returns 0, or
+ * -1 (table full, or the datagram was poisoned by an earlier lost fragment).
+ * A duplicate first fragment with the same fwmark returns 0.
+ */
+int32_t nfqlb_ft_first(struct nfqlb_fragtable* ft, const uint8_t* fkey, int32_t fwmark, uint64_t now_ns);
+
+/**
+ * nfqlb_ft_next - a later fragment: 0 and *fwmark when its first fragment has
+ * been seen; -1 otherwise (the fragment is to be dropped).
+ */
+int32_t nfqlb_ft_next(struct nfqlb_fragtable* ft, const uint8_t* fkey, uint64_t now_ns, int32_t* fwmark);
+
+/* ----------------------------------------------------------------------------
+ * lb.c - the per-packet decision of `lb`.
+ * ------------------------------------------------------------------------- */
+
+/* Per-queue counters (u64 each), indexes into the counters array. */
+enum nfqlb_counter {
+	NFQLB_C_RECEIVED = 0,
+	NFQLB_C_ACCEPTED,
+	NFQLB_C_DROPPED,
+	NFQLB_C_MALFORMED,
+	NFQLB_C_NOTARGET,
+	NFQLB_C_FRAG_DROPPED,
+	NFQLB_C_ENOBUFS,
+	NFQLB_C_RECV_ERRORS,
+	NFQLB_C_SEND_ERRORS,
+	NFQLB_C_VERDICT_ERRORS,
+	NFQLB_C_BATCHES,
+	NFQLB_C_SETUP_DROPPED,
+	NFQLB_C_COUNT
+};
+
+struct nfqlb_lb;
+
+/**
+ * nfqlb_lb_create - classifier over a mapped target table (tshm), an
+ * optional fragment table, hash_mode, the SCTP-over-UDP port and the
+ * fwmark to return when the table has no target (-1 = drop).
+ */
+struct nfqlb_lb* nfqlb_lb_create(const uint8_t* tshm, struct nfqlb_fragtable* ft, uint32_t hash_mode,
+				 uint32_t sctp_encap, int32_t notargets_fwmark);
+
+/** nfqlb_lb_set_tshm - switch to another mapped table (after init replaced it). */
+void nfqlb_lb_set_tshm(struct nfqlb_lb* lb, const uint8_t* tshm);
+
+/** nfqlb_lb_destroy - free the classifier. */
+void nfqlb_lb_destroy(struct nfqlb_lb* lb);
+
+/**
+ * nfqlb_lb_classify - fwmark for a packet (>= 0 accept with this mark,
+ * < 0 drop). Counts malformed / no-target / dropped fragments in counters[].
+ */
+int32_t nfqlb_lb_classify(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
+			  uint64_t now_ns, uint64_t* counters);
+
+/* ----------------------------------------------------------------------------
+ * nfqueue.c - batched NFQUEUE I/O (libmnl, libnetfilter_queue).
+ * ------------------------------------------------------------------------- */
+
+#define NFQLB_QF_FAIL_OPEN 1u /* NFQA_CFG_F_FAIL_OPEN: accept when the queue is full */
+
+struct nfqlb_queue;
+
+/**
+ * nfqlb_queue_open - bind NFQUEUE `queue_num`: copy `mtu` bytes per packet,
+ * queue max length `qlength`, GSO, optional fail-open, NETLINK_NO_ENOBUFS,
+ * receive buffer (qlength*mtu/2)&~0xfff (forced when allowed). Receives up
+ * to `batch` packets per call. rcvbuf[0] = SO_RCVBUF read back, rcvbuf[1] =
+ * requested. On failure returns NULL with -errno in *err (EPERM: no
+ * CAP_NET_ADMIN or bound by another process).
+ */
+struct nfqlb_queue* nfqlb_queue_open(uint32_t queue_num, uint32_t mtu, uint32_t qlength, uint32_t flags,
+				     uint32_t batch, int32_t* err, uint32_t* rcvbuf);
+
+/** nfqlb_queue_close - unbind and close. */
+void nfqlb_queue_close(struct nfqlb_queue* q);
+
+/** nfqlb_queue_fd - the netlink socket. */
+int32_t nfqlb_queue_fd(const struct nfqlb_queue* q);
+
+/**
+ * nfqlb_queue_serve - wait up to timeout_ms for packets, then receive one
+ * batch, classify each with `lb` and send all verdicts in one sendto.
+ * Returns the number of packets handled (0 on timeout). Never fails: errors
+ * are counted in the queue's counters.
+ */
+int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t timeout_ms);
+
+/** nfqlb_queue_counters - copy up to n counters (enum nfqlb_counter order). */
+void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n);
+
 #endif

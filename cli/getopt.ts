@@ -15,6 +15,11 @@ export interface OptionSpec {
   required?: boolean;
   /** Takes no argument (upstream: default value "no"). */
   flag?: boolean;
+  /**
+   * Ours, not upstream's: parsed like any option but left out of `--help`,
+   * whose text stays byte-identical to upstream (docs/cli.md lists them).
+   */
+  hidden?: boolean;
 }
 
 /** What a successful parse yields. */
@@ -114,6 +119,8 @@ export function missingRequired(parsed: ParsedOptions, specs: OptionSpec[]): str
 /** The help text as upstream prints it: header, then `  --name= help ` per option. */
 export function helpText(header: string, specs: OptionSpec[]): string {
   let out = header + "\n";
-  for (const o of specs) out += `  --${o.name}= ${o.help} ${o.required ? "(required)" : ""}\n`;
+  for (const o of specs) {
+    if (!o.hidden) out += `  --${o.name}= ${o.help} ${o.required ? "(required)" : ""}\n`;
+  }
   return out;
 }

@@ -2,8 +2,9 @@
  * The fragment-table statistics shm (`ftshm`), upstream's 72-byte layout so
  * that `nfqlb stats` reads what our lb and upstream's lb write alike.
  */
-import { errorText, NfqlbError } from "./errors.ts";
+import { errorText, NfqlbError, strerror } from "./errors.ts";
 import { shmPath } from "./shm_dir.ts";
+import { type Mapping, mapFile, unmap } from "./shm_file.ts";
 
 /** Size of the stats record. */
 export const FRAG_STATS_BYTES = 72;
@@ -73,4 +74,25 @@ export function formatFragStats(s: FragStats): string {
   const keys = Object.keys(s) as (keyof FragStats)[];
   const lines = keys.map((k, i) => `  ${`"${k}":`.padEnd(20)}${s[k]}${i < keys.length - 1 ? "," : ""}`);
   return `{\n${lines.join("\n")}\n}\n`;
+}
+
+/**
+ * Creates (truncating) stats shm `name` with a zeroed record and maps it
+ * read-write for a running lb; the fragment table keeps its counters there.
+ */
+export function createFragStatsShm(name: string): Mapping {
+  const path = shmPath(name);
+  try {
+    Deno.writeFileSync(path, new Uint8Array(FRAG_STATS_BYTES), { mode: 0o600 });
+  } catch (e) {
+    throw new NfqlbError(`createSharedData: ${name}: ${errorText(e)}`);
+  }
+  const m = mapFile(path, true);
+  if (typeof m === "number") throw new NfqlbError(`createSharedData: ${name}: ${strerror(m)}`);
+  return m;
+}
+
+/** Unmaps what {@link createFragStatsShm} mapped (the file stays for `nfqlb stats`). */
+export function closeFragStatsShm(m: Mapping): void {
+  unmap(m);
 }

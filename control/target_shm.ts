@@ -4,7 +4,8 @@
  * double-buffered, seqlock-protected commit live in C (c/tshm.c); this file
  * does the files, locking and errors. See docs/shm.md.
  */
-import { cstring, lib } from "../ffi/lib.ts";
+import { lib } from "../ffi/lib.ts";
+import { type Mapping, mapFile, unmap } from "./shm_file.ts";
 import { errorText, NfqlbError, strerror } from "./errors.ts";
 import { shmPath } from "./shm_dir.ts";
 
@@ -18,24 +19,6 @@ export interface TargetSnapshot {
   active: Int32Array;
   /** Number of commits since init. */
   generation: number;
-}
-
-interface Mapping {
-  ptr: Deno.PointerObject;
-  size: bigint;
-}
-
-/** Maps a file; returns the mapping or an errno (0 for an empty file). */
-function mapFile(path: string, writable: boolean): Mapping | number {
-  const size = new BigUint64Array(1);
-  const err = new Int32Array(1);
-  const ptr = lib().nfqlb_file_map(cstring(path), writable ? 1 : 0, size, err);
-  if (ptr === null) return err[0];
-  return { ptr, size: size[0] };
-}
-
-function unmap(m: Mapping): void {
-  lib().nfqlb_file_unmap(m.ptr, m.size);
 }
 
 function checkText(rc: number, name: string): string {

@@ -22,6 +22,24 @@ export const SYMBOLS = {
   nfqlb_tshm_count_empty: { parameters: ["pointer"], result: "u32" },
   nfqlb_file_map: { parameters: ["buffer", "i32", "buffer", "buffer"], result: "pointer" },
   nfqlb_file_unmap: { parameters: ["pointer", "u64"], result: "i32" },
+  // dataplane (c/packet.c, c/fragtable.c, c/lb.c, c/nfqueue.c)
+  nfqlb_packet_key: { parameters: ["u32", "buffer", "u32", "u32", "buffer", "buffer"], result: "i32" },
+  nfqlb_ft_create: { parameters: ["u32", "u32", "u32", "u32", "u32", "pointer"], result: "pointer" },
+  nfqlb_ft_destroy: { parameters: ["pointer"], result: "void" },
+  nfqlb_ft_first: { parameters: ["pointer", "buffer", "i32", "u64"], result: "i32" },
+  nfqlb_ft_next: { parameters: ["pointer", "buffer", "u64", "buffer"], result: "i32" },
+  nfqlb_lb_create: { parameters: ["pointer", "pointer", "u32", "u32", "i32"], result: "pointer" },
+  nfqlb_lb_set_tshm: { parameters: ["pointer", "pointer"], result: "void" },
+  nfqlb_lb_destroy: { parameters: ["pointer"], result: "void" },
+  nfqlb_lb_classify: { parameters: ["pointer", "u32", "buffer", "u32", "u64", "buffer"], result: "i32" },
+  nfqlb_queue_open: {
+    parameters: ["u32", "u32", "u32", "u32", "u32", "buffer", "buffer"],
+    result: "pointer",
+  },
+  nfqlb_queue_close: { parameters: ["pointer"], result: "void" },
+  nfqlb_queue_fd: { parameters: ["pointer"], result: "i32" },
+  nfqlb_queue_serve: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
+  nfqlb_queue_counters: { parameters: ["pointer", "buffer", "u32"], result: "void" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The symbol table type of the opened library. */

@@ -1,7 +1,11 @@
-/** `lb` and `flowlb`: option tables as upstream 1.2.0. */
+/** `lb` and `flowlb`: option tables as upstream 1.2.0, plus our hidden extensions. */
 import type { Command } from "../command.ts";
 import type { OptionSpec } from "../getopt.ts";
+import { out } from "../io.ts";
+import { INT32_MAX, INT32_MIN, parseInteger, UINT32_MAX } from "../numbers.ts";
 import { NfqlbError } from "../../control/errors.ts";
+import { type LbConfig } from "../../dataplane/lb_config.ts";
+import { runLb } from "../../dataplane/lb.ts";
 import { HASH_MODE_HELP } from "./fwmark.ts";
 
 const QUEUE_OPTS: OptionSpec[] = [
@@ -14,6 +18,9 @@ const QUEUE_OPTS: OptionSpec[] = [
   { name: "ft_frag", help: "Frag table; stored frags" },
   { name: "ft_ttl", help: "Frag table; ttl milliS" },
   { name: "trace_address", help: "Trace server address" },
+  // ours (docs/cli.md)
+  { name: "fail_open", help: "Accept, unbalanced, when a queue is full (NFQA_CFG_F_FAIL_OPEN)", flag: true, hidden: true },
+  { name: "batch", help: "Packets per receive batch (default 64)", hidden: true },
 ];
 
 /** Option table of `lb`. */
@@ -45,12 +52,62 @@ export function notYet(cmd: string): never {
   throw new NfqlbError(`${cmd}: not available yet in nfqlb-deno (the options parse; the feature lands in a later release)`);
 }
 
+/** Parses `--queue=N` or `--queue=first:last` (inclusive). */
+export function parseQueues(v: string): { first: number; last: number } {
+  const m = /^([0-9]+)(?::([0-9]+))?$/.exec(v);
+  const first = m ? Number(m[1]) : NaN, last = m ? Number(m[2] ?? m[1]) : NaN;
+  if (!m || first > 65535 || last > 65535 || first > last) throw new NfqlbError(`queue invalid [${v}]`);
+  return { first, last };
+}
+
+/** The options shared by lb and flowlb, as a config (strict numbers, upstream defaults). */
+function commonConfig(cmd: string, opts: Map<string, string>): Omit<LbConfig, "tshm" | "sctpEncap"> {
+  const int = (name: string, def: string, min: number, max: number) =>
+    parseInteger(cmd, `--${name} value`, opts.get(name) ?? def, min, max);
+  const mtu = int("mtu", "1500", 0, 65535);
+  if (mtu < 576) throw new NfqlbError(`Invalid MTU; ${mtu}`);
+  return {
+    lbshm: opts.get("lbshm"),
+    mtu,
+    tun: opts.get("tun"),
+    reassembler: int("reassembler", "0", 0, UINT32_MAX),
+    notargetsFwmark: int("notargets_fwmark", "-1", INT32_MIN, INT32_MAX),
+    hashMode: int("hash_mode", "1", 0, 65535),
+    queues: parseQueues(opts.get("queue") ?? "2"),
+    qlength: int("qlength", "1024", 1, 1048576),
+    ftShm: opts.get("ft_shm") ?? "ftshm",
+    ftSize: int("ft_size", "500", 1, 16777216),
+    ftBuckets: int("ft_buckets", "500", 0, 16777216),
+    ftFrag: int("ft_frag", "100", 0, 1048576),
+    ftTtl: int("ft_ttl", "200", 0, UINT32_MAX),
+    traceAddress: opts.get("trace_address") ?? "unix:nfqlb-trace",
+    failOpen: opts.has("fail_open"),
+    batch: int("batch", "64", 1, 1024),
+  };
+}
+
+function noteUnsupported(cmd: string, cfg: { tun?: string; lbshm?: string; reassembler: number }): void {
+  const later: string[] = [];
+  if (cfg.tun) later.push("--tun (out-of-order fragments are dropped)");
+  if (cfg.lbshm) later.push("--lbshm (no LB-tier fragment forwarding)");
+  if (cfg.reassembler > 0) later.push("--reassembler");
+  if (later.length) console.error(`${cmd}: not supported yet, ignored: ${later.join(", ")}`);
+}
+
 /** `lb`. */
 export const lb: Command = {
   name: "lb",
   header: "lb [options]\n  Load-balance",
   options: LB_OPTIONS,
-  run: () => notYet("lb"),
+  run({ opts }) {
+    const cfg: LbConfig = {
+      ...commonConfig("lb", opts),
+      tshm: opts.get("tshm") ?? "nfqlb",
+      sctpEncap: parseInteger("lb", "--sctp_encap value", opts.get("sctp_encap") ?? "0", 0, 65535),
+    };
+    noteUnsupported("lb", cfg);
+    return runLb(cfg, (line) => out(line + "\n"));
+  },
 };
 
 /** `flowlb`. */

@@ -1,0 +1,281 @@
+/*
+ * nfqueue.c - NFQUEUE I/O on libmnl + libnetfilter_queue, batched.
+ *
+ *   poll ─► recvmmsg (up to `batch` packet messages) ─► classify each in C
+ *        ─► one sendto carrying all the verdict messages
+ *
+ * Upstream does one recv and one sendto per packet and exits on any socket
+ * error; here a batch costs two syscalls, and every error is counted and
+ * survived (ENOBUFS overruns included).
+ */
+#define _GNU_SOURCE
+#include "nfqlb.h"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libmnl/libmnl.h>
+#include <libnetfilter_queue/libnetfilter_queue.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nfnetlink_queue.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#ifndef SO_RCVBUFFORCE
+#define SO_RCVBUFFORCE 33
+#endif
+
+struct nfqlb_queue {
+	struct mnl_socket* nl;
+	int fd;
+	uint32_t portid;
+	uint32_t queue_num;
+	uint32_t batch;
+	uint32_t bufsize;
+	uint8_t* rx;
+	struct mmsghdr* msgs;
+	struct iovec* iov;
+	uint8_t* tx;
+	uint32_t txcap;
+	uint32_t seq;
+	uint64_t counters[NFQLB_C_COUNT];
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Send one config message with an ACK request and wait for the ACK. 0 or -errno. */
+static int32_t config_acked(struct nfqlb_queue* q, struct nlmsghdr* nlh)
+{
+	nlh->nlmsg_flags |= NLM_F_ACK;
+	nlh->nlmsg_seq = ++q->seq;
+	if (mnl_socket_sendto(q->nl, nlh, nlh->nlmsg_len) < 0)
+		return -errno;
+	uint8_t buf[8192];
+	for (int tries = 0; tries < 64; tries++) {
+		struct pollfd pfd = { q->fd, POLLIN, 0 };
+		if (poll(&pfd, 1, 2000) <= 0)
+			return -ETIMEDOUT;
+		ssize_t n = recv(q->fd, buf, sizeof(buf), 0);
+		if (n < 0) {
+			if (errno == EINTR || errno == ENOBUFS)
+				continue;
+			return -errno;
+		}
+		for (struct nlmsghdr* h = (struct nlmsghdr*)buf; mnl_nlmsg_ok(h, (int)n); h = mnl_nlmsg_next(h, (int*)&n)) {
+			if (h->nlmsg_type == NLMSG_ERROR && h->nlmsg_seq == q->seq) {
+				const struct nlmsgerr* e = mnl_nlmsg_get_payload(h);
+				return e->error; /* 0 = ACK */
+			}
+			if (h->nlmsg_type == ((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET)) {
+				/* traffic while we configure: no classifier yet, drop it (counted) */
+				struct nlattr* attr[NFQA_MAX + 1] = { 0 };
+				if (nfq_nlmsg_parse(h, attr) >= 0 && attr[NFQA_PACKET_HDR]) {
+					struct nfqnl_msg_packet_hdr* ph = mnl_attr_get_payload(attr[NFQA_PACKET_HDR]);
+					char vb[256];
+					struct nlmsghdr* v = nfq_nlmsg_put(vb, NFQNL_MSG_VERDICT, q->queue_num);
+					nfq_nlmsg_verdict_put(v, (int)ntohl(ph->packet_id), NF_DROP);
+					mnl_socket_sendto(q->nl, v, v->nlmsg_len);
+					q->counters[NFQLB_C_SETUP_DROPPED]++;
+				}
+			}
+		}
+	}
+	return -ETIMEDOUT;
+}
+
+void nfqlb_queue_close(struct nfqlb_queue* q)
+{
+	if (!q)
+		return;
+	if (q->nl) {
+		char buf[256];
+		struct nlmsghdr* nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, q->queue_num);
+		nfq_nlmsg_cfg_put_cmd(nlh, AF_INET, NFQNL_CFG_CMD_UNBIND);
+		mnl_socket_sendto(q->nl, nlh, nlh->nlmsg_len);
+		mnl_socket_close(q->nl);
+	}
+	free(q->rx);
+	free(q->msgs);
+	free(q->iov);
+	free(q->tx);
+	free(q);
+}
+
+struct nfqlb_queue* nfqlb_queue_open(uint32_t queue_num, uint32_t mtu, uint32_t qlength, uint32_t flags,
+				     uint32_t batch, int32_t* err, uint32_t* rcvbuf)
+{
+	*err = 0;
+	if (batch == 0 || batch > 1024)
+		batch = 64;
+	struct nfqlb_queue* q = calloc(1, sizeof(*q));
+	if (!q) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	q->queue_num = queue_num;
+	q->batch = batch;
+	q->bufsize = (mtu + 2048 + 63) & ~63u;
+	q->txcap = batch * 64;
+	q->rx = malloc((size_t)q->bufsize * batch);
+	q->msgs = calloc(batch, sizeof(struct mmsghdr));
+	q->iov = calloc(batch, sizeof(struct iovec));
+	q->tx = malloc(q->txcap);
+	q->nl = mnl_socket_open(NETLINK_NETFILTER);
+	if (!q->rx || !q->msgs || !q->iov || !q->tx || !q->nl) {
+		*err = q->nl ? -ENOMEM : -errno;
+		nfqlb_queue_close(q);
+		return NULL;
+	}
+	if (mnl_socket_bind(q->nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+		*err = -errno;
+		nfqlb_queue_close(q);
+		return NULL;
+	}
+	q->fd = mnl_socket_get_fd(q->nl);
+	q->portid = mnl_socket_get_portid(q->nl);
+	for (uint32_t i = 0; i < batch; i++) {
+		q->iov[i].iov_base = q->rx + (size_t)i * q->bufsize;
+		q->iov[i].iov_len = q->bufsize;
+		q->msgs[i].msg_hdr.msg_iov = &q->iov[i];
+		q->msgs[i].msg_hdr.msg_iovlen = 1;
+	}
+	int one = 1;
+	setsockopt(q->fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, &one, sizeof(one));
+	/* Receive buffer sized as upstream: qlength*mtu/2, forced past rmem_max with CAP_NET_ADMIN. */
+	int cur = 0;
+	socklen_t sl = sizeof(cur);
+	if (getsockopt(q->fd, SOL_SOCKET, SO_RCVBUF, &cur, &sl) != 0) {
+		*err = -errno;
+		nfqlb_queue_close(q);
+		return NULL;
+	}
+	uint32_t want = (uint32_t)(((uint64_t)qlength * mtu / 2) & ~0xfffull);
+	if (want > (uint32_t)cur) {
+		int w = (int)want;
+		if (setsockopt(q->fd, SOL_SOCKET, SO_RCVBUFFORCE, &w, sizeof(w)) != 0)
+			setsockopt(q->fd, SOL_SOCKET, SO_RCVBUF, &w, sizeof(w));
+	}
+	sl = sizeof(cur);
+	getsockopt(q->fd, SOL_SOCKET, SO_RCVBUF, &cur, &sl);
+	rcvbuf[0] = (uint32_t)cur;
+	rcvbuf[1] = want;
+
+	char buf[512];
+	struct nlmsghdr* nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, queue_num);
+	nfq_nlmsg_cfg_put_cmd(nlh, AF_INET, NFQNL_CFG_CMD_BIND);
+	int32_t rc = config_acked(q, nlh);
+	if (rc == 0) {
+		nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, queue_num);
+		nfq_nlmsg_cfg_put_params(nlh, NFQNL_COPY_PACKET, (int)mtu);
+		nfq_nlmsg_cfg_put_qmaxlen(nlh, qlength);
+		uint32_t f = NFQA_CFG_F_GSO | ((flags & NFQLB_QF_FAIL_OPEN) ? NFQA_CFG_F_FAIL_OPEN : 0);
+		mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(f));
+		mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(f));
+		rc = config_acked(q, nlh);
+	}
+	if (rc != 0) {
+		*err = rc;
+		mnl_socket_close(q->nl); /* never bound (or bound by someone else): no UNBIND */
+		q->nl = NULL;
+		nfqlb_queue_close(q);
+		return NULL;
+	}
+	return q;
+}
+
+int32_t nfqlb_queue_fd(const struct nfqlb_queue* q) { return q->fd; }
+
+void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n)
+{
+	for (uint32_t i = 0; i < n && i < NFQLB_C_COUNT; i++)
+		out[i] = __atomic_load_n(&q->counters[i], __ATOMIC_RELAXED);
+}
+
+static const struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+
+static void flush(struct nfqlb_queue* q, uint32_t len)
+{
+	for (int tries = 0; len > 0 && tries < 3; tries++) {
+		ssize_t n = sendto(q->fd, q->tx, len, 0, (const struct sockaddr*)&kernel, sizeof(kernel));
+		if (n >= 0)
+			return;
+		q->counters[NFQLB_C_SEND_ERRORS]++;
+		if (errno != EINTR && errno != ENOBUFS && errno != EAGAIN)
+			return;
+	}
+}
+
+int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t timeout_ms)
+{
+	struct pollfd pfd = { q->fd, POLLIN, 0 };
+	int pr = poll(&pfd, 1, (int)timeout_ms);
+	if (pr <= 0)
+		return 0;
+	for (uint32_t i = 0; i < q->batch; i++)
+		q->msgs[i].msg_len = 0;
+	int n = recvmmsg(q->fd, q->msgs, q->batch, MSG_DONTWAIT, NULL);
+	if (n < 0) {
+		if (errno == ENOBUFS)
+			q->counters[NFQLB_C_ENOBUFS]++; /* overrun: the kernel dropped; go on */
+		else if (errno != EAGAIN && errno != EINTR)
+			q->counters[NFQLB_C_RECV_ERRORS]++;
+		return 0;
+	}
+	q->counters[NFQLB_C_BATCHES]++;
+	uint64_t now = now_ns();
+	uint32_t txlen = 0;
+	int32_t handled = 0;
+	for (int i = 0; i < n; i++) {
+		int len = (int)q->msgs[i].msg_len;
+		for (struct nlmsghdr* h = (struct nlmsghdr*)q->iov[i].iov_base; mnl_nlmsg_ok(h, len);
+		     h = mnl_nlmsg_next(h, &len)) {
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				const struct nlmsgerr* e = mnl_nlmsg_get_payload(h);
+				if (e->error != 0)
+					q->counters[NFQLB_C_VERDICT_ERRORS]++;
+				continue;
+			}
+			if (h->nlmsg_type != ((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET))
+				continue;
+			struct nlattr* attr[NFQA_MAX + 1] = { 0 };
+			if (nfq_nlmsg_parse(h, attr) < 0 || !attr[NFQA_PACKET_HDR]) {
+				q->counters[NFQLB_C_RECV_ERRORS]++;
+				continue;
+			}
+			struct nfqnl_msg_packet_hdr* ph = mnl_attr_get_payload(attr[NFQA_PACKET_HDR]);
+			const uint8_t* payload = NULL;
+			uint32_t plen = 0;
+			if (attr[NFQA_PAYLOAD]) {
+				payload = mnl_attr_get_payload(attr[NFQA_PAYLOAD]);
+				plen = mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]);
+			}
+			q->counters[NFQLB_C_RECEIVED]++;
+			int32_t mark = payload ? nfqlb_lb_classify(lb, ntohs(ph->hw_protocol), payload, plen, now,
+								   q->counters)
+					       : -1;
+			if (txlen + 64 > q->txcap) {
+				flush(q, txlen);
+				txlen = 0;
+			}
+			struct nlmsghdr* v = nfq_nlmsg_put((char*)q->tx + txlen, NFQNL_MSG_VERDICT, q->queue_num);
+			if (mark < 0) {
+				nfq_nlmsg_verdict_put(v, (int)ntohl(ph->packet_id), NF_DROP);
+				q->counters[NFQLB_C_DROPPED]++;
+			} else {
+				nfq_nlmsg_verdict_put(v, (int)ntohl(ph->packet_id), NF_ACCEPT);
+				nfq_nlmsg_verdict_put_mark(v, (uint32_t)mark);
+				q->counters[NFQLB_C_ACCEPTED]++;
+			}
+			txlen += MNL_ALIGN(v->nlmsg_len);
+			handled++;
+		}
+	}
+	flush(q, txlen);
+	return handled;
+}

@@ -1,0 +1,166 @@
+/**
+ * `nfqlb lb`: map the target table, create the fragment table and its stats
+ * shm, bind every queue (here, so errors are reported before we start), and
+ * hand each queue to its own Worker. SIGINT/SIGTERM stop the workers, which
+ * unbind their queues; then we exit 0.
+ */
+import { lib } from "../ffi/lib.ts";
+import { NfqlbError, strerror } from "../control/errors.ts";
+import { closeFragStatsShm, createFragStatsShm } from "../control/frag_stats.ts";
+import { TargetShm } from "../control/target_shm.ts";
+import { hasNetAdmin } from "./capabilities.ts";
+import { type LbConfig, LbConfigSchema } from "./lb_config.ts";
+import type { WorkerReport, WorkerStart } from "./worker_protocol.ts";
+
+/** Number of u64 counters per queue (enum nfqlb_counter in c/nfqlb.h). */
+export const COUNTER_NAMES = [
+  "received",
+  "accepted",
+  "dropped",
+  "malformed",
+  "notarget",
+  "frag_dropped",
+  "enobufs",
+  "recv_errors",
+  "send_errors",
+  "verdict_errors",
+  "batches",
+  "setup_dropped",
+] as const;
+
+/** A running lb, for tests and embedding: stop() ends it. */
+export interface RunningLb {
+  /** Per-queue counters by name, read live. */
+  counters(): Map<number, Record<(typeof COUNTER_NAMES)[number], bigint>>;
+  /** Stops the workers (they unbind their queues) and frees everything. */
+  stop(): Promise<void>;
+  /** Resolves when the lb has stopped (by stop() or a worker failure): 0 or 1. */
+  done: Promise<number>;
+}
+
+/**
+ * Starts the load-balancer. Prints upstream's start-up lines on stdout.
+ * @throws NfqlbError for a missing table, a queue that cannot be bound, etc.
+ */
+export function startLb(input: LbConfig, print: (line: string) => void): RunningLb {
+  const cfg = LbConfigSchema.parse(input);
+  const c = lib();
+  const table = TargetShm.open(cfg.tshm); // FAILED mapSharedData: <name>
+  table.close(); // each worker maps its own
+  const stats = createFragStatsShm(cfg.ftShm);
+  const frags = cfg.tun ? cfg.ftFrag : 0;
+  const ft = c.nfqlb_ft_create(cfg.ftSize, cfg.ftBuckets, cfg.ftTtl, cfg.mtu, frags, stats.ptr);
+  if (ft === null) throw new NfqlbError("Failed to create the fragment table (out of memory)");
+  print(
+    `FragTable; size=${cfg.ftSize}, buckets=${cfg.ftBuckets}, frag=${frags}, mtu=${cfg.mtu}, ttl=${cfg.ftTtl}`,
+  );
+  const queues: { num: number; ptr: Deno.PointerObject }[] = [];
+  const closeAll = () => {
+    for (const q of queues) c.nfqlb_queue_close(q.ptr);
+    c.nfqlb_ft_destroy(ft);
+    closeFragStatsShm(stats);
+  };
+  for (let num = cfg.queues.first; num <= cfg.queues.last; num++) {
+    const err = new Int32Array(1);
+    const rcvbuf = new Uint32Array(2);
+    const ptr = c.nfqlb_queue_open(num, cfg.mtu, cfg.qlength, cfg.failOpen ? 1 : 0, cfg.batch, err, rcvbuf);
+    if (ptr === null) {
+      closeAll();
+      const errno = -err[0];
+      if (errno === 1) {
+        throw new NfqlbError(
+          hasNetAdmin()
+            ? `lb: queue ${num} is already bound by another process`
+            : `lb: binding queue ${num} needs CAP_NET_ADMIN (run as root)`,
+        );
+      }
+      throw new NfqlbError(`lb: cannot bind queue ${num}: ${strerror(errno)}`);
+    }
+    queues.push({ num, ptr });
+    print(`queue_length=${cfg.qlength}, mtu=${cfg.mtu}, SO_RCVBUF=${rcvbuf[0]} (${rcvbuf[1]})`);
+  }
+
+  const control = new SharedArrayBuffer(4);
+  const stopFlag = new Int32Array(control);
+  const counterBufs = new Map<number, BigUint64Array>();
+  let running = queues.length;
+  let failed = false;
+  let resolveDone: (code: number) => void = () => {};
+  const done = new Promise<number>((r) => (resolveDone = r));
+  const workers: Worker[] = [];
+  const finish = () => {
+    for (const w of workers) w.terminate();
+    c.nfqlb_ft_destroy(ft);
+    closeFragStatsShm(stats);
+    resolveDone(failed ? 1 : 0);
+  };
+  for (const q of queues) {
+    const counters = new SharedArrayBuffer(8 * COUNTER_NAMES.length);
+    counterBufs.set(q.num, new BigUint64Array(counters));
+    const w = new Worker(new URL("./queue_worker.ts", import.meta.url), { type: "module" });
+    w.onmessage = (e: MessageEvent<WorkerReport>) => {
+      const r = e.data;
+      if (r.kind === "notice") {
+        console.error(`lb: queue ${r.queue}: ${r.message}`);
+        return;
+      }
+      if (r.kind === "error") {
+        console.error(`lb: queue ${r.queue}: ${r.message}`);
+        failed = true;
+        Atomics.store(stopFlag, 0, 1);
+      }
+      if (--running === 0) finish();
+    };
+    w.onerror = (e) => {
+      e.preventDefault();
+      console.error(`lb: queue ${q.num}: worker failed: ${e.message}`);
+      failed = true;
+      Atomics.store(stopFlag, 0, 1);
+      if (--running === 0) finish();
+    };
+    const start: WorkerStart = {
+      kind: "start",
+      queue: q.num,
+      queuePtr: Deno.UnsafePointer.value(q.ptr) as bigint,
+      ftPtr: Deno.UnsafePointer.value(ft) as bigint,
+      tshm: cfg.tshm,
+      hashMode: cfg.hashMode,
+      sctpEncap: cfg.sctpEncap,
+      notargetsFwmark: cfg.notargetsFwmark,
+      control,
+      counters,
+    };
+    w.postMessage(start);
+    workers.push(w);
+  }
+  return {
+    counters() {
+      const out = new Map<number, Record<(typeof COUNTER_NAMES)[number], bigint>>();
+      for (const [q, buf] of counterBufs) {
+        out.set(q, Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, buf[i]])) as Record<(typeof COUNTER_NAMES)[number], bigint>);
+      }
+      return out;
+    },
+    stop() {
+      Atomics.store(stopFlag, 0, 1);
+      return done.then(() => {});
+    },
+    done,
+  };
+}
+
+/** Runs lb until SIGINT/SIGTERM; returns the exit status. */
+export async function runLb(cfg: LbConfig, print: (line: string) => void): Promise<number> {
+  const lb = startLb(cfg, print);
+  const onSignal = () => {
+    lb.stop();
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    return await lb.done;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+  }
+}

@@ -1,0 +1,25 @@
+/** Messages between the lb process (main thread) and its queue workers. */
+
+/** Main → worker: start serving. Pointers travel as their addresses. */
+export interface WorkerStart {
+  kind: "start";
+  queue: number;
+  /** nfqlb_queue* address. */
+  queuePtr: bigint;
+  /** nfqlb_fragtable* address (0n when none). */
+  ftPtr: bigint;
+  tshm: string;
+  hashMode: number;
+  sctpEncap: number;
+  notargetsFwmark: number;
+  /** Int32Array over it: [0] = stop flag. */
+  control: SharedArrayBuffer;
+  /** BigUint64Array over it: this worker's counters, refreshed after each batch. */
+  counters: SharedArrayBuffer;
+}
+
+/** Worker → main. */
+export type WorkerReport =
+  | { kind: "stopped"; queue: number }
+  | { kind: "error"; queue: number; message: string }
+  | { kind: "notice"; queue: number; message: string };
