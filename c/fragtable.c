@@ -81,6 +81,8 @@ struct nfqlb_fragtable* nfqlb_ft_create(uint32_t size, uint32_t buckets, uint32_
 		nfqlb_ft_destroy(ft);
 		return NULL;
 	}
+	for (uint32_t i = 0; i < size; i++)
+		ft->main[i].next = -1; /* empty chains (calloc's 0 would point at extra[0]) */
 	for (uint32_t i = 0; i < buckets; i++)
 		ft->extra[i].next = i + 1 < buckets ? (int32_t)(i + 1) : -1;
 	ft->free_head = buckets ? 0 : -1;

@@ -166,6 +166,12 @@ uint32_t nfqlb_tshm_read(const uint8_t* base, int32_t* lookup, uint32_t nlookup,
 int32_t nfqlb_tshm_lookup(const uint8_t* base, uint32_t hash);
 
 /**
+ * nfqlb_tshm_lookup_key - hash a 40-byte key (nfqlb_hash_key) and look it
+ * up: one FFI crossing per key for callers outside the C dataplane.
+ */
+int32_t nfqlb_tshm_lookup_key(const uint8_t* base, const uint8_t* key, uint32_t len, uint32_t hash_mode);
+
+/**
  * nfqlb_tshm_lookup_row - like nfqlb_tshm_lookup but also stores the row
  * index (or -1) in *row; for `nfqlb fwmark`.
  */

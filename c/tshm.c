@@ -71,9 +71,11 @@ int32_t nfqlb_tshm_format(uint8_t* base, uint64_t size, uint32_t M, uint32_t N, 
 
 int32_t nfqlb_tshm_check(const uint8_t* base, uint64_t size)
 {
-	if (base == NULL || size < 16)
-		return NFQLB_ETRUNC;
+	if (base == NULL || size < 4)
+		return NFQLB_EMAGIC;
 	const struct tshm_header* h = (const struct tshm_header*)base;
+	if (size < 16) /* too short for any table: ours if it starts like one */
+		return h->magic == NFQLB_TSHM_MAGIC ? NFQLB_ETRUNC : NFQLB_EMAGIC;
 	if (h->magic != NFQLB_TSHM_MAGIC) {
 		/* upstream: int own; unsigned M, N, len; file size 4 + len */
 		uint32_t M, N, len;
@@ -164,6 +166,13 @@ int32_t nfqlb_tshm_lookup_row(const uint8_t* base, uint32_t hash, int32_t* row)
 int32_t nfqlb_tshm_lookup(const uint8_t* base, uint32_t hash)
 {
 	return nfqlb_tshm_lookup_row(base, hash, NULL);
+}
+
+int32_t nfqlb_tshm_lookup_key(const uint8_t* base, const uint8_t* key, uint32_t len, uint32_t hash_mode)
+{
+	if (len < NFQLB_KEY_LEN)
+		return -1;
+	return nfqlb_tshm_lookup_row(base, nfqlb_hash_key(key, len, hash_mode), NULL);
 }
 
 uint32_t nfqlb_tshm_count_empty(const uint8_t* base)

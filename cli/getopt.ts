@@ -102,7 +102,9 @@ export function getoptLongOnly(cmd: string, args: string[], specs: OptionSpec[])
 function findOption(cmd: string, table: OptionSpec[], name: string, prefix: string, arg: string): OptionSpec {
   const exact = table.find((o) => o.name === name);
   if (exact) return exact;
-  const matches = name.length > 0 ? table.filter((o) => o.name.startsWith(name)) : [];
+  // our extensions (hidden) match only by their full name, so every abbreviation
+  // upstream accepts or rejects means the same here
+  const matches = name.length > 0 ? table.filter((o) => !o.hidden && o.name.startsWith(name)) : [];
   if (matches.length === 1) return matches[0];
   if (matches.length > 1) {
     const list = matches.map((o) => `'${prefix}${o.name}'`).join(" ");

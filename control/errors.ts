@@ -37,7 +37,8 @@ export function strerror(errno: number): string {
 export function errorText(e: unknown): string {
   if (e instanceof Deno.errors.NotFound) return strerror(2);
   if (e instanceof Deno.errors.PermissionDenied) return strerror(13);
-  if (e instanceof Deno.errors.ReadOnly) return strerror(30);
+  // Deno has no error class for EROFS: it is a plain Error with code "EROFS"
+  if (e instanceof Error && (e as { code?: string }).code === "EROFS") return strerror(30);
   if (e instanceof Deno.errors.AlreadyExists) return strerror(17);
   if (e instanceof Error) return e.message.replace(/\s*\(os error \d+\).*$/s, "").replace(/:.*$/s, "");
   return String(e);

@@ -4,7 +4,7 @@
  */
 import { errorText, NfqlbError, strerror } from "./errors.ts";
 import { shmPath } from "./shm_dir.ts";
-import { type Mapping, mapFile, unmap } from "./shm_file.ts";
+import { mapFile, type Mapping, unmap } from "./shm_file.ts";
 
 /** Size of the stats record. */
 export const FRAG_STATS_BYTES = 72;

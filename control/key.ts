@@ -11,7 +11,13 @@ export const KEY_LEN = 40;
 export const PROTOCOLS: Record<string, number> = { tcp: 6, udp: 17, sctp: 132 };
 
 /** Builds a key from parts. */
-export function buildKey(src: Uint8Array, dst: Uint8Array, proto: number, sport: number, dport: number): Uint8Array {
+export function buildKey(
+  src: Uint8Array,
+  dst: Uint8Array,
+  proto: number,
+  sport: number,
+  dport: number,
+): Uint8Array {
   const key = new Uint8Array(KEY_LEN);
   key.set(src, 0);
   key.set(dst, 16);

@@ -14,7 +14,10 @@ export function shmDir(): string {
  * not `.` or `..`, at most 255 bytes.
  */
 export function shmPath(name: string): string {
-  if (name === "" || name.includes("/") || name === "." || name === ".." || name.length > 255 || name.includes("\0")) {
+  if (
+    name === "" || name.includes("/") || name === "." || name === ".." || name.length > 255 ||
+    name.includes("\0")
+  ) {
     throw new NfqlbError(`Invalid shm name [${name}]`);
   }
   return `${shmDir()}/${name}`;

@@ -5,7 +5,7 @@
  * does the files, locking and errors. See docs/shm.md.
  */
 import { lib } from "../ffi/lib.ts";
-import { type Mapping, mapFile, unmap } from "./shm_file.ts";
+import { mapFile, type Mapping, unmap } from "./shm_file.ts";
 import { errorText, NfqlbError, strerror } from "./errors.ts";
 import { shmPath } from "./shm_dir.ts";
 
@@ -121,7 +121,9 @@ export class TargetShm {
       if (opts.N > opts.M) throw new NfqlbError("N can't be larger than M");
       if (opts.N < 1) throw new NfqlbError(`N must be at least 1; ${opts.N}`);
       const mib = Math.ceil((64 + 8 * opts.N + 8 * (opts.N + opts.M)) / 1048576);
-      throw new NfqlbError(`Table too large; M=${opts.M}, N=${opts.N} needs ${mib} MiB, the limit is 2048 MiB`);
+      throw new NfqlbError(
+        `Table too large; M=${opts.M}, N=${opts.N} needs ${mib} MiB, the limit is 2048 MiB`,
+      );
     }
     const size = sizeOut[0];
     // What is there now? Never clobber a file that is not ours or upstream's.
@@ -134,14 +136,17 @@ export class TargetShm {
         unmap(existing);
         if (rc !== EUPSTREAM && rc !== ETRUNC) {
           throw new NfqlbError(
-            `createSharedData: ${name}: exists and is ${checkText(rc, name)}; remove it with: nfqlb delete --shm=${name}`,
+            `createSharedData: ${name}: exists and is ${
+              checkText(rc, name)
+            }; remove it with: nfqlb delete --shm=${name}`,
           );
         }
       }
     } else if (existing !== 2 && existing !== 0) {
       throw new NfqlbError(`createSharedData: ${name}: ${strerror(existing)}`);
     }
-    const tmp = `${path.slice(0, path.lastIndexOf("/"))}/.${name}.init-${Deno.pid}`;
+    // bounded: a 255-byte name plus a suffix would exceed NAME_MAX
+    const tmp = `${path.slice(0, path.lastIndexOf("/"))}/.${name.slice(0, 48)}.init-${Deno.pid}`;
     // Serialise with activate/deactivate on the old file: they commit under this lock.
     let lock: Deno.FsFile | undefined;
     if (old) {
@@ -229,7 +234,9 @@ export class TargetShm {
 
   #commit(active: Int32Array): void {
     const rc = lib().nfqlb_tshm_commit(this.pointer, active);
-    if (rc !== 0) throw new NfqlbError(`Populate failed for ${this.name} (${rc === -2 ? "out of memory" : rc})`);
+    if (rc !== 0) {
+      throw new NfqlbError(`Populate failed for ${this.name} (${rc === -2 ? "out of memory" : rc})`);
+    }
   }
 
   /** A consistent copy of the first `nlookup` lookup entries and all rows. */

@@ -137,7 +137,13 @@ export function startLb(input: LbConfig, print: (line: string) => void): Running
     counters() {
       const out = new Map<number, Record<(typeof COUNTER_NAMES)[number], bigint>>();
       for (const [q, buf] of counterBufs) {
-        out.set(q, Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, buf[i]])) as Record<(typeof COUNTER_NAMES)[number], bigint>);
+        out.set(
+          q,
+          Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, buf[i]])) as Record<
+            (typeof COUNTER_NAMES)[number],
+            bigint
+          >,
+        );
       }
       return out;
     },

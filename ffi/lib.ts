@@ -58,7 +58,9 @@ export function openFromBytes(bytes: Uint8Array): Deno.DynamicLibrary<typeof SYM
       }
     }
   }
-  throw new Error(`cannot load libnfqlb.so from memory (${errors.join("; ")}); set NFQLB_LIB_DIR to a writable dir`);
+  throw new Error(
+    `cannot load libnfqlb.so from memory (${errors.join("; ")}); set NFQLB_LIB_DIR to a writable dir`,
+  );
 }
 
 let opened: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;

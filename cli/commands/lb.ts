@@ -4,8 +4,7 @@ import type { OptionSpec } from "../getopt.ts";
 import { out } from "../io.ts";
 import { INT32_MAX, INT32_MIN, parseInteger, UINT32_MAX } from "../numbers.ts";
 import { NfqlbError } from "../../control/errors.ts";
-import { type LbConfig } from "../../dataplane/lb_config.ts";
-import { runLb } from "../../dataplane/lb.ts";
+import type { LbConfig } from "../../dataplane/lb_config.ts";
 import { HASH_MODE_HELP } from "./fwmark.ts";
 
 const QUEUE_OPTS: OptionSpec[] = [
@@ -19,7 +18,12 @@ const QUEUE_OPTS: OptionSpec[] = [
   { name: "ft_ttl", help: "Frag table; ttl milliS" },
   { name: "trace_address", help: "Trace server address" },
   // ours (docs/cli.md)
-  { name: "fail_open", help: "Accept, unbalanced, when a queue is full (NFQA_CFG_F_FAIL_OPEN)", flag: true, hidden: true },
+  {
+    name: "fail_open",
+    help: "Accept, unbalanced, when a queue is full (NFQA_CFG_F_FAIL_OPEN)",
+    flag: true,
+    hidden: true,
+  },
   { name: "batch", help: "Packets per receive batch (default 64)", hidden: true },
 ];
 
@@ -49,7 +53,9 @@ export const FLOWLB_OPTIONS: OptionSpec[] = [
 
 /** Used by commands whose feature has not landed yet: one plain line, exit 1. */
 export function notYet(cmd: string): never {
-  throw new NfqlbError(`${cmd}: not available yet in nfqlb-deno (the options parse; the feature lands in a later release)`);
+  throw new NfqlbError(
+    `${cmd}: not available yet in nfqlb-deno (the options parse; the feature lands in a later release)`,
+  );
 }
 
 /** Parses `--queue=N` or `--queue=first:last` (inclusive). */
@@ -99,13 +105,15 @@ export const lb: Command = {
   name: "lb",
   header: "lb [options]\n  Load-balance",
   options: LB_OPTIONS,
-  run({ opts }) {
+  async run({ opts }) {
     const cfg: LbConfig = {
       ...commonConfig("lb", opts),
       tshm: opts.get("tshm") ?? "nfqlb",
       sctpEncap: parseInteger("lb", "--sctp_encap value", opts.get("sctp_encap") ?? "0", 0, 65535),
     };
     noteUnsupported("lb", cfg);
+    // loaded on demand: the dataplane (and zod) would slow every other command's start
+    const { runLb } = await import("../../dataplane/lb.ts");
     return runLb(cfg, (line) => out(line + "\n"));
   },
 };

@@ -2,7 +2,7 @@
 import type { Command } from "../command.ts";
 import { out } from "../io.ts";
 import { INT32_MAX, INT32_MIN, parseInteger, UINT32_MAX } from "../numbers.ts";
-import { NfqlbError, errorText } from "../../control/errors.ts";
+import { errorText, NfqlbError } from "../../control/errors.ts";
 import { primeBelow } from "../../control/prime.ts";
 import { shmPath } from "../../control/shm_dir.ts";
 import { TargetShm } from "../../control/target_shm.ts";
@@ -91,7 +91,9 @@ export const primebelow: Command = {
   run({ args }) {
     if (args.length === 0) return 0;
     const v = args[0];
-    if (!/^\+?[0-9]+$/.test(v)) throw new NfqlbError(`primebelow: invalid number '${v}' (expected an integer >= 0)`);
+    if (!/^\+?[0-9]+$/.test(v)) {
+      throw new NfqlbError(`primebelow: invalid number '${v}' (expected an integer >= 0)`);
+    }
     const n = v.replace(/^\+/, "").replace(/^0+(?=.)/, "").length > 7 ? 994009 : Number(v);
     const p = primeBelow(n);
     if (p === 0) throw new NfqlbError(`There is no prime below ${n}`);

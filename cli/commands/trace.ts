@@ -1,7 +1,7 @@
 /** trace (client) and loglevel. */
 import type { Command } from "../command.ts";
 import { err, out } from "../io.ts";
-import { parseInteger, parseStrtol0, INT32_MAX, INT32_MIN } from "../numbers.ts";
+import { INT32_MAX, INT32_MIN, parseInteger, parseStrtol0 } from "../numbers.ts";
 import { errorText, NfqlbError } from "../../control/errors.ts";
 import { parseSocketAddress } from "../../control/address.ts";
 import { logLevel, traceMask } from "../../control/trace_shm.ts";
@@ -48,7 +48,11 @@ export const trace: Command = {
       for (const s of sel.split(",")) {
         if (s === "") continue;
         const bit = TRACE_BITS[s];
-        if (bit === undefined) throw new NfqlbError(`trace: unknown selection '${s}' (expected ${Object.keys(TRACE_BITS).join(",")})`);
+        if (bit === undefined) {
+          throw new NfqlbError(
+            `trace: unknown selection '${s}' (expected ${Object.keys(TRACE_BITS).join(",")})`,
+          );
+        }
         mask |= bit;
       }
     } else {
@@ -95,7 +99,9 @@ export const loglevel: Command = {
   header: "loglevel [level]\n  Set log level in shared mem",
   options: [],
   run({ args }) {
-    const set = args.length > 0 ? parseInteger("loglevel", "level", args[0], INT32_MIN, INT32_MAX) : undefined;
+    const set = args.length > 0
+      ? parseInteger("loglevel", "level", args[0], INT32_MIN, INT32_MAX)
+      : undefined;
     out(`loglevel=${logLevel(set)}\n`);
     return 0;
   },

@@ -35,7 +35,9 @@ Deno.test("conformance: every cli.json case gives upstream's stdout, stderr and 
     const r = await nfqlb(c.args, sb.env);
     if (r.code !== c.rc || r.stdout !== c.stdout || r.stderr !== c.stderr) {
       failures.push(
-        `${JSON.stringify(c.args)}: got rc=${r.code} out=${JSON.stringify(r.stdout)} err=${JSON.stringify(r.stderr)}` +
+        `${JSON.stringify(c.args)}: got rc=${r.code} out=${JSON.stringify(r.stdout)} err=${
+          JSON.stringify(r.stderr)
+        }` +
           `; want rc=${c.rc} out=${JSON.stringify(c.stdout)} err=${JSON.stringify(c.stderr)}`,
       );
     }
@@ -45,7 +47,7 @@ Deno.test("conformance: every cli.json case gives upstream's stdout, stderr and 
 
 Deno.test("conformance: every maglev-fwmark.json session replays step by step", async () => {
   const { cases } = load(SessionFile, "maglev-fwmark.json");
-  const failures = (await pool(cases, 3, async (c, ) => {
+  const failures = (await pool(cases, 3, async (c) => {
     using sb = shmSandbox();
     const bad: string[] = [];
     for (const s of c.steps) {
@@ -54,7 +56,11 @@ Deno.test("conformance: every maglev-fwmark.json session replays step by step", 
       const rcOk = s.rc < 0 ? r.code === 0 || r.code === 1 : r.code === s.rc;
       const outOk = s.rc < 0 ? true : r.stdout === s.stdout;
       if (!rcOk || !outOk) {
-        bad.push(`${JSON.stringify(s.args)}: got rc=${r.code} ${JSON.stringify(r.stdout)} want rc=${s.rc} ${JSON.stringify(s.stdout)}`);
+        bad.push(
+          `${JSON.stringify(s.args)}: got rc=${r.code} ${JSON.stringify(r.stdout)} want rc=${s.rc} ${
+            JSON.stringify(s.stdout)
+          }`,
+        );
         break; // later steps depend on this one
       }
     }

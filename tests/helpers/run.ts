@@ -16,7 +16,8 @@ export interface RunResult {
 
 /** Runs `scripts/nfqlb args...` with extra environment. */
 export async function nfqlb(args: string[], env: Record<string, string> = {}): Promise<RunResult> {
-  const p = await new Deno.Command(NFQLB, { args, env, stdout: "piped", stderr: "piped", stdin: "null" }).output();
+  const p = await new Deno.Command(NFQLB, { args, env, stdout: "piped", stderr: "piped", stdin: "null" })
+    .output();
   const dec = new TextDecoder();
   return { code: p.code, stdout: dec.decode(p.stdout), stderr: dec.decode(p.stderr) };
 }

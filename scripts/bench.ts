@@ -1,0 +1,95 @@
+/**
+ * `deno task bench`: speed of nfqlb-deno against baselines measured in the
+ * same run (the machine is noisy; only ratios within one run count).
+ *
+ *   (a) Maglev populate (FFI) vs upstream 1.2.0's permutation fill + populate
+ *   (b) hash + lookup per key through FFI vs an empty FFI call and JS djb2
+ *   (c) one `scripts/nfqlb activate` process vs `deno run` of an empty script
+ *       and /bin/true
+ *
+ * Prints a table and the goals (PASS/MISS), and writes everything to
+ * bench-results/bench-<ISO timestamp>.json. Exit status: 0, or 1 when a
+ * correctness check failed (a missed goal is reported, not an error).
+ * `--only=maglev,lookup,cli` runs a subset.
+ */
+import { openBenchLib, openPointerLib } from "../tests/bench/c_baseline.ts";
+import { benchCli } from "../tests/bench/cli.ts";
+import { benchLookup } from "../tests/bench/lookup.ts";
+import { benchMaglev } from "../tests/bench/maglev.ts";
+import { formatReport, type Goal, type Row } from "../tests/bench/report.ts";
+
+const ROOT = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
+const OUT_DIR = `${ROOT}/bench-results`;
+
+function machine(): Record<string, string | number> {
+  let cpu = "unknown";
+  try {
+    cpu = /model name\s*:\s*(.*)/.exec(Deno.readTextFileSync("/proc/cpuinfo"))?.[1] ?? cpu;
+  } catch { /* not Linux */ }
+  return {
+    cpu,
+    cores: navigator.hardwareConcurrency,
+    kernel: Deno.osRelease(),
+    deno: Deno.version.deno,
+    v8: Deno.version.v8,
+    memGiB: Math.round(Deno.systemMemoryInfo().total / 2 ** 30),
+  };
+}
+
+async function main(): Promise<number> {
+  const only = Deno.args.find((a) => a.startsWith("--only="))?.slice(7).split(",");
+  const want = (s: string) => !only || only.includes(s);
+  const make = await new Deno.Command("make", { args: ["-s", "-C", `${ROOT}/c`], stdout: "null" }).output();
+  if (!make.success) {
+    try {
+      Deno.statSync(`${ROOT}/c/build/libnfqlb.so`);
+    } catch {
+      throw new Error("make -C c failed and there is no c/build/libnfqlb.so");
+    }
+    console.log("warning: make -C c failed; measuring the existing c/build/libnfqlb.so");
+  }
+  const started = new Date();
+  const t0 = performance.now();
+  const bench = await openBenchLib(ROOT, OUT_DIR);
+  const ptrLib = openPointerLib(ROOT);
+  const rows: Row[] = [], goals: Goal[] = [];
+  const checks: Record<string, boolean> = {};
+  let cliMode: string | undefined;
+  try {
+    if (want("maglev")) {
+      const r = benchMaglev(bench);
+      rows.push(...r.rows), goals.push(...r.goals), Object.assign(checks, r.checks);
+    }
+    if (want("lookup")) {
+      const r = benchLookup(bench, ptrLib);
+      rows.push(...r.rows), goals.push(...r.goals), Object.assign(checks, r.checks);
+    }
+    if (want("cli")) {
+      const r = await benchCli(ROOT, Deno.execPath());
+      rows.push(...r.rows), goals.push(...r.goals), Object.assign(checks, r.checks);
+      cliMode = r.mode;
+    }
+  } finally {
+    ptrLib.close();
+    bench.close();
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const m = machine();
+  console.log(
+    `nfqlb-deno bench, ${started.toISOString()}; ${m.cpu}, ${m.cores} cores, kernel ${m.kernel}, deno ${m.deno}`,
+  );
+  if (cliMode) console.log(`cli runs: ${cliMode}`);
+  console.log("");
+  console.log(formatReport(rows, goals));
+  console.log("");
+  console.log("checks:");
+  for (const [k, v] of Object.entries(checks)) console.log(`  ${v ? "ok  " : "FAIL"}  ${k}`);
+  Deno.mkdirSync(OUT_DIR, { recursive: true });
+  const file = `${OUT_DIR}/bench-${started.toISOString().replace(/:/g, "-").replace(/\.\d+Z$/, "Z")}.json`;
+  const report = { date: started.toISOString(), seconds, machine: m, cliMode, rows, goals, checks };
+  Deno.writeTextFileSync(file, JSON.stringify(report, null, 2) + "\n");
+  console.log(`\n${seconds.toFixed(1)} s; wrote ${file.slice(ROOT.length + 1)}`);
+  return Object.values(checks).every(Boolean) ? 0 : 1;
+}
+
+if (import.meta.main) Deno.exit(await main());

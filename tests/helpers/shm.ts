@@ -1,0 +1,50 @@
+/** Test helpers for shm files: a sandbox the library (not only the CLI) uses, and file snapshots. */
+import { shmSandbox } from "./run.ts";
+
+/** A shmSandbox() that this process's library calls use too, plus file helpers. */
+export interface LibSandbox extends Disposable {
+  /** The private shm directory. */
+  dir: string;
+  /** Environment for CLI runs (NFQLB_SHM_DIR). */
+  env: Record<string, string>;
+  /** The file of shm `name`. */
+  path(name: string): string;
+  /** The bytes of shm `name`, or undefined if it does not exist. */
+  bytes(name: string): Uint8Array | undefined;
+}
+
+/**
+ * Creates a fresh directory under /dev/shm and points NFQLB_SHM_DIR of this
+ * process at it until disposed (then the old value is restored and the
+ * directory removed). Tests run sequentially within a process, so this is safe
+ * as long as no two sandboxes are alive at once.
+ */
+export function libSandbox(): LibSandbox {
+  const sb = shmSandbox();
+  const previous = Deno.env.get("NFQLB_SHM_DIR");
+  Deno.env.set("NFQLB_SHM_DIR", sb.dir);
+  const path = (name: string) => `${sb.dir}/${name}`;
+  return {
+    dir: sb.dir,
+    env: sb.env,
+    path,
+    bytes(name: string) {
+      try {
+        return Deno.readFileSync(path(name));
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) return undefined;
+        throw e;
+      }
+    },
+    [Symbol.dispose]() {
+      if (previous === undefined) Deno.env.delete("NFQLB_SHM_DIR");
+      else Deno.env.set("NFQLB_SHM_DIR", previous);
+      sb[Symbol.dispose]();
+    },
+  };
+}
+
+/** Names of the files in a directory, sorted. */
+export function listDir(dir: string): string[] {
+  return [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+}
