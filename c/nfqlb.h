@@ -306,15 +306,16 @@ int32_t nfqlb_lb_classify(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t*
 struct nfqlb_queue;
 
 /**
- * nfqlb_queue_open - bind NFQUEUE `queue_num`: copy `mtu` bytes per packet,
+ * nfqlb_queue_open - bind NFQUEUE `queue_num`: copy `copy_range` bytes per
+ * packet (0 or > mtu: mtu; headers are enough unless fragments are stored),
  * queue max length `qlength`, GSO, optional fail-open, NETLINK_NO_ENOBUFS,
  * receive buffer (qlength*mtu/2)&~0xfff (forced when allowed). Receives up
  * to `batch` packets per call. rcvbuf[0] = SO_RCVBUF read back, rcvbuf[1] =
  * requested. On failure returns NULL with -errno in *err (EPERM: no
  * CAP_NET_ADMIN or bound by another process).
  */
-struct nfqlb_queue* nfqlb_queue_open(uint32_t queue_num, uint32_t mtu, uint32_t qlength, uint32_t flags,
-				     uint32_t batch, int32_t* err, uint32_t* rcvbuf);
+struct nfqlb_queue* nfqlb_queue_open(uint32_t queue_num, uint32_t mtu, uint32_t copy_range, uint32_t qlength,
+				     uint32_t flags, uint32_t batch, int32_t* err, uint32_t* rcvbuf);
 
 /** nfqlb_queue_close - unbind and close. */
 void nfqlb_queue_close(struct nfqlb_queue* q);

@@ -1,7 +1,7 @@
 /*
  * nfqueue.c - NFQUEUE I/O on libmnl + libnetfilter_queue, batched.
  *
- *   poll ─► recvmmsg (up to `batch` packet messages) ─► classify each in C
+ *   recvmmsg (block for the first, take up to `batch`) ─► classify each in C
  *        ─► one sendto carrying all the verdict messages
  *
  * Upstream does one recv and one sendto per packet and exits on any socket
@@ -39,6 +39,7 @@ struct nfqlb_queue {
 	uint8_t* tx;
 	uint32_t txcap;
 	uint32_t seq;
+	uint32_t timeout_ms; /* SO_RCVTIMEO now set on the socket */
 	uint64_t counters[NFQLB_C_COUNT];
 };
 
@@ -107,8 +108,8 @@ void nfqlb_queue_close(struct nfqlb_queue* q)
 	free(q);
 }
 
-struct nfqlb_queue* nfqlb_queue_open(uint32_t queue_num, uint32_t mtu, uint32_t qlength, uint32_t flags,
-				     uint32_t batch, int32_t* err, uint32_t* rcvbuf)
+struct nfqlb_queue* nfqlb_queue_open(uint32_t queue_num, uint32_t mtu, uint32_t copy_range, uint32_t qlength,
+				     uint32_t flags, uint32_t batch, int32_t* err, uint32_t* rcvbuf)
 {
 	*err = 0;
 	if (batch == 0 || batch > 1024)
@@ -120,7 +121,9 @@ struct nfqlb_queue* nfqlb_queue_open(uint32_t queue_num, uint32_t mtu, uint32_t 
 	}
 	q->queue_num = queue_num;
 	q->batch = batch;
-	q->bufsize = (mtu + 2048 + 63) & ~63u;
+	if (copy_range == 0 || copy_range > mtu)
+		copy_range = mtu;
+	q->bufsize = (copy_range + 2048 + 63) & ~63u;
 	q->txcap = batch * 64;
 	q->rx = malloc((size_t)q->bufsize * batch);
 	q->msgs = calloc(batch, sizeof(struct mmsghdr));
@@ -172,7 +175,7 @@ struct nfqlb_queue* nfqlb_queue_open(uint32_t queue_num, uint32_t mtu, uint32_t 
 	int32_t rc = config_acked(q, nlh);
 	if (rc == 0) {
 		nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, queue_num);
-		nfq_nlmsg_cfg_put_params(nlh, NFQNL_COPY_PACKET, (int)mtu);
+		nfq_nlmsg_cfg_put_params(nlh, NFQNL_COPY_PACKET, (int)copy_range);
 		nfq_nlmsg_cfg_put_qmaxlen(nlh, qlength);
 		uint32_t f = NFQA_CFG_F_GSO | ((flags & NFQLB_QF_FAIL_OPEN) ? NFQA_CFG_F_FAIL_OPEN : 0);
 		mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(f));
@@ -213,17 +216,20 @@ static void flush(struct nfqlb_queue* q, uint32_t len)
 
 int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t timeout_ms)
 {
-	struct pollfd pfd = { q->fd, POLLIN, 0 };
-	int pr = poll(&pfd, 1, (int)timeout_ms);
-	if (pr <= 0)
-		return 0;
+	if (timeout_ms != q->timeout_ms) {
+		struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+		setsockopt(q->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		q->timeout_ms = timeout_ms;
+	}
 	for (uint32_t i = 0; i < q->batch; i++)
 		q->msgs[i].msg_len = 0;
-	int n = recvmmsg(q->fd, q->msgs, q->batch, MSG_DONTWAIT, NULL);
+	/* Block (up to SO_RCVTIMEO) for the first message, then take what is
+	 * queued without waiting: one syscall per wake-up, however many packets. */
+	int n = recvmmsg(q->fd, q->msgs, q->batch, MSG_WAITFORONE, NULL);
 	if (n < 0) {
 		if (errno == ENOBUFS)
 			q->counters[NFQLB_C_ENOBUFS]++; /* overrun: the kernel dropped; go on */
-		else if (errno != EAGAIN && errno != EINTR)
+		else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
 			q->counters[NFQLB_C_RECV_ERRORS]++;
 		return 0;
 	}

@@ -3,6 +3,7 @@ export class NfqlbError extends Error {
   /** Process exit status to use. */
   readonly exitCode: number;
   /**
+   * Makes a user-facing error.
    * @param message the single line to print on stderr
    * @param exitCode defaults to 1, as upstream's die()
    */

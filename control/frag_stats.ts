@@ -11,20 +11,35 @@ export const FRAG_STATS_BYTES = 72;
 
 /** The counters, by upstream's printed names. */
 export interface FragStats {
+  /** Hash table size (`--ft_size`). */
   hsize: number;
+  /** Entry lifetime after last use, ms (`--ft_ttl`). */
   ttlMillis: number;
+  /** Inserts into an occupied slot. */
   collisions: number;
+  /** Entries created (one per fragmented datagram). */
   inserts: number;
+  /** Inserts refused because the extra-bucket pool was empty. */
   rejected: number;
+  /** Fragments looked up (every fragment counts once). */
   lookups: number;
+  /** Entries reclaimed after their TTL. */
   objGC: number;
+  /** Copy range / largest storable fragment (`--mtu`). */
   mtu: number;
+  /** Size of the extra-bucket pool (`--ft_buckets`). */
   bucketsMax: number;
+  /** Extra buckets in use now. */
   bucketsAllocated: number;
+  /** Most extra buckets ever in use at once. */
   bucketsUsed: number;
+  /** Fragments that may be stored for re-injection (`--ft_frag`, 0 without `--tun`). */
   fragsMax: number;
+  /** Fragments stored. */
   fragsAllocated: number;
+  /** Stored fragments thrown away (datagram poisoned or expired). */
   fragsDiscarded: number;
+  /** Datagrams completed by the reassembler. */
   reAssembled: number;
 }
 

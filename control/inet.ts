@@ -72,6 +72,7 @@ export function mapIPv4(v4: Uint8Array): Uint8Array {
 export interface AddrPort {
   /** 16 bytes, IPv4 mapped. */
   addr: Uint8Array;
+  /** Port, host order. */
   port: number;
 }
 

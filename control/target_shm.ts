@@ -253,6 +253,11 @@ export class TargetShm {
     return lib().nfqlb_tshm_lookup(this.pointer, hash >>> 0);
   }
 
+  /** The fwmark for a 40-byte key (hashed as upstream's hashKey), in one FFI call. */
+  lookupKey(key: Uint8Array<ArrayBuffer>, hashMode = 1): number {
+    return lib().nfqlb_tshm_lookup_key(this.pointer, key, key.length, hashMode >>> 0);
+  }
+
   /** Row index and fwmark for a hash (both -1 when none). */
   lookupRow(hash: number): { row: number; fwmark: number } {
     const row = new Int32Array(1);

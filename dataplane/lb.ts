@@ -28,6 +28,9 @@ export const COUNTER_NAMES = [
   "setup_dropped",
 ] as const;
 
+/** Bytes copied to user space per packet when no fragment is stored: every header we parse fits. */
+export const HEADER_COPY = 512;
+
 /** A running lb, for tests and embedding: stop() ends it. */
 export interface RunningLb {
   /** Per-queue counters by name, read live. */
@@ -54,6 +57,9 @@ export function startLb(input: LbConfig, print: (line: string) => void): Running
   print(
     `FragTable; size=${cfg.ftSize}, buckets=${cfg.ftBuckets}, frag=${frags}, mtu=${cfg.mtu}, ttl=${cfg.ftTtl}`,
   );
+  // Hashing needs the headers only (an ICMP error's quoted packet included);
+  // whole packets are needed only to store or reassemble fragments.
+  const copyRange = cfg.tun || cfg.reassembler > 0 ? cfg.mtu : Math.min(cfg.mtu, HEADER_COPY);
   const queues: { num: number; ptr: Deno.PointerObject }[] = [];
   const closeAll = () => {
     for (const q of queues) c.nfqlb_queue_close(q.ptr);
@@ -63,7 +69,7 @@ export function startLb(input: LbConfig, print: (line: string) => void): Running
   for (let num = cfg.queues.first; num <= cfg.queues.last; num++) {
     const err = new Int32Array(1);
     const rcvbuf = new Uint32Array(2);
-    const ptr = c.nfqlb_queue_open(num, cfg.mtu, cfg.qlength, cfg.failOpen ? 1 : 0, cfg.batch, err, rcvbuf);
+    const ptr = c.nfqlb_queue_open(num, cfg.mtu, copyRange, cfg.qlength, cfg.failOpen ? 1 : 0, cfg.batch, err, rcvbuf);
     if (ptr === null) {
       closeAll();
       const errno = -err[0];

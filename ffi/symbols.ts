@@ -34,7 +34,7 @@ export const SYMBOLS = {
   nfqlb_lb_destroy: { parameters: ["pointer"], result: "void" },
   nfqlb_lb_classify: { parameters: ["pointer", "u32", "buffer", "u32", "u64", "buffer"], result: "i32" },
   nfqlb_queue_open: {
-    parameters: ["u32", "u32", "u32", "u32", "u32", "buffer", "buffer"],
+    parameters: ["u32", "u32", "u32", "u32", "u32", "u32", "buffer", "buffer"],
     result: "pointer",
   },
   nfqlb_queue_close: { parameters: ["pointer"], result: "void" },

@@ -105,6 +105,11 @@ function measure(bench: BenchLib, ptrLib: PointerLib, t: TargetShm): SectionResu
   const mask = NKEYS - 1;
   let sink = 0;
   const loops: Record<string, () => void> = {
+    key: () => {
+      let acc = 0;
+      for (let i = 0; i < ITERS; i++) acc += L.nfqlb_tshm_lookup_key(base, keys[i & mask], KEY_LEN, 1);
+      sink += acc;
+    },
     ffi: () => {
       let acc = 0;
       for (let i = 0; i < ITERS; i++) {
@@ -164,6 +169,7 @@ function measure(bench: BenchLib, ptrLib: PointerLib, t: TargetShm): SectionResu
   keys.forEach((k, i) => {
     const h = djb2(k), fw = L.nfqlb_tshm_lookup(base, h);
     if (L.nfqlb_hash_key(k, KEY_LEN, 1) !== h) hashOk = false;
+    if (L.nfqlb_tshm_lookup_key(base, k, KEY_LEN, 1) !== fw) variantsOk = false;
     if (fw < 101) allFound = false;
     if (
       P.nfqlb_hash_key(ptrs[i], KEY_LEN, 1) !== h || B.bench_hash_lookup(base, ptrs[i], KEY_LEN) !== fw ||
@@ -173,7 +179,7 @@ function measure(bench: BenchLib, ptrLib: PointerLib, t: TargetShm): SectionResu
     }
     if (B.bench_djb2_x8(k, 37) !== djb2(k.subarray(0, 37))) variantsOk = false;
   });
-  const ours = summarize(samples.ffi);
+  const ours = summarize(samples.key);
   const label = `M=${M}, ${TARGETS} active, ${NKEYS} keys`;
   const row = (subject: string, name: string, isOurs: boolean): Row => {
     const s = summarize(samples[name]);
@@ -188,7 +194,8 @@ function measure(bench: BenchLib, ptrLib: PointerLib, t: TargetShm): SectionResu
     };
   };
   const rows = [
-    row("nfqlb_hash_key + nfqlb_tshm_lookup (2 FFI calls)", "ffi", true),
+    row("nfqlb_tshm_lookup_key (hash + lookup, 1 FFI call)", "key", true),
+    row("nfqlb_hash_key + nfqlb_tshm_lookup (2 FFI calls)", "ffi", false),
     row("empty FFI call (nfqlb_prime_below(0))", "empty", false),
     row("djb2 in plain JS", "js", false),
     row("library API: hashKey() + TargetShm.lookup()", "api", true),
