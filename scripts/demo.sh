@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The demo: installs what is missing and builds the C library (scripts/bootstrap.sh),
+# then runs scripts/demo.ts: a namespace topology with nfqlb lb on real TCP/UDP traffic,
+# a per-target table, a deactivated target, and full cleanup (also on Ctrl-C).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "demo: needs root: it creates network namespaces, veth pairs and iptables rules. Run: sudo $0" >&2
+  exit 1
+fi
+bash "$NFQLB_ROOT/scripts/bootstrap.sh"
+DENO="$(nfqlb_deno)"
+exec "$DENO" run --quiet --no-prompt --allow-all --config "$NFQLB_ROOT/deno.json" "$NFQLB_ROOT/scripts/demo.ts" "$@"

@@ -1,0 +1,422 @@
+/**
+ * Traffic agent for the end-to-end tests, run inside a namespace:
+ *
+ *   ip netns exec NS deno run -A tests/e2e/agent.ts '<json command>'
+ *
+ * It prints one JSON line with the result and exits 0 (or prints a message
+ * and exits 2). Commands (see {@link AgentCommand}):
+ *
+ * - `serve` (targets): a UDP echo server and a TCP server on every given
+ *   address (the VIPs). UDP replies "<name> <first line of the request>" from the VIP (the
+ *   sockets are bound to it, so DSR replies carry the VIP as source); TCP
+ *   writes "<name>\n" and closes. Runs until SIGTERM/SIGINT or `maxLifeS`.
+ * - `udp` / `tcp` (client): one request per flow (and repetition) from a
+ *   fixed source address and port; returns which target answered each.
+ *   UDP sockets are connected, so only a reply from VIP:port counts; TCP
+ *   closes with RST so the same 4-tuple can connect again at once.
+ * - `stream` (client): sequence-numbered UDP probes, round-robin over the
+ *   flows, on long-lived connected sockets, until a stop file appears (or a
+ *   time/probe bound); counts answered probes per flow and target. No retries.
+ * - `icmp` (client): one crafted ICMP frag-needed / ICMPv6 packet-too-big
+ *   per quoted flow, sent to the VIP on a raw socket.
+ * - `sctp` (client): crafted SCTP INIT packets on a raw socket (proto 132).
+ *
+ * Every blocking call has a timeout and every loop a count or time bound.
+ */
+import dgram from "node:dgram";
+import { familyOf, icmp6PacketTooBig, icmpFragNeeded, type QuotedFlow, sctpInit } from "./packets.ts";
+import {
+  IPPROTO_ICMPV6,
+  IPPROTO_RAW,
+  IPPROTO_SCTP,
+  SOCK_DGRAM,
+  SOCK_RAW,
+  SOCK_STREAM,
+  Socket,
+} from "./libc.ts";
+
+/** A client flow: source address and port (the destination is the command's). */
+export interface Flow {
+  src: string;
+  sport: number;
+}
+
+/** `serve`: servers on `addrs`. */
+export interface ServeCommand {
+  cmd: "serve";
+  name: string;
+  addrs: string[];
+  udpPort: number;
+  tcpPort: number;
+  /** Upper bound of the server's life, seconds. */
+  maxLifeS: number;
+  /** Written once every socket is bound. */
+  readyFile: string;
+}
+
+/** `udp` / `tcp`: one request per flow and repetition. */
+export interface ProbeCommand {
+  cmd: "udp" | "tcp";
+  dst: string;
+  port: number;
+  flows: Flow[];
+  /** Requests per flow (default 1). */
+  repeat?: number;
+  /** Per-request timeout, ms (default 1000). */
+  waitMs?: number;
+  /** UDP request size in bytes (default: just the nonce; > 1472 makes IPv4 fragments). */
+  size?: number;
+}
+
+/** `stream`: sequence-numbered UDP probes until `stopFile` exists. */
+export interface StreamCommand {
+  cmd: "stream";
+  dst: string;
+  port: number;
+  flows: Flow[];
+  /** Per-probe timeout, ms. */
+  waitMs: number;
+  /** Probe rate (all flows together), per second. */
+  pps: number;
+  /** Written after the first round of probes. */
+  startedFile: string;
+  /** Stop when this file exists. */
+  stopFile: string;
+  /** Hard bounds. */
+  maxMs: number;
+  maxProbes: number;
+}
+
+/** `icmp`: one ICMP error per quoted flow (the family follows `from`). */
+export interface IcmpCommand {
+  cmd: "icmp";
+  from: string;
+  flows: QuotedFlow[];
+  /** Pause between packets, ms (default 2). */
+  gapMs?: number;
+}
+
+/** `sctp`: SCTP INIT packets from `from` to `dst`, `repeat` per port pair. */
+export interface SctpCommand {
+  cmd: "sctp";
+  from: string;
+  dst: string;
+  ports: { sport: number; dport: number }[];
+  repeat?: number;
+  /** Pause between packets, ms (default 2). */
+  gapMs?: number;
+}
+
+/** Any agent command. */
+export type AgentCommand = ServeCommand | ProbeCommand | StreamCommand | IcmpCommand | SctpCommand;
+
+/** Result of `udp`/`tcp`: targets[i][k] is the name that answered flow i, repetition k ("" = none). */
+export interface ProbeResult {
+  targets: string[][];
+  /** errno of failed requests (up to 10), for messages. */
+  errors: number[];
+}
+
+/** Per-flow result of `stream`. */
+export interface StreamFlowResult {
+  sent: number;
+  answered: number;
+  byTarget: Record<string, number>;
+}
+
+/** Result of `stream`. */
+export interface StreamResult {
+  probes: number;
+  ms: number;
+  /** Replies that carried another sequence number (late replies). */
+  stale: number;
+  flows: StreamFlowResult[];
+  stoppedBy: "file" | "time" | "count";
+}
+
+/** Result of `icmp`/`sctp`. */
+export interface SentResult {
+  sent: number;
+  failed: number;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+/** Blocks the (agent's) thread for `ms`. */
+function sleepSync(ms: number): void {
+  if (ms > 0) Atomics.wait(sleeper, 0, 0, ms);
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A request: the nonce, then (if `size` is larger) a newline and padding up to `size` bytes. */
+function request(nonce: string, size = 0): Uint8Array<ArrayBuffer> {
+  const head = enc.encode(nonce);
+  if (size <= head.length + 1) return head;
+  const b = new Uint8Array(size).fill(0x78);
+  b.set(head, 0);
+  b[head.length] = 0x0a;
+  return b;
+}
+
+function udpAsk(
+  dst: string,
+  port: number,
+  f: Flow,
+  waitMs: number,
+  nonce: string,
+  errors: number[],
+  size?: number,
+): string {
+  const s = Socket.open(dst, SOCK_DGRAM);
+  try {
+    s.reuseAddr().timeouts(waitMs).bind(f.src, f.sport);
+    if (!s.connect(dst, port) || !s.send(request(nonce, size))) {
+      errors.push(s.lastErrno);
+      return "";
+    }
+    const deadline = Date.now() + waitMs;
+    for (let i = 0; i < 8 && Date.now() < deadline; i++) {
+      const r = s.recv();
+      if (r === null) {
+        errors.push(s.lastErrno);
+        return "";
+      }
+      const text = dec.decode(r);
+      const sp = text.indexOf(" ");
+      if (sp > 0 && text.slice(sp + 1) === nonce) return text.slice(0, sp);
+    }
+    return "";
+  } finally {
+    s.close();
+  }
+}
+
+function tcpAsk(dst: string, port: number, f: Flow, waitMs: number, errors: number[]): string {
+  const s = Socket.open(dst, SOCK_STREAM);
+  try {
+    s.reuseAddr().lingerZero().timeouts(waitMs).bind(f.src, f.sport);
+    if (!s.connect(dst, port)) {
+      errors.push(s.lastErrno);
+      return "";
+    }
+    let text = "";
+    for (let i = 0; i < 16 && text.length < 64; i++) {
+      const r = s.recv(64);
+      if (r === null) {
+        errors.push(s.lastErrno);
+        break;
+      }
+      if (r.length === 0) break;
+      text += dec.decode(r);
+    }
+    return text.split("\n")[0].trim();
+  } finally {
+    s.close();
+  }
+}
+
+function probe(c: ProbeCommand): ProbeResult {
+  const waitMs = c.waitMs ?? 1000;
+  const errors: number[] = [];
+  const targets = c.flows.map(() => [] as string[]);
+  for (let k = 0; k < (c.repeat ?? 1); k++) {
+    c.flows.forEach((f, i) => {
+      const name = c.cmd === "udp"
+        ? udpAsk(c.dst, c.port, f, waitMs, `q${k}.${i}`, errors, c.size)
+        : tcpAsk(c.dst, c.port, f, waitMs, errors);
+      targets[i].push(name);
+    });
+  }
+  return { targets, errors: errors.slice(0, 10) };
+}
+
+function stream(c: StreamCommand): StreamResult {
+  const socks = c.flows.map((f) => {
+    const s = Socket.open(c.dst, SOCK_DGRAM);
+    s.reuseAddr().timeouts(c.waitMs).bind(f.src, f.sport);
+    if (!s.connect(c.dst, c.port)) throw new Error(`connect from ${f.src}:${f.sport}: errno ${s.lastErrno}`);
+    return s;
+  });
+  const flows: StreamFlowResult[] = c.flows.map(() => ({ sent: 0, answered: 0, byTarget: {} }));
+  const t0 = Date.now();
+  let probes = 0, stale = 0;
+  let stoppedBy: StreamResult["stoppedBy"] = "count";
+  try {
+    while (probes < c.maxProbes) {
+      if (Date.now() - t0 > c.maxMs) {
+        stoppedBy = "time";
+        break;
+      }
+      if (probes % c.flows.length === 0 && probes > 0) {
+        if (probes === c.flows.length) Deno.writeTextFileSync(c.startedFile, "started\n");
+        if (exists(c.stopFile)) {
+          stoppedBy = "file";
+          break;
+        }
+      }
+      const i = probes % c.flows.length;
+      const seq = `s${probes}`;
+      probes++;
+      flows[i].sent++;
+      if (socks[i].send(enc.encode(seq))) {
+        const deadline = Date.now() + c.waitMs;
+        for (let k = 0; k < 16 && Date.now() < deadline; k++) {
+          const r = socks[i].recv();
+          if (r === null) break;
+          const text = dec.decode(r);
+          const sp = text.indexOf(" ");
+          if (sp > 0 && text.slice(sp + 1) === seq) {
+            const name = text.slice(0, sp);
+            flows[i].answered++;
+            flows[i].byTarget[name] = (flows[i].byTarget[name] ?? 0) + 1;
+            break;
+          }
+          stale++;
+        }
+      }
+      // pace: probe n is due at t0 + n/pps
+      sleepSync(Math.min(1000, t0 + (probes * 1000) / c.pps - Date.now()));
+    }
+  } finally {
+    for (const s of socks) s.close();
+  }
+  return { probes, ms: Date.now() - t0, stale, flows, stoppedBy };
+}
+
+function sendIcmp(c: IcmpCommand): SentResult {
+  const v6 = familyOf(c.from) === 6;
+  const s = v6 ? Socket.open(c.from, SOCK_RAW, IPPROTO_ICMPV6) : Socket.open(c.from, SOCK_RAW, IPPROTO_RAW);
+  let sent = 0, failed = 0;
+  try {
+    s.timeouts(1000);
+    if (v6) s.bind(c.from, 0);
+    for (const f of c.flows) {
+      const pkt = v6 ? icmp6PacketTooBig(f) : icmpFragNeeded(f, { from: c.from });
+      if (s.sendTo(pkt as Uint8Array<ArrayBuffer>, f.vip)) sent++;
+      else failed++;
+      sleepSync(c.gapMs ?? 2);
+    }
+  } finally {
+    s.close();
+  }
+  return { sent, failed };
+}
+
+function sendSctp(c: SctpCommand): SentResult {
+  const s = Socket.open(c.from, SOCK_RAW, IPPROTO_SCTP);
+  let sent = 0, failed = 0;
+  try {
+    s.timeouts(1000).bind(c.from, 0);
+    for (let k = 0; k < (c.repeat ?? 1); k++) {
+      for (const p of c.ports) {
+        if (s.sendTo(sctpInit(p.sport, p.dport) as Uint8Array<ArrayBuffer>, c.dst)) sent++;
+        else failed++;
+        sleepSync(c.gapMs ?? 2);
+      }
+    }
+  } finally {
+    s.close();
+  }
+  return { sent, failed };
+}
+
+async function serve(c: ServeCommand): Promise<void> {
+  const closers: (() => void)[] = [];
+  const prefix = enc.encode(`${c.name} `);
+  const tcpLine = enc.encode(`${c.name}\n`);
+  const loops: Promise<void>[] = [];
+  for (const addr of c.addrs) {
+    const u = dgram.createSocket(familyOf(addr) === 4 ? "udp4" : "udp6");
+    await new Promise<void>((resolve, reject) => {
+      u.once("error", reject);
+      u.bind(c.udpPort, addr, () => {
+        u.off("error", reject);
+        resolve();
+      });
+    });
+    u.on("error", (e) => console.error(`udp ${addr}: ${e}`));
+    u.on("message", (msg, rinfo) => {
+      // "<name> <first line of the request>"
+      const nl = msg.indexOf(0x0a);
+      const line = nl < 0 ? msg : msg.subarray(0, nl);
+      const out = new Uint8Array(prefix.length + line.length);
+      out.set(prefix, 0);
+      out.set(line, prefix.length);
+      u.send(out, rinfo.port, rinfo.address);
+    });
+    closers.push(() => u.close());
+    const l = Deno.listen({ hostname: addr, port: c.tcpPort, transport: "tcp" });
+    closers.push(() => l.close());
+    loops.push((async () => {
+      try {
+        for await (const conn of l) {
+          conn.write(tcpLine).catch(() => {}).finally(() => {
+            try {
+              conn.close();
+            } catch { /* already closed by a RST */ }
+          });
+        }
+      } catch { /* listener closed */ }
+    })());
+  }
+  Deno.writeTextFileSync(c.readyFile, "ready\n");
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, c.maxLifeS * 1000);
+    const stop = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    Deno.addSignalListener("SIGTERM", stop);
+    Deno.addSignalListener("SIGINT", stop);
+  });
+  for (const close of closers) {
+    try {
+      close();
+    } catch { /* closing anyway */ }
+  }
+  Deno.exit(0);
+}
+
+async function main(): Promise<void> {
+  const c = JSON.parse(Deno.args[0] ?? "{}") as AgentCommand;
+  let result: unknown;
+  switch (c.cmd) {
+    case "serve":
+      return await serve(c);
+    case "udp":
+    case "tcp":
+      result = probe(c);
+      break;
+    case "stream":
+      result = stream(c);
+      break;
+    case "icmp":
+      result = sendIcmp(c);
+      break;
+    case "sctp":
+      result = sendSctp(c);
+      break;
+    default:
+      throw new Error(`unknown command ${JSON.stringify(c)}`);
+  }
+  console.log(JSON.stringify(result));
+}
+
+if (import.meta.main) {
+  try {
+    await main();
+  } catch (e) {
+    console.error(`agent: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(2);
+  }
+}

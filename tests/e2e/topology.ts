@@ -1,0 +1,870 @@
+/**
+ * A client / load-balancer / N-target topology of network namespaces for
+ * the end-to-end tests and the demo (DSR, Meridio-like; after
+ * /work/shared/bench/netns-harness.sh):
+ *
+ * ```
+ *  <p>-cli                  <p>-lb                          <p>-t1..tN
+ *  cli0 10.213.0.1/24 ---- lb0 10.213.0.254   t<i> 10.213.<i>.254 ---- eth0 10.213.<i>.1   lo: VIP
+ *       10.213.0.11.. (sources)                   fd13:<i>::254               fd13:<i>::1
+ *       fd13::1/64, fd13::11..      fd13::254
+ *  routes: VIP via lb      mangle PREROUTING -d VIP -> NFQUEUE (our lb) | HMARK (stand-in)
+ *                          ip rule fwmark 10<i> -> table 10<i>: default via target i
+ *  VIP = 10.213.100.1 / fd13:100::1; targets reply directly (DSR, through the lb netns' main table)
+ * ```
+ *
+ * Every instance has its own name prefix (`nfqe-<pid>-<n>`), shm directory
+ * (NFQLB_SHM_DIR) and scratch directory, so instances can run side by side.
+ * Addresses are private test subnets that exist only inside the namespaces.
+ * {@link Topology.teardown} stops every process the instance started (by
+ * pid), deletes the namespaces (and with them every iptables rule) and the
+ * directories; it runs from `await using` and never throws.
+ */
+import type {
+  AgentCommand,
+  Flow,
+  IcmpCommand,
+  ProbeResult,
+  SctpCommand,
+  SentResult,
+  StreamCommand,
+  StreamResult,
+} from "./agent.ts";
+import type { QuotedFlow } from "./packets.ts";
+
+/** Repository root. */
+export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
+/** The CLI under test. */
+export const NFQLB = `${ROOT}/scripts/nfqlb`;
+const AGENT = new URL("./agent.ts", import.meta.url).pathname;
+
+/** Splits a command line at spaces (no quoting; for fixed command texts). */
+export function w(text: string): string[] {
+  return text.split(" ").filter((x) => x !== "");
+}
+
+/** argv that runs the traffic agent with command `c` under the current Deno. */
+function agentArgs(c: AgentCommand): string[] {
+  return [Deno.execPath(), ...w("run -A --quiet --no-prompt --no-config"), AGENT, JSON.stringify(c)];
+}
+
+/** The VIPs. */
+export const VIP = { 4: "10.213.100.1", 6: "fd13:100::1" } as const;
+/** Service ports on the VIPs. */
+export const UDP_PORT = 5000, TCP_PORT = 5003;
+/** fwmark (and routing table) of target i is FWBASE + i. */
+export const FWBASE = 100;
+
+/** IP family. */
+export type Family = 4 | 6;
+
+/**
+ * How the lb netns steers VIP traffic: `nfqueue` (iptables -j NFQUEUE to one
+ * queue or a --queue-balance range, served by `nfqlb lb`), `hmark` (the
+ * in-kernel -j HMARK stand-in; no lb process) or `none` (no rule).
+ */
+export type Steering =
+  | { mode: "nfqueue"; queue: number }
+  | { mode: "nfqueue"; balance: [number, number] }
+  | { mode: "hmark" }
+  | { mode: "none" };
+
+/** Options of {@link Topology}. */
+export interface TopologyOptions {
+  steering: Steering;
+  /** Number of targets (default 3, at most 9). */
+  targets?: number;
+  /** Number of extra client source addresses (default 16). */
+  sources?: number;
+  /** Log each command (default: env NFQLB_E2E_VERBOSE). */
+  verbose?: boolean;
+}
+
+/** Output of a finished command. */
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Options of {@link run}. */
+export interface RunOptions {
+  env?: Record<string, string>;
+  /** Kill the command after this long (default 30 s). */
+  timeoutMs?: number;
+  /** Return failures instead of throwing. */
+  allowFail?: boolean;
+  stdin?: string;
+  /** Kills the command when aborted. */
+  signal?: AbortSignal;
+}
+
+/** Runs a command to completion, bounded in time; throws on a non-zero exit unless `allowFail`. */
+export async function run(args: string[], o: RunOptions = {}): Promise<RunResult> {
+  const timeoutMs = o.timeoutMs ?? 30_000;
+  const cmd = new Deno.Command(args[0], {
+    args: args.slice(1),
+    env: o.env,
+    stdin: o.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const child = cmd.spawn();
+  let why = "";
+  const kill = (reason: string) => {
+    why ||= reason;
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+  };
+  const timer = setTimeout(() => kill(`killed after ${timeoutMs} ms`), timeoutMs);
+  const onAbort = () => kill("killed: topology torn down");
+  o.signal?.addEventListener("abort", onAbort);
+  if (o.signal?.aborted) onAbort();
+  try {
+    if (o.stdin !== undefined && child.stdin) {
+      const w = child.stdin.getWriter();
+      await w.write(new TextEncoder().encode(o.stdin));
+      await w.close();
+    }
+    const out = await child.output();
+    const dec = new TextDecoder();
+    const r = { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+    if (why) r.stderr += `\n(${why})`;
+    if (r.code !== 0 && !o.allowFail) {
+      throw new Error(
+        `command failed (${r.code}): ${args.join(" ")}\n${r.stderr.trim()}\n${r.stdout.trim()}`,
+      );
+    }
+    return r;
+  } finally {
+    clearTimeout(timer);
+    o.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/** Polls `cond` every `intervalMs` until it is true; false after `timeoutMs` (bounded in count too). */
+export async function waitUntil(
+  cond: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  intervalMs = 100,
+): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  const maxTries = Math.ceil(timeoutMs / intervalMs) + 1;
+  for (let i = 0; i < maxTries; i++) {
+    if (await cond()) return true;
+    if (Date.now() >= end) break;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+  return false;
+}
+
+/** Keeps the last `max` characters of a growing text. */
+function tail(s: string, max = 256 * 1024): string {
+  return s.length > max ? s.slice(s.length - max) : s;
+}
+
+/** A long-running child process whose output is collected in the background. */
+export class Proc {
+  /** What it is, for messages. */
+  readonly label: string;
+  /** The child process. */
+  readonly child: Deno.ChildProcess;
+  #stdout = "";
+  #stderr = "";
+  #status: Deno.CommandStatus | undefined;
+  #done: Promise<Deno.CommandStatus>;
+
+  constructor(label: string, args: string[], env?: Record<string, string>) {
+    this.label = label;
+    const child = new Deno.Command(args[0], {
+      args: args.slice(1),
+      env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.child = child;
+    const drain = async (s: ReadableStream<Uint8Array>, add: (t: string) => void) => {
+      const dec = new TextDecoder();
+      try {
+        for await (const chunk of s) add(dec.decode(chunk, { stream: true }));
+      } catch { /* closed */ }
+    };
+    const outDone = drain(child.stdout, (t) => this.#stdout = tail(this.#stdout + t));
+    const errDone = drain(child.stderr, (t) => this.#stderr = tail(this.#stderr + t));
+    this.#done = (async () => {
+      const st = await child.status;
+      await Promise.all([outDone, errDone]);
+      this.#status = st;
+      return st;
+    })();
+  }
+
+  /** Process id. */
+  get pid(): number {
+    return this.child.pid;
+  }
+  /** Collected stdout so far. */
+  get stdout(): string {
+    return this.#stdout;
+  }
+  /** Collected stderr so far. */
+  get stderr(): string {
+    return this.#stderr;
+  }
+  /** Exit status once it has exited. */
+  get status(): Deno.CommandStatus | undefined {
+    return this.#status;
+  }
+  /** Resolves when the process has exited and its output is collected. */
+  get done(): Promise<Deno.CommandStatus> {
+    return this.#done;
+  }
+
+  /** Sends a signal if it still runs. */
+  signal(sig: Deno.Signal): void {
+    if (this.#status) return;
+    try {
+      this.child.kill(sig);
+    } catch { /* exited meanwhile */ }
+  }
+
+  /** `sig` (default SIGTERM), then SIGKILL after `graceMs`; resolves with the exit status. */
+  async stop(graceMs = 5000, sig: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
+    if (this.#status) return this.#status;
+    this.signal(sig);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((r) => timer = setTimeout(() => r("late"), graceMs));
+    const first = await Promise.race([this.#done, late]);
+    clearTimeout(timer);
+    if (first === "late") this.signal("SIGKILL");
+    return await this.#done;
+  }
+
+  /** Output for messages. */
+  describe(): string {
+    const st = this.#status ? `exited code=${this.#status.code} signal=${this.#status.signal}` : "running";
+    return `${this.label} (pid ${this.pid}, ${st})\n--- stdout\n${this.#stdout.slice(-4000)}\n--- stderr\n${
+      this.#stderr.slice(-4000)
+    }`;
+  }
+}
+
+/** One line of /proc/net/netfilter/nfnetlink_queue. */
+export interface QueueStat {
+  queue: number;
+  portid: number;
+  total: number;
+  dropped: number;
+  userDropped: number;
+  /** id_sequence: packets handed to this queue so far. */
+  seq: number;
+}
+
+/** Parses /proc/net/netfilter/nfnetlink_queue. */
+export function parseQueueStats(text: string): Map<number, QueueStat> {
+  const m = new Map<number, QueueStat>();
+  for (const line of text.split("\n")) {
+    const f = line.trim().split(/\s+/).map(Number);
+    if (f.length < 8 || f.some((x) => Number.isNaN(x))) continue;
+    m.set(f[0], { queue: f[0], portid: f[1], total: f[2], dropped: f[5], userDropped: f[6], seq: f[7] });
+  }
+  return m;
+}
+
+/** Kinds of packets counted by iptables rules in every target's INPUT chain. */
+export type CounterKind = "icmp" | "sctp";
+
+let instances = 0;
+const live = new Set<Topology>();
+
+/** True when running as root (needed for namespaces). */
+export function isRoot(): boolean {
+  return Deno.uid() === 0;
+}
+
+/** Tears down every live topology (for signal handlers). */
+export async function teardownAll(): Promise<void> {
+  await Promise.all([...live].map((t) => t.teardown()));
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Removes what earlier runs of this suite left behind when they were killed
+ * before their cleanup: namespaces named `nfqe-<pid>-*` and directories
+ * `/dev/shm/nfqe-<pid>-*` (and /tmp) whose creator process is gone.
+ */
+export async function sweepStale(): Promise<void> {
+  const r = await run(["ip", "netns", "list"], { allowFail: true });
+  for (const line of r.stdout.split("\n")) {
+    const name = line.split(" ")[0];
+    const m = /^nfqe-(\d+)-\d+-/.exec(name);
+    if (!m || Number(m[1]) === Deno.pid || pidAlive(Number(m[1]))) continue;
+    await deleteNamespace(name);
+  }
+  for (const dir of ["/dev/shm", Deno.env.get("TMPDIR") ?? "/tmp"]) {
+    try {
+      for (const e of Deno.readDirSync(dir)) {
+        const m = /^nfqe-(\d+)-/.exec(e.name);
+        if (!m || !e.isDirectory || Number(m[1]) === Deno.pid || pidAlive(Number(m[1]))) continue;
+        Deno.removeSync(`${dir}/${e.name}`, { recursive: true });
+      }
+    } catch { /* not readable */ }
+  }
+}
+
+/** Kills what still runs inside namespace `ns` (only ever called for our own namespaces), then deletes it. */
+export async function deleteNamespace(ns: string): Promise<void> {
+  const pids = await run(["ip", "netns", "pids", ns], { allowFail: true, timeoutMs: 10_000 });
+  for (const p of pids.stdout.split(/\s+/).filter((x) => /^\d+$/.test(x))) {
+    try {
+      Deno.kill(Number(p), "SIGKILL");
+    } catch { /* gone */ }
+  }
+  await run(["ip", "netns", "del", ns], { allowFail: true, timeoutMs: 10_000 });
+}
+
+/** The namespace topology; see the module comment. */
+export class Topology {
+  /** Name prefix of everything this instance creates. */
+  readonly prefix: string;
+  /** Namespace names. */
+  readonly ns: { cli: string; lb: string; targets: string[] };
+  /** How the lb netns steers VIP traffic. */
+  readonly steering: Steering;
+  /** Number of targets. */
+  readonly nTargets: number;
+  /** Number of extra client source addresses. */
+  readonly nSources: number;
+  /** NFQLB_SHM_DIR for every nfqlb command of this instance. */
+  readonly shmDir: string;
+  /** Scratch directory (agent ready/stop files). */
+  readonly workDir: string;
+  /** Target shm name. */
+  readonly shm: string;
+  /** Frag-table stats shm name. */
+  readonly ftShm: string;
+  /** Trace server name (`--trace_address=unix:<name>`). */
+  readonly traceName: string;
+  /** Log every command to stderr. */
+  readonly verbose: boolean;
+  #procs = new Set<Proc>();
+  #lb: Proc | undefined;
+  #tornDown = false;
+  #teardown: Promise<void> | undefined;
+  #abort = new AbortController();
+  #inflight = new Set<Promise<unknown>>();
+
+  constructor(o: TopologyOptions) {
+    const n = o.targets ?? 3;
+    if (n < 1 || n > 9) throw new Error("targets must be 1..9");
+    this.prefix = `nfqe-${Deno.pid}-${++instances}`;
+    this.ns = {
+      cli: `${this.prefix}-cli`,
+      lb: `${this.prefix}-lb`,
+      targets: Array.from({ length: n }, (_, i) => `${this.prefix}-t${i + 1}`),
+    };
+    this.steering = o.steering;
+    this.nTargets = n;
+    this.nSources = o.sources ?? 16;
+    this.shmDir = Deno.makeTempDirSync({ dir: "/dev/shm", prefix: `${this.prefix}-shm-` });
+    this.workDir = Deno.makeTempDirSync({ prefix: `${this.prefix}-work-` });
+    this.shm = `${this.prefix}-tshm`;
+    this.ftShm = `${this.prefix}-ftshm`;
+    this.traceName = `${this.prefix}-trace`;
+    this.verbose = o.verbose ?? !!Deno.env.get("NFQLB_E2E_VERBOSE");
+    live.add(this);
+  }
+
+  /** Creates and sets up a topology; tears it down again if setup fails. */
+  static async create(o: TopologyOptions): Promise<Topology> {
+    const t = new Topology(o);
+    try {
+      await t.setup();
+    } catch (e) {
+      await t.teardown();
+      throw e;
+    }
+    return t;
+  }
+
+  /** Target names: t1..tN. */
+  get targetNames(): string[] {
+    return this.ns.targets.map((_, i) => `t${i + 1}`);
+  }
+
+  /** fwmarks of the targets: 101..10N. */
+  get fwmarks(): number[] {
+    return this.ns.targets.map((_, i) => FWBASE + i + 1);
+  }
+
+  /** The client's addresses of a family: the primary one first, then the sources. */
+  clientAddrs(fam: Family): string[] {
+    const a = [fam === 4 ? "10.213.0.1" : "fd13::1"];
+    for (let i = 0; i < this.nSources; i++) a.push(fam === 4 ? `10.213.0.${11 + i}` : `fd13::${11 + i}`);
+    return a;
+  }
+
+  /**
+   * `n` distinct flows of a family: source addresses cycle through the client
+   * addresses, source ports count up from `sportBase`.
+   */
+  flows(fam: Family, n: number, sportBase = 20000, addrs = this.clientAddrs(fam)): Flow[] {
+    return Array.from({ length: n }, (_, i) => ({ src: addrs[i % addrs.length], sport: sportBase + i }));
+  }
+
+  #log(msg: string): void {
+    if (this.verbose) console.error(`[${this.prefix}] ${msg}`);
+  }
+
+  #alive(): void {
+    if (this.#tornDown) throw new Error(`topology ${this.prefix} is torn down`);
+  }
+
+  /**
+   * Runs a command in the host namespace (bounded, throws on failure unless
+   * allowFail). Refused after teardown started; killed when teardown starts.
+   */
+  async sh(args: string[], o: RunOptions = {}): Promise<RunResult> {
+    this.#alive();
+    this.#log(args.join(" "));
+    const p = run(args, { ...o, signal: this.#abort.signal });
+    this.#inflight.add(p);
+    try {
+      return await p;
+    } finally {
+      this.#inflight.delete(p);
+    }
+  }
+
+  /** Runs a command inside namespace `ns`. */
+  async exec(ns: string, args: string[], o: RunOptions = {}): Promise<RunResult> {
+    return await this.sh(["ip", "netns", "exec", ns, ...args], o);
+  }
+
+  /** `ip -n ns -batch`; lines starting with "-6 " go to a second `ip -6` batch (run after the first). */
+  async #ipBatch(ns: string, lines: string[]): Promise<void> {
+    const v4 = lines.filter((l) => !l.startsWith("-6 "));
+    const v6 = lines.filter((l) => l.startsWith("-6 ")).map((l) => l.slice(3));
+    if (v4.length) await this.sh(["ip", "-n", ns, "-batch", "-"], { stdin: v4.join("\n") + "\n" });
+    if (v6.length) await this.sh(["ip", "-n", ns, "-6", "-batch", "-"], { stdin: v6.join("\n") + "\n" });
+  }
+
+  async #sysctl(ns: string, kv: string[]): Promise<void> {
+    await this.exec(ns, ["sysctl", "-qw", ...kv]);
+  }
+
+  /** Builds namespaces, links, addresses, routes, rules, counters and servers. */
+  async setup(): Promise<void> {
+    if (!isRoot()) throw new Error("the e2e topology needs root (network namespaces, iptables)");
+    await sweepStale();
+    const { cli, lb, targets } = this.ns;
+    const common = [
+      "net.ipv4.conf.all.rp_filter=0",
+      "net.ipv4.conf.default.rp_filter=0",
+      "net.ipv6.conf.all.accept_dad=0",
+      "net.ipv6.conf.default.accept_dad=0",
+      "net.ipv6.conf.all.accept_ra=0",
+      "net.ipv6.conf.default.accept_ra=0",
+    ];
+    for (const ns of [cli, lb, ...targets]) {
+      await this.sh(["ip", "netns", "add", ns]);
+      await this.#sysctl(ns, common);
+    }
+    await this.#sysctl(lb, ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+    await this.#sysctl(cli, ["net.ipv4.ip_local_port_range=10000 19999"]);
+
+    // client <-> lb (the veths are created directly inside the namespaces)
+    await this.sh(w(`ip link add cli0 netns ${cli} type veth peer name lb0 netns ${lb}`));
+    const cliLines = ["link set up dev lo", "link set up dev cli0"];
+    for (const a of this.clientAddrs(4)) cliLines.push(`addr add ${a}/24 dev cli0`);
+    for (const a of this.clientAddrs(6)) cliLines.push(`-6 addr add ${a}/64 dev cli0 nodad`);
+    cliLines.push(
+      `route add ${VIP[4]}/32 via 10.213.0.254`,
+      `-6 route add ${VIP[6]}/128 via fd13::254`,
+      `route add 10.213.0.0/16 via 10.213.0.254`,
+      `-6 route add fd13::/16 via fd13::254`,
+    );
+    await this.#ipBatch(cli, cliLines);
+    const lbLines = [
+      "link set up dev lo",
+      "link set up dev lb0",
+      "addr add 10.213.0.254/24 dev lb0",
+      "-6 addr add fd13::254/64 dev lb0 nodad",
+    ];
+
+    // lb <-> targets, fwmark routing (DSR)
+    for (let i = 1; i <= this.nTargets; i++) {
+      const ns = targets[i - 1];
+      const fw = FWBASE + i;
+      await this.sh(w(`ip link add t${i} netns ${lb} type veth peer name eth0 netns ${ns}`));
+      lbLines.push(
+        `link set up dev t${i}`,
+        `addr add 10.213.${i}.254/24 dev t${i}`,
+        `-6 addr add fd13:${i}::254/64 dev t${i} nodad`,
+        `rule add fwmark ${fw} table ${fw}`,
+        `-6 rule add fwmark ${fw} table ${fw}`,
+        `route add default via 10.213.${i}.1 table ${fw}`,
+        `-6 route add default via fd13:${i}::1 table ${fw}`,
+      );
+      await this.#ipBatch(ns, [
+        "link set up dev lo",
+        "link set up dev eth0",
+        `addr add 10.213.${i}.1/24 dev eth0`,
+        `-6 addr add fd13:${i}::1/64 dev eth0 nodad`,
+        `addr add ${VIP[4]}/32 dev lo`,
+        `-6 addr add ${VIP[6]}/128 dev lo nodad`,
+        `route add default via 10.213.${i}.254`,
+        `-6 route add default via fd13:${i}::254`,
+      ]);
+      // counters: ICMP errors and SCTP reaching this target
+      for (
+        const [ipt, rules] of [
+          ["iptables", ["-p icmp --icmp-type fragmentation-needed", "-p 132"]],
+          ["ip6tables", ["-p ipv6-icmp --icmpv6-type packet-too-big", "-p 132"]],
+        ] as const
+      ) {
+        await this.exec(ns, w(`${ipt} -w -A INPUT ${rules[0]} -m comment --comment e2e-icmp`));
+        await this.exec(ns, w(`${ipt} -w -A INPUT ${rules[1]} -m comment --comment e2e-sctp`));
+      }
+    }
+    await this.#ipBatch(lb, lbLines);
+    await this.setSteering(this.steering, "-A");
+    await this.#startServers();
+    this.#log("setup done");
+  }
+
+  /** Adds (-A) or deletes (-D) the steering rule of `s` in the lb netns, both families. */
+  async setSteering(s: Steering, op: "-A" | "-D"): Promise<void> {
+    if (s.mode === "none") return;
+    let tail: string[];
+    if (s.mode === "hmark") {
+      tail = w(
+        `-j HMARK --hmark-tuple src,dst,sport,dport,proto --hmark-mod ${this.nTargets} --hmark-offset ${
+          FWBASE + 1
+        } --hmark-rnd 0x1234`,
+      );
+    } else if ("queue" in s) {
+      tail = ["-j", "NFQUEUE", "--queue-num", String(s.queue)];
+    } else {
+      tail = ["-j", "NFQUEUE", "--queue-balance", `${s.balance[0]}:${s.balance[1]}`];
+    }
+    await this.exec(this.ns.lb, [...w(`iptables -w -t mangle ${op} PREROUTING -d ${VIP[4]}/32`), ...tail]);
+    await this.exec(this.ns.lb, [...w(`ip6tables -w -t mangle ${op} PREROUTING -d ${VIP[6]}/128`), ...tail]);
+  }
+
+  async #startServers(): Promise<void> {
+    const ready: string[] = [];
+    const procs: Proc[] = [];
+    this.ns.targets.forEach((ns, i) => {
+      const readyFile = `${this.workDir}/ready.t${i + 1}`;
+      ready.push(readyFile);
+      procs.push(this.spawnAgent(ns, `server t${i + 1}`, {
+        cmd: "serve",
+        name: `t${i + 1}`,
+        addrs: [VIP[4], VIP[6]],
+        udpPort: UDP_PORT,
+        tcpPort: TCP_PORT,
+        maxLifeS: 900,
+        readyFile,
+      }));
+    });
+    const ok = await waitUntil(() => procs.some((p) => p.status) || ready.every((f) => exists(f)), 60_000);
+    const dead = procs.find((p) => p.status);
+    if (dead) throw new Error(`server agent died:\n${dead.describe()}`);
+    if (!ok) {
+      throw new Error(`server agents not ready after 60 s:\n${procs.map((p) => p.describe()).join("\n")}`);
+    }
+  }
+
+  /** Starts a long-running agent in `ns` (stopped at teardown). */
+  spawnAgent(ns: string, label: string, c: AgentCommand): Proc {
+    this.#alive();
+    const p = new Proc(label, ["ip", "netns", "exec", ns, ...agentArgs(c)]);
+    this.#procs.add(p);
+    return p;
+  }
+
+  /** Runs a one-shot agent command in `ns` and returns its JSON result. */
+  async agent<T>(ns: string, c: AgentCommand, timeoutMs = 120_000): Promise<T> {
+    const r = await this.exec(ns, agentArgs(c), { timeoutMs, allowFail: true });
+    if (r.code !== 0) throw new Error(`agent ${c.cmd} in ${ns} failed (${r.code}): ${r.stderr.trim()}`);
+    return JSON.parse(r.stdout) as T;
+  }
+
+  /** `repeat` UDP request/replies per flow to the VIP; [flow][rep] → target name ("" = no reply). */
+  async udp(fam: Family, flows: Flow[], repeat = 1, waitMs = 1000, size?: number): Promise<ProbeResult> {
+    return await this.agent<ProbeResult>(this.ns.cli, {
+      cmd: "udp",
+      dst: VIP[fam],
+      port: UDP_PORT,
+      flows,
+      repeat,
+      waitMs,
+      size,
+    });
+  }
+
+  /** `repeat` TCP connections per flow to the VIP; [flow][rep] → target name ("" = failed). */
+  async tcp(fam: Family, flows: Flow[], repeat = 1, waitMs = 2000): Promise<ProbeResult> {
+    return await this.agent<ProbeResult>(this.ns.cli, {
+      cmd: "tcp",
+      dst: VIP[fam],
+      port: TCP_PORT,
+      flows,
+      repeat,
+      waitMs,
+    });
+  }
+
+  /** Sends one ICMP error per quoted flow from the client (`from`) to the VIP. */
+  async icmp(from: string, flows: QuotedFlow[]): Promise<SentResult> {
+    const c: IcmpCommand = { cmd: "icmp", from, flows };
+    return await this.agent<SentResult>(this.ns.cli, c);
+  }
+
+  /** Sends SCTP INIT packets from `from` to the VIP of its family. */
+  async sctp(from: string, ports: { sport: number; dport: number }[], repeat = 1): Promise<SentResult> {
+    const fam: Family = from.includes(":") ? 6 : 4;
+    const c: SctpCommand = { cmd: "sctp", from, dst: VIP[fam], ports, repeat };
+    return await this.agent<SentResult>(this.ns.cli, c);
+  }
+
+  /**
+   * Starts a UDP probe stream (see the agent's `stream`); waits until its
+   * first round went out. Call `stop()` on the result to end it and get the counts.
+   */
+  async startStream(
+    fam: Family,
+    flows: Flow[],
+    o: { pps?: number; waitMs?: number; maxMs?: number; maxProbes?: number } = {},
+  ): Promise<{ stop: () => Promise<StreamResult> }> {
+    const tag = crypto.randomUUID().slice(0, 8);
+    const c: StreamCommand = {
+      cmd: "stream",
+      dst: VIP[fam],
+      port: UDP_PORT,
+      flows,
+      waitMs: o.waitMs ?? 2000,
+      pps: o.pps ?? 500,
+      startedFile: `${this.workDir}/stream-${tag}.started`,
+      stopFile: `${this.workDir}/stream-${tag}.stop`,
+      maxMs: o.maxMs ?? 120_000,
+      maxProbes: o.maxProbes ?? 200_000,
+    };
+    const p = this.spawnAgent(this.ns.cli, `stream ${tag}`, c);
+    const ok = await waitUntil(() => !!p.status || exists(c.startedFile), 60_000);
+    if (!ok || p.status) {
+      await p.stop();
+      this.#procs.delete(p);
+      throw new Error(`stream did not start:\n${p.describe()}`);
+    }
+    return {
+      stop: async () => {
+        Deno.writeTextFileSync(c.stopFile, "stop\n");
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const late = new Promise<"late">((r) => timer = setTimeout(() => r("late"), c.waitMs + 30_000));
+        const first = await Promise.race([p.done, late]);
+        clearTimeout(timer);
+        if (first === "late") await p.stop();
+        this.#procs.delete(p);
+        if (p.status?.code !== 0) throw new Error(`stream failed:\n${p.describe()}`);
+        return JSON.parse(p.stdout) as StreamResult;
+      },
+    };
+  }
+
+  /** Packet counters of one kind in every target: name → packets. */
+  async counters(kind: CounterKind): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    await Promise.all(this.ns.targets.map(async (ns, i) => {
+      let n = 0;
+      for (const ipt of ["iptables", "ip6tables"]) {
+        const r = await this.exec(ns, [ipt, "-w", "-nvxL", "INPUT"]);
+        for (const line of r.stdout.split("\n")) {
+          if (line.includes(`/* e2e-${kind} */`)) n += Number(line.trim().split(/\s+/)[0]);
+        }
+      }
+      out[`t${i + 1}`] = n;
+    }));
+    return out;
+  }
+
+  /** rx packets on each target's eth0: name → packets. */
+  async targetRx(): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    await Promise.all(this.ns.targets.map(async (ns, i) => {
+      const r = await this.exec(ns, ["cat", "/sys/class/net/eth0/statistics/rx_packets"]);
+      out[`t${i + 1}`] = Number(r.stdout.trim());
+    }));
+    return out;
+  }
+
+  /** The lb netns' /proc/net/netfilter/nfnetlink_queue, parsed. */
+  async queueStats(): Promise<Map<number, QueueStat>> {
+    const r = await this.exec(this.ns.lb, ["cat", "/proc/net/netfilter/nfnetlink_queue"], {
+      allowFail: true,
+    });
+    return parseQueueStats(r.stdout);
+  }
+
+  /** Environment for nfqlb commands of this instance. */
+  get nfqlbEnv(): Record<string, string> {
+    return { NFQLB_SHM_DIR: this.shmDir };
+  }
+
+  /** Runs `nfqlb args...` in the lb netns (bounded); throws on failure unless allowFail. */
+  async nfqlb(args: string[], o: { allowFail?: boolean; timeoutMs?: number } = {}): Promise<RunResult> {
+    return await this.exec(this.ns.lb, [NFQLB, ...args], {
+      env: this.nfqlbEnv,
+      allowFail: o.allowFail,
+      timeoutMs: o.timeoutMs ?? 60_000,
+    });
+  }
+
+  /** `init --shm` (M, N) and `activate` the given fwmarks (default: all targets). */
+  async initTargets(fwmarks = this.fwmarks, M = 997, N = 32): Promise<void> {
+    await this.nfqlb(["init", `--shm=${this.shm}`, `--M=${M}`, `--N=${N}`]);
+    if (fwmarks.length) await this.nfqlb(["activate", `--shm=${this.shm}`, ...fwmarks.map(String)]);
+  }
+
+  /** `activate` fwmarks. */
+  async activate(...fwmarks: number[]): Promise<void> {
+    await this.nfqlb(["activate", `--shm=${this.shm}`, ...fwmarks.map(String)]);
+  }
+
+  /** `deactivate` fwmarks. */
+  async deactivate(...fwmarks: number[]): Promise<void> {
+    await this.nfqlb(["deactivate", `--shm=${this.shm}`, ...fwmarks.map(String)]);
+  }
+
+  /** The queue argument for the steering: "2" or "0:1". */
+  get queueSpec(): string {
+    const s = this.steering;
+    if (s.mode !== "nfqueue") throw new Error(`no queue in steering mode ${s.mode}`);
+    return "queue" in s ? String(s.queue) : `${s.balance[0]}:${s.balance[1]}`;
+  }
+
+  /** Queue numbers the lb must bind. */
+  get queues(): number[] {
+    const s = this.steering;
+    if (s.mode !== "nfqueue") return [];
+    if ("queue" in s) return [s.queue];
+    return Array.from({ length: s.balance[1] - s.balance[0] + 1 }, (_, i) => s.balance[0] + i);
+  }
+
+  /** The running lb, if any. */
+  get lb(): Proc | undefined {
+    return this.#lb;
+  }
+
+  /**
+   * Starts `nfqlb lb --tshm --queue --ft_shm --trace_address` in the lb netns
+   * and waits (bounded) until every queue shows in the netns'
+   * nfnetlink_queue. Throws with the lb's output if it exits or times out.
+   */
+  async startLb(extra: string[] = [], timeoutMs = 60_000): Promise<Proc> {
+    this.#alive();
+    if (this.#lb && !this.#lb.status) throw new Error("lb already running");
+    const args = [
+      ...w(`ip netns exec ${this.ns.lb} ${NFQLB} lb --tshm=${this.shm} --queue=${this.queueSpec}`),
+      ...w(`--ft_shm=${this.ftShm} --trace_address=unix:${this.traceName}`),
+      ...extra,
+    ];
+    this.#log(args.join(" "));
+    const p = new Proc("nfqlb lb", args, this.nfqlbEnv);
+    this.#procs.add(p);
+    this.#lb = p;
+    const want = this.queues;
+    const ok = await waitUntil(
+      async () => {
+        if (p.status) return true;
+        const q = await this.queueStats();
+        return want.every((n) => q.has(n));
+      },
+      timeoutMs,
+      200,
+    );
+    if (p.status) throw new Error(`lb exited at start:\n${p.describe()}`);
+    if (!ok) {
+      await this.stopLb();
+      throw new Error(`lb did not bind queue(s) ${want.join(",")} within ${timeoutMs} ms:\n${p.describe()}`);
+    }
+    return p;
+  }
+
+  /** Stops the lb with `sig` (default SIGTERM; SIGKILL after `graceMs`); returns its exit status and output. */
+  async stopLb(
+    graceMs = 10_000,
+    sig: Deno.Signal = "SIGTERM",
+  ): Promise<{ status: Deno.CommandStatus; stdout: string; stderr: string } | undefined> {
+    const p = this.#lb;
+    if (!p) return undefined;
+    const status = await p.stop(graceMs, sig);
+    this.#procs.delete(p);
+    this.#lb = undefined;
+    return { status, stdout: p.stdout, stderr: p.stderr };
+  }
+
+  /**
+   * Stops processes, deletes namespaces and directories. Idempotent and safe
+   * to call while setup or traffic is still running (those are killed and
+   * refused from then on); concurrent callers share one teardown. Never throws.
+   */
+  teardown(): Promise<void> {
+    this.#teardown ??= this.#doTeardown();
+    return this.#teardown;
+  }
+
+  async #doTeardown(): Promise<void> {
+    this.#tornDown = true;
+    this.#abort.abort();
+    try {
+      await Promise.allSettled([...this.#inflight]);
+      await Promise.all([...this.#procs].map((p) => p.stop(5000).catch(() => {})));
+      this.#procs.clear();
+      this.#lb = undefined;
+      // every name this instance may have created (they carry our pid, so they are ours)
+      for (const ns of [this.ns.cli, this.ns.lb, ...this.ns.targets]) await deleteNamespace(ns);
+    } catch (e) {
+      console.error(`teardown ${this.prefix}: ${e}`);
+    } finally {
+      for (const d of [this.shmDir, this.workDir]) {
+        try {
+          Deno.removeSync(d, { recursive: true });
+        } catch { /* gone */ }
+      }
+      live.delete(this);
+    }
+  }
+
+  /** For `await using`. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.teardown();
+  }
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Counts how often each name occurs. */
+export function tally(names: string[]): Record<string, number> {
+  const t: Record<string, number> = {};
+  for (const n of names) t[n] = (t[n] ?? 0) + 1;
+  return t;
+}
