@@ -71,6 +71,9 @@ export class TargetShm {
   readonly ownFwmark: number;
   #map: Mapping | undefined;
   #header: Uint32Array;
+  /** Scratch key for lookupKey, with its pointer taken once (no allocation per lookup). */
+  #key = new Uint8Array(40);
+  #keyPtr = Deno.UnsafePointer.of(this.#key);
 
   private constructor(name: string, map: Mapping) {
     this.name = name;
@@ -254,8 +257,10 @@ export class TargetShm {
   }
 
   /** The fwmark for a 40-byte key (hashed as upstream's hashKey), in one FFI call. */
-  lookupKey(key: Uint8Array<ArrayBuffer>, hashMode = 1): number {
-    return lib().nfqlb_tshm_lookup_key(this.pointer, key, key.length, hashMode >>> 0);
+  lookupKey(key: Uint8Array, hashMode = 1): number {
+    if (key.length < 40) return -1;
+    this.#key.set(key.subarray(0, 40));
+    return lib().nfqlb_tshm_lookup_key(this.pointer, this.#keyPtr, 40, hashMode >>> 0);
   }
 
   /** Row index and fwmark for a hash (both -1 when none). */

@@ -107,7 +107,7 @@ function measure(bench: BenchLib, ptrLib: PointerLib, t: TargetShm): SectionResu
   const loops: Record<string, () => void> = {
     key: () => {
       let acc = 0;
-      for (let i = 0; i < ITERS; i++) acc += L.nfqlb_tshm_lookup_key(base, keys[i & mask], KEY_LEN, 1);
+      for (let i = 0; i < ITERS; i++) acc += L.nfqlb_tshm_lookup_key(base, ptrs[i & mask], KEY_LEN, 1);
       sink += acc;
     },
     ffi: () => {
@@ -169,7 +169,7 @@ function measure(bench: BenchLib, ptrLib: PointerLib, t: TargetShm): SectionResu
   keys.forEach((k, i) => {
     const h = djb2(k), fw = L.nfqlb_tshm_lookup(base, h);
     if (L.nfqlb_hash_key(k, KEY_LEN, 1) !== h) hashOk = false;
-    if (L.nfqlb_tshm_lookup_key(base, k, KEY_LEN, 1) !== fw) variantsOk = false;
+    if (L.nfqlb_tshm_lookup_key(base, ptrs[i], KEY_LEN, 1) !== fw) variantsOk = false;
     if (fw < 101) allFound = false;
     if (
       P.nfqlb_hash_key(ptrs[i], KEY_LEN, 1) !== h || B.bench_hash_lookup(base, ptrs[i], KEY_LEN) !== fw ||
