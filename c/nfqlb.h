@@ -177,6 +177,9 @@ int32_t nfqlb_tshm_lookup_key(const uint8_t* base, const uint8_t* key, uint32_t 
  */
 int32_t nfqlb_tshm_lookup_row(const uint8_t* base, uint32_t hash, int32_t* row);
 
+/** nfqlb_tshm_own_fwmark - the table's own fwmark (init --ownfw; LB tier). */
+int32_t nfqlb_tshm_own_fwmark(const uint8_t* base);
+
 /**
  * nfqlb_tshm_count_empty - number of lookup slots of the current buffer
  * without a target (row < 0 or active[row] < 0), read under the seqlock.
@@ -230,12 +233,14 @@ struct nfqlb_fragtable;
 
 /**
  * nfqlb_ft_create - a table of `size` slots plus `buckets` extra entries;
- * entries live `ttl_ms` after their last use. `stats` is the 72-byte ftshm
- * record to keep the counters in (or NULL); mtu and frags are recorded there.
- * Returns NULL on bad size or out of memory.
+ * entries live `ttl_ms` after their last use. `frags` buffers of `mtu` bytes
+ * keep fragments that come before their first fragment (0: none are kept and
+ * such datagrams are lost); `reassembler` hole descriptors (RFC 815) let
+ * complete datagrams free their entry early (0: off). `stats` is the 72-byte
+ * ftshm record for the counters (or NULL). NULL on bad sizes or no memory.
  */
 struct nfqlb_fragtable* nfqlb_ft_create(uint32_t size, uint32_t buckets, uint32_t ttl_ms, uint32_t mtu,
-					uint32_t frags, uint8_t* stats);
+					uint32_t frags, uint32_t reassembler, uint8_t* stats);
 
 /** nfqlb_ft_destroy - free the table. */
 void nfqlb_ft_destroy(struct nfqlb_fragtable* ft);
@@ -243,15 +248,49 @@ void nfqlb_ft_destroy(struct nfqlb_fragtable* ft);
 /**
  * nfqlb_ft_first - a first fragment got `fwmark`: remember it. Returns 0, or
  * -1 (table full, or the datagram was poisoned by an earlier lost fragment).
- * A duplicate first fragment with the same fwmark returns 0.
+ * A duplicate first fragment with the same fwmark returns 0. *inject gets the
+ * chain of fragments stored before it (-1: none); pass it to nfqlb_ft_inject.
+ * info: {offset, length, more} of the fragment (nfqlb_packet_fraginfo) or
+ * NULL, for the reassembler.
  */
-int32_t nfqlb_ft_first(struct nfqlb_fragtable* ft, const uint8_t* fkey, int32_t fwmark, uint64_t now_ns);
+int32_t nfqlb_ft_first(struct nfqlb_fragtable* ft, const uint8_t* fkey, int32_t fwmark, uint64_t now_ns,
+		       const uint32_t* info, int32_t* inject);
 
 /**
- * nfqlb_ft_next - a later fragment: 0 and *fwmark when its first fragment has
- * been seen; -1 otherwise (the fragment is to be dropped).
+ * nfqlb_ft_next - a later fragment (pkt/len: the whole IP packet). Returns 0
+ * with *fwmark when its first fragment has been seen; 1 when it came first and
+ * was stored (drop the original: a copy is re-injected later); -1 when it is
+ * lost (table or store full, too long, or the datagram is poisoned).
  */
-int32_t nfqlb_ft_next(struct nfqlb_fragtable* ft, const uint8_t* fkey, uint64_t now_ns, int32_t* fwmark);
+int32_t nfqlb_ft_next(struct nfqlb_fragtable* ft, const uint8_t* fkey, uint64_t now_ns, const uint8_t* pkt,
+		      uint32_t len, const uint32_t* info, int32_t* fwmark);
+
+/**
+ * nfqlb_ft_inject - write each stored fragment of `chain` to the tun device
+ * (they come back through the queue and find their fwmark) and free them.
+ * Returns how many were written; *failed counts the others.
+ */
+uint32_t nfqlb_ft_inject(struct nfqlb_fragtable* ft, int32_t chain, int32_t tun_fd, uint32_t* failed);
+
+/**
+ * nfqlb_packet_fraginfo - for a fragment: out[0] = byte offset, out[1] = data
+ * length, out[2] = more-fragments flag, from the headers. 0, or -1 when the
+ * packet is not a (well-formed) fragment.
+ */
+int32_t nfqlb_packet_fraginfo(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, uint32_t* out);
+
+/* ----------------------------------------------------------------------------
+ * tun.c
+ * ------------------------------------------------------------------------- */
+
+/**
+ * nfqlb_tun_open - attach to tun device `name` (IFF_TUN | IFF_NO_PI), as
+ * `ip tuntap add mode tun` creates it. Returns the fd or -errno.
+ */
+int32_t nfqlb_tun_open(const char* name);
+
+/** nfqlb_fd_close - close(2); returns 0 or -errno. */
+int32_t nfqlb_fd_close(int32_t fd);
 
 /* ----------------------------------------------------------------------------
  * lb.c - the per-packet decision of `lb`.
@@ -271,6 +310,10 @@ enum nfqlb_counter {
 	NFQLB_C_VERDICT_ERRORS,
 	NFQLB_C_BATCHES,
 	NFQLB_C_SETUP_DROPPED,
+	NFQLB_C_FRAG_STORED,   /* kept until their first fragment comes */
+	NFQLB_C_FRAG_INJECTED, /* written back through the tun device */
+	NFQLB_C_FRAG_INJECT_FAILED,
+	NFQLB_C_FRAG_TIER,     /* forwarded to the LB that owns them (LB tier) */
 	NFQLB_C_COUNT
 };
 
@@ -284,6 +327,13 @@ struct nfqlb_lb;
 struct nfqlb_lb* nfqlb_lb_create(const uint8_t* tshm, struct nfqlb_fragtable* ft, uint32_t hash_mode,
 				 uint32_t sctp_encap, int32_t notargets_fwmark);
 
+/**
+ * nfqlb_lb_set_frag - fragment handling beyond the table: lbshm, the LB-tier
+ * table (NULL: no tier), tun_fd for re-injecting stored fragments (-1: none),
+ * reassembler (feed fragment offsets to the table's reassembler).
+ */
+void nfqlb_lb_set_frag(struct nfqlb_lb* lb, const uint8_t* lbshm, int32_t tun_fd, uint32_t reassembler);
+
 /** nfqlb_lb_set_tshm - switch to another mapped table (after init replaced it). */
 void nfqlb_lb_set_tshm(struct nfqlb_lb* lb, const uint8_t* tshm);
 
@@ -296,6 +346,14 @@ void nfqlb_lb_destroy(struct nfqlb_lb* lb);
  */
 int32_t nfqlb_lb_classify(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
 			  uint64_t now_ns, uint64_t* counters);
+
+/**
+ * nfqlb_lb_decide - nfqlb_lb_classify for a copy of `len` bytes of a packet
+ * of `orig_len` bytes (NFQUEUE may truncate the copy; a truncated fragment is
+ * never stored for re-injection).
+ */
+int32_t nfqlb_lb_decide(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
+			uint32_t orig_len, uint64_t now_ns, uint64_t* counters);
 
 /* ----------------------------------------------------------------------------
  * nfqueue.c - batched NFQUEUE I/O (libmnl, libnetfilter_queue).

@@ -261,9 +261,10 @@ int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t t
 				payload = mnl_attr_get_payload(attr[NFQA_PAYLOAD]);
 				plen = mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]);
 			}
+			uint32_t orig = attr[NFQA_CAP_LEN] ? ntohl(mnl_attr_get_u32(attr[NFQA_CAP_LEN])) : plen;
 			q->counters[NFQLB_C_RECEIVED]++;
-			int32_t mark = payload ? nfqlb_lb_classify(lb, ntohs(ph->hw_protocol), payload, plen, now,
-								   q->counters)
+			int32_t mark = payload ? nfqlb_lb_decide(lb, ntohs(ph->hw_protocol), payload, plen, orig, now,
+								 q->counters)
 					       : -1;
 			if (txlen + 64 > q->txcap) {
 				flush(q, txlen);

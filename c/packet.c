@@ -243,3 +243,37 @@ int32_t nfqlb_packet_key(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, ui
 		return key_v6(pkt, len, udpencap, key, fkey);
 	return -1;
 }
+
+int32_t nfqlb_packet_fraginfo(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, uint32_t* out)
+{
+	if (pkt == NULL || out == NULL)
+		return -1;
+	if (hw_proto == 0x0800) {
+		if (len < 20 || (pkt[0] >> 4) != 4)
+			return -1;
+		uint32_t ihl = (uint32_t)(pkt[0] & 0xf) * 4, tot = be16(pkt + 2);
+		uint16_t frag = be16(pkt + 6);
+		if (ihl < 20 || tot < ihl || !(frag & 0x3fff))
+			return -1;
+		out[0] = (uint32_t)(frag & 0x1fff) * 8;
+		out[1] = tot - ihl;
+		out[2] = (frag & 0x2000) ? 1 : 0;
+		return 0;
+	}
+	if (hw_proto == 0x86dd) {
+		if (len < 40 || (pkt[0] >> 4) != 6)
+			return -1;
+		uint32_t plen = be16(pkt + 4);
+		uint32_t end = 40 + plen < len ? 40 + plen : len;
+		uint8_t nh = pkt[6];
+		int32_t p = v6_walk(pkt, 40, end, &nh);
+		if (p < 0 || nh != 44 || (uint32_t)p + 8 > end || (uint32_t)p + 8 > 40 + plen)
+			return -1;
+		uint16_t fo = be16(pkt + p + 2);
+		out[0] = fo & 0xfff8;
+		out[1] = 40 + plen - ((uint32_t)p + 8);
+		out[2] = fo & 1;
+		return 0;
+	}
+	return -1;
+}

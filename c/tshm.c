@@ -191,3 +191,8 @@ uint32_t nfqlb_tshm_count_empty(const uint8_t* base)
 	});
 	return empty;
 }
+
+int32_t nfqlb_tshm_own_fwmark(const uint8_t* base)
+{
+	return ((const struct tshm_header*)base)->own_fwmark;
+}

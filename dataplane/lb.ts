@@ -4,7 +4,7 @@
  * hand each queue to its own Worker. SIGINT/SIGTERM stop the workers, which
  * unbind their queues; then we exit 0.
  */
-import { lib } from "../ffi/lib.ts";
+import { cstring, lib } from "../ffi/lib.ts";
 import { NfqlbError, strerror } from "../control/errors.ts";
 import { closeFragStatsShm, createFragStatsShm } from "../control/frag_stats.ts";
 import { TargetShm } from "../control/target_shm.ts";
@@ -26,6 +26,10 @@ export const COUNTER_NAMES = [
   "verdict_errors",
   "batches",
   "setup_dropped",
+  "frag_stored",
+  "frag_injected",
+  "frag_inject_failed",
+  "frag_tier",
 ] as const;
 
 /** Bytes copied to user space per packet when no fragment is stored: every header we parse fits. */
@@ -50,26 +54,61 @@ export function startLb(input: LbConfig, print: (line: string) => void): Running
   const c = lib();
   const table = TargetShm.open(cfg.tshm); // FAILED mapSharedData: <name>
   table.close(); // each worker maps its own
+  // The LB-tier table stays mapped for the life of the lb (shared by the workers).
+  const tier = cfg.lbshm ? TargetShm.open(cfg.lbshm) : undefined;
   const stats = createFragStatsShm(cfg.ftShm);
-  const frags = cfg.tun ? cfg.ftFrag : 0;
-  const ft = c.nfqlb_ft_create(cfg.ftSize, cfg.ftBuckets, cfg.ftTtl, cfg.mtu, frags, stats.ptr);
-  if (ft === null) throw new NfqlbError("Failed to create the fragment table (out of memory)");
+  let tunFd = -1;
+  const release: (() => void)[] = [() => closeFragStatsShm(stats), () => tier?.close()];
+  const cleanup = () => {
+    while (release.length) release.pop()!();
+  };
+  try {
+    if (cfg.tun) tunFd = openTun(cfg.tun, cfg.mtu);
+  } catch (e) {
+    cleanup();
+    throw e;
+  }
+  if (tunFd >= 0) release.push(() => c.nfqlb_fd_close(tunFd));
+  // Without a tun device nothing could be re-injected, so nothing is stored (as upstream).
+  const frags = tunFd >= 0 ? cfg.ftFrag : 0;
+  const ft = c.nfqlb_ft_create(
+    cfg.ftSize,
+    cfg.ftBuckets,
+    cfg.ftTtl,
+    cfg.mtu,
+    frags,
+    cfg.reassembler,
+    stats.ptr,
+  );
+  if (ft === null) {
+    cleanup();
+    throw new NfqlbError("Failed to create the fragment table (out of memory)");
+  }
+  release.push(() => c.nfqlb_ft_destroy(ft));
   print(
     `FragTable; size=${cfg.ftSize}, buckets=${cfg.ftBuckets}, frag=${frags}, mtu=${cfg.mtu}, ttl=${cfg.ftTtl}`,
   );
   // Hashing needs the headers only (an ICMP error's quoted packet included);
   // whole packets are needed only to store or reassemble fragments.
-  const copyRange = cfg.tun || cfg.reassembler > 0 ? cfg.mtu : Math.min(cfg.mtu, HEADER_COPY);
+  const copyRange = tunFd >= 0 || cfg.reassembler > 0 ? cfg.mtu : Math.min(cfg.mtu, HEADER_COPY);
   const queues: { num: number; ptr: Deno.PointerObject }[] = [];
   const closeAll = () => {
     for (const q of queues) c.nfqlb_queue_close(q.ptr);
-    c.nfqlb_ft_destroy(ft);
-    closeFragStatsShm(stats);
+    cleanup();
   };
   for (let num = cfg.queues.first; num <= cfg.queues.last; num++) {
     const err = new Int32Array(1);
     const rcvbuf = new Uint32Array(2);
-    const ptr = c.nfqlb_queue_open(num, cfg.mtu, copyRange, cfg.qlength, cfg.failOpen ? 1 : 0, cfg.batch, err, rcvbuf);
+    const ptr = c.nfqlb_queue_open(
+      num,
+      cfg.mtu,
+      copyRange,
+      cfg.qlength,
+      cfg.failOpen ? 1 : 0,
+      cfg.batch,
+      err,
+      rcvbuf,
+    );
     if (ptr === null) {
       closeAll();
       const errno = -err[0];
@@ -96,8 +135,7 @@ export function startLb(input: LbConfig, print: (line: string) => void): Running
   const workers: Worker[] = [];
   const finish = () => {
     for (const w of workers) w.terminate();
-    c.nfqlb_ft_destroy(ft);
-    closeFragStatsShm(stats);
+    cleanup();
     resolveDone(failed ? 1 : 0);
   };
   for (const q of queues) {
@@ -133,6 +171,9 @@ export function startLb(input: LbConfig, print: (line: string) => void): Running
       hashMode: cfg.hashMode,
       sctpEncap: cfg.sctpEncap,
       notargetsFwmark: cfg.notargetsFwmark,
+      lbshmPtr: tier ? Deno.UnsafePointer.value(tier.pointer) as bigint : 0n,
+      tunFd,
+      reassembler: cfg.reassembler,
       control,
       counters,
     };
@@ -159,6 +200,24 @@ export function startLb(input: LbConfig, print: (line: string) => void): Running
     },
     done,
   };
+}
+
+/**
+ * Attaches to tun device `name` for re-injecting stored fragments; its MTU
+ * must hold the largest fragment we store.
+ */
+function openTun(name: string, mtu: number): number {
+  const fd = lib().nfqlb_tun_open(cstring(name));
+  if (fd < 0) throw new NfqlbError(`Failed to open tun device [${name}]`);
+  let tunMtu = 0;
+  try {
+    tunMtu = Number(Deno.readTextFileSync(`/sys/class/net/${name}/mtu`).trim());
+  } catch { /* unknown: checked as 0 */ }
+  if (tunMtu < mtu) {
+    lib().nfqlb_fd_close(fd);
+    throw new NfqlbError(`Tun mtu too small; ${tunMtu} < ${mtu}`);
+  }
+  return fd;
 }
 
 /** Runs lb until SIGINT/SIGTERM; returns the exit status. */

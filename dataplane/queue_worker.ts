@@ -27,6 +27,12 @@ function serve(m: WorkerStart): void {
   let table = TargetShm.open(m.tshm);
   const lb = c.nfqlb_lb_create(table.pointer, ft, m.hashMode, m.sctpEncap, m.notargetsFwmark);
   if (lb === null || queue === null) throw new Error("out of memory creating the classifier");
+  c.nfqlb_lb_set_frag(
+    lb,
+    m.lbshmPtr === 0n ? null : Deno.UnsafePointer.create(m.lbshmPtr),
+    m.tunFd,
+    m.reassembler,
+  );
   try {
     while (Atomics.load(stop, 0) === 0) {
       c.nfqlb_queue_serve(queue, lb, POLL_MS);

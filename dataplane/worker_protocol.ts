@@ -12,6 +12,12 @@ export interface WorkerStart {
   hashMode: number;
   sctpEncap: number;
   notargetsFwmark: number;
+  /** Mapped LB-tier table address (0n: no tier). */
+  lbshmPtr: bigint;
+  /** tun device fd for re-injecting stored fragments (-1: none). */
+  tunFd: number;
+  /** Hole descriptors of the reassembler (0: off). */
+  reassembler: number;
   /** Int32Array over it: [0] = stop flag. */
   control: SharedArrayBuffer;
   /** BigUint64Array over it: this worker's counters, refreshed after each batch. */

@@ -26,12 +26,25 @@ export const SYMBOLS = {
   nfqlb_file_unmap: { parameters: ["pointer", "u64"], result: "i32" },
   // dataplane (c/packet.c, c/fragtable.c, c/lb.c, c/nfqueue.c)
   nfqlb_packet_key: { parameters: ["u32", "buffer", "u32", "u32", "buffer", "buffer"], result: "i32" },
-  nfqlb_ft_create: { parameters: ["u32", "u32", "u32", "u32", "u32", "pointer"], result: "pointer" },
+  nfqlb_packet_fraginfo: { parameters: ["u32", "buffer", "u32", "buffer"], result: "i32" },
+  nfqlb_ft_create: { parameters: ["u32", "u32", "u32", "u32", "u32", "u32", "pointer"], result: "pointer" },
   nfqlb_ft_destroy: { parameters: ["pointer"], result: "void" },
-  nfqlb_ft_first: { parameters: ["pointer", "buffer", "i32", "u64"], result: "i32" },
-  nfqlb_ft_next: { parameters: ["pointer", "buffer", "u64", "buffer"], result: "i32" },
+  nfqlb_ft_first: { parameters: ["pointer", "buffer", "i32", "u64", "buffer", "buffer"], result: "i32" },
+  nfqlb_ft_next: {
+    parameters: ["pointer", "buffer", "u64", "buffer", "u32", "buffer", "buffer"],
+    result: "i32",
+  },
+  nfqlb_ft_inject: { parameters: ["pointer", "i32", "i32", "buffer"], result: "u32" },
+  nfqlb_tun_open: { parameters: ["buffer"], result: "i32" },
+  nfqlb_fd_close: { parameters: ["i32"], result: "i32" },
+  nfqlb_tshm_own_fwmark: { parameters: ["pointer"], result: "i32" },
   nfqlb_lb_create: { parameters: ["pointer", "pointer", "u32", "u32", "i32"], result: "pointer" },
   nfqlb_lb_set_tshm: { parameters: ["pointer", "pointer"], result: "void" },
+  nfqlb_lb_set_frag: { parameters: ["pointer", "pointer", "i32", "u32"], result: "void" },
+  nfqlb_lb_decide: {
+    parameters: ["pointer", "u32", "buffer", "u32", "u32", "u64", "buffer"],
+    result: "i32",
+  },
   nfqlb_lb_destroy: { parameters: ["pointer"], result: "void" },
   nfqlb_lb_classify: { parameters: ["pointer", "u32", "buffer", "u32", "u64", "buffer"], result: "i32" },
   nfqlb_queue_open: {

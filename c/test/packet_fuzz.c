@@ -50,8 +50,9 @@ int main(int argc, char** argv)
 	nfqlb_tshm_format(tshm, size, 97, 4, 0);
 	int32_t active[4] = { 101, 102, 103, -1 };
 	nfqlb_tshm_commit(tshm, active);
-	struct nfqlb_fragtable* ft = nfqlb_ft_create(7, 3, 1, 1500, 0, NULL);
+	struct nfqlb_fragtable* ft = nfqlb_ft_create(7, 3, 1, 1500, 5, 8, NULL);
 	struct nfqlb_lb* lb = nfqlb_lb_create(tshm, ft, 1, 9899, -1);
+	nfqlb_lb_set_frag(lb, tshm, -1, 8); /* tier on the same table: exercises both paths */
 	uint64_t counters[NFQLB_C_COUNT] = { 0 };
 	long parsed = 0;
 	for (long it = 0; it < iters; it++) {

@@ -92,14 +92,6 @@ function commonConfig(cmd: string, opts: Map<string, string>): Omit<LbConfig, "t
   };
 }
 
-function noteUnsupported(cmd: string, cfg: { tun?: string; lbshm?: string; reassembler: number }): void {
-  const later: string[] = [];
-  if (cfg.tun) later.push("--tun (out-of-order fragments are dropped)");
-  if (cfg.lbshm) later.push("--lbshm (no LB-tier fragment forwarding)");
-  if (cfg.reassembler > 0) later.push("--reassembler");
-  if (later.length) console.error(`${cmd}: not supported yet, ignored: ${later.join(", ")}`);
-}
-
 /** `lb`. */
 export const lb: Command = {
   name: "lb",
@@ -111,7 +103,6 @@ export const lb: Command = {
       tshm: opts.get("tshm") ?? "nfqlb",
       sctpEncap: parseInteger("lb", "--sctp_encap value", opts.get("sctp_encap") ?? "0", 0, 65535),
     };
-    noteUnsupported("lb", cfg);
     // loaded on demand: the dataplane (and zod) would slow every other command's start
     const { runLb } = await import("../../dataplane/lb.ts");
     return runLb(cfg, (line) => out(line + "\n"));
