@@ -15,6 +15,11 @@ struct nfqlb_lb {
 	uint32_t hash_mode;
 	uint32_t sctp_encap;
 	int32_t notargets_fwmark;
+	/* flowlb */
+	struct nfqlb_flows* flows;
+	uint32_t slot;
+	int32_t nolb_fwmark;
+	uint32_t promiscuous;
 };
 
 struct nfqlb_lb* nfqlb_lb_create(const uint8_t* tshm, struct nfqlb_fragtable* ft, uint32_t hash_mode,
@@ -32,6 +37,38 @@ struct nfqlb_lb* nfqlb_lb_create(const uint8_t* tshm, struct nfqlb_fragtable* ft
 	lb->sctp_encap = sctp_encap;
 	lb->notargets_fwmark = notargets_fwmark;
 	return lb;
+}
+
+struct nfqlb_lb* nfqlb_lb_create_flows(struct nfqlb_flows* flows, uint32_t slot, struct nfqlb_fragtable* ft,
+				       uint32_t hash_mode, int32_t notargets_fwmark, int32_t nolb_fwmark,
+				       uint32_t promiscuous)
+{
+	if (flows == NULL)
+		return NULL;
+	struct nfqlb_lb* lb = calloc(1, sizeof(*lb));
+	if (!lb)
+		return NULL;
+	lb->flows = flows;
+	lb->slot = slot;
+	lb->ft = ft;
+	lb->tun_fd = -1;
+	lb->hash_mode = hash_mode;
+	lb->notargets_fwmark = notargets_fwmark;
+	lb->nolb_fwmark = nolb_fwmark;
+	lb->promiscuous = promiscuous;
+	return lb;
+}
+
+void nfqlb_lb_enter(struct nfqlb_lb* lb)
+{
+	if (lb->flows)
+		nfqlb_flows_enter(lb->flows, lb->slot);
+}
+
+void nfqlb_lb_leave(struct nfqlb_lb* lb)
+{
+	if (lb->flows)
+		nfqlb_flows_leave(lb->flows, lb->slot);
 }
 
 void nfqlb_lb_set_frag(struct nfqlb_lb* lb, const uint8_t* lbshm, int32_t tun_fd, uint32_t reassembler)
@@ -52,7 +89,8 @@ int32_t nfqlb_lb_decide(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* p
 			uint32_t orig_len, uint64_t now_ns, uint64_t* counters)
 {
 	uint8_t key[NFQLB_KEY_LEN], fkey[NFQLB_KEY_LEN];
-	int32_t rc = nfqlb_packet_key(hw_proto, pkt, len, lb->sctp_encap, key, fkey);
+	/* flowlb parses SCTP-over-UDP per flow (its udpencap), lb with --sctp_encap */
+	int32_t rc = nfqlb_packet_key(hw_proto, pkt, len, lb->flows ? 0 : lb->sctp_encap, key, fkey);
 	if (rc < 0) {
 		counters[NFQLB_C_MALFORMED]++;
 		return -1;
@@ -80,9 +118,19 @@ int32_t nfqlb_lb_decide(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* p
 		counters[r == 1 ? NFQLB_C_FRAG_STORED : NFQLB_C_FRAG_DROPPED]++;
 		return -1;
 	}
+	const uint8_t* tshm;
+	if (lb->flows) {
+		tshm = nfqlb_flows_pick(lb->flows, hw_proto, pkt, len, lb->promiscuous, key, fkey, &rc);
+		if (tshm == NULL) {
+			counters[rc < 0 ? NFQLB_C_MALFORMED : NFQLB_C_NOLB]++;
+			return rc < 0 ? -1 : lb->nolb_fwmark;
+		}
+	} else {
+		tshm = __atomic_load_n(&lb->tshm, __ATOMIC_ACQUIRE);
+	}
 	/* (an optional per-LB connection table is consulted here, before Maglev) */
 	uint32_t h = nfqlb_hash_key(key, NFQLB_KEY_LEN, lb->hash_mode);
-	int32_t fw = nfqlb_tshm_lookup(__atomic_load_n(&lb->tshm, __ATOMIC_ACQUIRE), h);
+	int32_t fw = nfqlb_tshm_lookup(tshm, h);
 	if (fw < 0) {
 		counters[NFQLB_C_NOTARGET]++;
 		return lb->notargets_fwmark;

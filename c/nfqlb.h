@@ -314,6 +314,7 @@ enum nfqlb_counter {
 	NFQLB_C_FRAG_INJECTED, /* written back through the tun device */
 	NFQLB_C_FRAG_INJECT_FAILED,
 	NFQLB_C_FRAG_TIER,     /* forwarded to the LB that owns them (LB tier) */
+	NFQLB_C_NOLB,          /* flowlb: no flow matched */
 	NFQLB_C_COUNT
 };
 
@@ -333,6 +334,22 @@ struct nfqlb_lb* nfqlb_lb_create(const uint8_t* tshm, struct nfqlb_fragtable* ft
  * reassembler (feed fragment offsets to the table's reassembler).
  */
 void nfqlb_lb_set_frag(struct nfqlb_lb* lb, const uint8_t* lbshm, int32_t tun_fd, uint32_t reassembler);
+
+struct nfqlb_flows;
+
+/**
+ * nfqlb_lb_create_flows - a flowlb classifier for worker `slot` of the
+ * shared flow set `flows`: no target table of its own; the matched flow's is
+ * used. nolb_fwmark is returned when no flow matches (-1 = drop).
+ */
+struct nfqlb_lb* nfqlb_lb_create_flows(struct nfqlb_flows* flows, uint32_t slot, struct nfqlb_fragtable* ft,
+				       uint32_t hash_mode, int32_t notargets_fwmark, int32_t nolb_fwmark,
+				       uint32_t promiscuous);
+
+/** nfqlb_lb_enter / nfqlb_lb_leave - a worker starts / ends a batch (flowlb: announce the set in use). */
+void nfqlb_lb_enter(struct nfqlb_lb* lb);
+/** See nfqlb_lb_enter. */
+void nfqlb_lb_leave(struct nfqlb_lb* lb);
 
 /** nfqlb_lb_set_tshm - switch to another mapped table (after init replaced it). */
 void nfqlb_lb_set_tshm(struct nfqlb_lb* lb, const uint8_t* tshm);
@@ -354,6 +371,49 @@ int32_t nfqlb_lb_classify(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t*
  */
 int32_t nfqlb_lb_decide(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
 			uint32_t orig_len, uint64_t now_ns, uint64_t* counters);
+
+/* ----------------------------------------------------------------------------
+ * flowlb.c - the published flow set of a flowlb, shared by its workers.
+ * ------------------------------------------------------------------------- */
+
+struct nfqlb_flowset; /* flow.c */
+
+/** nfqlb_flows_create - an empty flow set for `nworkers` queue workers. */
+struct nfqlb_flows* nfqlb_flows_create(uint32_t nworkers);
+
+/** nfqlb_flows_destroy - free it and every flow set it holds (workers stopped). */
+void nfqlb_flows_destroy(struct nfqlb_flows* f);
+
+/**
+ * nfqlb_flows_publish - make `fs` (built; ownership passes) current, with
+ * tshm[i] = address of flow i's mapped target table (0 for none). The old
+ * set is retired. Returns the new generation (0: out of memory, fs kept).
+ */
+uint32_t nfqlb_flows_publish(struct nfqlb_flows* f, struct nfqlb_flowset* fs, const uint64_t* tshm, uint32_t n);
+
+/**
+ * nfqlb_flows_reclaim - free retired sets that no worker can be using any
+ * more; returns how many are still retired (0: every target table that the
+ * current set does not name may be unmapped). Control thread only.
+ */
+uint32_t nfqlb_flows_reclaim(struct nfqlb_flows* f);
+
+/** nfqlb_flows_matches - matches_count of flow i of the current set. */
+uint32_t nfqlb_flows_matches(const struct nfqlb_flows* f, uint32_t i);
+
+/** nfqlb_flows_enter / nfqlb_flows_leave - worker `slot` starts / ends using the current set. */
+void nfqlb_flows_enter(struct nfqlb_flows* f, uint32_t slot);
+/** See nfqlb_flows_enter. */
+void nfqlb_flows_leave(struct nfqlb_flows* f, uint32_t slot);
+
+/**
+ * nfqlb_flows_pick - the target table of the first matching flow for a
+ * packet whose key (udpencap 0) is in key/fkey, or NULL. Re-keys with the
+ * flow's UDP encapsulation port when a flow reports one (upstream §5.5); *rc
+ * then holds the new nfqlb_packet_key result.
+ */
+const uint8_t* nfqlb_flows_pick(struct nfqlb_flows* f, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
+				uint32_t promiscuous, uint8_t* key, uint8_t* fkey, int32_t* rc);
 
 /* ----------------------------------------------------------------------------
  * nfqueue.c - batched NFQUEUE I/O (libmnl, libnetfilter_queue).

@@ -225,7 +225,9 @@ int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t t
 		q->msgs[i].msg_len = 0;
 	/* Block (up to SO_RCVTIMEO) for the first message, then take what is
 	 * queued without waiting: one syscall per wake-up, however many packets. */
+	nfqlb_lb_leave(lb); /* blocked: using no flow set */
 	int n = recvmmsg(q->fd, q->msgs, q->batch, MSG_WAITFORONE, NULL);
+	nfqlb_lb_enter(lb);
 	if (n < 0) {
 		if (errno == ENOBUFS)
 			q->counters[NFQLB_C_ENOBUFS]++; /* overrun: the kernel dropped; go on */

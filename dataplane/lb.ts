@@ -9,7 +9,7 @@ import { NfqlbError, strerror } from "../control/errors.ts";
 import { closeFragStatsShm, createFragStatsShm } from "../control/frag_stats.ts";
 import { TargetShm } from "../control/target_shm.ts";
 import { hasNetAdmin } from "./capabilities.ts";
-import { type LbConfig, LbConfigSchema } from "./lb_config.ts";
+import { type LbConfig, LbConfigSchema, type QueueConfig } from "./lb_config.ts";
 import type { WorkerReport, WorkerStart } from "./worker_protocol.ts";
 
 /** Number of u64 counters per queue (enum nfqlb_counter in c/nfqlb.h). */
@@ -30,6 +30,7 @@ export const COUNTER_NAMES = [
   "frag_injected",
   "frag_inject_failed",
   "frag_tier",
+  "nolb",
 ] as const;
 
 /** Bytes copied to user space per packet when no fragment is stored: every header we parse fits. */
@@ -45,15 +46,28 @@ export interface RunningLb {
   done: Promise<number>;
 }
 
+/** How the workers classify: one target table (lb) or a shared flow set (flowlb). */
+export type Classifier =
+  | { kind: "lb"; tshm: string; sctpEncap: number }
+  | { kind: "flowlb"; flows: Deno.PointerObject; nolbFwmark: number; promiscuous: boolean };
+
 /**
  * Starts the load-balancer. Prints upstream's start-up lines on stdout.
  * @throws NfqlbError for a missing table, a queue that cannot be bound, etc.
  */
 export function startLb(input: LbConfig, print: (line: string) => void): RunningLb {
   const cfg = LbConfigSchema.parse(input);
-  const c = lib();
   const table = TargetShm.open(cfg.tshm); // FAILED mapSharedData: <name>
   table.close(); // each worker maps its own
+  return startQueues(cfg, { kind: "lb", tshm: cfg.tshm, sctpEncap: cfg.sctpEncap }, print);
+}
+
+/**
+ * The part of lb and flowlb after their own set-up: LB tier, stats shm, tun,
+ * fragment table, queues, one Worker per queue.
+ */
+export function startQueues(cfg: QueueConfig, classifier: Classifier, print: (line: string) => void): RunningLb {
+  const c = lib();
   // The LB-tier table stays mapped for the life of the lb (shared by the workers).
   const tier = cfg.lbshm ? TargetShm.open(cfg.lbshm) : undefined;
   const stats = createFragStatsShm(cfg.ftShm);
@@ -167,10 +181,14 @@ export function startLb(input: LbConfig, print: (line: string) => void): Running
       queue: q.num,
       queuePtr: Deno.UnsafePointer.value(q.ptr) as bigint,
       ftPtr: Deno.UnsafePointer.value(ft) as bigint,
-      tshm: cfg.tshm,
+      tshm: classifier.kind === "lb" ? classifier.tshm : "",
       hashMode: cfg.hashMode,
-      sctpEncap: cfg.sctpEncap,
+      sctpEncap: classifier.kind === "lb" ? classifier.sctpEncap : 0,
       notargetsFwmark: cfg.notargetsFwmark,
+      flowsPtr: classifier.kind === "flowlb" ? Deno.UnsafePointer.value(classifier.flows) as bigint : 0n,
+      slot: q.num - cfg.queues.first,
+      nolbFwmark: classifier.kind === "flowlb" ? classifier.nolbFwmark : -1,
+      promiscuous: classifier.kind === "flowlb" && classifier.promiscuous,
       lbshmPtr: tier ? Deno.UnsafePointer.value(tier.pointer) as bigint : 0n,
       tunFd,
       reassembler: cfg.reassembler,

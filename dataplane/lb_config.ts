@@ -4,10 +4,8 @@ import { z } from "zod";
 const u32 = z.number().int().min(0).max(4294967295);
 const i32 = z.number().int().min(-2147483648).max(2147483647);
 
-/** Schema of {@link LbConfig}. */
-export const LbConfigSchema = z.object({
-  /** Target shm name (`--tshm`). */
-  tshm: z.string().min(1),
+/** Schema of {@link QueueConfig}: what lb and flowlb share. */
+export const QueueConfigSchema = z.object({
   /** LB-tier shm (`--lbshm`), fragments only; not used yet. */
   lbshm: z.string().min(1).optional(),
   /** Copy range and max stored fragment size. */
@@ -15,8 +13,6 @@ export const LbConfigSchema = z.object({
   /** Tun device for re-injecting stored fragments; not used yet. */
   tun: z.string().min(1).optional(),
   reassembler: u32,
-  /** UDP port of SCTP-over-UDP, 0 = off. */
-  sctpEncap: z.number().int().min(0).max(65535),
   /** fwmark when the table has no target; < 0 drops. */
   notargetsFwmark: i32,
   hashMode: z.number().int().min(0).max(65535),
@@ -36,5 +32,29 @@ export const LbConfigSchema = z.object({
   batch: z.number().int().min(1).max(1024),
 });
 
+/** Settings shared by lb and flowlb. */
+export type QueueConfig = z.infer<typeof QueueConfigSchema>;
+
+/** Schema of {@link LbConfig}. */
+export const LbConfigSchema = QueueConfigSchema.extend({
+  /** Target shm name (`--tshm`). */
+  tshm: z.string().min(1),
+  /** UDP port of SCTP-over-UDP, 0 = off. */
+  sctpEncap: z.number().int().min(0).max(65535),
+});
+
 /** Configuration of one `lb` process. */
 export type LbConfig = z.infer<typeof LbConfigSchema>;
+
+/** Schema of {@link FlowLbConfig}. */
+export const FlowLbConfigSchema = QueueConfigSchema.extend({
+  /** fwmark when no flow matches; < 0 drops. */
+  nolbFwmark: i32,
+  /** Answer ping to any VIP of a flow (ICMP matches on addresses alone). */
+  promiscuous: z.boolean(),
+  /** The flow server's address (`unix:nfqlb` or NFQLB_FLOW_ADDRESS). */
+  flowAddress: z.string().min(1),
+});
+
+/** Configuration of one `flowlb` process. */
+export type FlowLbConfig = z.infer<typeof FlowLbConfigSchema>;

@@ -24,8 +24,19 @@ function serve(m: WorkerStart): void {
   const local = new BigUint64Array(counters.length);
   const queue = Deno.UnsafePointer.create(m.queuePtr);
   const ft = m.ftPtr === 0n ? null : Deno.UnsafePointer.create(m.ftPtr);
-  let table = TargetShm.open(m.tshm);
-  const lb = c.nfqlb_lb_create(table.pointer, ft, m.hashMode, m.sctpEncap, m.notargetsFwmark);
+  // lb: this worker maps the target table itself; flowlb: the flow set names the tables
+  let table = m.flowsPtr === 0n ? TargetShm.open(m.tshm) : undefined;
+  const lb = table
+    ? c.nfqlb_lb_create(table.pointer, ft, m.hashMode, m.sctpEncap, m.notargetsFwmark)
+    : c.nfqlb_lb_create_flows(
+      Deno.UnsafePointer.create(m.flowsPtr),
+      m.slot,
+      ft,
+      m.hashMode,
+      m.notargetsFwmark,
+      m.nolbFwmark,
+      m.promiscuous ? 1 : 0,
+    );
   if (lb === null || queue === null) throw new Error("out of memory creating the classifier");
   c.nfqlb_lb_set_frag(
     lb,
@@ -38,7 +49,7 @@ function serve(m: WorkerStart): void {
       c.nfqlb_queue_serve(queue, lb, POLL_MS);
       c.nfqlb_queue_counters(queue, local, local.length);
       counters.set(local);
-      if (table.replaced) {
+      if (table?.replaced) {
         // init made a new table: switch to it; the old one stays mapped until then
         try {
           const fresh = TargetShm.open(m.tshm);
@@ -52,7 +63,7 @@ function serve(m: WorkerStart): void {
   } finally {
     c.nfqlb_queue_close(queue);
     c.nfqlb_lb_destroy(lb);
-    table.close();
+    table?.close();
   }
 }
 

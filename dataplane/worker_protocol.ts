@@ -18,6 +18,14 @@ export interface WorkerStart {
   tunFd: number;
   /** Hole descriptors of the reassembler (0: off). */
   reassembler: number;
+  /** flowlb: the shared flow set (nfqlb_flows*) address; 0n for lb. */
+  flowsPtr: bigint;
+  /** flowlb: this worker's slot in the flow set. */
+  slot: number;
+  /** flowlb: fwmark when no flow matches (< 0 drops). */
+  nolbFwmark: number;
+  /** flowlb: --promiscuous_ping. */
+  promiscuous: boolean;
   /** Int32Array over it: [0] = stop flag. */
   control: SharedArrayBuffer;
   /** BigUint64Array over it: this worker's counters, refreshed after each batch. */

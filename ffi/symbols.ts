@@ -40,6 +40,15 @@ export const SYMBOLS = {
   nfqlb_tshm_own_fwmark: { parameters: ["pointer"], result: "i32" },
   nfqlb_lb_create: { parameters: ["pointer", "pointer", "u32", "u32", "i32"], result: "pointer" },
   nfqlb_lb_set_tshm: { parameters: ["pointer", "pointer"], result: "void" },
+  nfqlb_lb_create_flows: {
+    parameters: ["pointer", "u32", "pointer", "u32", "i32", "i32", "u32"],
+    result: "pointer",
+  },
+  nfqlb_flows_create: { parameters: ["u32"], result: "pointer" },
+  nfqlb_flows_destroy: { parameters: ["pointer"], result: "void" },
+  nfqlb_flows_publish: { parameters: ["pointer", "pointer", "buffer", "u32"], result: "u32" },
+  nfqlb_flows_reclaim: { parameters: ["pointer"], result: "u32" },
+  nfqlb_flows_matches: { parameters: ["pointer", "u32"], result: "u32" },
   nfqlb_lb_set_frag: { parameters: ["pointer", "pointer", "i32", "u32"], result: "void" },
   nfqlb_lb_decide: {
     parameters: ["pointer", "u32", "buffer", "u32", "u32", "u64", "buffer"],
