@@ -8,7 +8,8 @@
  *
  * - `serve` (targets): a UDP echo server and a TCP server on every given
  *   address (the VIPs). UDP replies "<name> <first line of the request>" from the VIP (the
- *   sockets are bound to it, so DSR replies carry the VIP as source); TCP
+ *   sockets are bound to it, so DSR replies carry the VIP as source); a first
+ *   line that starts with {@link LEN_TAG} gets " <bytes received>" appended. TCP
  *   writes "<name>\n" and closes. Runs until SIGTERM/SIGINT or `maxLifeS`.
  * - `udp` / `tcp` (client): one request per flow (and repetition) from a
  *   fixed source address and port; returns which target answered each.
@@ -20,11 +21,25 @@
  * - `icmp` (client): one crafted ICMP frag-needed / ICMPv6 packet-too-big
  *   per quoted flow, sent to the VIP on a raw socket.
  * - `sctp` (client): crafted SCTP INIT packets on a raw socket (proto 132).
+ * - `sizes` (client): per flow, UDP datagrams of the given sizes on one
+ *   connected socket (the kernel fragments the big ones); returns, per
+ *   datagram, the target that answered and the length it received.
+ * - `frags` (client): UDP datagrams fragmented here and sent as IP packets
+ *   on header-included raw sockets, in a chosen order and (SO_MARK) per
+ *   fragment over a chosen route; the answer is awaited on a UDP socket
+ *   bound to the datagram's source. Returns target and received length.
  *
  * Every blocking call has a timeout and every loop a count or time bound.
  */
 import dgram from "node:dgram";
-import { familyOf, icmp6PacketTooBig, icmpFragNeeded, type QuotedFlow, sctpInit } from "./packets.ts";
+import {
+  familyOf,
+  icmp6PacketTooBig,
+  icmpFragNeeded,
+  type QuotedFlow,
+  sctpInit,
+  udpFragments,
+} from "./packets.ts";
 import {
   IPPROTO_ICMPV6,
   IPPROTO_RAW,
@@ -107,8 +122,76 @@ export interface SctpCommand {
   gapMs?: number;
 }
 
+/** A request whose first line starts with this is answered with the received length appended. */
+export const LEN_TAG = "?len ";
+
+/** `sizes`: per flow, one UDP datagram per size (payload bytes), in order, on one connected socket. */
+export interface SizesCommand {
+  cmd: "sizes";
+  dst: string;
+  port: number;
+  flows: Flow[];
+  sizes: number[];
+  /** Per-datagram answer timeout, ms (default 2000). */
+  waitMs?: number;
+}
+
+/** One datagram built and fragmented by the agent (see {@link FragsCommand}). */
+export interface CraftedDatagram {
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  /** UDP payload bytes. */
+  size: number;
+  /** Fragment id (IPv4: 16 bits, not 0; IPv6: 32 bits). */
+  id: number;
+  /** Send order of the fragments (indexes, 0 = first fragment); default in order. */
+  order?: "forward" | "reverse" | number[];
+  /** SO_MARK of the raw socket that sends the first fragment / the others (client routing); default 0. */
+  marks?: { first: number; rest: number };
+}
+
+/** `frags`: crafted fragmented UDP datagrams, one after the other, each answered (or not) before the next. */
+export interface FragsCommand {
+  cmd: "frags";
+  datagrams: CraftedDatagram[];
+  /** Per-datagram answer timeout, ms (default 2000). */
+  waitMs?: number;
+  /** Pause between fragments, ms (default 0). */
+  gapMs?: number;
+  /** Link MTU the fragments must fit (default 1500). */
+  mtu?: number;
+}
+
 /** Any agent command. */
-export type AgentCommand = ServeCommand | ProbeCommand | StreamCommand | IcmpCommand | SctpCommand;
+export type AgentCommand =
+  | ServeCommand
+  | ProbeCommand
+  | StreamCommand
+  | IcmpCommand
+  | SctpCommand
+  | SizesCommand
+  | FragsCommand;
+
+/** What answered one datagram: target name ("" = no answer) and the length it received (0 = none). */
+export interface SizedReply {
+  target: string;
+  len: number;
+}
+
+/** Result of `sizes`: replies[flow][k] answers sizes[k]. */
+export interface SizesResult {
+  replies: SizedReply[][];
+  /** errno of failed sends/receives (up to 10), for messages. */
+  errors: number[];
+}
+
+/** Result of `frags`, per datagram. */
+export interface FragsResult {
+  datagrams: (SizedReply & { fragments: number; sent: number })[];
+  errors: number[];
+}
 
 /** Result of `udp`/`tcp`: targets[i][k] is the name that answered flow i, repetition k ("" = none). */
 export interface ProbeResult {
@@ -312,6 +395,112 @@ function sendIcmp(c: IcmpCommand): SentResult {
   return { sent, failed };
 }
 
+/** Waits (bounded) on a connected UDP socket for "<name> <LEN_TAG><nonce> <len>". */
+function awaitSized(s: Socket, nonce: string, waitMs: number, errors: number[]): SizedReply {
+  const want = `${LEN_TAG}${nonce} `;
+  const deadline = Date.now() + waitMs;
+  for (let i = 0; i < 16 && Date.now() < deadline; i++) {
+    const r = s.recv();
+    if (r === null) {
+      errors.push(s.lastErrno);
+      break;
+    }
+    const text = dec.decode(r);
+    const sp = text.indexOf(" ");
+    if (sp > 0 && text.startsWith(want, sp + 1)) {
+      return { target: text.slice(0, sp), len: Number(text.slice(sp + 1 + want.length)) };
+    }
+  }
+  return { target: "", len: 0 };
+}
+
+/** A request of exactly `size` bytes whose first line is "<LEN_TAG><nonce>". */
+function sizedRequest(nonce: string, size: number): Uint8Array<ArrayBuffer> {
+  const head = enc.encode(`${LEN_TAG}${nonce}\n`);
+  if (size < head.length) throw new Error(`datagram size ${size} < ${head.length}`);
+  const b = new Uint8Array(size);
+  for (let i = head.length; i < size; i++) b[i] = 0x20 + (i % 90);
+  b.set(head, 0);
+  return b;
+}
+
+function sizes(c: SizesCommand): SizesResult {
+  const waitMs = c.waitMs ?? 2000;
+  const errors: number[] = [];
+  const replies = c.flows.map((f, i) => {
+    const s = Socket.open(c.dst, SOCK_DGRAM);
+    try {
+      s.reuseAddr().timeouts(waitMs).bind(f.src, f.sport);
+      if (!s.connect(c.dst, c.port)) {
+        throw new Error(`connect from ${f.src}:${f.sport}: errno ${s.lastErrno}`);
+      }
+      return c.sizes.map((size, k) => {
+        const nonce = `z${i}.${k}`;
+        if (!s.send(sizedRequest(nonce, size))) {
+          errors.push(s.lastErrno);
+          return { target: "", len: 0 };
+        }
+        return awaitSized(s, nonce, waitMs, errors);
+      });
+    } finally {
+      s.close();
+    }
+  });
+  return { replies, errors: errors.slice(0, 10) };
+}
+
+function sendFrags(c: FragsCommand): FragsResult {
+  const waitMs = c.waitMs ?? 2000;
+  const errors: number[] = [];
+  const raws = new Map<string, Socket>();
+  const raw = (like: string, mark: number): Socket => {
+    const key = `${familyOf(like)}/${mark}`;
+    let s = raws.get(key);
+    if (!s) {
+      s = Socket.open(like, SOCK_RAW, IPPROTO_RAW).timeouts(1000);
+      if (mark) s.mark(mark);
+      raws.set(key, s);
+    }
+    return s;
+  };
+  try {
+    const datagrams = c.datagrams.map((d, i) => {
+      const nonce = `f${i}.${d.id}`;
+      const frags = udpFragments({ ...d, payload: sizedRequest(nonce, d.size) }, c.mtu ?? 1500);
+      const n = frags.length;
+      const order = d.order === undefined || d.order === "forward"
+        ? frags.map((_, k) => k)
+        : d.order === "reverse"
+        ? frags.map((_, k) => n - 1 - k)
+        : d.order;
+      if ([...order].sort((a, b) => a - b).join() !== frags.map((_, k) => k).join()) {
+        throw new Error(`order ${JSON.stringify(order)} is not a permutation of ${n} fragments`);
+      }
+      // the answer comes back to src:sport: listen there before sending
+      const s = Socket.open(d.dst, SOCK_DGRAM);
+      try {
+        s.reuseAddr().timeouts(waitMs).bind(d.src, d.sport);
+        if (!s.connect(d.dst, d.dport)) {
+          throw new Error(`connect from ${d.src}:${d.sport}: errno ${s.lastErrno}`);
+        }
+        let sent = 0;
+        for (const k of order) {
+          const sock = raw(d.dst, k === 0 ? d.marks?.first ?? 0 : d.marks?.rest ?? 0);
+          if (sock.sendTo(frags[k] as Uint8Array<ArrayBuffer>, d.dst)) sent++;
+          else errors.push(sock.lastErrno);
+          sleepSync(c.gapMs ?? 0);
+        }
+        return { ...awaitSized(s, nonce, waitMs, errors), fragments: n, sent };
+      } finally {
+        s.close();
+      }
+    });
+    return { datagrams, errors: errors.slice(0, 10) };
+  } finally {
+    for (const s of raws.values()) s.close();
+  }
+}
+
 function sendSctp(c: SctpCommand): SentResult {
   const s = Socket.open(c.from, SOCK_RAW, IPPROTO_SCTP);
   let sent = 0, failed = 0;
@@ -334,6 +523,7 @@ async function serve(c: ServeCommand): Promise<void> {
   const closers: (() => void)[] = [];
   const prefix = enc.encode(`${c.name} `);
   const tcpLine = enc.encode(`${c.name}\n`);
+  const lenTag = enc.encode(LEN_TAG);
   const loops: Promise<void>[] = [];
   for (const addr of c.addrs) {
     const u = dgram.createSocket(familyOf(addr) === 4 ? "udp4" : "udp6");
@@ -349,9 +539,11 @@ async function serve(c: ServeCommand): Promise<void> {
       // "<name> <first line of the request>"
       const nl = msg.indexOf(0x0a);
       const line = nl < 0 ? msg : msg.subarray(0, nl);
-      const out = new Uint8Array(prefix.length + line.length);
+      const len = startsWith(line, lenTag) ? enc.encode(` ${msg.length}`) : new Uint8Array(0);
+      const out = new Uint8Array(prefix.length + line.length + len.length);
       out.set(prefix, 0);
       out.set(line, prefix.length);
+      out.set(len, prefix.length + line.length);
       u.send(out, rinfo.port, rinfo.address);
     });
     closers.push(() => u.close());
@@ -387,6 +579,10 @@ async function serve(c: ServeCommand): Promise<void> {
   Deno.exit(0);
 }
 
+function startsWith(b: Uint8Array, head: Uint8Array): boolean {
+  return b.length >= head.length && head.every((x, i) => b[i] === x);
+}
+
 async function main(): Promise<void> {
   const c = JSON.parse(Deno.args[0] ?? "{}") as AgentCommand;
   let result: unknown;
@@ -405,6 +601,12 @@ async function main(): Promise<void> {
       break;
     case "sctp":
       result = sendSctp(c);
+      break;
+    case "sizes":
+      result = sizes(c);
+      break;
+    case "frags":
+      result = sendFrags(c);
       break;
     default:
       throw new Error(`unknown command ${JSON.stringify(c)}`);

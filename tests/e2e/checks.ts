@@ -228,3 +228,13 @@ export function skipUnlessRoot(): boolean {
   return !root;
 }
 let skipNoted = false;
+
+/**
+ * Counters of `nfqlb stats --ft_shm` (upstream's output is not valid JSON:
+ * a comma is missing after fragsDiscarded), as name → value.
+ */
+export function parseFragStats(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/"(\w+)":\s*(\d+)/g)) out[m[1]] = Number(m[2]);
+  return out;
+}

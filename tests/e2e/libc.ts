@@ -13,7 +13,7 @@ export const AF_INET = 2, AF_INET6 = 10;
 export const SOCK_STREAM = 1, SOCK_DGRAM = 2, SOCK_RAW = 3;
 /** Protocol numbers. */
 export const IPPROTO_ICMPV6 = 58, IPPROTO_SCTP = 132, IPPROTO_RAW = 255;
-const SOL_SOCKET = 1, SO_REUSEADDR = 2, SO_LINGER = 13, SO_RCVTIMEO = 20, SO_SNDTIMEO = 21;
+const SOL_SOCKET = 1, SO_REUSEADDR = 2, SO_LINGER = 13, SO_RCVTIMEO = 20, SO_SNDTIMEO = 21, SO_MARK = 36;
 
 const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -99,6 +99,12 @@ export class Socket {
   /** SO_LINGER {on, 0}: close() sends RST, so no end keeps the 4-tuple. */
   lingerZero(): this {
     this.#opt(SOL_SOCKET, SO_LINGER, new Uint8Array(new Int32Array([1, 0]).buffer));
+    return this;
+  }
+
+  /** SO_MARK: the fwmark of what this socket sends (policy routing on the sender). */
+  mark(fwmark: number): this {
+    this.#opt(SOL_SOCKET, SO_MARK, new Uint8Array(new Uint32Array([fwmark]).buffer));
     return this;
   }
 

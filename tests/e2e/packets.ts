@@ -82,16 +82,18 @@ export interface Ipv4HeaderFields {
   ttl?: number;
   /** Compute the header checksum (default true). */
   checksum?: boolean;
+  /** The flags and fragment-offset field (default 0x4000: DF). */
+  fragField?: number;
 }
 
-/** A 20-byte IPv4 header with DF set. */
+/** A 20-byte IPv4 header with DF set (or `fragField`). */
 export function ipv4Header(f: Ipv4HeaderFields): Uint8Array {
   const h = new Uint8Array(20);
   const v = new DataView(h.buffer);
   h[0] = 0x45;
   v.setUint16(2, f.totalLength);
   v.setUint16(4, f.id ?? 1);
-  v.setUint16(6, 0x4000);
+  v.setUint16(6, f.fragField ?? 0x4000);
   h[8] = f.ttl ?? 64;
   h[9] = f.proto;
   h.set(ipv4Bytes(f.src), 12);
@@ -223,4 +225,104 @@ export function sctpInit(sport: number, dport: number, tag = 0x01020304): Uint8A
 /** Hex text of bytes (for messages and comparisons). */
 export function hex(b: Uint8Array): string {
   return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+/** A UDP datagram to be fragmented: its addresses, ports, payload and fragment id. */
+export interface UdpDatagramFields {
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  payload: Uint8Array;
+  /** Fragment identification: IPv4 16 bits (not 0: the kernel would pick one), IPv6 32 bits. */
+  id: number;
+  ttl?: number;
+}
+
+/** UDP header + payload with the checksum over the IPv4 or IPv6 pseudo-header (RFC 768 / RFC 8200 §8.1). */
+export function udpDatagram(f: Omit<UdpDatagramFields, "id" | "ttl">): Uint8Array {
+  const len = 8 + f.payload.length;
+  const udp = new Uint8Array(len);
+  const v = new DataView(udp.buffer);
+  v.setUint16(0, f.sport);
+  v.setUint16(2, f.dport);
+  v.setUint16(4, len > 0xffff ? 0 : len);
+  udp.set(f.payload, 8);
+  const v6 = familyOf(f.src) === 6;
+  const pseudo = new Uint8Array(v6 ? 40 : 12);
+  const pv = new DataView(pseudo.buffer);
+  if (v6) {
+    pseudo.set(ipv6Bytes(f.src), 0);
+    pseudo.set(ipv6Bytes(f.dst), 16);
+    pv.setUint32(32, len);
+    pseudo[39] = 17;
+  } else {
+    pseudo.set(ipv4Bytes(f.src), 0);
+    pseudo.set(ipv4Bytes(f.dst), 4);
+    pseudo[9] = 17;
+    pv.setUint16(10, len);
+  }
+  const all = new Uint8Array(pseudo.length + len);
+  all.set(pseudo, 0);
+  all.set(udp, pseudo.length);
+  v.setUint16(6, inetChecksum(all) || 0xffff);
+  return udp;
+}
+
+/** Fragment data bytes per packet for a link MTU: a multiple of 8 after the IPv4 header or IPv6 + fragment headers. */
+export function fragmentDataSize(fam: 4 | 6, mtu = 1500): number {
+  return Math.floor((mtu - (fam === 4 ? 20 : 48)) / 8) * 8;
+}
+
+/** How many fragments {@link udpFragments} makes of a UDP payload of `size` bytes. */
+export function fragmentCount(fam: 4 | 6, size: number, mtu = 1500): number {
+  return Math.ceil((8 + size) / fragmentDataSize(fam, mtu));
+}
+
+/**
+ * The fragments of a UDP datagram as complete IP packets (IPv4 header, or
+ * IPv6 header + fragment header), for a header-included raw socket; index 0
+ * is the first fragment (the one with the UDP header). Each fits `mtu`.
+ */
+export function udpFragments(f: UdpDatagramFields, mtu = 1500): Uint8Array[] {
+  const fam = familyOf(f.src);
+  const udp = udpDatagram(f);
+  const step = fragmentDataSize(fam, mtu);
+  const out: Uint8Array[] = [];
+  for (let off = 0; off < udp.length; off += step) {
+    const data = udp.subarray(off, Math.min(udp.length, off + step));
+    const more = off + step < udp.length ? 1 : 0;
+    if (fam === 4) {
+      const pkt = new Uint8Array(20 + data.length);
+      pkt.set(
+        ipv4Header({
+          src: f.src,
+          dst: f.dst,
+          proto: 17,
+          totalLength: pkt.length,
+          id: f.id & 0xffff,
+          ttl: f.ttl,
+          fragField: (more << 13) | (off / 8),
+        }),
+        0,
+      );
+      pkt.set(data, 20);
+      out.push(pkt);
+    } else {
+      const pkt = new Uint8Array(48 + data.length);
+      const v = new DataView(pkt.buffer);
+      v.setUint32(0, 0x60000000);
+      v.setUint16(4, 8 + data.length);
+      pkt[6] = 44; // fragment header
+      pkt[7] = f.ttl ?? 64;
+      pkt.set(ipv6Bytes(f.src), 8);
+      pkt.set(ipv6Bytes(f.dst), 24);
+      pkt[40] = 17;
+      v.setUint16(42, off | more);
+      v.setUint32(44, f.id >>> 0);
+      pkt.set(data, 48);
+      out.push(pkt);
+    }
+  }
+  return out;
 }

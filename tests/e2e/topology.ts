@@ -44,7 +44,7 @@ export function w(text: string): string[] {
 }
 
 /** argv that runs the traffic agent with command `c` under the current Deno. */
-function agentArgs(c: AgentCommand): string[] {
+export function agentArgs(c: AgentCommand): string[] {
   return [Deno.execPath(), ...w("run -A --quiet --no-prompt --no-config"), AGENT, JSON.stringify(c)];
 }
 
