@@ -12,16 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* flow.c (the matcher) is being written alongside; until it lands these are
- * weak references so the library still links (TODO: drop with flow.c). */
-int32_t nfqlb_flowset_match(const struct nfqlb_flowset* fs, const uint8_t* key, const uint8_t* pkt, uint32_t len,
-			    uint32_t promiscuous, uint32_t* udpencap);
-uint32_t nfqlb_flowset_matches(const struct nfqlb_flowset* fs, uint32_t i);
-void nfqlb_flowset_free(struct nfqlb_flowset* fs);
-#pragma weak nfqlb_flowset_match
-#pragma weak nfqlb_flowset_matches
-#pragma weak nfqlb_flowset_free
-
 #define IDLE UINT64_MAX
 
 struct conf {

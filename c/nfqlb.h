@@ -315,6 +315,7 @@ enum nfqlb_counter {
 	NFQLB_C_FRAG_INJECT_FAILED,
 	NFQLB_C_FRAG_TIER,     /* forwarded to the LB that owns them (LB tier) */
 	NFQLB_C_NOLB,          /* flowlb: no flow matched */
+	NFQLB_C_TARGET_OVERFLOW, /* accepted, but the per-target table was full */
 	NFQLB_C_COUNT
 };
 
@@ -449,7 +450,148 @@ int32_t nfqlb_queue_fd(const struct nfqlb_queue* q);
  */
 int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t timeout_ms);
 
+/** Packets and bytes accepted with one fwmark, by one queue (24 bytes, in the counters shm). */
+struct nfqlb_target_stat {
+	int32_t fwmark;
+	uint32_t used;
+	uint64_t packets;
+	uint64_t bytes;
+};
+
+/**
+ * nfqlb_queue_set_stats - keep this queue's counters (NFQLB_C_COUNT u64) in
+ * `counters` from now on (the current values are copied there), and count
+ * accepted packets and bytes per fwmark in `tstats` (ntstats slots, a power
+ * of 2; NULL: off). Both usually live in the lb's counters shm, so `nfqlb
+ * stats --all` and the metrics endpoint read them live. Call before serving.
+ */
+void nfqlb_queue_set_stats(struct nfqlb_queue* q, uint64_t* counters, struct nfqlb_target_stat* tstats,
+			   uint32_t ntstats);
+
 /** nfqlb_queue_counters - copy up to n counters (enum nfqlb_counter order). */
 void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n);
+
+/* ----------------------------------------------------------------------------
+ * flow.c - the flow matcher of `flowlb` (upstream flow.c + match.c), indexed.
+ *
+ * A flow set holds n flows in priority order (flow 0 first: the caller sorts
+ * as upstream, priority descending, ties in insertion order). Each flow comes
+ * as a binary spec (below; control/flow_spec.ts encodes it). Once built, a
+ * set is immutable except for its match counters, and any number of threads
+ * may match against it at once without locks.
+ *
+ * Spec, little-endian u32 words (NFQLB_FLOW_SPEC_WORDS header words, then
+ * the arrays in this order; speclen must be exactly 4 * total words):
+ *   w0  NFQLB_FLOW_SPEC_MAGIC ("FLW1")
+ *   w1  flags, NFQLB_FLOW_F_*; a criterion whose flag is clear is not set
+ *       (matches everything) and its count must be 0
+ *   w2  protocols bitmask: 1 tcp, 2 udp, 4 sctp (non-zero with
+ *       NFQLB_FLOW_F_PROTOCOLS, 0 without)
+ *   w3  udpencap, 0..65535 (0 = none)
+ *   w4  ndsts (<= 32)   w5 nsrcs (<= 32)
+ *   w6  ndports (<= 65536)   w7 nsports (<= 65536)
+ *   w8  nmatch (<= NFQLB_FLOW_MAX_MATCH)
+ *   dsts:   ndsts x 5 words: 16 address bytes as stored in the key (IPv4
+ *           mapped ::ffff:a.b.c.d), then the prefix length 0..128 (IPv4:
+ *           +96); host bits must be 0
+ *   srcs:   nsrcs x 5 words, the same
+ *   dports: ndports x 1 word: first | last << 16 (host order ports),
+ *           first <= last, sorted with first > previous last
+ *   sports: nsports x 1 word, the same
+ *   match:  nmatch x 5 words: proto (6, 17, 132), offset, nbytes (1, 2, 4;
+ *           offset + nbytes <= 20 tcp, 8 udp, 12 sctp), mask (0 = none),
+ *           value
+ * With NFQLB_FLOW_F_DPORTS/SPORTS and a count of 0 the port set is empty and
+ * never matches (upstream's empty `dports:`); an empty CIDR list never
+ * matches either; an empty match list matches everything.
+ * ------------------------------------------------------------------------- */
+
+#define NFQLB_FLOW_SPEC_MAGIC 0x31574c46u /* "FLW1" */
+#define NFQLB_FLOW_SPEC_WORDS 9u          /* header words */
+#define NFQLB_FLOW_MAX_CIDRS 32u
+#define NFQLB_FLOW_MAX_RANGES 65536u
+#define NFQLB_FLOW_MAX_MATCH 1024u
+#define NFQLB_FLOWSET_MAX (1u << 20) /* flows per set */
+
+#define NFQLB_FLOW_F_PROTOCOLS 1u
+#define NFQLB_FLOW_F_DSTS 2u
+#define NFQLB_FLOW_F_SRCS 4u
+#define NFQLB_FLOW_F_DPORTS 8u
+#define NFQLB_FLOW_F_SPORTS 16u
+#define NFQLB_FLOW_F_MATCH 32u
+#define NFQLB_FLOW_F_TARGET 64u /* clear: a `#name` udpencap companion flow */
+
+struct nfqlb_flowset;
+
+/** nfqlb_flowset_new - an empty set of nflows slots (<= NFQLB_FLOWSET_MAX); NULL on bad size or no memory. */
+struct nfqlb_flowset* nfqlb_flowset_new(uint32_t nflows);
+
+/**
+ * nfqlb_flowset_add - define flow i (0 = highest priority) from a spec of
+ * speclen bytes. Returns 0, or -1 (bad spec, i out of range, slot already
+ * defined, set already built, no memory).
+ */
+int32_t nfqlb_flowset_add(struct nfqlb_flowset* fs, uint32_t i, const uint8_t* spec, uint32_t speclen);
+
+/**
+ * nfqlb_flowset_build - build the index once every slot is defined. Returns
+ * 0 (also when already built) or -1 (a slot is undefined, no memory). An
+ * index dimension that would exceed its memory budget is left out (the
+ * result is the same, only slower); see flow.c for the worst cases.
+ */
+int32_t nfqlb_flowset_build(struct nfqlb_flowset* fs);
+
+/**
+ * nfqlb_flowset_match - upstream flowLookup on a built set. Walks the flows
+ * in priority order (through the index: only flows that can match are
+ * visited) and returns the index of the first flow that matches and has a
+ * target (NFQLB_FLOW_F_TARGET), or -1 when there is none (or the set is not
+ * built). Every matching flow visited on the way (target-less companions,
+ * promiscuous-ping matches, the winner) has its counter incremented.
+ * *udpencap (may be NULL) gets, as upstream, the udpencap of the last flow
+ * on the walk that matched on all its criteria, i.e. the winner's, or when
+ * no flow wins the last matching companion's; 0 when none matched so (a
+ * promiscuous-ping match never sets it). So with -1 and *udpencap != 0 for a
+ * UDP key whose dport equals it, the caller re-keys the packet with that
+ * UDP-encapsulation port and matches again (upstream §5.5).
+ * key: the 40-byte key (nfqlb_packet_key); pkt/len: the IP packet for
+ * byte-match statements (len 0: statements are not evaluated, as upstream
+ * without packet data); promiscuous: flowlb --promiscuous_ping.
+ * Matching (upstream flowMatch): dsts, srcs; then if promiscuous and the key
+ * proto is ICMP (1) or ICMPv6 (58) the flow matches; else protocols, dport,
+ * sport, byte-match. Byte-match finds the L4 header (IPv4: IHL*4; IPv6:
+ * hop-by-hop/routing/dest-opts headers by (len+1)*8; a fragment header
+ * never matches), for a UDP packet with an SCTP key skips the 8-byte UDP
+ * header and reads it as SCTP, and needs the whole L4 header in the packet
+ * (exact bounds, as c/packet.c); statements for another protocol pass.
+ */
+int32_t nfqlb_flowset_match(const struct nfqlb_flowset* fs, const uint8_t* key, const uint8_t* pkt, uint32_t len,
+			    uint32_t promiscuous, uint32_t* udpencap);
+
+/** nfqlb_flowset_match_linear - the same result and counting by a plain walk over every flow (reference). */
+int32_t nfqlb_flowset_match_linear(const struct nfqlb_flowset* fs, const uint8_t* key, const uint8_t* pkt,
+				   uint32_t len, uint32_t promiscuous, uint32_t* udpencap);
+
+/** nfqlb_flowset_matches - matches_count of flow i (0 when out of range). */
+uint32_t nfqlb_flowset_matches(const struct nfqlb_flowset* fs, uint32_t i);
+
+/** nfqlb_flowset_set_matches - set the counter of flow i (carry counts over to a rebuilt set). */
+void nfqlb_flowset_set_matches(struct nfqlb_flowset* fs, uint32_t i, uint32_t n);
+
+/* Index dimensions, bits of nfqlb_flowset_index_dims. */
+#define NFQLB_FLOWIX_DPORT 1u
+#define NFQLB_FLOWIX_SPORT 2u
+#define NFQLB_FLOWIX_DST 4u
+#define NFQLB_FLOWIX_SRC 8u
+#define NFQLB_FLOWIX_JOINT 16u /* dport x dst: one lookup gives the flows matching both */
+
+/** nfqlb_flowset_index_dims - which dimensions the built index uses (introspection for tests and bench). */
+uint32_t nfqlb_flowset_index_dims(const struct nfqlb_flowset* fs);
+
+/** nfqlb_flowset_index_bytes - heap bytes of the built index (flows not included). */
+uint64_t nfqlb_flowset_index_bytes(const struct nfqlb_flowset* fs);
+
+/** nfqlb_flowset_free - free the set (NULL is fine). */
+void nfqlb_flowset_free(struct nfqlb_flowset* fs);
 
 #endif

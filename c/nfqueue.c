@@ -40,8 +40,45 @@ struct nfqlb_queue {
 	uint32_t txcap;
 	uint32_t seq;
 	uint32_t timeout_ms; /* SO_RCVTIMEO now set on the socket */
-	uint64_t counters[NFQLB_C_COUNT];
+	uint64_t* counters;  /* own[] or a slice of the lb's counters shm */
+	struct nfqlb_target_stat* tstats; /* per-fwmark packets/bytes, open addressing; NULL: off */
+	uint32_t ntstats;    /* power of 2 */
+	uint64_t own[NFQLB_C_COUNT];
 };
+
+void nfqlb_queue_set_stats(struct nfqlb_queue* q, uint64_t* counters, struct nfqlb_target_stat* tstats,
+			   uint32_t ntstats)
+{
+	if (counters) {
+		memcpy(counters, q->counters, sizeof(q->own));
+		q->counters = counters;
+	}
+	q->tstats = (ntstats & (ntstats - 1)) == 0 ? tstats : NULL;
+	q->ntstats = q->tstats ? ntstats : 0;
+}
+
+/* Packets and bytes per fwmark. One writer (this queue's worker); readers in
+ * other processes see each slot's fwmark before its counts (release). */
+static void count_target(struct nfqlb_queue* q, int32_t mark, uint32_t bytes)
+{
+	uint32_t mask = q->ntstats - 1, h = ((uint32_t)mark * 2654435761u) & mask;
+	for (uint32_t i = 0; i < q->ntstats; i++) {
+		struct nfqlb_target_stat* t = &q->tstats[(h + i) & mask];
+		if (t->used && t->fwmark == mark) {
+			t->packets++;
+			t->bytes += bytes;
+			return;
+		}
+		if (!t->used) {
+			t->fwmark = mark;
+			t->packets = 1;
+			t->bytes = bytes;
+			__atomic_store_n(&t->used, 1u, __ATOMIC_RELEASE);
+			return;
+		}
+	}
+	q->counters[NFQLB_C_TARGET_OVERFLOW]++;
+}
 
 static uint64_t now_ns(void)
 {
@@ -120,6 +157,7 @@ struct nfqlb_queue* nfqlb_queue_open(uint32_t queue_num, uint32_t mtu, uint32_t 
 		return NULL;
 	}
 	q->queue_num = queue_num;
+	q->counters = q->own;
 	q->batch = batch;
 	if (copy_range == 0 || copy_range > mtu)
 		copy_range = mtu;
@@ -280,6 +318,8 @@ int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t t
 				nfq_nlmsg_verdict_put(v, (int)ntohl(ph->packet_id), NF_ACCEPT);
 				nfq_nlmsg_verdict_put_mark(v, (uint32_t)mark);
 				q->counters[NFQLB_C_ACCEPTED]++;
+				if (q->tstats)
+					count_target(q, mark, orig);
 			}
 			txlen += MNL_ALIGN(v->nlmsg_len);
 			handled++;

@@ -63,7 +63,22 @@ export const SYMBOLS = {
   nfqlb_queue_close: { parameters: ["pointer"], result: "void" },
   nfqlb_queue_fd: { parameters: ["pointer"], result: "i32" },
   nfqlb_queue_serve: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
+  nfqlb_queue_set_stats: { parameters: ["pointer", "pointer", "pointer", "u32"], result: "void" },
   nfqlb_queue_counters: { parameters: ["pointer", "buffer", "u32"], result: "void" },
+  // flow matcher (c/flow.c); specs from control/flow_spec.ts encodeFlowSpec
+  nfqlb_flowset_new: { parameters: ["u32"], result: "pointer" },
+  nfqlb_flowset_add: { parameters: ["pointer", "u32", "buffer", "u32"], result: "i32" },
+  nfqlb_flowset_build: { parameters: ["pointer"], result: "i32" },
+  nfqlb_flowset_match: { parameters: ["pointer", "buffer", "buffer", "u32", "u32", "buffer"], result: "i32" },
+  nfqlb_flowset_match_linear: {
+    parameters: ["pointer", "buffer", "buffer", "u32", "u32", "buffer"],
+    result: "i32",
+  },
+  nfqlb_flowset_matches: { parameters: ["pointer", "u32"], result: "u32" },
+  nfqlb_flowset_set_matches: { parameters: ["pointer", "u32", "u32"], result: "void" },
+  nfqlb_flowset_index_dims: { parameters: ["pointer"], result: "u32" },
+  nfqlb_flowset_index_bytes: { parameters: ["pointer"], result: "u64" },
+  nfqlb_flowset_free: { parameters: ["pointer"], result: "void" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The symbol table type of the opened library. */

@@ -1,7 +1,14 @@
-/** flow-set, flow-delete, flow-list, flow-list-names (clients of a running flowlb). */
+/**
+ * flow-set, flow-delete, flow-list, flow-list-names and their trace-flow
+ * variants: clients of a running flowlb (upstream §2.12–2.14, §2.17, §6.5).
+ */
 import type { Command } from "../command.ts";
 import type { OptionSpec } from "../getopt.ts";
-import { notYet } from "./lb.ts";
+import { err, out } from "../io.ts";
+import { errorText, NfqlbError } from "../../control/errors.ts";
+import { parseSocketAddress } from "../../control/address.ts";
+import { decodeReply, encodeRequest, flowAddress } from "../../control/flow_protocol.ts";
+import type { FlowKind, FlowRequest } from "../../control/flows.ts";
 
 /** The flow-definition options shared by flow-set and trace-flow-set. */
 export const FLOW_MATCH_OPTIONS: OptionSpec[] = [
@@ -12,6 +19,145 @@ export const FLOW_MATCH_OPTIONS: OptionSpec[] = [
   { name: "sports", help: "Source port ranges" },
   { name: "match", help: "Bit-match statements" },
 ];
+
+/** Upstream's MAX_ARG_LEN for list values, and its target limit. */
+const MAX_ARG_LEN = 1000, MAX_TARGET = 255;
+
+const byteLength = (s: string) => new TextEncoder().encode(s).length;
+
+/** Upstream's strerror() texts for the connect failures a client meets. */
+function connectError(e: unknown): string {
+  if (e instanceof Deno.errors.ConnectionRefused) return "Connection refused";
+  if (e instanceof Deno.errors.NotFound) return "No such file or directory";
+  if (e instanceof Deno.errors.TimedOut) return "Connection timed out";
+  if (e instanceof Deno.errors.ConnectionReset) return "Connection reset by peer";
+  return errorText(e);
+}
+
+/**
+ * Sends one request to the flowlb at NFQLB_FLOW_ADDRESS (default
+ * `unix:nfqlb`) and returns everything it answers until it closes.
+ * Returns a number (the exit status) when the address does not parse.
+ */
+async function exchange(fields: FlowRequest & { action: string }): Promise<Uint8Array | number> {
+  const address = flowAddress();
+  const addr = parseSocketAddress(address);
+  if (!addr) {
+    // upstream's text has no newline
+    err(`Failed to parse address [${address}]`);
+    return 1;
+  }
+  const request = encodeRequest(fields);
+  let conn: Deno.Conn;
+  try {
+    conn = addr.transport === "unix"
+      ? await Deno.connect({ transport: "unix", path: addr.path })
+      : await Deno.connect({ transport: "tcp", hostname: addr.hostname, port: addr.port });
+  } catch (e) {
+    throw new NfqlbError(`Connect failed. ${connectError(e)}`);
+  }
+  const chunks: Uint8Array[] = [];
+  try {
+    let data = request;
+    while (data.length > 0) data = data.subarray(await conn.write(data));
+  } catch { /* the server closed early; read what it said */ }
+  try {
+    const buf = new Uint8Array(65536);
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      chunks.push(buf.slice(0, n));
+    }
+  } catch {
+    /* reset: keep what arrived */
+  } finally {
+    conn.close();
+  }
+  const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let off = 0;
+  for (const c of chunks) {
+    all.set(c, off);
+    off += c.length;
+  }
+  return all;
+}
+
+/** set/delete: print the C-string reply and a newline; 0 when it starts with OK, else 255 (no reply: 255). */
+function printReply(reply: Uint8Array | number): number {
+  if (typeof reply === "number") return reply;
+  if (reply.length === 0) return 255;
+  const text = decodeReply(reply);
+  out(text + "\n");
+  return text.startsWith("OK") ? 0 : 255;
+}
+
+/** lists: copy the reply to stdout as is; 0. */
+function printList(reply: Uint8Array | number): number {
+  if (typeof reply === "number") return reply;
+  let data = reply;
+  while (data.length > 0) data = data.subarray(Deno.stdout.writeSync(data));
+  return 0;
+}
+
+/** A value the line protocol cannot carry: no flow can be named so. */
+const unsendable = (v: string) => /[\n\0]/.test(v);
+
+/**
+ * flow-set / trace-flow-set: upstream's client checks (exit 1, in its order),
+ * then ours: the server's own validation, whose error is printed as the
+ * server would answer it (stdout, exit 255), then the request.
+ */
+async function setFlow(kind: FlowKind, opts: Map<string, string>): Promise<number> {
+  const v = (k: string) => opts.get(k);
+  const req: FlowRequest = { name: v("name") };
+  if (kind === "flow") {
+    req.target = v("target");
+    if (req.target !== undefined && byteLength(req.target) > MAX_TARGET) {
+      throw new NfqlbError("target too long");
+    }
+    req.priority = v("prio");
+  }
+  for (const k of ["protocols", "dsts", "srcs", "dports", "sports", "match"] as const) {
+    const value = v(k);
+    if (value !== undefined && byteLength(value) > MAX_ARG_LEN) throw new NfqlbError(`${k} too long`);
+    req[k] = value;
+  }
+  if (kind === "flow") {
+    req.udpencap = v("udpencap");
+    if (req.udpencap !== undefined && req.protocols === undefined) {
+      throw new NfqlbError("udpencap specified without protocols");
+    }
+    if (req.udpencap !== undefined && !req.protocols!.toLowerCase().includes("sctp")) {
+      throw new NfqlbError("udpencap specified without sctp");
+    }
+  }
+  if ((req.dports !== undefined || req.sports !== undefined) && req.protocols === undefined) {
+    throw new NfqlbError("ports specified without protocols");
+  }
+  // loaded here: zod would slow every other command's start
+  const { parseFlowDefinition } = await import("../../control/flows.ts");
+  const parsed = parseFlowDefinition(req, kind);
+  if (!parsed.ok) {
+    out(parsed.error + "\n");
+    return 255;
+  }
+  return printReply(await exchange({ action: kind === "flow" ? "set" : "trace-set", ...req }));
+}
+
+/** flow-delete / trace-flow-delete. */
+async function deleteFlow(action: string, name: string): Promise<number> {
+  if (unsendable(name)) {
+    out(`Invalid name [${JSON.stringify(name).slice(1, -1)}]\n`);
+    return 255;
+  }
+  return printReply(await exchange({ action, name }));
+}
+
+/** flow-list / trace-flow-list (a name no flow can have lists nothing, as an unknown one). */
+async function listFlows(action: string, name: string | undefined): Promise<number> {
+  if (name !== undefined && unsendable(name)) return 0;
+  return printList(await exchange({ action, name }));
+}
 
 const SET_HEADER = "[options]\n  Set a flow. An un-defined value means match-all.\n" +
   "  Use comma separated lists for multiple items (no spaces)";
@@ -27,7 +173,7 @@ export const flowSet: Command = {
     ...FLOW_MATCH_OPTIONS,
     { name: "udpencap", help: "UDP encapsulation port for SCTP" },
   ],
-  run: () => notYet("flow-set"),
+  run: ({ opts }) => setFlow("flow", opts),
 };
 
 /** `flow-delete`. */
@@ -35,7 +181,7 @@ export const flowDelete: Command = {
   name: "flow-delete",
   header: "flow-delete\n  Delete a flow",
   options: [{ name: "name", help: "Name of the flow", required: true }],
-  run: () => notYet("flow-delete"),
+  run: ({ opts }) => deleteFlow("delete", opts.get("name")!),
 };
 
 /** `flow-list`. */
@@ -43,7 +189,7 @@ export const flowList: Command = {
   name: "flow-list",
   header: "flow-list\n  List flows",
   options: [{ name: "name", help: "Name of a flow" }],
-  run: () => notYet("flow-list"),
+  run: ({ opts }) => listFlows("list", opts.get("name")),
 };
 
 /** `flow-list-names`. */
@@ -51,7 +197,7 @@ export const flowListNames: Command = {
   name: "flow-list-names",
   header: "flow-list-names\n  List flow names",
   options: [],
-  run: () => notYet("flow-list-names"),
+  run: () => listFlows("list-names", undefined),
 };
 
 /** `trace-flow-set`. */
@@ -59,7 +205,7 @@ export const traceFlowSet: Command = {
   name: "trace-flow-set",
   header: `trace-flow-set ${SET_HEADER}`,
   options: [{ name: "name", help: "Name of the flow", required: true }, ...FLOW_MATCH_OPTIONS],
-  run: () => notYet("trace-flow-set"),
+  run: ({ opts }) => setFlow("trace", opts),
 };
 
 /** `trace-flow-delete`. */
@@ -67,7 +213,7 @@ export const traceFlowDelete: Command = {
   name: "trace-flow-delete",
   header: "trace-flow-delete\n  Delete a flow",
   options: [{ name: "name", help: "Name of the flow", required: true }],
-  run: () => notYet("trace-flow-delete"),
+  run: ({ opts }) => deleteFlow("trace-delete", opts.get("name")!),
 };
 
 /** `trace-flow-list`. */
@@ -75,7 +221,7 @@ export const traceFlowList: Command = {
   name: "trace-flow-list",
   header: "trace-flow-list\n  List flows",
   options: [{ name: "name", help: "Name of a flow" }],
-  run: () => notYet("trace-flow-list"),
+  run: ({ opts }) => listFlows("trace-list", opts.get("name")),
 };
 
 /** `trace-flow-list-names` (upstream registers it but drops it from its table). */
@@ -83,5 +229,5 @@ export const traceFlowListNames: Command = {
   name: "trace-flow-list-names",
   header: "trace-flow-list-names\n  List flow names",
   options: [],
-  run: () => notYet("trace-flow-list-names"),
+  run: () => listFlows("trace-list-names", undefined),
 };

@@ -4,7 +4,8 @@ import type { OptionSpec } from "../getopt.ts";
 import { out } from "../io.ts";
 import { INT32_MAX, INT32_MIN, parseInteger, UINT32_MAX } from "../numbers.ts";
 import { NfqlbError } from "../../control/errors.ts";
-import type { LbConfig } from "../../dataplane/lb_config.ts";
+import type { FlowLbConfig, LbConfig, QueueConfig } from "../../dataplane/lb_config.ts";
+import { flowAddress } from "../../control/flow_protocol.ts";
 import { HASH_MODE_HELP } from "./fwmark.ts";
 
 const QUEUE_OPTS: OptionSpec[] = [
@@ -25,6 +26,7 @@ const QUEUE_OPTS: OptionSpec[] = [
     hidden: true,
   },
   { name: "batch", help: "Packets per receive batch (default 64)", hidden: true },
+  { name: "metrics", help: "Serve Prometheus metrics at ADDR:PORT", hidden: true },
 ];
 
 /** Option table of `lb`. */
@@ -67,7 +69,7 @@ export function parseQueues(v: string): { first: number; last: number } {
 }
 
 /** The options shared by lb and flowlb, as a config (strict numbers, upstream defaults). */
-function commonConfig(cmd: string, opts: Map<string, string>): Omit<LbConfig, "tshm" | "sctpEncap"> {
+function commonConfig(cmd: string, opts: Map<string, string>): QueueConfig {
   const int = (name: string, def: string, min: number, max: number) =>
     parseInteger(cmd, `--${name} value`, opts.get(name) ?? def, min, max);
   const mtu = int("mtu", "1500", 0, 65535);
@@ -89,6 +91,7 @@ function commonConfig(cmd: string, opts: Map<string, string>): Omit<LbConfig, "t
     traceAddress: opts.get("trace_address") ?? "unix:nfqlb-trace",
     failOpen: opts.has("fail_open"),
     batch: int("batch", "64", 1, 1024),
+    metrics: opts.get("metrics"),
   };
 }
 
@@ -114,5 +117,14 @@ export const flowlb: Command = {
   name: "flowlb",
   header: "flowlb [options]\n  Load-balance with flows",
   options: FLOWLB_OPTIONS,
-  run: () => notYet("flowlb"),
+  async run({ opts }) {
+    const cfg: FlowLbConfig = {
+      ...commonConfig("flowlb", opts),
+      nolbFwmark: parseInteger("flowlb", "--nolb_fwmark value", opts.get("nolb_fwmark") ?? "-1", INT32_MIN, INT32_MAX),
+      promiscuous: opts.has("promiscuous_ping"),
+      flowAddress: flowAddress(),
+    };
+    const { runFlowLb } = await import("../../dataplane/flowlb.ts");
+    return runFlowLb(cfg, (line) => out(line + "\n"));
+  },
 };
