@@ -15,6 +15,8 @@ export interface OptionSpec {
   required?: boolean;
   /** Takes no argument (upstream: default value "no"). */
   flag?: boolean;
+  /** Takes an argument only as `--opt=value` (getopt's optional_argument); alone it maps to "". */
+  optional?: boolean;
   /**
    * Ours, not upstream's: parsed like any option but left out of `--help`,
    * whose text stays byte-identical to upstream (docs/cli.md lists them).
@@ -84,6 +86,8 @@ export function getoptLongOnly(cmd: string, args: string[], specs: OptionSpec[])
       value = "";
     } else if (eq >= 0) {
       value = body.slice(eq + 1);
+    } else if (opt.optional) {
+      value = "";
     } else if (i + 1 < args.length) {
       value = args[++i];
     } else {

@@ -11,27 +11,11 @@ import { TargetShm } from "../control/target_shm.ts";
 import { hasNetAdmin } from "./capabilities.ts";
 import { type LbConfig, LbConfigSchema, type QueueConfig } from "./lb_config.ts";
 import type { WorkerReport, WorkerStart } from "./worker_protocol.ts";
+import { startMetrics } from "./metrics.ts";
 
-/** Number of u64 counters per queue (enum nfqlb_counter in c/nfqlb.h). */
-export const COUNTER_NAMES = [
-  "received",
-  "accepted",
-  "dropped",
-  "malformed",
-  "notarget",
-  "frag_dropped",
-  "enobufs",
-  "recv_errors",
-  "send_errors",
-  "verdict_errors",
-  "batches",
-  "setup_dropped",
-  "frag_stored",
-  "frag_injected",
-  "frag_inject_failed",
-  "frag_tier",
-  "nolb",
-] as const;
+/** Counter names (enum nfqlb_counter), re-exported for the dataplane's users. */
+export { COUNTER_NAMES } from "../control/counters_shm.ts";
+import { COUNTER_NAMES, countersShmName, createCountersShm, TARGET_SLOTS } from "../control/counters_shm.ts";
 
 /** Bytes copied to user space per packet when no fragment is stored: every header we parse fits. */
 export const HEADER_COPY = 512;
@@ -139,6 +123,14 @@ export function startQueues(cfg: QueueConfig, classifier: Classifier, print: (li
     print(`queue_length=${cfg.qlength}, mtu=${cfg.mtu}, SO_RCVBUF=${rcvbuf[0]} (${rcvbuf[1]})`);
   }
 
+  // Live counters in shm: the C side counts there directly (stats --all, metrics).
+  const shmCounters = createCountersShm(
+    countersShmName(cfg.ftShm),
+    queues.map((q) => q.num),
+    classifier.kind,
+  );
+  release.push(() => shmCounters.close());
+  queues.forEach((q, i) => c.nfqlb_queue_set_stats(q.ptr, shmCounters.counters(i), shmCounters.targets(i), TARGET_SLOTS));
   const control = new SharedArrayBuffer(4);
   const stopFlag = new Int32Array(control);
   const counterBufs = new Map<number, BigUint64Array>();
@@ -238,18 +230,58 @@ function openTun(name: string, mtu: number): number {
   return fd;
 }
 
+/**
+ * Catches SIGINT/SIGTERM for the whole life of the process: a signal that
+ * comes while we still start stops us as soon as we run, and one that comes
+ * while we shut down finds the handler still there (never the default
+ * action, which would kill us before the queues are unbound).
+ */
+export function stopOnSignals(): { onStop(fn: () => void): void } {
+  let requested = false;
+  let stop: (() => void) | undefined;
+  const handler = () => {
+    requested = true;
+    stop?.();
+  };
+  Deno.addSignalListener("SIGINT", handler);
+  Deno.addSignalListener("SIGTERM", handler);
+  return {
+    onStop(fn) {
+      stop = fn;
+      if (requested) fn();
+    },
+  };
+}
+
 /** Runs lb until SIGINT/SIGTERM; returns the exit status. */
 export async function runLb(cfg: LbConfig, print: (line: string) => void): Promise<number> {
+  const signals = stopOnSignals();
   const lb = startLb(cfg, print);
-  const onSignal = () => {
-    lb.stop();
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
+  const metrics = cfg.metrics
+    ? startMetrics(cfg.metrics, {
+      counters: countersShmName(cfg.ftShm),
+      ftShm: cfg.ftShm,
+      tables: () => [{ shm: cfg.tshm, active: activeTargets(cfg.tshm) }],
+    })
+    : undefined;
+  signals.onStop(() => lb.stop());
   try {
     return await lb.done;
   } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
+    await metrics?.close();
+  }
+}
+
+/** Number of active targets in table `name` (0 when it cannot be read). */
+export function activeTargets(name: string): number {
+  try {
+    const t = TargetShm.open(name);
+    try {
+      return t.snapshot(0).active.filter((fw) => fw >= 0).length;
+    } finally {
+      t.close();
+    }
+  } catch {
+    return 0;
   }
 }

@@ -30,6 +30,8 @@ export const QueueConfigSchema = z.object({
   failOpen: z.boolean(),
   /** Packets per receive batch. */
   batch: z.number().int().min(1).max(1024),
+  /** Serve Prometheus metrics at ADDR:PORT (`--metrics`). */
+  metrics: z.string().min(1).optional(),
 });
 
 /** Settings shared by lb and flowlb. */

@@ -76,9 +76,44 @@ export const show: Command = {
 export const stats: Command = {
   name: "stats",
   header: "stats [options]\n  Show frag table stats",
-  options: [{ name: "ft_shm", help: "Frag table; shared memory stats" }],
-  run({ opts }) {
-    out(formatFragStats(readFragStats(opts.get("ft_shm") ?? "ftshm")));
+  options: [
+    { name: "ft_shm", help: "Frag table; shared memory stats" },
+    // ours (docs/observability.md)
+    { name: "all", help: "Every counter of the lb, as JSON", flag: true, hidden: true },
+    { name: "watch", help: "A live table, every N seconds (default 1)", optional: true, hidden: true },
+  ],
+  async run({ opts }) {
+    const ft = opts.get("ft_shm") ?? "ftshm";
+    const frag = readFragStats(ft);
+    if (!opts.has("all") && !opts.has("watch")) {
+      out(formatFragStats(frag));
+      return 0;
+    }
+    const { countersShmName, readCounters } = await import("../../control/counters_shm.ts");
+    const view = await import("./stats_view.ts");
+    const name = countersShmName(ft);
+    if (opts.has("all")) {
+      out(view.allStatsJson(frag, readCounters(name), view.kernelQueues()));
+      return 0;
+    }
+    const w = opts.get("watch")!;
+    const seconds = w === "" ? 1 : parseInteger("stats", "--watch value", w, 1, 3600);
+    let prev: ReturnType<typeof readCounters> | undefined;
+    let stop = false;
+    const onSig = () => (stop = true);
+    Deno.addSignalListener("SIGINT", onSig);
+    Deno.addSignalListener("SIGTERM", onSig);
+    try {
+      while (!stop) {
+        const cur = readCounters(name);
+        out("\x1b[H\x1b[2J" + view.watchScreen(cur, prev, seconds, readFragStats(ft)));
+        prev = cur;
+        for (let i = 0; i < seconds * 10 && !stop; i++) await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      Deno.removeSignalListener("SIGINT", onSig);
+      Deno.removeSignalListener("SIGTERM", onSig);
+    }
     return 0;
   },
 };

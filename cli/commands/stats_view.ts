@@ -1,0 +1,85 @@
+/** `nfqlb stats --all` (JSON) and `--watch` (a live terminal table): what an lb/flowlb counts. */
+import {
+  COUNTER_NAMES,
+  type CountersSnapshot,
+  counterTotals,
+  type KernelQueue,
+  kernelQueues,
+  targetTotals,
+} from "../../control/counters_shm.ts";
+import type { FragStats } from "../../control/frag_stats.ts";
+
+/** Everything as one JSON document (bigints as numbers: counters stay far below 2^53). */
+export function allStatsJson(frag: FragStats, c: CountersSnapshot, kernel: KernelQueue[]): string {
+  const num = (b: bigint) => Number(b);
+  const totals = counterTotals(c);
+  const doc = {
+    lb: { kind: c.kind, pid: c.pid, running: c.running, started: c.started.toISOString() },
+    totals: Object.fromEntries(COUNTER_NAMES.map((n) => [n, num(totals[n])])),
+    targets: targetTotals(c).map((t) => ({ fwmark: t.fwmark, packets: num(t.packets), bytes: num(t.bytes) })),
+    queues: c.queues.map((q) => ({
+      queue: q.queue,
+      counters: Object.fromEntries(COUNTER_NAMES.map((n) => [n, num(q.counters[n])])),
+      targets: q.targets.map((t) => ({ fwmark: t.fwmark, packets: num(t.packets), bytes: num(t.bytes) })),
+      kernel: kernel.find((k) => k.queue === q.queue) ?? null,
+    })),
+    fragments: frag,
+  };
+  return JSON.stringify(doc, null, 2) + "\n";
+}
+
+function rate(now: bigint, before: bigint | undefined, seconds: number): string {
+  if (before === undefined || seconds <= 0) return "-";
+  const r = Number(now - before) / seconds;
+  return r >= 1000 ? `${(r / 1000).toFixed(1)}k` : r.toFixed(0);
+}
+
+/** One screen of `stats --watch`: per target and per queue, totals and rates since the previous screen. */
+export function watchScreen(
+  c: CountersSnapshot,
+  prev: CountersSnapshot | undefined,
+  seconds: number,
+  frag: FragStats,
+): string {
+  const lines: string[] = [];
+  const t = counterTotals(c), pt = prev ? counterTotals(prev) : undefined;
+  lines.push(
+    `nfqlb ${c.kind} pid ${c.pid} ${c.running ? "running" : "STOPPED"} since ${c.started.toISOString()}` +
+      `   (every ${seconds} s, Ctrl-C to quit)`,
+  );
+  lines.push("");
+  const targets = targetTotals(c), prevTargets = prev ? targetTotals(prev) : [];
+  const total = targets.reduce((s, x) => s + x.packets, 0n);
+  lines.push("target fwmark      packets      pkt/s        bytes  share");
+  for (const x of targets) {
+    const before = prevTargets.find((p) => p.fwmark === x.fwmark);
+    const share = total > 0n ? Number(x.packets * 1000n / total) / 10 : 0;
+    const bar = "█".repeat(Math.round(share / 2.5));
+    lines.push(
+      `${String(x.fwmark).padStart(13)} ${String(x.packets).padStart(12)} ${
+        rate(x.packets, before?.packets, seconds).padStart(10)
+      } ${String(x.bytes).padStart(12)} ${share.toFixed(1).padStart(5)} % ${bar}`,
+    );
+  }
+  if (targets.length === 0) lines.push("  (no packet accepted yet)");
+  lines.push("");
+  lines.push("queue   received      pkt/s   accepted    dropped  malformed   notarget       nolb    enobufs");
+  for (const q of c.queues) {
+    const pq = prev?.queues.find((p) => p.queue === q.queue);
+    const k = q.counters;
+    lines.push(
+      `${String(q.queue).padStart(5)} ${String(k.received).padStart(10)} ${
+        rate(k.received, pq?.counters.received, seconds).padStart(10)
+      } ${[k.accepted, k.dropped, k.malformed, k.notarget, k.nolb, k.enobufs].map((v) => String(v).padStart(10)).join(" ")}`,
+    );
+  }
+  lines.push("");
+  lines.push(
+    `drops/s ${rate(t.dropped, pt?.dropped, seconds)}   fragments: stored ${t.frag_stored}, injected ${t.frag_injected}, ` +
+      `to tier ${t.frag_tier}, dropped ${t.frag_dropped}; table inserts ${frag.inserts}, rejected ${frag.rejected}, expired ${frag.objGC}`,
+  );
+  return lines.join("\n") + "\n";
+}
+
+/** Re-exported for the stats command. */
+export { kernelQueues };

@@ -1,0 +1,229 @@
+/**
+ * The live counters of a running lb/flowlb, in shared memory beside its
+ * fragment stats: `${ft_shm}-counters`. The C queue workers count straight
+ * into it (nfqlb_queue_set_stats), without locks: one writer per queue, and
+ * readers sum the queues. `nfqlb stats --all/--watch` and the metrics
+ * endpoint read it. Layout (little-endian, ours; docs/observability.md):
+ *
+ *   0  magic "NQCT"  4 version  6 header size  8 nqueues  12 ncounters
+ *   16 target slots per queue  20 pid  24 started (unix ms, u64)  32 kind (0 lb, 1 flowlb)
+ *   64 queue numbers (u32 each, padded to 8 bytes)
+ *   then per queue: u64 counters[ncounters], then slots x {i32 fwmark, u32 used, u64 packets, u64 bytes}
+ */
+import { errorText, NfqlbError, strerror } from "./errors.ts";
+import { shmPath } from "./shm_dir.ts";
+import { type Mapping, mapFile, unmap } from "./shm_file.ts";
+
+/** "NQCT" */
+const MAGIC = 0x5443514e;
+const VERSION = 1;
+const HEADER = 64;
+/** Per-target slots per queue (a power of 2). */
+export const TARGET_SLOTS = 256;
+const SLOT_BYTES = 24;
+
+/** Counter names, in the order of enum nfqlb_counter (c/nfqlb.h). */
+export const COUNTER_NAMES = [
+  "received",
+  "accepted",
+  "dropped",
+  "malformed",
+  "notarget",
+  "frag_dropped",
+  "enobufs",
+  "recv_errors",
+  "send_errors",
+  "verdict_errors",
+  "batches",
+  "setup_dropped",
+  "frag_stored",
+  "frag_injected",
+  "frag_inject_failed",
+  "frag_tier",
+  "nolb",
+  "target_overflow",
+] as const;
+
+/** One counter name. */
+export type CounterName = (typeof COUNTER_NAMES)[number];
+
+/** The counters shm name of an lb whose fragment stats shm is `ftShm`. */
+export function countersShmName(ftShm: string): string {
+  return `${ftShm}-counters`;
+}
+
+function layout(nqueues: number, ncounters: number) {
+  const queuesOff = HEADER;
+  const blocksOff = queuesOff + Math.ceil((4 * nqueues) / 8) * 8;
+  const block = 8 * ncounters + SLOT_BYTES * TARGET_SLOTS;
+  return { queuesOff, blocksOff, block, size: blocksOff + block * nqueues };
+}
+
+/** The writer side, held by the lb process. */
+export interface CountersShm {
+  /** Address of queue i's u64 counters. */
+  counters(i: number): Deno.PointerObject;
+  /** Address of queue i's target slots. */
+  targets(i: number): Deno.PointerObject;
+  /** Unmaps (the file stays, so a stopped lb's counters can still be read). */
+  close(): void;
+}
+
+/** Creates (truncating) the counters shm of an lb with these queues. */
+export function createCountersShm(name: string, queues: number[], kind: "lb" | "flowlb"): CountersShm {
+  const path = shmPath(name);
+  const l = layout(queues.length, COUNTER_NAMES.length);
+  const bytes = new Uint8Array(l.size);
+  const v = new DataView(bytes.buffer);
+  v.setUint32(0, MAGIC, true);
+  v.setUint16(4, VERSION, true);
+  v.setUint16(6, HEADER, true);
+  v.setUint32(8, queues.length, true);
+  v.setUint32(12, COUNTER_NAMES.length, true);
+  v.setUint32(16, TARGET_SLOTS, true);
+  v.setUint32(20, Deno.pid, true);
+  v.setBigUint64(24, BigInt(Date.now()), true);
+  v.setUint32(32, kind === "lb" ? 0 : 1, true);
+  queues.forEach((q, i) => v.setUint32(l.queuesOff + 4 * i, q, true));
+  try {
+    Deno.writeFileSync(path, bytes, { mode: 0o600 });
+  } catch (e) {
+    throw new NfqlbError(`createSharedData: ${name}: ${errorText(e)}`);
+  }
+  const m = mapFile(path, true);
+  if (typeof m === "number") throw new NfqlbError(`createSharedData: ${name}: ${strerror(m)}`);
+  const at = (off: number) => Deno.UnsafePointer.offset(m.ptr, off) as Deno.PointerObject;
+  return {
+    counters: (i) => at(l.blocksOff + l.block * i),
+    targets: (i) => at(l.blocksOff + l.block * i + 8 * COUNTER_NAMES.length),
+    close: () => unmap(m),
+  };
+}
+
+/** Packets and bytes accepted with one fwmark. */
+export interface TargetCount {
+  fwmark: number;
+  packets: bigint;
+  bytes: bigint;
+}
+
+/** One queue's counters. */
+export interface QueueCounters {
+  queue: number;
+  counters: Record<CounterName, bigint>;
+  targets: TargetCount[];
+}
+
+/** A snapshot of an lb's counters. */
+export interface CountersSnapshot {
+  pid: number;
+  /** Whether that process still runs. */
+  running: boolean;
+  kind: "lb" | "flowlb";
+  started: Date;
+  queues: QueueCounters[];
+}
+
+/** Reads the counters shm `name`; errors as upstream's `FAILED mapSharedData: <name>`. */
+export function readCounters(name: string): CountersSnapshot {
+  let bytes: Uint8Array;
+  try {
+    bytes = Deno.readFileSync(shmPath(name));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new NfqlbError(`FAILED mapSharedData: ${name}`);
+    throw new NfqlbError(`FAILED mapSharedData: ${name}: ${errorText(e)}`);
+  }
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (bytes.length < HEADER || v.getUint32(0, true) !== MAGIC || v.getUint16(4, true) !== VERSION) {
+    throw new NfqlbError(`FAILED mapSharedData: ${name}: not an nfqlb counters shm`);
+  }
+  const nq = v.getUint32(8, true), nc = v.getUint32(12, true), slots = v.getUint32(16, true);
+  if (nc !== COUNTER_NAMES.length || slots !== TARGET_SLOTS) {
+    throw new NfqlbError(`FAILED mapSharedData: ${name}: written by another nfqlb version`);
+  }
+  const l = layout(nq, nc);
+  if (bytes.length < l.size) throw new NfqlbError(`FAILED mapSharedData: ${name}: truncated file`);
+  const pid = v.getUint32(20, true);
+  let running = false;
+  try {
+    running = Deno.statSync(`/proc/${pid}`).isDirectory;
+  } catch { /* gone */ }
+  const queues: QueueCounters[] = [];
+  for (let i = 0; i < nq; i++) {
+    const base = l.blocksOff + l.block * i;
+    const counters = Object.fromEntries(
+      COUNTER_NAMES.map((n, k) => [n, v.getBigUint64(base + 8 * k, true)]),
+    ) as Record<CounterName, bigint>;
+    const targets: TargetCount[] = [];
+    for (let s = 0; s < slots; s++) {
+      const o = base + 8 * nc + SLOT_BYTES * s;
+      if (v.getUint32(o + 4, true) === 0) continue;
+      targets.push({ fwmark: v.getInt32(o, true), packets: v.getBigUint64(o + 8, true), bytes: v.getBigUint64(o + 16, true) });
+    }
+    targets.sort((a, b) => a.fwmark - b.fwmark);
+    queues.push({ queue: v.getUint32(l.queuesOff + 4 * i, true), counters, targets });
+  }
+  return {
+    pid,
+    running,
+    kind: v.getUint32(32, true) === 0 ? "lb" : "flowlb",
+    started: new Date(Number(v.getBigUint64(24, true))),
+    queues,
+  };
+}
+
+/** Per-target totals over all queues, by fwmark. */
+export function targetTotals(s: CountersSnapshot): TargetCount[] {
+  const m = new Map<number, TargetCount>();
+  for (const q of s.queues) {
+    for (const t of q.targets) {
+      const e = m.get(t.fwmark) ?? { fwmark: t.fwmark, packets: 0n, bytes: 0n };
+      e.packets += t.packets;
+      e.bytes += t.bytes;
+      m.set(t.fwmark, e);
+    }
+  }
+  return [...m.values()].sort((a, b) => a.fwmark - b.fwmark);
+}
+
+/** Counter totals over all queues. */
+export function counterTotals(s: CountersSnapshot): Record<CounterName, bigint> {
+  const out = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0n])) as Record<CounterName, bigint>;
+  for (const q of s.queues) for (const n of COUNTER_NAMES) out[n] += q.counters[n];
+  return out;
+}
+
+/** The kernel's view of NFQUEUE queues (this network namespace): /proc/net/netfilter/nfnetlink_queue. */
+export interface KernelQueue {
+  queue: number;
+  portid: number;
+  waiting: number;
+  copyMode: number;
+  copyRange: number;
+  queueDropped: number;
+  userDropped: number;
+  idSequence: number;
+}
+
+/** Parses /proc/net/netfilter/nfnetlink_queue (empty when unreadable). */
+export function kernelQueues(): KernelQueue[] {
+  let text = "";
+  try {
+    text = Deno.readTextFileSync("/proc/net/netfilter/nfnetlink_queue");
+  } catch {
+    return [];
+  }
+  return text.trim().split("\n").filter((l) => l.trim()).map((line) => {
+    const f = line.trim().split(/\s+/).map(Number);
+    return {
+      queue: f[0],
+      portid: f[1],
+      waiting: f[2],
+      copyMode: f[3],
+      copyRange: f[4],
+      queueDropped: f[5],
+      userDropped: f[6],
+      idSequence: f[7],
+    };
+  });
+}
