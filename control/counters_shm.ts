@@ -12,7 +12,7 @@
  */
 import { errorText, NfqlbError, strerror } from "./errors.ts";
 import { shmPath } from "./shm_dir.ts";
-import { type Mapping, mapFile, unmap } from "./shm_file.ts";
+import { mapFile, unmap } from "./shm_file.ts";
 
 /** "NQCT" */
 const MAGIC = 0x5443514e;
@@ -158,7 +158,11 @@ export function readCounters(name: string): CountersSnapshot {
     for (let s = 0; s < slots; s++) {
       const o = base + 8 * nc + SLOT_BYTES * s;
       if (v.getUint32(o + 4, true) === 0) continue;
-      targets.push({ fwmark: v.getInt32(o, true), packets: v.getBigUint64(o + 8, true), bytes: v.getBigUint64(o + 16, true) });
+      targets.push({
+        fwmark: v.getInt32(o, true),
+        packets: v.getBigUint64(o + 8, true),
+        bytes: v.getBigUint64(o + 16, true),
+      });
     }
     targets.sort((a, b) => a.fwmark - b.fwmark);
     queues.push({ queue: v.getUint32(l.queuesOff + 4 * i, true), counters, targets });

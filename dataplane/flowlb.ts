@@ -12,7 +12,7 @@
  */
 import { lib } from "../ffi/lib.ts";
 import { NfqlbError } from "../control/errors.ts";
-import { type Flow, FlowTable, PROTOCOL_NUMBERS } from "../control/flows.ts";
+import { type Flow, FlowTable } from "../control/flows.ts";
 import { encodeFlowSpec, type FlowSpecInput } from "../control/flow_spec.ts";
 import { startFlowServer } from "../control/flow_server.ts";
 import { FlowStore, flowStorePath } from "../control/flow_store.ts";
@@ -33,7 +33,13 @@ export function flowSpec(f: Flow): FlowSpecInput {
     srcs: f.srcs?.map((c) => ({ addr: c.addr, prefix: c.prefix })),
     dports: f.dports ? f.dports.map((r) => [r[0], r[1]] as const) : undefined,
     sports: f.sports ? f.sports.map((r) => [r[0], r[1]] as const) : undefined,
-    match: f.match?.map((m) => ({ proto: PROTO_NAME[m.proto], offset: m.offset, nbytes: m.nbytes, mask: m.mask, value: m.value })),
+    match: f.match?.map((m) => ({
+      proto: PROTO_NAME[m.proto],
+      offset: m.offset,
+      nbytes: m.nbytes,
+      mask: m.mask,
+      value: m.value,
+    })),
     udpencap: f.udpencap,
   };
 }
@@ -129,7 +135,11 @@ export async function runFlowLb(input: FlowLbConfig, print: (line: string) => vo
       tables: () =>
         [...new Set(table.flows().flatMap((f) => f.target === null ? [] : [f.target]))]
           .map((shm) => ({ shm, active: activeTargets(shm) })),
-      flows: () => table.flows().filter((f) => f.companionOf === null).map((f) => ({ flow: f.name, matches: countOf(f) })),
+      flows: () =>
+        table.flows().filter((f) => f.companionOf === null).map((f) => ({
+          flow: f.name,
+          matches: countOf(f),
+        })),
     })
     : undefined;
   signals.onStop(() => running.stop());

@@ -50,7 +50,11 @@ export function startLb(input: LbConfig, print: (line: string) => void): Running
  * The part of lb and flowlb after their own set-up: LB tier, stats shm, tun,
  * fragment table, queues, one Worker per queue.
  */
-export function startQueues(cfg: QueueConfig, classifier: Classifier, print: (line: string) => void): RunningLb {
+export function startQueues(
+  cfg: QueueConfig,
+  classifier: Classifier,
+  print: (line: string) => void,
+): RunningLb {
   const c = lib();
   // The LB-tier table stays mapped for the life of the lb (shared by the workers).
   const tier = cfg.lbshm ? TargetShm.open(cfg.lbshm) : undefined;
@@ -130,7 +134,9 @@ export function startQueues(cfg: QueueConfig, classifier: Classifier, print: (li
     classifier.kind,
   );
   release.push(() => shmCounters.close());
-  queues.forEach((q, i) => c.nfqlb_queue_set_stats(q.ptr, shmCounters.counters(i), shmCounters.targets(i), TARGET_SLOTS));
+  queues.forEach((q, i) =>
+    c.nfqlb_queue_set_stats(q.ptr, shmCounters.counters(i), shmCounters.targets(i), TARGET_SLOTS)
+  );
   const control = new SharedArrayBuffer(4);
   const stopFlag = new Int32Array(control);
   const counterBufs = new Map<number, BigUint64Array>();

@@ -55,7 +55,8 @@ const DROP_REASONS: [CounterName, string][] = [
 /** The exposition text for one scrape. */
 export function renderMetrics(src: MetricsSource): string {
   const out: string[] = [];
-  const family = (name: string, type: string, help: string) => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+  const family = (name: string, type: string, help: string) =>
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
   const c = readCounters(src.counters);
   family("nfqlb_queue_packets_total", "counter", "Packets per queue by what happened to them.");
   for (const q of c.queues) {
@@ -64,9 +65,17 @@ export function renderMetrics(src: MetricsSource): string {
     }
   }
   family("nfqlb_packets_total", "counter", "Packets accepted per queue and target (fwmark).");
-  for (const q of c.queues) for (const t of q.targets) out.push(`nfqlb_packets_total{queue="${q.queue}",target="${t.fwmark}"} ${t.packets}`);
+  for (const q of c.queues) {
+    for (const t of q.targets) {
+      out.push(`nfqlb_packets_total{queue="${q.queue}",target="${t.fwmark}"} ${t.packets}`);
+    }
+  }
   family("nfqlb_bytes_total", "counter", "IP bytes accepted per queue and target (fwmark).");
-  for (const q of c.queues) for (const t of q.targets) out.push(`nfqlb_bytes_total{queue="${q.queue}",target="${t.fwmark}"} ${t.bytes}`);
+  for (const q of c.queues) {
+    for (const t of q.targets) {
+      out.push(`nfqlb_bytes_total{queue="${q.queue}",target="${t.fwmark}"} ${t.bytes}`);
+    }
+  }
   family("nfqlb_drops_total", "counter", "Packets dropped (or not balanced) by reason.");
   const tot = counterTotals(c);
   for (const [k, reason] of DROP_REASONS) out.push(`nfqlb_drops_total{reason="${reason}"} ${tot[k]}`);
@@ -91,8 +100,14 @@ export function renderMetrics(src: MetricsSource): string {
   const kernel = kernelQueues().filter((k) => c.queues.some((q) => q.queue === k.queue));
   family("nfqlb_kernel_queue_dropped_total", "counter", "Packets the kernel dropped: queue full.");
   for (const k of kernel) out.push(`nfqlb_kernel_queue_dropped_total{queue="${k.queue}"} ${k.queueDropped}`);
-  family("nfqlb_kernel_queue_user_dropped_total", "counter", "Packets the kernel dropped: netlink socket full.");
-  for (const k of kernel) out.push(`nfqlb_kernel_queue_user_dropped_total{queue="${k.queue}"} ${k.userDropped}`);
+  family(
+    "nfqlb_kernel_queue_user_dropped_total",
+    "counter",
+    "Packets the kernel dropped: netlink socket full.",
+  );
+  for (const k of kernel) {
+    out.push(`nfqlb_kernel_queue_user_dropped_total{queue="${k.queue}"} ${k.userDropped}`);
+  }
   family("nfqlb_kernel_queue_waiting", "gauge", "Packets waiting for a verdict.");
   for (const k of kernel) out.push(`nfqlb_kernel_queue_waiting{queue="${k.queue}"} ${k.waiting}`);
   family("nfqlb_targets_seen", "gauge", "Targets (fwmarks) that got packets since start.");

@@ -6,17 +6,23 @@
  *   (b) hash + lookup per key through FFI vs an empty FFI call and JS djb2
  *   (c) one `scripts/nfqlb activate` process vs `deno run` of an empty script
  *       and /bin/true
+ *   (d) `classify`: C classify per packet through FFI vs an empty FFI call
+ *       and the same loop in C
+ *   (e) `rss`: resident memory of a running `lb` with one queue vs `deno run`
+ *       of a script that sleeps (root only: needs a network namespace)
  *
  * Prints a table and the goals (PASS/MISS), and writes everything to
  * bench-results/bench-<ISO timestamp>.json. Exit status: 0, or 1 when a
  * correctness check failed (a missed goal is reported, not an error).
- * `--only=maglev,lookup,cli` runs a subset.
+ * `--only=maglev,lookup,cli,classify,rss` runs a subset.
  */
 import { openBenchLib, openPointerLib } from "../tests/bench/c_baseline.ts";
+import { benchClassify } from "../tests/bench/classify.ts";
 import { benchCli } from "../tests/bench/cli.ts";
 import { benchLookup } from "../tests/bench/lookup.ts";
 import { benchMaglev } from "../tests/bench/maglev.ts";
 import { formatReport, type Goal, type Row } from "../tests/bench/report.ts";
+import { benchRss } from "../tests/bench/rss.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 const OUT_DIR = `${ROOT}/bench-results`;
@@ -55,6 +61,7 @@ async function main(): Promise<number> {
   const rows: Row[] = [], goals: Goal[] = [];
   const checks: Record<string, boolean> = {};
   let cliMode: string | undefined;
+  const notes: string[] = [];
   try {
     if (want("maglev")) {
       const r = benchMaglev(bench);
@@ -69,6 +76,15 @@ async function main(): Promise<number> {
       rows.push(...r.rows), goals.push(...r.goals), Object.assign(checks, r.checks);
       cliMode = r.mode;
     }
+    if (want("classify")) {
+      const r = benchClassify(bench, ptrLib);
+      rows.push(...r.rows), goals.push(...r.goals), Object.assign(checks, r.checks);
+    }
+    if (want("rss")) {
+      const r = await benchRss(ROOT, Deno.execPath());
+      if (r.skipped) notes.push(`rss: skipped (${r.skipped})`);
+      rows.push(...r.rows), goals.push(...r.goals), Object.assign(checks, r.checks);
+    }
   } finally {
     ptrLib.close();
     bench.close();
@@ -79,6 +95,7 @@ async function main(): Promise<number> {
     `nfqlb-deno bench, ${started.toISOString()}; ${m.cpu}, ${m.cores} cores, kernel ${m.kernel}, deno ${m.deno}`,
   );
   if (cliMode) console.log(`cli runs: ${cliMode}`);
+  for (const n of notes) console.log(n);
   console.log("");
   console.log(formatReport(rows, goals));
   console.log("");
@@ -86,7 +103,7 @@ async function main(): Promise<number> {
   for (const [k, v] of Object.entries(checks)) console.log(`  ${v ? "ok  " : "FAIL"}  ${k}`);
   Deno.mkdirSync(OUT_DIR, { recursive: true });
   const file = `${OUT_DIR}/bench-${started.toISOString().replace(/:/g, "-").replace(/\.\d+Z$/, "Z")}.json`;
-  const report = { date: started.toISOString(), seconds, machine: m, cliMode, rows, goals, checks };
+  const report = { date: started.toISOString(), seconds, machine: m, cliMode, notes, rows, goals, checks };
   Deno.writeTextFileSync(file, JSON.stringify(report, null, 2) + "\n");
   console.log(`\n${seconds.toFixed(1)} s; wrote ${file.slice(ROOT.length + 1)}`);
   return Object.values(checks).every(Boolean) ? 0 : 1;

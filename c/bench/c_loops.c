@@ -13,6 +13,10 @@
  * where the b-terms are independent, so the chain is one multiply-add per
  * 8 bytes. bench_hash_lookup and bench_hash_lookup_x8 fold hash and lookup
  * into one call, with the library's djb2 and with the 8-way one.
+ *
+ * bench_classify_loop: the classify bench's C baseline, nfqlb_lb_classify
+ * over a set of packets in a plain C loop (what the dataplane's
+ * nfqlb_queue_serve does per packet, without the socket I/O).
  */
 #include "../nfqlb.h"
 
@@ -55,4 +59,25 @@ int32_t bench_hash_lookup_x8(const uint8_t* base, const uint8_t* key, uint32_t l
 	uint32_t proto = (uint32_t)key[34] | ((uint32_t)key[35] << 8);
 	uint32_t h = proto == 132 ? bench_djb2_x8(key + 36, 4) : bench_djb2_x8(key, NFQLB_KEY_LEN);
 	return nfqlb_tshm_lookup(base, h);
+}
+
+/*
+ * nfqlb_lb_classify on packets 0..n-1 in turn (packet i is flat[offsets[i]]
+ * .. + lens[i], NFQUEUE hw_protocol hwprotos[i]), `iters` calls in all, at a
+ * fixed time now_ns. Returns the sum of the fwmarks (u32 wrap), so the
+ * caller can check it against per-packet results.
+ */
+uint32_t bench_classify_loop(struct nfqlb_lb* lb, const uint8_t* flat, const uint32_t* offsets,
+			     const uint32_t* lens, const uint32_t* hwprotos, uint32_t n, uint32_t iters,
+			     uint64_t now_ns, uint64_t* counters)
+{
+	uint32_t sum = 0;
+	if (n == 0)
+		return 0;
+	for (uint32_t i = 0, k = 0; i < iters; i++) {
+		sum += (uint32_t)nfqlb_lb_classify(lb, hwprotos[k], flat + offsets[k], lens[k], now_ns, counters);
+		if (++k == n)
+			k = 0;
+	}
+	return sum;
 }

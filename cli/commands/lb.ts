@@ -120,7 +120,13 @@ export const flowlb: Command = {
   async run({ opts }) {
     const cfg: FlowLbConfig = {
       ...commonConfig("flowlb", opts),
-      nolbFwmark: parseInteger("flowlb", "--nolb_fwmark value", opts.get("nolb_fwmark") ?? "-1", INT32_MIN, INT32_MAX),
+      nolbFwmark: parseInteger(
+        "flowlb",
+        "--nolb_fwmark value",
+        opts.get("nolb_fwmark") ?? "-1",
+        INT32_MIN,
+        INT32_MAX,
+      ),
       promiscuous: opts.has("promiscuous_ping"),
       flowAddress: flowAddress(),
     };

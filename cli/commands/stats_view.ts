@@ -70,12 +70,17 @@ export function watchScreen(
     lines.push(
       `${String(q.queue).padStart(5)} ${String(k.received).padStart(10)} ${
         rate(k.received, pq?.counters.received, seconds).padStart(10)
-      } ${[k.accepted, k.dropped, k.malformed, k.notarget, k.nolb, k.enobufs].map((v) => String(v).padStart(10)).join(" ")}`,
+      } ${
+        [k.accepted, k.dropped, k.malformed, k.notarget, k.nolb, k.enobufs].map((v) => String(v).padStart(10))
+          .join(" ")
+      }`,
     );
   }
   lines.push("");
   lines.push(
-    `drops/s ${rate(t.dropped, pt?.dropped, seconds)}   fragments: stored ${t.frag_stored}, injected ${t.frag_injected}, ` +
+    `drops/s ${
+      rate(t.dropped, pt?.dropped, seconds)
+    }   fragments: stored ${t.frag_stored}, injected ${t.frag_injected}, ` +
       `to tier ${t.frag_tier}, dropped ${t.frag_dropped}; table inserts ${frag.inserts}, rejected ${frag.rejected}, expired ${frag.objGC}`,
   );
   return lines.join("\n") + "\n";

@@ -1,9 +1,9 @@
 /**
  * The C side of the bench that is not the library (c/bench/*.c): upstream
  * 1.2.0's Maglev code re-implemented faithfully, a plain C hash+lookup loop,
- * and a faster djb2 (same values) measured as a proposal. Built here, on
- * demand, with `gcc -O2 -shared -fPIC` into bench-results/ (never into the
- * library build) and opened with Deno.dlopen.
+ * a faster djb2 (same values) measured as a proposal, and a plain C classify
+ * loop. Built here, on demand, with `gcc -O2 -shared -fPIC` into
+ * bench-results/ (never into the library build) and opened with Deno.dlopen.
  */
 
 /** FFI declarations of the bench library. */
@@ -16,18 +16,34 @@ export const BENCH_SYMBOLS = {
   bench_djb2_x8: { parameters: ["buffer", "u32"], result: "u32" },
   bench_hash_lookup: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
   bench_hash_lookup_x8: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
+  bench_classify_loop: {
+    parameters: ["pointer", "buffer", "buffer", "buffer", "buffer", "u32", "u32", "u64", "buffer"],
+    result: "u32",
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The opened bench library. */
 export type BenchLib = Deno.DynamicLibrary<typeof BENCH_SYMBOLS>;
 
 /**
- * The library's own hash and lookup, declared with the key as a raw pointer
- * instead of ffi/symbols.ts's "buffer", to measure what that costs.
+ * The library's own hash, lookup and classify, declared with the key or
+ * packet as a raw pointer instead of ffi/symbols.ts's "buffer", to measure
+ * what that costs. `classify_ptr` takes the packet as a pointer;
+ * `classify_ptr2` the counters too.
  */
 export const POINTER_SYMBOLS = {
   nfqlb_hash_key: { parameters: ["pointer", "u32", "u32"], result: "u32" },
   nfqlb_tshm_lookup: { parameters: ["pointer", "u32"], result: "i32" },
+  classify_ptr: {
+    name: "nfqlb_lb_classify",
+    parameters: ["pointer", "u32", "pointer", "u32", "u64", "buffer"],
+    result: "i32",
+  },
+  classify_ptr2: {
+    name: "nfqlb_lb_classify",
+    parameters: ["pointer", "u32", "pointer", "u32", "u64", "pointer"],
+    result: "i32",
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** libnfqlb.so opened a second time with {@link POINTER_SYMBOLS}. */

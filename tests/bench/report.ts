@@ -18,13 +18,13 @@ export interface Summary {
 
 /** One measured subject (ours or a baseline). */
 export interface Row {
-  /** Section: "maglev", "lookup" or "cli". */
+  /** Section: "maglev", "lookup", "cli", "classify" or "rss". */
   section: string;
   /** The case, e.g. "M=65537 N=1000". */
   case: string;
   /** What was timed. */
   subject: string;
-  /** "ms" or "ns/key". */
+  /** "ms", "ns/key", "ns/pkt" or "MB". */
   unit: string;
   /** The timings. */
   stats: Summary;

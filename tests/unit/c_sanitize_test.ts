@@ -10,7 +10,19 @@ import { ROOT, SHARED } from "../helpers/run.ts";
 Deno.test("C packet code is clean under ASan/UBSan on 200k mutated packets", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "nfqlb-fuzz-" });
   try {
-    const srcs = ["packet.c", "lb.c", "fragtable.c", "tshm.c", "tun.c", "flowlb.c", "flow.c", "maglev.c", "rand.c", "hash.c", "prime.c"]
+    const srcs = [
+      "packet.c",
+      "lb.c",
+      "fragtable.c",
+      "tshm.c",
+      "tun.c",
+      "flowlb.c",
+      "flow.c",
+      "maglev.c",
+      "rand.c",
+      "hash.c",
+      "prime.c",
+    ]
       .map((f) => `${ROOT}/c/${f}`);
     const bin = `${dir}/packet_fuzz`;
     const cc = await new Deno.Command("gcc", {
