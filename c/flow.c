@@ -17,51 +17,62 @@
  * with the NFQUEUE hw_protocol).
  *
  * Index. Bit i of a bitset is flow i. For each dimension the build computes,
- * for every elementary region of its space, the set of flows that can match
- * a key in that region:
+ * for every elementary region of its space, the exact set of flows that
+ * satisfy that criterion for a key in the region:
  *   - protocol class (tcp, udp, sctp, other; "all" for a promiscuous ping):
  *     flows without protocols, or whose protocols hold the key's;
  *   - dport and sport: the 0..65535 space is cut at every range boundary of
  *     every flow that constrains the port; each interval's set is the flows
- *     whose ranges cover it plus the flows that do not constrain the port.
- *     A two-level table (256 blocks of 256 ports; a block inside one
- *     interval is stored as that interval) maps a port to its set;
- *   - dst and src addresses: one hash entry per distinct CIDR (prefix
- *     length, network) in any flow; its set is the flows having that CIDR or
- *     any shorter CIDR containing it, plus the flows without addresses.
- *     Lookup probes the distinct prefix lengths longest first; the first hit
- *     is the longest matching CIDR, whose set already holds every shorter
- *     matching one (CIDRs that both hold an address are nested). No hit: the
- *     flows without addresses.
- * A dimension no flow constrains is left out. Identical sets are stored once.
- * Lookup ANDs the key's sets and visits the resulting flows in priority
- * order, checking each with the same test as the linear walk (so the index
- * only has to hold a superset of the matching flows). Each bitset carries a
- * summary (bit j: word j non-zero), ANDed first, so only the words where all
- * dimensions have flows are touched: a lookup costs O(dims * (1 + n/4096))
- * words plus the candidates it visits, not O(n).
+ *     whose ranges cover it plus the flows that do not constrain the port
+ *     (a flow with an empty port set is in none). A two-level table (256
+ *     blocks of 256 ports; a block inside one interval is stored as that
+ *     interval's set) maps a port to its set in two loads;
+ *   - dst and src: one hash entry per distinct CIDR (prefix length, network);
+ *     its set is the flows having that CIDR or a shorter one containing it,
+ *     plus the flows without addresses. Lookup probes the dimension's
+ *     distinct prefix lengths longest first; the first hit is the longest
+ *     matching CIDR, whose set already holds every shorter matching one
+ *     (CIDRs that both hold an address are nested). No hit: the flows
+ *     without addresses;
+ *   - joint dport x dst (when both exist): the dst table built once per
+ *     distinct dport set g, over the flows of g only, so one port lookup and
+ *     one address probe give the flows matching dport and dst together.
+ *     This keeps sets whose flows differ by VIP for some and by port for
+ *     others (Meridio) from ANDing two large sets into a small one.
+ * A dimension no flow constrains is left out; every distinct set is stored
+ * once (shared by all dimensions). Lookup ANDs the key's sets (class, joint
+ * or dport and dst, sport, src) and visits the resulting flows in priority
+ * order; as the sets are exact, a visit only tests what no set covers
+ * (byte-match, and criteria of dimensions left out). Each bitset starts with
+ * a summary (bit j: word j non-zero), ANDed first, so a lookup touches the
+ * S summary words and then only words where every set has flows: O(1) words
+ * when the sets are small, O(n/64) at most.
  *
  * Memory and worst cases. A bitset is S + W words (W = ceil(n/64), S =
- * ceil(W/64)). Each dimension's distinct sets are bounded by
- * FLOWIX_DIM_BYTES (16 MiB); a dimension over budget, or whose input exceeds
- * FLOWIX_MAX_RANGES ranges, is left out and the set is still exact, just
- * slower (lookup then visits more candidates; with every dimension out it is
- * the linear walk over the key's protocol class). Port dimensions: at most
- * 2R+1 <= 65536 intervals for R ranges, plus a 1 KiB top table and at most
- * 256 blocks of 512 bytes. Address dimensions: at most 32 CIDRs per flow,
- * so <= 32n hash entries of 32 bytes and sets; a lookup probes at most one
- * entry per distinct prefix length (<= 129). Examples: 1000 flows with one
- * port and two VIPs each: ~2000 port sets + ~2000 address sets of 136 bytes
- * (~0.6 MiB); 1000 flows with 64 port ranges each: up to 128k intervals,
- * ~17 MiB of sets - the dport dimension then stays within budget only after
- * deduplication, else it is left out. Build time is
- * O(R log R + sets * (S + W)) per dimension.
+ * ceil(W/64)); memory is about (distinct sets) x n/8 bytes, so it grows
+ * with n^2 in the worst case and is bounded: the new sets of one dimension
+ * may take FLOWIX_DIM_BYTES (16 MiB), the whole index FLOWIX_TOTAL_BYTES
+ * (64 MiB), a dimension is skipped above FLOWIX_MAX_RANGES port ranges or
+ * FLOWIX_MAX_CIDRS address entries (joint: summed over its dport sets). A
+ * dimension that does not fit is left out (dport, dst, joint, src, sport
+ * are built in this order) and lookups stay exact, only slower: the flows
+ * in the remaining sets are visited and tested, down to the linear walk
+ * over the key's protocol class with every dimension out. Per dimension:
+ * port intervals <= min(2R + 1, 65536) for R ranges, a 1 KiB top table and
+ * at most 256 blocks of 1 KiB; address entries <= 32 per flow (joint: per
+ * flow and dport set it belongs to), 24 bytes each at load <= 1/2; a probe
+ * per distinct prefix length (<= 129). Measured (tests/bench/flows.ts and
+ * by hand): 1000 flows with 2 VIPs and a port each, 0.3-0.5 MiB;
+ * 1000 flows x 64 port ranges, 3.2 MiB (no joint); 1000 flows x 32 CIDRs of
+ * mixed lengths, 3.5 MiB; 10000 flows with a VIP and port each, 15 MiB.
+ * Build time O(R log R + sets x (S + W)) per dimension, 15-150 ms for those.
  */
 #include "nfqlb.h"
 #include <stdlib.h>
 #include <string.h>
 
-#define FLOWIX_DIM_BYTES ((size_t)16 << 20)
+#define FLOWIX_DIM_BYTES ((size_t)16 << 20)   /* sets of one dimension */
+#define FLOWIX_TOTAL_BYTES ((size_t)64 << 20) /* the whole index */
 #define FLOWIX_MAX_RANGES (1u << 20)
 #define FLOWIX_MAX_CIDRS (1u << 18)
 
@@ -110,7 +121,8 @@ struct bitpool {
 	uint32_t nsets, cap;
 	uint32_t* ht; /* dedup: set id + 1, 0 = empty */
 	uint32_t htmask;
-	size_t bytes;
+	size_t bytes; /* after pool_seal */
+	size_t limit; /* budget for the sets */
 };
 
 #define PD_UNIFORM 0x80000000u
@@ -118,9 +130,9 @@ struct bitpool {
 struct portdim {
 	uint32_t active;
 	uint32_t top[256]; /* PD_UNIFORM | set id, or block number */
-	uint16_t* blocks;  /* 256 set ids per block */
+	uint32_t* blocks;  /* 256 set ids per block */
 	uint32_t nblocks;
-	struct bitpool pool;
+	uint32_t nids; /* the set ids it uses are < nids */
 };
 
 #define PFX_EMPTY 0xffffffffu
@@ -140,7 +152,6 @@ struct pfxdim {
 	uint64_t lmask[129][2]; /* mask per prefix length */
 	struct pfxent* ht;
 	uint32_t htmask;
-	struct bitpool pool;
 };
 
 #define CLS_TCP 0
@@ -151,6 +162,8 @@ struct pfxdim {
 
 struct flowindex {
 	uint32_t W, S, stride;
+	struct bitpool pool; /* the sets of every dimension, each stored once */
+	size_t left;         /* index budget not used yet (during the build) */
 	uint64_t* cls; /* 5 bitsets */
 	struct portdim dport, sport;
 	struct pfxdim dst, src;
@@ -586,52 +599,59 @@ static void pool_free(struct bitpool* p)
 	memset(p, 0, sizeof(*p));
 }
 
+/* (Re)builds the dedup table with room for at least one more set. 0 or -1. */
+static int pool_rehash(struct bitpool* p, uint32_t S, uint32_t W)
+{
+	uint32_t stride = S + W, hcap = 64;
+	while (hcap < 2 * ((size_t)p->nsets + 1))
+		hcap *= 2;
+	uint32_t* ht = calloc(hcap, sizeof(uint32_t));
+	if (!ht)
+		return -1;
+	for (uint32_t id = 0; id < p->nsets; id++) {
+		uint32_t j = (uint32_t)set_hash(p->data + (size_t)id * stride + S, W) & (hcap - 1);
+		while (ht[j])
+			j = (j + 1) & (hcap - 1);
+		ht[j] = id + 1;
+	}
+	free(p->ht);
+	p->ht = ht;
+	p->htmask = hcap - 1;
+	return 0;
+}
+
 /*
  * Adds a set (stride words, summary included) or finds its twin. Returns
- * the set id, or -1 when over budget or out of memory.
+ * the set id, or -1 when the pool would exceed p->limit bytes or out of
+ * memory.
  */
 static int64_t pool_add(struct bitpool* p, const uint64_t* set, uint32_t S, uint32_t W)
 {
 	uint32_t stride = S + W;
+	if (!p->ht && pool_rehash(p, S, W))
+		return -1;
 	uint64_t h = set_hash(set + S, W);
-	if (p->ht) {
-		for (uint32_t j = (uint32_t)h & p->htmask;; j = (j + 1) & p->htmask) {
-			uint32_t id = p->ht[j];
-			if (id == 0)
-				break;
-			if (memcmp(p->data + (size_t)(id - 1) * stride + S, set + S, W * sizeof(uint64_t)) == 0)
-				return id - 1;
-		}
+	for (uint32_t j = (uint32_t)h & p->htmask;; j = (j + 1) & p->htmask) {
+		uint32_t id = p->ht[j];
+		if (id == 0)
+			break;
+		if (memcmp(p->data + (size_t)(id - 1) * stride + S, set + S, W * sizeof(uint64_t)) == 0)
+			return id - 1;
 	}
+	if ((size_t)(p->nsets + 1) * stride * sizeof(uint64_t) > p->limit)
+		return -1;
 	if (p->nsets == p->cap) {
-		uint32_t cap = p->cap ? p->cap * 2 : 16;
-		size_t bytes = (size_t)cap * stride * sizeof(uint64_t);
-		if ((size_t)(p->nsets + 1) * stride * sizeof(uint64_t) > FLOWIX_DIM_BYTES)
-			return -1;
-		if (bytes > FLOWIX_DIM_BYTES)
-			cap = (uint32_t)(FLOWIX_DIM_BYTES / (stride * sizeof(uint64_t)));
-		uint64_t* d = realloc(p->data, (size_t)cap * stride * sizeof(uint64_t));
+		size_t cap = p->cap ? (size_t)p->cap * 2 : 16;
+		if (cap * stride * sizeof(uint64_t) > p->limit)
+			cap = p->limit / (stride * sizeof(uint64_t));
+		uint64_t* d = realloc(p->data, cap * stride * sizeof(uint64_t));
 		if (!d)
 			return -1;
 		p->data = d;
-		p->cap = cap;
+		p->cap = (uint32_t)cap;
 	}
-	if ((size_t)(p->nsets + 1) * 2 > (size_t)p->htmask + 1 || !p->ht) {
-		uint32_t hcap = p->ht ? (p->htmask + 1) * 2 : 64;
-		uint32_t* ht = calloc(hcap, sizeof(uint32_t));
-		if (!ht)
-			return -1;
-		for (uint32_t id = 0; id < p->nsets; id++) {
-			uint64_t hh = set_hash(p->data + (size_t)id * stride + S, W);
-			uint32_t j = (uint32_t)hh & (hcap - 1);
-			while (ht[j])
-				j = (j + 1) & (hcap - 1);
-			ht[j] = id + 1;
-		}
-		free(p->ht);
-		p->ht = ht;
-		p->htmask = hcap - 1;
-	}
+	if (((size_t)p->nsets + 1) * 2 > (size_t)p->htmask + 1 && pool_rehash(p, S, W))
+		return -1;
 	uint32_t id = p->nsets++;
 	memcpy(p->data + (size_t)id * stride, set, stride * sizeof(uint64_t));
 	uint32_t j = (uint32_t)h & p->htmask;
@@ -639,6 +659,17 @@ static int64_t pool_add(struct bitpool* p, const uint64_t* set, uint32_t S, uint
 		j = (j + 1) & p->htmask;
 	p->ht[j] = id + 1;
 	return id;
+}
+
+/* Forgets the sets from id nsets on (a dimension that failed); the dedup table is rebuilt on the next add. */
+static void pool_truncate(struct bitpool* p, uint32_t nsets)
+{
+	if (nsets >= p->nsets)
+		return;
+	p->nsets = nsets;
+	free(p->ht);
+	p->ht = NULL;
+	p->htmask = 0;
 }
 
 /* After the build: drop the dedup table and the spare capacity. */
@@ -660,6 +691,11 @@ static void pool_seal(struct bitpool* p, uint32_t stride)
  * Port dimension
  * --------------------------------------------------------------------- */
 
+static size_t portdim_bytes(const struct portdim* pd)
+{
+	return (size_t)pd->nblocks * 256 * sizeof(uint32_t);
+}
+
 struct pev {
 	uint32_t pos;   /* port where the event happens (<= 65535) */
 	uint32_t start; /* 0 = a range ended before pos, 1 = a range starts at pos */
@@ -680,13 +716,11 @@ static int pev_cmp(const void* a, const void* b)
 static void portdim_free(struct portdim* pd)
 {
 	free(pd->blocks);
-	pool_free(&pd->pool);
 	memset(pd, 0, sizeof(*pd));
 }
 
 /* Builds the dport (sport = 0) or sport (sport = 1) dimension; leaves it inactive when it cannot. */
-static void portdim_build(struct portdim* pd, const struct nfqlb_flowset* fs, const struct flowindex* ix,
-			  int sport)
+static void portdim_build(struct portdim* pd, const struct nfqlb_flowset* fs, struct flowindex* ix, int sport)
 {
 	uint32_t flag = sport ? NFQLB_FLOW_F_SPORTS : NFQLB_FLOW_F_DPORTS;
 	uint32_t S = ix->S, W = ix->W, stride = ix->stride;
@@ -702,9 +736,13 @@ static void portdim_build(struct portdim* pd, const struct nfqlb_flowset* fs, co
 	memset(pd, 0, sizeof(*pd));
 	if (!constrained || nr > FLOWIX_MAX_RANGES)
 		return;
+	struct bitpool* pool = &ix->pool;
+	const uint32_t mark = pool->nsets;
+	const size_t used = (size_t)mark * stride * sizeof(uint64_t);
+	pool->limit = used + (ix->left < FLOWIX_DIM_BYTES ? ix->left : FLOWIX_DIM_BYTES);
 	struct pev* ev = malloc(sizeof(struct pev) * (size_t)(2 * nr + 1));
 	uint64_t* cur = calloc(stride, sizeof(uint64_t));
-	uint16_t* map = malloc(sizeof(uint16_t) * 65536);
+	uint32_t* map = malloc(sizeof(uint32_t) * 65536);
 	if (!ev || !cur || !map)
 		goto fail;
 	size_t ne = 0;
@@ -730,11 +768,13 @@ static void portdim_build(struct portdim* pd, const struct nfqlb_flowset* fs, co
 		uint32_t next = e < ne ? ev[e].pos : 65536;
 		if (next > start) {
 			set_summary(cur, S, W);
-			int64_t id = pool_add(&pd->pool, cur, S, W);
+			int64_t id = pool_add(pool, cur, S, W);
 			if (id < 0)
 				goto fail;
 			for (uint32_t p = start; p < next; p++)
-				map[p] = (uint16_t)id;
+				map[p] = (uint32_t)id;
+			if ((uint32_t)id >= pd->nids)
+				pd->nids = (uint32_t)id + 1;
 			start = next;
 		}
 		if (e >= ne)
@@ -750,7 +790,7 @@ static void portdim_build(struct portdim* pd, const struct nfqlb_flowset* fs, co
 	/* two-level table */
 	uint32_t nb = 0;
 	for (uint32_t b = 0; b < 256; b++) {
-		const uint16_t* m = map + b * 256;
+		const uint32_t* m = map + b * 256;
 		uint32_t k = 1;
 		while (k < 256 && m[k] == m[0])
 			k++;
@@ -760,16 +800,19 @@ static void portdim_build(struct portdim* pd, const struct nfqlb_flowset* fs, co
 			pd->top[b] = nb++;
 	}
 	if (nb) {
-		pd->blocks = malloc(sizeof(uint16_t) * 256 * nb);
+		pd->blocks = malloc(sizeof(uint32_t) * 256 * nb);
 		if (!pd->blocks)
 			goto fail;
 		for (uint32_t b = 0; b < 256; b++) {
 			if (!(pd->top[b] & PD_UNIFORM))
-				memcpy(pd->blocks + (size_t)pd->top[b] * 256, map + b * 256, 256 * sizeof(uint16_t));
+				memcpy(pd->blocks + (size_t)pd->top[b] * 256, map + b * 256, 256 * sizeof(uint32_t));
 		}
 	}
 	pd->nblocks = nb;
-	pool_seal(&pd->pool, stride);
+	size_t bytes = ((size_t)pool->nsets - mark) * stride * sizeof(uint64_t) + portdim_bytes(pd);
+	if (bytes > ix->left)
+		goto fail;
+	ix->left -= bytes;
 	pd->active = 1;
 	free(ev);
 	free(cur);
@@ -779,6 +822,7 @@ fail:
 	free(ev);
 	free(cur);
 	free(map);
+	pool_truncate(pool, mark);
 	portdim_free(pd);
 }
 
@@ -816,8 +860,14 @@ static void pfxdim_free(struct pfxdim* pd)
 {
 	free(pd->ht);
 	free(pd->none);
-	pool_free(&pd->pool);
 	memset(pd, 0, sizeof(*pd));
+}
+
+static size_t pfxdim_bytes(const struct pfxdim* pd)
+{
+	if (!pd->ht)
+		return 0;
+	return sizeof(struct pfxent) * (pd->htmask + 1) + sizeof(uint32_t) * pd->nnodes;
 }
 
 static inline int bit_test(const uint64_t* bits, uint32_t i) { return (int)((bits[i / 64] >> (i % 64)) & 1); }
@@ -842,12 +892,14 @@ static uint32_t node_next(const uint64_t* F, uint32_t i, uint32_t n)
  * flows of dport set g, so its sets are exact for both. Leaves the
  * dimension inactive when it cannot (over budget, no memory).
  */
-static void pfxdim_build(struct pfxdim* pd, const struct nfqlb_flowset* fs, const struct flowindex* ix, int src,
+static void pfxdim_build(struct pfxdim* pd, const struct nfqlb_flowset* fs, struct flowindex* ix, int src,
 			 const struct portdim* jp)
 {
 	const uint32_t flag = src ? NFQLB_FLOW_F_SRCS : NFQLB_FLOW_F_DSTS;
 	const uint32_t S = ix->S, W = ix->W, stride = ix->stride, n = fs->n;
-	const uint32_t nnodes = jp ? jp->pool.nsets : 1;
+	const uint32_t nnodes = jp ? jp->nids : 1;
+	struct bitpool* pool = &ix->pool;
+	const uint32_t mark = pool->nsets;
 	memset(pd, 0, sizeof(*pd));
 	int constrained = 0;
 	for (uint32_t i = 0; i < n && !constrained; i++)
@@ -857,7 +909,7 @@ static void pfxdim_build(struct pfxdim* pd, const struct nfqlb_flowset* fs, cons
 	/* entries, repeats included: every CIDR of every constrained flow of every node */
 	uint64_t total = 0, maxnode = 0;
 	for (uint32_t g = 0; g < nnodes; g++) {
-		const uint64_t* F = jp ? jp->pool.data + (size_t)g * stride + S : NULL;
+		const uint64_t* F = jp ? pool->data + (size_t)g * stride + S : NULL;
 		uint64_t t = 0;
 		for (uint32_t i = node_next(F, 0, n); i < n; i = node_next(F, i + 1, n)) {
 			const struct flow* f = &fs->flows[i];
@@ -875,6 +927,11 @@ static void pfxdim_build(struct pfxdim* pd, const struct nfqlb_flowset* fs, cons
 	uint32_t cap = 16;
 	while (cap < 2 * total)
 		cap *= 2;
+	size_t fixed = sizeof(struct pfxent) * cap + sizeof(uint32_t) * nnodes; /* table and none sets */
+	if (fixed >= ix->left)
+		return;
+	pool->limit = (size_t)mark * stride * sizeof(uint64_t) +
+		      (ix->left - fixed < FLOWIX_DIM_BYTES ? ix->left - fixed : FLOWIX_DIM_BYTES);
 	uint32_t* didx = malloc(sizeof(uint32_t) * cap);                    /* slot -> direct set in its node */
 	uint32_t* slots = malloc(sizeof(uint32_t) * (size_t)(maxnode + 1)); /* node's entries */
 	uint64_t* direct = malloc(sizeof(uint64_t) * (size_t)(maxnode + 1) * W);
@@ -892,7 +949,7 @@ static void pfxdim_build(struct pfxdim* pd, const struct nfqlb_flowset* fs, cons
 		mask_of(len, pd->lmask[len]);
 	int anylen[129] = { 0 };
 	for (uint32_t g = 0; g < nnodes; g++) {
-		const uint64_t* F = jp ? jp->pool.data + (size_t)g * stride + S : NULL;
+		const uint64_t* F = jp ? pool->data + (size_t)g * stride + S : NULL;
 		uint32_t nd = 0;
 		int have[129] = { 0 };
 		memset(wild, 0, sizeof(uint64_t) * stride);
@@ -947,13 +1004,13 @@ static void pfxdim_build(struct pfxdim* pd, const struct nfqlb_flowset* fs, cons
 					cur[S + w] |= d[w];
 			}
 			set_summary(cur, S, W);
-			int64_t id = pool_add(&pd->pool, cur, S, W);
+			int64_t id = pool_add(pool, cur, S, W);
 			if (id < 0)
 				goto fail;
 			e->set = (uint32_t)id;
 		}
 		set_summary(wild, S, W);
-		int64_t none = pool_add(&pd->pool, wild, S, W);
+		int64_t none = pool_add(pool, wild, S, W);
 		if (none < 0)
 			goto fail;
 		pd->none[g] = (uint32_t)none;
@@ -962,7 +1019,7 @@ static void pfxdim_build(struct pfxdim* pd, const struct nfqlb_flowset* fs, cons
 		if (anylen[len])
 			pd->lens[pd->nlens++] = (uint32_t)len;
 	}
-	pool_seal(&pd->pool, stride);
+	ix->left -= ((size_t)pool->nsets - mark) * stride * sizeof(uint64_t) + fixed;
 	pd->active = 1;
 	free(didx);
 	free(slots);
@@ -976,6 +1033,7 @@ fail:
 	free(direct);
 	free(cur);
 	free(wild);
+	pool_truncate(pool, mark);
 	pfxdim_free(pd);
 }
 
@@ -983,7 +1041,8 @@ fail:
  * The set of node g for address a: probes the dimension's prefix lengths,
  * longest first (a length node g lacks just misses), else g's none set.
  */
-static inline const uint64_t* pfxdim_set(const struct pfxdim* pd, uint32_t g, const uint64_t a[2], uint32_t stride)
+static inline const uint64_t* pfxdim_set(const struct pfxdim* pd, const uint64_t* sets, uint32_t g, const uint64_t a[2],
+					 uint32_t stride)
 {
 	for (uint32_t l = 0; l < pd->nlens; l++) {
 		uint32_t len = pd->lens[l], tag = len | g << 8;
@@ -993,10 +1052,10 @@ static inline const uint64_t* pfxdim_set(const struct pfxdim* pd, uint32_t g, co
 			if (e->tag == PFX_EMPTY)
 				break;
 			if (e->tag == tag && e->a[0] == a0 && e->a[1] == a1)
-				return pd->pool.data + (size_t)e->set * stride;
+				return sets + (size_t)e->set * stride;
 		}
 	}
-	return pd->pool.data + (size_t)pd->none[g] * stride;
+	return sets + (size_t)pd->none[g] * stride;
 }
 
 /* ------------------------------------------------------------------------
@@ -1008,6 +1067,7 @@ static void index_free(struct flowindex* ix)
 	if (!ix)
 		return;
 	free(ix->cls);
+	pool_free(&ix->pool);
 	portdim_free(&ix->dport);
 	portdim_free(&ix->sport);
 	pfxdim_free(&ix->dst);
@@ -1057,12 +1117,15 @@ int32_t nfqlb_flowset_build(struct nfqlb_flowset* fs)
 	}
 	for (uint32_t c = 0; c < 5; c++)
 		set_summary(ix->cls + (size_t)c * stride, S, W);
+	/* the most useful dimensions first: they get the budget when there is not enough for all */
+	ix->left = FLOWIX_TOTAL_BYTES;
 	portdim_build(&ix->dport, fs, ix, 0);
-	portdim_build(&ix->sport, fs, ix, 1);
 	pfxdim_build(&ix->dst, fs, ix, 0, NULL);
-	pfxdim_build(&ix->src, fs, ix, 1, NULL);
 	if (ix->dport.active && ix->dst.active)
 		pfxdim_build(&ix->joint, fs, ix, 0, &ix->dport);
+	pfxdim_build(&ix->src, fs, ix, 1, NULL);
+	portdim_build(&ix->sport, fs, ix, 1);
+	pool_seal(&ix->pool, stride);
 	fs->ix = ix;
 	fs->built = 1;
 	return 0;
@@ -1085,6 +1148,7 @@ int32_t nfqlb_flowset_match(const struct nfqlb_flowset* fs, const uint8_t* key, 
 	int ping = promiscuous && (k.proto == 1 || k.proto == 58);
 	/* five sets, ANDed; a dimension that does not apply is the all-flows set */
 	const uint64_t* ones = ix->cls + (size_t)CLS_ALL * stride;
+	const uint64_t* sets = ix->pool.data;
 	const uint64_t *a = ones, *b = ones, *c = ones, *d = ones, *e = ones;
 	uint32_t need = 0; /* what the sets do not guarantee */
 	int joint = 0;
@@ -1093,27 +1157,27 @@ int32_t nfqlb_flowset_match(const struct nfqlb_flowset* fs, const uint8_t* key, 
 		if (ix->dport.active) {
 			uint32_t g = portdim_id(&ix->dport, k.dport);
 			if (ix->joint.active) {
-				b = pfxdim_set(&ix->joint, g, k.dst, stride); /* dport and dst at once */
+				b = pfxdim_set(&ix->joint, sets, g, k.dst, stride); /* dport and dst at once */
 				joint = 1;
 			} else {
-				b = ix->dport.pool.data + (size_t)g * stride;
+				b = sets + (size_t)g * stride;
 			}
 		} else {
 			need |= NFQLB_FLOW_F_DPORTS;
 		}
 		if (ix->sport.active)
-			c = ix->sport.pool.data + (size_t)portdim_id(&ix->sport, k.sport) * stride;
+			c = sets + (size_t)portdim_id(&ix->sport, k.sport) * stride;
 		else
 			need |= NFQLB_FLOW_F_SPORTS;
 	}
 	if (!joint) {
 		if (ix->dst.active)
-			d = pfxdim_set(&ix->dst, 0, k.dst, stride);
+			d = pfxdim_set(&ix->dst, sets, 0, k.dst, stride);
 		else
 			need |= NFQLB_FLOW_F_DSTS;
 	}
 	if (ix->src.active)
-		e = pfxdim_set(&ix->src, 0, k.src, stride);
+		e = pfxdim_set(&ix->src, sets, 0, k.src, stride);
 	else
 		need |= NFQLB_FLOW_F_SRCS;
 	if (ix->W == 1) {
@@ -1180,17 +1244,9 @@ uint64_t nfqlb_flowset_index_bytes(const struct nfqlb_flowset* fs)
 	if (!fs || !fs->ix)
 		return 0;
 	const struct flowindex* ix = fs->ix;
-	uint64_t b = sizeof(*ix) + (uint64_t)5 * ix->stride * sizeof(uint64_t);
-	b += ix->dport.pool.bytes + (uint64_t)ix->dport.nblocks * 256 * sizeof(uint16_t);
-	b += ix->sport.pool.bytes + (uint64_t)ix->sport.nblocks * 256 * sizeof(uint16_t);
-	const struct pfxdim* pds[3] = { &ix->dst, &ix->src, &ix->joint };
-	for (int i = 0; i < 3; i++) {
-		const struct pfxdim* pd = pds[i];
-		if (!pd->active)
-			continue;
-		b += pd->pool.bytes + (uint64_t)(pd->htmask + 1) * sizeof(struct pfxent);
-		b += (uint64_t)pd->nnodes * sizeof(uint32_t);
-	}
+	uint64_t b = sizeof(*ix) + (uint64_t)5 * ix->stride * sizeof(uint64_t) + ix->pool.bytes;
+	b += portdim_bytes(&ix->dport) + portdim_bytes(&ix->sport);
+	b += pfxdim_bytes(&ix->dst) + pfxdim_bytes(&ix->src) + pfxdim_bytes(&ix->joint);
 	return b;
 }
 

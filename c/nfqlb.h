@@ -549,11 +549,12 @@ int32_t nfqlb_flowset_build(struct nfqlb_flowset* fs);
  * built). Every matching flow visited on the way (target-less companions,
  * promiscuous-ping matches, the winner) has its counter incremented.
  * *udpencap (may be NULL) gets, as upstream, the udpencap of the last flow
- * on the walk that matched on all its criteria, i.e. the winner's, or when
- * no flow wins the last matching companion's; 0 when none matched so (a
- * promiscuous-ping match never sets it). So with -1 and *udpencap != 0 for a
- * UDP key whose dport equals it, the caller re-keys the packet with that
- * UDP-encapsulation port and matches again (upstream §5.5).
+ * on the walk that matched on all its criteria: the winner's, or when no
+ * flow wins, the last matching companion's; 0 when no flow matched on all
+ * its criteria (a promiscuous-ping match never sets it). So on -1 with
+ * *udpencap != 0 and a UDP key whose dport equals it, the caller re-keys the
+ * packet with that UDP-encapsulation port and matches again (upstream §5.5;
+ * c/flowlb.c nfqlb_flows_pick does).
  * key: the 40-byte key (nfqlb_packet_key); pkt/len: the IP packet for
  * byte-match statements (len 0: statements are not evaluated, as upstream
  * without packet data); promiscuous: flowlb --promiscuous_ping.

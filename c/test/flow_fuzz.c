@@ -7,10 +7,14 @@
  * captures with both nfqlb_flowset_match and nfqlb_flowset_match_linear on
  * two copies of the set: results, udpencap and the counters must agree.
  * Specs, keys and packets live in heap buffers of exactly their length, so
- * any read past them is reported. Deterministic (xorshift).
+ * any read past them is reported. Then THREADS threads match against one
+ * shared set at once (build it with -fsanitize=thread too): each flow's
+ * counter must be exactly THREADS times its single-threaded count.
+ * Deterministic (xorshift).
  * Usage: flow_fuzz LOOKUPS SEEDFILE...   (seed files: raw IP packets, hw proto in byte 0..1)
  */
 #include "../nfqlb.h"
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,6 +176,77 @@ static int add_exact(struct nfqlb_flowset* a, struct nfqlb_flowset* b, uint32_t 
 	return ra;
 }
 
+#define THREADS 4
+#define TKEYS 64
+
+struct worker {
+	const struct nfqlb_flowset* fs;
+	const uint8_t* keys; /* TKEYS keys */
+	long iters;
+	long sum;
+};
+
+static void* worker_run(void* arg)
+{
+	struct worker* w = arg;
+	for (long i = 0; i < w->iters; i++) {
+		uint32_t ue;
+		w->sum += nfqlb_flowset_match(w->fs, w->keys + (i % TKEYS) * NFQLB_KEY_LEN, NULL, 0, 0, &ue);
+	}
+	return NULL;
+}
+
+/* THREADS threads on one set against one thread on a twin set: same results, counters x THREADS. */
+static void threads_phase(long iters)
+{
+	struct spec s;
+	uint32_t n = 300;
+	struct nfqlb_flowset* a = nfqlb_flowset_new(n);
+	struct nfqlb_flowset* b = nfqlb_flowset_new(n);
+	for (uint32_t i = 0; i < n; i++) {
+		make_spec(&s);
+		if (nfqlb_flowset_add(a, i, s.b, s.len) || nfqlb_flowset_add(b, i, s.b, s.len))
+			abort();
+	}
+	if (nfqlb_flowset_build(a) || nfqlb_flowset_build(b))
+		abort();
+	uint8_t* keys = calloc(TKEYS, NFQLB_KEY_LEN);
+	for (uint32_t k = 0; k < TKEYS; k++) {
+		uint8_t* kb = keys + k * NFQLB_KEY_LEN;
+		rand_addr(kb);
+		rand_addr(kb + 16);
+		kb[34] = rnd(2) ? 6 : 17;
+		kb[37] = (uint8_t)rnd(45);
+		kb[39] = (uint8_t)rnd(45);
+	}
+	struct worker one = { b, keys, iters, 0 };
+	worker_run(&one);
+	struct worker w[THREADS];
+	pthread_t t[THREADS];
+	for (int i = 0; i < THREADS; i++) {
+		w[i] = (struct worker){ a, keys, iters, 0 };
+		if (pthread_create(&t[i], NULL, worker_run, &w[i]))
+			abort();
+	}
+	for (int i = 0; i < THREADS; i++) {
+		pthread_join(t[i], NULL);
+		if (w[i].sum != one.sum) {
+			fprintf(stderr, "thread %d: results differ\n", i);
+			abort();
+		}
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		if (nfqlb_flowset_matches(a, i) != THREADS * nfqlb_flowset_matches(b, i)) {
+			fprintf(stderr, "flow %u: %u matches, want %u\n", i, nfqlb_flowset_matches(a, i),
+				THREADS * nfqlb_flowset_matches(b, i));
+			abort();
+		}
+	}
+	free(keys);
+	nfqlb_flowset_free(a);
+	nfqlb_flowset_free(b);
+}
+
 int main(int argc, char** argv)
 {
 	if (argc < 3)
@@ -313,6 +388,8 @@ int main(int argc, char** argv)
 	nfqlb_flowset_free(NULL);
 	for (int i = 0; i < nseeds; i++)
 		free(seeds[i]);
+	threads_phase(lookups / 10 + 1);
+	printf("threads=%d ", THREADS);
 	printf("lookups=%ld matched=%ld rounds=%ld rejected=%ld\n", done, matched, rounds, rejected);
 	return 0;
 }
