@@ -16,7 +16,7 @@ make -s -C c || { echo "compile: building the C library failed" >&2; exit 1; }
 mkdir -p dist
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-NO_COLOR=1 "$DENO" compile -A --include c/build/libnfqlb.so -o dist/nfqlb cli/main.ts >"$log" 2>&1
+NO_COLOR=1 "$DENO" compile -A --include c/build/libnfqlb.so --include dataplane/queue_worker.ts -o dist/nfqlb cli/main.ts >"$log" 2>&1
 rc=$?
 if [ "$rc" -eq 0 ]; then
   echo "compile: wrote dist/nfqlb ($(du -h dist/nfqlb | cut -f1))"
