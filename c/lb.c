@@ -1,10 +1,12 @@
 /*
  * lb.c - the per-packet decision of `nfqlb lb` (upstream §5.4): key, hash,
  * Maglev lookup in the mapped target table, fragment bookkeeping (LB tier,
- * stored fragments and their re-injection, reassembler).
+ * stored fragments and their re-injection, reassembler), and the trace
+ * records of each decision (trace.c) when a trace client wants them.
  */
 #include "nfqlb.h"
 #include <stdlib.h>
+#include <string.h>
 
 struct nfqlb_lb {
 	const uint8_t* tshm; /* mapped target table, swapped when init replaces it */
@@ -20,7 +22,15 @@ struct nfqlb_lb {
 	uint32_t slot;
 	int32_t nolb_fwmark;
 	uint32_t promiscuous;
+	/* trace (trace.c) */
+	const uint32_t* tmask; /* the process's trace mask; never NULL */
+	struct nfqlb_trace_ring* tring;
+	struct nfqlb_flows* tflows; /* flowlb: the trace flows, or NULL */
+	uint32_t tentered;          /* announced in tflows (left with the main flows) */
 };
+
+/* The mask of a classifier nobody traces. */
+static const uint32_t no_trace = 0;
 
 struct nfqlb_lb* nfqlb_lb_create(const uint8_t* tshm, struct nfqlb_fragtable* ft, uint32_t hash_mode,
 				 uint32_t sctp_encap, int32_t notargets_fwmark)
@@ -31,6 +41,7 @@ struct nfqlb_lb* nfqlb_lb_create(const uint8_t* tshm, struct nfqlb_fragtable* ft
 	if (!lb)
 		return NULL;
 	lb->tshm = tshm;
+	lb->tmask = &no_trace;
 	lb->ft = ft;
 	lb->tun_fd = -1;
 	lb->hash_mode = hash_mode;
@@ -49,6 +60,7 @@ struct nfqlb_lb* nfqlb_lb_create_flows(struct nfqlb_flows* flows, uint32_t slot,
 	if (!lb)
 		return NULL;
 	lb->flows = flows;
+	lb->tmask = &no_trace;
 	lb->slot = slot;
 	lb->ft = ft;
 	lb->tun_fd = -1;
@@ -69,6 +81,22 @@ void nfqlb_lb_leave(struct nfqlb_lb* lb)
 {
 	if (lb->flows)
 		nfqlb_flows_leave(lb->flows, lb->slot);
+	if (lb->tentered) {
+		nfqlb_flows_leave(lb->tflows, lb->slot);
+		lb->tentered = 0;
+	}
+}
+
+void nfqlb_lb_set_trace(struct nfqlb_lb* lb, const uint32_t* mask, struct nfqlb_trace_ring* ring,
+			struct nfqlb_flows* tflows)
+{
+	if (lb->tentered) {
+		nfqlb_flows_leave(lb->tflows, lb->slot);
+		lb->tentered = 0;
+	}
+	lb->tring = ring;
+	lb->tflows = lb->flows ? tflows : NULL;
+	lb->tmask = (mask && ring) ? mask : &no_trace;
 }
 
 void nfqlb_lb_set_frag(struct nfqlb_lb* lb, const uint8_t* lbshm, int32_t tun_fd, uint32_t reassembler)
@@ -85,14 +113,25 @@ void nfqlb_lb_set_tshm(struct nfqlb_lb* lb, const uint8_t* tshm)
 
 void nfqlb_lb_destroy(struct nfqlb_lb* lb) { free(lb); }
 
-int32_t nfqlb_lb_decide(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
-			uint32_t orig_len, uint64_t now_ns, uint64_t* counters)
+/*
+ * The decision, written once and compiled twice: with tm == 0 (a constant)
+ * every `if (tm ...)` below folds away and this is the untraced path; with
+ * the mask of a traced packet it also fills *tr.
+ */
+static inline __attribute__((always_inline)) int32_t decide(struct nfqlb_lb* lb, const uint32_t tm,
+							  struct nfqlb_trace_rec* tr, uint32_t hw_proto,
+							  const uint8_t* pkt, uint32_t len, uint32_t orig_len,
+							  uint64_t now_ns, uint64_t* counters)
 {
 	uint8_t key[NFQLB_KEY_LEN], fkey[NFQLB_KEY_LEN];
 	/* flowlb parses SCTP-over-UDP per flow (its udpencap), lb with --sctp_encap */
 	int32_t rc = nfqlb_packet_key(hw_proto, pkt, len, lb->flows ? 0 : lb->sctp_encap, key, fkey);
+	if (tm)
+		tr->rc = rc;
 	if (rc < 0) {
 		counters[NFQLB_C_MALFORMED]++;
+		if (tm)
+			tr->events |= NFQLB_TEV_MALFORMED;
 		return -1;
 	}
 	uint32_t info[3];
@@ -103,6 +142,10 @@ int32_t nfqlb_lb_decide(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* p
 			int32_t fw = nfqlb_tshm_lookup(lb->lbshm, nfqlb_hash_addresses(fkey, NFQLB_KEY_LEN));
 			if (fw >= 0 && fw != nfqlb_tshm_own_fwmark(lb->lbshm)) {
 				counters[NFQLB_C_FRAG_TIER]++;
+				if (tm) {
+					tr->events |= NFQLB_TEV_TIER;
+					tr->fw = fw;
+				}
 				return fw;
 			}
 		}
@@ -113,41 +156,131 @@ int32_t nfqlb_lb_decide(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* p
 		int32_t fw;
 		/* a truncated copy cannot be re-injected: never store it */
 		int32_t r = nfqlb_ft_next(lb->ft, fkey, now_ns, orig_len > len ? NULL : pkt, len, infop, &fw);
-		if (r == 0)
+		if (r == 0) {
+			if (tm) {
+				tr->events |= NFQLB_TEV_FRAG_LOCAL;
+				tr->fw = fw;
+			}
 			return fw;
+		}
 		counters[r == 1 ? NFQLB_C_FRAG_STORED : NFQLB_C_FRAG_DROPPED]++;
+		if (tm)
+			tr->events |= r == 1 ? NFQLB_TEV_FRAG_STORED : NFQLB_TEV_FRAG_DROPPED;
 		return -1;
 	}
+	if (tm)
+		memcpy(tr->key, key, NFQLB_KEY_LEN);
 	const uint8_t* tshm;
 	if (lb->flows) {
 		tshm = nfqlb_flows_pick(lb->flows, hw_proto, pkt, len, lb->promiscuous, key, fkey, &rc);
+		if (tm) {
+			/* pick re-keyed with a flow's udpencap port (upstream §5.5) */
+			if (rc < 0 || (rc & NFQLB_PKT_UDPENCAP)) {
+				tr->events |= NFQLB_TEV_UDPENCAP;
+				tr->udpencap = (uint16_t)((tr->key[38] << 8) | tr->key[39]);
+				if (rc < 0)
+					tr->events |= NFQLB_TEV_REKEY_FAILED;
+				else if (tshm == NULL)
+					tr->events |= NFQLB_TEV_NOLB_UDPENCAP;
+			}
+			tr->target = (uint64_t)(uintptr_t)tshm;
+			if ((tm & NFQLB_TRACE_FLOWS) && lb->tflows) {
+				/* trace flows: matched on the first key, promiscuous ping always on */
+				if (!lb->tentered) {
+					nfqlb_flows_enter(lb->tflows, lb->slot);
+					lb->tentered = 1;
+				}
+				uint8_t k2[NFQLB_KEY_LEN], f2[NFQLB_KEY_LEN];
+				int32_t rc2 = tr->rc;
+				memcpy(k2, tr->key, NFQLB_KEY_LEN);
+				memcpy(f2, fkey, NFQLB_KEY_LEN);
+				const uint8_t* id = nfqlb_flows_pick(lb->tflows, hw_proto, pkt, len, 1, k2, f2, &rc2);
+				if (id != NULL) {
+					tr->events |= NFQLB_TEV_TFLOW;
+					tr->tflow = (uint32_t)(uintptr_t)id;
+					nfqlb_trace_icmp(hw_proto, pkt, len, tr);
+				}
+			}
+		}
 		if (tshm == NULL) {
 			counters[rc < 0 ? NFQLB_C_MALFORMED : NFQLB_C_NOLB]++;
+			if (tm && rc >= 0)
+				tr->events |= NFQLB_TEV_NOLB;
 			return rc < 0 ? -1 : lb->nolb_fwmark;
 		}
 	} else {
 		tshm = __atomic_load_n(&lb->tshm, __ATOMIC_ACQUIRE);
 	}
+	if (tm)
+		tr->proto = (uint16_t)(key[34] | (key[35] << 8));
 	/* (an optional per-LB connection table is consulted here, before Maglev) */
 	uint32_t h = nfqlb_hash_key(key, NFQLB_KEY_LEN, lb->hash_mode);
 	int32_t fw = nfqlb_tshm_lookup(tshm, h);
+	if (tm)
+		tr->fw = fw;
 	if (fw < 0) {
 		counters[NFQLB_C_NOTARGET]++;
+		if (tm)
+			tr->events |= NFQLB_TEV_NOTARGET;
 		return lb->notargets_fwmark;
 	}
 	if ((rc & NFQLB_PKT_FIRST_FRAG) && lb->ft) {
 		int32_t inject;
+		if (tm)
+			tr->events |= NFQLB_TEV_FIRST;
 		if (nfqlb_ft_first(lb->ft, fkey, fw, now_ns, infop, &inject) != 0) {
 			counters[NFQLB_C_FRAG_DROPPED]++;
+			if (tm)
+				tr->events |= NFQLB_TEV_FIRST_FAILED;
 			return -1;
 		}
 		if (inject >= 0) {
 			uint32_t failed;
-			counters[NFQLB_C_FRAG_INJECTED] += nfqlb_ft_inject(lb->ft, inject, lb->tun_fd, &failed);
+			uint32_t ok = nfqlb_ft_inject(lb->ft, inject, lb->tun_fd, &failed);
+			counters[NFQLB_C_FRAG_INJECTED] += ok;
 			counters[NFQLB_C_FRAG_INJECT_FAILED] += failed;
+			if (tm) {
+				tr->events |= NFQLB_TEV_INJECT;
+				tr->inject_ok = ok;
+				tr->inject_failed = failed;
+			}
 		}
 	}
+	if (tm)
+		tr->events |= NFQLB_TEV_LB;
 	return fw;
+}
+
+#ifndef NFQLB_NO_TRACE
+/* A traced packet: the decision with its record, kept when a client wants one of its lines. */
+static __attribute__((noinline)) int32_t decide_traced(struct nfqlb_lb* lb, uint32_t tm, uint32_t hw_proto,
+							const uint8_t* pkt, uint32_t len, uint32_t orig_len,
+							uint64_t now_ns, uint64_t* counters)
+{
+	struct nfqlb_trace_rec tr;
+	memset(&tr, 0, sizeof(tr));
+	int32_t verdict = decide(lb, tm, &tr, hw_proto, pkt, len, orig_len, now_ns, counters);
+	if (lb->flows)
+		tr.events |= NFQLB_TEV_FLOWLB;
+	if ((nfqlb_trace_categories(tr.events, tr.proto) & tm) == 0)
+		return verdict;
+	tr.verdict = verdict;
+	tr.len = orig_len;
+	tr.hw_proto = (uint16_t)hw_proto;
+	nfqlb_trace_commit(lb->tring, &tr);
+	return verdict;
+}
+#endif
+
+int32_t nfqlb_lb_decide(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
+			uint32_t orig_len, uint64_t now_ns, uint64_t* counters)
+{
+#ifndef NFQLB_NO_TRACE
+	uint32_t tm = __atomic_load_n(lb->tmask, __ATOMIC_RELAXED);
+	if (__builtin_expect(tm != 0, 0))
+		return decide_traced(lb, tm, hw_proto, pkt, len, orig_len, now_ns, counters);
+#endif
+	return decide(lb, 0, NULL, hw_proto, pkt, len, orig_len, now_ns, counters);
 }
 
 int32_t nfqlb_lb_classify(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,

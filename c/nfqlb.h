@@ -352,6 +352,23 @@ void nfqlb_lb_enter(struct nfqlb_lb* lb);
 /** See nfqlb_lb_enter. */
 void nfqlb_lb_leave(struct nfqlb_lb* lb);
 
+struct nfqlb_trace_ring; /* trace.c */
+
+/**
+ * nfqlb_lb_set_trace - trace this classifier's packets (see trace.c below):
+ * `mask` is the process's trace-mask word (nfqlb_trace_mask_create; read once
+ * per packet, 0 = nothing else happens), `ring` receives the records (one
+ * per traced packet; the caller drains it between batches, on the same
+ * thread), `tflows` (flowlb, or NULL) holds the trace flows, published with
+ * nfqlb_flows_publish where the "table" of flow i is its trace-flow id
+ * (any non-zero u32; the flows are built with NFQLB_FLOW_F_TARGET and no
+ * udpencap, and matched with promiscuous ping on, as upstream's trace set).
+ * mask or ring NULL turns tracing off. Call from the thread that classifies,
+ * before it serves (or between batches).
+ */
+void nfqlb_lb_set_trace(struct nfqlb_lb* lb, const uint32_t* mask, struct nfqlb_trace_ring* ring,
+			struct nfqlb_flows* tflows);
+
 /** nfqlb_lb_set_tshm - switch to another mapped table (after init replaced it). */
 void nfqlb_lb_set_tshm(struct nfqlb_lb* lb, const uint8_t* tshm);
 
@@ -594,5 +611,113 @@ uint64_t nfqlb_flowset_index_bytes(const struct nfqlb_flowset* fs);
 
 /** nfqlb_flowset_free - free the set (NULL is fine). */
 void nfqlb_flowset_free(struct nfqlb_flowset* fs);
+
+/* ----------------------------------------------------------------------------
+ * trace.c - per-packet trace records (upstream's trace lines, §7).
+ *
+ * The classifier checks one u32, the process's trace mask, per packet. It is
+ * the union of the masks of the connected trace clients (the control thread
+ * sets it; 0 when no client is attached), so with no client the whole cost
+ * is that load and a branch; building lb.c with -DNFQLB_NO_TRACE removes even
+ * that (the bench compares both). When bits are set, each packet whose lines
+ * fall under them leaves one fixed-size record in its queue's ring; the
+ * worker copies the ring out after each batch and the control thread turns
+ * records into upstream's text lines (dataplane/trace_format.ts). A full
+ * ring drops records and counts them: tracing never blocks nor allocates.
+ * ------------------------------------------------------------------------- */
+
+/* Trace mask bits (upstream's, `nfqlb trace --selection`). */
+#define NFQLB_TRACE_LOG 0x01u
+#define NFQLB_TRACE_PACKET 0x02u
+#define NFQLB_TRACE_FRAG 0x04u
+#define NFQLB_TRACE_FLOW_CONF 0x08u
+#define NFQLB_TRACE_SCTP 0x10u
+#define NFQLB_TRACE_TARGET 0x20u
+#define NFQLB_TRACE_FLOWS 0x40u
+
+/* Record events (what happened to the packet), bits of nfqlb_trace_rec.events. */
+#define NFQLB_TEV_MALFORMED 0x0001u     /* no key (rc < 0): dropped */
+#define NFQLB_TEV_TIER 0x0002u          /* fragment forwarded to its LB in the tier (fw) */
+#define NFQLB_TEV_FRAG_STORED 0x0004u   /* non-first fragment kept until its first */
+#define NFQLB_TEV_FRAG_DROPPED 0x0008u  /* non-first fragment lost */
+#define NFQLB_TEV_FRAG_LOCAL 0x0010u    /* non-first fragment: its first's fwmark (fw) */
+#define NFQLB_TEV_FIRST 0x0020u         /* first fragment: fwmark stored */
+#define NFQLB_TEV_FIRST_FAILED 0x0040u  /* first fragment could not be stored: dropped */
+#define NFQLB_TEV_INJECT 0x0080u        /* stored fragments re-injected (inject_ok, inject_failed) */
+#define NFQLB_TEV_NOLB 0x0100u          /* flowlb: no flow matched (verdict = nolb fwmark) */
+#define NFQLB_TEV_NOTARGET 0x0200u      /* the table has no target for the hash (verdict = notargets) */
+#define NFQLB_TEV_LB 0x0400u            /* load-balanced: verdict = fw */
+#define NFQLB_TEV_UDPENCAP 0x0800u      /* flowlb: SCTP over UDP, re-keyed (udpencap) */
+#define NFQLB_TEV_REKEY_FAILED 0x1000u  /* flowlb: the re-key failed: dropped */
+#define NFQLB_TEV_NOLB_UDPENCAP 0x2000u /* flowlb: no flow for the re-keyed packet */
+#define NFQLB_TEV_TFLOW 0x4000u         /* flowlb: matches trace flow `tflow` */
+#define NFQLB_TEV_ICMP 0x8000u          /* an ICMP/ICMPv6 packet: icmp_* are valid */
+#define NFQLB_TEV_FLOWLB 0x10000u       /* the classifier is flowlb's */
+
+/** One traced packet, 96 bytes, little-endian fields at fixed offsets. */
+struct nfqlb_trace_rec {
+	uint32_t events;   /* 0  NFQLB_TEV_* */
+	int32_t rc;        /* 4  nfqlb_packet_key result (first key) */
+	int32_t fw;        /* 8  the fwmark the lines name (tier, stored, table lookup) */
+	int32_t verdict;   /* 12 what the classifier returned (< 0: drop) */
+	uint32_t len;      /* 16 packet length (before any NFQUEUE truncation) */
+	uint16_t hw_proto; /* 20 0x0800 / 0x86dd */
+	uint16_t proto;    /* 22 L4 protocol of the final key (after an SCTP re-key) */
+	uint64_t target;   /* 24 flowlb: address of the chosen flow's target table (0: none) */
+	uint32_t tflow;    /* 32 trace-flow id (NFQLB_TEV_TFLOW) */
+	uint16_t udpencap; /* 36 UDP port of the re-key (NFQLB_TEV_UDPENCAP) */
+	uint8_t icmp_type; /* 38 */
+	uint8_t icmp_code; /* 39 */
+	uint16_t icmp_id;  /* 40 host order */
+	uint16_t icmp_seq; /* 42 host order */
+	uint32_t icmp_mtu; /* 44 frag-needed / packet-too-big */
+	uint8_t key[NFQLB_KEY_LEN]; /* 48 the key flows match on (before an SCTP re-key) */
+	uint32_t inject_ok;         /* 88 */
+	uint32_t inject_failed;     /* 92 */
+};
+
+#define NFQLB_TRACE_REC_LEN 96u
+#define NFQLB_TRACE_RING_HEADER 16u
+#define NFQLB_TRACE_RING_MAX 65536u
+
+/** A record ring: the header, then cap records. Single thread: filled by classify, emptied by its caller. */
+struct nfqlb_trace_ring {
+	uint32_t count;   /* records held */
+	uint32_t cap;     /* records it can hold */
+	uint32_t dropped; /* records lost because it was full (the reader resets it) */
+	uint32_t reserved;
+	struct nfqlb_trace_rec rec[];
+};
+
+/** nfqlb_trace_mask_create - a zeroed trace-mask word (shared by a process's classifiers). NULL: no memory. */
+uint32_t* nfqlb_trace_mask_create(void);
+
+/** nfqlb_trace_mask_set - store a new mask (any thread; classifiers see it from their next packet). */
+void nfqlb_trace_mask_set(uint32_t* word, uint32_t mask);
+
+/** nfqlb_trace_mask_free - free the word (no classifier may still use it). */
+void nfqlb_trace_mask_free(uint32_t* word);
+
+/** nfqlb_trace_ring_create - an empty ring of cap records (1..NFQLB_TRACE_RING_MAX); NULL otherwise. */
+struct nfqlb_trace_ring* nfqlb_trace_ring_create(uint32_t cap);
+
+/** nfqlb_trace_ring_free - free it (NULL is fine). */
+void nfqlb_trace_ring_free(struct nfqlb_trace_ring* r);
+
+/** nfqlb_trace_commit - append a copy of rec, or count it as dropped when the ring is full. */
+void nfqlb_trace_commit(struct nfqlb_trace_ring* r, const struct nfqlb_trace_rec* rec);
+
+/**
+ * nfqlb_trace_icmp - when pkt[0..len) is an ICMP (hw_proto 0x0800) or
+ * ICMPv6 (0x86dd, after hop-by-hop/routing/dest-opts headers and a first
+ * fragment's header) packet with its whole 8-byte header, set
+ * NFQLB_TEV_ICMP and the icmp_* fields of rec (type, code; echo id and
+ * sequence; the frag-needed / packet-too-big MTU). Returns 1, else 0 and
+ * rec is unchanged. Never reads outside pkt[0..len).
+ */
+int32_t nfqlb_trace_icmp(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, struct nfqlb_trace_rec* rec);
+
+/** nfqlb_trace_categories - the trace bits whose lines a record with these events (and L4 proto) has. */
+uint32_t nfqlb_trace_categories(uint32_t events, uint32_t proto);
 
 #endif

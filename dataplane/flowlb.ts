@@ -12,12 +12,15 @@
  */
 import { lib } from "../ffi/lib.ts";
 import { NfqlbError } from "../control/errors.ts";
-import { type Flow, FlowTable } from "../control/flows.ts";
+import { type Flow, type FlowRequest, FlowTable, type FlowTableHooks } from "../control/flows.ts";
 import { encodeFlowSpec, type FlowSpecInput } from "../control/flow_spec.ts";
-import { startFlowServer } from "../control/flow_server.ts";
+import { type FlowServer, startFlowServer } from "../control/flow_server.ts";
 import { FlowStore, flowStorePath } from "../control/flow_store.ts";
 import { type FlowLbConfig, FlowLbConfigSchema } from "./lb_config.ts";
-import { activeTargets, startQueues, stopOnSignals } from "./lb.ts";
+import { activeTargets, type RunningLb, startQueues, stopOnSignals } from "./lb.ts";
+import { log } from "../control/log.ts";
+import { startTracing, type TraceService } from "./trace_server.ts";
+import { TRACE } from "./trace_format.ts";
 import { startMetrics } from "./metrics.ts";
 import { countersShmName } from "../control/counters_shm.ts";
 import { TargetRegistry } from "./target_registry.ts";
@@ -44,13 +47,17 @@ export function flowSpec(f: Flow): FlowSpecInput {
   };
 }
 
-/** Builds the C flow set for `flows` (in match order); the caller owns the result. */
-export function buildFlowSet(flows: readonly Flow[]): Deno.PointerObject {
+/**
+ * Builds the C flow set for `flows` (in match order); the caller owns the
+ * result. `trace`: the flows are trace flows, each one a winner of its own
+ * (they have no target; upstream's trace set matches like a flow set).
+ */
+export function buildFlowSet(flows: readonly Flow[], trace = false): Deno.PointerObject {
   const c = lib();
   const fs = c.nfqlb_flowset_new(flows.length);
   if (fs === null) throw new NfqlbError(`flowlb: out of memory building ${flows.length} flows`);
   flows.forEach((f, i) => {
-    const spec = encodeFlowSpec(flowSpec(f));
+    const spec = encodeFlowSpec(trace ? { ...flowSpec(f), target: true, udpencap: 0 } : flowSpec(f));
     if (c.nfqlb_flowset_add(fs, i, spec, spec.length) !== 0) {
       c.nfqlb_flowset_free(fs);
       throw new NfqlbError(`flowlb: flow ${f.name} could not be compiled`);
@@ -63,69 +70,223 @@ export function buildFlowSet(flows: readonly Flow[]): Deno.PointerObject {
   return fs;
 }
 
+/**
+ * A flow set published to the workers (c/flowlb.c), with matches_count
+ * carried over by flow id. `value(f)` is what the C set returns for flow f:
+ * its target table's address (flows) or its id (trace flows).
+ */
+class Published {
+  #ptr: Deno.PointerObject;
+  #trace: boolean;
+  #value: (f: Flow) => bigint;
+  list: readonly Flow[] = [];
+
+  constructor(ptr: Deno.PointerObject, trace: boolean, value: (f: Flow) => bigint) {
+    this.#ptr = ptr;
+    this.#trace = trace;
+    this.#value = value;
+  }
+
+  count(f: Flow): number {
+    const i = this.list.findIndex((p) => p.id === f.id);
+    return i < 0 ? 0 : lib().nfqlb_flows_matches(this.#ptr, i);
+  }
+
+  publish(list: readonly Flow[]): void {
+    const c = lib();
+    const counts = new Map(this.list.map((p, i) => [p.id, c.nfqlb_flows_matches(this.#ptr, i)]));
+    const fs = buildFlowSet(list, this.#trace);
+    list.forEach((f, i) => c.nfqlb_flowset_set_matches(fs, i, counts.get(f.id) ?? 0));
+    const values = new BigUint64Array(Math.max(1, list.length));
+    list.forEach((f, i) => (values[i] = this.#value(f)));
+    if (c.nfqlb_flows_publish(this.#ptr, fs, values, list.length) === 0) {
+      c.nfqlb_flowset_free(fs);
+      throw new NfqlbError("flowlb: out of memory publishing the flows");
+    }
+    this.list = list;
+  }
+}
+
+/** Request fields in the order upstream's clients send them (for `flow-conf` trace lines). */
+const REQUEST_ORDER = [
+  "name",
+  "target",
+  "priority",
+  "protocols",
+  "dsts",
+  "srcs",
+  "dports",
+  "sports",
+  "match",
+  "udpencap",
+] as const;
+
+/**
+ * A FlowTable whose requests and replies are traced under `flow-conf`
+ * (upstream: `FlowCmd [<line>]` per request line, `writeReply [<reply>]`,
+ * `readCmd; Unrecognized command [<key>]`). The request lines are rebuilt
+ * from the parsed request, in upstream's client order.
+ */
+class TracedFlowTable extends FlowTable {
+  #trace: TraceService;
+
+  constructor(kind: "flow" | "trace", hooks: FlowTableHooks, trace: TraceService) {
+    super(kind, hooks);
+    this.#trace = trace;
+  }
+
+  #request(action: string, req: FlowRequest & { unknown?: string[] }): void {
+    if (!(this.#trace.mask & TRACE.flowConf)) return;
+    const lines = [`FlowCmd [action:${this.kind === "trace" ? "trace-" : ""}${action}]`];
+    for (const k of REQUEST_ORDER) if (req[k] !== undefined) lines.push(`FlowCmd [${k}:${req[k]}]`);
+    lines.push("FlowCmd [eoc:]");
+    for (const k of req.unknown ?? []) lines.push(`readCmd; Unrecognized command [${k}]`);
+    this.#trace.emit(lines.map((text) => ({ bits: TRACE.flowConf, text })));
+  }
+
+  #reply(text: string): string {
+    this.#trace.line(TRACE.flowConf, `writeReply [${text}]`);
+    return text;
+  }
+
+  override set(req: FlowRequest): string {
+    this.#request("set", req);
+    return this.#reply(super.set(req));
+  }
+
+  override delete(name: string | undefined): string {
+    this.#request("delete", { name });
+    return this.#reply(super.delete(name));
+  }
+
+  override list(name?: string): string {
+    this.#request("list", { name });
+    return super.list(name);
+  }
+
+  override listNames(): string {
+    this.#request("list-names", {});
+    return super.listNames();
+  }
+}
+
 /** Runs flowlb until SIGINT/SIGTERM; returns the exit status. */
 export async function runFlowLb(input: FlowLbConfig, print: (line: string) => void): Promise<number> {
   const cfg = FlowLbConfigSchema.parse(input);
   const signals = stopOnSignals();
+  // as upstream: the trace shm and server first (a bind failure ends flowlb)
+  const trace = startTracing(cfg.traceAddress);
   const c = lib();
   const nqueues = cfg.queues.last - cfg.queues.first + 1;
   const flows = c.nfqlb_flows_create(nqueues);
-  if (flows === null) throw new NfqlbError("flowlb: out of memory");
+  const traceFlows = c.nfqlb_flows_create(nqueues);
   const targets = new TargetRegistry();
-  // The published list: index i in the C set is published[i]; counters follow flow ids.
-  let published: readonly Flow[] = [];
-  const countOf = (f: Flow): number => {
-    const i = published.findIndex((p) => p.id === f.id);
-    return i < 0 ? 0 : c.nfqlb_flows_matches(flows, i);
-  };
-  const publish = (list: readonly Flow[]) => {
-    const counts = new Map(published.map((p, i) => [p.id, c.nfqlb_flows_matches(flows, i)]));
-    const fs = buildFlowSet(list);
-    list.forEach((f, i) => c.nfqlb_flowset_set_matches(fs, i, counts.get(f.id) ?? 0));
-    const addrs = new BigUint64Array(Math.max(1, list.length));
-    list.forEach((f, i) => (addrs[i] = targets.address(f.target)));
-    if (c.nfqlb_flows_publish(flows, fs, addrs, list.length) === 0) {
-      c.nfqlb_flowset_free(fs);
-      throw new NfqlbError("flowlb: out of memory publishing the flows");
-    }
-    published = list;
-  };
-  const table = new FlowTable("flow", {
-    acquire: (name) => targets.acquire(name),
-    release: (name) => targets.release(name),
-    changed: publish,
-    counts: (_name, f) => countOf(f),
-  });
-  // Trace flows select packets for `trace`; their dataplane side comes with tracing.
-  const traceTable = new FlowTable("trace");
-
-  const store = new FlowStore(flowStorePath(cfg.flowAddress));
-  const loaded = store.load();
-  if (loaded.problem) console.error(`flowlb: ${loaded.problem}`);
-  for (const p of table.restore(loaded.flows)) console.error(`flowlb: restore: ${p}`);
-  publish(table.activeFlows());
-
-  const server = startFlowServer(cfg.flowAddress, table, traceTable, { store });
-  let running;
-  try {
-    running = startQueues(cfg, {
-      kind: "flowlb",
-      flows,
-      nolbFwmark: cfg.nolbFwmark,
-      promiscuous: cfg.promiscuous,
-    }, print);
-  } catch (e) {
-    await server.close();
-    c.nfqlb_flows_destroy(flows);
+  const cleanup = async () => {
+    await trace.close();
+    if (flows !== null) c.nfqlb_flows_destroy(flows);
+    if (traceFlows !== null) c.nfqlb_flows_destroy(traceFlows);
     targets.closeAll();
+  };
+  if (flows === null || traceFlows === null) {
+    await cleanup();
+    throw new NfqlbError("flowlb: out of memory");
+  }
+  // Target references, traced under `target` (upstream's LoadBalancer find/create/delete).
+  const refs = new Map<string, number>();
+  const acquire = (name: string): boolean => {
+    const n = refs.get(name) ?? 0;
+    if (n > 0) {
+      targets.acquire(name);
+      refs.set(name, n + 1);
+      trace.line(TRACE.target, `Found LB; ${name} (${n + 1})`);
+      return true;
+    }
+    trace.line(TRACE.target, `Creating LB; ${name}`);
+    if (!targets.acquire(name)) {
+      trace.line(TRACE.target, `Map shm failed; ${name}`);
+      return false;
+    }
+    refs.set(name, 1);
+    return true;
+  };
+  const release = (name: string): void => {
+    const n = (refs.get(name) ?? 0) - 1;
+    targets.release(name);
+    if (n > 0) {
+      refs.set(name, n);
+    } else {
+      refs.delete(name);
+      trace.line(TRACE.target, `Delete load-balancer; ${name}`);
+    }
+  };
+  // Names in trace lines: the target tables by address and the trace flows by id, as
+  // published now and just before (a record may name what a batch in flight still used).
+  let targetNames = new Map<bigint, string>(), oldTargetNames = new Map<bigint, string>();
+  let traceNames = new Map<number, string>(), oldTraceNames = new Map<number, string>();
+  trace.names = {
+    target: (a) => targetNames.get(a) ?? oldTargetNames.get(a) ?? "?",
+    traceFlow: (id) => traceNames.get(id) ?? oldTraceNames.get(id) ?? "?",
+  };
+  const main = new Published(flows, false, (f) => targets.address(f.target));
+  const traced = new Published(traceFlows, true, (f) => BigInt(f.id));
+  const publish = (list: readonly Flow[]) => {
+    main.publish(list);
+    oldTargetNames = targetNames;
+    targetNames = new Map(
+      list.flatMap((f) => f.target === null ? [] : [[targets.address(f.target), f.target]]),
+    );
+  };
+  const publishTrace = (list: readonly Flow[]) => {
+    traced.publish(list);
+    oldTraceNames = traceNames;
+    traceNames = new Map(list.map((f) => [f.id, f.name]));
+  };
+  const table = new TracedFlowTable("flow", {
+    acquire,
+    release,
+    changed: publish,
+    counts: (_name, f) => main.count(f),
+  }, trace);
+  // Trace flows select packets for `trace --selection=flows` (matched only while it runs).
+  const traceTable = new TracedFlowTable("trace", {
+    changed: publishTrace,
+    counts: (_name, f) => traced.count(f),
+  }, trace);
+
+  let server: FlowServer | undefined;
+  let running: RunningLb;
+  try {
+    const store = new FlowStore(flowStorePath(cfg.flowAddress));
+    const loaded = store.load();
+    if (loaded.problem) log.warning(`flowlb: ${loaded.problem}`);
+    for (const p of table.restore(loaded.flows)) log.warning(`flowlb: restore: ${p}`);
+    publish(table.activeFlows());
+    publishTrace([]);
+    server = startFlowServer(cfg.flowAddress, table, traceTable, { store, log: (line) => log.warning(line) });
+    running = startQueues(
+      cfg,
+      {
+        kind: "flowlb",
+        flows,
+        nolbFwmark: cfg.nolbFwmark,
+        promiscuous: cfg.promiscuous,
+        traceFlows,
+      },
+      print,
+      trace,
+    );
+  } catch (e) {
+    await server?.close();
+    await cleanup();
     throw e;
   }
   // Housekeeping: free retired flow sets, unmap what none can reach, follow
   // `init` replacing a table, and pick up targets of flows restored inactive.
   const timer = setInterval(() => {
-    if (targets.refresh()) publish(published);
+    if (targets.refresh()) publish(main.list);
     const woken = table.retryInactive();
-    if (woken.length) console.error(`flowlb: target found, flows active: ${woken.join(", ")}`);
+    if (woken.length) log.notice(`flowlb: target found, flows active: ${woken.join(", ")}`);
+    c.nfqlb_flows_reclaim(traceFlows);
     if (c.nfqlb_flows_reclaim(flows) === 0 && targets.pending) targets.sweep();
   }, 100);
   const metrics = cfg.metrics
@@ -138,7 +299,7 @@ export async function runFlowLb(input: FlowLbConfig, print: (line: string) => vo
       flows: () =>
         table.flows().filter((f) => f.companionOf === null).map((f) => ({
           flow: f.name,
-          matches: countOf(f),
+          matches: main.count(f),
         })),
     })
     : undefined;
@@ -149,7 +310,6 @@ export async function runFlowLb(input: FlowLbConfig, print: (line: string) => vo
     await metrics?.close();
     clearInterval(timer);
     await server.close();
-    c.nfqlb_flows_destroy(flows);
-    targets.closeAll();
+    await cleanup();
   }
 }

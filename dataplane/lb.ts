@@ -12,6 +12,8 @@ import { hasNetAdmin } from "./capabilities.ts";
 import { type LbConfig, LbConfigSchema, type QueueConfig } from "./lb_config.ts";
 import type { WorkerReport, WorkerStart } from "./worker_protocol.ts";
 import { startMetrics } from "./metrics.ts";
+import { log } from "../control/log.ts";
+import { startTracing, type TraceService } from "./trace_server.ts";
 
 /** Counter names (enum nfqlb_counter), re-exported for the dataplane's users. */
 export { COUNTER_NAMES } from "../control/counters_shm.ts";
@@ -33,27 +35,37 @@ export interface RunningLb {
 /** How the workers classify: one target table (lb) or a shared flow set (flowlb). */
 export type Classifier =
   | { kind: "lb"; tshm: string; sctpEncap: number }
-  | { kind: "flowlb"; flows: Deno.PointerObject; nolbFwmark: number; promiscuous: boolean };
+  | {
+    kind: "flowlb";
+    flows: Deno.PointerObject;
+    nolbFwmark: number;
+    promiscuous: boolean;
+    /** The trace flows (nfqlb_flows*: "table" of flow i = its id), matched only while `flows` is traced. */
+    traceFlows?: Deno.PointerObject;
+  };
 
 /**
  * Starts the load-balancer. Prints upstream's start-up lines on stdout.
+ * `trace`: the trace server whose clients get this lb's per-packet lines.
  * @throws NfqlbError for a missing table, a queue that cannot be bound, etc.
  */
-export function startLb(input: LbConfig, print: (line: string) => void): RunningLb {
+export function startLb(input: LbConfig, print: (line: string) => void, trace?: TraceService): RunningLb {
   const cfg = LbConfigSchema.parse(input);
   const table = TargetShm.open(cfg.tshm); // FAILED mapSharedData: <name>
   table.close(); // each worker maps its own
-  return startQueues(cfg, { kind: "lb", tshm: cfg.tshm, sctpEncap: cfg.sctpEncap }, print);
+  return startQueues(cfg, { kind: "lb", tshm: cfg.tshm, sctpEncap: cfg.sctpEncap }, print, trace);
 }
 
 /**
  * The part of lb and flowlb after their own set-up: LB tier, stats shm, tun,
- * fragment table, queues, one Worker per queue.
+ * fragment table, queues, one Worker per queue. With `trace`, the workers
+ * record packets while a trace client is attached and the records go to it.
  */
 export function startQueues(
   cfg: QueueConfig,
   classifier: Classifier,
   print: (line: string) => void,
+  trace?: TraceService,
 ): RunningLb {
   const c = lib();
   // The LB-tier table stays mapped for the life of the lb (shared by the workers).
@@ -137,7 +149,8 @@ export function startQueues(
   queues.forEach((q, i) =>
     c.nfqlb_queue_set_stats(q.ptr, shmCounters.counters(i), shmCounters.targets(i), TARGET_SLOTS)
   );
-  const control = new SharedArrayBuffer(4);
+  // [0] stop flag, [1] trace records posted by the workers and not yet formatted
+  const control = new SharedArrayBuffer(8);
   const stopFlag = new Int32Array(control);
   const counterBufs = new Map<number, BigUint64Array>();
   let running = queues.length;
@@ -156,12 +169,17 @@ export function startQueues(
     const w = new Worker(new URL("./queue_worker.ts", import.meta.url), { type: "module" });
     w.onmessage = (e: MessageEvent<WorkerReport>) => {
       const r = e.data;
+      if (r.kind === "trace") {
+        Atomics.sub(stopFlag, 1, r.count);
+        trace?.records(new Uint8Array(r.records), r.count, r.dropped);
+        return;
+      }
       if (r.kind === "notice") {
-        console.error(`lb: queue ${r.queue}: ${r.message}`);
+        log.notice(`lb: queue ${r.queue}: ${r.message}`);
         return;
       }
       if (r.kind === "error") {
-        console.error(`lb: queue ${r.queue}: ${r.message}`);
+        log.error(`lb: queue ${r.queue}: ${r.message}`);
         failed = true;
         Atomics.store(stopFlag, 0, 1);
       }
@@ -169,7 +187,7 @@ export function startQueues(
     };
     w.onerror = (e) => {
       e.preventDefault();
-      console.error(`lb: queue ${q.num}: worker failed: ${e.message}`);
+      log.error(`lb: queue ${q.num}: worker failed: ${e.message}`);
       failed = true;
       Atomics.store(stopFlag, 0, 1);
       if (--running === 0) finish();
@@ -189,7 +207,12 @@ export function startQueues(
       promiscuous: classifier.kind === "flowlb" && classifier.promiscuous,
       lbshmPtr: tier ? Deno.UnsafePointer.value(tier.pointer) as bigint : 0n,
       tunFd,
+      batch: cfg.batch,
       reassembler: cfg.reassembler,
+      traceMaskPtr: trace ? Deno.UnsafePointer.value(trace.maskWord) as bigint : 0n,
+      traceFlowsPtr: classifier.kind === "flowlb" && classifier.traceFlows
+        ? Deno.UnsafePointer.value(classifier.traceFlows) as bigint
+        : 0n,
       control,
       counters,
     };
@@ -262,7 +285,15 @@ export function stopOnSignals(): { onStop(fn: () => void): void } {
 /** Runs lb until SIGINT/SIGTERM; returns the exit status. */
 export async function runLb(cfg: LbConfig, print: (line: string) => void): Promise<number> {
   const signals = stopOnSignals();
-  const lb = startLb(cfg, print);
+  // as upstream: the trace shm and server first (a bind failure ends lb)
+  const trace = startTracing(cfg.traceAddress);
+  let lb: RunningLb;
+  try {
+    lb = startLb(cfg, print, trace);
+  } catch (e) {
+    await trace.close();
+    throw e;
+  }
   const metrics = cfg.metrics
     ? startMetrics(cfg.metrics, {
       counters: countersShmName(cfg.ftShm),
@@ -275,6 +306,7 @@ export async function runLb(cfg: LbConfig, print: (line: string) => void): Promi
     return await lb.done;
   } finally {
     await metrics?.close();
+    await trace.close();
   }
 }
 

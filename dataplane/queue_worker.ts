@@ -2,19 +2,23 @@
  * One NFQUEUE worker: serves its queue until the stop flag is set. All
  * per-packet work happens in C (nfqlb_queue_serve: receive a batch,
  * classify, send the verdicts); this loop only crosses FFI once per batch,
- * copies the counters out, and re-maps the target table when `init`
- * replaced it.
+ * copies the counters out, re-maps the target table when `init`
+ * replaced it, and hands the batch's trace records (if any: only while a
+ * trace client is attached) to the main thread.
  */
 /// <reference lib="deno.worker" />
 import { lib } from "../ffi/lib.ts";
 import { TargetShm } from "../control/target_shm.ts";
-import type { WorkerReport, WorkerStart } from "./worker_protocol.ts";
+import { TRACE_REC_LEN, TRACE_RING_HEADER, type WorkerReport, type WorkerStart } from "./worker_protocol.ts";
 
 /** Wait at most this long for packets before looking at the stop flag. */
 const POLL_MS = 100;
 
-function report(r: WorkerReport): void {
-  self.postMessage(r);
+/** Trace records posted to the main thread and not yet formatted, beyond which new ones are dropped. */
+const MAX_TRACE_INFLIGHT = 65536;
+
+function report(r: WorkerReport, transfer: Transferable[] = []): void {
+  self.postMessage(r, transfer);
 }
 
 function serve(m: WorkerStart): void {
@@ -44,9 +48,45 @@ function serve(m: WorkerStart): void {
     m.tunFd,
     m.reassembler,
   );
+  // Trace: one record per packet at most, so a ring of 2 batches never fills within one serve.
+  const ringCap = Math.max(64, 2 * m.batch);
+  const ring = m.traceMaskPtr === 0n ? null : c.nfqlb_trace_ring_create(ringCap);
+  // the ring's header: [0] count, [2] dropped (read and reset here, between batches: same thread as C)
+  const ringHead = ring
+    ? new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(ring, TRACE_RING_HEADER))
+    : undefined;
+  if (ring) {
+    c.nfqlb_lb_set_trace(
+      lb,
+      Deno.UnsafePointer.create(m.traceMaskPtr),
+      ring,
+      m.traceFlowsPtr === 0n ? null : Deno.UnsafePointer.create(m.traceFlowsPtr),
+    );
+  }
+  let traceLost = 0;
+  const drainTrace = () => {
+    const count = ringHead![0];
+    const lost = ringHead![2];
+    ringHead![0] = 0;
+    ringHead![2] = 0;
+    traceLost += lost;
+    if (count === 0) return;
+    if (Atomics.load(stop, 1) > MAX_TRACE_INFLIGHT) {
+      traceLost += count; // the main thread is behind: drop, never queue without bound
+      return;
+    }
+    const bytes = new Uint8Array(count * TRACE_REC_LEN);
+    bytes.set(new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ring!, bytes.length, TRACE_RING_HEADER)));
+    Atomics.add(stop, 1, count);
+    report({ kind: "trace", queue: m.queue, records: bytes.buffer, count, dropped: traceLost }, [
+      bytes.buffer,
+    ]);
+    traceLost = 0;
+  };
   try {
     while (Atomics.load(stop, 0) === 0) {
       c.nfqlb_queue_serve(queue, lb, POLL_MS);
+      if (ringHead && (ringHead[0] | ringHead[2]) !== 0) drainTrace();
       c.nfqlb_queue_counters(queue, local, local.length);
       counters.set(local);
       if (table?.replaced) {
@@ -63,6 +103,7 @@ function serve(m: WorkerStart): void {
   } finally {
     c.nfqlb_queue_close(queue);
     c.nfqlb_lb_destroy(lb);
+    c.nfqlb_trace_ring_free(ring);
     table?.close();
   }
 }

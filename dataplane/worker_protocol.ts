@@ -1,5 +1,8 @@
 /** Messages between the lb process (main thread) and its queue workers. */
 
+/** Bytes of one trace record (c/nfqlb.h NFQLB_TRACE_REC_LEN) and of a record ring's header. */
+export const TRACE_REC_LEN = 96, TRACE_RING_HEADER = 16;
+
 /** Main → worker: start serving. Pointers travel as their addresses. */
 export interface WorkerStart {
   kind: "start";
@@ -16,6 +19,8 @@ export interface WorkerStart {
   lbshmPtr: bigint;
   /** tun device fd for re-injecting stored fragments (-1: none). */
   tunFd: number;
+  /** Packets per receive batch (sizes the trace ring). */
+  batch: number;
   /** Hole descriptors of the reassembler (0: off). */
   reassembler: number;
   /** flowlb: the shared flow set (nfqlb_flows*) address; 0n for lb. */
@@ -26,7 +31,11 @@ export interface WorkerStart {
   nolbFwmark: number;
   /** flowlb: --promiscuous_ping. */
   promiscuous: boolean;
-  /** Int32Array over it: [0] = stop flag. */
+  /** Trace: address of the process's trace-mask word (0n: no tracing). */
+  traceMaskPtr: bigint;
+  /** Trace: flowlb's trace flows (nfqlb_flows*, 0n: none). */
+  traceFlowsPtr: bigint;
+  /** Int32Array over it: [0] = stop flag, [1] = trace records posted and not yet formatted. */
   control: SharedArrayBuffer;
   /** BigUint64Array over it: this worker's counters, refreshed after each batch. */
   counters: SharedArrayBuffer;
@@ -36,4 +45,10 @@ export interface WorkerStart {
 export type WorkerReport =
   | { kind: "stopped"; queue: number }
   | { kind: "error"; queue: number; message: string }
-  | { kind: "notice"; queue: number; message: string };
+  | { kind: "notice"; queue: number; message: string }
+  /**
+   * Trace records of one batch (`count` x 96 bytes, c/nfqlb.h struct
+   * nfqlb_trace_rec) and how many were lost before them (ring full or too
+   * many in flight). The main thread subtracts `count` from control[1].
+   */
+  | { kind: "trace"; queue: number; records: ArrayBuffer; count: number; dropped: number };

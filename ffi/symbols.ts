@@ -79,6 +79,15 @@ export const SYMBOLS = {
   nfqlb_flowset_index_dims: { parameters: ["pointer"], result: "u32" },
   nfqlb_flowset_index_bytes: { parameters: ["pointer"], result: "u64" },
   nfqlb_flowset_free: { parameters: ["pointer"], result: "void" },
+  // trace (c/trace.c; records formatted by dataplane/trace_format.ts)
+  nfqlb_lb_set_trace: { parameters: ["pointer", "pointer", "pointer", "pointer"], result: "void" },
+  nfqlb_trace_mask_create: { parameters: [], result: "pointer" },
+  nfqlb_trace_mask_set: { parameters: ["pointer", "u32"], result: "void" },
+  nfqlb_trace_mask_free: { parameters: ["pointer"], result: "void" },
+  nfqlb_trace_ring_create: { parameters: ["u32"], result: "pointer" },
+  nfqlb_trace_ring_free: { parameters: ["pointer"], result: "void" },
+  nfqlb_trace_icmp: { parameters: ["u32", "buffer", "u32", "buffer"], result: "i32" },
+  nfqlb_trace_categories: { parameters: ["u32", "u32"], result: "u32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The symbol table type of the opened library. */

@@ -13,6 +13,7 @@ Deno.test("C packet code is clean under ASan/UBSan on 200k mutated packets", asy
     const srcs = [
       "packet.c",
       "lb.c",
+      "trace.c",
       "fragtable.c",
       "tshm.c",
       "tun.c",
