@@ -18,6 +18,9 @@
  * - `stream` (client): sequence-numbered UDP probes, round-robin over the
  *   flows, on long-lived connected sockets, until a stop file appears (or a
  *   time/probe bound); counts answered probes per flow and target. No retries.
+ * - `ping` (client): ICMP / ICMPv6 echo requests from a source address to
+ *   a destination (per pair) on raw sockets; counts the echo replies (a
+ *   pair stops at its first unanswered request).
  * - `icmp` (client): one crafted ICMP frag-needed / ICMPv6 packet-too-big
  *   per quoted flow, sent to the VIP on a raw socket.
  * - `sctp` (client): crafted SCTP INIT packets on a raw socket (proto 132).
@@ -36,11 +39,13 @@ import {
   familyOf,
   icmp6PacketTooBig,
   icmpFragNeeded,
+  inetChecksum,
   type QuotedFlow,
   sctpInit,
   udpFragments,
 } from "./packets.ts";
 import {
+  IPPROTO_ICMP,
   IPPROTO_ICMPV6,
   IPPROTO_RAW,
   IPPROTO_SCTP,
@@ -50,10 +55,16 @@ import {
   Socket,
 } from "./libc.ts";
 
-/** A client flow: source address and port (the destination is the command's). */
+/**
+ * A client flow: source address and port. The destination is the command's
+ * unless the flow names its own (`dst`, `dport`; honoured by `udp`, `tcp`
+ * and `stream`).
+ */
 export interface Flow {
   src: string;
   sport: number;
+  dst?: string;
+  dport?: number;
 }
 
 /** `serve`: servers on `addrs`. */
@@ -67,6 +78,9 @@ export interface ServeCommand {
   maxLifeS: number;
   /** Written once every socket is bound. */
   readyFile: string;
+  /** More UDP / TCP ports served the same way on every address (default none). */
+  extraUdpPorts?: number[];
+  extraTcpPorts?: number[];
 }
 
 /** `udp` / `tcp`: one request per flow and repetition. */
@@ -100,6 +114,22 @@ export interface StreamCommand {
   /** Hard bounds. */
   maxMs: number;
   maxProbes: number;
+}
+
+/** `ping`: `count` echo requests per pair, from `src` to `dst` (each pair's family follows `dst`). */
+export interface PingCommand {
+  cmd: "ping";
+  pings: { src: string; dst: string }[];
+  /** Echo requests per source (default 3). */
+  count?: number;
+  /** Per-request answer timeout, ms (default 1000). */
+  waitMs?: number;
+}
+
+/** Result of `ping`: replies[i] echo replies for pings[i] (requests stop at the first unanswered one). */
+export interface PingResult {
+  replies: number[];
+  errors: number[];
 }
 
 /** `icmp`: one ICMP error per quoted flow (the family follows `from`). */
@@ -169,6 +199,7 @@ export type AgentCommand =
   | ServeCommand
   | ProbeCommand
   | StreamCommand
+  | PingCommand
   | IcmpCommand
   | SctpCommand
   | SizesCommand
@@ -205,6 +236,11 @@ export interface StreamFlowResult {
   sent: number;
   answered: number;
   byTarget: Record<string, number>;
+  /** Index (among this flow's probes) of the first / last answered and lost probe; -1 = none. */
+  firstAnswered: number;
+  lastAnswered: number;
+  firstLost: number;
+  lastLost: number;
 }
 
 /** Result of `stream`. */
@@ -315,8 +351,8 @@ function probe(c: ProbeCommand): ProbeResult {
   for (let k = 0; k < (c.repeat ?? 1); k++) {
     c.flows.forEach((f, i) => {
       const name = c.cmd === "udp"
-        ? udpAsk(c.dst, c.port, f, waitMs, `q${k}.${i}`, errors, c.size)
-        : tcpAsk(c.dst, c.port, f, waitMs, errors);
+        ? udpAsk(f.dst ?? c.dst, f.dport ?? c.port, f, waitMs, `q${k}.${i}`, errors, c.size)
+        : tcpAsk(f.dst ?? c.dst, f.dport ?? c.port, f, waitMs, errors);
       targets[i].push(name);
     });
   }
@@ -325,12 +361,22 @@ function probe(c: ProbeCommand): ProbeResult {
 
 function stream(c: StreamCommand): StreamResult {
   const socks = c.flows.map((f) => {
-    const s = Socket.open(c.dst, SOCK_DGRAM);
+    const s = Socket.open(f.dst ?? c.dst, SOCK_DGRAM);
     s.reuseAddr().timeouts(c.waitMs).bind(f.src, f.sport);
-    if (!s.connect(c.dst, c.port)) throw new Error(`connect from ${f.src}:${f.sport}: errno ${s.lastErrno}`);
+    if (!s.connect(f.dst ?? c.dst, f.dport ?? c.port)) {
+      throw new Error(`connect from ${f.src}:${f.sport}: errno ${s.lastErrno}`);
+    }
     return s;
   });
-  const flows: StreamFlowResult[] = c.flows.map(() => ({ sent: 0, answered: 0, byTarget: {} }));
+  const flows: StreamFlowResult[] = c.flows.map(() => ({
+    sent: 0,
+    answered: 0,
+    byTarget: {},
+    firstAnswered: -1,
+    lastAnswered: -1,
+    firstLost: -1,
+    lastLost: -1,
+  }));
   const t0 = Date.now();
   let probes = 0, stale = 0;
   let stoppedBy: StreamResult["stoppedBy"] = "count";
@@ -349,8 +395,10 @@ function stream(c: StreamCommand): StreamResult {
       }
       const i = probes % c.flows.length;
       const seq = `s${probes}`;
+      const nth = flows[i].sent;
       probes++;
       flows[i].sent++;
+      let answered = false;
       if (socks[i].send(enc.encode(seq))) {
         const deadline = Date.now() + c.waitMs;
         for (let k = 0; k < 16 && Date.now() < deadline; k++) {
@@ -362,10 +410,19 @@ function stream(c: StreamCommand): StreamResult {
             const name = text.slice(0, sp);
             flows[i].answered++;
             flows[i].byTarget[name] = (flows[i].byTarget[name] ?? 0) + 1;
+            answered = true;
             break;
           }
           stale++;
         }
+      }
+      const fr = flows[i];
+      if (answered) {
+        if (fr.firstAnswered < 0) fr.firstAnswered = nth;
+        fr.lastAnswered = nth;
+      } else {
+        if (fr.firstLost < 0) fr.firstLost = nth;
+        fr.lastLost = nth;
       }
       // pace: probe n is due at t0 + n/pps
       sleepSync(Math.min(1000, t0 + (probes * 1000) / c.pps - Date.now()));
@@ -374,6 +431,64 @@ function stream(c: StreamCommand): StreamResult {
     for (const s of socks) s.close();
   }
   return { probes, ms: Date.now() - t0, stale, flows, stoppedBy };
+}
+
+/** An ICMP (type 8) or ICMPv6 (type 128) echo request; the kernel fills the ICMPv6 checksum. */
+function echoRequest(v6: boolean, id: number, seq: number): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(16);
+  const v = new DataView(b.buffer);
+  b[0] = v6 ? 128 : 8;
+  v.setUint16(4, id);
+  v.setUint16(6, seq);
+  b.set(enc.encode("e2eping!"), 8);
+  if (!v6) v.setUint16(2, inetChecksum(b));
+  return b;
+}
+
+/** One echo request on a connected raw socket; true when its reply came within `waitMs`. */
+function echo(s: Socket, v6: boolean, id: number, seq: number, waitMs: number, errors: number[]): boolean {
+  if (!s.send(echoRequest(v6, id, seq))) {
+    errors.push(s.lastErrno);
+    return false;
+  }
+  const deadline = Date.now() + waitMs;
+  for (let k = 0; k < 16 && Date.now() < deadline; k++) {
+    const r = s.recv();
+    if (r === null) {
+      errors.push(s.lastErrno);
+      return false;
+    }
+    // IPv4 raw sockets deliver the IP header too
+    const icmp = v6 ? r : r.subarray((r[0] & 0x0f) * 4);
+    if (icmp.length < 8) continue;
+    const v = new DataView(icmp.buffer, icmp.byteOffset, icmp.byteLength);
+    if (icmp[0] === (v6 ? 129 : 0) && v.getUint16(4) === id && v.getUint16(6) === seq) return true;
+  }
+  return false;
+}
+
+function ping(c: PingCommand): PingResult {
+  const waitMs = c.waitMs ?? 1000;
+  const errors: number[] = [];
+  const replies = c.pings.map(({ src, dst }, i) => {
+    const v6 = familyOf(dst) === 6;
+    const id = (0x4e00 + i * 7 + (Deno.pid & 0xff) * 131) & 0xffff;
+    const s = Socket.open(dst, SOCK_RAW, v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP);
+    let n = 0;
+    try {
+      s.timeouts(waitMs).bind(src, 0);
+      if (!s.connect(dst, 0)) {
+        errors.push(s.lastErrno);
+        return 0;
+      }
+      // a source stops at its first unanswered request (so a failing check ends soon)
+      for (let seq = 1; seq <= (c.count ?? 3) && echo(s, v6, id, seq, waitMs, errors); seq++) n++;
+      return n;
+    } finally {
+      s.close();
+    }
+  });
+  return { replies, errors: errors.slice(0, 10) };
 }
 
 function sendIcmp(c: IcmpCommand): SentResult {
@@ -525,16 +640,19 @@ async function serve(c: ServeCommand): Promise<void> {
   const tcpLine = enc.encode(`${c.name}\n`);
   const lenTag = enc.encode(LEN_TAG);
   const loops: Promise<void>[] = [];
-  for (const addr of c.addrs) {
+  const udpSockets = c.addrs.flatMap((addr) =>
+    [c.udpPort, ...(c.extraUdpPorts ?? [])].map((port) => ({ addr, port }))
+  );
+  for (const { addr, port } of udpSockets) {
     const u = dgram.createSocket(familyOf(addr) === 4 ? "udp4" : "udp6");
     await new Promise<void>((resolve, reject) => {
       u.once("error", reject);
-      u.bind(c.udpPort, addr, () => {
+      u.bind(port, addr, () => {
         u.off("error", reject);
         resolve();
       });
     });
-    u.on("error", (e) => console.error(`udp ${addr}: ${e}`));
+    u.on("error", (e) => console.error(`udp ${addr}:${port}: ${e}`));
     u.on("message", (msg, rinfo) => {
       // "<name> <first line of the request>"
       const nl = msg.indexOf(0x0a);
@@ -547,7 +665,12 @@ async function serve(c: ServeCommand): Promise<void> {
       u.send(out, rinfo.port, rinfo.address);
     });
     closers.push(() => u.close());
-    const l = Deno.listen({ hostname: addr, port: c.tcpPort, transport: "tcp" });
+  }
+  const tcpSockets = c.addrs.flatMap((addr) =>
+    [c.tcpPort, ...(c.extraTcpPorts ?? [])].map((port) => ({ addr, port }))
+  );
+  for (const { addr, port } of tcpSockets) {
+    const l = Deno.listen({ hostname: addr, port, transport: "tcp" });
     closers.push(() => l.close());
     loops.push((async () => {
       try {
@@ -595,6 +718,9 @@ async function main(): Promise<void> {
       break;
     case "stream":
       result = stream(c);
+      break;
+    case "ping":
+      result = ping(c);
       break;
     case "icmp":
       result = sendIcmp(c);

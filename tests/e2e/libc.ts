@@ -12,7 +12,7 @@ export const AF_INET = 2, AF_INET6 = 10;
 /** Socket types. */
 export const SOCK_STREAM = 1, SOCK_DGRAM = 2, SOCK_RAW = 3;
 /** Protocol numbers. */
-export const IPPROTO_ICMPV6 = 58, IPPROTO_SCTP = 132, IPPROTO_RAW = 255;
+export const IPPROTO_ICMP = 1, IPPROTO_ICMPV6 = 58, IPPROTO_SCTP = 132, IPPROTO_RAW = 255;
 const SOL_SOCKET = 1, SO_REUSEADDR = 2, SO_LINGER = 13, SO_RCVTIMEO = 20, SO_SNDTIMEO = 21, SO_MARK = 36;
 
 const SYMBOLS = {

@@ -24,6 +24,8 @@ import type {
   AgentCommand,
   Flow,
   IcmpCommand,
+  PingCommand,
+  PingResult,
   ProbeResult,
   SctpCommand,
   SentResult,
@@ -78,6 +80,9 @@ export interface TopologyOptions {
   sources?: number;
   /** Log each command (default: env NFQLB_E2E_VERBOSE). */
   verbose?: boolean;
+  /** More UDP / TCP ports the targets' servers answer on (besides UDP_PORT / TCP_PORT). */
+  extraUdpPorts?: number[];
+  extraTcpPorts?: number[];
 }
 
 /** Output of a finished command. */
@@ -357,6 +362,11 @@ export class Topology {
   readonly traceName: string;
   /** Log every command to stderr. */
   readonly verbose: boolean;
+  /** NFQLB_FLOW_ADDRESS of this instance's nfqlb commands (flowlb and the flow-* clients). */
+  readonly flowAddress: string;
+  /** Extra server ports (see {@link TopologyOptions}). */
+  readonly extraUdpPorts: number[];
+  readonly extraTcpPorts: number[];
   #procs = new Set<Proc>();
   #lb: Proc | undefined;
   #tornDown = false;
@@ -381,6 +391,9 @@ export class Topology {
     this.shm = `${this.prefix}-tshm`;
     this.ftShm = `${this.prefix}-ftshm`;
     this.traceName = `${this.prefix}-trace`;
+    this.flowAddress = `unix:${this.prefix}-flows`;
+    this.extraUdpPorts = o.extraUdpPorts ?? [];
+    this.extraTcpPorts = o.extraTcpPorts ?? [];
     this.verbose = o.verbose ?? !!Deno.env.get("NFQLB_E2E_VERBOSE");
     live.add(this);
   }
@@ -576,6 +589,8 @@ export class Topology {
         tcpPort: TCP_PORT,
         maxLifeS: 900,
         readyFile,
+        extraUdpPorts: this.extraUdpPorts,
+        extraTcpPorts: this.extraTcpPorts,
       }));
     });
     const ok = await waitUntil(() => procs.some((p) => p.status) || ready.every((f) => exists(f)), 60_000);
@@ -626,6 +641,13 @@ export class Topology {
     });
   }
 
+  /** `count` ICMP(v6) echo requests from each of `srcs` to the VIP of its family; echo replies per source. */
+  async ping(srcs: string[], count = 3, waitMs = 1000): Promise<PingResult> {
+    const pings = srcs.map((src) => ({ src, dst: VIP[src.includes(":") ? 6 : 4] }));
+    const c: PingCommand = { cmd: "ping", pings, count, waitMs };
+    return await this.agent<PingResult>(this.ns.cli, c);
+  }
+
   /** Sends one ICMP error per quoted flow from the client (`from`) to the VIP. */
   async icmp(from: string, flows: QuotedFlow[]): Promise<SentResult> {
     const c: IcmpCommand = { cmd: "icmp", from, flows };
@@ -646,13 +668,13 @@ export class Topology {
   async startStream(
     fam: Family,
     flows: Flow[],
-    o: { pps?: number; waitMs?: number; maxMs?: number; maxProbes?: number } = {},
+    o: { pps?: number; waitMs?: number; maxMs?: number; maxProbes?: number; port?: number } = {},
   ): Promise<{ stop: () => Promise<StreamResult> }> {
     const tag = crypto.randomUUID().slice(0, 8);
     const c: StreamCommand = {
       cmd: "stream",
       dst: VIP[fam],
-      port: UDP_PORT,
+      port: o.port ?? UDP_PORT,
       flows,
       waitMs: o.waitMs ?? 2000,
       pps: o.pps ?? 500,
@@ -719,7 +741,7 @@ export class Topology {
 
   /** Environment for nfqlb commands of this instance. */
   get nfqlbEnv(): Record<string, string> {
-    return { NFQLB_SHM_DIR: this.shmDir };
+    return { NFQLB_SHM_DIR: this.shmDir, NFQLB_FLOW_ADDRESS: this.flowAddress };
   }
 
   /** Runs `nfqlb args...` in the lb netns (bounded); throws on failure unless allowFail. */
@@ -773,15 +795,29 @@ export class Topology {
    * nfnetlink_queue. Throws with the lb's output if it exits or times out.
    */
   async startLb(extra: string[] = [], timeoutMs = 60_000): Promise<Proc> {
+    return await this.#startLbProc(`lb --tshm=${this.shm}`, extra, timeoutMs);
+  }
+
+  /**
+   * Starts `nfqlb flowlb --queue --ft_shm --trace_address` (flows at
+   * {@link flowAddress}, saved in {@link shmDir}) in the lb netns, like
+   * {@link startLb}; {@link stopLb} stops it.
+   */
+  async startFlowLb(extra: string[] = [], timeoutMs = 60_000): Promise<Proc> {
+    return await this.#startLbProc("flowlb", extra, timeoutMs);
+  }
+
+  /** `cmd`: "lb --tshm=X" or "flowlb". */
+  async #startLbProc(cmd: string, extra: string[], timeoutMs: number): Promise<Proc> {
     this.#alive();
     if (this.#lb && !this.#lb.status) throw new Error("lb already running");
     const args = [
-      ...w(`ip netns exec ${this.ns.lb} ${NFQLB} lb --tshm=${this.shm} --queue=${this.queueSpec}`),
+      ...w(`ip netns exec ${this.ns.lb} ${NFQLB} ${cmd} --queue=${this.queueSpec}`),
       ...w(`--ft_shm=${this.ftShm} --trace_address=unix:${this.traceName}`),
       ...extra,
     ];
     this.#log(args.join(" "));
-    const p = new Proc("nfqlb lb", args, this.nfqlbEnv);
+    const p = new Proc(`nfqlb ${cmd.split(" ")[0]}`, args, this.nfqlbEnv);
     this.#procs.add(p);
     this.#lb = p;
     const want = this.queues;
