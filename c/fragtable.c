@@ -444,6 +444,24 @@ int32_t nfqlb_ft_first(struct nfqlb_fragtable* ft, const uint8_t* key, int32_t f
 			}
 		} else if (e->state == ST_VALID && e->fwmark == fwmark) {
 			rc = 0; /* a duplicate first fragment: same verdict (upstream drops it) */
+		} else {
+			/* A first fragment for a datagram we already decided (another fwmark) or
+			 * lost: the sender reused the fragment id within the TTL, which Linux does
+			 * (seen within 5 ms). The new datagram wins; upstream drops it. */
+			uint32_t n = frags_free(ft, e->stored);
+			if (n)
+				stat_add(ft, FS_FRAGSDISCARDED, (int32_t)n);
+			e->stored = -1;
+			if (e->holes >= 0)
+				holes_free(ft, e->holes);
+			e->holes = HOLES_NONE;
+			e->state = ST_VALID;
+			e->fwmark = fwmark;
+			rc = 0;
+			if (reassemble(ft, e, info, 1) == 1) {
+				stat_add(ft, FS_REASSEMBLED, 1);
+				entry_remove(ft, head, e);
+			}
 		}
 	}
 	unlock(&ft->locks[b]);

@@ -247,8 +247,9 @@ void nfqlb_ft_destroy(struct nfqlb_fragtable* ft);
 
 /**
  * nfqlb_ft_first - a first fragment got `fwmark`: remember it. Returns 0, or
- * -1 (table full, or the datagram was poisoned by an earlier lost fragment).
- * A duplicate first fragment with the same fwmark returns 0. *inject gets the
+ * -1 when the table is full. A first fragment whose id is already known
+ * starts the entry afresh (senders reuse ids within the TTL), unless it is a
+ * duplicate with the same fwmark. *inject gets the
  * chain of fragments stored before it (-1: none); pass it to nfqlb_ft_inject.
  * info: {offset, length, more} of the fragment (nfqlb_packet_fraginfo) or
  * NULL, for the reassembler.

@@ -403,6 +403,7 @@ Deno.test({
       async () => {
         const steady = FAMILIES.flatMap((fam) => at(fam, UDP_PORT, topo.flows(fam, 6, 24000)));
         const steadyTargets = await fe.probe("udp", steady);
+        assert.ok(steadyTargets.every((x) => STREAM_A.includes(x)), `flow a on ${steadyTargets}`);
         const oldFlows = FAMILIES.flatMap((fam) =>
           at(fam, B_OLD, topo.flows(fam, 1, 24100, topo.clientAddrs(fam).slice(1)))
         );
@@ -411,8 +412,8 @@ Deno.test({
         );
         const streams = await Promise.all([
           topo.startStream(4, steady, { pps: 200, waitMs: 3000 }),
-          topo.startStream(4, oldFlows, { pps: 50, waitMs: 1000 }),
-          topo.startStream(4, newFlows, { pps: 50, waitMs: 1000 }),
+          topo.startStream(4, oldFlows, { pps: 50, waitMs: 1500 }),
+          topo.startStream(4, newFlows, { pps: 50, waitMs: 1500 }),
         ]);
         let results: StreamResult[] = [];
         try {
@@ -446,7 +447,6 @@ Deno.test({
           [],
           "flow a probes lost or moved during the change of flow b",
         );
-        assert.ok(steadyTargets.every((x) => STREAM_A.includes(x)), `flow a on ${steadyTargets}`);
         old.flows.forEach((f, i) => {
           assert.ok(answeredThenLost(f), `old port ${flowKey(oldFlows[i])}: ${pattern(f)}`);
           assert.ok(Object.keys(f.byTarget).every((x) => STREAM_B.includes(x)), `old port: ${pattern(f)}`);
@@ -489,6 +489,7 @@ Deno.test({
     await t.step(
       "restart (SIGTERM, start again): flows kept, traffic balanced as before without flow-set",
       async () => {
+        assert.ok(before.a && before.b, "needs the spread step");
         const names0 = await fe.names();
         const defs0 = definitions(await fe.list());
         const stopped = await topo.stopLb();

@@ -242,7 +242,8 @@ for (const fam of ["ipv4", "ipv6"] as const) {
     const s = rig.fragStats;
     assert.equal(s.fragsAllocated, 4);
     assert.equal(s.fragsDiscarded, 4);
-    assert.equal([...seen.values()][0].accepted, 0, "a poisoned datagram is dropped whole");
+    // the 16 fragments that could not be kept are lost; only the first fragment (it restarts the entry) passes
+    assert.equal([...seen.values()][0].accepted, 1, "a poisoned datagram loses its fragments");
     // the store is free again: the next datagram in order goes through
     const next = run(rig, packets.slice(21));
     assert.equal([...next.values()][0].accepted, 21);
@@ -265,6 +266,24 @@ for (const fam of ["ipv4", "ipv6"] as const) {
     assert.equal(s.fragsDiscarded, 5);
   });
 }
+
+Deno.test("fragments: a reused fragment id starts a new datagram (Linux reuses ids within the TTL)", () => {
+  using _sb = libSandbox();
+  using table = makeTable(997, 32, [101, 102, 103]);
+  using rig = new Rig(table);
+  const v4 = readPcap(`${SHARED}/testdata/pcap/udp-ipv4.pcap`);
+  const first = v4[0], later = v4[1];
+  const fw1 = rig.classify(first, 1n);
+  assert.ok(fw1 >= 101);
+  // the same id, addresses and offset, but other ports: another datagram that hashes elsewhere
+  const other = first.data.slice();
+  for (let p = 20000; p < 20100; p++) {
+    new DataView(other.buffer).setUint16(20, p);
+    const fw2 = rig.classify({ hwProto: first.hwProto, data: other }, 2n);
+    assert.ok(fw2 >= 101, "the new first fragment is accepted");
+    assert.equal(rig.classify(later, 3n), fw2, "its later fragments follow it");
+  }
+});
 
 Deno.test("fragments: a full table rejects and counts, never crashes", () => {
   using _sb = libSandbox();
