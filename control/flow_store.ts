@@ -13,9 +13,19 @@ import { errorText, NfqlbError } from "./errors.ts";
 import { type FlowRequest, parseFlowDefinition, showValue } from "./flows.ts";
 import { shmDir } from "./shm_dir.ts";
 
-/** The file of the flows of the flowlb listening on `address` (`unix:nfqlb` → `nfqlb-flows-unix_nfqlb.json`). */
+/**
+ * The file of the flows of the flowlb listening on `address` in this network
+ * namespace (`unix:nfqlb` → `nfqlb-flows-unix_nfqlb-net4026531840.json`).
+ * Abstract sockets are per network namespace while /dev/shm may be shared by
+ * several, so the namespace (its inode) is part of the name: two flowlbs in
+ * two namespaces never restore each other's flows.
+ */
 export function flowStorePath(address: string): string {
-  return `${shmDir()}/nfqlb-flows-${address.replace(/[^A-Za-z0-9._-]/g, "_")}.json`;
+  let ns = "";
+  try {
+    ns = `-net${Deno.statSync("/proc/self/ns/net").ino}`;
+  } catch { /* not Linux, or /proc hidden: one file per address */ }
+  return `${shmDir()}/nfqlb-flows-${address.replace(/[^A-Za-z0-9._-]/g, "_")}${ns}.json`;
 }
 
 const strings = z.array(z.string()).optional();

@@ -316,7 +316,8 @@ Deno.test("store: flows survive a restart; the file is replaced atomically", asy
   TargetShm.create("nfqlb", { M: 997, N: 32, ownFwmark: 0 });
   const address = uniqueAddress();
   const path = flowStorePath(address);
-  assert.equal(path, `${sb.dir}/nfqlb-flows-${address.replace(":", "_")}.json`);
+  const ns = Deno.statSync("/proc/self/ns/net").ino;
+  assert.equal(path, `${sb.dir}/nfqlb-flows-${address.replace(":", "_")}-net${ns}.json`);
   const env = { ...sb.env, NFQLB_FLOW_ADDRESS: address };
   let s = server(address, { store: new FlowStore(path) });
   let before: string;
