@@ -486,6 +486,14 @@ struct nfqlb_target_stat {
 void nfqlb_queue_set_stats(struct nfqlb_queue* q, uint64_t* counters, struct nfqlb_target_stat* tstats,
 			   uint32_t ntstats);
 
+/**
+ * nfqlb_target_stats_add - count one accepted packet of `bytes` for `mark`
+ * in a per-target table of ntstats (a power of 2) slots; a full table counts
+ * NFQLB_C_TARGET_OVERFLOW in counters. Single writer.
+ */
+void nfqlb_target_stats_add(struct nfqlb_target_stat* tstats, uint32_t ntstats, int32_t mark, uint32_t bytes,
+			    uint64_t* counters);
+
 /** nfqlb_queue_counters - copy up to n counters (enum nfqlb_counter order). */
 void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n);
 

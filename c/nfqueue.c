@@ -59,11 +59,12 @@ void nfqlb_queue_set_stats(struct nfqlb_queue* q, uint64_t* counters, struct nfq
 
 /* Packets and bytes per fwmark. One writer (this queue's worker); readers in
  * other processes see each slot's fwmark before its counts (release). */
-static void count_target(struct nfqlb_queue* q, int32_t mark, uint32_t bytes)
+void nfqlb_target_stats_add(struct nfqlb_target_stat* tstats, uint32_t ntstats, int32_t mark, uint32_t bytes,
+			    uint64_t* counters)
 {
-	uint32_t mask = q->ntstats - 1, h = ((uint32_t)mark * 2654435761u) & mask;
-	for (uint32_t i = 0; i < q->ntstats; i++) {
-		struct nfqlb_target_stat* t = &q->tstats[(h + i) & mask];
+	uint32_t mask = ntstats - 1, h = ((uint32_t)mark * 2654435761u) & mask;
+	for (uint32_t i = 0; i < ntstats; i++) {
+		struct nfqlb_target_stat* t = &tstats[(h + i) & mask];
 		if (t->used && t->fwmark == mark) {
 			t->packets++;
 			t->bytes += bytes;
@@ -77,7 +78,7 @@ static void count_target(struct nfqlb_queue* q, int32_t mark, uint32_t bytes)
 			return;
 		}
 	}
-	q->counters[NFQLB_C_TARGET_OVERFLOW]++;
+	counters[NFQLB_C_TARGET_OVERFLOW]++;
 }
 
 static uint64_t now_ns(void)
@@ -319,7 +320,7 @@ int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t t
 				nfq_nlmsg_verdict_put_mark(v, (uint32_t)mark);
 				q->counters[NFQLB_C_ACCEPTED]++;
 				if (q->tstats)
-					count_target(q, mark, orig);
+					nfqlb_target_stats_add(q->tstats, q->ntstats, mark, orig, q->counters);
 			}
 			txlen += MNL_ALIGN(v->nlmsg_len);
 			handled++;

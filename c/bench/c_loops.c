@@ -81,3 +81,32 @@ uint32_t bench_classify_loop(struct nfqlb_lb* lb, const uint8_t* flat, const uin
 	}
 	return sum;
 }
+
+/*
+ * bench_classify_count_loop: bench_classify_loop plus what nfqlb_queue_serve
+ * counts per packet (received, accepted/dropped, per-target packets and
+ * bytes), to measure what the counters cost.
+ */
+uint32_t bench_classify_count_loop(struct nfqlb_lb* lb, const uint8_t* flat, const uint32_t* offsets,
+				   const uint32_t* lens, const uint32_t* hwprotos, uint32_t n, uint32_t iters,
+				   uint64_t now_ns, uint64_t* counters, struct nfqlb_target_stat* tstats,
+				   uint32_t ntstats)
+{
+	uint32_t sum = 0;
+	if (n == 0)
+		return 0;
+	for (uint32_t i = 0, k = 0; i < iters; i++) {
+		counters[NFQLB_C_RECEIVED]++;
+		int32_t mark = nfqlb_lb_classify(lb, hwprotos[k], flat + offsets[k], lens[k], now_ns, counters);
+		if (mark < 0) {
+			counters[NFQLB_C_DROPPED]++;
+		} else {
+			counters[NFQLB_C_ACCEPTED]++;
+			nfqlb_target_stats_add(tstats, ntstats, mark, lens[k], counters);
+		}
+		sum += (uint32_t)mark;
+		if (++k == n)
+			k = 0;
+	}
+	return sum;
+}

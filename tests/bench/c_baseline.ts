@@ -20,6 +20,22 @@ export const BENCH_SYMBOLS = {
     parameters: ["pointer", "buffer", "buffer", "buffer", "buffer", "u32", "u32", "u64", "buffer"],
     result: "u32",
   },
+  bench_classify_count_loop: {
+    parameters: [
+      "pointer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "u32",
+      "u32",
+      "u64",
+      "buffer",
+      "buffer",
+      "u32",
+    ],
+    result: "u32",
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The opened bench library. */

@@ -145,6 +145,7 @@ function measure(bench: BenchLib, ptrLib: PointerLib, lb: Deno.PointerObject): S
   const rest = marks.slice(0, ITERS % n).reduce((a, b) => (a + b) >>> 0, 0);
   const expectedSum = (Math.imul(Math.floor(ITERS / n), perRound) + rest) >>> 0;
 
+  const tstats = new Uint8Array(24 * 256);
   let sink = 0;
   const loops: Record<string, () => number> = {
     buffer: () => {
@@ -164,6 +165,9 @@ function measure(bench: BenchLib, ptrLib: PointerLib, lb: Deno.PointerObject): S
       return acc;
     },
     c: () => B.bench_classify_loop(lb, flat, offsets, lens32, hw32, n, ITERS, NOW, counters),
+    // what nfqlb_queue_serve adds per packet: queue counters and per-target packets/bytes
+    count: () =>
+      B.bench_classify_count_loop(lb, flat, offsets, lens32, hw32, n, ITERS, NOW, counters, tstats, 256),
     ptr: () => {
       let acc = 0;
       for (let i = 0, k = 0; i < ITERS; i++) {
@@ -196,7 +200,9 @@ function measure(bench: BenchLib, ptrLib: PointerLib, lb: Deno.PointerObject): S
     }
   }
   for (const s of Object.values(sums)) sink += s[0];
-  const sameMarks = ["buffer", "c", "ptr", "ptr2"].every((k) => sums[k].every((s) => s === expectedSum));
+  const sameMarks = ["buffer", "c", "count", "ptr", "ptr2"].every((k) =>
+    sums[k].every((s) => s === expectedSum)
+  );
   const bad = ["malformed", "notarget", "frag_dropped"].map((c) => [
     c,
     counters[COUNTER_NAMES.indexOf(c as (typeof COUNTER_NAMES)[number])],
@@ -224,13 +230,26 @@ function measure(bench: BenchLib, ptrLib: PointerLib, lb: Deno.PointerObject): S
     row("nfqlb_lb_classify through FFI (pkt as buffer)", "buffer", true),
     row("empty FFI call (nfqlb_prime_below)", "empty", false),
     row("the same classify loop in C, no FFI per packet", "c", false),
+    row("the C loop with the counters lb keeps per packet", "count", false),
     row("variant: pkt as pointer (UnsafePointer.of once)", "ptr", false),
     row("variant: pkt and counters as pointers", "ptr2", false),
   ];
   if (sink === 0.5) console.log(""); // keeps the loops' results alive
   return {
     rows,
-    goals: [goal("C classify per packet through FFI", ours.median, 100, "ns/pkt")],
+    goals: [
+      goal("C classify per packet through FFI", ours.median, 100, "ns/pkt"),
+      // The issue's bar is 3 % of the per-packet time. The LB's per-packet time is
+      // the LB process's CPU per packet in the netns harness (docs/performance.md:
+      // 4.0-5.9 us at 40 kpps); 3 % of 4 us is 120 ns. Measured here in pairs
+      // (C loop with counting minus without), so the machine's noise cancels.
+      goal(
+        "counters' cost per packet (C loop with the lb's counting minus without; bar: 3 % of the LB's 4 us/pkt)",
+        summarize(samples.count.map((v, i) => v - samples.c[i])).median,
+        120,
+        "ns/pkt",
+      ),
+    ],
     checks: {
       [`classify: all ${n} packets get a target fwmark >= 101 (first fragments included)`]:
         unmarked.length ===
