@@ -55,7 +55,7 @@ const KEYS = new Set([
 ]);
 
 /** Request fields in the order upstream's clients send them. */
-const SEND_ORDER = [
+export const SEND_ORDER = [
   "action",
   "name",
   "target",

@@ -16,6 +16,7 @@ import { type Flow, type FlowRequest, FlowTable, type FlowTableHooks } from "../
 import { encodeFlowSpec, type FlowSpecInput } from "../control/flow_spec.ts";
 import { type FlowServer, startFlowServer } from "../control/flow_server.ts";
 import { FlowStore, flowStorePath } from "../control/flow_store.ts";
+import { SEND_ORDER } from "../control/flow_protocol.ts";
 import { type FlowLbConfig, FlowLbConfigSchema } from "./lb_config.ts";
 import { activeTargets, type RunningLb, startQueues, stopOnSignals } from "./lb.ts";
 import { log } from "../control/log.ts";
@@ -107,20 +108,6 @@ class Published {
   }
 }
 
-/** Request fields in the order upstream's clients send them (for `flow-conf` trace lines). */
-const REQUEST_ORDER = [
-  "name",
-  "target",
-  "priority",
-  "protocols",
-  "dsts",
-  "srcs",
-  "dports",
-  "sports",
-  "match",
-  "udpencap",
-] as const;
-
 /**
  * A FlowTable whose requests and replies are traced under `flow-conf`
  * (upstream: `FlowCmd [<line>]` per request line, `writeReply [<reply>]`,
@@ -138,7 +125,10 @@ class TracedFlowTable extends FlowTable {
   #request(action: string, req: FlowRequest & { unknown?: string[] }): void {
     if (!(this.#trace.mask & TRACE.flowConf)) return;
     const lines = [`FlowCmd [action:${this.kind === "trace" ? "trace-" : ""}${action}]`];
-    for (const k of REQUEST_ORDER) if (req[k] !== undefined) lines.push(`FlowCmd [${k}:${req[k]}]`);
+    // the fields in the order the client sent them (the action line is above)
+    for (const k of SEND_ORDER) {
+      if (k !== "action" && req[k] !== undefined) lines.push(`FlowCmd [${k}:${req[k]}]`);
+    }
     lines.push("FlowCmd [eoc:]");
     for (const k of req.unknown ?? []) lines.push(`readCmd; Unrecognized command [${k}]`);
     this.#trace.emit(lines.map((text) => ({ bits: TRACE.flowConf, text })));
