@@ -9,52 +9,9 @@
  * once, without locks; counters must add up exactly.
  */
 import assert from "node:assert/strict";
-import { readPcap } from "../helpers/pcap.ts";
-import { ROOT, SHARED } from "../helpers/run.ts";
+import { buildSanitized, captureSeeds, writeSeeds } from "../helpers/sanitize.ts";
 
-async function build(dir: string, name: string, sanitize: string): Promise<string> {
-  const bin = `${dir}/${name}`;
-  const cc = await new Deno.Command("gcc", {
-    args: [
-      "-std=c11",
-      "-O1",
-      "-g",
-      "-Wall",
-      "-Wextra",
-      "-Werror",
-      "-D_DEFAULT_SOURCE",
-      "-pthread",
-      `-fsanitize=${sanitize}`,
-      "-fno-sanitize-recover=all",
-      "-o",
-      bin,
-      `${ROOT}/c/test/flow_fuzz.c`,
-      `${ROOT}/c/flow.c`,
-      `${ROOT}/c/packet.c`,
-    ],
-    stderr: "piped",
-  }).output();
-  assert.equal(cc.code, 0, new TextDecoder().decode(cc.stderr));
-  return bin;
-}
-
-function seedFiles(dir: string): string[] {
-  const seeds: string[] = [];
-  for (const f of ["telnet-ipv4", "telnet-ipv6", "sctp-encap-ipv4", "udp-ipv4", "udp-ipv6"]) {
-    const pkts = readPcap(`${SHARED}/testdata/pcap/${f}.pcap`);
-    for (const i of [0, 1, 2, 5]) {
-      const p = pkts[Math.min(i, pkts.length - 1)];
-      const b = new Uint8Array(p.data.length + 2);
-      b[0] = p.hwProto >> 8;
-      b[1] = p.hwProto & 0xff;
-      b.set(p.data, 2);
-      const file = `${dir}/${f}-${i}.bin`;
-      Deno.writeFileSync(file, b);
-      seeds.push(file);
-    }
-  }
-  return seeds;
-}
+const SOURCES = ["flow.c", "packet.c"];
 
 async function fuzz(bin: string, lookups: number, seeds: string[]): Promise<RegExpExecArray> {
   const run = await new Deno.Command(bin, {
@@ -77,7 +34,11 @@ async function fuzz(bin: string, lookups: number, seeds: string[]): Promise<RegE
 Deno.test("C flow matcher is clean under ASan/UBSan and index == linear on 150k fuzzed lookups", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "nfqlb-flowfuzz-" });
   try {
-    const m = await fuzz(await build(dir, "flow_fuzz", "address,undefined"), 150000, seedFiles(dir));
+    const m = await fuzz(
+      await buildSanitized(dir, "flow_fuzz", SOURCES),
+      150000,
+      writeSeeds(dir, captureSeeds([0, 1, 2, 5])),
+    );
     assert.ok(Number(m[3]) > 50, `many flow sets: ${m[0]}`);
   } finally {
     Deno.removeSync(dir, { recursive: true });
@@ -87,7 +48,11 @@ Deno.test("C flow matcher is clean under ASan/UBSan and index == linear on 150k 
 Deno.test("C flow matcher: concurrent lookups on one set are race-free (ThreadSanitizer)", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "nfqlb-flowtsan-" });
   try {
-    await fuzz(await build(dir, "flow_fuzz_tsan", "thread"), 30000, seedFiles(dir));
+    await fuzz(
+      await buildSanitized(dir, "flow_fuzz", SOURCES, "thread"),
+      30000,
+      writeSeeds(dir, captureSeeds([0, 1, 2, 5])),
+    );
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }

@@ -8,8 +8,7 @@
  * consistent records (trace flows, ICMP fields).
  */
 import assert from "node:assert/strict";
-import { readPcap } from "../helpers/pcap.ts";
-import { ROOT, SHARED } from "../helpers/run.ts";
+import { buildSanitized, captureSeeds, CLASSIFIER_SOURCES, writeSeeds } from "../helpers/sanitize.ts";
 import { icmp6PacketTooBig, icmpFragNeeded, ipv4Header, ipv6Bytes } from "../e2e/packets.ts";
 
 function ipv6(src: string, dst: string, nh: number, payload: Uint8Array): Uint8Array {
@@ -56,55 +55,8 @@ function icmpSeeds(): { hw: number; data: Uint8Array }[] {
 Deno.test("C trace path is clean under ASan/UBSan and never changes a verdict (200k mutated packets)", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "nfqlb-trace-fuzz-" });
   try {
-    const srcs = [
-      "packet.c",
-      "lb.c",
-      "trace.c",
-      "fragtable.c",
-      "tshm.c",
-      "tun.c",
-      "flowlb.c",
-      "flow.c",
-      "maglev.c",
-      "rand.c",
-      "hash.c",
-      "prime.c",
-    ].map((f) => `${ROOT}/c/${f}`);
-    const bin = `${dir}/trace_fuzz`;
-    const cc = await new Deno.Command("gcc", {
-      args: [
-        "-std=c11",
-        "-O1",
-        "-g",
-        "-Wall",
-        "-Wextra",
-        "-Werror",
-        "-D_DEFAULT_SOURCE",
-        "-fsanitize=address,undefined",
-        "-fno-sanitize-recover=all",
-        "-o",
-        bin,
-        `${ROOT}/c/test/trace_fuzz.c`,
-        ...srcs,
-      ],
-      stderr: "piped",
-    }).output();
-    assert.equal(cc.code, 0, new TextDecoder().decode(cc.stderr));
-    const seeds: string[] = [];
-    const add = (hw: number, data: Uint8Array) => {
-      const b = new Uint8Array(data.length + 2);
-      b[0] = hw >> 8;
-      b[1] = hw & 0xff;
-      b.set(data, 2);
-      const file = `${dir}/seed-${seeds.length}.bin`;
-      Deno.writeFileSync(file, b);
-      seeds.push(file);
-    };
-    for (const f of ["telnet-ipv4", "telnet-ipv6", "sctp-encap-ipv4", "udp-ipv4", "udp-ipv6"]) {
-      const pkts = readPcap(`${SHARED}/testdata/pcap/${f}.pcap`);
-      for (const i of [0, 1, Math.min(2, pkts.length - 1)]) add(pkts[i].hwProto, pkts[i].data);
-    }
-    for (const s of icmpSeeds()) add(s.hw, s.data);
+    const bin = await buildSanitized(dir, "trace_fuzz", CLASSIFIER_SOURCES);
+    const seeds = writeSeeds(dir, [...captureSeeds(), ...icmpSeeds()]);
     const run = await new Deno.Command(bin, { args: ["200000", ...seeds], stdout: "piped", stderr: "piped" })
       .output();
     const out = new TextDecoder().decode(run.stdout), err = new TextDecoder().decode(run.stderr);
