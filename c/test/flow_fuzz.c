@@ -14,6 +14,7 @@
  * Usage: flow_fuzz LOOKUPS SEEDFILE...   (seed files: raw IP packets, hw proto in byte 0..1)
  */
 #include "../nfqlb.h"
+#include "seeds.h"
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,26 +253,13 @@ int main(int argc, char** argv)
 	if (argc < 3)
 		return 2;
 	long lookups = atol(argv[1]);
-	int nseeds = argc - 2;
-	uint8_t* seeds[64];
-	size_t lens[64];
-	uint32_t hw[64];
-	for (int i = 0; i < nseeds && i < 64; i++) {
-		FILE* f = fopen(argv[i + 2], "rb");
-		if (!f)
-			return 2;
-		uint8_t buf[70000];
-		size_t n = fread(buf, 1, sizeof(buf), f);
-		fclose(f);
-		if (n < 3)
-			return 2;
-		hw[i] = (uint32_t)(buf[0] << 8 | buf[1]);
-		lens[i] = n - 2;
-		seeds[i] = malloc(lens[i]);
-		memcpy(seeds[i], buf + 2, lens[i]);
-	}
-	if (nseeds > 64)
-		nseeds = 64;
+	struct seeds sd;
+	if (seeds_load(&sd, argc, argv, 2) != 0)
+		return 2;
+	int nseeds = sd.n;
+	uint8_t** seeds = sd.data;
+	size_t* lens = sd.len;
+	uint32_t* hw = sd.hw;
 	long done = 0, matched = 0, rejected = 0, rounds = 0;
 	struct spec s;
 	while (done < lookups) {
@@ -386,8 +374,7 @@ int main(int argc, char** argv)
 		nfqlb_flowset_free(b);
 	}
 	nfqlb_flowset_free(NULL);
-	for (int i = 0; i < nseeds; i++)
-		free(seeds[i]);
+	seeds_free(&sd);
 	threads_phase(lookups / 10 + 1);
 	printf("threads=%d ", THREADS);
 	printf("lookups=%ld matched=%ld rounds=%ld rejected=%ld\n", done, matched, rounds, rejected);

@@ -6,6 +6,7 @@
  * Usage: packet_fuzz ITERATIONS SEEDFILE...   (seed files: raw IP packets, hw proto in byte 0..1)
  */
 #include "../nfqlb.h"
+#include "seeds.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,24 +26,13 @@ int main(int argc, char** argv)
 	if (argc < 3)
 		return 2;
 	long iters = atol(argv[1]);
-	int nseeds = argc - 2;
-	uint8_t* seeds[64];
-	size_t lens[64];
-	uint32_t hw[64];
-	for (int i = 0; i < nseeds && i < 64; i++) {
-		FILE* f = fopen(argv[i + 2], "rb");
-		if (!f)
-			return 2;
-		uint8_t buf[70000];
-		size_t n = fread(buf, 1, sizeof(buf), f);
-		fclose(f);
-		if (n < 3)
-			return 2;
-		hw[i] = (uint32_t)(buf[0] << 8 | buf[1]);
-		lens[i] = n - 2;
-		seeds[i] = malloc(lens[i]);
-		memcpy(seeds[i], buf + 2, lens[i]);
-	}
+	struct seeds sd;
+	if (seeds_load(&sd, argc, argv, 2) != 0)
+		return 2;
+	int nseeds = sd.n;
+	uint8_t** seeds = sd.data;
+	size_t* lens = sd.len;
+	uint32_t* hw = sd.hw;
 	/* a real target table for the classifier */
 	uint64_t size;
 	nfqlb_tshm_bytes(97, 4, &size);
@@ -76,8 +66,7 @@ int main(int argc, char** argv)
 	       (unsigned long long)counters[NFQLB_C_MALFORMED]);
 	nfqlb_lb_destroy(lb);
 	nfqlb_ft_destroy(ft);
-	for (int i = 0; i < nseeds && i < 64; i++)
-		free(seeds[i]);
+	seeds_free(&sd);
 	munmap(tshm, size);
 	return 0;
 }

@@ -12,6 +12,7 @@
  * Usage: trace_fuzz ITERATIONS SEEDFILE...   (seed files: raw IP packets, hw proto in byte 0..1)
  */
 #include "../nfqlb.h"
+#include "seeds.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,26 +57,13 @@ int main(int argc, char** argv)
 	if (argc < 3)
 		return 2;
 	long iters = atol(argv[1]);
-	int nseeds = argc - 2;
-	uint8_t* seeds[64];
-	size_t lens[64];
-	uint32_t hw[64];
-	for (int i = 0; i < nseeds && i < 64; i++) {
-		FILE* f = fopen(argv[i + 2], "rb");
-		if (!f)
-			return 2;
-		uint8_t buf[70000];
-		size_t n = fread(buf, 1, sizeof(buf), f);
-		fclose(f);
-		if (n < 3)
-			return 2;
-		hw[i] = (uint32_t)(buf[0] << 8 | buf[1]);
-		lens[i] = n - 2;
-		seeds[i] = malloc(lens[i]);
-		memcpy(seeds[i], buf + 2, lens[i]);
-	}
-	if (nseeds > 64)
-		nseeds = 64;
+	struct seeds sd;
+	if (seeds_load(&sd, argc, argv, 2) != 0)
+		return 2;
+	int nseeds = sd.n;
+	uint8_t** seeds = sd.data;
+	size_t* lens = sd.len;
+	uint32_t* hw = sd.hw;
 	uint64_t size;
 	nfqlb_tshm_bytes(97, 4, &size);
 	uint8_t* tshm = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -177,8 +165,7 @@ int main(int argc, char** argv)
 	nfqlb_trace_ring_free(ring[0]);
 	nfqlb_trace_ring_free(ring[1]);
 	nfqlb_trace_mask_free(mask);
-	for (int i = 0; i < nseeds; i++)
-		free(seeds[i]);
+	seeds_free(&sd);
 	munmap(tshm, size);
 	return differ || bad ? 1 : 0;
 }
