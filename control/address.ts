@@ -2,6 +2,7 @@
  * Socket addresses as upstream writes them: `unix:<name>` (a Linux abstract
  * socket), `tcp:<ipv4>:<port>`, `tcp:[<ipv6>]:<port>`.
  */
+import { errorText, NfqlbError } from "./errors.ts";
 import { parseIPv4, parseIPv6 } from "./inet.ts";
 
 /** A parsed address, ready for Deno.connect / Deno.listen. */
@@ -29,4 +30,22 @@ export function parseSocketAddress(s: string): SocketAddress | undefined {
   }
   if (!parseIPv4(host)) return undefined;
   return { transport: "tcp", hostname: host, port: Number(port) };
+}
+
+/**
+ * Listens on an upstream address string for `what` ("Flow server", "Trace
+ * server"), with upstream's error texts.
+ * @throws NfqlbError `Failed to parse address [<a>]` or `<what> bind: <reason>`
+ */
+export function listenAt(address: string, what: string): Deno.Listener {
+  const addr = parseSocketAddress(address);
+  if (!addr) throw new NfqlbError(`Failed to parse address [${address}]`);
+  try {
+    return addr.transport === "unix"
+      ? Deno.listen({ transport: "unix", path: addr.path })
+      : Deno.listen({ transport: "tcp", hostname: addr.hostname, port: addr.port });
+  } catch (e) {
+    const reason = e instanceof Deno.errors.AddrInUse ? "Address already in use" : errorText(e);
+    throw new NfqlbError(`${what} bind: ${reason}`);
+  }
 }

@@ -6,8 +6,8 @@
  * connection is handled on its own, lines are bounded, idle clients are cut
  * off, and errors end only that connection.
  */
-import { parseSocketAddress } from "./address.ts";
-import { errorText, NfqlbError } from "./errors.ts";
+import { listenAt } from "./address.ts";
+import { errorText } from "./errors.ts";
 import type { FlowTable } from "./flows.ts";
 import { encodeReply, type FlowCommand, type ReadOutcome, RequestReader } from "./flow_protocol.ts";
 import type { FlowStore } from "./flow_store.ts";
@@ -95,17 +95,7 @@ export function startFlowServer(
   const log = opts.log ?? ((line: string) => console.error(line));
   const idle = opts.idleTimeoutMs ?? 30000;
   const max = opts.maxConnections ?? 64;
-  const addr = parseSocketAddress(address);
-  if (!addr) throw new NfqlbError(`Failed to parse address [${address}]`);
-  let listener: Deno.Listener;
-  try {
-    listener = addr.transport === "unix"
-      ? Deno.listen({ transport: "unix", path: addr.path })
-      : Deno.listen({ transport: "tcp", hostname: addr.hostname, port: addr.port });
-  } catch (e) {
-    const reason = e instanceof Deno.errors.AddrInUse ? "Address already in use" : errorText(e);
-    throw new NfqlbError(`Flow server bind: ${reason}`);
-  }
+  const listener = listenAt(address, "Flow server");
   const conns = new Set<Deno.Conn>();
   const tasks = new Set<Promise<void>>();
   let closing = false;

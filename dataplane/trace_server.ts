@@ -18,7 +18,7 @@
  *   it never slows the dataplane (upstream blocks the packet thread).
  */
 import { lib } from "../ffi/lib.ts";
-import { parseSocketAddress } from "../control/address.ts";
+import { listenAt } from "../control/address.ts";
 import { errorText, NfqlbError } from "../control/errors.ts";
 import { DEFAULT_LOG_TARGET, log, TraceShmView } from "../control/log.ts";
 import { formatRecords, TRACE, type TraceLine, type TraceNames } from "./trace_format.ts";
@@ -84,17 +84,7 @@ const NO_NAMES: TraceNames = { target: (a) => `0x${a.toString(16)}`, traceFlow: 
  * @throws NfqlbError `Failed to parse address [<a>]`, `Trace server bind: <reason>`
  */
 export function startTraceService(address: string, opts: TraceServiceOptions): TraceService {
-  const addr = parseSocketAddress(address);
-  if (!addr) throw new NfqlbError(`Failed to parse address [${address}]`);
-  let listener: Deno.Listener;
-  try {
-    listener = addr.transport === "unix"
-      ? Deno.listen({ transport: "unix", path: addr.path })
-      : Deno.listen({ transport: "tcp", hostname: addr.hostname, port: addr.port });
-  } catch (e) {
-    const reason = e instanceof Deno.errors.AddrInUse ? "Address already in use" : errorText(e);
-    throw new NfqlbError(`Trace server bind: ${reason}`);
-  }
+  const listener = listenAt(address, "Trace server");
   const c = lib();
   const word = c.nfqlb_trace_mask_create();
   if (word === null) {
