@@ -79,6 +79,25 @@ int32_t nfqlb_maglev_params(uint32_t M, uint32_t N, uint32_t* out);
 int32_t nfqlb_maglev_populate(uint32_t M, uint32_t N, const uint32_t* params,
 			      const int32_t* active, int32_t* lookup);
 
+/** The largest row weight (activate --weight). */
+#define NFQLB_MAX_WEIGHT 65535u
+
+/**
+ * nfqlb_maglev_populate_weighted - nfqlb_maglev_populate with a weight per
+ * row (weights NULL: all 1). Active rows of weight 0 take no slots (drained);
+ * when every active row has weight 0 the table is all -1. When all the other
+ * active rows have the same weight the result is exactly upstream's table for
+ * them. Otherwise rows take turns Katran-style (docs/maglev.md, "Weights"):
+ * in round r = 1, 2, ... each row, ascending, adds its weight to a credit that
+ * starts at wmax/2 and takes a turn (claims its next free slot, walking its
+ * permutation as above) when the credit reaches wmax, then subtracts wmax.
+ * A row's share of the M slots is then w/sum(w) within about one slot.
+ * Returns 0, -1 on bad arguments (or a weight > NFQLB_MAX_WEIGHT), -2 when out
+ * of memory.
+ */
+int32_t nfqlb_maglev_populate_weighted(uint32_t M, uint32_t N, const uint32_t* params,
+				       const int32_t* active, const uint32_t* weights, int32_t* lookup);
+
 /* ----------------------------------------------------------------------------
  * hash.c - the 40-byte key and djb2, as upstream.
  *
@@ -111,7 +130,7 @@ uint32_t nfqlb_hash_addresses(const uint8_t* key, uint32_t len);
  *   16  M   20 N   24 own fwmark   28 current buffer (0/1)
  *   32  seq[0]  36 seq[1]  40 replaced  44 generation  48..63 reserved
  *   64  params: N x {offset, skip}
- *   then two buffers, each { i32 active[N]; i32 lookup[M]; }
+ *   then two buffers, each { i32 active[N]; u32 weight[N]; i32 lookup[M]; }
  *
  * Writers fill the buffer that is not current, then publish it by storing
  * its index in `current` (release). Each buffer has a sequence number that
@@ -119,7 +138,7 @@ uint32_t nfqlb_hash_addresses(const uint8_t* key, uint32_t len);
  * ------------------------------------------------------------------------- */
 
 #define NFQLB_TSHM_MAGIC 0x424c514eu /* "NQLB" */
-#define NFQLB_TSHM_VERSION 1u
+#define NFQLB_TSHM_VERSION 2u /* 2: weights in each buffer */
 #define NFQLB_TSHM_HEADER 64u
 #define NFQLB_TSHM_MAX_BYTES (1ull << 31) /* 2 GiB */
 
@@ -149,15 +168,19 @@ int32_t nfqlb_tshm_check(const uint8_t* base, uint64_t size);
 
 /**
  * nfqlb_tshm_commit - publish a new active set: populate the spare buffer
- * from active[0..N-1] and make it current. Callers serialise writers (flock).
+ * from active[0..N-1] and weights[0..N-1] (NULL: all 1; each <=
+ * NFQLB_MAX_WEIGHT) and make it current. Callers serialise writers (flock).
+ * Returns 0, or nfqlb_maglev_populate_weighted's error (nothing published).
  */
-int32_t nfqlb_tshm_commit(uint8_t* base, const int32_t* active);
+int32_t nfqlb_tshm_commit(uint8_t* base, const int32_t* active, const uint32_t* weights);
 
 /**
  * nfqlb_tshm_read - consistent snapshot of the current buffer: the first
- * nlookup lookup entries and all N active entries. Returns the generation.
+ * nlookup lookup entries, all N active entries and all N weights (each
+ * output may be NULL). Returns the generation.
  */
-uint32_t nfqlb_tshm_read(const uint8_t* base, int32_t* lookup, uint32_t nlookup, int32_t* active);
+uint32_t nfqlb_tshm_read(const uint8_t* base, int32_t* lookup, uint32_t nlookup, int32_t* active,
+			 uint32_t* weights);
 
 /**
  * nfqlb_tshm_lookup - the fwmark for a hash: active[lookup[hash % M]] of
@@ -728,5 +751,183 @@ int32_t nfqlb_trace_icmp(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, st
 
 /** nfqlb_trace_categories - the trace bits whose lines a record with these events (and L4 proto) has. */
 uint32_t nfqlb_trace_categories(uint32_t events, uint32_t proto);
+
+/* ----------------------------------------------------------------------------
+ * conntrack.c - an optional connection table (flow key -> fwmark/row) in a
+ * caller-provided region, normally a shm file beside the target table, shared
+ * by every queue worker thread and the CLI process. NOT wired into lb/flowlb
+ * yet. See docs/conntrack.md.
+ *
+ *   0     header (128): magic "NQCX", version, header size (1152), file size,
+ *         capacity, buckets, ctx slots, flood limit, ttl_ms[3], ways, seed...
+ *   128   16 x 64-byte stats shards (NFQLB_CT_STAT_* u64 counters, summed)
+ *   1152  buckets x 16: u32 lock (owner tid), u8 tag[8], u32 pad
+ *   ...   capacity x 64-byte entries (64-aligned), 8 ways per bucket
+ *   ...   ctx_slots x 264-byte context records
+ *
+ * Keys are the 40-byte keys of hash.c; byte 35 (the high byte of the
+ * little-endian proto) must be 0 (every IP protocol fits one byte): the
+ * stored copy keeps the entry's flags there. Keys with byte 35 != 0 are
+ * refused (insert/set/delete -1, lookup a miss).
+ *
+ * Time: now_ns is CLOCK_MONOTONIC in ns (nfqlb_ct_clock_ns); entries keep
+ * milliseconds mod 2^32, so ages and idle times are exact to the ms and wrap
+ * after 49.7 days. An entry expires when its idle time is strictly greater
+ * than its lifetime (per protocol: TCP 6, UDP 17, other; or set per entry);
+ * pinned entries never expire and are never recycled. Expired entries are
+ * reclaimed lazily (when their bucket is searched for a free way, when a
+ * lookup finds one, when listed).
+ *
+ * Concurrency: any number of threads and processes may call any function at
+ * once; a bucket spinlock serialises the work on one bucket (8 entries). A
+ * lock word holds its owner's kernel tid; a waiter that spun for a while asks
+ * whether that thread still exists and takes the lock over if not (counted in
+ * NFQLB_CT_STAT_LOCK_STEALS), so a crashed process never leaves the table
+ * locked. All users must share a PID namespace.
+ * ------------------------------------------------------------------------- */
+
+#define NFQLB_CT_MAGIC 0x5843514eu /* "NQCX" */
+#define NFQLB_CT_VERSION 1u
+#define NFQLB_CT_ENTRY_BYTES 64u
+#define NFQLB_CT_CTX_MAX 256u             /* bytes of opaque context per entry */
+#define NFQLB_CT_MAX_CAPACITY (1u << 28)  /* entries (16 GiB) */
+#define NFQLB_CT_MAX_CTX (1u << 24)       /* context records */
+#define NFQLB_CT_MAX_TTL_MS 0x7fffffffu
+
+/* Entry flags (nfqlb_ct_record.flags). */
+#define NFQLB_CT_F_PINNED 1u    /* fwmark set by the operator: never expires, never recycled */
+#define NFQLB_CT_F_OFFLOADED 2u /* the flow is handled elsewhere (informational for now) */
+#define NFQLB_CT_F_CTX 4u       /* the entry has a context (record only) */
+
+/* What nfqlb_ct_set changes (bits). */
+#define NFQLB_CT_SET_FWMARK 1u     /* fwmark and row */
+#define NFQLB_CT_SET_PIN 2u
+#define NFQLB_CT_CLEAR_PIN 4u      /* also restarts the idle time */
+#define NFQLB_CT_SET_OFFLOAD 8u
+#define NFQLB_CT_CLEAR_OFFLOAD 16u
+#define NFQLB_CT_SET_LIFETIME 32u  /* lifetime_ms (0 = by protocol again); restarts the idle time */
+#define NFQLB_CT_SET_CTX 64u       /* ctx[0..ctx_len) */
+#define NFQLB_CT_CLEAR_CTX 128u
+#define NFQLB_CT_SET_CREATE 256u   /* create a missing entry (fwmark, row), without the flood guard */
+
+/* Counters, indexes into nfqlb_ct_stats' output. */
+enum nfqlb_ct_stat {
+	NFQLB_CT_STAT_ENTRIES = 0,  /* live entries (expired ones count until reclaimed) */
+	NFQLB_CT_STAT_INSERTS,      /* new entries */
+	NFQLB_CT_STAT_HITS,         /* lookups that found a live entry */
+	NFQLB_CT_STAT_MISSES,
+	NFQLB_CT_STAT_RECYCLES,     /* live entries dropped to make room (closest to expiry first) */
+	NFQLB_CT_STAT_FLOOD_SKIPS,  /* inserts skipped by the flood guard */
+	NFQLB_CT_STAT_EXPIRATIONS,  /* expired entries reclaimed */
+	NFQLB_CT_STAT_DELETES,      /* nfqlb_ct_delete */
+	NFQLB_CT_STAT_LOCK_STEALS,  /* locks taken over from a dead thread */
+	NFQLB_CT_STAT_CAPACITY,
+	NFQLB_CT_STAT_CTX_SLOTS,
+	NFQLB_CT_STAT_CTX_USED,
+	NFQLB_CT_STAT_FLOOD_PER_S,
+	NFQLB_CT_STAT_TTL_TCP,
+	NFQLB_CT_STAT_TTL_UDP,
+	NFQLB_CT_STAT_TTL_OTHER,
+	NFQLB_CT_STAT_BYTES,        /* file size */
+	NFQLB_CT_STATS_ALL
+};
+
+/** One listed entry (nfqlb_ct_list / nfqlb_ct_get), 344 bytes, fixed offsets. */
+struct nfqlb_ct_record {
+	uint8_t key[NFQLB_KEY_LEN]; /* 0   byte 35 is 0 */
+	int32_t fwmark;             /* 40 */
+	int32_t row;                /* 44  -1: none */
+	uint32_t flags;             /* 48  NFQLB_CT_F_* */
+	uint32_t lifetime_ms;       /* 52  effective lifetime; 0 when pinned */
+	uint32_t age_ms;            /* 56  since created */
+	uint32_t idle_ms;           /* 60  since last seen */
+	uint64_t packets;           /* 64  saturates at 2^24-1 */
+	uint64_t bytes;             /* 72  saturates at 2^40-1 */
+	uint32_t slot;              /* 80  entry index */
+	uint32_t ctx_len;           /* 84 */
+	uint8_t ctx[NFQLB_CT_CTX_MAX]; /* 88 */
+};
+#define NFQLB_CT_RECORD_BYTES 344u
+
+/**
+ * nfqlb_ct_bytes - size of a table of `capacity` entries (rounded up to a
+ * multiple of 8) and `ctx_slots` context records; 0 when capacity is 0 or
+ * above NFQLB_CT_MAX_CAPACITY, or ctx_slots above NFQLB_CT_MAX_CTX.
+ */
+uint64_t nfqlb_ct_bytes(uint32_t capacity, uint32_t ctx_slots);
+
+/**
+ * nfqlb_ct_format - write an empty table into base[0..size). ttl_ms: the
+ * lifetimes of TCP, UDP and other flows (each <= NFQLB_CT_MAX_TTL_MS);
+ * flood_per_s: max new entries per second (of now_ns) by nfqlb_ct_insert,
+ * 0 = no limit. The hash seed is random. Returns 0, or -1 (bad sizes).
+ */
+int32_t nfqlb_ct_format(uint8_t* base, uint64_t size, uint32_t capacity, uint32_t ctx_slots, const uint32_t* ttl_ms,
+			uint32_t flood_per_s);
+
+/** nfqlb_ct_check - validate a mapped table of `size` bytes: 0 or NFQLB_ETRUNC/EMAGIC/EVERSION/ELAYOUT. */
+int32_t nfqlb_ct_check(const uint8_t* base, uint64_t size);
+
+/**
+ * nfqlb_ct_lookup - the fwmark of the live entry for key[40], or -1. A hit
+ * refreshes its last-seen time and counts one packet of `bytes`; *row (may
+ * be NULL) gets its row or -1. A matching expired entry is reclaimed. Hot path.
+ */
+int32_t nfqlb_ct_lookup(uint8_t* base, const uint8_t* key, uint64_t now_ns, uint32_t bytes, int32_t* row);
+
+/**
+ * nfqlb_ct_insert - remember fwmark/row for key[40]. Returns 0 (inserted;
+ * or the key was live: its fwmark/row are replaced unless pinned, last-seen
+ * refreshed), 1 when skipped by the flood guard (a new key over the limit of
+ * its second), -1 on a bad key or when all 8 entries of the key's bucket are
+ * pinned. A full bucket first drops its expired entries, then recycles the
+ * live entry closest to expiry (NFQLB_CT_STAT_RECYCLES).
+ */
+int32_t nfqlb_ct_insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns);
+
+/** nfqlb_ct_delete - remove the entry of key[40] (live or not). 0, or -1 when there is none. */
+int32_t nfqlb_ct_delete(uint8_t* base, const uint8_t* key);
+
+/**
+ * nfqlb_ct_set - change the entry of key[40]; `what` is NFQLB_CT_SET_* bits:
+ * fwmark/row, pin, offload, lifetime_ms (< 32768 exact in ms, else rounded up
+ * to seconds, at most 32767 s; longer: pin), context ctx[0..ctx_len) with
+ * ctx_len <= NFQLB_CT_CTX_MAX. With NFQLB_CT_SET_CREATE a missing entry is
+ * created first (room made as by insert). Returns 0; -1 bad arguments or no
+ * such entry; -2 no room (bucket all pinned, or no free context record; the
+ * entry is then left unchanged).
+ */
+int32_t nfqlb_ct_set(uint8_t* base, const uint8_t* key, uint32_t what, int32_t fwmark, int32_t row,
+		     uint32_t lifetime_ms, const uint8_t* ctx, uint32_t ctx_len, uint64_t now_ns);
+
+/**
+ * nfqlb_ct_list - copy up to `max` live entries, from entry index *cursor
+ * on, into out[]; *cursor moves past them (start at 0; done when it reaches
+ * the capacity or the call returns 0). Expired entries met are reclaimed.
+ * Returns the number of records written.
+ */
+uint32_t nfqlb_ct_list(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out, uint32_t max);
+
+/** nfqlb_ct_next - nfqlb_ct_list of one record: 1 with *out filled, 0 at the end. */
+int32_t nfqlb_ct_next(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out);
+
+/** nfqlb_ct_get - the record of key[40]'s live entry: 0, or -1 when there is none. */
+int32_t nfqlb_ct_get(uint8_t* base, const uint8_t* key, uint64_t now_ns, struct nfqlb_ct_record* out);
+
+/** nfqlb_ct_stats - copy the first n of the NFQLB_CT_STATS_ALL values (enum nfqlb_ct_stat order). */
+void nfqlb_ct_stats(uint8_t* base, uint64_t* out, uint32_t n);
+
+/**
+ * nfqlb_ct_count_by_row - counts[r] = live entries with row r, for r < n
+ * (zeroed first; for least-connection schedulers). Returns all live entries
+ * (with or without a row). Locks each bucket in turn: O(capacity).
+ */
+uint32_t nfqlb_ct_count_by_row(uint8_t* base, uint32_t* counts, uint32_t n, uint64_t now_ns);
+
+/** nfqlb_ct_clock_ns - CLOCK_MONOTONIC in ns, the dataplane's now_ns (for the CLI). */
+uint64_t nfqlb_ct_clock_ns(void);
+
+/** nfqlb_ct_record_bytes - sizeof(struct nfqlb_ct_record) (NFQLB_CT_RECORD_BYTES). */
+uint32_t nfqlb_ct_record_bytes(void);
 
 #endif

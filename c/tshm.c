@@ -19,9 +19,10 @@ struct tshm_header {
 _Static_assert(sizeof(struct tshm_header) == NFQLB_TSHM_HEADER, "header is 64 bytes");
 
 static uint64_t params_off(void) { return NFQLB_TSHM_HEADER; }
+/* Buffer b: { i32 active[N]; u32 weight[N]; i32 lookup[M]; } */
 static uint64_t buffer_off(uint32_t M, uint32_t N, uint32_t b)
 {
-	return NFQLB_TSHM_HEADER + 8ull * N + (uint64_t)b * 4ull * ((uint64_t)N + M);
+	return NFQLB_TSHM_HEADER + 8ull * N + (uint64_t)b * 4ull * (2ull * N + M);
 }
 
 int32_t nfqlb_tshm_bytes(uint32_t M, uint32_t N, uint64_t* out)
@@ -40,9 +41,13 @@ static int32_t* buf_active(uint8_t* base, const struct tshm_header* h, uint32_t 
 {
 	return (int32_t*)(base + buffer_off(h->M, h->N, b));
 }
+static uint32_t* buf_weight(uint8_t* base, const struct tshm_header* h, uint32_t b)
+{
+	return (uint32_t*)(buf_active(base, h, b) + h->N);
+}
 static int32_t* buf_lookup(uint8_t* base, const struct tshm_header* h, uint32_t b)
 {
-	return buf_active(base, h, b) + h->N;
+	return buf_active(base, h, b) + 2 * h->N;
 }
 
 int32_t nfqlb_tshm_format(uint8_t* base, uint64_t size, uint32_t M, uint32_t N, int32_t own_fwmark)
@@ -62,6 +67,9 @@ int32_t nfqlb_tshm_format(uint8_t* base, uint64_t size, uint32_t M, uint32_t N, 
 		return -1;
 	for (uint32_t b = 0; b < 2; b++) {
 		memset(buf_active(base, h, b), 0xff, 4ull * N);
+		uint32_t* w = buf_weight(base, h, b);
+		for (uint32_t i = 0; i < N; i++)
+			w[i] = 1;
 		memset(buf_lookup(base, h, b), 0xff, 4ull * M);
 	}
 	/* The magic goes last: a file is an nfqlb table only once it is complete. */
@@ -99,7 +107,7 @@ int32_t nfqlb_tshm_check(const uint8_t* base, uint64_t size)
 	return 0;
 }
 
-int32_t nfqlb_tshm_commit(uint8_t* base, const int32_t* active)
+int32_t nfqlb_tshm_commit(uint8_t* base, const int32_t* active, const uint32_t* weights)
 {
 	struct tshm_header* h = (struct tshm_header*)base;
 	uint32_t cur = __atomic_load_n(&h->current, __ATOMIC_ACQUIRE) & 1;
@@ -109,9 +117,15 @@ int32_t nfqlb_tshm_commit(uint8_t* base, const int32_t* active)
 	__atomic_store_n(&h->seq[spare], s, __ATOMIC_RELAXED);
 	__atomic_thread_fence(__ATOMIC_RELEASE);
 	int32_t* act = buf_active(base, h, spare);
+	uint32_t* wt = buf_weight(base, h, spare);
 	memcpy(act, active, 4ull * h->N);
-	int32_t rc = nfqlb_maglev_populate(h->M, h->N, (const uint32_t*)(base + params_off()), act,
-					  buf_lookup(base, h, spare));
+	if (weights)
+		memcpy(wt, weights, 4ull * h->N);
+	else
+		for (uint32_t i = 0; i < h->N; i++)
+			wt[i] = 1;
+	int32_t rc = nfqlb_maglev_populate_weighted(h->M, h->N, (const uint32_t*)(base + params_off()), act, wt,
+						   buf_lookup(base, h, spare));
 	if (rc != 0)
 		return rc; /* spare stays odd: never current, so never read */
 	__atomic_store_n(&h->seq[spare], s + 1, __ATOMIC_RELEASE);
@@ -133,7 +147,8 @@ int32_t nfqlb_tshm_commit(uint8_t* base, const int32_t* active)
 			break;                                                        \
 	}
 
-uint32_t nfqlb_tshm_read(const uint8_t* base, int32_t* lookup, uint32_t nlookup, int32_t* active)
+uint32_t nfqlb_tshm_read(const uint8_t* base, int32_t* lookup, uint32_t nlookup, int32_t* active,
+			 uint32_t* weights)
 {
 	const struct tshm_header* h = (const struct tshm_header*)base;
 	uint32_t n = nlookup < h->M ? nlookup : h->M;
@@ -143,8 +158,10 @@ uint32_t nfqlb_tshm_read(const uint8_t* base, int32_t* lookup, uint32_t nlookup,
 		gen = __atomic_load_n(&h->generation, __ATOMIC_RELAXED);
 		if (active)
 			memcpy(active, act, 4ull * h->N);
+		if (weights)
+			memcpy(weights, act + h->N, 4ull * h->N);
 		if (lookup)
-			memcpy(lookup, act + h->N, 4ull * n);
+			memcpy(lookup, act + 2 * h->N, 4ull * n);
 	});
 	return gen;
 }
@@ -155,7 +172,7 @@ int32_t nfqlb_tshm_lookup_row(const uint8_t* base, uint32_t hash, int32_t* row)
 	int32_t r = -1, fw = -1;
 	TSHM_READ(base, h, b, {
 		const int32_t* act = (const int32_t*)(base + buffer_off(h->M, h->N, b));
-		r = act[h->N + hash % h->M];
+		r = act[2 * h->N + hash % h->M];
 		fw = (r >= 0 && (uint32_t)r < h->N) ? act[r] : -1;
 	});
 	if (row)
@@ -181,7 +198,7 @@ uint32_t nfqlb_tshm_count_empty(const uint8_t* base)
 	uint32_t empty = 0;
 	TSHM_READ(base, h, b, {
 		const int32_t* act = (const int32_t*)(base + buffer_off(h->M, h->N, b));
-		const int32_t* lk = act + h->N;
+		const int32_t* lk = act + 2 * h->N;
 		empty = 0;
 		for (uint32_t i = 0; i < h->M; i++) {
 			int32_t r = lk[i];

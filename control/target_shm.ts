@@ -11,24 +11,39 @@ import { shmPath } from "./shm_dir.ts";
 
 const ETRUNC = -1, EMAGIC = -2, EVERSION = -3, ELAYOUT = -4, EUPSTREAM = -5;
 
+/** The layout version this build writes (NFQLB_TSHM_VERSION in c/nfqlb.h). */
+export const TSHM_VERSION = 2;
+/** The largest row weight (NFQLB_MAX_WEIGHT). */
+export const MAX_WEIGHT = 65535;
+
+/** The version field (u16 at offset 4) of a mapped file with our magic. */
+function fileVersion(m: Mapping): number {
+  return new Deno.UnsafePointerView(m.ptr).getUint16(4);
+}
+
 /** A consistent copy of the current table. */
 export interface TargetSnapshot {
   /** The first entries of the lookup table (row index or -1). */
   lookup: Int32Array;
   /** fwmark per row, -1 for a free row. */
   active: Int32Array;
+  /** Weight per row (0..65535; 0 = drained: active but no slots). Free rows hold 1. */
+  weights: Uint32Array;
   /** Number of commits since init. */
   generation: number;
 }
 
-function checkText(rc: number, name: string): string {
+function checkText(rc: number, name: string, version = 0): string {
   switch (rc) {
     case ETRUNC:
       return "truncated file";
     case EMAGIC:
       return "not an nfqlb target table (bad magic)";
     case EVERSION:
-      return "unsupported table version";
+      // an older layout of ours (v1 had no weights): init replaces it
+      return version >= 1 && version < TSHM_VERSION
+        ? `unsupported table version ${version} (older nfqlb-deno); re-create it with: nfqlb init --shm=${name}`
+        : "unsupported table version";
     case ELAYOUT:
       return "corrupt table header";
     case EUPSTREAM:
@@ -104,8 +119,9 @@ export class TargetShm {
     }
     const rc = lib().nfqlb_tshm_check(m.ptr, m.size);
     if (rc !== 0) {
+      const version = rc === EVERSION ? fileVersion(m) : 0;
       unmap(m);
-      throw new NfqlbError(`FAILED mapSharedData: ${name}: ${checkText(rc, name)}`);
+      throw new NfqlbError(`FAILED mapSharedData: ${name}: ${checkText(rc, name, version)}`);
     }
     return new TargetShm(name, m);
   }
@@ -123,7 +139,7 @@ export class TargetShm {
     if (lib().nfqlb_tshm_bytes(opts.M, opts.N, sizeOut) !== 0) {
       if (opts.N > opts.M) throw new NfqlbError("N can't be larger than M");
       if (opts.N < 1) throw new NfqlbError(`N must be at least 1; ${opts.N}`);
-      const mib = Math.ceil((64 + 8 * opts.N + 8 * (opts.N + opts.M)) / 1048576);
+      const mib = Math.ceil((64 + 8 * opts.N + 8 * (2 * opts.N + opts.M)) / 1048576);
       throw new NfqlbError(
         `Table too large; M=${opts.M}, N=${opts.N} needs ${mib} MiB, the limit is 2048 MiB`,
       );
@@ -134,10 +150,11 @@ export class TargetShm {
     const existing = mapFile(path, true);
     if (typeof existing !== "number") {
       const rc = lib().nfqlb_tshm_check(existing.ptr, existing.size);
+      const older = rc === EVERSION && fileVersion(existing) >= 1 && fileVersion(existing) < TSHM_VERSION;
       if (rc === 0) old = existing;
       else {
         unmap(existing);
-        if (rc !== EUPSTREAM && rc !== ETRUNC) {
+        if (rc !== EUPSTREAM && rc !== ETRUNC && !older) {
           throw new NfqlbError(
             `createSharedData: ${name}: exists and is ${
               checkText(rc, name)
@@ -199,10 +216,16 @@ export class TargetShm {
 
   /**
    * Changes the active set under an exclusive lock on the file: `change`
-   * gets a copy of the active rows (fwmark or -1) and returns whether it
-   * changed anything; if so the new table is populated and published at once.
+   * gets a copy of the active rows (fwmark or -1) and of their weights
+   * (0..{@link MAX_WEIGHT}, 1 by default; 0 drains a row) and returns whether
+   * it changed anything; if so the new table is populated and published at
+   * once, rows and weights together. A weight out of range throws and
+   * publishes nothing.
    */
-  static update(name: string, change: (active: Int32Array, t: TargetShm) => boolean): void {
+  static update(
+    name: string,
+    change: (active: Int32Array, t: TargetShm, weights: Uint32Array) => boolean,
+  ): void {
     const path = shmPath(name);
     for (let attempt = 0; attempt < 5; attempt++) {
       let file: Deno.FsFile;
@@ -222,8 +245,8 @@ export class TargetShm {
         if (!same) continue;
         const t = TargetShm.open(name, { writable: true });
         try {
-          const active = t.snapshot(0).active;
-          if (change(active, t)) t.#commit(active);
+          const { active, weights } = t.snapshot(0);
+          if (change(active, t, weights)) t.#commit(active, weights);
         } finally {
           t.close();
         }
@@ -235,20 +258,23 @@ export class TargetShm {
     throw new NfqlbError(`FAILED mapSharedData: ${name}: replaced repeatedly while updating`);
   }
 
-  #commit(active: Int32Array): void {
-    const rc = lib().nfqlb_tshm_commit(this.pointer, active);
+  #commit(active: Int32Array, weights: Uint32Array): void {
+    const bad = weights.findIndex((w) => w > MAX_WEIGHT);
+    if (bad >= 0) throw new NfqlbError(`Invalid weight ${weights[bad]} for row ${bad} (0..${MAX_WEIGHT})`);
+    const rc = lib().nfqlb_tshm_commit(this.pointer, active, weights);
     if (rc !== 0) {
       throw new NfqlbError(`Populate failed for ${this.name} (${rc === -2 ? "out of memory" : rc})`);
     }
   }
 
-  /** A consistent copy of the first `nlookup` lookup entries and all rows. */
+  /** A consistent copy of the first `nlookup` lookup entries and all rows with their weights. */
   snapshot(nlookup = 25): TargetSnapshot {
     const n = Math.min(nlookup, this.M);
     const lookup = new Int32Array(n);
     const active = new Int32Array(this.N);
-    const generation = lib().nfqlb_tshm_read(this.pointer, lookup, n, active);
-    return { lookup, active, generation };
+    const weights = new Uint32Array(this.N);
+    const generation = lib().nfqlb_tshm_read(this.pointer, lookup, n, active, weights);
+    return { lookup, active, weights, generation };
   }
 
   /** The fwmark for a hash, or -1 when the slot has no target. */

@@ -9,14 +9,18 @@ export const SYMBOLS = {
   nfqlb_prime_below: { parameters: ["u32"], result: "u32" },
   nfqlb_maglev_params: { parameters: ["u32", "u32", "buffer"], result: "i32" },
   nfqlb_maglev_populate: { parameters: ["u32", "u32", "buffer", "buffer", "buffer"], result: "i32" },
+  nfqlb_maglev_populate_weighted: {
+    parameters: ["u32", "u32", "buffer", "buffer", "buffer", "buffer"],
+    result: "i32",
+  },
   nfqlb_djb2: { parameters: ["buffer", "u32"], result: "u32" },
   nfqlb_hash_key: { parameters: ["buffer", "u32", "u32"], result: "u32" },
   nfqlb_hash_addresses: { parameters: ["buffer", "u32"], result: "u32" },
   nfqlb_tshm_bytes: { parameters: ["u32", "u32", "buffer"], result: "i32" },
   nfqlb_tshm_format: { parameters: ["pointer", "u64", "u32", "u32", "i32"], result: "i32" },
   nfqlb_tshm_check: { parameters: ["pointer", "u64"], result: "i32" },
-  nfqlb_tshm_commit: { parameters: ["pointer", "buffer"], result: "i32" },
-  nfqlb_tshm_read: { parameters: ["pointer", "buffer", "u32", "buffer"], result: "u32" },
+  nfqlb_tshm_commit: { parameters: ["pointer", "buffer", "buffer"], result: "i32" },
+  nfqlb_tshm_read: { parameters: ["pointer", "buffer", "u32", "buffer", "buffer"], result: "u32" },
   nfqlb_tshm_lookup: { parameters: ["pointer", "u32"], result: "i32" },
   // the key as a pointer: a caller keeps its key buffer and that buffer's pointer (buffer params cost ~15 ns)
   nfqlb_tshm_lookup_key: { parameters: ["pointer", "pointer", "u32", "u32"], result: "i32" },
@@ -88,6 +92,24 @@ export const SYMBOLS = {
   nfqlb_trace_ring_free: { parameters: ["pointer"], result: "void" },
   nfqlb_trace_icmp: { parameters: ["u32", "buffer", "u32", "buffer"], result: "i32" },
   nfqlb_trace_categories: { parameters: ["u32", "u32"], result: "u32" },
+  // connection table (c/conntrack.c; control/conntrack_shm.ts); not wired into the dataplane yet
+  nfqlb_ct_bytes: { parameters: ["u32", "u32"], result: "u64" },
+  nfqlb_ct_format: { parameters: ["pointer", "u64", "u32", "u32", "buffer", "u32"], result: "i32" },
+  nfqlb_ct_check: { parameters: ["pointer", "u64"], result: "i32" },
+  nfqlb_ct_lookup: { parameters: ["pointer", "buffer", "u64", "u32", "buffer"], result: "i32" },
+  nfqlb_ct_insert: { parameters: ["pointer", "buffer", "i32", "i32", "u64"], result: "i32" },
+  nfqlb_ct_delete: { parameters: ["pointer", "buffer"], result: "i32" },
+  nfqlb_ct_set: {
+    parameters: ["pointer", "buffer", "u32", "i32", "i32", "u32", "buffer", "u32", "u64"],
+    result: "i32",
+  },
+  nfqlb_ct_list: { parameters: ["pointer", "buffer", "u64", "buffer", "u32"], result: "u32" },
+  nfqlb_ct_next: { parameters: ["pointer", "buffer", "u64", "buffer"], result: "i32" },
+  nfqlb_ct_get: { parameters: ["pointer", "buffer", "u64", "buffer"], result: "i32" },
+  nfqlb_ct_stats: { parameters: ["pointer", "buffer", "u32"], result: "void" },
+  nfqlb_ct_count_by_row: { parameters: ["pointer", "buffer", "u32", "u64"], result: "u32" },
+  nfqlb_ct_clock_ns: { parameters: [], result: "u64" },
+  nfqlb_ct_record_bytes: { parameters: [], result: "u32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The symbol table type of the opened library. */

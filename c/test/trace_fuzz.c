@@ -69,7 +69,7 @@ int main(int argc, char** argv)
 	uint8_t* tshm = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	nfqlb_tshm_format(tshm, size, 97, 4, 0);
 	int32_t active[4] = { 101, 102, 103, -1 };
-	nfqlb_tshm_commit(tshm, active);
+	nfqlb_tshm_commit(tshm, active, NULL);
 
 	/* flowlb: #sctp companion (udp dport 9899, no target), sctp over 9899, catch-all */
 	static const uint32_t main_flows[3][10] = {

@@ -3,7 +3,7 @@ import type { Command, Invocation } from "../command.ts";
 import { out } from "../io.ts";
 import { INT32_MAX, INT32_MIN, parseInteger } from "../numbers.ts";
 import { NfqlbError } from "../../control/errors.ts";
-import { TargetShm } from "../../control/target_shm.ts";
+import { MAX_WEIGHT, TargetShm } from "../../control/target_shm.ts";
 
 /** The upstream release we are a drop-in for; `version` prints it. */
 export const VERSION = "1.2.0";
@@ -19,32 +19,58 @@ function parseFwmarks(cmd: string, args: string[]): number[] {
   return args.map((a) => parseInteger(cmd, "fwmark", a, INT32_MIN, INT32_MAX));
 }
 
-/** `activate`: add fwmarks to free rows, or put one at `--index`. */
+/** `--weight` (ours, docs/maglev.md "Weights"): undefined when not given. */
+function parseWeight(cmd: string, inv: Invocation): number | undefined {
+  const v = inv.opts.get("weight");
+  if (v === undefined) return undefined;
+  return parseInteger(cmd, "--weight value", v, 0, MAX_WEIGHT);
+}
+
+/**
+ * `activate`: add fwmarks to free rows, or put one at `--index`. With our
+ * `--weight=W` (0..65535) the rows get weight W (0 drains: no new flows),
+ * including fwmarks that are already active; without it new rows get 1 and
+ * active ones keep theirs.
+ */
 export const activate: Command = {
   name: "activate",
   header: "activate [--shm=] <fwmarks...>\nactivate [--shm=] --index=# <fwmark>\n  Activate targets.",
   options: [
     { name: "shm", help: "Shared memory" },
     { name: "index", help: "Index in the active table (<= N)" },
+    // ours: hidden, so `activate --help` stays upstream's
+    { name: "weight", help: "Weight of the targets, 0..65535 (default 1; 0 = drain)", hidden: true },
   ],
   run(inv) {
     const name = inv.opts.get("shm") ?? "nfqlb";
     const index = parseIndex("activate", inv);
+    const weight = parseWeight("activate", inv);
     const fws = parseFwmarks("activate", inv.args);
-    TargetShm.update(name, (active, t) => {
+    TargetShm.update(name, (active, t, weights) => {
       if (index !== undefined) {
         if (fws.length === 0) return false;
         if (index >= t.N) throw new NfqlbError("Lookup index too large");
-        if (active[index] === fws[0]) return false;
+        const w = weight ?? (active[index] === fws[0] ? weights[index] : 1);
+        if (active[index] === fws[0] && weights[index] === w) return false;
         active[index] = fws[0];
+        weights[index] = w;
         return true;
       }
       let changed = false;
       for (const fw of fws) {
-        if (active.includes(fw)) continue;
+        const row = active.indexOf(fw);
+        if (row >= 0) {
+          // already active: only --weight changes it
+          if (weight !== undefined && weights[row] !== weight) {
+            weights[row] = weight;
+            changed = true;
+          }
+          continue;
+        }
         const free = active.findIndex((v) => v < 0);
         if (free < 0) continue; // table full: ignored, as upstream
         active[free] = fw;
+        weights[free] = weight ?? 1;
         changed = true;
       }
       return changed;
@@ -65,11 +91,13 @@ export const deactivate: Command = {
     const name = inv.opts.get("shm") ?? "nfqlb";
     const index = parseIndex("deactivate", inv);
     const fws = index === undefined ? parseFwmarks("deactivate", inv.args) : [];
-    TargetShm.update(name, (active, t) => {
+    // a freed row's weight goes back to 1, the default for its next fwmark
+    TargetShm.update(name, (active, t, weights) => {
       if (index !== undefined) {
         if (index >= t.N) throw new NfqlbError("Lookup index too large");
         if (active[index] < 0) return false;
         active[index] = -1;
+        weights[index] = 1;
         return true;
       }
       let changed = false;
@@ -77,6 +105,7 @@ export const deactivate: Command = {
         const i = active.indexOf(fw);
         if (i >= 0) {
           active[i] = -1;
+          weights[i] = 1;
           changed = true;
         }
       }

@@ -61,8 +61,9 @@ export const show: Command = {
       let text = `Shm: ${name}\n  Fw: own=${t.ownFwmark}\n  Maglev: M=${t.M}, N=${t.N}\n   Lookup:`;
       for (const v of snap.lookup) text += ` ${v}`;
       text += "...\n   Active:";
+      // ours: a row whose weight is not 1 gets `w<weight>` (so all-1 tables print as upstream)
       snap.active.forEach((fw, i) => {
-        if (fw >= 0) text += ` ${fw}(${i})`;
+        if (fw >= 0) text += ` ${fw}(${i})${snap.weights[i] === 1 ? "" : `w${snap.weights[i]}`}`;
       });
       out(text + "\n");
     } finally {

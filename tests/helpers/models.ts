@@ -111,6 +111,54 @@ export function modelPopulate(
   }
 }
 
+/**
+ * Weighted population (docs/maglev.md "Weights"; Katran MaglevHashV2 turns):
+ * the same per-row walks as {@link modelPopulate}, but in each round every
+ * row with weight > 0, ascending, adds its weight to a credit (starting at
+ * floor(wmax/2)) and takes a turn only when the credit reaches wmax, then
+ * subtracts wmax. Rows with weight 0 take no turns; all 0 gives all -1.
+ */
+export function modelPopulateWeighted(
+  M: number,
+  params: MaglevRowParams[],
+  active: ArrayLike<number>,
+  weights: ArrayLike<number>,
+): Int32Array {
+  const N = params.length;
+  const lookup = new Int32Array(M).fill(-1);
+  const rows: number[] = [];
+  for (let i = 0; i < N; i++) if (active[i] >= 0 && weights[i] > 0) rows.push(i);
+  if (rows.length === 0) return lookup;
+  const wmax = Math.max(...rows.map((i) => weights[i]));
+  const credit = new Float64Array(N).fill(Math.floor(wmax / 2));
+  const next = new Float64Array(N);
+  const slot = (i: number): number => {
+    const flat = i * M + next[i];
+    if (flat < N * M) {
+      const row = Math.floor(flat / M);
+      return modelPermutation(M, params[row], flat - row * M);
+    }
+    const j = (flat - N * M) % M;
+    return (params[i].offset + j * params[i].skip) % M;
+  };
+  let n = 0;
+  for (;;) {
+    for (const i of rows) {
+      credit[i] += weights[i];
+      if (credit[i] < wmax) continue;
+      credit[i] -= wmax;
+      let c = slot(i);
+      while (lookup[c] >= 0) {
+        next[i]++;
+        c = slot(i);
+      }
+      lookup[c] = i;
+      next[i]++;
+      if (++n === M) return lookup;
+    }
+  }
+}
+
 /** djb2: h = 5381; h = h*33 + byte (unsigned 32-bit). */
 export function djb2(bytes: ArrayLike<number>): number {
   let h = 5381;

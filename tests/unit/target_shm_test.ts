@@ -8,9 +8,9 @@ import { NfqlbError } from "../../control/errors.ts";
 import { nfqlb } from "../helpers/run.ts";
 import { libSandbox, listDir } from "../helpers/shm.ts";
 
-/** File size of a table: 64-byte header, N params, two buffers of N active + M lookup. */
+/** File size of a table: 64-byte header, N params, two buffers of N active + N weights + M lookup. */
 function tableBytes(M: number, N: number): number {
-  return 64 + 8 * N + 2 * 4 * (N + M);
+  return 64 + 8 * N + 2 * 4 * (2 * N + M);
 }
 
 function activate(name: string, fws: number[]): void {
@@ -113,7 +113,7 @@ Deno.test("header bytes follow c/nfqlb.h: magic, version, sizes, M, N, own, buff
   assert.equal(b.length, tableBytes(997, 32));
   assert.equal(new TextDecoder().decode(b.subarray(0, 4)), "NQLB");
   assert.equal(v.getUint32(0, true), 0x424c514e);
-  assert.equal(v.getUint16(4, true), 1, "version");
+  assert.equal(v.getUint16(4, true), 2, "version");
   assert.equal(v.getUint16(6, true), 64, "header size");
   assert.equal(v.getBigUint64(8, true), BigInt(b.length), "file size field");
   assert.equal(v.getUint32(16, true), 997);
@@ -127,8 +127,13 @@ Deno.test("header bytes follow c/nfqlb.h: magic, version, sizes, M, N, own, buff
   // params: rows 0..3 (offset, skip) as upstream M=997
   const params = Array.from({ length: 8 }, (_, i) => v.getUint32(64 + 4 * i, true));
   assert.deepEqual(params, [537, 215, 36, 8, 707, 104, 539, 37]);
-  // both buffers: active all -1, lookup all -1
-  for (let off = 64 + 8 * 32; off < b.length; off += 4) assert.equal(v.getInt32(off, true), -1);
+  // both buffers: active all -1, weight all 1, lookup all -1
+  for (let buf = 0; buf < 2; buf++) {
+    const start = 64 + 8 * 32 + buf * 4 * (2 * 32 + 997);
+    for (let i = 0; i < 2 * 32 + 997; i++) {
+      assert.equal(v.getInt32(start + 4 * i, true), i >= 32 && i < 64 ? 1 : -1, `buffer ${buf} word ${i}`);
+    }
+  }
   assert.equal((Deno.statSync(sb.path("h")).mode ?? 0) & 0o777, 0o600);
 
   // a commit flips `current`, bumps generation, leaves seqs even
@@ -299,7 +304,7 @@ Deno.test("truncated, empty, corrupt and wrong-version tables give one clear lin
   new DataView(zeroN.buffer).setUint32(20, 0, true);
   cases.push(["zeroN", zeroN, "corrupt table header"]);
   const version = good.slice();
-  new DataView(version.buffer).setUint16(4, 2, true);
+  new DataView(version.buffer).setUint16(4, 3, true); // a newer layout (ours is 2)
   cases.push(["version", version, "unsupported table version"]);
   for (const [name, bytes, why] of cases) {
     Deno.writeFileSync(sb.path(name), bytes);

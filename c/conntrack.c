@@ -1,0 +1,850 @@
+/*
+ * conntrack.c - an optional connection table in front of the Maglev hash
+ * (Maglev §3.3, Katran's LRU, VPP's flowtable): flow key -> fwmark/row, with
+ * per-protocol lifetimes, recycling of the entry closest to expiry, a flood
+ * guard (max new flows per second) and an opaque per-flow context.
+ *
+ * The table lives in caller-provided memory (a shm file), so every queue
+ * worker thread of an lb and the CLI process reach the same table and it
+ * survives an lb restart. No allocation, no global state (see the lock note
+ * below for the one per-thread cache). Time is passed in (CLOCK_MONOTONIC in
+ * the dataplane; nfqlb_ct_clock_ns gives the CLI the same clock).
+ *
+ * Layout (docs/conntrack.md), little-endian, offsets in bytes:
+ *   0     header (128): magic "NQCX", version, sizes, TTLs, flood limit, seed,
+ *         flood window, ctx lock
+ *   128   16 stats shards of 64 bytes (8 u64 each; a bucket counts into
+ *         shard bucket % 16, so threads rarely share a counter line)
+ *   1152  nbuckets bucket descriptors of 16 bytes: u32 lock, u8 tag[8], u32 pad
+ *   ...   nbuckets * 8 entries of 64 bytes (64-aligned), bucket b owns
+ *         entries 8b..8b+7 (set-associative: a key lives only in its bucket)
+ *   ...   ctx area: ctx_slots records of 264 bytes {u32 owner, u32 len, u8[256]}
+ *
+ * A slot is in use when its tag (8 bits of the hash, never 0) is non-zero;
+ * a lookup compares the 8 tags of its bucket (one cache line holds 4
+ * descriptors) and reads only the entries whose tag matches.
+ */
+#define _GNU_SOURCE
+#include "nfqlb.h"
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "conntrack.c assumes a little-endian machine (the shm layout is little-endian)"
+#endif
+
+#define WAYS 8u
+#define HEADER 128u
+#define SHARDS 16u
+#define SHARD_BYTES 64u
+#define BUCKETS_OFF (HEADER + SHARDS * SHARD_BYTES) /* 1152 */
+#define CTX_REC 264u
+#define SHARDED 8u /* counters per shard: NFQLB_CT_STAT_ENTRIES..DELETES */
+#define FLAGS_BYTE 35 /* key byte 35 (proto high byte, always 0) holds the flags */
+#define ROW_NONE 0xffffu
+#define LIFETIME_SECONDS 0x8000u
+#define SPIN_BEFORE_CHECK (1u << 16) /* spins before asking whether the owner is alive */
+
+/* Internal flag (never reported): the slot holds a context record. */
+#define F_HAS_CTX 0x80u
+
+struct ct_header {
+	uint32_t magic;        /* 0 */
+	uint16_t version;      /* 4 */
+	uint16_t header_size;  /* 6  offset of the buckets (1152) */
+	uint64_t file_size;    /* 8 */
+	uint32_t capacity;     /* 16 slots (nbuckets * 8) */
+	uint32_t nbuckets;     /* 20 */
+	uint32_t ctx_slots;    /* 24 */
+	uint32_t flood_per_s;  /* 28 0 = no flood guard */
+	uint32_t ttl_ms[3];    /* 32 tcp, udp, other */
+	uint32_t ways;         /* 44 */
+	uint64_t seed;         /* 48 hash seed */
+	uint64_t flood;        /* 56 second << 32 | new flows in that second */
+	uint32_t ctx_lock;     /* 64 */
+	uint32_t ctx_used;     /* 68 */
+	uint64_t entries_off;  /* 72 */
+	uint64_t ctx_off;      /* 80 */
+	uint64_t lock_steals;  /* 88 */
+	uint32_t reserved[8];  /* 96..127 */
+};
+_Static_assert(sizeof(struct ct_header) == HEADER, "header is 128 bytes");
+
+struct ct_bucket {
+	uint32_t lock; /* 0 free, else the owner's kernel tid */
+	uint8_t tag[WAYS];
+	uint32_t pad;
+};
+_Static_assert(sizeof(struct ct_bucket) == 16, "bucket descriptor is 16 bytes");
+
+/* The core entry: one cache line. */
+struct ct_entry {
+	uint8_t key[NFQLB_KEY_LEN]; /* 0  byte 35 = flags (NFQLB_CT_F_* | F_HAS_CTX) */
+	int32_t fwmark;             /* 40 */
+	uint16_t row;               /* 44 ROW_NONE = none */
+	uint16_t lifetime;          /* 46 0 = by protocol; else ms, or seconds with bit 15 */
+	uint32_t last;              /* 48 last seen, ms (CLOCK_MONOTONIC / 1e6, mod 2^32) */
+	uint32_t created;           /* 52 ms, the same clock */
+	uint64_t counts;            /* 56 packets << 40 | bytes, each saturating */
+};
+_Static_assert(sizeof(struct ct_entry) == NFQLB_CT_ENTRY_BYTES, "entry is 64 bytes");
+
+struct ct_ctx {
+	uint32_t owner; /* 0 free, CTX_TOMB deleted, else entry index + 1 */
+	uint32_t len;
+	uint8_t data[NFQLB_CT_CTX_MAX];
+};
+_Static_assert(sizeof(struct ct_ctx) == CTX_REC, "ctx record is 264 bytes");
+#define CTX_TOMB 0xffffffffu
+
+_Static_assert(sizeof(struct nfqlb_ct_record) == NFQLB_CT_RECORD_BYTES, "record size");
+
+static struct ct_header* H(uint8_t* base) { return (struct ct_header*)base; }
+_Static_assert(SHARDED * 8 == SHARD_BYTES, "a shard holds the sharded counters");
+_Static_assert(SHARDED == NFQLB_CT_STAT_LOCK_STEALS, "sharded counters come first");
+
+#define PKT_SHIFT 40
+#define BYTES_MASK ((1ull << PKT_SHIFT) - 1)
+#define PKT_MAX ((1ull << (64 - PKT_SHIFT)) - 1)
+
+/* ---------------------------------------------------------------------------
+ * Locks. A lock word holds the owner's kernel thread id. A waiter spins; every
+ * SPIN_BEFORE_CHECK spins it asks the kernel whether that thread still exists
+ * (kill(tid, 0)); if it does not (the process crashed with the lock held), the
+ * waiter takes the lock over with a CAS, so a crash never leaves a bucket
+ * locked forever. A live owner is never robbed, however slow. The tid is
+ * cached per thread (_Thread_local): the only per-thread datum, immutable for
+ * the thread's life. All users of one table must share a PID namespace.
+ * ------------------------------------------------------------------------- */
+
+static _Thread_local uint32_t self_tid_cache;
+
+static uint32_t self_tid(void)
+{
+	uint32_t t = self_tid_cache;
+	if (t == 0)
+		self_tid_cache = t = (uint32_t)gettid();
+	return t;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
+
+static uint64_t* shard(uint8_t* base, uint32_t b)
+{
+	return (uint64_t*)(base + HEADER + (b % SHARDS) * SHARD_BYTES);
+}
+static void stat_add(uint8_t* base, uint32_t b, uint32_t which, int64_t v)
+{
+	__atomic_fetch_add(&shard(base, b)[which], (uint64_t)v, __ATOMIC_RELAXED);
+}
+
+static void lock_slow(uint8_t* base, uint32_t* l, uint32_t me)
+{
+	uint32_t spins = 0;
+	for (;;) {
+		uint32_t v = __atomic_load_n(l, __ATOMIC_RELAXED);
+		if (v == 0) {
+			if (__atomic_compare_exchange_n(l, &v, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+				return;
+			continue;
+		}
+		if (++spins >= SPIN_BEFORE_CHECK || v == me) {
+			spins = 0;
+			/* v == me: never re-entered, so a dead thread had our (reused) tid */
+			if (v == me || (kill((pid_t)v, 0) != 0 && errno == ESRCH)) {
+				if (__atomic_compare_exchange_n(l, &v, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+					__atomic_fetch_add(&H(base)->lock_steals, 1, __ATOMIC_RELAXED);
+					return;
+				}
+			}
+		}
+		cpu_relax();
+	}
+}
+
+static inline void lock(uint8_t* base, uint32_t* l)
+{
+	uint32_t me = self_tid(), z = 0;
+	if (__builtin_expect(__atomic_compare_exchange_n(l, &z, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED), 1))
+		return;
+	lock_slow(base, l, me);
+}
+static inline void unlock(uint32_t* l) { __atomic_store_n(l, 0u, __ATOMIC_RELEASE); }
+
+/* ---------------------------------------------------------------------------
+ * Layout helpers.
+ * ------------------------------------------------------------------------- */
+
+static struct ct_bucket* bucket(uint8_t* base, uint32_t b)
+{
+	return (struct ct_bucket*)(base + BUCKETS_OFF) + b;
+}
+static struct ct_entry* entry(uint8_t* base, uint32_t i)
+{
+	return (struct ct_entry*)(base + H(base)->entries_off) + i;
+}
+static struct ct_ctx* ctxrec(uint8_t* base, uint32_t i)
+{
+	return (struct ct_ctx*)(base + H(base)->ctx_off) + i;
+}
+
+static uint64_t align64(uint64_t v) { return (v + 63u) & ~63ull; }
+
+struct layout {
+	uint32_t nbuckets;
+	uint64_t entries_off, ctx_off, size;
+};
+
+static int layout_of(uint32_t capacity, uint32_t ctx_slots, struct layout* L)
+{
+	if (capacity == 0 || capacity > NFQLB_CT_MAX_CAPACITY || ctx_slots > NFQLB_CT_MAX_CTX)
+		return -1;
+	L->nbuckets = (capacity + WAYS - 1) / WAYS;
+	L->entries_off = align64(BUCKETS_OFF + 16ull * L->nbuckets);
+	L->ctx_off = L->entries_off + (uint64_t)L->nbuckets * WAYS * sizeof(struct ct_entry);
+	L->size = align64(L->ctx_off + (uint64_t)ctx_slots * CTX_REC);
+	return 0;
+}
+
+uint64_t nfqlb_ct_bytes(uint32_t capacity, uint32_t ctx_slots)
+{
+	struct layout L;
+	return layout_of(capacity, ctx_slots, &L) == 0 ? L.size : 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Keys: compared and hashed as 5 little-endian u64 words; byte 35 (the high
+ * byte of the little-endian proto, 0 for every IP protocol) is masked out,
+ * because the stored copy keeps the flags there.
+ * ------------------------------------------------------------------------- */
+
+#define W4_MASK 0xffffffff00ffffffull
+
+struct kw {
+	uint64_t w[5];
+};
+
+static inline void load_key(const uint8_t* key, struct kw* k)
+{
+	memcpy(k->w, key, NFQLB_KEY_LEN);
+}
+
+static inline int key_eq(const struct ct_entry* e, const struct kw* k)
+{
+	uint64_t w[5];
+	memcpy(w, e->key, NFQLB_KEY_LEN);
+	return ((w[0] ^ k->w[0]) | (w[1] ^ k->w[1]) | (w[2] ^ k->w[2]) | (w[3] ^ k->w[3]) |
+		((w[4] ^ k->w[4]) & W4_MASK)) == 0;
+}
+
+static inline uint64_t mix(uint64_t h, uint64_t w)
+{
+	h = (h ^ w) * 0xff51afd7ed558ccdull;
+	return h ^ (h >> 32);
+}
+
+static inline uint64_t key_hash(uint64_t seed, const struct kw* k)
+{
+	uint64_t h = seed ^ 0x9e3779b97f4a7c15ull;
+	h = mix(h, k->w[0]);
+	h = mix(h, k->w[1]);
+	h = mix(h, k->w[2]);
+	h = mix(h, k->w[3]);
+	h = mix(h, k->w[4] & W4_MASK);
+	h ^= h >> 29;
+	h *= 0xc4ceb9fe1a85ec53ull;
+	return h ^ (h >> 32);
+}
+
+static inline uint32_t bucket_of(uint64_t h, uint32_t nbuckets)
+{
+	return (uint32_t)(((h & 0xffffffffull) * nbuckets) >> 32);
+}
+static inline uint8_t tag_of(uint64_t h) { return (uint8_t)((h >> 56) | 1u); }
+
+static inline uint32_t ms_of(uint64_t now_ns) { return (uint32_t)(now_ns / 1000000u); }
+
+/* ---------------------------------------------------------------------------
+ * Entries.
+ * ------------------------------------------------------------------------- */
+
+static uint32_t lifetime_ms(const struct ct_header* h, const struct ct_entry* e)
+{
+	if (e->lifetime)
+		return (e->lifetime & LIFETIME_SECONDS) ? (e->lifetime & 0x7fffu) * 1000u : e->lifetime;
+	switch (e->key[34]) {
+	case 6:
+		return h->ttl_ms[0];
+	case 17:
+		return h->ttl_ms[1];
+	default:
+		return h->ttl_ms[2];
+	}
+}
+
+/* ms until the entry expires (negative: expired); pinned entries: INT64_MAX. */
+static int64_t remaining(const struct ct_header* h, const struct ct_entry* e, uint32_t now)
+{
+	if (e->key[FLAGS_BYTE] & NFQLB_CT_F_PINNED)
+		return INT64_MAX;
+	int32_t idle = (int32_t)(now - e->last); /* < 0: another thread's clock was a bit ahead */
+	if (idle < 0)
+		idle = 0;
+	return (int64_t)lifetime_ms(h, e) - idle;
+}
+
+static inline int expired(const struct ct_header* h, const struct ct_entry* e, uint32_t now)
+{
+	return remaining(h, e, now) < 0; /* idle strictly greater than the lifetime */
+}
+
+/* ctx area: open addressing on the entry index, linear probing, tombstones. ctx lock held. */
+static int64_t ctx_find(uint8_t* base, uint32_t idx)
+{
+	struct ct_header* h = H(base);
+	uint32_t n = h->ctx_slots;
+	if (n == 0)
+		return -1;
+	uint32_t i = (uint32_t)(((uint64_t)(idx * 2654435761u) * n) >> 32);
+	for (uint32_t k = 0; k < n; k++, i = i + 1 == n ? 0 : i + 1) {
+		uint32_t o = ctxrec(base, i)->owner;
+		if (o == idx + 1)
+			return i;
+		if (o == 0)
+			return -1;
+	}
+	return -1;
+}
+static int64_t ctx_alloc(uint8_t* base, uint32_t idx)
+{
+	struct ct_header* h = H(base);
+	uint32_t n = h->ctx_slots;
+	if (n == 0 || h->ctx_used >= n)
+		return -1;
+	uint32_t i = (uint32_t)(((uint64_t)(idx * 2654435761u) * n) >> 32);
+	for (uint32_t k = 0; k < n; k++, i = i + 1 == n ? 0 : i + 1) {
+		uint32_t o = ctxrec(base, i)->owner;
+		if (o == 0 || o == CTX_TOMB) {
+			ctxrec(base, i)->owner = idx + 1;
+			h->ctx_used++;
+			return i;
+		}
+	}
+	return -1;
+}
+
+/* Drop the context of slot idx (bucket lock held). */
+static void ctx_free(uint8_t* base, uint32_t idx)
+{
+	struct ct_header* h = H(base);
+	lock(base, &h->ctx_lock);
+	int64_t c = ctx_find(base, idx);
+	if (c >= 0) {
+		ctxrec(base, (uint32_t)c)->owner = CTX_TOMB;
+		ctxrec(base, (uint32_t)c)->len = 0;
+		h->ctx_used--;
+		if (h->ctx_used == 0) /* empty: clear the tombstones so probes stay short */
+			for (uint32_t i = 0; i < h->ctx_slots; i++)
+				ctxrec(base, i)->owner = 0;
+	}
+	unlock(&h->ctx_lock);
+}
+
+/* Free slot w of bucket b (bucket lock held); `stat` is the counter to bump. */
+static void slot_free(uint8_t* base, uint32_t b, uint32_t w, uint32_t stat)
+{
+	struct ct_bucket* bk = bucket(base, b);
+	struct ct_entry* e = entry(base, b * WAYS + w);
+	bk->tag[w] = 0; /* first: a crash from here on leaves a free slot */
+	if (e->key[FLAGS_BYTE] & F_HAS_CTX)
+		ctx_free(base, b * WAYS + w);
+	e->key[FLAGS_BYTE] = 0;
+	stat_add(base, b, NFQLB_CT_STAT_ENTRIES, -1);
+	if (stat < SHARDED)
+		stat_add(base, b, stat, 1);
+}
+
+/* Find key in bucket b (lock held): slot index 0..7, or -1. Reclaims it if expired. */
+static int find(uint8_t* base, uint32_t b, uint8_t tag, const struct kw* k, uint32_t now, int reclaim)
+{
+	struct ct_bucket* bk = bucket(base, b);
+	for (uint32_t w = 0; w < WAYS; w++) {
+		if (bk->tag[w] != tag)
+			continue;
+		struct ct_entry* e = entry(base, b * WAYS + w);
+		if (!key_eq(e, k))
+			continue;
+		if (reclaim && expired(H(base), e, now)) {
+			slot_free(base, b, w, NFQLB_CT_STAT_EXPIRATIONS);
+			return -1;
+		}
+		return (int)w;
+	}
+	return -1;
+}
+
+static inline void count(struct ct_entry* e, uint32_t bytes)
+{
+	uint64_t c = e->counts;
+	uint64_t p = c >> PKT_SHIFT, by = c & BYTES_MASK;
+	if (p < PKT_MAX)
+		p++;
+	by = by + bytes > BYTES_MASK ? BYTES_MASK : by + bytes;
+	e->counts = p << PKT_SHIFT | by;
+}
+
+static inline uint16_t row_store(int32_t row) { return row < 0 || row >= (int32_t)ROW_NONE ? ROW_NONE : (uint16_t)row; }
+static inline int32_t row_load(uint16_t r) { return r == ROW_NONE ? -1 : (int32_t)r; }
+
+static int key_ok(const uint8_t* key) { return key != NULL && key[FLAGS_BYTE] == 0; }
+
+/* ---------------------------------------------------------------------------
+ * Format / check.
+ * ------------------------------------------------------------------------- */
+
+int32_t nfqlb_ct_format(uint8_t* base, uint64_t size, uint32_t capacity, uint32_t ctx_slots, const uint32_t* ttl_ms,
+			uint32_t flood_per_s)
+{
+	struct layout L;
+	if (base == NULL || ttl_ms == NULL || layout_of(capacity, ctx_slots, &L) != 0 || size < L.size)
+		return -1;
+	for (int i = 0; i < 3; i++)
+		if (ttl_ms[i] > NFQLB_CT_MAX_TTL_MS)
+			return -1;
+	memset(base, 0, BUCKETS_OFF + 16ull * L.nbuckets);
+	/* entries need no init (tag 0 = free); the ctx owners must be 0 */
+	memset(base + L.ctx_off, 0, (size_t)ctx_slots * CTX_REC);
+	struct ct_header* h = H(base);
+	h->version = NFQLB_CT_VERSION;
+	h->header_size = BUCKETS_OFF;
+	h->file_size = L.size;
+	h->capacity = L.nbuckets * WAYS;
+	h->nbuckets = L.nbuckets;
+	h->ctx_slots = ctx_slots;
+	h->flood_per_s = flood_per_s;
+	memcpy(h->ttl_ms, ttl_ms, sizeof(h->ttl_ms));
+	h->ways = WAYS;
+	uint64_t seed = 0;
+	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
+		seed = (uint64_t)(uintptr_t)base ^ 0x5851f42d4c957f2dull;
+	h->seed = seed;
+	h->entries_off = L.entries_off;
+	h->ctx_off = L.ctx_off;
+	__atomic_store_n(&h->magic, NFQLB_CT_MAGIC, __ATOMIC_RELEASE); /* last: complete */
+	return 0;
+}
+
+int32_t nfqlb_ct_check(const uint8_t* base, uint64_t size)
+{
+	if (base == NULL || size < 4)
+		return NFQLB_EMAGIC;
+	const struct ct_header* h = (const struct ct_header*)base;
+	if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != NFQLB_CT_MAGIC)
+		return NFQLB_EMAGIC;
+	if (size < BUCKETS_OFF)
+		return NFQLB_ETRUNC;
+	if (h->version != NFQLB_CT_VERSION)
+		return NFQLB_EVERSION;
+	struct layout L;
+	if (h->header_size != BUCKETS_OFF || h->ways != WAYS || h->capacity % WAYS != 0 ||
+	    layout_of(h->capacity, h->ctx_slots, &L) != 0 || L.nbuckets != h->nbuckets || L.size != h->file_size ||
+	    L.entries_off != h->entries_off || L.ctx_off != h->ctx_off || h->ttl_ms[0] > NFQLB_CT_MAX_TTL_MS ||
+	    h->ttl_ms[1] > NFQLB_CT_MAX_TTL_MS || h->ttl_ms[2] > NFQLB_CT_MAX_TTL_MS)
+		return NFQLB_ELAYOUT;
+	if (size < h->file_size)
+		return NFQLB_ETRUNC;
+	return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Hot path.
+ * ------------------------------------------------------------------------- */
+
+int32_t nfqlb_ct_lookup(uint8_t* base, const uint8_t* key, uint64_t now_ns, uint32_t bytes, int32_t* row)
+{
+	struct ct_header* h = H(base);
+	if (!key_ok(key)) {
+		if (row)
+			*row = -1;
+		return -1;
+	}
+	struct kw k;
+	load_key(key, &k);
+	uint64_t hv = key_hash(h->seed, &k);
+	uint32_t b = bucket_of(hv, h->nbuckets), now = ms_of(now_ns);
+	struct ct_bucket* bk = bucket(base, b);
+	int32_t fw = -1, r = -1;
+	lock(base, &bk->lock);
+	int w = find(base, b, tag_of(hv), &k, now, 1);
+	if (w >= 0) {
+		struct ct_entry* e = entry(base, b * WAYS + (uint32_t)w);
+		e->last = now;
+		count(e, bytes);
+		fw = e->fwmark;
+		r = row_load(e->row);
+	}
+	unlock(&bk->lock);
+	stat_add(base, b, w >= 0 ? NFQLB_CT_STAT_HITS : NFQLB_CT_STAT_MISSES, 1);
+	if (row)
+		*row = r;
+	return fw;
+}
+
+/* The flood guard: 1 when this new flow is over the limit of its second. */
+static int flood(uint8_t* base, uint64_t now_ns)
+{
+	struct ct_header* h = H(base);
+	uint32_t limit = h->flood_per_s;
+	if (limit == 0)
+		return 0;
+	uint64_t sec = (now_ns / 1000000000ull) & 0xffffffffull;
+	uint64_t v = __atomic_load_n(&h->flood, __ATOMIC_RELAXED);
+	for (;;) {
+		uint64_t n = (v >> 32) == sec ? (v & 0xffffffffull) : 0;
+		if (n >= limit)
+			return 1;
+		uint64_t nv = sec << 32 | (n + 1);
+		if (__atomic_compare_exchange_n(&h->flood, &v, nv, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			return 0;
+	}
+}
+
+/*
+ * A free slot in bucket b for a new entry (lock held): a free way, else after
+ * reclaiming expired entries, else the entry closest to expiry (pinned ones
+ * never). -1 when every way is pinned.
+ */
+static int make_room(uint8_t* base, uint32_t b, uint32_t now)
+{
+	struct ct_header* h = H(base);
+	struct ct_bucket* bk = bucket(base, b);
+	int free_w = -1, victim = -1;
+	int64_t best = INT64_MAX;
+	for (uint32_t w = 0; w < WAYS; w++) {
+		if (bk->tag[w] == 0) {
+			if (free_w < 0)
+				free_w = (int)w;
+			continue;
+		}
+		struct ct_entry* e = entry(base, b * WAYS + w);
+		int64_t rem = remaining(h, e, now);
+		if (rem < 0) {
+			slot_free(base, b, w, NFQLB_CT_STAT_EXPIRATIONS);
+			if (free_w < 0)
+				free_w = (int)w;
+		} else if (rem < best) {
+			best = rem;
+			victim = (int)w;
+		}
+	}
+	if (free_w >= 0)
+		return free_w;
+	if (victim < 0 || best == INT64_MAX)
+		return -1;
+	slot_free(base, b, (uint32_t)victim, NFQLB_CT_STAT_RECYCLES);
+	return victim;
+}
+
+static void fill(uint8_t* base, uint32_t b, uint32_t w, uint8_t tag, const uint8_t* key, int32_t fwmark, int32_t row,
+		 uint32_t now, uint8_t flags)
+{
+	struct ct_entry* e = entry(base, b * WAYS + w);
+	memcpy(e->key, key, NFQLB_KEY_LEN);
+	e->key[FLAGS_BYTE] = flags;
+	e->fwmark = fwmark;
+	e->row = row_store(row);
+	e->lifetime = 0;
+	e->last = e->created = now;
+	e->counts = 0;
+	bucket(base, b)->tag[w] = tag; /* last: the entry is complete */
+	stat_add(base, b, NFQLB_CT_STAT_ENTRIES, 1);
+	stat_add(base, b, NFQLB_CT_STAT_INSERTS, 1);
+}
+
+int32_t nfqlb_ct_insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns)
+{
+	struct ct_header* h = H(base);
+	if (!key_ok(key))
+		return -1;
+	struct kw k;
+	load_key(key, &k);
+	uint64_t hv = key_hash(h->seed, &k);
+	uint32_t b = bucket_of(hv, h->nbuckets), now = ms_of(now_ns);
+	uint8_t tag = tag_of(hv);
+	struct ct_bucket* bk = bucket(base, b);
+	int32_t rc = 0;
+	lock(base, &bk->lock);
+	int w = find(base, b, tag, &k, now, 1);
+	if (w >= 0) {
+		/* known flow: a new decision replaces the old one unless pinned */
+		struct ct_entry* e = entry(base, b * WAYS + (uint32_t)w);
+		if (!(e->key[FLAGS_BYTE] & NFQLB_CT_F_PINNED)) {
+			e->fwmark = fwmark;
+			e->row = row_store(row);
+		}
+		e->last = now;
+	} else if (flood(base, now_ns)) {
+		rc = 1;
+		stat_add(base, b, NFQLB_CT_STAT_FLOOD_SKIPS, 1);
+	} else if ((w = make_room(base, b, now)) < 0) {
+		rc = -1;
+	} else {
+		fill(base, b, (uint32_t)w, tag, key, fwmark, row, now, 0);
+	}
+	unlock(&bk->lock);
+	return rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * Control.
+ * ------------------------------------------------------------------------- */
+
+int32_t nfqlb_ct_delete(uint8_t* base, const uint8_t* key)
+{
+	struct ct_header* h = H(base);
+	if (!key_ok(key))
+		return -1;
+	struct kw k;
+	load_key(key, &k);
+	uint64_t hv = key_hash(h->seed, &k);
+	uint32_t b = bucket_of(hv, h->nbuckets);
+	struct ct_bucket* bk = bucket(base, b);
+	lock(base, &bk->lock);
+	int w = find(base, b, tag_of(hv), &k, 0, 0);
+	if (w >= 0)
+		slot_free(base, b, (uint32_t)w, NFQLB_CT_STAT_DELETES);
+	unlock(&bk->lock);
+	return w >= 0 ? 0 : -1;
+}
+
+static int32_t encode_lifetime(uint32_t ms, uint16_t* out)
+{
+	if (ms == 0)
+		*out = 0;
+	else if (ms < LIFETIME_SECONDS)
+		*out = (uint16_t)ms;
+	else if ((ms + 999u) / 1000u < LIFETIME_SECONDS)
+		*out = (uint16_t)(LIFETIME_SECONDS | ((ms + 999u) / 1000u));
+	else
+		return -1;
+	return 0;
+}
+
+int32_t nfqlb_ct_set(uint8_t* base, const uint8_t* key, uint32_t what, int32_t fwmark, int32_t row,
+		     uint32_t lifetime_ms, const uint8_t* ctx, uint32_t ctx_len, uint64_t now_ns)
+{
+	struct ct_header* h = H(base);
+	uint16_t lt = 0;
+	if (!key_ok(key) || ((what & NFQLB_CT_SET_LIFETIME) && encode_lifetime(lifetime_ms, &lt) != 0) ||
+	    ((what & NFQLB_CT_SET_CTX) && (ctx_len > NFQLB_CT_CTX_MAX || (ctx == NULL && ctx_len > 0))))
+		return -1;
+	struct kw k;
+	load_key(key, &k);
+	uint64_t hv = key_hash(h->seed, &k);
+	uint32_t b = bucket_of(hv, h->nbuckets), now = ms_of(now_ns);
+	uint8_t tag = tag_of(hv);
+	struct ct_bucket* bk = bucket(base, b);
+	int32_t rc = 0;
+	lock(base, &bk->lock);
+	int w = find(base, b, tag, &k, now, 1);
+	if (w < 0) {
+		if (!(what & NFQLB_CT_SET_CREATE)) {
+			rc = -1;
+			goto out;
+		}
+		if ((w = make_room(base, b, now)) < 0) {
+			rc = -2;
+			goto out;
+		}
+		fill(base, b, (uint32_t)w, tag, key, fwmark, row, now, 0);
+	}
+	uint32_t idx = b * WAYS + (uint32_t)w;
+	struct ct_entry* e = entry(base, idx);
+	uint8_t f = e->key[FLAGS_BYTE];
+	if (what & NFQLB_CT_SET_CTX) {
+		lock(base, &h->ctx_lock);
+		int64_t c = (f & F_HAS_CTX) ? ctx_find(base, idx) : -1;
+		if (c < 0)
+			c = ctx_alloc(base, idx);
+		if (c >= 0) {
+			struct ct_ctx* r = ctxrec(base, (uint32_t)c);
+			if (ctx_len)
+				memcpy(r->data, ctx, ctx_len);
+			r->len = ctx_len;
+			f |= F_HAS_CTX;
+		}
+		unlock(&h->ctx_lock);
+		if (c < 0) {
+			rc = -2; /* no context slot free: nothing else is changed */
+			goto out;
+		}
+	}
+	if ((what & NFQLB_CT_CLEAR_CTX) && (f & F_HAS_CTX)) {
+		ctx_free(base, idx);
+		f &= (uint8_t)~F_HAS_CTX;
+	}
+	if (what & NFQLB_CT_SET_FWMARK) {
+		e->fwmark = fwmark;
+		e->row = row_store(row);
+	}
+	if (what & NFQLB_CT_SET_LIFETIME)
+		e->lifetime = lt;
+	if (what & NFQLB_CT_SET_PIN)
+		f |= NFQLB_CT_F_PINNED;
+	if (what & NFQLB_CT_CLEAR_PIN)
+		f &= (uint8_t)~NFQLB_CT_F_PINNED;
+	if (what & NFQLB_CT_SET_OFFLOAD)
+		f |= NFQLB_CT_F_OFFLOADED;
+	if (what & NFQLB_CT_CLEAR_OFFLOAD)
+		f &= (uint8_t)~NFQLB_CT_F_OFFLOADED;
+	if (what & (NFQLB_CT_CLEAR_PIN | NFQLB_CT_SET_LIFETIME))
+		e->last = now; /* the new lifetime counts from now */
+	e->key[FLAGS_BYTE] = f;
+out:
+	unlock(&bk->lock);
+	return rc;
+}
+
+static void to_record(uint8_t* base, uint32_t idx, const struct ct_entry* e, uint32_t now, struct nfqlb_ct_record* r)
+{
+	struct ct_header* h = H(base);
+	memset(r, 0, sizeof(*r));
+	memcpy(r->key, e->key, NFQLB_KEY_LEN);
+	r->key[FLAGS_BYTE] = 0;
+	uint8_t f = e->key[FLAGS_BYTE];
+	r->fwmark = e->fwmark;
+	r->row = row_load(e->row);
+	r->flags = f & (NFQLB_CT_F_PINNED | NFQLB_CT_F_OFFLOADED);
+	r->lifetime_ms = (f & NFQLB_CT_F_PINNED) ? 0 : lifetime_ms(h, e);
+	int32_t age = (int32_t)(now - e->created), idle = (int32_t)(now - e->last);
+	r->age_ms = age < 0 ? 0 : (uint32_t)age;
+	r->idle_ms = idle < 0 ? 0 : (uint32_t)idle;
+	r->packets = e->counts >> PKT_SHIFT;
+	r->bytes = e->counts & BYTES_MASK;
+	r->slot = idx;
+	if (f & F_HAS_CTX) {
+		lock(base, &h->ctx_lock);
+		int64_t c = ctx_find(base, idx);
+		if (c >= 0) {
+			const struct ct_ctx* x = ctxrec(base, (uint32_t)c);
+			r->ctx_len = x->len;
+			r->flags |= NFQLB_CT_F_CTX;
+			memcpy(r->ctx, x->data, x->len);
+		}
+		unlock(&h->ctx_lock);
+	}
+}
+
+uint32_t nfqlb_ct_list(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out, uint32_t max)
+{
+	struct ct_header* h = H(base);
+	uint32_t n = 0, now = ms_of(now_ns), cap = h->capacity;
+	uint32_t i = *cursor;
+	while (n < max && i < cap) {
+		uint32_t b = i / WAYS;
+		struct ct_bucket* bk = bucket(base, b);
+		lock(base, &bk->lock);
+		/* a bucket at a time, so the records of one bucket are one snapshot */
+		for (uint32_t w = i % WAYS; w < WAYS && n < max; w++, i++) {
+			if (bk->tag[w] == 0)
+				continue;
+			struct ct_entry* e = entry(base, b * WAYS + w);
+			if (expired(h, e, now)) {
+				slot_free(base, b, w, NFQLB_CT_STAT_EXPIRATIONS);
+				continue;
+			}
+			to_record(base, b * WAYS + w, e, now, &out[n++]);
+		}
+		unlock(&bk->lock);
+	}
+	*cursor = i;
+	return n;
+}
+
+int32_t nfqlb_ct_next(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out)
+{
+	return nfqlb_ct_list(base, cursor, now_ns, out, 1) == 1 ? 1 : 0;
+}
+
+int32_t nfqlb_ct_get(uint8_t* base, const uint8_t* key, uint64_t now_ns, struct nfqlb_ct_record* out)
+{
+	struct ct_header* h = H(base);
+	if (!key_ok(key))
+		return -1;
+	struct kw k;
+	load_key(key, &k);
+	uint64_t hv = key_hash(h->seed, &k);
+	uint32_t b = bucket_of(hv, h->nbuckets), now = ms_of(now_ns);
+	struct ct_bucket* bk = bucket(base, b);
+	lock(base, &bk->lock);
+	int w = find(base, b, tag_of(hv), &k, now, 1);
+	if (w >= 0)
+		to_record(base, b * WAYS + (uint32_t)w, entry(base, b * WAYS + (uint32_t)w), now, out);
+	unlock(&bk->lock);
+	return w >= 0 ? 0 : -1;
+}
+
+void nfqlb_ct_stats(uint8_t* base, uint64_t* out, uint32_t n)
+{
+	struct ct_header* h = H(base);
+	uint64_t s[NFQLB_CT_STATS_ALL] = { 0 };
+	for (uint32_t i = 0; i < SHARDS; i++) {
+		const uint64_t* sh = shard(base, i);
+		for (uint32_t j = 0; j < SHARDED; j++)
+			s[j] += __atomic_load_n(&sh[j], __ATOMIC_RELAXED);
+	}
+	s[NFQLB_CT_STAT_LOCK_STEALS] = __atomic_load_n(&h->lock_steals, __ATOMIC_RELAXED);
+	s[NFQLB_CT_STAT_CAPACITY] = h->capacity;
+	s[NFQLB_CT_STAT_CTX_SLOTS] = h->ctx_slots;
+	s[NFQLB_CT_STAT_CTX_USED] = __atomic_load_n(&h->ctx_used, __ATOMIC_RELAXED);
+	s[NFQLB_CT_STAT_FLOOD_PER_S] = h->flood_per_s;
+	s[NFQLB_CT_STAT_TTL_TCP] = h->ttl_ms[0];
+	s[NFQLB_CT_STAT_TTL_UDP] = h->ttl_ms[1];
+	s[NFQLB_CT_STAT_TTL_OTHER] = h->ttl_ms[2];
+	s[NFQLB_CT_STAT_BYTES] = h->file_size;
+	for (uint32_t j = 0; j < n && j < NFQLB_CT_STATS_ALL; j++)
+		out[j] = s[j];
+}
+
+uint32_t nfqlb_ct_count_by_row(uint8_t* base, uint32_t* counts, uint32_t n, uint64_t now_ns)
+{
+	struct ct_header* h = H(base);
+	uint32_t now = ms_of(now_ns), total = 0;
+	if (counts && n)
+		memset(counts, 0, (size_t)n * sizeof(uint32_t));
+	for (uint32_t b = 0; b < h->nbuckets; b++) {
+		struct ct_bucket* bk = bucket(base, b);
+		lock(base, &bk->lock);
+		for (uint32_t w = 0; w < WAYS; w++) {
+			if (bk->tag[w] == 0)
+				continue;
+			struct ct_entry* e = entry(base, b * WAYS + w);
+			if (expired(h, e, now))
+				continue;
+			int32_t r = row_load(e->row);
+			if (r >= 0 && (uint32_t)r < n)
+				counts[r]++;
+			total++;
+		}
+		unlock(&bk->lock);
+	}
+	return total;
+}
+
+uint64_t nfqlb_ct_clock_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint32_t nfqlb_ct_record_bytes(void) { return (uint32_t)sizeof(struct nfqlb_ct_record); }
