@@ -482,9 +482,12 @@ int32_t nfqlb_ct_lookup(uint8_t* base, const uint8_t* key, uint64_t now_ns, uint
 	uint64_t hv = key_hash(h->seed, &k);
 	uint32_t b = bucket_of(hv, h->nbuckets), now = ms_of(now_ns);
 	struct ct_bucket* bk = bucket(base, b);
+	uint8_t tag = tag_of(hv);
 	int32_t fw = -1, r = -1;
+	/* fetch the home way's entry while the bucket line comes: one miss instead of two */
+	__builtin_prefetch(entry(base, b * WAYS + tag % WAYS), 1);
 	lock(base, &bk->lock);
-	int w = find(base, b, tag_of(hv), &k, now, 1);
+	int w = find(base, b, tag, &k, now, 1);
 	if (w >= 0) {
 		struct ct_entry* e = entry(base, b * WAYS + (uint32_t)w);
 		e->last = now;
@@ -523,28 +526,33 @@ static int flood(uint8_t* base, uint64_t now_ns)
  * reclaiming expired entries, else the entry closest to expiry (pinned ones
  * never). -1 when every way is pinned.
  */
-static int make_room(uint8_t* base, uint32_t b, uint32_t now)
+static int make_room(uint8_t* base, uint32_t b, uint8_t tag, uint32_t now)
 {
 	struct ct_header* h = H(base);
 	struct ct_bucket* bk = bucket(base, b);
+	uint32_t home = tag % WAYS;
 	int free_w = -1, victim = -1;
 	int64_t best = INT64_MAX;
+	if (bk->tag[home] == 0)
+		return (int)home;
+	for (uint32_t w = 0; w < WAYS; w++)
+		if (bk->tag[w] == 0)
+			return (int)w; /* a free way: no need to read the entries */
 	for (uint32_t w = 0; w < WAYS; w++) {
-		if (bk->tag[w] == 0) {
-			if (free_w < 0)
-				free_w = (int)w;
-			continue;
-		}
-		struct ct_entry* e = entry(base, b * WAYS + w);
-		int64_t rem = remaining(h, e, now);
-		if (rem < 0) {
+		if (bk->tag[w] != 0) {
+			struct ct_entry* e = entry(base, b * WAYS + w);
+			int64_t rem = remaining(h, e, now);
+			if (rem >= 0) {
+				if (rem < best) {
+					best = rem;
+					victim = (int)w;
+				}
+				continue;
+			}
 			slot_free(base, b, w, NFQLB_CT_STAT_EXPIRATIONS);
-			if (free_w < 0)
-				free_w = (int)w;
-		} else if (rem < best) {
-			best = rem;
-			victim = (int)w;
 		}
+		if (free_w < 0 || w == home) /* the home way, which lookups prefetch, if free */
+			free_w = (int)w;
 	}
 	if (free_w >= 0)
 		return free_w;
@@ -582,6 +590,7 @@ int32_t nfqlb_ct_insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32
 	uint8_t tag = tag_of(hv);
 	struct ct_bucket* bk = bucket(base, b);
 	int32_t rc = 0;
+	__builtin_prefetch(entry(base, b * WAYS + tag % WAYS), 1);
 	lock(base, &bk->lock);
 	int w = find(base, b, tag, &k, now, 1);
 	if (w >= 0) {
@@ -595,7 +604,7 @@ int32_t nfqlb_ct_insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32
 	} else if (flood(base, now_ns)) {
 		rc = 1;
 		stat_add(base, b, NFQLB_CT_STAT_FLOOD_SKIPS, 1);
-	} else if ((w = make_room(base, b, now)) < 0) {
+	} else if ((w = make_room(base, b, tag, now)) < 0) {
 		rc = -1;
 	} else {
 		fill(base, b, (uint32_t)w, tag, key, fwmark, row, now, 0);
@@ -661,7 +670,7 @@ int32_t nfqlb_ct_set(uint8_t* base, const uint8_t* key, uint32_t what, int32_t f
 			rc = -1;
 			goto out;
 		}
-		if ((w = make_room(base, b, now)) < 0) {
+		if ((w = make_room(base, b, tag, now)) < 0) {
 			rc = -2;
 			goto out;
 		}

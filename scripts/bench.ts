@@ -14,13 +14,14 @@
  * Prints a table and the goals (PASS/MISS), and writes everything to
  * bench-results/bench-<ISO timestamp>.json. Exit status: 0, or 1 when a
  * correctness check failed (a missed goal is reported, not an error).
- * `--only=maglev,lookup,cli,classify,fragtable,flows,trace,rss` runs a subset.
+ * `--only=maglev,lookup,cli,classify,fragtable,flows,trace,conntrack,rss` runs a subset.
  */
 import { openBenchLib, openPointerLib } from "../tests/bench/c_baseline.ts";
 import { benchClassify } from "../tests/bench/classify.ts";
 import { benchFragtable } from "../tests/bench/fragtable.ts";
 import { benchFlows } from "../tests/bench/flows.ts";
 import { benchTrace } from "../tests/bench/trace.ts";
+import { benchConntrack } from "../tests/bench/conntrack.ts";
 import { benchCli } from "../tests/bench/cli.ts";
 import { benchLookup } from "../tests/bench/lookup.ts";
 import { benchMaglev } from "../tests/bench/maglev.ts";
@@ -93,6 +94,10 @@ async function main(): Promise<number> {
     }
     if (want("trace")) {
       const r = await benchTrace(ROOT, OUT_DIR);
+      rows.push(...r.rows), goals.push(...r.goals), Object.assign(checks, r.checks);
+    }
+    if (want("conntrack")) {
+      const r = await benchConntrack(ROOT);
       rows.push(...r.rows), goals.push(...r.goals), Object.assign(checks, r.checks);
     }
     if (want("rss")) {

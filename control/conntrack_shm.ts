@@ -1,0 +1,488 @@
+/**
+ * The connection table in shared memory (c/conntrack.c): create, open, list,
+ * set, delete, stats. The table normally sits beside a target table, named
+ * `<target shm>-ct` ({@link conntrackName}). The layout, locking and expiry
+ * live in C; this file does the file, validation and decoding. Not wired
+ * into lb/flowlb yet. See docs/conntrack.md.
+ */
+import { z } from "zod";
+import { lib } from "../ffi/lib.ts";
+import { mapFile, type Mapping, unmap } from "./shm_file.ts";
+import { errorText, NfqlbError, strerror } from "./errors.ts";
+import { shmPath } from "./shm_dir.ts";
+import { formatIPv6 } from "./flows.ts";
+import { mapIPv4, parseIPv4, parseIPv6 } from "./inet.ts";
+import { buildKey, KEY_LEN } from "./key.ts";
+
+const ETRUNC = -1, EMAGIC = -2, EVERSION = -3, ELAYOUT = -4;
+
+/** Size of one listed record (c/nfqlb.h struct nfqlb_ct_record). */
+export const RECORD_BYTES = 344;
+/** Max bytes of context per entry. */
+export const CTX_MAX = 256;
+/** Max entries of one table. */
+export const MAX_CAPACITY = 2 ** 28;
+/** Max context records of one table. */
+export const MAX_CTX_SLOTS = 2 ** 24;
+/** Max lifetime (ms) of a protocol; per-entry lifetimes stop at 32767 s (pin for longer). */
+export const MAX_TTL_MS = 0x7fffffff;
+/** Max per-entry lifetime (ms) that nfqlb_ct_set accepts. */
+export const MAX_ENTRY_LIFETIME_MS = 32767 * 1000;
+
+/** Entry flags (NFQLB_CT_F_*). */
+export const CT_F = { pinned: 1, offloaded: 2, ctx: 4 } as const;
+/** nfqlb_ct_set `what` bits (NFQLB_CT_SET_*). */
+const SET = {
+  fwmark: 1,
+  pin: 2,
+  unpin: 4,
+  offload: 8,
+  unoffload: 16,
+  lifetime: 32,
+  ctx: 64,
+  clearCtx: 128,
+  create: 256,
+} as const;
+
+/** The table's counters, in c/nfqlb.h enum nfqlb_ct_stat order. */
+export const STAT_NAMES = [
+  "entries",
+  "inserts",
+  "hits",
+  "misses",
+  "recycles",
+  "floodSkips",
+  "expirations",
+  "deletes",
+  "lockSteals",
+  "capacity",
+  "ctxSlots",
+  "ctxUsed",
+  "floodPerSecond",
+  "ttlTcpMs",
+  "ttlUdpMs",
+  "ttlOtherMs",
+  "bytes",
+] as const;
+
+/** Counters and parameters of a table (see {@link STAT_NAMES}). */
+export type ConntrackStats = Record<(typeof STAT_NAMES)[number], number>;
+
+const u32 = z.number().int().min(0).max(0xffffffff);
+const ttl = z.number().int().min(0).max(MAX_TTL_MS);
+
+/** Options of {@link ConntrackShm.create}, validated. Defaults as Katran/conntrack-like lifetimes. */
+export const ConntrackOptionsSchema = z.object({
+  /** Entries (rounded up to a multiple of 8). */
+  capacity: z.number().int().min(1).max(MAX_CAPACITY),
+  /** Context records (0: no contexts). */
+  ctxSlots: z.number().int().min(0).max(MAX_CTX_SLOTS).default(0),
+  /** Lifetimes after the last packet, ms. */
+  ttlMs: z.object({
+    tcp: ttl.default(300_000),
+    udp: ttl.default(30_000),
+    other: ttl.default(30_000),
+  }).strict().default({ tcp: 300_000, udp: 30_000, other: 30_000 }),
+  /** Max new flows per second (insert); 0 = no limit. */
+  floodPerSecond: u32.default(0),
+  /** Replace an existing table of that name (its entries are lost). */
+  replace: z.boolean().default(false),
+}).strict();
+
+/** Input of {@link ConntrackShm.create}. */
+export type ConntrackOptions = z.input<typeof ConntrackOptionsSchema>;
+
+const port = z.number().int().min(0).max(65535);
+
+/** A flow given by its parts; addresses as text (IPv4 or IPv6). */
+export const FlowKeySchema = z.object({
+  src: z.string(),
+  dst: z.string(),
+  proto: z.union([z.enum(["tcp", "udp", "sctp", "icmp", "icmpv6"]), z.number().int().min(0).max(255)]),
+  sport: port.default(0),
+  dport: port.default(0),
+  /** Bytes 32..33 of the key (ICMP echo id), host order. */
+  ud: port.default(0),
+}).strict();
+
+/** Input of {@link flowKey}. */
+export type FlowKeyInput = z.input<typeof FlowKeySchema>;
+
+const PROTO_NUMBERS: Record<string, number> = { tcp: 6, udp: 17, sctp: 132, icmp: 1, icmpv6: 58 };
+
+function address(s: string): Uint8Array {
+  const v4 = parseIPv4(s);
+  if (v4) return mapIPv4(v4);
+  const v6 = parseIPv6(s);
+  if (v6) return v6;
+  throw new NfqlbError(`Invalid address [${s}]`);
+}
+
+/** The 40-byte key (c/nfqlb.h §key) of a flow given by its parts. */
+export function flowKey(input: FlowKeyInput): Uint8Array<ArrayBuffer> {
+  const r = FlowKeySchema.safeParse(input);
+  if (!r.success) throw new NfqlbError(`Invalid flow: ${r.error.issues.map((i) => i.message).join("; ")}`);
+  const f = r.data;
+  const proto = typeof f.proto === "number" ? f.proto : PROTO_NUMBERS[f.proto];
+  const key = new Uint8Array(buildKey(address(f.src), address(f.dst), proto, f.sport, f.dport));
+  key[32] = f.ud >> 8;
+  key[33] = f.ud & 0xff;
+  return key;
+}
+
+/** Changes of {@link ConntrackShm.set}, validated. */
+export const ConntrackSetSchema = z.object({
+  /** Pin (or move) the flow to this fwmark, with its row (-1: none). */
+  fwmark: z.number().int().min(-1).max(0x7fffffff).optional(),
+  row: z.number().int().min(-1).max(0x7fffffff).optional(),
+  /** Pinned: never expires nor is recycled; its fwmark is kept by inserts. */
+  pinned: z.boolean().optional(),
+  offloaded: z.boolean().optional(),
+  /** Lifetime after the last packet, ms (0: by protocol again). */
+  lifetimeMs: z.number().int().min(0).max(MAX_ENTRY_LIFETIME_MS).optional(),
+  /** Opaque context (a string is stored as UTF-8); null clears it. */
+  context: z.union([z.string(), z.instanceof(Uint8Array), z.null()]).optional(),
+  /** Create the entry when it does not exist (needs fwmark). */
+  create: z.boolean().default(false),
+}).strict().refine((s) => !s.create || s.fwmark !== undefined, { message: "create needs a fwmark" });
+
+/** Input of {@link ConntrackShm.set}. */
+export type ConntrackSet = z.input<typeof ConntrackSetSchema>;
+
+/** One listed connection. */
+export interface ConntrackEntry {
+  /** Source address (IPv4 as a.b.c.d, else IPv6 text). */
+  src: string;
+  /** Destination address. */
+  dst: string;
+  /** IP protocol number. */
+  proto: number;
+  /** Protocol name when known (tcp, udp, sctp, icmp, icmpv6), else the number as text. */
+  protoName: string;
+  /** Ports, host order. */
+  sport: number;
+  dport: number;
+  /** Key bytes 32..33 (ICMP echo id), host order. */
+  ud: number;
+  fwmark: number;
+  /** Target row, -1 when none. */
+  row: number;
+  /** Since created / since last seen, ms. */
+  ageMs: number;
+  idleMs: number;
+  /** Effective lifetime, ms; 0 when pinned. */
+  lifetimeMs: number;
+  packets: number;
+  bytes: number;
+  pinned: boolean;
+  offloaded: boolean;
+  /** The context as UTF-8 text (undefined: none). */
+  context?: string;
+  /** The context bytes (undefined: none). */
+  contextBytes?: Uint8Array;
+  /** Entry index (stable while the entry lives). */
+  slot: number;
+  /** The raw 40-byte key. */
+  key: Uint8Array;
+}
+
+const PROTO_NAMES: Record<number, string> = { 6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "icmpv6" };
+
+function formatAddr(a: Uint8Array): string {
+  const mapped = a.subarray(0, 10).every((b) => b === 0) && a[10] === 0xff && a[11] === 0xff;
+  return mapped ? `${a[12]}.${a[13]}.${a[14]}.${a[15]}` : formatIPv6(a);
+}
+
+/** Decodes one 344-byte record. */
+export function decodeRecord(rec: Uint8Array): ConntrackEntry {
+  const v = new DataView(rec.buffer, rec.byteOffset, RECORD_BYTES);
+  const key = rec.slice(0, KEY_LEN);
+  const proto = key[34];
+  const flags = v.getUint32(48, true);
+  const ctxLen = v.getUint32(84, true);
+  const e: ConntrackEntry = {
+    src: formatAddr(key.subarray(0, 16)),
+    dst: formatAddr(key.subarray(16, 32)),
+    proto,
+    protoName: PROTO_NAMES[proto] ?? String(proto),
+    sport: (key[36] << 8) | key[37],
+    dport: (key[38] << 8) | key[39],
+    ud: (key[32] << 8) | key[33],
+    fwmark: v.getInt32(40, true),
+    row: v.getInt32(44, true),
+    lifetimeMs: v.getUint32(52, true),
+    ageMs: v.getUint32(56, true),
+    idleMs: v.getUint32(60, true),
+    packets: Number(v.getBigUint64(64, true)),
+    bytes: Number(v.getBigUint64(72, true)),
+    pinned: (flags & CT_F.pinned) !== 0,
+    offloaded: (flags & CT_F.offloaded) !== 0,
+    slot: v.getUint32(80, true),
+    key,
+  };
+  if (flags & CT_F.ctx) {
+    e.contextBytes = rec.slice(88, 88 + Math.min(ctxLen, CTX_MAX));
+    e.context = new TextDecoder().decode(e.contextBytes);
+  }
+  return e;
+}
+
+function checkText(rc: number): string {
+  switch (rc) {
+    case ETRUNC:
+      return "truncated file";
+    case EMAGIC:
+      return "not an nfqlb connection table (bad magic)";
+    case EVERSION:
+      return "unsupported connection table version";
+    case ELAYOUT:
+      return "corrupt connection table header";
+    default:
+      return `invalid connection table (${rc})`;
+  }
+}
+
+/** The connection table name that goes with target table `target`. */
+export function conntrackName(target: string): string {
+  return `${target}-ct`;
+}
+
+/** A key as a buffer the library can read (copied when it is a view). */
+function keyBuffer(key: Uint8Array): Uint8Array<ArrayBuffer> {
+  if (key.length !== KEY_LEN) throw new NfqlbError(`A flow key is ${KEY_LEN} bytes, not ${key.length}`);
+  return new Uint8Array(key);
+}
+
+/**
+ * An open connection table.
+ *
+ * @example
+ * ```ts
+ * ConntrackShm.create("demo-ct", { capacity: 1024 });
+ * const ct = ConntrackShm.open("demo-ct");
+ * const key = flowKey({ src: "10.0.0.1", dst: "10.0.0.2", proto: "tcp", sport: 1234, dport: 80 });
+ * ct.insert(key, 101, 0);
+ * ct.lookup(key); // 101
+ * ct.set(key, { pinned: true, context: "vip-a" });
+ * ct.list(); // [{ src: "10.0.0.1", ..., fwmark: 101, pinned: true, context: "vip-a" }]
+ * ct.close();
+ * ```
+ */
+export class ConntrackShm {
+  /** shm name. */
+  readonly name: string;
+  #map: Mapping | undefined;
+  #row = new Int32Array(1);
+
+  private constructor(name: string, map: Mapping) {
+    this.name = name;
+    this.#map = map;
+  }
+
+  /** The mapped base address, for the dataplane's C calls. */
+  get pointer(): Deno.PointerObject {
+    if (!this.#map) throw new Error(`connection table ${this.name} is closed`);
+    return this.#map.ptr;
+  }
+
+  /** File size of a table (0: invalid sizes). */
+  static bytes(capacity: number, ctxSlots = 0): number {
+    return Number(lib().nfqlb_ct_bytes(capacity >>> 0, ctxSlots >>> 0));
+  }
+
+  /**
+   * Creates table `name` (empty). An existing connection table is replaced
+   * only with `replace: true`; any other existing file is never touched.
+   * The file is built beside the final name and renamed over it.
+   */
+  static create(name: string, options: ConntrackOptions): void {
+    const r = ConntrackOptionsSchema.safeParse(options);
+    if (!r.success) {
+      throw new NfqlbError(
+        `conntrack ${name}: ${
+          r.error.issues.map((i) => `${i.path.join(".") || "options"}: ${i.message}`).join("; ")
+        }`,
+      );
+    }
+    const o = r.data;
+    const path = shmPath(name);
+    const size = lib().nfqlb_ct_bytes(o.capacity, o.ctxSlots);
+    if (size === 0n) throw new NfqlbError(`conntrack ${name}: invalid size`);
+    const existing = mapFile(path, false);
+    if (typeof existing !== "number") {
+      const rc = lib().nfqlb_ct_check(existing.ptr, existing.size);
+      unmap(existing);
+      if (rc !== 0) throw new NfqlbError(`conntrack ${name}: exists and is ${checkText(rc)}`);
+      if (!o.replace) throw new NfqlbError(`conntrack ${name}: exists`);
+    } else if (existing !== 2 && existing !== 0) {
+      throw new NfqlbError(`conntrack ${name}: ${strerror(existing)}`);
+    }
+    const tmp = `${path.slice(0, path.lastIndexOf("/"))}/.${name.slice(0, 48)}.ct-${Deno.pid}`;
+    try {
+      try {
+        const f = Deno.openSync(tmp, { read: true, write: true, createNew: true, mode: 0o600 });
+        try {
+          f.truncateSync(Number(size));
+        } finally {
+          f.close();
+        }
+      } catch (e) {
+        throw new NfqlbError(`conntrack ${name}: ${errorText(e)}`);
+      }
+      const m = mapFile(tmp, true);
+      if (typeof m === "number") throw new NfqlbError(`conntrack ${name}: ${strerror(m)}`);
+      try {
+        const ttls = new Uint32Array([o.ttlMs.tcp, o.ttlMs.udp, o.ttlMs.other]);
+        if (lib().nfqlb_ct_format(m.ptr, m.size, o.capacity, o.ctxSlots, ttls, o.floodPerSecond) !== 0) {
+          throw new NfqlbError(`conntrack ${name}: format failed`);
+        }
+      } finally {
+        unmap(m);
+      }
+      try {
+        Deno.renameSync(tmp, path);
+      } catch (e) {
+        throw new NfqlbError(`conntrack ${name}: ${errorText(e)}`);
+      }
+    } finally {
+      try {
+        Deno.removeSync(tmp);
+      } catch { /* renamed or never created */ }
+    }
+  }
+
+  /** Opens table `name` (read-write: even listing takes the bucket locks). */
+  static open(name: string): ConntrackShm {
+    const m = mapFile(shmPath(name), true);
+    if (typeof m === "number") {
+      throw new NfqlbError(`conntrack ${name}: ${m === 0 ? "empty file" : strerror(m)}`);
+    }
+    const rc = lib().nfqlb_ct_check(m.ptr, m.size);
+    if (rc !== 0) {
+      unmap(m);
+      throw new NfqlbError(`conntrack ${name}: ${checkText(rc)}`);
+    }
+    return new ConntrackShm(name, m);
+  }
+
+  /** CLOCK_MONOTONIC in ns: the dataplane's clock. */
+  static now(): bigint {
+    return lib().nfqlb_ct_clock_ns();
+  }
+
+  /** fwmark of the live entry for key (counting a packet of `bytes`), or -1. */
+  lookup(key: Uint8Array, bytes = 0, now: bigint = ConntrackShm.now()): number {
+    return lib().nfqlb_ct_lookup(this.pointer, keyBuffer(key), now, bytes >>> 0, this.#row);
+  }
+
+  /** lookup that also returns the row. */
+  lookupRow(key: Uint8Array, bytes = 0, now: bigint = ConntrackShm.now()): { fwmark: number; row: number } {
+    const fwmark = this.lookup(key, bytes, now);
+    return { fwmark, row: this.#row[0] };
+  }
+
+  /** Inserts (or refreshes) an entry: 0 inserted, 1 skipped by the flood guard, -1 no room / bad key. */
+  insert(key: Uint8Array, fwmark: number, row = -1, now: bigint = ConntrackShm.now()): number {
+    return lib().nfqlb_ct_insert(this.pointer, keyBuffer(key), fwmark | 0, row | 0, now);
+  }
+
+  /** Removes the entry of key; false when there was none. */
+  delete(key: Uint8Array): boolean {
+    return lib().nfqlb_ct_delete(this.pointer, keyBuffer(key)) === 0;
+  }
+
+  /**
+   * Changes an entry (pin to a fwmark/row, lifetime, offload flag,
+   * context). Throws NfqlbError on bad options, a missing entry (unless
+   * `create`), or no room.
+   */
+  set(key: Uint8Array, change: ConntrackSet, now: bigint = ConntrackShm.now()): void {
+    const r = ConntrackSetSchema.safeParse(change);
+    if (!r.success) {
+      throw new NfqlbError(`conntrack set: ${r.error.issues.map((i) => i.message).join("; ")}`);
+    }
+    const c = r.data;
+    let what = 0;
+    if (c.fwmark !== undefined || c.row !== undefined) {
+      if (c.fwmark === undefined) throw new NfqlbError("conntrack set: a row needs its fwmark");
+      what |= SET.fwmark;
+    }
+    if (c.pinned !== undefined) what |= c.pinned ? SET.pin : SET.unpin;
+    if (c.offloaded !== undefined) what |= c.offloaded ? SET.offload : SET.unoffload;
+    if (c.lifetimeMs !== undefined) what |= SET.lifetime;
+    let ctx: Uint8Array<ArrayBuffer> = new Uint8Array(1);
+    let ctxLen = 0;
+    if (c.context === null) what |= SET.clearCtx;
+    else if (c.context !== undefined) {
+      const bytes = typeof c.context === "string" ? new TextEncoder().encode(c.context) : c.context;
+      if (bytes.length > CTX_MAX) {
+        throw new NfqlbError(`conntrack set: context of ${bytes.length} bytes, the limit is ${CTX_MAX}`);
+      }
+      if (bytes.length) ctx = new Uint8Array(bytes);
+      ctxLen = bytes.length;
+      what |= SET.ctx;
+    }
+    if (c.create) what |= SET.create;
+    const rc = lib().nfqlb_ct_set(
+      this.pointer,
+      keyBuffer(key),
+      what,
+      c.fwmark ?? -1,
+      c.row ?? -1,
+      c.lifetimeMs ?? 0,
+      ctx,
+      ctxLen,
+      now,
+    );
+    if (rc === -1) throw new NfqlbError("conntrack set: no such connection");
+    if (rc === -2) throw new NfqlbError("conntrack set: no room (bucket pinned full, or no free context)");
+  }
+
+  /** The live entry of key, or undefined. */
+  get(key: Uint8Array, now: bigint = ConntrackShm.now()): ConntrackEntry | undefined {
+    const rec = new Uint8Array(RECORD_BYTES);
+    if (lib().nfqlb_ct_get(this.pointer, keyBuffer(key), now, rec) !== 0) return undefined;
+    return decodeRecord(rec);
+  }
+
+  /** Live entries, in table order (at most `limit`). */
+  list(opts: { now?: bigint; limit?: number } = {}): ConntrackEntry[] {
+    const now = opts.now ?? ConntrackShm.now();
+    const limit = opts.limit ?? Infinity;
+    const BATCH = 256;
+    const buf = new Uint8Array(RECORD_BYTES * BATCH);
+    const cursor = new Uint32Array(1);
+    const out: ConntrackEntry[] = [];
+    while (out.length < limit) {
+      const want = Math.min(BATCH, limit - out.length);
+      const n = lib().nfqlb_ct_list(this.pointer, cursor, now, buf, want);
+      for (let i = 0; i < n; i++) {
+        out.push(decodeRecord(buf.subarray(i * RECORD_BYTES, (i + 1) * RECORD_BYTES)));
+      }
+      if (n < want) break;
+    }
+    return out;
+  }
+
+  /** Counters and parameters. */
+  stats(): ConntrackStats {
+    const raw = new BigUint64Array(STAT_NAMES.length);
+    lib().nfqlb_ct_stats(this.pointer, raw, STAT_NAMES.length);
+    const out = {} as ConntrackStats;
+    STAT_NAMES.forEach((n, i) => (out[n] = Number(BigInt.asIntN(64, raw[i]))));
+    return out;
+  }
+
+  /** Live entries per row 0..n-1 (least-connection schedulers). */
+  countByRow(n: number, now: bigint = ConntrackShm.now()): Uint32Array {
+    const counts = new Uint32Array(Math.max(n, 1));
+    lib().nfqlb_ct_count_by_row(this.pointer, counts, n >>> 0, now);
+    return counts.subarray(0, n);
+  }
+
+  /** Unmaps the table. */
+  close(): void {
+    if (this.#map) unmap(this.#map);
+    this.#map = undefined;
+  }
+}
