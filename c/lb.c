@@ -17,6 +17,7 @@ struct nfqlb_lb {
 	uint32_t hash_mode;
 	uint32_t sctp_encap;
 	int32_t notargets_fwmark;
+	uint8_t* ct; /* connection table (conntrack.c), or NULL; lb only */
 	/* flowlb */
 	struct nfqlb_flows* flows;
 	uint32_t slot;
@@ -105,6 +106,8 @@ void nfqlb_lb_set_frag(struct nfqlb_lb* lb, const uint8_t* lbshm, int32_t tun_fd
 	lb->tun_fd = tun_fd;
 	lb->reassembler = reassembler;
 }
+
+void nfqlb_lb_set_conntrack(struct nfqlb_lb* lb, uint8_t* ct) { lb->ct = ct; }
 
 void nfqlb_lb_set_tshm(struct nfqlb_lb* lb, const uint8_t* tshm)
 {
@@ -213,9 +216,19 @@ static inline __attribute__((always_inline)) int32_t decide(struct nfqlb_lb* lb,
 	}
 	if (tm)
 		tr->proto = (uint16_t)(key[34] | (key[35] << 8));
-	/* (an optional per-LB connection table is consulted here, before Maglev) */
-	uint32_t h = nfqlb_hash_key(key, NFQLB_KEY_LEN, lb->hash_mode);
-	int32_t fw = nfqlb_tshm_lookup(tshm, h);
+	int32_t fw;
+	if (lb->ct && !lb->flows) {
+		/* the connection table, before Maglev: an entry holds while its target is in the table */
+		int32_t row = -1;
+		fw = nfqlb_ct_lookup(lb->ct, key, now_ns, orig_len, &row);
+		if (fw < 0 || (row >= 0 && nfqlb_tshm_row_fwmark(tshm, row) != fw)) {
+			fw = nfqlb_tshm_lookup_row(tshm, nfqlb_hash_key(key, NFQLB_KEY_LEN, lb->hash_mode), &row);
+			if (fw >= 0)
+				nfqlb_ct_insert(lb->ct, key, fw, row, now_ns); /* the flood guard may skip it */
+		}
+	} else {
+		fw = nfqlb_tshm_lookup(tshm, nfqlb_hash_key(key, NFQLB_KEY_LEN, lb->hash_mode));
+	}
 	if (tm)
 		tr->fw = fw;
 	if (fw < 0) {

@@ -200,6 +200,13 @@ int32_t nfqlb_tshm_lookup_key(const uint8_t* base, const uint8_t* key, uint32_t 
  */
 int32_t nfqlb_tshm_lookup_row(const uint8_t* base, uint32_t hash, int32_t* row);
 
+/**
+ * nfqlb_tshm_row_fwmark - active[row] of the current buffer (the fwmark of
+ * the target in that row, whatever its weight: 0 = draining is still there),
+ * or -1 when the row is out of range or empty.
+ */
+int32_t nfqlb_tshm_row_fwmark(const uint8_t* base, int32_t row);
+
 /** nfqlb_tshm_own_fwmark - the table's own fwmark (init --ownfw; LB tier). */
 int32_t nfqlb_tshm_own_fwmark(const uint8_t* base);
 
@@ -392,6 +399,16 @@ struct nfqlb_trace_ring; /* trace.c */
  */
 void nfqlb_lb_set_trace(struct nfqlb_lb* lb, const uint32_t* mask, struct nfqlb_trace_ring* ring,
 			struct nfqlb_flows* tflows);
+
+/**
+ * nfqlb_lb_set_conntrack - consult the connection table mapped at `ct`
+ * (conntrack.c; NULL: none, the default) before Maglev: a live entry whose
+ * target is still in the table (active[row] == its fwmark, draining
+ * included; or an entry without a row) keeps its fwmark; else Maglev
+ * decides and the result is inserted. Non-first fragments are unchanged
+ * (fragment table). lb only: ignored by a flowlb classifier.
+ */
+void nfqlb_lb_set_conntrack(struct nfqlb_lb* lb, uint8_t* ct);
 
 /** nfqlb_lb_set_tshm - switch to another mapped table (after init replaced it). */
 void nfqlb_lb_set_tshm(struct nfqlb_lb* lb, const uint8_t* tshm);
@@ -755,8 +772,8 @@ uint32_t nfqlb_trace_categories(uint32_t events, uint32_t proto);
 /* ----------------------------------------------------------------------------
  * conntrack.c - an optional connection table (flow key -> fwmark/row) in a
  * caller-provided region, normally a shm file beside the target table, shared
- * by every queue worker thread and the CLI process. NOT wired into lb/flowlb
- * yet. See docs/conntrack.md.
+ * by every queue worker thread and the CLI process. Used by lb when the file
+ * exists (nfqlb_lb_set_conntrack); not by flowlb yet. See docs/conntrack.md.
  *
  *   0     header (128): magic "NQCX", version, header size (1152), file size,
  *         capacity, buckets, ctx slots, flood limit, ttl_ms[3], ways, seed...

@@ -180,6 +180,19 @@ int32_t nfqlb_tshm_lookup_row(const uint8_t* base, uint32_t hash, int32_t* row)
 	return fw < 0 ? -1 : fw;
 }
 
+int32_t nfqlb_tshm_row_fwmark(const uint8_t* base, int32_t row)
+{
+	const struct tshm_header* h = (const struct tshm_header*)base;
+	if (row < 0 || (uint32_t)row >= h->N)
+		return -1;
+	int32_t fw = -1;
+	TSHM_READ(base, h, b, {
+		const int32_t* act = (const int32_t*)(base + buffer_off(h->M, h->N, b));
+		fw = act[row];
+	});
+	return fw < 0 ? -1 : fw;
+}
+
 int32_t nfqlb_tshm_lookup(const uint8_t* base, uint32_t hash)
 {
 	return nfqlb_tshm_lookup_row(base, hash, NULL);

@@ -2,8 +2,8 @@
  * The connection table in shared memory (c/conntrack.c): create, open, list,
  * set, delete, stats. The table normally sits beside a target table, named
  * `<target shm>-ct` ({@link conntrackName}). The layout, locking and expiry
- * live in C; this file does the file, validation and decoding. Not wired
- * into lb/flowlb yet. See docs/conntrack.md.
+ * live in C; this file does the file, validation and decoding. lb uses the
+ * table when it exists (c/lb.c); flowlb does not yet. See docs/conntrack.md.
  */
 import { z } from "zod";
 import { lib } from "../ffi/lib.ts";

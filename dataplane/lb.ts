@@ -8,6 +8,8 @@ import { cstring, lib } from "../ffi/lib.ts";
 import { NfqlbError, strerror } from "../control/errors.ts";
 import { closeFragStatsShm, createFragStatsShm } from "../control/frag_stats.ts";
 import { TargetShm } from "../control/target_shm.ts";
+import { conntrackName, ConntrackShm } from "../control/conntrack_shm.ts";
+import { shmPath } from "../control/shm_dir.ts";
 import { hasNetAdmin } from "./capabilities.ts";
 import { type LbConfig, LbConfigSchema, type QueueConfig } from "./lb_config.ts";
 import type { WorkerReport, WorkerStart } from "./worker_protocol.ts";
@@ -34,7 +36,13 @@ export interface RunningLb {
 
 /** How the workers classify: one target table (lb) or a shared flow set (flowlb). */
 export type Classifier =
-  | { kind: "lb"; tshm: string; sctpEncap: number }
+  | {
+    kind: "lb";
+    tshm: string;
+    sctpEncap: number;
+    /** The connection table (`<tshm>-ct`) when it exists; closed with the lb. */
+    conntrack?: ConntrackShm;
+  }
   | {
     kind: "flowlb";
     flows: Deno.PointerObject;
@@ -53,7 +61,33 @@ export function startLb(input: LbConfig, print: (line: string) => void, trace?: 
   const cfg = LbConfigSchema.parse(input);
   const table = TargetShm.open(cfg.tshm); // FAILED mapSharedData: <name>
   table.close(); // each worker maps its own
-  return startQueues(cfg, { kind: "lb", tshm: cfg.tshm, sctpEncap: cfg.sctpEncap }, print, trace);
+  // The connection table, opt-in: used when the operator created `<tshm>-ct` (mapped once, shared).
+  const conntrack = openConntrack(cfg.tshm);
+  try {
+    return startQueues(
+      cfg,
+      { kind: "lb", tshm: cfg.tshm, sctpEncap: cfg.sctpEncap, conntrack },
+      print,
+      trace,
+    );
+  } catch (e) {
+    conntrack?.close();
+    throw e;
+  }
+}
+
+/** The connection table of target table `tshm` if its file exists, else undefined. */
+function openConntrack(tshm: string): ConntrackShm | undefined {
+  const name = conntrackName(tshm);
+  try {
+    Deno.statSync(shmPath(name));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+  const ct = ConntrackShm.open(name); // a file that is not a valid table is an error
+  log.notice(`lb: using connection table ${name}`);
+  return ct;
 }
 
 /**
@@ -72,7 +106,12 @@ export function startQueues(
   const tier = cfg.lbshm ? TargetShm.open(cfg.lbshm) : undefined;
   const stats = createFragStatsShm(cfg.ftShm);
   let tunFd = -1;
-  const release: (() => void)[] = [() => closeFragStatsShm(stats), () => tier?.close()];
+  const ct = classifier.kind === "lb" ? classifier.conntrack : undefined;
+  const release: (() => void)[] = [
+    () => ct?.close(),
+    () => closeFragStatsShm(stats),
+    () => tier?.close(),
+  ];
   const cleanup = () => {
     while (release.length) release.pop()!();
   };
@@ -206,6 +245,7 @@ export function startQueues(
       nolbFwmark: classifier.kind === "flowlb" ? classifier.nolbFwmark : -1,
       promiscuous: classifier.kind === "flowlb" && classifier.promiscuous,
       lbshmPtr: tier ? Deno.UnsafePointer.value(tier.pointer) as bigint : 0n,
+      ctPtr: ct ? Deno.UnsafePointer.value(ct.pointer) as bigint : 0n,
       tunFd,
       batch: cfg.batch,
       reassembler: cfg.reassembler,

@@ -48,6 +48,7 @@ function serve(m: WorkerStart): void {
     m.tunFd,
     m.reassembler,
   );
+  if (m.ctPtr !== 0n) c.nfqlb_lb_set_conntrack(lb, Deno.UnsafePointer.create(m.ctPtr));
   // Trace: one record per packet at most, so a ring of 2 batches never fills within one serve.
   const ringCap = Math.max(64, 2 * m.batch);
   const ring = m.traceMaskPtr === 0n ? null : c.nfqlb_trace_ring_create(ringCap);

@@ -17,6 +17,8 @@ export interface WorkerStart {
   notargetsFwmark: number;
   /** Mapped LB-tier table address (0n: no tier). */
   lbshmPtr: bigint;
+  /** lb: the mapped connection table (nfqlb_ct, `<tshm>-ct`) address; 0n: none. */
+  ctPtr: bigint;
   /** tun device fd for re-injecting stored fragments (-1: none). */
   tunFd: number;
   /** Packets per receive batch (sizes the trace ring). */

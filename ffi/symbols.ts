@@ -25,6 +25,7 @@ export const SYMBOLS = {
   // the key as a pointer: a caller keeps its key buffer and that buffer's pointer (buffer params cost ~15 ns)
   nfqlb_tshm_lookup_key: { parameters: ["pointer", "pointer", "u32", "u32"], result: "i32" },
   nfqlb_tshm_lookup_row: { parameters: ["pointer", "u32", "buffer"], result: "i32" },
+  nfqlb_tshm_row_fwmark: { parameters: ["pointer", "i32"], result: "i32" },
   nfqlb_tshm_count_empty: { parameters: ["pointer"], result: "u32" },
   nfqlb_file_map: { parameters: ["buffer", "i32", "buffer", "buffer"], result: "pointer" },
   nfqlb_file_unmap: { parameters: ["pointer", "u64"], result: "i32" },
@@ -44,6 +45,7 @@ export const SYMBOLS = {
   nfqlb_tshm_own_fwmark: { parameters: ["pointer"], result: "i32" },
   nfqlb_lb_create: { parameters: ["pointer", "pointer", "u32", "u32", "i32"], result: "pointer" },
   nfqlb_lb_set_tshm: { parameters: ["pointer", "pointer"], result: "void" },
+  nfqlb_lb_set_conntrack: { parameters: ["pointer", "pointer"], result: "void" },
   nfqlb_lb_create_flows: {
     parameters: ["pointer", "u32", "pointer", "u32", "i32", "i32", "u32"],
     result: "pointer",

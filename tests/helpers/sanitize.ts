@@ -13,6 +13,7 @@ export const CLASSIFIER_SOURCES = [
   "trace.c",
   "fragtable.c",
   "tshm.c",
+  "conntrack.c",
   "tun.c",
   "flowlb.c",
   "flow.c",
