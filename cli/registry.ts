@@ -1,7 +1,8 @@
 /**
  * All 21 upstream commands, in upstream's listing order (link order of its
  * cmd*.c files). Upstream's table holds 20, so its build silently drops
- * trace-flow-list-names; we register it (docs/compatibility.md).
+ * trace-flow-list-names; we register it (docs/compatibility.md). Our own
+ * commands (the connection table, docs/conntrack.md) come after them.
  */
 import type { Command } from "./command.ts";
 import { activate, deactivate, version } from "./commands/config.ts";
@@ -15,12 +16,13 @@ import {
   traceFlowListNames,
   traceFlowSet,
 } from "./commands/flow.ts";
+import { ctDelete, ctList, ctSet, ctStats } from "./commands/conntrack.ts";
 import { fwmark } from "./commands/fwmark.ts";
 import { flowlb, lb } from "./commands/lb.ts";
 import { del, init, primebelow, show, stats } from "./commands/shm.ts";
 import { loglevel, trace } from "./commands/trace.ts";
 
-/** Commands in listing order. */
+/** Commands in listing order: upstream's 21, then ours. */
 export const COMMANDS: readonly Command[] = [
   activate,
   deactivate,
@@ -43,4 +45,9 @@ export const COMMANDS: readonly Command[] = [
   traceFlowDelete,
   traceFlowList,
   traceFlowListNames,
+  // ours
+  ctList,
+  ctSet,
+  ctDelete,
+  ctStats,
 ];

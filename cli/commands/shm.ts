@@ -7,8 +7,13 @@ import { primeBelow } from "../../control/prime.ts";
 import { shmPath } from "../../control/shm_dir.ts";
 import { TargetShm } from "../../control/target_shm.ts";
 import { formatFragStats, readFragStats } from "../../control/frag_stats.ts";
+import { applyInitConntrack, INIT_CT_OPTIONS, parseInitConntrack } from "./conntrack.ts";
 
-/** `init`: create or reset a target table. */
+/**
+ * `init`: create or reset a target table. Ours (hidden, docs/conntrack.md):
+ * `--conntrack=MAX` also creates (replaces) `<shm>-ct`, `--conntrack=0`
+ * deletes it, without it an existing `<shm>-ct` is left alone.
+ */
 export const init: Command = {
   name: "init",
   header: "init [options]\n  Initiate shared mem structures",
@@ -17,17 +22,20 @@ export const init: Command = {
     { name: "shm", help: "Target shared memory" },
     { name: "N", help: "Maglev max targets" },
     { name: "M", help: "Maglev lookup table size" },
+    ...INIT_CT_OPTIONS,
   ],
   run({ opts }) {
     const name = opts.get("shm") ?? "nfqlb";
     const ownFwmark = parseInteger("init", "--ownfw value", opts.get("ownfw") ?? "0", INT32_MIN, INT32_MAX);
     const m = parseInteger("init", "--M value", opts.get("M") ?? "997", 0, UINT32_MAX);
     const n = parseInteger("init", "--N value", opts.get("N") ?? "32", 1, UINT32_MAX);
+    const ct = parseInitConntrack(opts, name);
     shmPath(name); // name errors before any output
     const p = m < 3 ? 3 : primeBelow(m);
     if (p !== m) out(`M adjusted; ${m} -> ${p}\n`);
     if (n > p) throw new NfqlbError("N can't be larger than M");
     TargetShm.create(name, { M: p, N: n, ownFwmark });
+    applyInitConntrack(name, ct);
     return 0;
   },
 };
