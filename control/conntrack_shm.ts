@@ -18,16 +18,14 @@ const ETRUNC = -1, EMAGIC = -2, EVERSION = -3, ELAYOUT = -4;
 
 /** Size of one listed record (c/nfqlb.h struct nfqlb_ct_record). */
 export const RECORD_BYTES = 344;
-/** Max bytes of context per entry. */
-export const CTX_MAX = 256;
-/** Max entries of one table. */
-export const MAX_CAPACITY = 2 ** 28;
-/** Max context records of one table. */
-export const MAX_CTX_SLOTS = 2 ** 24;
-/** Max lifetime (ms) of a protocol; per-entry lifetimes stop at 32767 s (pin for longer). */
-export const MAX_TTL_MS = 0x7fffffff;
-/** Max per-entry lifetime (ms) that nfqlb_ct_set accepts. */
-export const MAX_ENTRY_LIFETIME_MS = 32767 * 1000;
+import {
+  CTX_MAX,
+  MAX_CAPACITY,
+  MAX_CTX_SLOTS,
+  MAX_ENTRY_LIFETIME_MS,
+  MAX_TTL_MS,
+} from "./conntrack_limits.ts";
+export { CTX_MAX, MAX_CAPACITY, MAX_CTX_SLOTS, MAX_ENTRY_LIFETIME_MS, MAX_TTL_MS };
 
 /** Entry flags (NFQLB_CT_F_*). */
 export const CT_F = { pinned: 1, offloaded: 2, ctx: 4 } as const;

@@ -63,15 +63,35 @@ export function openFromBytes(bytes: Uint8Array): Deno.DynamicLibrary<typeof SYM
   );
 }
 
-let opened: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+type SymbolName = keyof typeof SYMBOLS;
 
-/** The library's symbols, opened once per process (or worker). */
-export function lib(): NfqlbSymbols {
-  if (opened) return opened.symbols;
+/**
+ * Which part of the library a symbol belongs to. Deno compiles a call
+ * trampoline for every declared symbol when the library is opened (about
+ * 0.3 ms each), so each part is bound only when one of its functions is first
+ * used: `nfqlb activate` binds the table functions, not the dataplane's.
+ */
+function partOf(name: string): string {
+  const m = /^nfqlb_(queue|lb|ft|packet|tun|fd|target_stats|flowset|flows|trace|ct)_?/.exec(name);
+  if (!m) return "core";
+  if (m[1] === "flowset" || m[1] === "flows") return "flows";
+  if (m[1] === "trace" || m[1] === "ct") return m[1];
+  return "dataplane";
+}
+
+let symbols: NfqlbSymbols | undefined;
+const handles: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[] = [];
+
+/** Opens one part of the library (all of it when it must be loaded from bytes). */
+function bindPart(target: Record<string, unknown>, part: string): void {
+  const names = (Object.keys(SYMBOLS) as SymbolName[]).filter((n) => partOf(n) === part);
+  const subset = Object.fromEntries(names.map((n) => [n, SYMBOLS[n]])) as Deno.ForeignLibraryInterface;
   const path = libraryPath();
+  let handle: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>;
   try {
-    opened = openFromPath(path);
+    handle = Deno.dlopen(path, subset);
   } catch (first) {
+    // a compiled binary that cannot dlopen its embedded file: load every part at once from the bytes
     let bytes: Uint8Array;
     try {
       bytes = Deno.readFileSync(path);
@@ -79,9 +99,42 @@ export function lib(): NfqlbSymbols {
       const msg = first instanceof Error ? first.message : String(first);
       throw new Error(`cannot load the C library ${path}: ${msg} (run: deno task build)`);
     }
-    opened = openFromBytes(bytes);
+    const all = openFromBytes(bytes);
+    handles.push(all as unknown as Deno.DynamicLibrary<Deno.ForeignLibraryInterface>);
+    for (const n of Object.keys(SYMBOLS)) {
+      Object.defineProperty(target, n, {
+        value: (all.symbols as Record<string, unknown>)[n],
+        enumerable: true,
+      });
+    }
+    return;
   }
-  return opened.symbols;
+  handles.push(handle);
+  for (const n of names) {
+    Object.defineProperty(target, n, { value: handle.symbols[n], enumerable: true });
+  }
+}
+
+/**
+ * The library's symbols, opened once per process (or worker). Each part is
+ * bound on first use; after that a symbol is a plain property (no getter on
+ * the hot path).
+ */
+export function lib(): NfqlbSymbols {
+  if (symbols) return symbols;
+  const target: Record<string, unknown> = {};
+  for (const n of Object.keys(SYMBOLS)) {
+    Object.defineProperty(target, n, {
+      configurable: true,
+      enumerable: true,
+      get() {
+        bindPart(target, partOf(n));
+        return target[n];
+      },
+    });
+  }
+  symbols = target as unknown as NfqlbSymbols;
+  return symbols;
 }
 
 /** A NUL-terminated UTF-8 copy of s, for `const char*` parameters. */

@@ -1,30 +1,15 @@
 /**
- * Ours (not upstream's): the connection-table commands ct-list, ct-set,
- * ct-delete, ct-stats, and the `init` options that create the table. The
- * table of target table `<shm>` is the shm `<shm>-ct` (docs/conntrack.md).
+ * The connection-table commands (ours): ct-list, ct-set, ct-delete, ct-stats,
+ * and init's hidden --conntrack options. Only their option tables live here;
+ * their code (with zod and the table's FFI) is loaded when one of them runs
+ * (cli/commands/conntrack_impl.ts), so every other command starts as fast as
+ * before.
  */
-import { z } from "zod";
 import type { Command, Invocation } from "../command.ts";
 import type { OptionSpec } from "../getopt.ts";
-import { out } from "../io.ts";
-import { INT32_MAX, INT32_MIN, parseInteger, UINT32_MAX } from "../numbers.ts";
-import { NfqlbError } from "../../control/errors.ts";
-import { mapIPv4, parseAddrPort, parseIPv4, parseIPv6 } from "../../control/inet.ts";
-import { buildKey, PROTOCOLS } from "../../control/key.ts";
-import { shmPath } from "../../control/shm_dir.ts";
-import { TargetShm } from "../../control/target_shm.ts";
-import {
-  type ConntrackEntry,
-  conntrackName,
-  type ConntrackOptions,
-  ConntrackShm,
-  type ConntrackStats,
-  CTX_MAX,
-  MAX_CAPACITY,
-  MAX_CTX_SLOTS,
-  MAX_ENTRY_LIFETIME_MS,
-  MAX_TTL_MS,
-} from "../../control/conntrack_shm.ts";
+import { CTX_MAX, MAX_ENTRY_LIFETIME_MS } from "../../control/conntrack_limits.ts";
+
+const impl = () => import("./conntrack_impl.ts");
 
 /** The hidden `init` options that create `<shm>-ct` (help texts for docs/cli.md). */
 export const INIT_CT_OPTIONS: OptionSpec[] = [
@@ -34,137 +19,13 @@ export const INIT_CT_OPTIONS: OptionSpec[] = [
   { name: "ct_contexts", help: "Connection context records", hidden: true },
 ];
 
-/** What `init --conntrack...` asks for: nothing, delete, or create with options. */
-export type InitConntrack =
-  | { kind: "none" }
-  | { kind: "delete" }
-  | { kind: "create"; options: ConntrackOptions };
+const FLOW_OPTIONS: OptionSpec[] = [
+  { name: "shm", help: "Target shared memory; the table is <shm>-ct", required: true },
+  { name: "src", help: 'Source addr:port, e.g "[1000::80]:80"', required: true },
+  { name: "dst", help: "Destination addr:port", required: true },
+  { name: "proto", help: "Protocol, tcp|udp|sctp", required: true },
+];
 
-const TTL = /^([0-9]+),([0-9]+),([0-9]+)$/;
-
-/**
- * Parses `init`'s hidden connection-table options, strictly, before anything
- * is written. `--ct_*` need `--conntrack=MAX` with MAX > 0.
- * @throws NfqlbError one line naming the bad value
- */
-export function parseInitConntrack(opts: Map<string, string>, shm: string): InitConntrack {
-  const max = opts.get("conntrack");
-  const extra = ["ct_ttl", "ct_flood", "ct_contexts"].filter((o) => opts.has(o));
-  const capacity = max === undefined
-    ? undefined
-    : parseInteger("init", "--conntrack value", max, 0, MAX_CAPACITY);
-  if (!capacity && extra.length > 0) {
-    throw new NfqlbError(`init: --${extra[0]} '${opts.get(extra[0])}' needs --conntrack=MAX (MAX > 0)`);
-  }
-  if (capacity === undefined) return { kind: "none" };
-  shmPath(conntrackName(shm)); // a name too long with "-ct" errors before any output
-  if (capacity === 0) return { kind: "delete" };
-  const options: ConntrackOptions = { capacity, replace: true };
-  const ttl = opts.get("ct_ttl");
-  if (ttl !== undefined) {
-    const m = TTL.exec(ttl);
-    const v = m ? [m[1], m[2], m[3]].map(Number) : [];
-    if (!m || v.some((n) => !Number.isSafeInteger(n) || n > MAX_TTL_MS)) {
-      throw new NfqlbError(
-        `init: invalid --ct_ttl value '${ttl}' (expected tcp,udp,other in ms, each an integer 0..${MAX_TTL_MS})`,
-      );
-    }
-    options.ttlMs = { tcp: v[0], udp: v[1], other: v[2] };
-  }
-  const flood = opts.get("ct_flood");
-  if (flood !== undefined) {
-    options.floodPerSecond = parseInteger("init", "--ct_flood value", flood, 0, UINT32_MAX);
-  }
-  const ctx = opts.get("ct_contexts");
-  if (ctx !== undefined) {
-    options.ctxSlots = parseInteger("init", "--ct_contexts value", ctx, 0, MAX_CTX_SLOTS);
-  }
-  return { kind: "create", options };
-}
-
-/** Carries out {@link parseInitConntrack}'s result for target table `shm` (after it was created). */
-export function applyInitConntrack(shm: string, what: InitConntrack): void {
-  const name = conntrackName(shm);
-  if (what.kind === "create") ConntrackShm.create(name, what.options);
-  if (what.kind === "delete") {
-    try {
-      Deno.removeSync(shmPath(name));
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
-  }
-}
-
-/** Opens `<shm>-ct`; a missing file is upstream's `FAILED mapSharedData: <name>`. */
-function openCt(shm: string): ConntrackShm {
-  const name = conntrackName(shm);
-  try {
-    Deno.statSync(shmPath(name));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new NfqlbError(`FAILED mapSharedData: ${name}`);
-  }
-  try {
-    return ConntrackShm.open(name);
-  } catch (e) {
-    if (!(e instanceof NfqlbError)) throw e;
-    const why = e.message.replace(/^conntrack [^:]*: /, "");
-    throw new NfqlbError(`FAILED mapSharedData: ${name}: ${why}`);
-  }
-}
-
-/** An address without port (IPv4 or IPv6, brackets optional), as 16 bytes, or undefined. */
-function parseAddress(s: string): Uint8Array | undefined {
-  const v4 = parseIPv4(s);
-  if (v4) return mapIPv4(v4);
-  return parseIPv6(s.startsWith("[") && s.endsWith("]") ? s.slice(1, -1) : s);
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((v, i) => v === b[i]);
-}
-
-/** One ct-list object (the JSON field names are part of the interface: docs/conntrack.md). */
-export interface CtListItem {
-  src: string;
-  sport: number;
-  dst: string;
-  dport: number;
-  proto: string;
-  fwmark: number;
-  row: number;
-  age_ms: number;
-  idle_ms: number;
-  lifetime_ms: number;
-  packets: number;
-  bytes: number;
-  flags: string[];
-  context: string | null;
-}
-
-/** The ct-list object of an entry. */
-export function ctListItem(e: ConntrackEntry): CtListItem {
-  const flags: string[] = [];
-  if (e.pinned) flags.push("pinned");
-  if (e.offloaded) flags.push("offloaded");
-  return {
-    src: e.src,
-    sport: e.sport,
-    dst: e.dst,
-    dport: e.dport,
-    proto: e.protoName,
-    fwmark: e.fwmark,
-    row: e.row,
-    age_ms: e.ageMs,
-    idle_ms: e.idleMs,
-    lifetime_ms: e.lifetimeMs,
-    packets: e.packets,
-    bytes: e.bytes,
-    flags,
-    context: e.context ?? null,
-  };
-}
-
-/** `ct-list`: the live connections as a JSON array, optionally filtered. */
 export const ctList: Command = {
   name: "ct-list",
   header: "ct-list [--shm=] [--target=fwmark] [--address=ip] [--port=n] [--json]\n" +
@@ -176,92 +37,9 @@ export const ctList: Command = {
     { name: "port", help: "Only connections with this source or destination port" },
     { name: "json", help: "Indented JSON (default: one connection per line)", flag: true },
   ],
-  run({ opts }) {
-    const shm = opts.get("shm") ?? "nfqlb";
-    const t = opts.get("target");
-    const target = t === undefined
-      ? undefined
-      : parseInteger("ct-list", "--target value", t, INT32_MIN, INT32_MAX);
-    const a = opts.get("address");
-    const address = a === undefined ? undefined : parseAddress(a);
-    if (a !== undefined && !address) throw new NfqlbError(`ct-list: invalid --address value '${a}'`);
-    const p = opts.get("port");
-    const port = p === undefined ? undefined : parseInteger("ct-list", "--port value", p, 0, 65535);
-    const ct = openCt(shm);
-    let entries: ConntrackEntry[];
-    try {
-      entries = ct.list();
-    } finally {
-      ct.close();
-    }
-    const items = entries.filter((e) =>
-      (target === undefined || e.fwmark === target) &&
-      (address === undefined || sameBytes(e.key.subarray(0, 16), address) ||
-        sameBytes(e.key.subarray(16, 32), address)) &&
-      (port === undefined || e.sport === port || e.dport === port)
-    ).map(ctListItem);
-    if (opts.has("json")) out(JSON.stringify(items, null, 2) + "\n");
-    else if (items.length === 0) out("[]\n");
-    else out(`[\n${items.map((i) => "  " + JSON.stringify(i)).join(",\n")}\n]\n`);
-    return 0;
-  },
+  run: async (inv: Invocation) => (await impl()).ctListRun(inv),
 };
 
-/** The flow of --src, --dst, --proto as a 40-byte key. */
-function keyOf(cmd: string, inv: Invocation): Uint8Array<ArrayBuffer> {
-  const parse = (s: string) => {
-    try {
-      return parseAddrPort(s);
-    } catch (e) {
-      throw new NfqlbError(`${cmd}: ${(e as Error).message}`);
-    }
-  };
-  const src = parse(inv.opts.get("src")!);
-  const dst = parse(inv.opts.get("dst")!);
-  const protoText = inv.opts.get("proto")!;
-  const proto = PROTOCOLS[protoText.toLowerCase()];
-  if (proto === undefined) throw new NfqlbError(`${cmd}: Failed to parse protocol [${protoText}]`);
-  return new Uint8Array(buildKey(src.addr, dst.addr, proto, src.port, dst.port));
-}
-
-const FLOW_OPTIONS: OptionSpec[] = [
-  { name: "shm", help: "Target shared memory; the table is <shm>-ct", required: true },
-  { name: "src", help: 'Source addr:port, e.g "[1000::80]:80"', required: true },
-  { name: "dst", help: "Destination addr:port", required: true },
-  { name: "proto", help: "Protocol, tcp|udp|sctp", required: true },
-];
-
-/** The changes ct-set was asked for, validated (the flags are exclusive in pairs). */
-const CtSetFlags = z.object({
-  pin: z.boolean(),
-  unpin: z.boolean(),
-  offload: z.boolean(),
-  "no-offload": z.boolean(),
-}).refine((f) => !(f.pin && f.unpin), { message: "ct-set: --pin and --unpin exclude each other" })
-  .refine((f) => !(f.offload && f["no-offload"]), {
-    message: "ct-set: --offload and --no-offload exclude each other",
-  });
-
-/** The row of fwmark in target table `shm`, or -1 (no table, not active). */
-function rowOf(shm: string, fwmark: number): number {
-  let t: TargetShm;
-  try {
-    t = TargetShm.open(shm);
-  } catch {
-    return -1;
-  }
-  try {
-    return t.snapshot(0).active.indexOf(fwmark);
-  } finally {
-    t.close();
-  }
-}
-
-/**
- * `ct-set`: change a connection (created when missing if --fwmark is given):
- * fwmark (its row is looked up in the target table), lifetime, context,
- * pinned, offloaded.
- */
 export const ctSet: Command = {
   name: "ct-set",
   header: "ct-set --shm= --src=addr:port --dst=addr:port --proto=tcp|udp|sctp [options]\n" +
@@ -279,113 +57,20 @@ export const ctSet: Command = {
     { name: "pin", help: "Pin: never expires, never recycled", flag: true },
     { name: "unpin", help: "Unpin", flag: true },
   ],
-  run(inv) {
-    const { opts } = inv;
-    const shm = opts.get("shm")!;
-    const key = keyOf("ct-set", inv);
-    const fw = opts.get("fwmark");
-    const fwmark = fw === undefined ? undefined : parseInteger("ct-set", "--fwmark value", fw, 0, INT32_MAX);
-    const lt = opts.get("lifetime");
-    const lifetimeMs = lt === undefined
-      ? undefined
-      : parseInteger("ct-set", "--lifetime value", lt, 0, MAX_ENTRY_LIFETIME_MS);
-    const context = opts.get("context");
-    const ctxBytes = context === undefined ? 0 : new TextEncoder().encode(context).length;
-    if (ctxBytes > CTX_MAX) {
-      throw new NfqlbError(`ct-set: invalid --context value of ${ctxBytes} bytes (at most ${CTX_MAX})`);
-    }
-    const f = CtSetFlags.safeParse({
-      pin: opts.has("pin"),
-      unpin: opts.has("unpin"),
-      offload: opts.has("offload"),
-      "no-offload": opts.has("no-offload"),
-    });
-    if (!f.success) throw new NfqlbError(f.error.issues[0].message);
-    const flags = f.data;
-    const pinned = flags.pin ? true : flags.unpin ? false : undefined;
-    const offloaded = flags.offload ? true : flags["no-offload"] ? false : undefined;
-    if (
-      fwmark === undefined && lifetimeMs === undefined && context === undefined && pinned === undefined &&
-      offloaded === undefined
-    ) {
-      throw new NfqlbError(
-        "ct-set: nothing to set (--fwmark, --lifetime, --context, --pin, --unpin, --offload, --no-offload)",
-      );
-    }
-    const ct = openCt(shm);
-    try {
-      ct.set(key, {
-        fwmark,
-        row: fwmark === undefined ? undefined : rowOf(shm, fwmark),
-        lifetimeMs,
-        context: context === undefined ? undefined : context === "" ? null : context,
-        pinned,
-        offloaded,
-        create: fwmark !== undefined,
-      });
-    } catch (e) {
-      if (e instanceof NfqlbError) throw new NfqlbError(e.message.replace(/^conntrack set: /, "ct-set: "));
-      throw e;
-    } finally {
-      ct.close();
-    }
-    return 0;
-  },
+  run: async (inv: Invocation) => (await impl()).ctSetRun(inv),
 };
 
-/** `ct-delete`: remove a connection; a missing one is fine (as `delete`). */
 export const ctDelete: Command = {
   name: "ct-delete",
   header: "ct-delete --shm= --src=addr:port --dst=addr:port --proto=tcp|udp|sctp\n" +
     "  Delete a connection of the connection table <shm>-ct",
   options: FLOW_OPTIONS,
-  run(inv) {
-    const key = keyOf("ct-delete", inv);
-    const ct = openCt(inv.opts.get("shm")!);
-    try {
-      ct.delete(key);
-    } finally {
-      ct.close();
-    }
-    return 0;
-  },
+  run: async (inv: Invocation) => (await impl()).ctDeleteRun(inv),
 };
 
-/** The ct-stats JSON object (snake_case, as ct-list). */
-export function ctStatsJson(s: ConntrackStats): Record<string, unknown> {
-  const lookups = s.hits + s.misses;
-  return {
-    entries: s.entries,
-    capacity: s.capacity,
-    inserts: s.inserts,
-    recycles: s.recycles,
-    flood_skips: s.floodSkips,
-    expirations: s.expirations,
-    deletes: s.deletes,
-    hits: s.hits,
-    misses: s.misses,
-    hit_ratio: lookups === 0 ? 0 : Math.round((s.hits / lookups) * 1e6) / 1e6,
-    lock_steals: s.lockSteals,
-    ctx_slots: s.ctxSlots,
-    ctx_used: s.ctxUsed,
-    flood_per_second: s.floodPerSecond,
-    ttl_ms: { tcp: s.ttlTcpMs, udp: s.ttlUdpMs, other: s.ttlOtherMs },
-    bytes: s.bytes,
-  };
-}
-
-/** `ct-stats`: counters and parameters of `<shm>-ct` as JSON. */
 export const ctStats: Command = {
   name: "ct-stats",
   header: "ct-stats [--shm=]\n  Show connection table counters as JSON",
   options: [{ name: "shm", help: "Target shared memory; the table is <shm>-ct" }],
-  run({ opts }) {
-    const ct = openCt(opts.get("shm") ?? "nfqlb");
-    try {
-      out(JSON.stringify(ctStatsJson(ct.stats()), null, 2) + "\n");
-    } finally {
-      ct.close();
-    }
-    return 0;
-  },
+  run: async (inv: Invocation) => (await impl()).ctStatsRun(inv),
 };

@@ -7,7 +7,7 @@ import { primeBelow } from "../../control/prime.ts";
 import { shmPath } from "../../control/shm_dir.ts";
 import { TargetShm } from "../../control/target_shm.ts";
 import { formatFragStats, readFragStats } from "../../control/frag_stats.ts";
-import { applyInitConntrack, INIT_CT_OPTIONS, parseInitConntrack } from "./conntrack.ts";
+import { INIT_CT_OPTIONS } from "./conntrack.ts";
 
 /**
  * `init`: create or reset a target table. Ours (hidden, docs/conntrack.md):
@@ -24,18 +24,22 @@ export const init: Command = {
     { name: "M", help: "Maglev lookup table size" },
     ...INIT_CT_OPTIONS,
   ],
-  run({ opts }) {
+  async run({ opts }) {
     const name = opts.get("shm") ?? "nfqlb";
     const ownFwmark = parseInteger("init", "--ownfw value", opts.get("ownfw") ?? "0", INT32_MIN, INT32_MAX);
     const m = parseInteger("init", "--M value", opts.get("M") ?? "997", 0, UINT32_MAX);
     const n = parseInteger("init", "--N value", opts.get("N") ?? "32", 1, UINT32_MAX);
-    const ct = parseInitConntrack(opts, name);
+    // the connection-table code loads only when its options are given
+    const ctCode = INIT_CT_OPTIONS.some((o) => opts.has(o.name))
+      ? await import("./conntrack_impl.ts")
+      : undefined;
+    const ct = ctCode?.parseInitConntrack(opts, name);
     shmPath(name); // name errors before any output
     const p = m < 3 ? 3 : primeBelow(m);
     if (p !== m) out(`M adjusted; ${m} -> ${p}\n`);
     if (n > p) throw new NfqlbError("N can't be larger than M");
     TargetShm.create(name, { M: p, N: n, ownFwmark });
-    applyInitConntrack(name, ct);
+    if (ctCode && ct) ctCode.applyInitConntrack(name, ct);
     return 0;
   },
 };
