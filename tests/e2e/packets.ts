@@ -102,6 +102,20 @@ export function ipv4Header(f: Ipv4HeaderFields): Uint8Array {
   return h;
 }
 
+/** An IPv6 packet: the 40-byte fixed header (hop limit 64) and `payload` with next header `nh`. */
+export function ipv6Packet(src: string, dst: string, nh: number, payload: Uint8Array): Uint8Array {
+  const p = new Uint8Array(40 + payload.length);
+  const v = new DataView(p.buffer);
+  v.setUint32(0, 0x60000000);
+  v.setUint16(4, payload.length);
+  p[6] = nh;
+  p[7] = 64;
+  p.set(ipv6Bytes(src), 8);
+  p.set(ipv6Bytes(dst), 24);
+  p.set(payload, 40);
+  return p;
+}
+
 /** The first 8 bytes of a TCP or UDP header with the given ports. */
 export function l4Head(proto: "tcp" | "udp", sport: number, dport: number, udpLength = 8): Uint8Array {
   const b = new Uint8Array(8);

@@ -24,7 +24,7 @@ import {
   icmp6PacketTooBig,
   icmpFragNeeded,
   ipv4Header,
-  ipv6Bytes,
+  ipv6Packet,
   l4Head,
   udpFragments,
 } from "../e2e/packets.ts";
@@ -80,20 +80,6 @@ function ping4(src: string, dst: string, id: number, seq: number): Uint8Array {
   p[20] = 8;
   new DataView(p.buffer).setUint16(24, id);
   new DataView(p.buffer).setUint16(26, seq);
-  return p;
-}
-
-/** An IPv6 packet: fixed header + `payload` with next header `nh`. */
-function v6(src: string, dst: string, nh: number, payload: Uint8Array): Uint8Array {
-  const p = new Uint8Array(40 + payload.length);
-  const v = new DataView(p.buffer);
-  v.setUint32(0, 0x60000000);
-  v.setUint16(4, payload.length);
-  p[6] = nh;
-  p[7] = 64;
-  p.set(ipv6Bytes(src), 8);
-  p.set(ipv6Bytes(dst), 24);
-  p.set(payload, 40);
   return p;
 }
 
@@ -356,7 +342,7 @@ Deno.test("trace flowlb: ICMP lines, the inner packet of ICMP errors, promiscuou
       const ping = ping4("20.0.0.1", "10.0.0.1", 58880, 3);
       assert.equal(t.classify(ping), 55);
       // ICMPv6 packet-too-big quoting VIP:80 -> client:45118
-      const ptb = v6(
+      const ptb = ipv6Packet(
         "3000::9",
         "1000::1",
         58,
@@ -371,7 +357,7 @@ Deno.test("trace flowlb: ICMP lines, the inner packet of ICMP errors, promiscuou
       echo6[0] = 128;
       new DataView(echo6.buffer).setUint16(4, 7);
       new DataView(echo6.buffer).setUint16(6, 9);
-      t.classify(v6("2000::1", "1000::1", 58, echo6), 0x86dd);
+      t.classify(ipv6Packet("2000::1", "1000::1", 58, echo6), 0x86dd);
       assert.deepEqual(t.lines(), [
         "",
         "Match for trace-flow: client",

@@ -9,20 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { buildSanitized, captureSeeds, CLASSIFIER_SOURCES, writeSeeds } from "../helpers/sanitize.ts";
-import { icmp6PacketTooBig, icmpFragNeeded, ipv4Header, ipv6Bytes } from "../e2e/packets.ts";
-
-function ipv6(src: string, dst: string, nh: number, payload: Uint8Array): Uint8Array {
-  const p = new Uint8Array(40 + payload.length);
-  const v = new DataView(p.buffer);
-  v.setUint32(0, 0x60000000);
-  v.setUint16(4, payload.length);
-  p[6] = nh;
-  p[7] = 64;
-  p.set(ipv6Bytes(src), 8);
-  p.set(ipv6Bytes(dst), 24);
-  p.set(payload, 40);
-  return p;
-}
+import { icmp6PacketTooBig, icmpFragNeeded, ipv4Header, ipv6Packet } from "../e2e/packets.ts";
 
 /** Crafted ICMP seeds: frag-needed and packet-too-big quoting TCP/UDP, echo requests (one after a hop-by-hop header). */
 function icmpSeeds(): { hw: number; data: Uint8Array }[] {
@@ -46,9 +33,12 @@ function icmpSeeds(): { hw: number; data: Uint8Array }[] {
     { hw: 0x0800, data: icmpFragNeeded(q("10.0.0.1", "20.0.0.1", "tcp"), { from: "9.9.9.9" }) },
     { hw: 0x0800, data: icmpFragNeeded(q("10.0.0.1", "20.0.0.1", "udp"), { from: "9.9.9.9", mtu: 1280 }) },
     { hw: 0x0800, data: echo4 },
-    { hw: 0x86dd, data: ipv6("3000::1", "1000::1", 58, icmp6PacketTooBig(q("1000::1", "2000::1", "tcp"))) },
-    { hw: 0x86dd, data: ipv6("2000::1", "1000::1", 58, echo6) },
-    { hw: 0x86dd, data: ipv6("2000::1", "1000::1", 0, hbh) },
+    {
+      hw: 0x86dd,
+      data: ipv6Packet("3000::1", "1000::1", 58, icmp6PacketTooBig(q("1000::1", "2000::1", "tcp"))),
+    },
+    { hw: 0x86dd, data: ipv6Packet("2000::1", "1000::1", 58, echo6) },
+    { hw: 0x86dd, data: ipv6Packet("2000::1", "1000::1", 0, hbh) },
   ];
 }
 
