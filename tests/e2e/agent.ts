@@ -11,6 +11,8 @@
  *   sockets are bound to it, so DSR replies carry the VIP as source); a first
  *   line that starts with {@link LEN_TAG} gets " <bytes received>" appended. TCP
  *   writes "<name>\n" and closes. Runs until SIGTERM/SIGINT or `maxLifeS`.
+ *   On `echoTcpPorts` TCP answers every line with "<name> <line>\n" and keeps
+ *   the connection open until the client closes it (long-lived connections).
  * - `udp` / `tcp` (client): one request per flow (and repetition) from a
  *   fixed source address and port; returns which target answered each.
  *   UDP sockets are connected, so only a reply from VIP:port counts; TCP
@@ -18,6 +20,10 @@
  * - `stream` (client): sequence-numbered UDP probes, round-robin over the
  *   flows, on long-lived connected sockets, until a stop file appears (or a
  *   time/probe bound); counts answered probes per flow and target. No retries.
+ * - `conns` (client): long-lived TCP connections, one per flow, to an echo
+ *   port; round 0 right after connecting, then one round per `go-<n>` file
+ *   (see {@link ConnsCommand}): each live connection sends a line and reads
+ *   the reply that names its target. A connection that fails once is closed.
  * - `ping` (client): ICMP / ICMPv6 echo requests from a source address to
  *   a destination (per pair) on raw sockets; counts the echo replies (a
  *   pair stops at its first unanswered request).
@@ -81,6 +87,8 @@ export interface ServeCommand {
   /** More UDP / TCP ports served the same way on every address (default none). */
   extraUdpPorts?: number[];
   extraTcpPorts?: number[];
+  /** TCP ports that echo lines ("<name> <line>") on connections kept open (default none). */
+  echoTcpPorts?: number[];
 }
 
 /** `udp` / `tcp`: one request per flow and repetition. */
@@ -114,6 +122,41 @@ export interface StreamCommand {
   /** Hard bounds. */
   maxMs: number;
   maxProbes: number;
+}
+
+/**
+ * `conns`: one TCP connection per flow to an echo port (see
+ * {@link ServeCommand.echoTcpPorts}), kept open. Round 0 runs right after
+ * connecting; round n (n >= 1) runs when `<dir>/go-<n>` exists. Each round
+ * writes `<dir>/round-<n>.json` ({@link ConnsRound}, by rename, so it is
+ * complete when it appears). Ends when `<dir>/stop` exists, after
+ * `maxRounds` rounds, or after `maxMs`.
+ */
+export interface ConnsCommand {
+  cmd: "conns";
+  dst: string;
+  port: number;
+  flows: Flow[];
+  /** Per-reply (and connect) timeout, ms. */
+  waitMs: number;
+  /** Directory of the go / round / stop files (exists). */
+  dir: string;
+  maxMs: number;
+  maxRounds: number;
+}
+
+/** One round of `conns`: per flow, the target that answered ("" = the connection is broken). */
+export interface ConnsRound {
+  round: number;
+  targets: string[];
+  /** Per flow: why it broke (errno, -1 = EOF, -2 = wrong reply), 0 while it works. */
+  errnos: number[];
+}
+
+/** Result of `conns` (printed when it ends). */
+export interface ConnsResult {
+  rounds: number;
+  stoppedBy: "file" | "time" | "count";
 }
 
 /** `ping`: `count` echo requests per pair, from `src` to `dst` (each pair's family follows `dst`). */
@@ -199,6 +242,7 @@ export type AgentCommand =
   | ServeCommand
   | ProbeCommand
   | StreamCommand
+  | ConnsCommand
   | PingCommand
   | IcmpCommand
   | SctpCommand
@@ -431,6 +475,70 @@ function stream(c: StreamCommand): StreamResult {
     for (const s of socks) s.close();
   }
   return { probes, ms: Date.now() - t0, stale, flows, stoppedBy };
+}
+
+/** One line on a live connection; the name in the reply, or "" (with `why`) when it is broken. */
+function connAsk(s: Socket, line: string, waitMs: number): { name: string; why: number } {
+  if (!s.send(enc.encode(`${line}\n`))) return { name: "", why: s.lastErrno || -1 };
+  const deadline = Date.now() + waitMs;
+  let text = "";
+  for (let k = 0; k < 16 && !text.includes("\n") && Date.now() < deadline; k++) {
+    const r = s.recv(256);
+    if (r === null) return { name: "", why: s.lastErrno || -1 };
+    if (r.length === 0) return { name: "", why: -1 };
+    text += dec.decode(r);
+  }
+  const reply = text.split("\n")[0];
+  const sp = reply.indexOf(" ");
+  if (sp <= 0 || reply.slice(sp + 1) !== line) return { name: "", why: -2 };
+  return { name: reply.slice(0, sp), why: 0 };
+}
+
+function conns(c: ConnsCommand): ConnsResult {
+  const t0 = Date.now();
+  const errnos = c.flows.map(() => 0);
+  const socks: (Socket | null)[] = c.flows.map((f, i) => {
+    const dst = f.dst ?? c.dst;
+    const s = Socket.open(dst, SOCK_STREAM);
+    // RST on close: the 4-tuple is free again at once for the next test
+    s.reuseAddr().lingerZero().timeouts(c.waitMs).bind(f.src, f.sport);
+    if (s.connect(dst, f.dport ?? c.port)) return s;
+    errnos[i] = s.lastErrno || -1;
+    s.close();
+    return null;
+  });
+  const doRound = (n: number) => {
+    const targets = socks.map((s, i) => {
+      if (!s) return "";
+      const r = connAsk(s, `r${n}.${i}`, c.waitMs);
+      if (r.name === "") {
+        errnos[i] = r.why;
+        s.close();
+        socks[i] = null;
+      }
+      return r.name;
+    });
+    const out: ConnsRound = { round: n, targets, errnos: [...errnos] };
+    const file = `${c.dir}/round-${n}.json`;
+    Deno.writeTextFileSync(`${file}.tmp`, JSON.stringify(out));
+    Deno.renameSync(`${file}.tmp`, file);
+  };
+  let rounds = 0;
+  let stoppedBy: ConnsResult["stoppedBy"] = "count";
+  try {
+    doRound(rounds++);
+    const maxPolls = Math.ceil(c.maxMs / 10) + 1;
+    let polls = 0;
+    while (rounds <= c.maxRounds && stoppedBy === "count") {
+      if (exists(`${c.dir}/stop`)) stoppedBy = "file";
+      else if (exists(`${c.dir}/go-${rounds}`)) doRound(rounds++);
+      else if (Date.now() - t0 > c.maxMs || ++polls > maxPolls) stoppedBy = "time";
+      else sleepSync(10);
+    }
+  } finally {
+    for (const s of socks) s?.close();
+  }
+  return { rounds, stoppedBy };
 }
 
 /** An ICMP (type 8) or ICMPv6 (type 128) echo request; the kernel fills the ICMPv6 checksum. */
@@ -684,6 +792,17 @@ async function serve(c: ServeCommand): Promise<void> {
       } catch { /* listener closed */ }
     })());
   }
+  for (const addr of c.addrs) {
+    for (const port of c.echoTcpPorts ?? []) {
+      const l = Deno.listen({ hostname: addr, port, transport: "tcp" });
+      closers.push(() => l.close());
+      loops.push((async () => {
+        try {
+          for await (const conn of l) echoLines(conn, prefix);
+        } catch { /* listener closed */ }
+      })());
+    }
+  }
   Deno.writeTextFileSync(c.readyFile, "ready\n");
   await new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, c.maxLifeS * 1000);
@@ -702,6 +821,30 @@ async function serve(c: ServeCommand): Promise<void> {
   Deno.exit(0);
 }
 
+/** Answers each line with `prefix` + line + "\n" until the client closes (bounded in reads). */
+async function echoLines(conn: Deno.Conn, prefix: Uint8Array): Promise<void> {
+  const buf = new Uint8Array(4096);
+  let pending = "";
+  try {
+    for (let i = 0; i < 100_000; i++) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      pending += dec.decode(buf.subarray(0, n), { stream: true });
+      for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
+        const line = enc.encode(pending.slice(0, nl + 1));
+        pending = pending.slice(nl + 1);
+        const out = new Uint8Array(prefix.length + line.length);
+        out.set(prefix, 0);
+        out.set(line, prefix.length);
+        for (let off = 0; off < out.length;) off += await conn.write(out.subarray(off));
+      }
+    }
+  } catch { /* reset by the client */ }
+  try {
+    conn.close();
+  } catch { /* already closed */ }
+}
+
 function startsWith(b: Uint8Array, head: Uint8Array): boolean {
   return b.length >= head.length && head.every((x, i) => b[i] === x);
 }
@@ -718,6 +861,9 @@ async function main(): Promise<void> {
       break;
     case "stream":
       result = stream(c);
+      break;
+    case "conns":
+      result = conns(c);
       break;
     case "ping":
       result = ping(c);

@@ -83,6 +83,8 @@ export interface TopologyOptions {
   /** More UDP / TCP ports the targets' servers answer on (besides UDP_PORT / TCP_PORT). */
   extraUdpPorts?: number[];
   extraTcpPorts?: number[];
+  /** TCP ports whose servers echo lines on long-lived connections (agent `serve` echoTcpPorts). */
+  echoTcpPorts?: number[];
 }
 
 /** Output of a finished command. */
@@ -367,6 +369,8 @@ export class Topology {
   /** Extra server ports (see {@link TopologyOptions}). */
   readonly extraUdpPorts: number[];
   readonly extraTcpPorts: number[];
+  /** Echo TCP ports (see {@link TopologyOptions}). */
+  readonly echoTcpPorts: number[];
   #procs = new Set<Proc>();
   #lb: Proc | undefined;
   #tornDown = false;
@@ -394,6 +398,7 @@ export class Topology {
     this.flowAddress = `unix:${this.prefix}-flows`;
     this.extraUdpPorts = o.extraUdpPorts ?? [];
     this.extraTcpPorts = o.extraTcpPorts ?? [];
+    this.echoTcpPorts = o.echoTcpPorts ?? [];
     this.verbose = o.verbose ?? !!Deno.env.get("NFQLB_E2E_VERBOSE");
     live.add(this);
   }
@@ -591,6 +596,7 @@ export class Topology {
         readyFile,
         extraUdpPorts: this.extraUdpPorts,
         extraTcpPorts: this.extraTcpPorts,
+        echoTcpPorts: this.echoTcpPorts,
       }));
     });
     const ok = await waitUntil(() => procs.some((p) => p.status) || ready.every((f) => exists(f)), 60_000);
