@@ -5,9 +5,9 @@
 import type { Command } from "../command.ts";
 import type { OptionSpec } from "../getopt.ts";
 import { err, out } from "../io.ts";
-import { errorText, NfqlbError } from "../../control/errors.ts";
-import { parseSocketAddress } from "../../control/address.ts";
-import { decodeReply, encodeRequest, flowAddress } from "../../control/flow_protocol.ts";
+import { NfqlbError } from "../../control/errors.ts";
+import { BadFlowAddress, flowExchange } from "../../control/flow_client.ts";
+import { decodeReply } from "../../control/flow_protocol.ts";
 import type { FlowKind, FlowRequest } from "../../control/flows.ts";
 
 /** The flow-definition options shared by flow-set and trace-flow-set. */
@@ -25,61 +25,20 @@ const MAX_ARG_LEN = 1000, MAX_TARGET = 255;
 
 const byteLength = (s: string) => new TextEncoder().encode(s).length;
 
-/** Upstream's strerror() texts for the connect failures a client meets. */
-function connectError(e: unknown): string {
-  if (e instanceof Deno.errors.ConnectionRefused) return "Connection refused";
-  if (e instanceof Deno.errors.NotFound) return "No such file or directory";
-  if (e instanceof Deno.errors.TimedOut) return "Connection timed out";
-  if (e instanceof Deno.errors.ConnectionReset) return "Connection reset by peer";
-  return errorText(e);
-}
-
 /**
  * Sends one request to the flowlb at NFQLB_FLOW_ADDRESS (default
  * `unix:nfqlb`) and returns everything it answers until it closes.
  * Returns a number (the exit status) when the address does not parse.
  */
 async function exchange(fields: FlowRequest & { action: string }): Promise<Uint8Array | number> {
-  const address = flowAddress();
-  const addr = parseSocketAddress(address);
-  if (!addr) {
+  try {
+    return await flowExchange(fields);
+  } catch (e) {
+    if (!(e instanceof BadFlowAddress)) throw e;
     // upstream's text has no newline
-    err(`Failed to parse address [${address}]`);
+    err(e.message);
     return 1;
   }
-  const request = encodeRequest(fields);
-  let conn: Deno.Conn;
-  try {
-    conn = addr.transport === "unix"
-      ? await Deno.connect({ transport: "unix", path: addr.path })
-      : await Deno.connect({ transport: "tcp", hostname: addr.hostname, port: addr.port });
-  } catch (e) {
-    throw new NfqlbError(`Connect failed. ${connectError(e)}`);
-  }
-  const chunks: Uint8Array[] = [];
-  try {
-    let data = request;
-    while (data.length > 0) data = data.subarray(await conn.write(data));
-  } catch { /* the server closed early; read what it said */ }
-  try {
-    const buf = new Uint8Array(65536);
-    for (;;) {
-      const n = await conn.read(buf);
-      if (n === null) break;
-      chunks.push(buf.slice(0, n));
-    }
-  } catch {
-    /* reset: keep what arrived */
-  } finally {
-    conn.close();
-  }
-  const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let off = 0;
-  for (const c of chunks) {
-    all.set(c, off);
-    off += c.length;
-  }
-  return all;
 }
 
 /** set/delete: print the C-string reply and a newline; 0 when it starts with OK, else 255 (no reply: 255). */

@@ -1,0 +1,80 @@
+/**
+ * The client side of the flow-command protocol (upstream §6.5): one request
+ * to a running flowlb, everything it answers until it closes. Used by the
+ * flow-* commands and by `nfqlb apply` (flows by diff).
+ */
+import { parseSocketAddress } from "./address.ts";
+import { errorText, NfqlbError } from "./errors.ts";
+import { encodeRequest, flowAddress } from "./flow_protocol.ts";
+import type { FlowRequest } from "./flows.ts";
+
+/** The flow server address does not parse (the CLI prints upstream's text for it). */
+export class BadFlowAddress extends NfqlbError {
+  /** The address as given. */
+  readonly address: string;
+  constructor(address: string) {
+    super(`Failed to parse address [${address}]`);
+    this.address = address;
+  }
+}
+
+/** Upstream's strerror() texts for the connect failures a client meets. */
+function connectError(e: unknown): string {
+  if (e instanceof Deno.errors.ConnectionRefused) return "Connection refused";
+  if (e instanceof Deno.errors.NotFound) return "No such file or directory";
+  if (e instanceof Deno.errors.TimedOut) return "Connection timed out";
+  if (e instanceof Deno.errors.ConnectionReset) return "Connection reset by peer";
+  return errorText(e);
+}
+
+/**
+ * Sends one request to the flowlb at `address` (default: NFQLB_FLOW_ADDRESS,
+ * else `unix:nfqlb`) and returns everything it answers until it closes.
+ * Throws {@link BadFlowAddress}, or NfqlbError `Connect failed. <reason>`.
+ *
+ * @example
+ * ```ts
+ * const reply = await flowExchange({ action: "list-names" });
+ * console.log(new TextDecoder().decode(reply));
+ * ```
+ */
+export async function flowExchange(
+  fields: FlowRequest & { action: string },
+  address: string = flowAddress(),
+): Promise<Uint8Array> {
+  const addr = parseSocketAddress(address);
+  if (!addr) throw new BadFlowAddress(address);
+  const request = encodeRequest(fields);
+  let conn: Deno.Conn;
+  try {
+    conn = addr.transport === "unix"
+      ? await Deno.connect({ transport: "unix", path: addr.path })
+      : await Deno.connect({ transport: "tcp", hostname: addr.hostname, port: addr.port });
+  } catch (e) {
+    throw new NfqlbError(`Connect failed. ${connectError(e)}`);
+  }
+  const chunks: Uint8Array[] = [];
+  try {
+    let data = request;
+    while (data.length > 0) data = data.subarray(await conn.write(data));
+  } catch { /* the server closed early; read what it said */ }
+  try {
+    const buf = new Uint8Array(65536);
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      chunks.push(buf.slice(0, n));
+    }
+  } catch {
+    /* reset: keep what arrived */
+  } finally {
+    conn.close();
+  }
+  const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let off = 0;
+  for (const c of chunks) {
+    all.set(c, off);
+    off += c.length;
+  }
+  return all;
+}
