@@ -10,15 +10,22 @@
  * below for the one per-thread cache). Time is passed in (CLOCK_MONOTONIC in
  * the dataplane; nfqlb_ct_clock_ns gives the CLI the same clock).
  *
- * Layout (docs/conntrack.md), little-endian, offsets in bytes:
+ * Layout (docs/conntrack.md), version 2, little-endian, offsets in bytes:
  *   0     header (128): magic "NQCX", version, sizes, TTLs, flood limit, seed,
- *         flood window, ctx lock
+ *         flood window, ctx lock, scheduler id (scheduler.c)
  *   128   16 stats shards of 64 bytes (8 u64 each; a bucket counts into
  *         shard bucket % 16, so threads rarely share a counter line)
  *   1152  nbuckets bucket descriptors of 16 bytes: u32 lock, u8 tag[8], u32 pad
  *   ...   nbuckets * 8 entries of 64 bytes (64-aligned), bucket b owns
  *         entries 8b..8b+7 (set-associative: a key lives only in its bucket)
  *   ...   ctx area: ctx_slots records of 264 bytes {u32 owner, u32 len, u8[256]}
+ *   ...   (64-aligned, header sched_off) scheduler line (64): u64 position of
+ *         rr/wrr (and the lc/wlc tie rotation), shared by every worker; alone
+ *         on its line because every new flow fetch-adds it
+ *   +64   65536 u32 live-entry counts per row (rows 0..65534; 65535 = none
+ *         is never counted): +1 when an entry gets a row, -1 when it loses it
+ *         (deleted, expired and reclaimed, recycled, moved). Expired entries
+ *         count until reclaimed (nfqlb_ct_sweep). For lc/wlc.
  *
  * A slot is in use when its tag (8 bits of the hash, never 0) is non-zero;
  * a lookup compares the 8 tags of its bucket (one cache line holds 4
@@ -42,6 +49,8 @@
 #define SHARDS 16u
 #define SHARD_BYTES 64u
 #define BUCKETS_OFF (HEADER + SHARDS * SHARD_BYTES) /* 1152 */
+#define SCHED_BYTES 64u
+#define ROW_SLOTS 65536u
 #define CTX_REC 264u
 #define SHARDED 8u /* counters per shard: NFQLB_CT_STAT_ENTRIES..DELETES */
 #define FLAGS_BYTE 35 /* key byte 35 (proto high byte, always 0) holds the flags */
@@ -70,7 +79,10 @@ struct ct_header {
 	uint64_t entries_off;  /* 72 */
 	uint64_t ctx_off;      /* 80 */
 	uint64_t lock_steals;  /* 88 */
-	uint32_t reserved[8];  /* 96..127 */
+	uint32_t scheduler;    /* 96 enum nfqlb_sched (scheduler.c) */
+	uint32_t reserved0;    /* 100 */
+	uint64_t sched_off;    /* 104 the scheduler line; the row counts follow */
+	uint32_t reserved[4];  /* 112..127 */
 };
 _Static_assert(sizeof(struct ct_header) == HEADER, "header is 128 bytes");
 
@@ -147,6 +159,24 @@ static void stat_add(uint8_t* base, uint32_t b, uint32_t which, int64_t v)
 	__atomic_fetch_add(&shard(base, b)[which], (uint64_t)v, __ATOMIC_RELAXED);
 }
 
+/* Live entries per row (rows < ROW_NONE); relaxed atomics: threads and processes share them. */
+static uint32_t* row_counts(uint8_t* base) { return (uint32_t*)(base + H(base)->sched_off + SCHED_BYTES); }
+static void row_inc(uint8_t* base, uint16_t r)
+{
+	if (r != ROW_NONE)
+		__atomic_fetch_add(&row_counts(base)[r], 1u, __ATOMIC_RELAXED);
+}
+/* Never below 0: a count that drifted (a crash between tag and count) must not wrap to 4 G. */
+static void row_dec(uint8_t* base, uint16_t r)
+{
+	if (r == ROW_NONE)
+		return;
+	uint32_t* c = &row_counts(base)[r];
+	uint32_t v = __atomic_load_n(c, __ATOMIC_RELAXED);
+	while (v > 0 && !__atomic_compare_exchange_n(c, &v, v - 1, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+}
+
 static void lock_slow(uint8_t* base, uint32_t* l, uint32_t me)
 {
 	uint32_t spins = 0;
@@ -201,7 +231,7 @@ static uint64_t align64(uint64_t v) { return (v + 63u) & ~63ull; }
 
 struct layout {
 	uint32_t nbuckets;
-	uint64_t entries_off, ctx_off, size;
+	uint64_t entries_off, ctx_off, sched_off, size;
 };
 
 static int layout_of(uint32_t capacity, uint32_t ctx_slots, struct layout* L)
@@ -211,7 +241,8 @@ static int layout_of(uint32_t capacity, uint32_t ctx_slots, struct layout* L)
 	L->nbuckets = (capacity + WAYS - 1) / WAYS;
 	L->entries_off = align64(BUCKETS_OFF + 16ull * L->nbuckets);
 	L->ctx_off = L->entries_off + (uint64_t)L->nbuckets * WAYS * sizeof(struct ct_entry);
-	L->size = align64(L->ctx_off + (uint64_t)ctx_slots * CTX_REC);
+	L->sched_off = align64(L->ctx_off + (uint64_t)ctx_slots * CTX_REC);
+	L->size = L->sched_off + SCHED_BYTES + ROW_SLOTS * 4u;
 	return 0;
 }
 
@@ -368,6 +399,7 @@ static void slot_free(uint8_t* base, uint32_t b, uint32_t w, uint32_t stat)
 	if (e->key[FLAGS_BYTE] & F_HAS_CTX)
 		ctx_free(base, b * WAYS + w);
 	e->key[FLAGS_BYTE] = 0;
+	row_dec(base, e->row);
 	stat_add(base, b, NFQLB_CT_STAT_ENTRIES, -1);
 	if (stat < SHARDED)
 		stat_add(base, b, stat, 1);
@@ -423,6 +455,7 @@ int32_t nfqlb_ct_format(uint8_t* base, uint64_t size, uint32_t capacity, uint32_
 	memset(base, 0, BUCKETS_OFF + 16ull * L.nbuckets);
 	/* entries need no init (tag 0 = free); the ctx owners must be 0 */
 	memset(base + L.ctx_off, 0, (size_t)ctx_slots * CTX_REC);
+	memset(base + L.sched_off, 0, SCHED_BYTES + ROW_SLOTS * 4u);
 	struct ct_header* h = H(base);
 	h->version = NFQLB_CT_VERSION;
 	h->header_size = BUCKETS_OFF;
@@ -439,6 +472,7 @@ int32_t nfqlb_ct_format(uint8_t* base, uint64_t size, uint32_t capacity, uint32_
 	h->seed = seed;
 	h->entries_off = L.entries_off;
 	h->ctx_off = L.ctx_off;
+	h->sched_off = L.sched_off;
 	__atomic_store_n(&h->magic, NFQLB_CT_MAGIC, __ATOMIC_RELEASE); /* last: complete */
 	return 0;
 }
@@ -457,8 +491,10 @@ int32_t nfqlb_ct_check(const uint8_t* base, uint64_t size)
 	struct layout L;
 	if (h->header_size != BUCKETS_OFF || h->ways != WAYS || h->capacity % WAYS != 0 ||
 	    layout_of(h->capacity, h->ctx_slots, &L) != 0 || L.nbuckets != h->nbuckets || L.size != h->file_size ||
-	    L.entries_off != h->entries_off || L.ctx_off != h->ctx_off || h->ttl_ms[0] > NFQLB_CT_MAX_TTL_MS ||
-	    h->ttl_ms[1] > NFQLB_CT_MAX_TTL_MS || h->ttl_ms[2] > NFQLB_CT_MAX_TTL_MS)
+	    L.entries_off != h->entries_off || L.ctx_off != h->ctx_off || L.sched_off != h->sched_off ||
+	    h->ttl_ms[0] > NFQLB_CT_MAX_TTL_MS ||
+	    h->ttl_ms[1] > NFQLB_CT_MAX_TTL_MS || h->ttl_ms[2] > NFQLB_CT_MAX_TTL_MS ||
+	    h->scheduler >= NFQLB_SCHED_COUNT)
 		return NFQLB_ELAYOUT;
 	if (size < h->file_size)
 		return NFQLB_ETRUNC;
@@ -562,6 +598,18 @@ static int make_room(uint8_t* base, uint32_t b, uint8_t tag, uint32_t now)
 	return victim;
 }
 
+/* Give entry e (bucket lock held) a new fwmark and row, moving its row count. */
+static void move(uint8_t* base, struct ct_entry* e, int32_t fwmark, int32_t row)
+{
+	uint16_t r = row_store(row);
+	e->fwmark = fwmark;
+	if (r != e->row) {
+		row_dec(base, e->row);
+		e->row = r;
+		row_inc(base, r);
+	}
+}
+
 static void fill(uint8_t* base, uint32_t b, uint32_t w, uint8_t tag, const uint8_t* key, int32_t fwmark, int32_t row,
 		 uint32_t now, uint8_t flags)
 {
@@ -574,11 +622,13 @@ static void fill(uint8_t* base, uint32_t b, uint32_t w, uint8_t tag, const uint8
 	e->last = e->created = now;
 	e->counts = 0;
 	bucket(base, b)->tag[w] = tag; /* last: the entry is complete */
+	row_inc(base, e->row);
 	stat_add(base, b, NFQLB_CT_STAT_ENTRIES, 1);
 	stat_add(base, b, NFQLB_CT_STAT_INSERTS, 1);
 }
 
-int32_t nfqlb_ct_insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns)
+static int32_t insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns,
+		      int check_flood)
 {
 	struct ct_header* h = H(base);
 	if (!key_ok(key))
@@ -596,12 +646,10 @@ int32_t nfqlb_ct_insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32
 	if (w >= 0) {
 		/* known flow: a new decision replaces the old one unless pinned */
 		struct ct_entry* e = entry(base, b * WAYS + (uint32_t)w);
-		if (!(e->key[FLAGS_BYTE] & NFQLB_CT_F_PINNED)) {
-			e->fwmark = fwmark;
-			e->row = row_store(row);
-		}
+		if (!(e->key[FLAGS_BYTE] & NFQLB_CT_F_PINNED))
+			move(base, e, fwmark, row);
 		e->last = now;
-	} else if (flood(base, now_ns)) {
+	} else if (check_flood && flood(base, now_ns)) {
 		rc = 1;
 		stat_add(base, b, NFQLB_CT_STAT_FLOOD_SKIPS, 1);
 	} else if ((w = make_room(base, b, tag, now)) < 0) {
@@ -611,6 +659,24 @@ int32_t nfqlb_ct_insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32
 	}
 	unlock(&bk->lock);
 	return rc;
+}
+
+int32_t nfqlb_ct_insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns)
+{
+	return insert(base, key, fwmark, row, now_ns, 1);
+}
+
+int32_t nfqlb_ct_insert_admitted(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns)
+{
+	return insert(base, key, fwmark, row, now_ns, 0);
+}
+
+int32_t nfqlb_ct_flood_take(uint8_t* base, uint64_t now_ns)
+{
+	if (!flood(base, now_ns))
+		return 0;
+	stat_add(base, 0, NFQLB_CT_STAT_FLOOD_SKIPS, 1);
+	return 1;
 }
 
 /* ---------------------------------------------------------------------------
@@ -701,10 +767,8 @@ int32_t nfqlb_ct_set(uint8_t* base, const uint8_t* key, uint32_t what, int32_t f
 		ctx_free(base, idx);
 		f &= (uint8_t)~F_HAS_CTX;
 	}
-	if (what & NFQLB_CT_SET_FWMARK) {
-		e->fwmark = fwmark;
-		e->row = row_store(row);
-	}
+	if (what & NFQLB_CT_SET_FWMARK)
+		move(base, e, fwmark, row);
 	if (what & NFQLB_CT_SET_LIFETIME)
 		e->lifetime = lt;
 	if (what & NFQLB_CT_SET_PIN)
@@ -847,6 +911,67 @@ uint32_t nfqlb_ct_count_by_row(uint8_t* base, uint32_t* counts, uint32_t n, uint
 		unlock(&bk->lock);
 	}
 	return total;
+}
+
+uint32_t nfqlb_ct_sweep(uint8_t* base, uint32_t* cursor, uint32_t n, uint64_t now_ns)
+{
+	struct ct_header* h = H(base);
+	uint32_t now = ms_of(now_ns), reclaimed = 0;
+	uint32_t b = *cursor < h->capacity ? *cursor / WAYS : 0;
+	/* whole buckets, at least one and at most all: bounded work, the cursor always moves */
+	uint32_t visit = (uint32_t)(((uint64_t)n + WAYS - 1) / WAYS);
+	if (visit == 0)
+		visit = 1;
+	if (visit > h->nbuckets)
+		visit = h->nbuckets;
+	for (uint32_t k = 0; k < visit; k++) {
+		struct ct_bucket* bk = bucket(base, b);
+		lock(base, &bk->lock);
+		for (uint32_t w = 0; w < WAYS; w++) {
+			if (bk->tag[w] != 0 && expired(h, entry(base, b * WAYS + w), now)) {
+				slot_free(base, b, w, NFQLB_CT_STAT_EXPIRATIONS);
+				reclaimed++;
+			}
+		}
+		unlock(&bk->lock);
+		b = b + 1 == h->nbuckets ? 0 : b + 1;
+	}
+	*cursor = b * WAYS;
+	return reclaimed;
+}
+
+void nfqlb_ct_row_counts(uint8_t* base, uint32_t* counts, uint32_t n)
+{
+	const uint32_t* c = row_counts(base);
+	for (uint32_t r = 0; r < n && r < ROW_NONE; r++)
+		counts[r] = __atomic_load_n(&c[r], __ATOMIC_RELAXED);
+	for (uint32_t r = ROW_NONE; r < n; r++)
+		counts[r] = 0;
+}
+
+uint32_t nfqlb_ct_row_count(const uint8_t* base, uint32_t row)
+{
+	const struct ct_header* h = (const struct ct_header*)base;
+	const uint32_t* c = (const uint32_t*)(base + h->sched_off + SCHED_BYTES);
+	return row < ROW_NONE ? __atomic_load_n(&c[row], __ATOMIC_RELAXED) : 0;
+}
+
+uint64_t nfqlb_ct_sched_next(uint8_t* base)
+{
+	return __atomic_fetch_add((uint64_t*)(base + H(base)->sched_off), 1ull, __ATOMIC_RELAXED);
+}
+
+int32_t nfqlb_ct_set_scheduler(uint8_t* base, uint32_t scheduler)
+{
+	if (scheduler >= NFQLB_SCHED_COUNT)
+		return -1;
+	__atomic_store_n(&H(base)->scheduler, scheduler, __ATOMIC_RELAXED);
+	return 0;
+}
+
+uint32_t nfqlb_ct_scheduler(const uint8_t* base)
+{
+	return __atomic_load_n(&((const struct ct_header*)base)->scheduler, __ATOMIC_RELAXED);
 }
 
 uint64_t nfqlb_ct_clock_ns(void)

@@ -18,6 +18,7 @@ struct nfqlb_lb {
 	uint32_t sctp_encap;
 	int32_t notargets_fwmark;
 	uint8_t* ct; /* connection table (conntrack.c), or NULL; lb only */
+	struct nfqlb_ct_sched* sched; /* with ct: the schedulers' cache (scheduler.c); NULL: Maglev only */
 	/* flowlb */
 	struct nfqlb_flows* flows;
 	uint32_t slot;
@@ -107,14 +108,59 @@ void nfqlb_lb_set_frag(struct nfqlb_lb* lb, const uint8_t* lbshm, int32_t tun_fd
 	lb->reassembler = reassembler;
 }
 
-void nfqlb_lb_set_conntrack(struct nfqlb_lb* lb, uint8_t* ct) { lb->ct = ct; }
+void nfqlb_lb_set_conntrack(struct nfqlb_lb* lb, uint8_t* ct)
+{
+	lb->ct = ct;
+	if (ct && !lb->sched && lb->tshm) {
+		uint32_t n = 0;
+		nfqlb_tshm_stamp(lb->tshm, &n);
+		/* sized now, so the packet path allocates only if a larger table replaces this one */
+		lb->sched = nfqlb_ct_sched_create(n); /* NULL (no memory): Maglev decides */
+	}
+}
 
 void nfqlb_lb_set_tshm(struct nfqlb_lb* lb, const uint8_t* tshm)
 {
 	__atomic_store_n(&lb->tshm, tshm, __ATOMIC_RELEASE);
+	nfqlb_ct_sched_reset(lb->sched);
 }
 
-void nfqlb_lb_destroy(struct nfqlb_lb* lb) { free(lb); }
+void nfqlb_lb_destroy(struct nfqlb_lb* lb)
+{
+	nfqlb_ct_sched_destroy(lb->sched);
+	free(lb);
+}
+
+/*
+ * A flow the connection table does not hold (is_new) or holds for a target
+ * that left: the table's scheduler decides and the decision is stored.
+ * Maglev: as without the table, and nfqlb_ct_insert's flood guard may skip
+ * the insert (the next packet hashes to the same target anyway). The other
+ * schedulers are not stable per packet (rr would send each packet of a flow
+ * it could not store elsewhere), so a new flow first takes its flood-guard
+ * token: over the limit it is hashed by Maglev and not stored.
+ */
+static int32_t ct_schedule(struct nfqlb_lb* lb, const uint8_t* tshm, const uint8_t* key, int is_new,
+			   uint64_t now_ns)
+{
+	int32_t row = -1, fw;
+	uint32_t sched = nfqlb_ct_scheduler(lb->ct);
+	uint32_t hash = nfqlb_hash_key(key, NFQLB_KEY_LEN, lb->hash_mode);
+	if (sched == NFQLB_SCHED_MAGLEV || lb->sched == NULL) {
+		fw = nfqlb_tshm_lookup_row(tshm, hash, &row);
+		if (fw >= 0)
+			nfqlb_ct_insert(lb->ct, key, fw, row, now_ns); /* the flood guard may skip it */
+		return fw;
+	}
+	if (is_new && nfqlb_ct_flood_take(lb->ct, now_ns))
+		return nfqlb_tshm_lookup(tshm, hash);
+	fw = nfqlb_ct_sched_pick(lb->sched, lb->ct, tshm, sched, &row);
+	if (fw < 0) /* nothing eligible (or no memory for a larger table): Maglev's answer */
+		fw = nfqlb_tshm_lookup_row(tshm, hash, &row);
+	if (fw >= 0)
+		nfqlb_ct_insert_admitted(lb->ct, key, fw, row, now_ns);
+	return fw;
+}
 
 /*
  * The decision, written once and compiled twice: with tm == 0 (a constant)
@@ -221,11 +267,8 @@ static inline __attribute__((always_inline)) int32_t decide(struct nfqlb_lb* lb,
 		/* the connection table, before Maglev: an entry holds while its target is in the table */
 		int32_t row = -1;
 		fw = nfqlb_ct_lookup(lb->ct, key, now_ns, orig_len, &row);
-		if (fw < 0 || (row >= 0 && nfqlb_tshm_row_fwmark(tshm, row) != fw)) {
-			fw = nfqlb_tshm_lookup_row(tshm, nfqlb_hash_key(key, NFQLB_KEY_LEN, lb->hash_mode), &row);
-			if (fw >= 0)
-				nfqlb_ct_insert(lb->ct, key, fw, row, now_ns); /* the flood guard may skip it */
-		}
+		if (fw < 0 || (row >= 0 && nfqlb_tshm_row_fwmark(tshm, row) != fw))
+			fw = ct_schedule(lb, tshm, key, fw < 0, now_ns);
 	} else {
 		fw = nfqlb_tshm_lookup(tshm, nfqlb_hash_key(key, NFQLB_KEY_LEN, lb->hash_mode));
 	}

@@ -770,17 +770,34 @@ int32_t nfqlb_trace_icmp(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, st
 uint32_t nfqlb_trace_categories(uint32_t events, uint32_t proto);
 
 /* ----------------------------------------------------------------------------
+ * ctnetlink.c - the kernel's conntrack over NETLINK_NETFILTER (control plane).
+ * ------------------------------------------------------------------------- */
+
+/**
+ * nfqlb_ctnl_set_mark - set the mark of the kernel conntrack entry whose
+ * original tuple is the flow of key[0..len) (a 40-byte key of hash.c; IPv4
+ * when both addresses are IPv4-mapped), in the caller's network namespace.
+ * Updates only (no entry is created). Returns 0, or -errno: -ENOENT no such
+ * entry, -EPROTONOSUPPORT a protocol other than TCP/UDP/SCTP, -EINVAL a bad
+ * key or len < 40, -EPERM without CAP_NET_ADMIN, -ETIMEDOUT no answer.
+ */
+int32_t nfqlb_ctnl_set_mark(const uint8_t* key, uint32_t len, uint32_t mark);
+
+/* ----------------------------------------------------------------------------
  * conntrack.c - an optional connection table (flow key -> fwmark/row) in a
  * caller-provided region, normally a shm file beside the target table, shared
  * by every queue worker thread and the CLI process. Used by lb when the file
  * exists (nfqlb_lb_set_conntrack); not by flowlb yet. See docs/conntrack.md.
  *
- *   0     header (128): magic "NQCX", version, header size (1152), file size,
- *         capacity, buckets, ctx slots, flood limit, ttl_ms[3], ways, seed...
+ *   0     header (128): magic "NQCX", version (2), header size (1152), file
+ *         size, capacity, buckets, ctx slots, flood limit, ttl_ms[3], ways,
+ *         seed..., scheduler id (enum nfqlb_sched) at 96, sched_off at 104
  *   128   16 x 64-byte stats shards (NFQLB_CT_STAT_* u64 counters, summed)
  *   1152  buckets x 16: u32 lock (owner tid), u8 tag[8], u32 pad
  *   ...   capacity x 64-byte entries (64-aligned), 8 ways per bucket
  *   ...   ctx_slots x 264-byte context records
+ *   ...   sched_off (64-aligned): scheduler line (64), u64 shared position
+ *   +64   65536 x u32 entries per row (row 65535 = none, never counted)
  *
  * Keys are the 40-byte keys of hash.c; byte 35 (the high byte of the
  * little-endian proto) must be 0 (every IP protocol fits one byte): the
@@ -804,7 +821,7 @@ uint32_t nfqlb_trace_categories(uint32_t events, uint32_t proto);
  * ------------------------------------------------------------------------- */
 
 #define NFQLB_CT_MAGIC 0x5843514eu /* "NQCX" */
-#define NFQLB_CT_VERSION 1u
+#define NFQLB_CT_VERSION 2u /* 2: scheduler id, rr position, per-row counts */
 #define NFQLB_CT_ENTRY_BYTES 64u
 #define NFQLB_CT_CTX_MAX 256u             /* bytes of opaque context per entry */
 #define NFQLB_CT_MAX_CAPACITY (1u << 28)  /* entries (16 GiB) */
@@ -941,10 +958,117 @@ void nfqlb_ct_stats(uint8_t* base, uint64_t* out, uint32_t n);
  */
 uint32_t nfqlb_ct_count_by_row(uint8_t* base, uint32_t* counts, uint32_t n, uint64_t now_ns);
 
+/**
+ * nfqlb_ct_insert_admitted - nfqlb_ct_insert without the flood guard, for a
+ * new flow already admitted by nfqlb_ct_flood_take (the lb's schedulers).
+ */
+int32_t nfqlb_ct_insert_admitted(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns);
+
+/**
+ * nfqlb_ct_flood_take - the flood guard alone: 0 when one more new flow may
+ * be inserted in now_ns's second (and counts it), 1 when over the limit
+ * (counted in NFQLB_CT_STAT_FLOOD_SKIPS). Always 0 without a limit.
+ */
+int32_t nfqlb_ct_flood_take(uint8_t* base, uint64_t now_ns);
+
+/**
+ * nfqlb_ct_sweep - reclaim the expired entries among about n entries (whole
+ * buckets: at least one, at most the table) from entry index *cursor on;
+ * *cursor moves past them and wraps to 0 at the end. Keeps the per-row counts
+ * from staying inflated by expired entries nobody touches. Returns the number
+ * reclaimed (counted as expirations). Locks one bucket at a time.
+ */
+uint32_t nfqlb_ct_sweep(uint8_t* base, uint32_t* cursor, uint32_t n, uint64_t now_ns);
+
+/**
+ * nfqlb_ct_row_counts - counts[r] = entries with row r (r < n; rows >= 65535
+ * get 0), kept up to date by every change: O(n), no lock. Unlike
+ * nfqlb_ct_count_by_row, expired entries count until they are reclaimed.
+ */
+void nfqlb_ct_row_counts(uint8_t* base, uint32_t* counts, uint32_t n);
+
+/** nfqlb_ct_row_count - the count of one row (0 for row >= 65535). */
+uint32_t nfqlb_ct_row_count(const uint8_t* base, uint32_t row);
+
+/** nfqlb_ct_sched_next - fetch-and-increment the table's shared scheduler position. */
+uint64_t nfqlb_ct_sched_next(uint8_t* base);
+
+/** nfqlb_ct_set_scheduler - set the scheduler id (enum nfqlb_sched): 0, or -1 when unknown. */
+int32_t nfqlb_ct_set_scheduler(uint8_t* base, uint32_t scheduler);
+
+/** nfqlb_ct_scheduler - the table's scheduler id (enum nfqlb_sched). */
+uint32_t nfqlb_ct_scheduler(const uint8_t* base);
+
 /** nfqlb_ct_clock_ns - CLOCK_MONOTONIC in ns, the dataplane's now_ns (for the CLI). */
 uint64_t nfqlb_ct_clock_ns(void);
 
 /** nfqlb_ct_record_bytes - sizeof(struct nfqlb_ct_record) (NFQLB_CT_RECORD_BYTES). */
 uint32_t nfqlb_ct_record_bytes(void);
+
+/* ----------------------------------------------------------------------------
+ * scheduler.c - who gets a new flow when lb uses the connection table: the
+ * table's scheduler (its header; set by `init --scheduler`). Maglev is the
+ * hash as without the table; the others are LVS's, over the eligible rows of
+ * the target table's current buffer (active[row] >= 0 and weight > 0, row <
+ * 65535): rr in row order, wrr interleaved (LVS), lc fewest entries (the
+ * table's per-row counts), wlc fewest entries per weight. rr/wrr advance the
+ * position shared in the table, so every worker of every lb on one table
+ * follows one sequence; lc/wlc rotate their first candidate with it so ties
+ * spread. Per-lb state (struct nfqlb_ct_sched) caches the eligible rows and
+ * the wrr sequence and rebuilds them when the target table changes; nothing
+ * is allocated per packet. See docs/conntrack.md "Schedulers".
+ * ------------------------------------------------------------------------- */
+
+enum nfqlb_sched {
+	NFQLB_SCHED_MAGLEV = 0,
+	NFQLB_SCHED_RR,
+	NFQLB_SCHED_WRR,
+	NFQLB_SCHED_LC,
+	NFQLB_SCHED_WLC,
+	NFQLB_SCHED_COUNT
+};
+
+#define NFQLB_SCHED_ROWS 65535u   /* rows a connection table can store */
+#define NFQLB_SCHED_WRR_MAX 65536u /* longest wrr sequence; larger weight sums are scaled */
+
+struct nfqlb_ct_sched;
+
+/**
+ * nfqlb_tshm_stamp - identifies the current buffer's contents of a target
+ * table (its index and seqlock count; changes with every commit) and stores
+ * N in *n (may be NULL). Defined in tshm.c.
+ */
+uint32_t nfqlb_tshm_stamp(const uint8_t* base, uint32_t* n);
+
+/** nfqlb_ct_sched_create - scheduler state sized for `rows` rows (grows when needed). NULL: no memory. */
+struct nfqlb_ct_sched* nfqlb_ct_sched_create(uint32_t rows);
+
+/** nfqlb_ct_sched_destroy - free it (NULL is fine). */
+void nfqlb_ct_sched_destroy(struct nfqlb_ct_sched* s);
+
+/** nfqlb_ct_sched_reset - forget the cached rows (the lb switched tables); rebuilt at the next pick. */
+void nfqlb_ct_sched_reset(struct nfqlb_ct_sched* s);
+
+/**
+ * nfqlb_ct_sched_pick - the fwmark for a new flow by `scheduler` over target
+ * table tshm, its row in *row; -1 when no row is eligible, for
+ * NFQLB_SCHED_MAGLEV or an unknown id (the caller uses Maglev), or when the
+ * state cannot grow for a larger table. ct: the connection table (shared
+ * position, per-row counts).
+ */
+int32_t nfqlb_ct_sched_pick(struct nfqlb_ct_sched* s, uint8_t* ct, const uint8_t* tshm, uint32_t scheduler,
+			    int32_t* row);
+
+/**
+ * nfqlb_ct_sched_eligible - after a pick (or refresh): the eligible rows, in
+ * order, into rows[0..max); returns their number. For tests and tools.
+ */
+uint32_t nfqlb_ct_sched_eligible(struct nfqlb_ct_sched* s, const uint8_t* tshm, int32_t* rows, uint32_t max);
+
+/**
+ * nfqlb_ct_sched_wrr - the wrr sequence (rows) of tshm's current buffer into
+ * out[0..max); returns its full length (0: no eligible row).
+ */
+uint32_t nfqlb_ct_sched_wrr(struct nfqlb_ct_sched* s, const uint8_t* tshm, int32_t* out, uint32_t max);
 
 #endif

@@ -226,3 +226,13 @@ int32_t nfqlb_tshm_own_fwmark(const uint8_t* base)
 {
 	return ((const struct tshm_header*)base)->own_fwmark;
 }
+
+uint32_t nfqlb_tshm_stamp(const uint8_t* base, uint32_t* n)
+{
+	const struct tshm_header* h = (const struct tshm_header*)base;
+	if (n)
+		*n = h->N;
+	uint32_t b = __atomic_load_n(&h->current, __ATOMIC_ACQUIRE) & 1;
+	/* each commit to a buffer adds 2 to its seq: (seq, buffer) names one content */
+	return (__atomic_load_n(&h->seq[b], __ATOMIC_ACQUIRE) << 1) | b;
+}

@@ -3,7 +3,8 @@
  * set, delete, stats. The table normally sits beside a target table, named
  * `<target shm>-ct` ({@link conntrackName}). The layout, locking and expiry
  * live in C; this file does the file, validation and decoding. lb uses the
- * table when it exists (c/lb.c); flowlb does not yet. See docs/conntrack.md.
+ * table when it exists (c/lb.c), and its scheduler for new flows
+ * (c/scheduler.c); flowlb does not yet. See docs/conntrack.md.
  */
 import { z } from "zod";
 import { lib } from "../ffi/lib.ts";
@@ -41,6 +42,16 @@ const SET = {
   clearCtx: 128,
   create: 256,
 } as const;
+
+/** The layout version this build writes (NFQLB_CT_VERSION in c/nfqlb.h). */
+export const CT_VERSION = 2;
+
+/** Schedulers of new flows, in c/nfqlb.h enum nfqlb_sched order (the id is the index). */
+export const SCHEDULERS = ["maglev", "rr", "wrr", "lc", "wlc"] as const;
+/** A scheduler's name. */
+export type Scheduler = (typeof SCHEDULERS)[number];
+/** Rows with a per-row connection count (row 65535 is "none"). */
+export const COUNTED_ROWS = 65535;
 
 /** The table's counters, in c/nfqlb.h enum nfqlb_ct_stat order. */
 export const STAT_NAMES = [
@@ -83,6 +94,8 @@ export const ConntrackOptionsSchema = z.object({
   }).strict().default({ tcp: 300_000, udp: 30_000, other: 30_000 }),
   /** Max new flows per second (insert); 0 = no limit. */
   floodPerSecond: u32.default(0),
+  /** Who gets a new flow: Maglev's hash (as without the table) or an LVS scheduler. */
+  scheduler: z.enum(SCHEDULERS).default("maglev"),
   /** Replace an existing table of that name (its entries are lost). */
   replace: z.boolean().default(false),
 }).strict();
@@ -225,14 +238,25 @@ export function decodeRecord(rec: Uint8Array): ConntrackEntry {
   return e;
 }
 
-function checkText(rc: number): string {
+/** The version field (u16 at offset 4) of a mapped file with our magic. */
+function fileVersion(m: Mapping): number {
+  return new Deno.UnsafePointerView(m.ptr).getUint16(4);
+}
+
+function checkText(rc: number, name: string, version = 0): string {
   switch (rc) {
     case ETRUNC:
       return "truncated file";
     case EMAGIC:
       return "not an nfqlb connection table (bad magic)";
-    case EVERSION:
-      return "unsupported connection table version";
+    case EVERSION: {
+      // an older layout of ours: init --conntrack replaces it
+      const target = name.endsWith("-ct") ? name.slice(0, -3) : name;
+      return version >= 1 && version < CT_VERSION
+        ? `unsupported connection table version ${version} (older nfqlb-deno); ` +
+          `re-create it with: nfqlb init --shm=${target} --conntrack=MAX`
+        : "unsupported connection table version";
+    }
     case ELAYOUT:
       return "corrupt connection table header";
     default:
@@ -309,8 +333,13 @@ export class ConntrackShm {
     const existing = mapFile(path, false);
     if (typeof existing !== "number") {
       const rc = lib().nfqlb_ct_check(existing.ptr, existing.size);
+      const version = existing.size >= 6 ? fileVersion(existing) : 0;
       unmap(existing);
-      if (rc !== 0) throw new NfqlbError(`conntrack ${name}: exists and is ${checkText(rc)}`);
+      // an older table of ours may be replaced; anything else is never overwritten
+      const older = rc === EVERSION && version >= 1 && version < CT_VERSION;
+      if (rc !== 0 && !(older && o.replace)) {
+        throw new NfqlbError(`conntrack ${name}: exists and is ${checkText(rc, name, version)}`);
+      }
       if (!o.replace) throw new NfqlbError(`conntrack ${name}: exists`);
     } else if (existing !== 2 && existing !== 0) {
       throw new NfqlbError(`conntrack ${name}: ${strerror(existing)}`);
@@ -331,7 +360,10 @@ export class ConntrackShm {
       if (typeof m === "number") throw new NfqlbError(`conntrack ${name}: ${strerror(m)}`);
       try {
         const ttls = new Uint32Array([o.ttlMs.tcp, o.ttlMs.udp, o.ttlMs.other]);
-        if (lib().nfqlb_ct_format(m.ptr, m.size, o.capacity, o.ctxSlots, ttls, o.floodPerSecond) !== 0) {
+        if (
+          lib().nfqlb_ct_format(m.ptr, m.size, o.capacity, o.ctxSlots, ttls, o.floodPerSecond) !== 0 ||
+          lib().nfqlb_ct_set_scheduler(m.ptr, SCHEDULERS.indexOf(o.scheduler)) !== 0
+        ) {
           throw new NfqlbError(`conntrack ${name}: format failed`);
         }
       } finally {
@@ -357,8 +389,9 @@ export class ConntrackShm {
     }
     const rc = lib().nfqlb_ct_check(m.ptr, m.size);
     if (rc !== 0) {
+      const version = m.size >= 6 ? fileVersion(m) : 0;
       unmap(m);
-      throw new NfqlbError(`conntrack ${name}: ${checkText(rc)}`);
+      throw new NfqlbError(`conntrack ${name}: ${checkText(rc, name, version)}`);
     }
     return new ConntrackShm(name, m);
   }
@@ -469,6 +502,32 @@ export class ConntrackShm {
     const out = {} as ConntrackStats;
     STAT_NAMES.forEach((n, i) => (out[n] = Number(BigInt.asIntN(64, raw[i]))));
     return out;
+  }
+
+  /** The scheduler of new flows (set when the table was created). */
+  get scheduler(): Scheduler {
+    return SCHEDULERS[lib().nfqlb_ct_scheduler(this.pointer)] ?? "maglev";
+  }
+
+  /**
+   * Entries per row 0..n-1 as the table keeps them for lc/wlc (no scan;
+   * expired entries count until reclaimed, see {@link sweep}).
+   */
+  rowCounts(n: number = COUNTED_ROWS): Uint32Array {
+    const counts = new Uint32Array(Math.max(n, 1));
+    lib().nfqlb_ct_row_counts(this.pointer, counts, n >>> 0);
+    return counts.subarray(0, n);
+  }
+
+  #sweepCursor = new Uint32Array(1);
+
+  /**
+   * Reclaims the expired entries among about `entries` entries (whole
+   * buckets), continuing where the previous sweep of this object stopped
+   * and wrapping around. Returns how many were reclaimed.
+   */
+  sweep(entries: number, now: bigint = ConntrackShm.now()): number {
+    return lib().nfqlb_ct_sweep(this.pointer, this.#sweepCursor, entries >>> 0, now);
   }
 
   /** Live entries per row 0..n-1 (least-connection schedulers). */

@@ -76,6 +76,9 @@ export function startLb(input: LbConfig, print: (line: string) => void, trace?: 
   }
 }
 
+/** Entries the connection-table sweep visits per second. */
+const CT_SWEEP_ENTRIES = 65536;
+
 /** The connection table of target table `tshm` if its file exists, else undefined. */
 function openConntrack(tshm: string): ConntrackShm | undefined {
   const name = conntrackName(tshm);
@@ -112,6 +115,12 @@ export function startQueues(
     () => closeFragStatsShm(stats),
     () => tier?.close(),
   ];
+  if (ct) {
+    // Expired entries nobody touches would keep counting for lc/wlc: reclaim a slice every second
+    // (a full pass over 1 M entries in ~16 s; each call locks one bucket at a time).
+    const sweeper = setInterval(() => ct.sweep(CT_SWEEP_ENTRIES), 1000);
+    release.push(() => clearInterval(sweeper)); // released before ct.close (last in, first out)
+  }
   const cleanup = () => {
     while (release.length) release.pop()!();
   };

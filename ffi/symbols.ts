@@ -94,7 +94,9 @@ export const SYMBOLS = {
   nfqlb_trace_ring_free: { parameters: ["pointer"], result: "void" },
   nfqlb_trace_icmp: { parameters: ["u32", "buffer", "u32", "buffer"], result: "i32" },
   nfqlb_trace_categories: { parameters: ["u32", "u32"], result: "u32" },
-  // connection table (c/conntrack.c; control/conntrack_shm.ts); not wired into the dataplane yet
+  // kernel conntrack mark over ctnetlink (c/ctnetlink.c; ct-set --offload): control plane, not the hot path
+  nfqlb_ctnl_set_mark: { parameters: ["buffer", "u32", "u32"], result: "i32" },
+  // connection table (c/conntrack.c; control/conntrack_shm.ts; used by c/lb.c)
   nfqlb_ct_bytes: { parameters: ["u32", "u32"], result: "u64" },
   nfqlb_ct_format: { parameters: ["pointer", "u64", "u32", "u32", "buffer", "u32"], result: "i32" },
   nfqlb_ct_check: { parameters: ["pointer", "u64"], result: "i32" },
@@ -112,6 +114,21 @@ export const SYMBOLS = {
   nfqlb_ct_count_by_row: { parameters: ["pointer", "buffer", "u32", "u64"], result: "u32" },
   nfqlb_ct_clock_ns: { parameters: [], result: "u64" },
   nfqlb_ct_record_bytes: { parameters: [], result: "u32" },
+  nfqlb_ct_insert_admitted: { parameters: ["pointer", "buffer", "i32", "i32", "u64"], result: "i32" },
+  nfqlb_ct_flood_take: { parameters: ["pointer", "u64"], result: "i32" },
+  nfqlb_ct_sweep: { parameters: ["pointer", "buffer", "u32", "u64"], result: "u32" },
+  nfqlb_ct_row_counts: { parameters: ["pointer", "buffer", "u32"], result: "void" },
+  nfqlb_ct_row_count: { parameters: ["pointer", "u32"], result: "u32" },
+  nfqlb_ct_sched_next: { parameters: ["pointer"], result: "u64" },
+  nfqlb_ct_set_scheduler: { parameters: ["pointer", "u32"], result: "i32" },
+  nfqlb_ct_scheduler: { parameters: ["pointer"], result: "u32" },
+  // schedulers of new flows (c/scheduler.c); per-lb state, used by c/lb.c, here for tests and tools
+  nfqlb_ct_sched_create: { parameters: ["u32"], result: "pointer" },
+  nfqlb_ct_sched_destroy: { parameters: ["pointer"], result: "void" },
+  nfqlb_ct_sched_reset: { parameters: ["pointer"], result: "void" },
+  nfqlb_ct_sched_pick: { parameters: ["pointer", "pointer", "pointer", "u32", "buffer"], result: "i32" },
+  nfqlb_ct_sched_eligible: { parameters: ["pointer", "pointer", "buffer", "u32"], result: "u32" },
+  nfqlb_ct_sched_wrr: { parameters: ["pointer", "pointer", "buffer", "u32"], result: "u32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The symbol table type of the opened library. */

@@ -123,7 +123,9 @@ static int check(uint32_t iters)
 			nfqlb_ct_set(base, k, NFQLB_CT_CLEAR_PIN | NFQLB_CT_SET_FWMARK, fw_of(i), row_of(i), 0, NULL, 0,
 				     now);
 		} else {
-			uint32_t wc, counts[7];
+			uint32_t wc, counts[7], kept[7], cur = 0;
+			/* the kept per-row counts equal a scan once every expired entry is reclaimed */
+			nfqlb_ct_sweep(base, &cur, UINT32_MAX, now);
 			uint32_t listed = walk(base, now, &wc);
 			uint64_t s[NFQLB_CT_STATS_ALL];
 			nfqlb_ct_stats(base, s, NFQLB_CT_STATS_ALL);
@@ -133,6 +135,11 @@ static int check(uint32_t iters)
 				FAIL("ctx used %llu, listed with ctx %u", (unsigned long long)s[NFQLB_CT_STAT_CTX_USED], wc);
 			if (nfqlb_ct_count_by_row(base, counts, 7, now) != listed)
 				FAIL("count_by_row");
+			nfqlb_ct_row_counts(base, kept, 7);
+			if (memcmp(kept, counts, sizeof(counts)) != 0)
+				FAIL("row counts %u %u %u %u %u %u %u, scan %u %u %u %u %u %u %u", kept[0], kept[1], kept[2],
+				     kept[3], kept[4], kept[5], kept[6], counts[0], counts[1], counts[2], counts[3],
+				     counts[4], counts[5], counts[6]);
 		}
 	}
 	uint64_t s[NFQLB_CT_STATS_ALL];
@@ -192,9 +199,10 @@ struct lister {
 static void* list_loop(void* arg)
 {
 	struct lister* l = arg;
-	uint32_t counts[7], wc;
+	uint32_t counts[7], wc, cur = 0;
 	while (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
 		walk(l->base, 1000000000ull, &wc);
+		nfqlb_ct_sweep(l->base, &cur, 64, 1000000000ull);
 		nfqlb_ct_count_by_row(l->base, counts, 7, 1000000000ull);
 		l->walks++;
 	}

@@ -17,6 +17,7 @@ export const INIT_CT_OPTIONS: OptionSpec[] = [
   { name: "ct_ttl", help: "Connection lifetimes tcp,udp,other in ms", hidden: true },
   { name: "ct_flood", help: "Max new connections per second, 0 = no limit", hidden: true },
   { name: "ct_contexts", help: "Connection context records", hidden: true },
+  { name: "scheduler", help: "New connections: maglev|rr|wrr|lc|wlc (default maglev)", hidden: true },
 ];
 
 const FLOW_OPTIONS: OptionSpec[] = [

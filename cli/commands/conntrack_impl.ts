@@ -5,12 +5,13 @@
  */
 import { z } from "zod";
 import type { Invocation } from "../command.ts";
-import { out } from "../io.ts";
+import { err, out } from "../io.ts";
 import { INT32_MAX, INT32_MIN, parseInteger, UINT32_MAX } from "../numbers.ts";
 import { NfqlbError } from "../../control/errors.ts";
 import { mapIPv4, parseAddrPort, parseIPv4, parseIPv6 } from "../../control/inet.ts";
 import { buildKey, PROTOCOLS } from "../../control/key.ts";
 import { shmPath } from "../../control/shm_dir.ts";
+import { connmarkErrorText, ENOENT, setKernelConnmark } from "../../control/offload_rules.ts";
 import { TargetShm } from "../../control/target_shm.ts";
 import {
   type ConntrackEntry,
@@ -23,6 +24,8 @@ import {
   MAX_CTX_SLOTS,
   MAX_ENTRY_LIFETIME_MS,
   MAX_TTL_MS,
+  type Scheduler,
+  SCHEDULERS,
 } from "../../control/conntrack_shm.ts";
 
 /** What `init --conntrack...` asks for: nothing, delete, or create with options. */
@@ -40,7 +43,7 @@ const TTL = /^([0-9]+),([0-9]+),([0-9]+)$/;
  */
 export function parseInitConntrack(opts: Map<string, string>, shm: string): InitConntrack {
   const max = opts.get("conntrack");
-  const extra = ["ct_ttl", "ct_flood", "ct_contexts"].filter((o) => opts.has(o));
+  const extra = ["ct_ttl", "ct_flood", "ct_contexts", "scheduler"].filter((o) => opts.has(o));
   const capacity = max === undefined
     ? undefined
     : parseInteger("init", "--conntrack value", max, 0, MAX_CAPACITY);
@@ -69,6 +72,15 @@ export function parseInitConntrack(opts: Map<string, string>, shm: string): Init
   const ctx = opts.get("ct_contexts");
   if (ctx !== undefined) {
     options.ctxSlots = parseInteger("init", "--ct_contexts value", ctx, 0, MAX_CTX_SLOTS);
+  }
+  const scheduler = opts.get("scheduler");
+  if (scheduler !== undefined) {
+    if (!(SCHEDULERS as readonly string[]).includes(scheduler)) {
+      throw new NfqlbError(
+        `init: invalid --scheduler value '${scheduler}' (expected one of ${SCHEDULERS.join(", ")})`,
+      );
+    }
+    options.scheduler = scheduler as Scheduler;
   }
   return { kind: "create", options };
 }
@@ -232,7 +244,8 @@ function rowOf(shm: string, fwmark: number): number {
 /**
  * `ct-set`: change a connection (created when missing if --fwmark is given):
  * fwmark (its row is looked up in the target table), lifetime, context,
- * pinned, offloaded.
+ * pinned, offloaded. Offloading also sets the kernel connmark of the
+ * connection (docs/conntrack.md, "Offload").
  */
 export function ctSetRun(inv: Invocation): number {
   const { opts } = inv;
@@ -268,23 +281,90 @@ export function ctSetRun(inv: Invocation): number {
     );
   }
   const ct = openCt(shm);
+  let note: string | undefined;
   try {
-    ct.set(key, {
-      fwmark,
-      row: fwmark === undefined ? undefined : rowOf(shm, fwmark),
-      lifetimeMs,
-      context: context === undefined ? undefined : context === "" ? null : context,
-      pinned,
-      offloaded,
-      create: fwmark !== undefined,
-    });
+    const before = ct.get(key);
+    if (!before && fwmark === undefined) throw new NfqlbError("ct-set: no such connection");
+    const kernel = kernelChange(inv, before, fwmark, offloaded);
+    if (kernel) note = applyKernelMark(key, kernel);
+    try {
+      ct.set(key, {
+        fwmark,
+        row: fwmark === undefined ? undefined : rowOf(shm, fwmark),
+        lifetimeMs,
+        context: context === undefined ? undefined : context === "" ? null : context,
+        pinned,
+        offloaded,
+        create: fwmark !== undefined,
+      });
+    } catch (e) {
+      // the table refused: put the kernel back as the table still has it (best effort)
+      if (kernel && note === undefined) setKernelConnmark(key, kernel.oldMark);
+      throw e;
+    }
   } catch (e) {
     if (e instanceof NfqlbError) throw new NfqlbError(e.message.replace(/^conntrack set: /, "ct-set: "));
     throw e;
   } finally {
     ct.close();
   }
+  if (note) err(note + "\n");
   return 0;
+}
+
+/** The flow of ct-set's options as text for messages: `tcp 10.0.0.1:1234 -> 10.0.0.2:80`. */
+function flowText({ opts }: Invocation): string {
+  return `${opts.get("proto")!.toLowerCase()} ${opts.get("src")} -> ${opts.get("dst")}`;
+}
+
+/** A connmark change ct-set must make in the kernel (docs/conntrack.md, "Offload"). */
+interface KernelChange {
+  flow: string;
+  /** The connmark to set: the fwmark while offloaded, else 0. */
+  mark: number;
+  /** The connmark the table implies now, for a roll-back. */
+  oldMark: number;
+}
+
+/**
+ * The kernel's connmark follows the table: set to the fwmark by --offload
+ * (and by --fwmark on an offloaded entry, so the kernel does not keep the old
+ * target), back to 0 by --no-offload. Undefined: the kernel is not touched.
+ */
+function kernelChange(
+  inv: Invocation,
+  before: ConntrackEntry | undefined,
+  fwmark: number | undefined,
+  offloaded: boolean | undefined,
+): KernelChange | undefined {
+  const finalOffloaded = offloaded ?? before?.offloaded ?? false;
+  if (offloaded === undefined && !(fwmark !== undefined && finalOffloaded)) return undefined;
+  const finalFwmark = fwmark ?? before!.fwmark;
+  const flow = flowText(inv);
+  if (finalOffloaded && finalFwmark <= 0) {
+    throw new NfqlbError(
+      `ct-set: cannot offload ${flow}: its fwmark ${finalFwmark} is no connmark (must be > 0)`,
+    );
+  }
+  return { flow, mark: finalOffloaded ? finalFwmark : 0, oldMark: before?.offloaded ? before.fwmark : 0 };
+}
+
+/**
+ * Sets the kernel connmark; returns the note to print when the kernel has no
+ * such connection (the table is changed all the same), throws on other errors.
+ */
+function applyKernelMark(key: Uint8Array, k: KernelChange): string | undefined {
+  const rc = setKernelConnmark(key, k.mark);
+  if (rc === 0) return undefined;
+  if (rc === ENOENT) {
+    // nothing to undo when un-offloading: nothing bypasses the queue for it
+    if (k.mark === 0) return undefined;
+    return `nfqlb: no kernel conntrack entry for ${k.flow}; offload takes effect when ct-set --offload is ` +
+      "repeated after the kernel tracks the connection";
+  }
+  throw new NfqlbError(
+    `ct-set: cannot set the kernel connmark of ${k.flow} to ${k.mark}: ${connmarkErrorText(rc)}`,
+  );
 }
 
 /** `ct-delete`: remove a connection; a missing one is fine (as `delete`). */
@@ -299,8 +379,45 @@ export function ctDeleteRun(inv: Invocation): number {
   return 0;
 }
 
+/**
+ * ct-stats' `connections`: the table's entry count per row that has any,
+ * keyed by the row's fwmark in the target table's current buffer, or
+ * `row:<r>` for a row whose target is gone (its entries await expiry).
+ */
+export function connectionsByTarget(
+  counts: Uint32Array,
+  active: Int32Array | undefined,
+): Record<string, number> {
+  const out: Record<string, number> = {};
+  counts.forEach((n, row) => {
+    if (n === 0) return;
+    const fw = active?.[row];
+    const k = fw !== undefined && fw >= 0 ? String(fw) : `row:${row}`;
+    out[k] = (out[k] ?? 0) + n;
+  });
+  return out;
+}
+
+/** The active row fwmarks of target table `shm`, or undefined when it cannot be read. */
+function activeRows(shm: string): Int32Array | undefined {
+  let t: TargetShm;
+  try {
+    t = TargetShm.open(shm);
+  } catch {
+    return undefined;
+  }
+  try {
+    return t.snapshot(0).active;
+  } finally {
+    t.close();
+  }
+}
+
 /** The ct-stats JSON object (snake_case, as ct-list). */
-export function ctStatsJson(s: ConntrackStats): Record<string, unknown> {
+export function ctStatsJson(
+  s: ConntrackStats,
+  sched?: { scheduler: Scheduler; connections: Record<string, number> },
+): Record<string, unknown> {
   const lookups = s.hits + s.misses;
   return {
     entries: s.entries,
@@ -319,14 +436,19 @@ export function ctStatsJson(s: ConntrackStats): Record<string, unknown> {
     flood_per_second: s.floodPerSecond,
     ttl_ms: { tcp: s.ttlTcpMs, udp: s.ttlUdpMs, other: s.ttlOtherMs },
     bytes: s.bytes,
+    ...(sched ? { scheduler: sched.scheduler, connections: sched.connections } : {}),
   };
 }
 
 /** `ct-stats`: counters and parameters of `<shm>-ct` as JSON. */
 export function ctStatsRun({ opts }: Invocation): number {
-  const ct = openCt(opts.get("shm") ?? "nfqlb");
+  const shm = opts.get("shm") ?? "nfqlb";
+  const ct = openCt(shm);
   try {
-    out(JSON.stringify(ctStatsJson(ct.stats()), null, 2) + "\n");
+    const counts = ct.rowCounts();
+    const active = counts.some((n) => n > 0) ? activeRows(shm) : undefined;
+    const sched = { scheduler: ct.scheduler, connections: connectionsByTarget(counts, active) };
+    out(JSON.stringify(ctStatsJson(ct.stats(), sched), null, 2) + "\n");
   } finally {
     ct.close();
   }

@@ -14,6 +14,7 @@ export const CLASSIFIER_SOURCES = [
   "fragtable.c",
   "tshm.c",
   "conntrack.c",
+  "scheduler.c",
   "tun.c",
   "flowlb.c",
   "flow.c",

@@ -1,0 +1,135 @@
+/**
+ * The kernel side of connection offload (docs/conntrack.md, "Offload"): the
+ * iptables rules that let packets of connections with a connmark skip the
+ * NFQUEUE, and the ctnetlink call that sets a connection's connmark.
+ */
+import { z } from "zod";
+import { lib } from "../ffi/lib.ts";
+import { NfqlbError } from "./errors.ts";
+import { parseIPv4, parseIPv6 } from "./inet.ts";
+import { KEY_LEN } from "./key.ts";
+
+/** The `-m comment` text of every offload rule, so they can be found and removed. */
+export const OFFLOAD_COMMENT = "nfqlb-offload";
+
+/** Options of {@link offloadRules}. */
+export interface OffloadRulesOptions {
+  /** VIPs (IPv4 or IPv6 address, optionally with a /prefix); each gets its own pair of rules. */
+  vips: string[];
+  /** Chain of table mangle holding the NFQUEUE rules (default PREROUTING). */
+  chain?: string;
+  /**
+   * 1-based position of the first offload rule in the chain, per family
+   * (default 1: ahead of everything, so ahead of the NFQUEUE rules).
+   */
+  insertAt?: number;
+}
+
+/** Argument vectors (argv[0] is `iptables` or `ip6tables`) to install and to remove the rules. */
+export interface OffloadRules {
+  /** Run in order: `-I` at increasing positions keeps the pairs in order. */
+  add: string[][];
+  /** Run in any order; each removes one rule of `add`. */
+  delete: string[][];
+}
+
+const Options = z.object({
+  vips: z.array(z.string()).min(1, { message: "no VIP" }),
+  chain: z.string().regex(/^[A-Za-z0-9_.-]{1,28}$/, { message: "invalid chain name" }).optional(),
+  insertAt: z.number().int().min(1).max(1_000_000).optional(),
+});
+
+/** `addr[/prefix]` as iptables' `-d` value with an explicit prefix, and its family. */
+function parseVip(vip: string): { cidr: string; family: 4 | 6 } {
+  const m = /^([^/]+)(?:\/([0-9]{1,3}))?$/.exec(vip);
+  const family = m && parseIPv4(m[1]) ? 4 : m && parseIPv6(m[1]) ? 6 : undefined;
+  const max = family === 4 ? 32 : 128;
+  const prefix = m?.[2] === undefined ? max : Number(m[2]);
+  if (!m || family === undefined || prefix > max) {
+    throw new NfqlbError(`offload rules: invalid VIP '${vip}' (an IPv4 or IPv6 address, optionally /prefix)`);
+  }
+  return { cidr: `${m[1]}/${prefix}`, family };
+}
+
+/**
+ * The rules, for each VIP in table mangle, that must come before the VIP's
+ * NFQUEUE rule:
+ *
+ * ```
+ * -d VIP -m connmark ! --mark 0 -m comment --comment nfqlb-offload -j CONNMARK --restore-mark
+ * -d VIP -m connmark ! --mark 0 -m comment --comment nfqlb-offload -j ACCEPT
+ * ```
+ *
+ * The first puts the connection's mark (the target's fwmark, set by
+ * `ct-set --offload`) on the packet for the fwmark routing; the second ends
+ * the chain for it, so the NFQUEUE rule after it never sees the packet.
+ * Both test the connmark, not the packet mark, so a packet that arrives
+ * with some other mark is still queued.
+ * @throws NfqlbError one line naming a bad VIP or option
+ */
+export function offloadRules(opts: OffloadRulesOptions): OffloadRules {
+  const r = Options.safeParse(opts);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new NfqlbError(`offload rules: ${i.message} (${i.path.join(".") || "options"})`);
+  }
+  const chain = r.data.chain ?? "PREROUTING";
+  const first = r.data.insertAt ?? 1;
+  const next = { 4: first, 6: first };
+  const add: string[][] = [];
+  const del: string[][] = [];
+  for (const vip of r.data.vips) {
+    const { cidr, family } = parseVip(vip);
+    const ipt = family === 4 ? "iptables" : "ip6tables";
+    const match = [
+      "-d",
+      cidr,
+      "-m",
+      "connmark",
+      "!",
+      "--mark",
+      "0",
+      "-m",
+      "comment",
+      "--comment",
+      OFFLOAD_COMMENT,
+    ];
+    for (const target of [["-j", "CONNMARK", "--restore-mark"], ["-j", "ACCEPT"]]) {
+      add.push([ipt, "-w", "-t", "mangle", "-I", chain, String(next[family]++), ...match, ...target]);
+      del.push([ipt, "-w", "-t", "mangle", "-D", chain, ...match, ...target]);
+    }
+  }
+  return { add, delete: del };
+}
+
+const ERRNO_TEXT: Record<number, string> = {
+  1: "Operation not permitted",
+  2: "no such kernel conntrack entry",
+  13: "Permission denied",
+  22: "Invalid argument",
+  93: "Protocol not supported",
+  97: "Address family not supported",
+  110: "no answer from the kernel",
+};
+
+/** Text for a -errno of {@link setKernelConnmark}. */
+export function connmarkErrorText(rc: number): string {
+  return ERRNO_TEXT[-rc] ?? `errno ${-rc}`;
+}
+
+/** -ENOENT: the kernel tracks no connection with that tuple. */
+export const ENOENT = -2;
+
+/**
+ * Sets the mark of the kernel conntrack entry of the flow `key` (a 40-byte
+ * key, control/key.ts; TCP, UDP or SCTP) in this process's network
+ * namespace, without creating one. Returns 0 or -errno ({@link ENOENT}:
+ * no such entry; -EPERM without CAP_NET_ADMIN).
+ */
+export function setKernelConnmark(key: Uint8Array, mark: number): number {
+  if (key.length !== KEY_LEN) throw new NfqlbError(`offload: key of ${key.length} bytes (want ${KEY_LEN})`);
+  if (!Number.isInteger(mark) || mark < 0 || mark > 0xffffffff) {
+    throw new NfqlbError(`offload: invalid connmark '${mark}'`);
+  }
+  return lib().nfqlb_ctnl_set_mark(new Uint8Array(key), KEY_LEN, mark);
+}

@@ -1,0 +1,87 @@
+/** offloadRules(): the iptables/ip6tables argv of the offload rules (docs/conntrack.md, "Offload"). */
+import assert from "node:assert/strict";
+import { OFFLOAD_COMMENT, offloadRules } from "../../control/offload_rules.ts";
+import { NfqlbError } from "../../control/errors.ts";
+
+const MATCH = (cidr: string) => [
+  "-d",
+  cidr,
+  "-m",
+  "connmark",
+  "!",
+  "--mark",
+  "0",
+  "-m",
+  "comment",
+  "--comment",
+  OFFLOAD_COMMENT,
+];
+const RESTORE = ["-j", "CONNMARK", "--restore-mark"];
+const ACCEPT = ["-j", "ACCEPT"];
+
+Deno.test("offloadRules: IPv4 VIP: restore then accept, inserted at the top of mangle PREROUTING", () => {
+  const r = offloadRules({ vips: ["10.0.0.1"] });
+  const head = ["iptables", "-w", "-t", "mangle"];
+  assert.deepEqual(r.add, [
+    [...head, "-I", "PREROUTING", "1", ...MATCH("10.0.0.1/32"), ...RESTORE],
+    [...head, "-I", "PREROUTING", "2", ...MATCH("10.0.0.1/32"), ...ACCEPT],
+  ]);
+  assert.deepEqual(r.delete, [
+    [...head, "-D", "PREROUTING", ...MATCH("10.0.0.1/32"), ...RESTORE],
+    [...head, "-D", "PREROUTING", ...MATCH("10.0.0.1/32"), ...ACCEPT],
+  ]);
+});
+
+Deno.test("offloadRules: IPv6 and IPv4 VIPs with prefixes, own chain and position, counted per family", () => {
+  const r = offloadRules({ vips: ["fd00::1", "10.0.0.0/24", "fd00:1::/64"] });
+  assert.deepEqual(r.add.map((a) => [a[0], a[5], a[6], a[8]]), [
+    ["ip6tables", "PREROUTING", "1", "fd00::1/128"],
+    ["ip6tables", "PREROUTING", "2", "fd00::1/128"],
+    ["iptables", "PREROUTING", "1", "10.0.0.0/24"],
+    ["iptables", "PREROUTING", "2", "10.0.0.0/24"],
+    ["ip6tables", "PREROUTING", "3", "fd00:1::/64"],
+    ["ip6tables", "PREROUTING", "4", "fd00:1::/64"],
+  ]);
+  assert.deepEqual(r.add.map((a) => a.slice(-3).includes("--restore-mark")), [
+    true,
+    false,
+    true,
+    false,
+    true,
+    false,
+  ]);
+  const own = offloadRules({ vips: ["fd00::1"], chain: "VIP", insertAt: 3 });
+  assert.deepEqual(own.add[0].slice(0, 7), ["ip6tables", "-w", "-t", "mangle", "-I", "VIP", "3"]);
+  assert.deepEqual(own.add[1].slice(4, 7), ["-I", "VIP", "4"]);
+  assert.deepEqual(own.delete[1].slice(4, 6), ["-D", "VIP"]);
+  // each delete argv is its add argv without the position, -I -> -D
+  for (const x of [r, own]) {
+    x.add.forEach((a, i) => {
+      const d = [...a];
+      d.splice(4, 3, "-D", a[5]);
+      assert.deepEqual(x.delete[i], d);
+    });
+  }
+});
+
+Deno.test("offloadRules: bad VIPs and options are one-line errors naming the value", () => {
+  for (
+    const [vips, want] of [
+      [["10.0.0.256"], "'10.0.0.256'"],
+      [["10.0.0.1/33"], "'10.0.0.1/33'"],
+      [["fd00::1/129"], "'fd00::1/129'"],
+      [["vip"], "'vip'"],
+      [["10.0.0.1/"], "'10.0.0.1/'"],
+      [[], "no VIP"],
+    ] as [string[], string][]
+  ) {
+    assert.throws(() => offloadRules({ vips }), (e: unknown) => {
+      assert.ok(e instanceof NfqlbError);
+      assert.ok(e.message.includes(want), e.message);
+      assert.ok(!e.message.includes("\n"));
+      return true;
+    });
+  }
+  assert.throws(() => offloadRules({ vips: ["10.0.0.1"], chain: "A B" }), /invalid chain name/);
+  assert.throws(() => offloadRules({ vips: ["10.0.0.1"], insertAt: 0 }), /insertAt/);
+});
