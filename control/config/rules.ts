@@ -1,0 +1,448 @@
+/**
+ * The rules between keys of a host config that its schema cannot say, and
+ * the step from the parsed file to a {@link HostConfig}. Each broken rule is
+ * an {@link Issue} at a path; nothing here throws on bad input. Flows are
+ * checked by the flow validator of flow-set (control/flows.ts), with its
+ * texts. The rules are listed in docs/config.md.
+ */
+import { canonicalRequest, type FlowRequest, formatIPv6, parseCidr, parseFlowDefinition } from "../flows.ts";
+import { parseSocketAddress } from "../address.ts";
+import { primeBelow } from "../prime.ts";
+import { TRACE_SHM } from "../trace_shm.ts";
+import { countersShmName } from "../counters_shm.ts";
+import { conntrackName } from "../conntrack_shm.ts";
+import { parseMetricsAddress } from "../../dataplane/metrics.ts";
+import type { DataPath } from "./source.ts";
+import type { HostConfigParsed } from "./schema.ts";
+import type {
+  Family,
+  FlowConfig,
+  HostConfig,
+  PortSelector,
+  ServiceConfig,
+  TargetConfig,
+  Vip,
+} from "./types.ts";
+
+/** One broken rule. */
+export interface Issue {
+  /** Where. */
+  path: DataPath;
+  /** What was expected: `expected …`. */
+  expected: string;
+  /** What was found, when not simply the value at `path`. */
+  got?: string;
+  /** Point at the key rather than its value (unknown keys). */
+  key?: boolean;
+}
+
+/** Routing tables the kernel reserves: unspec, default, main, local. */
+const RESERVED_TABLES = new Set([0, 253, 254, 255]);
+const TABLE_TEXT = "a routing table 1..4294967295 other than 253 (default), 254 (main), 255 (local)";
+
+/** An address or CIDR, parsed strictly (as flow-set's CIDRs: no leading zeros, prefix in range). */
+interface Net {
+  family: Family;
+  /** Canonical text, CIDR form. */
+  cidr: string;
+  /** Canonical address text (no prefix). */
+  address: string;
+  /** Prefix length of the family (IPv4: 0..32). */
+  prefix: number;
+  /** Whether bits beyond the prefix were set. */
+  hostBits: boolean;
+}
+
+function parseNet(text: string): Net | undefined {
+  const slash = text.indexOf("/");
+  const family: Family = text.includes(":") ? "ipv6" : "ipv4";
+  const full = family === "ipv4" ? 32 : 128;
+  const host = slash < 0 ? text : text.slice(0, slash);
+  const exact = parseCidr(`${host}/${full}`);
+  const net = parseCidr(slash < 0 ? `${text}/${full}` : text);
+  if (!exact || !net) return undefined;
+  const prefix = family === "ipv4" ? net.prefix - 96 : net.prefix;
+  const show = (a: Uint8Array) => family === "ipv4" ? Array.from(a.subarray(12)).join(".") : formatIPv6(a);
+  return {
+    family,
+    cidr: `${show(net.addr)}/${prefix}`,
+    address: show(net.addr),
+    prefix,
+    hostBits: exact.addr.some((b, i) => b !== net.addr[i]),
+  };
+}
+
+type ParsedService = HostConfigParsed["services"][number];
+type ParsedTarget = ParsedService["targets"][number];
+
+function checkVips(s: ParsedService, at: DataPath, issues: Issue[]): Vip[] {
+  const vips: Vip[] = [];
+  s.vips.forEach((text, i) => {
+    const n = parseNet(text);
+    if (!n) {
+      issues.push({
+        path: [...at, "vips", i],
+        expected: "expected an IP address or CIDR (10.0.0.1, fd00::/64)",
+      });
+    } else if (n.hostBits) {
+      issues.push({
+        path: [...at, "vips", i],
+        expected: `expected a CIDR with no host bits set (${n.cidr})`,
+      });
+    } else if (vips.some((v) => v.cidr === n.cidr)) {
+      issues.push({ path: [...at, "vips", i], expected: "expected each VIP once" });
+    } else vips.push({ cidr: n.cidr, family: n.family });
+  });
+  return vips;
+}
+
+function checkPorts(s: ParsedService, at: DataPath, issues: Issue[]): PortSelector[] | null {
+  if (!s.ports) return null;
+  return s.ports.map((p, i): PortSelector => {
+    if (p.port === undefined) return { protocol: p.protocol, ports: null };
+    const [first, last] = typeof p.port === "number" ? [p.port, p.port] : p.port.split("-").map(Number);
+    if (!(first >= 1 && last <= 65535 && first <= last)) {
+      issues.push({
+        path: [...at, "ports", i, "port"],
+        expected: 'expected a range "first-last" in 1..65535',
+      });
+    }
+    return { protocol: p.protocol, ports: { first, last } };
+  });
+}
+
+function checkAddresses(
+  t: ParsedTarget,
+  families: Set<Family> | null,
+  at: DataPath,
+  issues: Issue[],
+): { ipv4: string | null; ipv6: string | null } {
+  const out: { ipv4: string | null; ipv6: string | null } = { ipv4: null, ipv6: null };
+  const list = typeof t.address === "string" ? [t.address] : t.address;
+  const path = (i: number) => typeof t.address === "string" ? [...at, "address"] : [...at, "address", i];
+  const vipFamilies = [...families ?? []].join(" and ");
+  list.forEach((text, i) => {
+    const n = parseNet(text);
+    if (!n || text.includes("/")) {
+      issues.push({ path: path(i), expected: "expected an IPv4 or IPv6 address" });
+    } else if (out[n.family] !== null) {
+      issues.push({ path: path(i), expected: "expected at most one address per family" });
+    } else if (families && !families.has(n.family)) {
+      issues.push({
+        path: path(i),
+        expected: `expected an address of the family of the VIPs (${vipFamilies})`,
+      });
+    } else out[n.family] = n.address;
+  });
+  // any packet, of either family, may hash to any target: each needs an address of each VIP family
+  for (const f of families ?? []) {
+    if (out[f] === null && list.every((a) => parseNet(a) !== undefined)) {
+      issues.push({
+        path: [...at, "address"],
+        expected: `expected an ${f === "ipv4" ? "IPv4" : "IPv6"} address too (the service has ${
+          f === "ipv4" ? "IPv4" : "IPv6"
+        } VIPs)`,
+      });
+    }
+  }
+  return out;
+}
+
+function checkTarget(
+  t: ParsedTarget,
+  families: Set<Family> | null,
+  at: DataPath,
+  issues: Issue[],
+): TargetConfig {
+  const addr = checkAddresses(t, families, at, issues);
+  if (t.port !== undefined && t.mode !== "nat") {
+    issues.push({
+      path: [...at, "port"],
+      expected: "expected no port with mode dsr (port translation needs mode: nat)",
+    });
+  }
+  let table: number | null = null;
+  if (t.mode === "nat") {
+    if (t.table !== undefined) {
+      issues.push({
+        path: [...at, "table"],
+        expected: "expected no table with mode nat (NAT'ed packets are routed by the main table)",
+      });
+    }
+  } else {
+    table = t.table ?? t.fwmark;
+    if (RESERVED_TABLES.has(table)) {
+      issues.push(
+        t.table === undefined
+          ? { path: [...at, "fwmark"], expected: `expected a table too: the fwmark is not ${TABLE_TEXT}` }
+          : { path: [...at, "table"], expected: `expected ${TABLE_TEXT}` },
+      );
+    }
+  }
+  return {
+    fwmark: t.fwmark,
+    ...addr,
+    port: t.port ?? null,
+    weight: t.weight,
+    mode: t.mode,
+    table,
+    active: t.active,
+  };
+}
+
+function checkService(s: ParsedService, at: DataPath, issues: Issue[]): ServiceConfig {
+  const m = primeBelow(s.m);
+  if (s.n > m) {
+    issues.push({
+      path: [...at, "n"],
+      expected: `expected an integer 1..${m} (n ≤ m${
+        m === s.m ? "" : `, and m ${s.m} becomes the prime ${m}`
+      })`,
+    });
+  }
+  if (s.scheduler !== "maglev" && !s.conntrack) {
+    issues.push({
+      path: [...at, "scheduler"],
+      expected: "expected maglev, or a conntrack section (per-connection schedulers keep state there)",
+    });
+  }
+  const before = issues.length;
+  const vips = checkVips(s, at, issues);
+  // with a bad VIP the families are unknown: judging the targets' addresses would only add noise
+  const families = issues.length === before ? new Set(vips.map((v) => v.family)) : null;
+  const active = s.targets.filter((t) => t.active).length;
+  if (active > s.n) {
+    issues.push({
+      path: [...at, "targets"],
+      expected: `expected at most n = ${s.n} active targets`,
+      got: `${active}`,
+    });
+  }
+  const ct = s.conntrack;
+  return {
+    name: s.name,
+    m,
+    requestedM: s.m,
+    n: s.n,
+    scheduler: s.scheduler,
+    conntrack: ct
+      ? { capacity: ct.capacity, ttlMs: ct.ttlMs, floodPerSecond: ct.floodPerSecond, contexts: ct.contexts }
+      : null,
+    vips,
+    ports: checkPorts(s, at, issues),
+    targets: s.targets.map((t, j) => checkTarget(t, families, [...at, "targets", j], issues)),
+  };
+}
+
+/** fwmarks and DSR tables are global: the kernel routes by them, whatever the service. */
+function checkGlobalUniqueness(services: readonly ServiceConfig[], issues: Issue[]): void {
+  const fwmarks = new Map<number, string>(),
+    tables = new Map<number, string>(),
+    names = new Map<string, string>();
+  services.forEach((s, i) => {
+    const prev = names.get(s.name);
+    if (prev) {
+      issues.push({
+        path: ["services", i, "name"],
+        expected: `expected a name no other service has (${prev})`,
+      });
+    } else names.set(s.name, `services[${i}]`);
+    s.targets.forEach((t, j) => {
+      const here = `services[${i}].targets[${j}]`;
+      const fw = fwmarks.get(t.fwmark);
+      if (fw) {
+        issues.push({
+          path: ["services", i, "targets", j, "fwmark"],
+          expected: `expected a fwmark unique across all services (${fw} has it)`,
+        });
+        // its table (by default the fwmark) is then a duplicate too: one report is enough
+        if (t.table === t.fwmark) return;
+      } else fwmarks.set(t.fwmark, here);
+      if (t.table === null || RESERVED_TABLES.has(t.table)) return;
+      const tb = tables.get(t.table);
+      if (tb) {
+        issues.push({
+          path: ["services", i, "targets", j, t.table === t.fwmark ? "fwmark" : "table"],
+          expected: `expected a routing table no other target uses (${tb} uses ${t.table})`,
+        });
+      } else tables.set(t.table, here);
+    });
+  });
+  // another service's connection table, or a dataplane shm, would be clobbered
+  services.forEach((s, i) => {
+    const owner = services.find((o) => o.conntrack && conntrackName(o.name) === s.name);
+    if (owner || s.name === TRACE_SHM) {
+      issues.push({
+        path: ["services", i, "name"],
+        expected: `expected a name that is not ${
+          owner ? `the connection table of service ${owner.name}` : "the trace shm"
+        }`,
+      });
+    }
+  });
+}
+
+/** The file's list items as flow-set's comma-separated text. */
+function joined(v: readonly (string | number)[] | undefined): string | undefined {
+  return v === undefined ? undefined : v.map(String).join(",");
+}
+
+const LIST_FIELDS = ["protocols", "dsts", "srcs", "dports", "sports", "match"] as const;
+
+function checkFlows(cfg: HostConfigParsed, issues: Issue[]): FlowConfig[] {
+  const services = cfg.services.map((s) => s.name);
+  const seen = new Map<string, number>();
+  const out: FlowConfig[] = [];
+  (cfg.flows ?? []).forEach((f, i) => {
+    const at: DataPath = ["flows", i];
+    if (!services.includes(f.service)) {
+      issues.push({
+        path: [...at, "service"],
+        expected: `expected the name of a service (${services.join(", ")})`,
+      });
+    }
+    const prev = seen.get(f.name);
+    if (prev !== undefined) {
+      issues.push({ path: [...at, "name"], expected: `expected a name no other flow has (flows[${prev}])` });
+    } else seen.set(f.name, i);
+    const req: FlowRequest = {
+      name: f.name,
+      target: f.service,
+      priority: String(f.priority),
+      protocols: joined(f.protocols),
+      dsts: joined(f.dsts),
+      srcs: joined(f.srcs),
+      dports: joined(f.dports),
+      sports: joined(f.sports),
+      match: joined(f.match),
+      udpencap: f.udpencap === 0 ? undefined : String(f.udpencap),
+    };
+    for (const k of Object.keys(req) as (keyof FlowRequest)[]) if (req[k] === undefined) delete req[k];
+    const r = parseFlowDefinition(req, "flow");
+    if (r.ok) {
+      out.push({
+        name: f.name,
+        service: f.service,
+        request: canonicalRequest(r.definition),
+        definition: r.definition,
+      });
+      return;
+    }
+    const field = r.field === "target" ? "service" : r.field;
+    let path: DataPath = [...at, field];
+    // point at the list item that the validator refuses on its own, when there is one
+    const items = (LIST_FIELDS as readonly string[]).includes(field)
+      ? f[field as (typeof LIST_FIELDS)[number]]
+      : undefined;
+    // the items are at fault only when the field passes without them (else e.g. ports without protocols)
+    const empty = parseFlowDefinition({ ...req, [field]: "" }, "flow");
+    const emptyOk = empty.ok || empty.field !== r.field;
+    const bad = !emptyOk ? -1 : items?.findIndex((item) => {
+      const one = parseFlowDefinition({ ...req, [field]: String(item) }, "flow");
+      return !one.ok && one.field === r.field;
+    });
+    if (bad !== undefined && bad >= 0) path = [...path, bad];
+    issues.push({ path, expected: `expected what flow-set accepts (${r.error})` });
+  });
+  return out;
+}
+
+function checkDataplane(cfg: HostConfigParsed, flows: boolean, issues: Issue[]): HostConfig["dataplane"] {
+  const d = cfg.dataplane;
+  const queue = String(d.queue);
+  const [first, last] = queue.split(":").map(Number).concat(Number(queue.split(":")[0])).slice(0, 2);
+  if (!(first <= 65535 && last <= 65535 && first <= last)) {
+    issues.push({
+      path: ["dataplane", "queue"],
+      expected: 'expected a queue 0..65535 or a range "first:last"',
+    });
+  }
+  d.hooks.forEach((h, i) => {
+    if (d.hooks.indexOf(h) !== i) {
+      issues.push({ path: ["dataplane", "hooks", i], expected: "expected each hook once" });
+    }
+  });
+  const o = d.options, at = ["dataplane", "options"];
+  const program = flows ? "flowlb" : "lb";
+  for (const k of ["nolbFwmark", "promiscuous", "flowAddress"] as const) {
+    if (!flows && o[k] !== undefined) {
+      issues.push({
+        path: [...at, k],
+        expected: "expected no flowlb option without flows (the dataplane is lb)",
+      });
+    }
+  }
+  if (flows && o.sctpEncap !== undefined) {
+    issues.push({
+      path: [...at, "sctpEncap"],
+      expected: "expected no lb option with flows (the dataplane is flowlb)",
+    });
+  }
+  const fwmarks = new Set(cfg.services.flatMap((s) => s.targets.map((t) => t.fwmark)));
+  for (const k of ["notargetsFwmark", "nolbFwmark"] as const) {
+    const v = o[k];
+    if (v !== undefined && fwmarks.has(v)) {
+      issues.push({
+        path: [...at, k],
+        expected: "expected a fwmark no target has (it would be routed to that target)",
+      });
+    }
+  }
+  for (const k of ["traceAddress", "flowAddress"] as const) {
+    const v = o[k];
+    if (v !== undefined && !parseSocketAddress(v)) {
+      issues.push({
+        path: [...at, k],
+        expected: "expected an address unix:NAME, tcp:IPV4:PORT or tcp:[IPV6]:PORT",
+      });
+    }
+  }
+  if (o.metrics !== undefined) {
+    try {
+      parseMetricsAddress(o.metrics);
+    } catch {
+      issues.push({ path: [...at, "metrics"], expected: "expected ADDR:PORT or [ADDR]:PORT" });
+    }
+  }
+  const ftShm = o.ftShm ?? "ftshm";
+  cfg.services.forEach((s, i) => {
+    if (s.name === ftShm || s.name === countersShmName(ftShm)) {
+      issues.push({
+        path: ["services", i, "name"],
+        expected: `expected a name that is not the fragment table's (${ftShm})`,
+      });
+    }
+  });
+  return {
+    program,
+    queue: first === last ? `${first}` : `${first}:${last}`,
+    queues: { first, last },
+    bypass: d.bypass,
+    hooks: d.hooks,
+    options: o,
+    start: d.start,
+  };
+}
+
+/**
+ * Checks the rules between keys of a file that passed the schema, and builds
+ * the {@link HostConfig}. The config is meaningful only when no issue is
+ * returned.
+ */
+export function checkRules(cfg: HostConfigParsed): { config: HostConfig; issues: Issue[] } {
+  const issues: Issue[] = [];
+  const services = cfg.services.map((s, i) => checkService(s, ["services", i], issues));
+  checkGlobalUniqueness(services, issues);
+  const flows = checkFlows(cfg, issues);
+  const hasFlows = cfg.flows !== undefined;
+  if (!hasFlows && cfg.services.length !== 1) {
+    issues.push({
+      path: ["services"],
+      expected:
+        "expected exactly one service without flows (lb serves one table; flows select among several)",
+      got: `${cfg.services.length} services`,
+    });
+  }
+  const dataplane = checkDataplane(cfg, hasFlows, issues);
+  return { config: { version: 1, name: cfg.name, services, flows, dataplane }, issues };
+}

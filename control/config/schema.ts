@@ -1,0 +1,290 @@
+/**
+ * The zod schema of the host config file, version 1 (docs/config.md): the
+ * shape, the types, the ranges and the defaults of every key. It holds only
+ * what JSON Schema can say, so `z.toJSONSchema()` publishes it as is
+ * (docs/nfqlb-config.schema.json); the rules between keys (unique fwmarks,
+ * address families, flows, …) are in rules.ts.
+ *
+ * Every schema carries its own one-line "expected …" text, because the
+ * loader prints `<path>: <expected>, got <value>` and zod's generic texts
+ * name neither the range nor the key. Ranges that other modules already
+ * define (target weights, connection-table limits, lb options) are read from
+ * their schemas and constants, so the two never disagree.
+ */
+import { z } from "zod";
+import { FlowLbConfigSchema, LbConfigSchema, QueueConfigSchema } from "../../dataplane/lb_config.ts";
+import { ConntrackOptionsSchema, MAX_CAPACITY, MAX_CTX_SLOTS, MAX_TTL_MS } from "../conntrack_shm.ts";
+import { MAX_WEIGHT } from "../target_shm.ts";
+import { MAX_M } from "../prime.ts";
+
+/** Largest fwmark a target can have: positive int32 (0 is "no mark", negatives mean "none" in the table). */
+export const MAX_FWMARK = 2147483647;
+/** Largest Linux routing table id. */
+export const MAX_TABLE = 4294967295;
+/** Service (target shm) names: one safe path component, short enough for `<name>-ct` and log lines. */
+/** A config name (apply's id: kernel rule tags, state file). */
+export const CONFIG_NAME_RE = /^(?!\.{1,2}$)[A-Za-z0-9._+-]{1,32}$/;
+/** A service (target shm) name. */
+export const SERVICE_NAME_RE = /^(?!\.{1,2}$)[A-Za-z0-9._+-]{1,64}$/;
+
+/** An integer in [min, max] whose every failure says `expected <what>`. */
+function int(min: number, max: number, what = `an integer ${min}..${max}`) {
+  const error = `expected ${what}`;
+  return z.int({ error }).min(min, { error }).max(max, { error });
+}
+
+/** The same integer range as an existing (possibly optional or defaulted) zod number schema. */
+function intLike(schema: z.ZodType): z.ZodInt {
+  let s: z.ZodType = schema;
+  while (s instanceof z.ZodOptional || s instanceof z.ZodDefault) s = s.unwrap() as z.ZodType;
+  if (!(s instanceof z.ZodNumber) || s.minValue === null || s.maxValue === null) {
+    throw new Error("intLike: not a bounded number schema");
+  }
+  return int(s.minValue, s.maxValue);
+}
+
+/** A non-empty string. */
+function text(what: string) {
+  const error = `expected ${what}`;
+  return z.string({ error }).min(1, { error });
+}
+
+/** A boolean. */
+const bool = z.boolean({ error: "expected true or false" });
+
+/** One of `values`. */
+function oneOf<const T extends readonly [string, ...string[]]>(values: T) {
+  return z.enum(values, { error: `expected one of ${values.join(", ")}` });
+}
+
+/** A list whose failures all say `expected <what>`. */
+function list<T extends z.ZodType>(item: T, what: string, min = 0) {
+  const error = `expected ${what}`;
+  return z.array(item, { error }).min(min, { error });
+}
+
+/**
+ * A mapping with exactly these keys: an unknown key is an error (typos are
+ * caught), and says which keys there are.
+ */
+function mapping<S extends z.ZodRawShape>(shape: S, what: string) {
+  const keys = Object.keys(shape).join(", ");
+  return z.strictObject(shape, {
+    error: (iss) =>
+      iss.code === "unrecognized_keys" ? `expected one of the keys ${keys}` : `expected ${what}`,
+  });
+}
+
+const portNumber = int(1, 65535, "a port 1..65535");
+const PORT_OR_RANGE = 'a port 1..65535 or a range "first-last"';
+
+/** ConntrackShm.create's defaults (lifetimes, flood limit), so that the file and init agree. */
+const CT_DEFAULTS = ConntrackOptionsSchema.parse({ capacity: 1 });
+
+/** Schema of a connection table (the `--conntrack` options of init). */
+export const ConntrackFileSchema = mapping({
+  /** Entries, 1..2^28 (init --conntrack). */
+  capacity: int(1, MAX_CAPACITY),
+  /** Lifetimes after the last packet, ms (init --ct_ttl). */
+  ttlMs: mapping({
+    tcp: int(0, MAX_TTL_MS).default(CT_DEFAULTS.ttlMs.tcp),
+    udp: int(0, MAX_TTL_MS).default(CT_DEFAULTS.ttlMs.udp),
+    other: int(0, MAX_TTL_MS).default(CT_DEFAULTS.ttlMs.other),
+  }, "a mapping of tcp, udp, other (ms)").prefault({}),
+  /** New connections per second at most, 0 = no limit (init --ct_flood). */
+  floodPerSecond: intLike(ConntrackOptionsSchema.shape.floodPerSecond).default(CT_DEFAULTS.floodPerSecond),
+  /** Context records, 0 = none (init --ct_contexts). */
+  contexts: int(0, MAX_CTX_SLOTS).default(0),
+}, "a mapping with capacity (and ttlMs, floodPerSecond, contexts)");
+
+/** Schema of one selected protocol/port of a service. */
+export const PortSelectorSchema = mapping({
+  /** L4 protocol. */
+  protocol: oneOf(["tcp", "udp", "sctp"]),
+  /** A port, or `"first-last"`; absent: every port of the protocol. */
+  port: z.union([
+    int(1, 65535, PORT_OR_RANGE),
+    z.string({ error: `expected ${PORT_OR_RANGE}` }).regex(/^[0-9]{1,5}-[0-9]{1,5}$/, {
+      error: `expected ${PORT_OR_RANGE}`,
+    }),
+  ], { error: `expected ${PORT_OR_RANGE}` }).optional(),
+}, "a mapping with protocol (and port)");
+
+const ADDRESS = "an IP address, or a list of one IPv4 and one IPv6 address";
+
+/** Schema of one target (one fwmark, one row of the Maglev table). */
+export const TargetFileSchema = mapping({
+  /** The target's fwmark, 1..2^31-1, unique across all services. */
+  fwmark: int(1, MAX_FWMARK),
+  /** DSR: the next hop; NAT: the DNAT destination. One per VIP family. */
+  address: z.union([
+    z.string({ error: `expected ${ADDRESS}` }),
+    list(z.string({ error: `expected ${ADDRESS}` }), ADDRESS, 1).max(2, { error: `expected ${ADDRESS}` }),
+  ], { error: `expected ${ADDRESS}` }),
+  /** NAT only: the destination port after translation. */
+  port: portNumber.optional(),
+  /** Maglev weight, 0 = drain (activate --weight). */
+  weight: int(0, MAX_WEIGHT).default(1),
+  /** dsr: route to the target unchanged; nat: DNAT to address[:port]. */
+  mode: oneOf(["dsr", "nat"]).default("dsr"),
+  /** DSR only: the routing table of the fwmark (default: the fwmark). */
+  table: int(1, MAX_TABLE).optional(),
+  /** false: kept in the file but not in the table. */
+  active: bool.default(true),
+}, "a mapping with fwmark and address (and port, weight, mode, table, active)");
+
+/** Schedulers; all but maglev decide per connection and so need a connection table. */
+export const SCHEDULERS = ["maglev", "rr", "wrr", "lc", "wlc"] as const;
+
+/** Schema of one service: one target table (a "load-balancer"). */
+export const ServiceFileSchema = mapping({
+  /** The target shm name, unique. */
+  name: z.string({ error: "expected a name of 1..64 of A-Z a-z 0-9 . _ + - (not . or ..)" }).regex(
+    SERVICE_NAME_RE,
+    { error: "expected a name of 1..64 of A-Z a-z 0-9 . _ + - (not . or ..)" },
+  ),
+  /** Maglev table size; lowered to a prime as init does. */
+  m: int(3, MAX_M).default(997),
+  /** Max targets; ≤ m (after the prime adjustment). */
+  n: int(1, MAX_M).default(32),
+  /** How a new connection picks its target. */
+  scheduler: oneOf(SCHEDULERS).default("maglev"),
+  /** The connection table `<name>-ct`; absent: none. */
+  conntrack: ConntrackFileSchema.optional(),
+  /** Addresses or CIDRs whose packets are queued to the dataplane. */
+  vips: list(text("an IP address or CIDR"), "a list of IP addresses or CIDRs (at least one)", 1),
+  /** Queue only these protocols/ports to the VIPs; absent: all traffic. */
+  ports: list(PortSelectorSchema, "a list of {protocol, port} (at least one)", 1).optional(),
+  /** The targets. */
+  targets: list(TargetFileSchema, "a list of targets", 0),
+}, "a mapping with name, vips and targets (and m, n, scheduler, conntrack, ports)");
+
+const flowText = z.string({ error: "expected a string" });
+const flowPorts = list(
+  // any integer: the range is the flow validator's to judge, with flow-set's text
+  z.union([z.int({ error: `expected ${PORT_OR_RANGE}` }), z.string({ error: `expected ${PORT_OR_RANGE}` })], {
+    error: `expected ${PORT_OR_RANGE}`,
+  }),
+  `a list of ${PORT_OR_RANGE}`,
+);
+
+/** Schema of one flow (flow-set); the contents are checked by the flow validator (control/flows.ts). */
+export const FlowFileSchema = mapping({
+  /** Flow name (flow-set --name). */
+  name: flowText,
+  /** The service whose table the flow selects (flow-set --target). */
+  service: flowText,
+  /** Higher is matched first (flow-set --prio). */
+  priority: int(-2147483648, 2147483647).default(0),
+  /** tcp, udp, sctp; absent or empty: any. */
+  protocols: list(flowText, "a list of protocols").optional(),
+  /** Destination CIDRs; absent or empty: any. */
+  dsts: list(flowText, "a list of CIDRs").optional(),
+  /** Source CIDRs; absent or empty: any. */
+  srcs: list(flowText, "a list of CIDRs").optional(),
+  /** Destination ports/ranges; absent: any; empty: none. */
+  dports: flowPorts.optional(),
+  /** Source ports/ranges; absent: any; empty: none. */
+  sports: flowPorts.optional(),
+  /** Byte-match statements (`tcp[13:1] & 0x02 = 2`). */
+  match: list(flowText, "a list of match statements").optional(),
+  /** UDP encapsulation port of an SCTP flow, 0 = none. */
+  udpencap: int(0, 65535).default(0),
+}, "a mapping with name and service (and priority, protocols, dsts, srcs, dports, sports, match, udpencap)");
+
+const Q = LbConfigSchema.shape, FQ = FlowLbConfigSchema.shape, QQ = QueueConfigSchema.shape;
+
+/**
+ * Schema of the lb/flowlb options; absent keys keep the command's own
+ * default (docs/cli.md). Ranges are dataplane/lb_config.ts's.
+ */
+export const DataplaneOptionsSchema = mapping({
+  /** --mtu. */
+  mtu: intLike(QQ.mtu).optional(),
+  /** --qlength. */
+  qlength: intLike(QQ.qlength).optional(),
+  /** --tun. */
+  tun: text("a device name").optional(),
+  /** --lbshm. */
+  lbshm: text("a shm name").optional(),
+  /** --reassembler. */
+  reassembler: intLike(QQ.reassembler).optional(),
+  /** --notargets_fwmark. */
+  notargetsFwmark: intLike(QQ.notargetsFwmark).optional(),
+  /** --hash_mode. */
+  hashMode: intLike(QQ.hashMode).optional(),
+  /** --ft_shm. */
+  ftShm: text("a shm name").optional(),
+  /** --ft_size. */
+  ftSize: intLike(QQ.ftSize).optional(),
+  /** --ft_buckets. */
+  ftBuckets: intLike(QQ.ftBuckets).optional(),
+  /** --ft_frag. */
+  ftFrag: intLike(QQ.ftFrag).optional(),
+  /** --ft_ttl. */
+  ftTtl: intLike(QQ.ftTtl).optional(),
+  /** --trace_address. */
+  traceAddress: text("an address unix:NAME, tcp:IPV4:PORT or tcp:[IPV6]:PORT").optional(),
+  /** --fail_open. */
+  failOpen: bool.optional(),
+  /** --batch. */
+  batch: intLike(QQ.batch).optional(),
+  /** --metrics. */
+  metrics: text("ADDR:PORT or [ADDR]:PORT").optional(),
+  /** lb only: --sctp_encap. */
+  sctpEncap: intLike(Q.sctpEncap).optional(),
+  /** flowlb only: --nolb_fwmark. */
+  nolbFwmark: intLike(FQ.nolbFwmark).optional(),
+  /** flowlb only: --promiscuous_ping. */
+  promiscuous: bool.optional(),
+  /** flowlb only: the flow server's address (NFQLB_FLOW_ADDRESS). */
+  flowAddress: text("an address unix:NAME, tcp:IPV4:PORT or tcp:[IPV6]:PORT").optional(),
+}, "a mapping of lb options");
+
+/** Netfilter hooks the queue rules go in. */
+export const HOOKS = ["prerouting", "output"] as const;
+const QUEUE = 'a queue 0..65535 or a range "first:last"';
+
+/** Schema of the dataplane section. */
+export const DataplaneFileSchema = mapping({
+  /** NFQUEUE number or `first:last` (lb --queue). */
+  queue: z.union([
+    int(0, 65535, QUEUE),
+    z.string({ error: `expected ${QUEUE}` }).regex(/^[0-9]{1,5}(:[0-9]{1,5})?$/, {
+      error: `expected ${QUEUE}`,
+    }),
+  ], { error: `expected ${QUEUE}` }).default("2"),
+  /** --queue-bypass: accept packets when no lb listens. */
+  bypass: bool.default(true),
+  /** prerouting: forwarded traffic; output: local clients. */
+  hooks: list(oneOf(HOOKS), "a list of prerouting, output (at least one)", 1).default(["prerouting"]),
+  /** lb/flowlb options. */
+  options: DataplaneOptionsSchema.prefault({}),
+  /** apply starts lb/flowlb when it is not running. */
+  start: bool.default(true),
+}, "a mapping with queue, bypass, hooks, options, start");
+
+/** Schema of the whole file. */
+export const HostConfigFileSchema = mapping({
+  /** Format version: 1. */
+  version: z.literal(1, { error: "expected 1 (the only format version)" }),
+  /** The config's identity on the host: tags its kernel rules and names its state file; default nfqlb. */
+  name: z.string({ error: "expected a name of 1..32 of A-Z a-z 0-9 . _ + - (not . or ..)" }).regex(
+    CONFIG_NAME_RE,
+    "expected a name of 1..32 of A-Z a-z 0-9 . _ + - (not . or ..)",
+  ).default("nfqlb"),
+  /** Target tables, at least one. */
+  services: list(ServiceFileSchema, "a list of services (at least one)", 1),
+  /** flowlb's flows; absent: lb with one service. */
+  flows: list(FlowFileSchema, "a list of flows").optional(),
+  /** Queue, rules and process options. */
+  dataplane: DataplaneFileSchema.prefault({}),
+}, "a mapping with version, services (and name, flows, dataplane)").meta({
+  title: "nfqlb host config, version 1",
+  description: "The file of `nfqlb apply -f FILE` (docs/config.md).",
+});
+
+/** The file as written (optional keys may be absent). */
+export type HostConfigFile = z.input<typeof HostConfigFileSchema>;
+/** The file after the schema: defaults filled in, not yet checked across keys. */
+export type HostConfigParsed = z.output<typeof HostConfigFileSchema>;

@@ -1,0 +1,170 @@
+/**
+ * The host config after validation (docs/config.md): every default applied,
+ * addresses parsed and written canonically, flows checked by the flow
+ * validator. This is what `nfqlb apply` works from.
+ */
+import type { FlowDefinition, FlowRequest } from "../flows.ts";
+
+/** An address family. */
+export type Family = "ipv4" | "ipv6";
+
+/** A VIP: what the queue rules match on. */
+export interface Vip {
+  /** Canonical CIDR text (`10.0.0.1/32`, `fd00::/64`); host bits are zero. */
+  readonly cidr: string;
+  /** ipv4 (iptables) or ipv6 (ip6tables). */
+  readonly family: Family;
+}
+
+/** A protocol (and port range) whose packets to the VIPs are queued. */
+export interface PortSelector {
+  /** L4 protocol. */
+  readonly protocol: "tcp" | "udp" | "sctp";
+  /** Inclusive port range; null: every port of the protocol. */
+  readonly ports: { readonly first: number; readonly last: number } | null;
+}
+
+/** The connection table `<service>-ct` (init --conntrack and --ct_*). */
+export interface ConntrackConfig {
+  /** Entries. */
+  readonly capacity: number;
+  /** Lifetimes after the last packet, ms. */
+  readonly ttlMs: { readonly tcp: number; readonly udp: number; readonly other: number };
+  /** New connections per second at most; 0 = no limit. */
+  readonly floodPerSecond: number;
+  /** Context records (ConntrackShm.create's ctxSlots). */
+  readonly contexts: number;
+}
+
+/** One target: a fwmark in the service's table, and where that fwmark goes. */
+export interface TargetConfig {
+  /** fwmark, 1..2^31-1, unique across all services. */
+  readonly fwmark: number;
+  /** IPv4 address (DSR next hop or NAT destination); present when the service has IPv4 VIPs. */
+  readonly ipv4: string | null;
+  /** IPv6 address; present when the service has IPv6 VIPs. */
+  readonly ipv6: string | null;
+  /** NAT: destination port after translation; null keeps the port (always null for dsr). */
+  readonly port: number | null;
+  /** Maglev weight 0..65535 (0 = drain). */
+  readonly weight: number;
+  /** dsr or nat. */
+  readonly mode: "dsr" | "nat";
+  /** DSR: the routing table for `ip rule fwmark F table T` (default: the fwmark); null for nat. */
+  readonly table: number | null;
+  /** false: not put in the table (kept in the file only). */
+  readonly active: boolean;
+}
+
+/** A scheduler: maglev (stateless), or a per-connection one that needs a connection table. */
+export type Scheduler = "maglev" | "rr" | "wrr" | "lc" | "wlc";
+
+/** One service: a target table and what is queued to it. */
+export interface ServiceConfig {
+  /** Target shm name. */
+  readonly name: string;
+  /** Maglev table size: the file's m lowered to a prime, as init does. */
+  readonly m: number;
+  /** m as the file gives it (apply may print `M adjusted; m -> p` as init does). */
+  readonly requestedM: number;
+  /** Max targets, ≤ m. */
+  readonly n: number;
+  /** How new connections pick a target. */
+  readonly scheduler: Scheduler;
+  /** The connection table; null: none. */
+  readonly conntrack: ConntrackConfig | null;
+  /** VIPs, in file order, no duplicates. */
+  readonly vips: readonly Vip[];
+  /** What is queued; null: all traffic to the VIPs. */
+  readonly ports: readonly PortSelector[] | null;
+  /** Targets in file order. */
+  readonly targets: readonly TargetConfig[];
+}
+
+/** One flow of flowlb. */
+export interface FlowConfig {
+  /** Flow name. */
+  readonly name: string;
+  /** The service (target shm) it selects. */
+  readonly service: string;
+  /** The flow-set request, canonical (target = service), as FlowTable.set and the flow server take it. */
+  readonly request: FlowRequest;
+  /** The validated definition. */
+  readonly definition: FlowDefinition;
+}
+
+/** The lb/flowlb options the file sets; an absent one keeps the command's default (docs/cli.md). */
+export interface DataplaneOptions {
+  /** --mtu. */
+  readonly mtu?: number;
+  /** --qlength. */
+  readonly qlength?: number;
+  /** --tun. */
+  readonly tun?: string;
+  /** --lbshm. */
+  readonly lbshm?: string;
+  /** --reassembler. */
+  readonly reassembler?: number;
+  /** --notargets_fwmark. */
+  readonly notargetsFwmark?: number;
+  /** --hash_mode. */
+  readonly hashMode?: number;
+  /** --ft_shm. */
+  readonly ftShm?: string;
+  /** --ft_size. */
+  readonly ftSize?: number;
+  /** --ft_buckets. */
+  readonly ftBuckets?: number;
+  /** --ft_frag. */
+  readonly ftFrag?: number;
+  /** --ft_ttl. */
+  readonly ftTtl?: number;
+  /** --trace_address. */
+  readonly traceAddress?: string;
+  /** --fail_open. */
+  readonly failOpen?: boolean;
+  /** --batch. */
+  readonly batch?: number;
+  /** --metrics. */
+  readonly metrics?: string;
+  /** lb only: --sctp_encap. */
+  readonly sctpEncap?: number;
+  /** flowlb only: --nolb_fwmark. */
+  readonly nolbFwmark?: number;
+  /** flowlb only: --promiscuous_ping. */
+  readonly promiscuous?: boolean;
+  /** flowlb only: the flow server address (NFQLB_FLOW_ADDRESS). */
+  readonly flowAddress?: string;
+}
+
+/** The dataplane: which program, its queues and rules. */
+export interface DataplaneConfig {
+  /** lb (no flows, one service) or flowlb (flows). */
+  readonly program: "lb" | "flowlb";
+  /** The queue as lb's `--queue` takes it: `N` or `first:last`. */
+  readonly queue: string;
+  /** The same, parsed. */
+  readonly queues: { readonly first: number; readonly last: number };
+  /** NFQUEUE --queue-bypass. */
+  readonly bypass: boolean;
+  /** Hooks of the queue rules, no duplicates. */
+  readonly hooks: readonly ("prerouting" | "output")[];
+  /** lb/flowlb options the file sets. */
+  readonly options: DataplaneOptions;
+  /** Whether apply starts the program when it is not running. */
+  readonly start: boolean;
+}
+
+/** A validated host config (version 1). */
+export interface HostConfig {
+  /** Format version. */
+  readonly version: 1;
+  /** The config's identity on the host (kernel rule tags, state file); default nfqlb. */
+  readonly name: string;
+  /** Services in file order. */
+  readonly services: readonly ServiceConfig[];
+  /** Flows in file order; empty for lb. */
+  readonly flows: readonly FlowConfig[];
+  /** The dataplane. */
+  readonly dataplane: DataplaneConfig;
+}
