@@ -1,0 +1,183 @@
+/**
+ * The desired kernel objects of a spec (pure). Per family (iptables for
+ * IPv4, ip6tables for IPv6), where the family has VIPs or targets:
+ *
+ * - mangle chain `NFQLB-<id>`: [offload: per VIP, connmark restore and accept]
+ *   then one NFQUEUE rule per VIP (and port); jumped to from mangle
+ *   PREROUTING / OUTPUT (per hook) for each VIP. With nft queue, one nft
+ *   table replaces these (both families).
+ * - nat chain `NFQLB-<id>`: one DNAT rule per NAT target (per protocol when
+ *   it translates the port), by fwmark; jumped to from nat PREROUTING /
+ *   OUTPUT for each VIP.
+ * - per DSR target: `ip rule fwmark F table T`, `ip route default via A
+ *   table T` (protocol 110), and a record rule in the never-jumped-to mangle
+ *   chain `NFQLB-<id>-RT` saying that this rule and route belong to the id.
+ */
+import { offloadRules } from "../offload_rules.ts";
+import { chainObject, ruleObject, type RuleParts } from "./iptables.ts";
+import { ipRouteObject, ipRuleObject } from "./iproute.ts";
+import { chainName } from "./names.ts";
+import { nftObject } from "./nft.ts";
+import { KIND_ORDER, type PlumbingObject, type PlumbingSpec } from "./spec.ts";
+import { type NormalSpec, type NormalTarget, validateSpec } from "./validate.ts";
+
+/** Options of {@link planPlumbing}. */
+export interface PlanOptions {
+  /** Queue rules through nft (the kernel has nft `queue`); default false (iptables). */
+  nftQueue?: boolean;
+}
+
+/** Our iptables chains of an id: table → chain names (for reading them back). */
+export function ourChains(id: string): Map<string, Set<string>> {
+  return new Map([
+    ["mangle", new Set([chainName(id), chainName(id, "-RT")])],
+    ["nat", new Set([chainName(id)])],
+  ]);
+}
+
+/** The record chains of an id (never jumped to; they hold the DSR records). */
+export function recordChains(id: string): Set<string> {
+  return new Set([chainName(id, "-RT")]);
+}
+
+/** A DSR record: the comment words after the hash of a record rule. */
+export interface DsrRecord {
+  fwmark: number;
+  table: number;
+  via: string;
+}
+
+/** The comment words of a DSR record. */
+export function formatRecord(r: DsrRecord): string {
+  return `dsr,${r.fwmark},${r.table},${r.via}`;
+}
+
+/** Parses the comment words of a DSR record, or undefined. */
+export function parseRecord(text: string): DsrRecord | undefined {
+  const m = /^dsr,([0-9]+),([0-9]+),([0-9a-fA-F.:]+)$/.exec(text);
+  return m ? { fwmark: Number(m[1]), table: Number(m[2]), via: m[3] } : undefined;
+}
+
+/** The NFQUEUE target arguments of a spec. */
+function nfqueueTarget(s: NormalSpec): string[] {
+  const [a, b] = s.queue;
+  const q = a === b ? ["--queue-num", String(a)] : ["--queue-balance", `${a}:${b}`];
+  return ["-j", "NFQUEUE", ...q, ...(s.bypass ? ["--queue-bypass"] : [])];
+}
+
+/**
+ * The offload rules of one VIP (in front of the queue rules), taken from
+ * control/offload_rules.ts so `ct-set --offload` and apply agree on them:
+ * a connection whose connmark is set gets it back as packet mark and skips
+ * the queue. That module's own comment is replaced by our tag.
+ */
+export function offloadParts(cidr: string): { matches: string[]; target: string[] }[] {
+  return offloadRules({ vips: [cidr], chain: "X" }).delete.map((argv) => {
+    // argv: ipt -w -t mangle -D X <matches> -m comment --comment C -j ...
+    const rest = argv.slice(6);
+    const c = rest.indexOf("--comment");
+    const j = rest.indexOf("-j");
+    if (argv[4] !== "-D" || c < 2 || rest[c - 2] !== "-m" || j < c) {
+      throw new Error(`unexpected offload rule shape: ${argv.join(" ")}`);
+    }
+    return { matches: [...rest.slice(0, c - 2), ...rest.slice(c + 2, j)], target: rest.slice(j) };
+  });
+}
+
+/** `--to-destination` of a NAT target, with or without its port. */
+function natDestination(t: NormalTarget, withPort: boolean): string {
+  if (!withPort || t.port === undefined) return t.address;
+  return t.family === 4 ? `${t.address}:${t.port}` : `[${t.address}]:${t.port}`;
+}
+
+const HOOK_CHAIN = { prerouting: "PREROUTING", output: "OUTPUT" } as const;
+
+function planFamily(s: NormalSpec, family: 4 | 6, nftQueue: boolean): PlumbingObject[] {
+  const vips = s.vips.filter((v) => v.family === family);
+  const targets = s.targets.filter((t) => t.family === family);
+  const nat = targets.filter((t) => t.mode === "nat");
+  const dsr = targets.filter((t) => t.mode === "dsr");
+  const records = recordChains(s.id);
+  const out: PlumbingObject[] = [];
+  const rule = (p: Omit<RuleParts, "family">) => out.push(ruleObject(s.id, { family, ...p }, records));
+  const chain = chainName(s.id);
+
+  if (vips.length && !nftQueue) {
+    out.push(chainObject(family, "mangle", chain));
+    if (s.offload) {
+      for (const v of vips) for (const o of offloadParts(v.cidr)) rule({ table: "mangle", chain, ...o });
+    }
+    for (const v of vips) {
+      const target = nfqueueTarget(s);
+      if (v.ports.length === 0) rule({ table: "mangle", chain, matches: ["-d", v.cidr], target });
+      for (const p of v.ports) {
+        const matches = ["-d", v.cidr, "-p", p.protocol, "--dport", String(p.port)];
+        rule({ table: "mangle", chain, matches, target });
+      }
+    }
+    for (const h of s.hooks) {
+      for (const v of vips) {
+        rule({ table: "mangle", chain: HOOK_CHAIN[h], matches: ["-d", v.cidr], target: ["-j", chain] });
+      }
+    }
+  }
+
+  if (vips.length && nat.length) {
+    out.push(chainObject(family, "nat", chain));
+    // a DNAT that changes the port needs -p; VIPs without a port filter queue every protocol
+    const anyProto = vips.some((v) => v.ports.length === 0);
+    const protos = anyProto
+      ? ["tcp", "udp", "sctp"]
+      : [...new Set(vips.flatMap((v) => v.ports.map((p) => p.protocol)))];
+    for (const t of nat) {
+      const mark = ["-m", "mark", "--mark", String(t.fwmark)];
+      if (t.port !== undefined) {
+        for (const p of protos) {
+          const target = ["-j", "DNAT", "--to-destination", natDestination(t, true)];
+          rule({ table: "nat", chain, matches: ["-p", p, ...mark], target });
+        }
+      }
+      if (t.port === undefined || anyProto) {
+        rule({ table: "nat", chain, matches: mark, target: ["-j", "DNAT", "--to-destination", t.address] });
+      }
+    }
+    for (const h of s.hooks) {
+      for (const v of vips) {
+        rule({ table: "nat", chain: HOOK_CHAIN[h], matches: ["-d", v.cidr], target: ["-j", chain] });
+      }
+    }
+  }
+
+  if (dsr.length) {
+    const rt = chainName(s.id, "-RT");
+    out.push(chainObject(family, "mangle", rt));
+    for (const t of dsr) {
+      const record = formatRecord({ fwmark: t.fwmark, table: t.table, via: t.address });
+      const matches = ["-m", "mark", "--mark", String(t.fwmark)];
+      rule({ table: "mangle", chain: rt, matches, target: ["-j", "RETURN"], record });
+      out.push(ipRouteObject(family, t.table, t.address));
+      out.push(ipRuleObject(family, t.fwmark, t.table));
+    }
+  }
+  return out;
+}
+
+/** Sorts objects into add order (stable: the order within a kind is kept). */
+export function addOrder(objects: readonly PlumbingObject[]): PlumbingObject[] {
+  return objects.map((o, i) => ({ o, i }))
+    .sort((a, b) => KIND_ORDER.indexOf(a.o.kind) - KIND_ORDER.indexOf(b.o.kind) || a.i - b.i)
+    .map((x) => x.o);
+}
+
+/**
+ * The objects a spec needs, in add order (chains, records, rules in chain
+ * order, nft, routes, ip rules, jumps). Pure; throws an NfqlbError on a
+ * bad spec.
+ */
+export function planPlumbing(spec: PlumbingSpec, o: PlanOptions = {}): PlumbingObject[] {
+  const s = validateSpec(spec);
+  const nftQueue = o.nftQueue ?? false;
+  const objects = [...planFamily(s, 4, nftQueue), ...planFamily(s, 6, nftQueue)];
+  if (nftQueue && s.vips.length) objects.push(nftObject(s));
+  return addOrder(objects);
+}

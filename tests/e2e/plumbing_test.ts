@@ -1,0 +1,452 @@
+/**
+ * End-to-end tests of the kernel plumbing (control/plumbing) on the real
+ * kernel, in private network namespaces: apply / re-apply / edit / teardown
+ * leave exactly the expected diff and nothing behind; a failing apply rolls
+ * back; one id's teardown leaves another's alone; nft queue detection; and
+ * real traffic through `nfqlb lb` with the plumbing installed by
+ * applyPlumbing, in DSR mode (IPv4, IPv6) and NAT mode with port translation
+ * (IPv4, IPv6). Needs root (skipped with a message otherwise).
+ */
+import assert from "node:assert/strict";
+import {
+  applyPlumbing,
+  detectNftQueue,
+  planPlumbing,
+  type PlumbingSpec,
+  probeNftQueue,
+  readPlumbing,
+  statusPlumbing,
+  teardownPlumbing,
+} from "../../control/plumbing/mod.ts";
+import { NfqlbError } from "../../control/errors.ts";
+import { skipUnlessRoot } from "./checks.ts";
+import {
+  deleteNamespace,
+  type Family,
+  run,
+  TCP_PORT,
+  Topology,
+  UDP_PORT,
+  VIP,
+  waitUntil,
+} from "./topology.ts";
+
+const ignore = skipUnlessRoot();
+
+/** Built-in chain declarations: a table holding only these is empty. */
+const BUILTIN_DECL = /^:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) \S+$/;
+
+/**
+ * iptables-save of a family without comments and counters, and without
+ * empty tables: iptables-nft keeps a table once a command touched it, and an
+ * empty one holds no rule.
+ */
+async function saveText(ns: string, family: Family): Promise<string> {
+  const r = await run(["ip", "netns", "exec", ns, family === 4 ? "iptables-save" : "ip6tables-save"]);
+  const out: string[] = [];
+  let block: string[] = [];
+  for (const raw of r.stdout.split("\n")) {
+    const line = raw.replace(/ \[\d+:\d+\]$/, "");
+    if (line.startsWith("#") || line === "") continue;
+    block.push(line);
+    if (line === "COMMIT") {
+      if (block.some((l) => !l.startsWith("*") && l !== "COMMIT" && !BUILTIN_DECL.test(l))) {
+        out.push(...block);
+      }
+      block = [];
+    }
+  }
+  return out.join("\n");
+}
+
+/** Everything of a namespace the plumbing could touch, as text. */
+async function snapshot(ns: string): Promise<Record<string, string>> {
+  const ip = async (args: string[]) => (await run(["ip", "-n", ns, ...args])).stdout;
+  return {
+    iptables: await saveText(ns, 4),
+    ip6tables: await saveText(ns, 6),
+    rules4: await ip(["rule", "show"]),
+    rules6: await ip(["-6", "rule", "show"]),
+    routes4: await ip(["route", "show", "table", "all"]),
+    routes6: await ip(["-6", "route", "show", "table", "all"]),
+  };
+}
+
+let nsCount = 0;
+
+/** A bare namespace with a veth whose far side is up, so gateways 10.99.x.y / fd99::x are on-link. */
+async function bareNamespace(): Promise<{ ns: string; [Symbol.asyncDispose](): Promise<void> }> {
+  // nfqe-<pid>-<n>-...: the topology's stale sweep removes it if this process dies first
+  const ns = `nfqe-${Deno.pid}-${900 + ++nsCount}-plumb`;
+  const dispose = () => deleteNamespace(ns);
+  try {
+    await run(["ip", "netns", "add", ns]);
+    // no link-local addresses: they would appear (with their routes) at some moment between snapshots
+    await run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.addr_gen_mode=1"]);
+    const batch = [
+      "link set up dev lo",
+      "link add d0 type veth peer name d1",
+      "link set up dev d0",
+      "link set up dev d1",
+      "addr add 10.99.0.254/16 dev d0",
+      "-6 addr add fd99::254/64 dev d0 nodad",
+    ];
+    for (const l of batch) await run(["ip", "-n", ns, ...l.split(" ")]);
+  } catch (e) {
+    await dispose();
+    throw e;
+  }
+  return { ns, [Symbol.asyncDispose]: dispose };
+}
+
+/** Rules and routes that are not ours, to prove we leave them alone (one ip rule even has our protocol). */
+async function foreignObjects(ns: string): Promise<void> {
+  const lines = [
+    "iptables -w -t mangle -A PREROUTING -d 10.0.0.9/32 -m comment --comment foreign -j MARK --set-mark 5",
+    "iptables -w -t nat -A POSTROUTING -m comment --comment foreign -j RETURN",
+    "ip6tables -w -t mangle -A PREROUTING -d fd00::9/128 -j MARK --set-mark 5",
+    "ip6tables -w -t nat -A POSTROUTING -j RETURN",
+    "ip rule add fwmark 999 table 999 protocol 110",
+    "ip route add default via 10.99.9.9 table 999 proto 110",
+    "ip -6 rule add fwmark 999 table 999",
+  ];
+  for (const l of lines) await run(["ip", "netns", "exec", ns, ...l.split(" ")]);
+}
+
+const SPEC: PlumbingSpec = {
+  id: "e2e-web",
+  queue: "0:1",
+  bypass: true,
+  hooks: ["prerouting", "output"],
+  offload: true,
+  vips: [
+    { address: "10.0.0.1", ports: [{ protocol: "udp", port: 5000 }, { protocol: "tcp", port: 80 }] },
+    { address: "fd00::1/128" },
+  ],
+  targets: [
+    { fwmark: 101, address: "10.99.1.1", mode: "dsr", table: 101 },
+    { fwmark: 102, address: "10.99.1.2", mode: "dsr", table: 102 },
+    { fwmark: 103, address: "10.99.1.3", port: 8080, mode: "nat", table: 103 },
+    { fwmark: 101, address: "fd99::1", mode: "dsr", table: 101 },
+    { fwmark: 103, address: "fd99::3", port: 8080, mode: "nat", table: 103 },
+  ],
+};
+
+Deno.test({
+  name: "e2e plumbing: nft queue detection says no on this kernel (iptables NFQUEUE is used)",
+  ignore,
+  async fn() {
+    const p = await probeNftQueue();
+    assert.equal(p.queue, false, p.reason);
+    assert.equal(await detectNftQueue(), false);
+    assert.match(p.reason, /nft/);
+  },
+});
+
+Deno.test({
+  name: "e2e plumbing: apply, re-apply, edit, status, teardown in a fresh netns: exact diffs, nothing left",
+  ignore,
+  async fn(t) {
+    await using bare = await bareNamespace();
+    const { ns } = bare;
+    await foreignObjects(ns);
+    const before = await snapshot(ns);
+    const o = { netns: ns };
+    const plan = planPlumbing(SPEC);
+
+    await t.step("dry run adds nothing and lists every object", async () => {
+      const r = await applyPlumbing(SPEC, { ...o, dryRun: true });
+      assert.deepEqual(r, { added: plan.map((p) => p.line), removed: [], unchanged: 0 });
+      assert.deepEqual(await snapshot(ns), before);
+    });
+
+    await t.step("apply adds every object; each one is in the kernel", async () => {
+      const r = await applyPlumbing(SPEC, o);
+      assert.deepEqual(r, { added: plan.map((p) => p.line), removed: [], unchanged: 0 });
+      for (const p of plan.filter((x) => x.check)) {
+        const c = await run(["ip", "netns", "exec", ns, ...p.check!], { allowFail: true });
+        assert.equal(c.code, 0, `${p.line}: ${c.stderr}`);
+      }
+      const rules4 = (await run(["ip", "-n", ns, "rule", "show"])).stdout;
+      const rules6 = (await run(["ip", "-n", ns, "-6", "rule", "show"])).stdout;
+      assert.match(rules4, /fwmark 0x65 lookup 101 proto 110/);
+      assert.match(rules4, /fwmark 0x66 lookup 102 proto 110/);
+      assert.doesNotMatch(rules4, /fwmark 0x67/, "NAT targets route by the main table");
+      assert.match(rules6, /fwmark 0x65 lookup 101 proto 110/);
+      assert.match(
+        (await run(["ip", "-n", ns, "route", "show", "table", "101"])).stdout,
+        /default via 10.99.1.1/,
+      );
+      assert.match(
+        (await run(["ip", "-n", ns, "-6", "route", "show", "table", "101"])).stdout,
+        /default via fd99::1/,
+      );
+      const st = await statusPlumbing(SPEC, o);
+      assert.deepEqual(st, { present: plan.map((p) => p.line), missing: [], extra: [] });
+    });
+
+    await t.step("re-apply changes nothing and says so", async () => {
+      const snap = await snapshot(ns);
+      assert.deepEqual(await applyPlumbing(SPEC, o), { added: [], removed: [], unchanged: plan.length });
+      assert.deepEqual(await snapshot(ns), snap);
+    });
+
+    const edited: PlumbingSpec = {
+      ...SPEC,
+      vips: [
+        { address: "10.0.0.1", ports: [{ protocol: "udp", port: 5001 }, { protocol: "tcp", port: 80 }] },
+        SPEC.vips[1],
+      ],
+      targets: SPEC.targets.filter((x) => x.fwmark !== 102),
+    };
+    await t.step("edit (a target removed, a port changed): exactly that diff, chain order kept", async () => {
+      const want = planPlumbing(edited);
+      const oldKeys = new Set(plan.map((p) => p.key)), newKeys = new Set(want.map((p) => p.key));
+      const dry = await applyPlumbing(edited, { ...o, dryRun: true });
+      const r = await applyPlumbing(edited, o);
+      assert.deepEqual(r, dry);
+      assert.deepEqual(r.added, want.filter((p) => !oldKeys.has(p.key)).map((p) => p.line));
+      assert.equal(r.added.length, 1);
+      assert.match(r.added[0], /-p udp --dport 5001 .*NFQUEUE/);
+      assert.equal(r.removed.length, 4, r.removed.join("\n"));
+      assert.equal(plan.filter((p) => !newKeys.has(p.key)).length, 4);
+      for (
+        const re of [/-D NFQLB-e2e-web -d 10.0.0.1\/32 -p udp -m udp --dport 5000 /, /rule del fwmark 102/]
+      ) {
+        assert.ok(r.removed.some((l) => re.test(l)), `${re} in\n${r.removed.join("\n")}`);
+      }
+      assert.ok(r.removed.some((l) => l.startsWith("ip route del default via 10.99.1.2 table 102")));
+      assert.ok(r.removed.some((l) => l.includes("dsr,102,102,10.99.1.2")));
+      assert.equal(r.unchanged, want.length - 1);
+      // the new queue rule went after the offload rules and before the tcp one
+      const chain =
+        (await run(["ip", "netns", "exec", ns, "iptables", "-w", "-t", "mangle", "-S", "NFQLB-e2e-web"]))
+          .stdout.split("\n").filter((l) => l.startsWith("-A"));
+      assert.deepEqual(chain.map((l) => /-j (\S+)/.exec(l)?.[1]), [
+        "CONNMARK",
+        "ACCEPT",
+        "NFQUEUE",
+        "NFQUEUE",
+      ]);
+      assert.match(chain[2], /--dport 5001/);
+      assert.deepEqual(await statusPlumbing(edited, o), {
+        present: want.map((p) => p.line),
+        missing: [],
+        extra: [],
+      });
+    });
+
+    await t.step("status against the old spec: the edit's objects are missing / extra", async () => {
+      const st = await statusPlumbing(SPEC, o);
+      assert.equal(st.missing.length, 4);
+      assert.equal(st.extra.length, 1);
+      assert.equal(st.present.length, plan.length - 4);
+    });
+
+    await t.step("another id's teardown leaves ours alone", async () => {
+      const other: PlumbingSpec = {
+        id: "e2e-other",
+        queue: "5",
+        bypass: false,
+        hooks: ["prerouting"],
+        vips: [{ address: "10.0.0.2" }],
+        targets: [{ fwmark: 201, address: "10.99.2.1", mode: "dsr", table: 201 }],
+      };
+      const r = await applyPlumbing(other, o);
+      assert.equal(r.added.length, planPlumbing(other).length);
+      const gone = await teardownPlumbing(other.id, o);
+      assert.equal(gone.length, r.added.length);
+      assert.equal((await statusPlumbing(edited, o)).missing.length, 0);
+    });
+
+    await t.step("teardown removes exactly ours: the namespace equals its state before apply", async () => {
+      const n = (await readPlumbing(SPEC.id, o)).length;
+      const gone = await teardownPlumbing(SPEC.id, o);
+      assert.equal(gone.length, n);
+      assert.deepEqual(await readPlumbing(SPEC.id, o), []);
+      assert.deepEqual(await snapshot(ns), before);
+      assert.deepEqual(await teardownPlumbing(SPEC.id, o), [], "a second teardown has nothing to do");
+    });
+  },
+});
+
+Deno.test({
+  name: "e2e plumbing: a failing apply removes what it added and names the failing command",
+  ignore,
+  async fn() {
+    await using bare = await bareNamespace();
+    const { ns } = bare;
+    await foreignObjects(ns);
+    const before = await snapshot(ns);
+    // 10.55.0.1 is not on-link: `ip route add default via 10.55.0.1` fails after the chains and rules exist
+    const spec: PlumbingSpec = {
+      ...SPEC,
+      targets: [...SPEC.targets, { fwmark: 104, address: "10.55.0.1", mode: "dsr", table: 104 }],
+    };
+    await assert.rejects(applyPlumbing(spec, { netns: ns }), (e: unknown) => {
+      assert.ok(e instanceof NfqlbError, String(e));
+      assert.match(
+        e.message,
+        /^plumbing: ip route add default via 10.55.0.1 table 104 proto 110 \(netns .*\) failed/,
+      );
+      assert.match(e.message, /removed the \d+ object\(s\) this run had added$/);
+      assert.ok(!e.message.includes("\n"), e.message);
+      return true;
+    });
+    assert.deepEqual(await readPlumbing(spec.id, { netns: ns }), []);
+    assert.deepEqual(await snapshot(ns), before);
+  },
+});
+
+/** Removes the topology's own steering rule and fwmark routing from the lb netns (the plumbing installs them). */
+async function stripTopologyPlumbing(topo: Topology): Promise<void> {
+  await topo.setSteering(topo.steering, "-D");
+  for (const fw of topo.fwmarks) {
+    for (const f of [[], ["-6"]]) {
+      await topo.sh(["ip", "-n", topo.ns.lb, ...f, "rule", "del", "fwmark", String(fw), "table", String(fw)]);
+      await topo.sh(["ip", "-n", topo.ns.lb, ...f, "route", "flush", "table", String(fw)]);
+    }
+  }
+  const rules = (await topo.sh(["ip", "-n", topo.ns.lb, "rule", "show"])).stdout;
+  assert.doesNotMatch(rules, /fwmark/, "the topology's fwmark rules are gone");
+}
+
+/** Target i's address of a family. */
+function targetAddr(fam: Family, i: number): string {
+  return fam === 4 ? `10.213.${i}.1` : `fd13:${i}::1`;
+}
+
+/** Every flow answered, by exactly the set `names`. */
+function assertAllAnswered(targets: string[][], names: string[], what: string): void {
+  const seen = targets.flat();
+  const lost = seen.filter((x) => x === "").length;
+  assert.equal(lost, 0, `${what}: ${lost} of ${seen.length} unanswered`);
+  assert.deepEqual([...new Set(seen)].sort(), [...names].sort(), `${what}: targets seen`);
+}
+
+Deno.test({
+  name: "e2e plumbing: DSR installed by applyPlumbing carries UDP/TCP to every target (IPv4, IPv6)",
+  ignore,
+  async fn(t) {
+    await using topo = await Topology.create({ steering: { mode: "nfqueue", queue: 2 } });
+    await stripTopologyPlumbing(topo);
+    const netns = topo.ns.lb;
+    const before = await snapshot(netns);
+    const spec: PlumbingSpec = {
+      id: "e2e-dsr",
+      queue: "2",
+      bypass: false,
+      hooks: ["prerouting"],
+      vips: [
+        {
+          address: VIP[4],
+          ports: [{ protocol: "udp", port: UDP_PORT }, { protocol: "tcp", port: TCP_PORT }],
+        },
+        {
+          address: VIP[6],
+          ports: [{ protocol: "udp", port: UDP_PORT }, { protocol: "tcp", port: TCP_PORT }],
+        },
+      ],
+      targets: ([4, 6] as Family[]).flatMap((fam) =>
+        topo.fwmarks.map((fw, k) => ({
+          fwmark: fw,
+          address: targetAddr(fam, k + 1),
+          mode: "dsr" as const,
+          table: fw,
+        }))
+      ),
+    };
+    const r = await applyPlumbing(spec, { netns });
+    assert.equal(r.added.length, planPlumbing(spec).length);
+    await topo.initTargets();
+    await topo.startLb();
+    for (const fam of [4, 6] as Family[]) {
+      await t.step(`ipv${fam}: UDP and TCP flows reach all 3 targets, replies come back`, async () => {
+        assertAllAnswered((await topo.udp(fam, topo.flows(fam, 60, 20000))).targets, topo.targetNames, "udp");
+        assertAllAnswered((await topo.tcp(fam, topo.flows(fam, 60, 21000))).targets, topo.targetNames, "tcp");
+      });
+    }
+    await topo.stopLb();
+    await teardownPlumbing(spec.id, { netns });
+    assert.deepEqual(await snapshot(netns), before);
+  },
+});
+
+Deno.test({
+  name: "e2e plumbing: NAT with port translation carries UDP/TCP to the targets' real port (IPv4, IPv6)",
+  ignore,
+  async fn(t) {
+    await using topo = await Topology.create({ steering: { mode: "nfqueue", queue: 2 } });
+    await stripTopologyPlumbing(topo);
+    const NAT_PORT = 6000;
+    // NAT targets do not own the VIP: they serve on their own address and port, under new names
+    const names = topo.ns.targets.map((_, k) => `n${k + 1}`);
+    const ready: string[] = [];
+    for (const [k, ns] of topo.ns.targets.entries()) {
+      await topo.exec(ns, ["ip", "addr", "del", `${VIP[4]}/32`, "dev", "lo"]);
+      await topo.exec(ns, ["ip", "-6", "addr", "del", `${VIP[6]}/128`, "dev", "lo"]);
+      const readyFile = `${topo.workDir}/nat-ready.${k + 1}`;
+      ready.push(readyFile);
+      topo.spawnAgent(ns, `nat server ${names[k]}`, {
+        cmd: "serve",
+        name: names[k],
+        addrs: [targetAddr(4, k + 1), targetAddr(6, k + 1)],
+        udpPort: NAT_PORT,
+        tcpPort: NAT_PORT,
+        maxLifeS: 600,
+        readyFile,
+      });
+    }
+    const up = await waitUntil(() =>
+      ready.every((f) => {
+        try {
+          return Deno.statSync(f).isFile;
+        } catch {
+          return false;
+        }
+      }), 60_000);
+    assert.ok(up, "NAT servers ready");
+    const netns = topo.ns.lb;
+    const before = await snapshot(netns);
+    const spec: PlumbingSpec = {
+      id: "e2e-nat",
+      queue: "2",
+      bypass: false,
+      hooks: ["prerouting"],
+      vips: [
+        {
+          address: VIP[4],
+          ports: [{ protocol: "udp", port: UDP_PORT }, { protocol: "tcp", port: TCP_PORT }],
+        },
+        {
+          address: VIP[6],
+          ports: [{ protocol: "udp", port: UDP_PORT }, { protocol: "tcp", port: TCP_PORT }],
+        },
+      ],
+      targets: ([4, 6] as Family[]).flatMap((fam) =>
+        topo.fwmarks.map((fw, k) => ({
+          fwmark: fw,
+          address: targetAddr(fam, k + 1),
+          port: NAT_PORT,
+          mode: "nat" as const,
+          table: fw,
+        }))
+      ),
+    };
+    const r = await applyPlumbing(spec, { netns });
+    assert.equal(r.added.length, planPlumbing(spec).length);
+    assert.ok(!r.added.some((l) => l.startsWith("ip ")), "NAT adds no ip rule or route");
+    await topo.initTargets();
+    await topo.startLb();
+    for (const fam of [4, 6] as Family[]) {
+      // the client's sockets are connected to VIP:port, so only replies from the VIP count
+      await t.step(`ipv${fam}: UDP and TCP to the VIP reach every target's port ${NAT_PORT}`, async () => {
+        assertAllAnswered((await topo.udp(fam, topo.flows(fam, 60, 22000))).targets, names, "udp");
+        assertAllAnswered((await topo.tcp(fam, topo.flows(fam, 60, 23000))).targets, names, "tcp");
+      });
+    }
+    await topo.stopLb();
+    await teardownPlumbing(spec.id, { netns });
+    assert.deepEqual(await snapshot(netns), before);
+  },
+});

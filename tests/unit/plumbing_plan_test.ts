@@ -1,0 +1,301 @@
+/**
+ * The pure side of the kernel plumbing (control/plumbing): the objects a
+ * spec plans to, for IPv4 and IPv6, DSR and NAT, ports, both hooks, offload,
+ * the nft script, validation, and reading iptables-save / ip JSON back.
+ */
+import assert from "node:assert/strict";
+import { NfqlbError } from "../../control/errors.ts";
+import { parseSave, splitSaveLine } from "../../control/plumbing/iptables.ts";
+import { parseRoutes, parseRules } from "../../control/plumbing/iproute.ts";
+import { chainName } from "../../control/plumbing/names.ts";
+import { nftScript, parseNftTable } from "../../control/plumbing/nft.ts";
+import { ourChains, planPlumbing, recordChains } from "../../control/plumbing/plan.ts";
+import type { PlumbingSpec } from "../../control/plumbing/spec.ts";
+import { canonicalCidr, formatIPv6, validateSpec } from "../../control/plumbing/validate.ts";
+import { parseIPv6 } from "../../control/inet.ts";
+
+const DSR4: PlumbingSpec = {
+  id: "web",
+  queue: "2",
+  bypass: true,
+  hooks: ["prerouting"],
+  vips: [{ address: "10.0.0.1", ports: [{ protocol: "udp", port: 5000 }] }],
+  targets: [
+    { fwmark: 101, address: "192.168.1.1", mode: "dsr", table: 101 },
+    { fwmark: 102, address: "192.168.1.2", mode: "dsr", table: 102 },
+  ],
+};
+
+/** The lines of a plan with the comment hashes blanked (they are checked separately). */
+function lines(spec: PlumbingSpec, nftQueue = false): string[] {
+  return planPlumbing(spec, { nftQueue }).map((o) => o.line.replace(/ [0-9a-f]{8}( dsr|")/, " H$1"));
+}
+
+Deno.test("plumbing plan: IPv4 DSR with a port, prerouting: chains, queue rule, records, routes, rules, jump", () => {
+  assert.deepEqual(lines(DSR4), [
+    "iptables -w -t mangle -N NFQLB-web",
+    "iptables -w -t mangle -N NFQLB-web-RT",
+    'iptables -w -t mangle -A NFQLB-web-RT -m mark --mark 101 -m comment --comment "nfqlb:web H dsr,101,101,192.168.1.1" -j RETURN',
+    'iptables -w -t mangle -A NFQLB-web-RT -m mark --mark 102 -m comment --comment "nfqlb:web H dsr,102,102,192.168.1.2" -j RETURN',
+    'iptables -w -t mangle -A NFQLB-web -d 10.0.0.1/32 -p udp --dport 5000 -m comment --comment "nfqlb:web H" -j NFQUEUE --queue-num 2 --queue-bypass',
+    "ip route add default via 192.168.1.1 table 101 proto 110",
+    "ip route add default via 192.168.1.2 table 102 proto 110",
+    "ip rule add fwmark 101 table 101 protocol 110",
+    "ip rule add fwmark 102 table 102 protocol 110",
+    'iptables -w -t mangle -A PREROUTING -d 10.0.0.1/32 -m comment --comment "nfqlb:web H" -j NFQLB-web',
+  ]);
+  const objs = planPlumbing(DSR4);
+  assert.deepEqual(objs.find((o) => o.kind === "iprule")?.del, [
+    ..."ip rule del fwmark 101 table 101 protocol 110".split(" "),
+  ]);
+  assert.equal(new Set(objs.map((o) => o.key)).size, objs.length, "keys are unique");
+  // pure and stable: the same spec plans the same keys
+  assert.deepEqual(planPlumbing(DSR4).map((o) => o.key), objs.map((o) => o.key));
+});
+
+Deno.test("plumbing plan: IPv6 NAT with port translation, both hooks, queue balance, no bypass", () => {
+  const spec: PlumbingSpec = {
+    id: "v6",
+    queue: "0:3",
+    bypass: false,
+    hooks: ["prerouting", "output"],
+    vips: [{ address: "FD00:0:0::1", ports: [{ protocol: "tcp", port: 80 }, { protocol: "sctp", port: 9 }] }],
+    targets: [{ fwmark: 7, address: "fd01::0:5", port: 8080, mode: "nat", table: 7 }],
+  };
+  assert.deepEqual(lines(spec), [
+    "ip6tables -w -t mangle -N NFQLB-v6",
+    "ip6tables -w -t nat -N NFQLB-v6",
+    'ip6tables -w -t mangle -A NFQLB-v6 -d fd00::1/128 -p tcp --dport 80 -m comment --comment "nfqlb:v6 H" -j NFQUEUE --queue-balance 0:3',
+    'ip6tables -w -t mangle -A NFQLB-v6 -d fd00::1/128 -p sctp --dport 9 -m comment --comment "nfqlb:v6 H" -j NFQUEUE --queue-balance 0:3',
+    'ip6tables -w -t nat -A NFQLB-v6 -p tcp -m mark --mark 7 -m comment --comment "nfqlb:v6 H" -j DNAT --to-destination [fd01::5]:8080',
+    'ip6tables -w -t nat -A NFQLB-v6 -p sctp -m mark --mark 7 -m comment --comment "nfqlb:v6 H" -j DNAT --to-destination [fd01::5]:8080',
+    'ip6tables -w -t mangle -A PREROUTING -d fd00::1/128 -m comment --comment "nfqlb:v6 H" -j NFQLB-v6',
+    'ip6tables -w -t mangle -A OUTPUT -d fd00::1/128 -m comment --comment "nfqlb:v6 H" -j NFQLB-v6',
+    'ip6tables -w -t nat -A PREROUTING -d fd00::1/128 -m comment --comment "nfqlb:v6 H" -j NFQLB-v6',
+    'ip6tables -w -t nat -A OUTPUT -d fd00::1/128 -m comment --comment "nfqlb:v6 H" -j NFQLB-v6',
+  ]);
+});
+
+Deno.test("plumbing plan: NAT without a VIP port filter DNATs tcp/udp/sctp with the port, the rest without", () => {
+  const spec: PlumbingSpec = {
+    id: "n",
+    queue: "1",
+    bypass: true,
+    hooks: ["output"],
+    vips: [{ address: "10.1.0.0/16" }],
+    targets: [
+      { fwmark: 1, address: "10.2.0.1", port: 99, mode: "nat", table: 1 },
+      { fwmark: 2, address: "10.2.0.2", mode: "nat", table: 2 },
+    ],
+  };
+  const nat = lines(spec).filter((l) => l.includes("-t nat -A NFQLB-n"));
+  assert.deepEqual(nat, [
+    'iptables -w -t nat -A NFQLB-n -p tcp -m mark --mark 1 -m comment --comment "nfqlb:n H" -j DNAT --to-destination 10.2.0.1:99',
+    'iptables -w -t nat -A NFQLB-n -p udp -m mark --mark 1 -m comment --comment "nfqlb:n H" -j DNAT --to-destination 10.2.0.1:99',
+    'iptables -w -t nat -A NFQLB-n -p sctp -m mark --mark 1 -m comment --comment "nfqlb:n H" -j DNAT --to-destination 10.2.0.1:99',
+    'iptables -w -t nat -A NFQLB-n -m mark --mark 1 -m comment --comment "nfqlb:n H" -j DNAT --to-destination 10.2.0.1',
+    'iptables -w -t nat -A NFQLB-n -m mark --mark 2 -m comment --comment "nfqlb:n H" -j DNAT --to-destination 10.2.0.2',
+  ]);
+  // no DSR target: no ip rule, no route, no record chain; NAT targets route by the main table
+  assert.ok(!lines(spec).some((l) => l.startsWith("ip ") || l.includes("-RT")));
+  // the VIP's host bits are cleared
+  assert.ok(lines(spec).some((l) => l.includes("-A OUTPUT -d 10.1.0.0/16 ")));
+});
+
+Deno.test("plumbing plan: offload puts connmark restore + accept per VIP before the queue rules", () => {
+  const l = lines({ ...DSR4, offload: true }).filter((x) => x.includes("-A NFQLB-web "));
+  assert.deepEqual(l, [
+    'iptables -w -t mangle -A NFQLB-web -d 10.0.0.1/32 -m connmark ! --mark 0 -m comment --comment "nfqlb:web H" -j CONNMARK --restore-mark',
+    'iptables -w -t mangle -A NFQLB-web -d 10.0.0.1/32 -m connmark ! --mark 0 -m comment --comment "nfqlb:web H" -j ACCEPT',
+    'iptables -w -t mangle -A NFQLB-web -d 10.0.0.1/32 -p udp --dport 5000 -m comment --comment "nfqlb:web H" -j NFQUEUE --queue-num 2 --queue-bypass',
+  ]);
+});
+
+Deno.test("plumbing plan: mixed families go to iptables and ip6tables; the same fwmark may serve both", () => {
+  const spec: PlumbingSpec = {
+    ...DSR4,
+    vips: [{ address: "10.0.0.1" }, { address: "fd00::1" }],
+    targets: [
+      { fwmark: 101, address: "192.168.1.1", mode: "dsr", table: 101 },
+      { fwmark: 101, address: "fd01::1", mode: "dsr", table: 101 },
+    ],
+  };
+  const l = lines(spec);
+  assert.ok(l.includes("ip -6 route add default via fd01::1 table 101 proto 110"));
+  assert.ok(l.includes("ip -6 rule add fwmark 101 table 101 protocol 110"));
+  assert.ok(l.includes("ip rule add fwmark 101 table 101 protocol 110"));
+  assert.equal(l.filter((x) => x.startsWith("ip6tables")).length, 5);
+  assert.equal(l.filter((x) => x.startsWith("iptables")).length, 5);
+});
+
+Deno.test("plumbing plan: a changed rule gets a new key, unchanged ones keep theirs", () => {
+  const a = planPlumbing(DSR4).map((o) => o.key);
+  const b = planPlumbing({
+    ...DSR4,
+    vips: [{ address: "10.0.0.1", ports: [{ protocol: "udp", port: 5001 }] }],
+  })
+    .map((o) => o.key);
+  const gone = a.filter((k) => !b.includes(k)), fresh = b.filter((k) => !a.includes(k));
+  assert.equal(gone.length, 1);
+  assert.equal(fresh.length, 1);
+  assert.match(gone[0], /^ipt4 mangle NFQLB-web [0-9a-f]{8}$/);
+});
+
+Deno.test("plumbing plan: nft queue replaces the iptables queue chain by one inet table", () => {
+  const spec: PlumbingSpec = {
+    ...DSR4,
+    hooks: ["prerouting", "output"],
+    offload: true,
+    vips: [...DSR4.vips, { address: "fd00::1" }],
+    queue: "0:3",
+  };
+  const objs = planPlumbing(spec, { nftQueue: true });
+  assert.ok(!objs.some((o) => o.add.includes("NFQUEUE")), "no iptables NFQUEUE rule");
+  assert.ok(!objs.some((o) => o.kind === "jump"), "no iptables jump");
+  const nft = objs.filter((o) => o.kind === "nft");
+  assert.equal(nft.length, 1);
+  const { text, hash } = nftScript(validateSpec(spec));
+  assert.equal(nft[0].stdin, text);
+  assert.deepEqual(nft[0].del, ["nft", "delete", "table", "inet", "nfqlb-web"]);
+  assert.equal(
+    text,
+    [
+      "table inet nfqlb-web {",
+      `\tcomment "nfqlb:web ${hash}"`,
+      "\tchain prerouting {",
+      "\t\ttype filter hook prerouting priority mangle; policy accept;",
+      "\t\tip daddr 10.0.0.1/32 jump vip",
+      "\t\tip6 daddr fd00::1/128 jump vip",
+      "\t}",
+      "\tchain output {",
+      "\t\ttype route hook output priority mangle; policy accept;",
+      "\t\tip daddr 10.0.0.1/32 jump vip",
+      "\t\tip6 daddr fd00::1/128 jump vip",
+      "\t}",
+      "\tchain vip {",
+      "\t\tct mark != 0 meta mark set ct mark",
+      "\t\tct mark != 0 accept",
+      "\t\tip daddr 10.0.0.1/32 udp dport 5000 queue num 0-3 bypass",
+      "\t\tip6 daddr fd00::1/128 queue num 0-3 bypass",
+      "\t}",
+      "}",
+      "",
+    ].join("\n"),
+  );
+  // what `nft list table` prints comes back with the same key
+  const back = parseNftTable(text.replace("\tchain", "\tchain"), "web");
+  assert.equal(back?.key, nft[0].key);
+});
+
+Deno.test("plumbing plan: bad specs are one-line errors naming the value", () => {
+  const cases: [Partial<PlumbingSpec>, RegExp][] = [
+    [{ id: "a b" }, /invalid id .*"a b"/],
+    [{ id: "x".repeat(33) }, /invalid id/],
+    [{ queue: "3:1" }, /invalid queue .*"3:1"/],
+    [{ queue: "70000" }, /invalid queue/],
+    [{ hooks: [] }, /invalid hooks/],
+    [{ vips: [{ address: "10.0.0.300" }] }, /invalid VIP address: "10.0.0.300"/],
+    [{ vips: [{ address: "10.0.0.1/33" }] }, /invalid VIP address/],
+    [{ vips: [{ address: "10.0.0.1", ports: [{ protocol: "udp", port: 0 }] }] }, /port of VIP 10.0.0.1: 0/],
+    [{ targets: [{ fwmark: 0, address: "1.2.3.4", mode: "dsr", table: 1 }] }, /target fwmark: 0/],
+    [{ targets: [{ fwmark: 1, address: "1.2.3", mode: "dsr", table: 1 }] }, /address of target 1: "1.2.3"/],
+    [{ targets: [{ fwmark: 1, address: "1.2.3.4", mode: "dsr", table: 254 }] }, /table of target 1 .*254/],
+    [
+      { targets: [{ fwmark: 1, address: "1.2.3.4", mode: "dsr", table: 1, port: 80 }] },
+      /port of DSR target 1/,
+    ],
+    [{
+      targets: [
+        { fwmark: 1, address: "1.2.3.4", mode: "dsr", table: 1 },
+        { fwmark: 1, address: "1.2.3.5", mode: "nat", table: 2 },
+      ],
+    }, /fwmark \(twice for IPv4\): 1/],
+  ];
+  for (const [patch, re] of cases) {
+    assert.throws(() => planPlumbing({ ...DSR4, ...patch }), (e: unknown) => {
+      assert.ok(e instanceof NfqlbError, String(e));
+      assert.match(e.message, re);
+      assert.ok(!e.message.includes("\n"));
+      return true;
+    });
+  }
+});
+
+Deno.test("plumbing names: long ids get distinct chains within iptables' 28 characters", () => {
+  const a = "a".repeat(32), b = "a".repeat(31) + "b";
+  for (const id of [a, b]) {
+    assert.ok(chainName(id, "-RT").length <= 28);
+    assert.ok(chainName(id).length <= 28);
+  }
+  assert.notEqual(chainName(a), chainName(b));
+  assert.equal(chainName("web"), "NFQLB-web");
+});
+
+Deno.test("plumbing addresses: canonical IPv6 (RFC 5952) and CIDRs", () => {
+  assert.equal(formatIPv6(parseIPv6("fd00:0:0:0:0:0:0:1")!), "fd00::1");
+  assert.equal(formatIPv6(parseIPv6("1:0:0:2:0:0:0:3")!), "1:0:0:2::3");
+  assert.equal(formatIPv6(parseIPv6("1:0:2:3:4:5:6:7")!), "1:0:2:3:4:5:6:7");
+  assert.equal(formatIPv6(parseIPv6("::")!), "::");
+  assert.equal(canonicalCidr("fd00::ff/64")?.cidr, "fd00::/64");
+  assert.equal(canonicalCidr("10.1.2.3/8")?.cidr, "10.0.0.0/8");
+  assert.equal(canonicalCidr("10.1.2.3")?.cidr, "10.1.2.3/32");
+});
+
+Deno.test("plumbing read: iptables-save lines of our id only, by comment; ip rule/route JSON by protocol", () => {
+  const save = [
+    "# Generated by iptables-save",
+    "*mangle",
+    ":PREROUTING ACCEPT [0:0]",
+    ":NFQLB-web - [0:0]",
+    ":NFQLB-web-RT - [0:0]",
+    ":NFQLB-other - [0:0]",
+    '-A PREROUTING -d 10.0.0.1/32 -m comment --comment "nfqlb:web 0123abcd" -j NFQLB-web',
+    '-A PREROUTING -d 10.0.0.1/32 -m comment --comment "nfqlb:webx 0123abcd" -j NFQLB-webx',
+    '-A PREROUTING -m comment --comment "someone \\"else\\"" -j ACCEPT',
+    '-A NFQLB-web -d 10.0.0.1/32 -p udp -m udp --dport 5000 -m comment --comment "nfqlb:web 11112222" -j NFQUEUE --queue-num 2',
+    '-A NFQLB-web-RT -m mark --mark 0x65 -m comment --comment "nfqlb:web 33334444 dsr,101,101,192.168.1.1" -j RETURN',
+    "COMMIT",
+  ].join("\n");
+  const r = parseSave(save, 4, "web", ourChains("web"), recordChains("web"));
+  assert.deepEqual(r.chains.map((c) => c.key), [
+    "ipt4 mangle chain NFQLB-web",
+    "ipt4 mangle chain NFQLB-web-RT",
+  ]);
+  assert.deepEqual(r.rules.map((x) => [x.object.kind, x.object.key, x.record]), [
+    ["jump", "ipt4 mangle PREROUTING 0123abcd", undefined],
+    ["rule", "ipt4 mangle NFQLB-web 11112222", undefined],
+    ["record", "ipt4 mangle NFQLB-web-RT 33334444", "dsr,101,101,192.168.1.1"],
+  ]);
+  // deleted by the saved form itself
+  assert.deepEqual(r.rules[1].object.del.slice(0, 7), [
+    "iptables",
+    "-w",
+    "-t",
+    "mangle",
+    "-D",
+    "NFQLB-web",
+    "-d",
+  ]);
+  assert.deepEqual(splitSaveLine('-A X -m comment --comment "a \\"q\\" \\\\b" -j ACCEPT'), [
+    "-A",
+    "X",
+    "-m",
+    "comment",
+    "--comment",
+    'a "q" \\b',
+    "-j",
+    "ACCEPT",
+  ]);
+  const rules = JSON.stringify([
+    { priority: 0, src: "all", table: "255" },
+    { priority: 32765, src: "all", fwmark: "0x65", table: "101", protocol: "110" },
+    { priority: 32764, src: "all", fwmark: "0x66", table: "102" },
+    { priority: 32763, src: "all", fwmark: "0x67", fwmask: "0xff", table: "103", protocol: "110" },
+  ]);
+  assert.deepEqual([...parseRules(rules, 4)], ["rule4 fwmark 101 table 101"]);
+  const routes = JSON.stringify([
+    { dst: "default", gateway: "fd01::1", dev: "t1", table: "101", flags: [] },
+    { dst: "fd02::/64", dev: "t1", table: "101", flags: [] },
+  ]);
+  assert.deepEqual([...parseRoutes(routes, 6)], ["route6 table 101 default via fd01::1"]);
+});
