@@ -2,7 +2,8 @@
  * All 21 upstream commands, in upstream's listing order (link order of its
  * cmd*.c files). Upstream's table holds 20, so its build silently drops
  * trace-flow-list-names; we register it (docs/compatibility.md). Our own
- * commands (the connection table, docs/conntrack.md) come after them.
+ * commands (the connection table, docs/conntrack.md; the host config,
+ * docs/apply.md) come after them.
  */
 import type { Command } from "./command.ts";
 import { activate, deactivate, version } from "./commands/config.ts";
@@ -18,6 +19,7 @@ import {
 } from "./commands/flow.ts";
 import { ctDelete, ctList, ctSet, ctStats } from "./commands/conntrack.ts";
 import { fwmark } from "./commands/fwmark.ts";
+import { apply, status, teardown } from "./commands/host.ts";
 import { flowlb, lb } from "./commands/lb.ts";
 import { del, init, primebelow, show, stats } from "./commands/shm.ts";
 import { loglevel, trace } from "./commands/trace.ts";
@@ -50,4 +52,7 @@ export const COMMANDS: readonly Command[] = [
   ctSet,
   ctDelete,
   ctStats,
+  apply,
+  teardown,
+  status,
 ];

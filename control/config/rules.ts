@@ -421,6 +421,7 @@ function checkDataplane(cfg: HostConfigParsed, flows: boolean, issues: Issue[]):
     hooks: d.hooks,
     options: o,
     start: d.start,
+    offload: d.offload,
   };
 }
 

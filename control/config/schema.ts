@@ -262,7 +262,9 @@ export const DataplaneFileSchema = mapping({
   options: DataplaneOptionsSchema.prefault({}),
   /** apply starts lb/flowlb when it is not running. */
   start: bool.default(true),
-}, "a mapping with queue, bypass, hooks, options, start");
+  /** Install the connmark-restore rules that let `ct-set --offload` flows skip the queue (docs/conntrack.md). */
+  offload: bool.default(false),
+}, "a mapping with queue, bypass, hooks, options, start, offload");
 
 /** Schema of the whole file. */
 export const HostConfigFileSchema = mapping({

@@ -151,6 +151,8 @@ export interface DataplaneConfig {
   readonly hooks: readonly ("prerouting" | "output")[];
   /** lb/flowlb options the file sets. */
   readonly options: DataplaneOptions;
+  /** Install the connmark-restore rules for offloaded connections (ct-set --offload). */
+  readonly offload: boolean;
   /** Whether apply starts the program when it is not running. */
   readonly start: boolean;
 }

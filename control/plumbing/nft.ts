@@ -10,7 +10,7 @@ import { runCommand } from "./exec.ts";
 import { hash8, nftTableName, shellLine } from "./names.ts";
 import type { PlumbingObject } from "./spec.ts";
 import { tagOf } from "./spec.ts";
-import type { NormalSpec } from "./validate.ts";
+import { dportText, type NormalSpec } from "./validate.ts";
 
 /** The `queue` statement of a spec. */
 function queueStatement(s: NormalSpec): string {
@@ -34,7 +34,10 @@ function scriptBody(s: NormalSpec): string[] {
   const q = queueStatement(s);
   for (const v of s.vips) {
     if (v.ports.length === 0) out.push(`\t\t${daddr(v.family, v.cidr)} ${q}`);
-    for (const p of v.ports) out.push(`\t\t${daddr(v.family, v.cidr)} ${p.protocol} dport ${p.port} ${q}`);
+    for (const p of v.ports) {
+      const l4 = p.first === null ? `meta l4proto ${p.protocol}` : `${p.protocol} dport ${dportText(p, "-")}`;
+      out.push(`\t\t${daddr(v.family, v.cidr)} ${l4} ${q}`);
+    }
   }
   out.push("\t}");
   return out;

@@ -19,7 +19,7 @@ import { ipRouteObject, ipRuleObject } from "./iproute.ts";
 import { chainName } from "./names.ts";
 import { nftObject } from "./nft.ts";
 import { KIND_ORDER, type PlumbingObject, type PlumbingSpec } from "./spec.ts";
-import { type NormalSpec, type NormalTarget, validateSpec } from "./validate.ts";
+import { dportText, type NormalSpec, type NormalTarget, validateSpec } from "./validate.ts";
 
 /** Options of {@link planPlumbing}. */
 export interface PlanOptions {
@@ -111,7 +111,8 @@ function planFamily(s: NormalSpec, family: 4 | 6, nftQueue: boolean): PlumbingOb
       const target = nfqueueTarget(s);
       if (v.ports.length === 0) rule({ table: "mangle", chain, matches: ["-d", v.cidr], target });
       for (const p of v.ports) {
-        const matches = ["-d", v.cidr, "-p", p.protocol, "--dport", String(p.port)];
+        const matches = ["-d", v.cidr, "-p", p.protocol];
+        if (p.first !== null) matches.push("--dport", dportText(p));
         rule({ table: "mangle", chain, matches, target });
       }
     }

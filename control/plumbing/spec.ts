@@ -14,8 +14,11 @@ export type PlumbingHook = "prerouting" | "output";
 export interface PlumbingVip {
   /** IPv4 or IPv6 address, or CIDR (`10.0.0.0/24`). */
   address: string;
-  /** Only these destination ports are queued (default: all traffic to the VIP). */
-  ports?: { protocol: PlumbingProtocol; port: number }[];
+  /**
+   * Only these are queued (default: all traffic to the VIP): a protocol, with
+   * a destination port or port range [port, lastPort], or every port of it.
+   */
+  ports?: { protocol: PlumbingProtocol; port?: number; lastPort?: number }[];
 }
 
 /** A target: the fwmark the lb gives its packets and how they get there. */

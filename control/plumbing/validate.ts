@@ -13,7 +13,13 @@ export interface NormalVip {
   family: 4 | 6;
   /** Canonical CIDR: `10.0.0.1/32`, `fd00::/64`. */
   cidr: string;
-  ports: { protocol: PlumbingProtocol; port: number }[];
+  /** first/last null: every port of the protocol. */
+  ports: { protocol: PlumbingProtocol; first: number | null; last: number | null }[];
+}
+
+/** iptables' `--dport` value of a port filter (a port or `first:last`). */
+export function dportText(p: NormalVip["ports"][number], rangeSep = ":"): string {
+  return p.first === p.last ? String(p.first) : `${p.first}${rangeSep}${p.last}`;
 }
 
 /** A checked target. */
@@ -148,11 +154,16 @@ export function validateSpec(spec: PlumbingSpec): NormalSpec {
     const ports: NormalVip["ports"] = [];
     for (const p of v.ports ?? []) {
       if (!PROTOCOLS.includes(p?.protocol)) bad(`protocol of VIP ${v.address}`, p?.protocol);
-      const n = port(`port of VIP ${v.address}`, p.port);
-      if (ports.some((x) => x.protocol === p.protocol && x.port === n)) {
-        bad(`port of VIP ${v.address} (twice)`, `${p.protocol}/${n}`);
+      const first = p.port === undefined ? null : port(`port of VIP ${v.address}`, p.port);
+      const last = p.lastPort === undefined ? first : port(`last port of VIP ${v.address}`, p.lastPort);
+      if (first === null && last !== null) bad(`last port without a port of VIP ${v.address}`, p.lastPort);
+      if (first !== null && last !== null && last < first) {
+        bad(`port range of VIP ${v.address}`, `${first}-${last}`);
       }
-      ports.push({ protocol: p.protocol, port: n });
+      if (ports.some((x) => x.protocol === p.protocol && x.first === first && x.last === last)) {
+        bad(`port of VIP ${v.address} (twice)`, `${p.protocol}/${first ?? "any"}`);
+      }
+      ports.push({ protocol: p.protocol, first, last });
     }
     vips.push({ family: c.family, cidr: c.cidr, ports });
   }

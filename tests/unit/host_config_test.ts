@@ -68,6 +68,7 @@ Deno.test("host config: a minimal YAML file gets every default", () => {
       hooks: ["prerouting"],
       options: {},
       start: true,
+      offload: false,
     },
   };
   assert.deepEqual(cfg, expected);

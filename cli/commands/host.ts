@@ -1,0 +1,83 @@
+/**
+ * apply, teardown, status (ours, docs/apply.md): a whole load-balancer host
+ * from one config file (docs/config.md). Their code (zod, yaml, the kernel
+ * plumbing) loads only when one of them runs.
+ */
+import type { Command } from "../command.ts";
+import { out } from "../io.ts";
+import { NfqlbError } from "../../control/errors.ts";
+
+const load = async (file: string) => (await import("../../control/host_config.ts")).loadHostConfig(file);
+const say = (line: string) => out(line + "\n");
+
+/** `apply -f FILE [--dry-run]`. */
+export const apply: Command = {
+  name: "apply",
+  header:
+    "apply --file=FILE [--dry-run]\n  Make this host match a config file (tables, targets, lb, kernel rules, flows)",
+  options: [
+    { name: "file", help: "The config file (YAML or JSON; docs/config.md)", required: true },
+    { name: "dry-run", help: "Print what would change, change nothing", flag: true },
+  ],
+  async run({ opts }) {
+    const file = opts.get("file")!;
+    const cfg = await load(file);
+    const dryRun = opts.has("dry-run");
+    const { applyHost } = await import("../../control/host/apply.ts");
+    const n = await applyHost(cfg, { file: await absolute(file), dryRun, say });
+    if (dryRun) {
+      say(n === 0 ? `nothing to change: the host matches ${file}` : `dry run: ${n} changes, none made`);
+    } else say(n === 0 ? `nothing to change: the host matches ${file}` : `applied ${file}: ${n} changes`);
+    return 0;
+  },
+};
+
+/** `teardown -f FILE`. */
+export const teardown: Command = {
+  name: "teardown",
+  header: "teardown --file=FILE\n  Remove what apply set up for a config file, and nothing else",
+  options: [{ name: "file", help: "The config file apply used", required: true }],
+  async run({ opts }) {
+    const file = opts.get("file")!;
+    const cfg = await load(file);
+    const { teardownHost } = await import("../../control/host/teardown.ts");
+    const n = await teardownHost(cfg, say);
+    say(n === 0 ? `nothing to remove for ${cfg.name}` : `removed ${n} things of ${cfg.name}`);
+    return 0;
+  },
+};
+
+/** `status [-f FILE]`: exit 0 when the host matches, 1 when it differs. */
+export const status: Command = {
+  name: "status",
+  header: "status [--file=FILE]\n  Show this host against a config file (default: every applied config)",
+  options: [{ name: "file", help: "The config file (default: the files apply recorded)" }],
+  async run({ opts }) {
+    const { hostStatus } = await import("../../control/host/status.ts");
+    let files: string[];
+    const given = opts.get("file");
+    if (given !== undefined) files = [given];
+    else {
+      const { listStates, readState } = await import("../../control/host/state.ts");
+      files = listStates().map((n) => readState(n)?.file).filter((f): f is string => f !== undefined);
+      if (files.length === 0) {
+        throw new NfqlbError("no applied config on this host; give one with --file=FILE");
+      }
+    }
+    let drift = 0;
+    for (const f of files) {
+      const st = await hostStatus(await load(f), f);
+      for (const l of st.lines) say(l);
+      drift += st.drift;
+    }
+    return drift === 0 ? 0 : 1;
+  },
+};
+
+async function absolute(path: string): Promise<string> {
+  try {
+    return await Deno.realPath(path);
+  } catch {
+    return path;
+  }
+}

@@ -1,0 +1,265 @@
+/**
+ * `nfqlb apply`: makes this host match a config file, by diff, in a fixed
+ * order — target tables and connection tables, targets, the dataplane
+ * process, kernel plumbing, flows — and says what it changed. A second run
+ * changes nothing. With dryRun it only says what it would do.
+ */
+import type { HostConfig, ServiceConfig } from "../config/types.ts";
+import { conntrackName, ConntrackShm } from "../conntrack_shm.ts";
+import { errorText, NfqlbError } from "../errors.ts";
+import { applyPlumbing } from "../plumbing/apply.ts";
+import { shmPath } from "../shm_dir.ts";
+import { TargetShm } from "../target_shm.ts";
+import {
+  dataplaneArgs,
+  dataplaneEnv,
+  ftShmOf,
+  isDataplane,
+  startDataplane,
+  stopDataplane,
+} from "./dataplane.ts";
+import { applyFlowChange, flowSetLine, listFlows, planFlows } from "./flows.ts";
+import { plumbingSpecOf } from "./plumbing_spec.ts";
+import { type HostState, logPath, readState, writeState } from "./state.ts";
+import { applyTargets, describeTargetChange, planTargets, type WantedTarget } from "./targets.ts";
+
+/** Options of {@link applyHost}. */
+export interface ApplyOptions {
+  /** Only say what would change. */
+  dryRun?: boolean;
+  /** Receives one line per change (`+ …` added, `- …` removed, `~ …` changed). */
+  say: (line: string) => void;
+  /** The config file's path, recorded for `status`. */
+  file: string;
+}
+
+/** Whether a file exists in the shm directory. */
+function shmExists(name: string): boolean {
+  try {
+    Deno.statSync(shmPath(name));
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw new NfqlbError(`${name}: ${errorText(e)}`);
+  }
+}
+
+/** M and N of an existing target table, or undefined when there is none. */
+function tableShape(name: string): { M: number; N: number } | undefined {
+  if (!shmExists(name)) return undefined;
+  const t = TargetShm.open(name);
+  try {
+    return { M: t.M, N: t.N };
+  } finally {
+    t.close();
+  }
+}
+
+/** The current rows of a table (empty rows of size n when there is no table yet). */
+function rowsOf(name: string, n: number, exists: boolean): { active: Int32Array; weights: Uint32Array } {
+  if (!exists) return { active: new Int32Array(n).fill(-1), weights: new Uint32Array(n).fill(1) };
+  const t = TargetShm.open(name);
+  try {
+    const s = t.snapshot(0);
+    return { active: s.active, weights: s.weights };
+  } finally {
+    t.close();
+  }
+}
+
+/** Why an existing connection table differs from the service's, or "" when it is the same. */
+function conntrackDiff(s: ServiceConfig): string {
+  const c = s.conntrack;
+  if (!c) return "";
+  const ct = ConntrackShm.open(conntrackName(s.name));
+  try {
+    const st = ct.stats();
+    const diffs: string[] = [];
+    const cap = Math.ceil(c.capacity / 8) * 8;
+    if (st.capacity !== cap) diffs.push(`capacity ${st.capacity} -> ${cap}`);
+    if (st.ctxSlots !== c.contexts) diffs.push(`contexts ${st.ctxSlots} -> ${c.contexts}`);
+    if (st.floodPerSecond !== c.floodPerSecond) {
+      diffs.push(`flood ${st.floodPerSecond} -> ${c.floodPerSecond}`);
+    }
+    const ttl = [st.ttlTcpMs, st.ttlUdpMs, st.ttlOtherMs].join(",");
+    const want = [c.ttlMs.tcp, c.ttlMs.udp, c.ttlMs.other].join(",");
+    if (ttl !== want) diffs.push(`ttl ${ttl} -> ${want}`);
+    if (ct.scheduler !== s.scheduler) diffs.push(`scheduler ${ct.scheduler} -> ${s.scheduler}`);
+    return diffs.join(", ");
+  } finally {
+    ct.close();
+  }
+}
+
+/** The init command line of a connection table (for the output). */
+function ctInitLine(s: ServiceConfig): string {
+  const c = s.conntrack!;
+  let l =
+    `init --shm=${s.name} --conntrack=${c.capacity} --ct_ttl=${c.ttlMs.tcp},${c.ttlMs.udp},${c.ttlMs.other}`;
+  if (c.floodPerSecond) l += ` --ct_flood=${c.floodPerSecond}`;
+  if (c.contexts) l += ` --ct_contexts=${c.contexts}`;
+  if (s.scheduler !== "maglev") l += ` --scheduler=${s.scheduler}`;
+  return l;
+}
+
+/** Tables and targets of one service; returns the number of changes and whether its connection table changed. */
+function applyService(s: ServiceConfig, o: ApplyOptions): { changes: number; ctChanged: boolean } {
+  let changes = 0, ctChanged = false;
+  const shape = tableShape(s.name);
+  if (!shape || shape.M !== s.m || shape.N !== s.n) {
+    const why = shape ? `   (was M=${shape.M} N=${shape.N}: a new table; its targets are set below)` : "";
+    o.say(`+ init --shm=${s.name} --M=${s.m} --N=${s.n}${why}`);
+    if (!o.dryRun) TargetShm.create(s.name, { M: s.m, N: s.n, ownFwmark: 0 });
+    changes++;
+  }
+  const wanted: WantedTarget[] = s.targets.filter((t) => t.active).map((t) => ({
+    fwmark: t.fwmark,
+    weight: t.weight,
+  }));
+  const exists = !o.dryRun || (shape !== undefined && shape.M === s.m && shape.N === s.n);
+  const rows = rowsOf(s.name, s.n, exists);
+  const planned = planTargets(rows.active, rows.weights, wanted).changes;
+  const done = o.dryRun ? planned : applyTargets(s.name, wanted);
+  for (const c of done) {
+    o.say(
+      `${c.kind === "activate" ? "+" : c.kind === "deactivate" ? "-" : "~"} ${
+        describeTargetChange(s.name, c)
+      }`,
+    );
+  }
+  changes += done.length;
+
+  const ctName = conntrackName(s.name);
+  const ctExists = shmExists(ctName);
+  if (s.conntrack) {
+    const diff = ctExists ? conntrackDiff(s) : "";
+    if (!ctExists || diff) {
+      o.say(
+        `${ctExists ? "~" : "+"} ${ctInitLine(s)}${
+          diff ? `   (${diff}: a new table, its connections are forgotten)` : ""
+        }`,
+      );
+      if (!o.dryRun) {
+        const c = s.conntrack;
+        ConntrackShm.create(ctName, {
+          capacity: c.capacity,
+          ctxSlots: c.contexts,
+          ttlMs: c.ttlMs,
+          floodPerSecond: c.floodPerSecond,
+          scheduler: s.scheduler,
+          replace: true,
+        });
+      }
+      changes++;
+      ctChanged = true;
+    }
+  } else if (ctExists) {
+    o.say(`- delete --shm=${ctName}   (the file has no conntrack for ${s.name})`);
+    if (!o.dryRun) Deno.removeSync(shmPath(ctName));
+    changes++;
+    ctChanged = true;
+  }
+  return { changes, ctChanged };
+}
+
+/**
+ * Applies `cfg`. Returns the number of changes (made, or with dryRun to be
+ * made). Throws one line on the first failure; what was done before stays
+ * (a new run continues from there).
+ *
+ * @example
+ * ```ts
+ * const cfg = await loadHostConfig("host.yaml");
+ * const n = await applyHost(cfg, { file: "host.yaml", say: console.log });
+ * if (n === 0) console.log("nothing to change");
+ * ```
+ */
+export async function applyHost(cfg: HostConfig, o: ApplyOptions): Promise<number> {
+  let changes = 0, ctChanged = false;
+  for (const s of cfg.services) {
+    const r = applyService(s, o);
+    changes += r.changes;
+    ctChanged ||= r.ctChanged;
+  }
+
+  // the dataplane: started (or restarted when its command line or a table it maps changed)
+  const d = cfg.dataplane;
+  const args = dataplaneArgs(cfg);
+  const old = readState(cfg.name);
+  const log = logPath(cfg.name);
+  const oldRunning = old !== undefined && old.program !== null && isDataplane(old.pid, old.program, old.args);
+  const same = oldRunning && old.program === d.program && old.args.join(" ") === args.join(" ");
+  let pid: number | null = oldRunning ? old.pid : null;
+  let program: "lb" | "flowlb" | null = oldRunning ? old.program : null;
+  let oldArgs = oldRunning ? old.args : [];
+  if (oldRunning && (!same || ctChanged || !d.start)) {
+    const why = !d.start
+      ? "the file does not start it"
+      : !same
+      ? "its options changed"
+      : "its connection table changed";
+    o.say(`- stop ${old.program} ${old.args.join(" ")}   (pid ${old.pid}; ${why})`);
+    if (!o.dryRun) await stopDataplane(old.pid!);
+    pid = null;
+    program = null;
+    oldArgs = [];
+    changes++;
+  }
+  if (d.start && pid === null) {
+    if (!o.dryRun) {
+      pid = await startDataplane(d.program, args, {
+        log,
+        env: dataplaneEnv(cfg),
+        queues: d.queues.last - d.queues.first + 1,
+      });
+    }
+    program = d.program;
+    oldArgs = args;
+    o.say(`+ start ${d.program} ${args.join(" ")}${pid ? `   (pid ${pid}, log ${log})` : ""}`);
+    changes++;
+  }
+  const state: HostState = {
+    version: 1,
+    name: cfg.name,
+    file: o.file,
+    program,
+    args: oldArgs,
+    pid,
+    log,
+    services: cfg.services.map((s) => s.name),
+    ftShm: ftShmOf(cfg),
+  };
+  if (!o.dryRun) writeState(state);
+
+  // kernel plumbing (after the dataplane has bound its queues, so nothing waits for it)
+  const p = await applyPlumbing(plumbingSpecOf(cfg), { dryRun: o.dryRun });
+  for (const l of p.removed) o.say(`- ${l}`);
+  for (const l of p.added) o.say(`+ ${l}`);
+  changes += p.added.length + p.removed.length;
+
+  // flows, by diff with what the running flowlb has
+  if (d.program === "flowlb") {
+    const address = d.options.flowAddress;
+    if (pid === null) {
+      if (cfg.flows.length > 0) {
+        if (!o.dryRun && !d.start) {
+          throw new NfqlbError(`flows need a running flowlb: start it, or set dataplane.start: true`);
+        }
+        for (const f of cfg.flows) o.say(`+ ${flowSetLine(f.request)}`);
+        changes += cfg.flows.length;
+      }
+    } else {
+      const have = await listFlows(address);
+      for (const c of planFlows(have, cfg.flows)) {
+        o.say(
+          c.kind === "set"
+            ? `${c.replaces ? "~" : "+"} ${flowSetLine(c.request)}`
+            : `- flow-delete --name=${c.name}`,
+        );
+        if (!o.dryRun) await applyFlowChange(c, address);
+        changes++;
+      }
+    }
+  }
+  return changes;
+}

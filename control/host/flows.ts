@@ -1,0 +1,100 @@
+/**
+ * Flows by diff (nfqlb apply): what a running flowlb has, compared with the
+ * flows of a config in their canonical form, and the flow-set / flow-delete
+ * requests that make them equal.
+ */
+import { NfqlbError } from "../errors.ts";
+import { flowExchange } from "../flow_client.ts";
+import { decodeReply } from "../flow_protocol.ts";
+import { canonicalRequest, type FlowRequest, parseFlowDefinition } from "../flows.ts";
+import type { FlowConfig } from "../config/types.ts";
+
+/** One flow change. */
+export type FlowChange =
+  | { readonly kind: "set"; readonly name: string; readonly request: FlowRequest; readonly replaces: boolean }
+  | { readonly kind: "delete"; readonly name: string };
+
+/** The flow-set command line of a request (for apply's output). */
+export function flowSetLine(r: FlowRequest): string {
+  const parts = [`flow-set --name=${r.name}`, `--target=${r.target}`];
+  if (r.priority !== undefined) parts.push(`--prio=${r.priority}`);
+  for (const k of ["protocols", "dsts", "srcs", "dports", "sports", "match", "udpencap"] as const) {
+    if (r[k] !== undefined) parts.push(`--${k}=${r[k]}`);
+  }
+  return parts.join(" ");
+}
+
+interface ListedFlow {
+  name: string;
+  priority?: number;
+  protocols?: string[];
+  dests?: string[];
+  dports?: string[];
+  srcs?: string[];
+  sports?: string[];
+  match?: string[];
+  udpencap?: number;
+  user_ref?: string;
+}
+
+/** A listed flow (flow-list JSON) as its canonical request; undefined for one that does not parse. */
+export function listedToRequest(f: ListedFlow): FlowRequest | undefined {
+  // flowlb prints the int32 priority as unsigned (upstream's %u)
+  const prio = (f.priority ?? 0) > 0x7fffffff ? (f.priority ?? 0) - 0x100000000 : (f.priority ?? 0);
+  const req: FlowRequest = { name: f.name, target: f.user_ref, priority: String(prio) };
+  if (f.protocols) req.protocols = f.protocols.join(",");
+  if (f.dests) req.dsts = f.dests.join(",");
+  if (f.srcs) req.srcs = f.srcs.join(",");
+  if (f.dports) req.dports = f.dports.join(",");
+  if (f.sports) req.sports = f.sports.join(",");
+  if (f.match) req.match = f.match.join(",");
+  if (f.udpencap) req.udpencap = String(f.udpencap);
+  const p = parseFlowDefinition(req, "flow");
+  return p.ok ? canonicalRequest(p.definition) : undefined;
+}
+
+const same = (a: FlowRequest, b: FlowRequest) =>
+  JSON.stringify(canonicalOrder(a)) === JSON.stringify(canonicalOrder(b));
+function canonicalOrder(r: FlowRequest): [string, string][] {
+  return Object.entries(r).filter(([, v]) => v !== undefined).sort(([a], [b]) => a.localeCompare(b));
+}
+
+/** The flows a running flowlb has, by name, as canonical requests. Throws when it does not answer. */
+export async function listFlows(address?: string): Promise<Map<string, FlowRequest | undefined>> {
+  const reply = await flowExchange({ action: "list" }, address);
+  const text = new TextDecoder().decode(reply).trim();
+  let listed: ListedFlow[];
+  try {
+    listed = text === "" ? [] : JSON.parse(text) as ListedFlow[];
+  } catch {
+    throw new NfqlbError(`flow-list: unexpected answer from flowlb: ${text.slice(0, 80)}`);
+  }
+  return new Map(listed.map((f) => [f.name, listedToRequest(f)]));
+}
+
+/** The changes that make `have` (a flowlb's flows) equal the config's `want`. Pure. */
+export function planFlows(
+  have: ReadonlyMap<string, FlowRequest | undefined>,
+  want: readonly FlowConfig[],
+): FlowChange[] {
+  const changes: FlowChange[] = [];
+  const wanted = new Set(want.map((f) => f.name));
+  for (const name of have.keys()) if (!wanted.has(name)) changes.push({ kind: "delete", name });
+  for (const f of want) {
+    const cur = have.get(f.name);
+    if (cur !== undefined && same(cur, f.request)) continue;
+    changes.push({ kind: "set", name: f.name, request: f.request, replaces: have.has(f.name) });
+  }
+  return changes;
+}
+
+/** Sends one change to flowlb; throws with flowlb's answer when it refuses. */
+export async function applyFlowChange(c: FlowChange, address?: string): Promise<void> {
+  const reply = c.kind === "set"
+    ? await flowExchange({ action: "set", ...c.request }, address)
+    : await flowExchange({ action: "delete", name: c.name }, address);
+  const text = reply.length ? decodeReply(reply) : "(no answer)";
+  if (!text.startsWith("OK")) {
+    throw new NfqlbError(`flow-${c.kind} ${c.name}: flowlb answered: ${text}`);
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * What `nfqlb apply` remembers between runs, per config name: the dataplane
+ * process it started and the services it set up. A small JSON file in the
+ * shm directory (tmpfs, like the tables it describes: gone at reboot, as they
+ * are). Kernel rules need no record here: they carry the config's tag.
+ */
+import { z } from "zod";
+import { errorText, NfqlbError } from "../errors.ts";
+import { shmDir } from "../shm_dir.ts";
+
+const StateSchema = z.object({
+  version: z.literal(1),
+  name: z.string(),
+  file: z.string(),
+  program: z.enum(["lb", "flowlb"]).nullable(),
+  args: z.array(z.string()),
+  pid: z.number().int().nullable(),
+  log: z.string(),
+  services: z.array(z.string()),
+  ftShm: z.string(),
+}).strict();
+
+/** The record of one applied config. */
+export type HostState = z.infer<typeof StateSchema>;
+
+/** The state file of config `name`. */
+export function statePath(name: string): string {
+  return `${shmDir()}/.nfqlb-host-${name}.json`;
+}
+
+/** The dataplane's log file of config `name`. */
+export function logPath(name: string): string {
+  return `${shmDir()}/.nfqlb-host-${name}.log`;
+}
+
+/** The state of config `name`, or undefined when none was recorded (or it is unreadable: then say so). */
+export function readState(name: string): HostState | undefined {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(statePath(name));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw new NfqlbError(`${statePath(name)}: ${errorText(e)}`);
+  }
+  try {
+    const r = StateSchema.safeParse(JSON.parse(text));
+    if (r.success) return r.data;
+  } catch { /* fall through */ }
+  // a damaged record must not stop apply or teardown: they re-derive what they need
+  return undefined;
+}
+
+/** Writes the state of a config (atomically: a reader sees the old or the new file). */
+export function writeState(s: HostState): void {
+  const path = statePath(s.name);
+  const tmp = `${path}.${Deno.pid}`;
+  Deno.writeTextFileSync(tmp, JSON.stringify(s, null, 2) + "\n", { mode: 0o600 });
+  Deno.renameSync(tmp, path);
+}
+
+/** Removes the state (and log) of a config; missing files are fine. */
+export function removeState(name: string): void {
+  for (const p of [statePath(name), logPath(name)]) {
+    try {
+      Deno.removeSync(p);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw new NfqlbError(`${p}: ${errorText(e)}`);
+    }
+  }
+}
+
+/** The names of every config with a state file in the shm directory. */
+export function listStates(): string[] {
+  const names: string[] = [];
+  try {
+    for (const e of Deno.readDirSync(shmDir())) {
+      const m = /^\.nfqlb-host-(.+)\.json$/.exec(e.name);
+      if (m && e.isFile) names.push(m[1]);
+    }
+  } catch { /* no shm directory: no states */ }
+  return names.sort();
+}

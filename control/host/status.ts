@@ -1,0 +1,170 @@
+/**
+ * `nfqlb status`: one human view of a host against a config — tables and
+ * targets with weights, connection tables, the dataplane process and its
+ * queues, flows, kernel rules — with every difference from the file marked
+ * `!` and counted.
+ */
+import type { HostConfig, ServiceConfig } from "../config/types.ts";
+import { conntrackName, ConntrackShm } from "../conntrack_shm.ts";
+import { kernelQueues } from "../counters_shm.ts";
+import { errorText } from "../errors.ts";
+import { statusPlumbing } from "../plumbing/apply.ts";
+import { shmPath } from "../shm_dir.ts";
+import { TargetShm } from "../target_shm.ts";
+import { dataplaneArgs, isDataplane } from "./dataplane.ts";
+import { listFlows, planFlows } from "./flows.ts";
+import { plumbingSpecOf } from "./plumbing_spec.ts";
+import { readState } from "./state.ts";
+
+/** What {@link hostStatus} found. */
+export interface HostStatus {
+  /** The view, line by line. */
+  lines: string[];
+  /** Differences from the file (0: the host matches it). */
+  drift: number;
+}
+
+const exists = (name: string) => {
+  try {
+    Deno.statSync(shmPath(name));
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+function serviceLines(s: ServiceConfig, out: string[]): number {
+  let drift = 0;
+  const bad = (l: string) => {
+    out.push(`  ! ${l}`);
+    drift++;
+  };
+  if (!exists(s.name)) {
+    bad(`service ${s.name}: no target table (file: M=${s.m} N=${s.n})`);
+    return drift;
+  }
+  let t: TargetShm;
+  try {
+    t = TargetShm.open(s.name);
+  } catch (e) {
+    bad(`service ${s.name}: ${errorText(e)}`);
+    return drift;
+  }
+  try {
+    out.push(`  service ${s.name}: M=${t.M} N=${t.N}, ${s.vips.map((v) => v.cidr).join(" ")}`);
+    if (t.M !== s.m || t.N !== s.n) bad(`table size M=${t.M} N=${t.N}, the file says M=${s.m} N=${s.n}`);
+    const snap = t.snapshot(0);
+    const rows = new Map<number, number>();
+    snap.active.forEach((fw, i) => fw >= 0 && rows.set(fw, snap.weights[i]));
+    for (const tg of s.targets) {
+      const addr = [tg.ipv4, tg.ipv6].filter((a) => a !== null).join(" ");
+      const where = `${tg.mode}${tg.port !== null ? ` port ${tg.port}` : ""} ${addr}`;
+      const w = rows.get(tg.fwmark);
+      rows.delete(tg.fwmark);
+      if (!tg.active) {
+        if (w === undefined) out.push(`    target ${tg.fwmark}  inactive (as the file says)  ${where}`);
+        else bad(`target ${tg.fwmark}  active (weight ${w}), the file says inactive`);
+      } else if (w === undefined) bad(`target ${tg.fwmark}  not in the table  ${where}`);
+      else if (w !== tg.weight) bad(`target ${tg.fwmark}  weight ${w}, the file says ${tg.weight}`);
+      else out.push(`    target ${tg.fwmark}  weight ${w}${w === 0 ? " (draining)" : ""}  ${where}`);
+    }
+    for (const [fw, w] of rows) bad(`target ${fw}  weight ${w}: in the table, not in the file`);
+  } finally {
+    t.close();
+  }
+  const ctName = conntrackName(s.name);
+  if (s.conntrack) {
+    if (!exists(ctName)) bad(`connection table ${ctName} missing`);
+    else {
+      const ct = ConntrackShm.open(ctName);
+      try {
+        const st = ct.stats();
+        const looked = st.hits + st.misses;
+        out.push(
+          `    conntrack: ${st.entries}/${st.capacity} entries, scheduler ${ct.scheduler}, hit ratio ${
+            looked ? (st.hits / looked).toFixed(3) : "-"
+          }, ${st.recycles} recycled, ${st.floodSkips} flood-skipped`,
+        );
+      } finally {
+        ct.close();
+      }
+    }
+  } else if (exists(ctName)) bad(`connection table ${ctName} exists, the file has none`);
+  return drift;
+}
+
+/**
+ * The status of this host against `cfg`.
+ *
+ * @example
+ * ```ts
+ * const st = await hostStatus(await loadHostConfig("host.yaml"));
+ * console.log(st.lines.join("\n"));
+ * ```
+ */
+export async function hostStatus(cfg: HostConfig, file: string): Promise<HostStatus> {
+  const out: string[] = [`config ${cfg.name} (${file})`];
+  let drift = 0;
+  const bad = (l: string) => {
+    out.push(`  ! ${l}`);
+    drift++;
+  };
+  for (const s of cfg.services) drift += serviceLines(s, out);
+
+  const d = cfg.dataplane;
+  const st = readState(cfg.name);
+  const args = dataplaneArgs(cfg);
+  const running = st !== undefined && st.program !== null && isDataplane(st.pid, st.program, st.args);
+  if (running) {
+    const line = `${st.program} ${st.args.join(" ")}`;
+    if (st.program !== d.program || st.args.join(" ") !== args.join(" ")) {
+      bad(`dataplane: pid ${st.pid} runs ${line}; the file says ${d.program} ${args.join(" ")}`);
+    } else out.push(`  dataplane: ${line}, pid ${st.pid}, log ${st.log}`);
+  } else if (d.start) bad(`dataplane: ${d.program} not running (apply starts it)`);
+  else out.push(`  dataplane: not started by apply (dataplane.start: false)`);
+  const queues = new Map(kernelQueues().map((q) => [q.queue, q]));
+  for (let q = d.queues.first; q <= d.queues.last; q++) {
+    const k = queues.get(q);
+    if (!k) {
+      if (running) bad(`queue ${q}: not bound`);
+      continue;
+    }
+    out.push(
+      `    queue ${q}: ${k.idSequence} packets, ${k.waiting} waiting, ${k.queueDropped} dropped (full), ${k.userDropped} dropped (user)`,
+    );
+  }
+
+  if (d.program === "flowlb" && running) {
+    try {
+      const have = await listFlows(d.options.flowAddress);
+      const changes = planFlows(have, cfg.flows);
+      for (const f of cfg.flows) {
+        if (!changes.some((c) => c.name === f.name)) out.push(`    flow ${f.name} -> ${f.service}`);
+      }
+      for (const c of changes) {
+        bad(
+          c.kind === "delete"
+            ? `flow ${c.name}: in flowlb, not in the file`
+            : `flow ${c.name}: ${c.replaces ? "differs from" : "missing, in"} the file`,
+        );
+      }
+    } catch (e) {
+      bad(`flows: ${errorText(e)}`);
+    }
+  }
+
+  const p = await statusPlumbing(plumbingSpecOf(cfg));
+  out.push(
+    `  kernel: ${p.present.length} rules and routes present, ${p.missing.length} missing, ${p.extra.length} extra`,
+  );
+  if (p.present.length === 0 && p.missing.length > 0) {
+    bad(`kernel: none of the ${p.missing.length} rules and routes`);
+  } else for (const l of p.missing) bad(`missing: ${l}`);
+  for (const l of p.extra) bad(`extra:   ${l}`);
+  out.push(
+    drift === 0
+      ? `the host matches ${file}`
+      : `${drift} difference${drift === 1 ? "" : "s"} from ${file} (nfqlb apply -f ${file} fixes them)`,
+  );
+  return { lines: out, drift };
+}

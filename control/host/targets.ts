@@ -1,0 +1,114 @@
+/**
+ * Targets by diff (nfqlb apply): the rows of a target table made to hold
+ * exactly the active targets of a config, in one commit. Rows of fwmarks that
+ * stay keep their index (so Maglev moves only what the change demands); new
+ * fwmarks take the lowest free rows, as `activate` does.
+ */
+import { NfqlbError } from "../errors.ts";
+import { TargetShm } from "../target_shm.ts";
+
+/** A wanted target: fwmark and weight (0 = drain). */
+export interface WantedTarget {
+  /** fwmark (the row's value). */
+  readonly fwmark: number;
+  /** Maglev weight 0..65535. */
+  readonly weight: number;
+}
+
+/** One change to a target table. */
+export type TargetChange =
+  | { readonly kind: "activate"; readonly fwmark: number; readonly weight: number }
+  | { readonly kind: "deactivate"; readonly fwmark: number }
+  | { readonly kind: "weight"; readonly fwmark: number; readonly from: number; readonly to: number };
+
+/** The text of a change, as apply prints it (the equivalent command). */
+export function describeTargetChange(shm: string, c: TargetChange): string {
+  switch (c.kind) {
+    case "activate":
+      return `activate --shm=${shm} --weight=${c.weight} ${c.fwmark}`;
+    case "deactivate":
+      return `deactivate --shm=${shm} ${c.fwmark}`;
+    case "weight":
+      return `activate --shm=${shm} --weight=${c.to} ${c.fwmark}   (weight ${c.from} -> ${c.to})`;
+  }
+}
+
+/**
+ * The changes that turn rows (active[i] = fwmark or -1, weights[i]) into
+ * `wanted`, and the new rows. Pure. Throws when the wanted targets do not fit
+ * in the table's N rows.
+ *
+ * @example
+ * ```ts
+ * const r = planTargets(Int32Array.of(101, -1), Uint32Array.of(1, 1), [{ fwmark: 102, weight: 2 }]);
+ * // r.changes: deactivate 101, then activate 102 (weight 2) in the freed row 0
+ * ```
+ */
+export function planTargets(
+  active: Int32Array,
+  weights: Uint32Array,
+  wanted: readonly WantedTarget[],
+): { changes: TargetChange[]; active: Int32Array; weights: Uint32Array } {
+  const want = new Map(wanted.map((t) => [t.fwmark, t.weight]));
+  const nextActive = Int32Array.from(active);
+  const nextWeights = Uint32Array.from(weights);
+  const changes: TargetChange[] = [];
+  const present = new Set<number>();
+  for (let i = 0; i < nextActive.length; i++) {
+    const fw = nextActive[i];
+    if (fw < 0) continue;
+    const w = want.get(fw);
+    if (w === undefined || present.has(fw)) {
+      // not wanted (or a duplicate row left by hand): free the row
+      nextActive[i] = -1;
+      nextWeights[i] = 1;
+      if (!present.has(fw)) changes.push({ kind: "deactivate", fwmark: fw });
+      continue;
+    }
+    present.add(fw);
+    if (nextWeights[i] !== w) {
+      changes.push({ kind: "weight", fwmark: fw, from: nextWeights[i], to: w });
+      nextWeights[i] = w;
+    }
+  }
+  let free = 0;
+  for (const t of wanted) {
+    if (present.has(t.fwmark)) continue;
+    while (free < nextActive.length && nextActive[free] >= 0) free++;
+    if (free >= nextActive.length) {
+      throw new NfqlbError(
+        `${wanted.length} active targets do not fit in a table of N=${nextActive.length} rows`,
+      );
+    }
+    nextActive[free] = t.fwmark;
+    nextWeights[free] = t.weight;
+    present.add(t.fwmark);
+    changes.push({ kind: "activate", fwmark: t.fwmark, weight: t.weight });
+  }
+  return { changes, active: nextActive, weights: nextWeights };
+}
+
+/** The changes that applying `wanted` to table `shm` would make (reads the table). */
+export function diffTargets(shm: string, wanted: readonly WantedTarget[]): TargetChange[] {
+  const t = TargetShm.open(shm);
+  try {
+    const s = t.snapshot(0);
+    return planTargets(s.active, s.weights, wanted).changes;
+  } finally {
+    t.close();
+  }
+}
+
+/** Makes table `shm` hold exactly `wanted` in one commit (none when nothing changes); returns the changes. */
+export function applyTargets(shm: string, wanted: readonly WantedTarget[]): TargetChange[] {
+  let changes: TargetChange[] = [];
+  TargetShm.update(shm, (active, _t, weights) => {
+    const p = planTargets(active, weights, wanted);
+    changes = p.changes;
+    if (changes.length === 0) return false;
+    active.set(p.active);
+    weights.set(p.weights);
+    return true;
+  });
+  return changes;
+}
