@@ -1,0 +1,191 @@
+/**
+ * The pure parts of `nfqlb apply` (control/host): targets by diff, flows by
+ * diff, the dataplane command line and the plumbing spec of a config. The
+ * kernel side runs in tests/e2e/apply_test.ts.
+ */
+import assert from "node:assert/strict";
+import { parseHostConfig } from "../../control/host_config.ts";
+import { dataplaneArgs, dataplaneEnv, ftShmOf, isDataplane } from "../../control/host/dataplane.ts";
+import { flowSetLine, listedToRequest, planFlows } from "../../control/host/flows.ts";
+import { plumbingSpecOf } from "../../control/host/plumbing_spec.ts";
+import { describeTargetChange, planTargets } from "../../control/host/targets.ts";
+import { planPlumbing } from "../../control/plumbing/plan.ts";
+import { NfqlbError } from "../../control/errors.ts";
+
+const rows = (...fws: number[]) => Int32Array.from(fws);
+const ws = (...w: number[]) => Uint32Array.from(w);
+
+Deno.test("apply targets: rows that stay keep their index, new ones take the lowest free rows", () => {
+  const r = planTargets(rows(101, -1, 103, 104), ws(1, 1, 2, 1), [
+    { fwmark: 103, weight: 2 },
+    { fwmark: 105, weight: 1 },
+    { fwmark: 101, weight: 3 },
+  ]);
+  assert.deepEqual([...r.active], [101, 105, 103, -1]);
+  assert.deepEqual([...r.weights], [3, 1, 2, 1]);
+  assert.deepEqual(r.changes, [
+    { kind: "weight", fwmark: 101, from: 1, to: 3 },
+    { kind: "deactivate", fwmark: 104 },
+    { kind: "activate", fwmark: 105, weight: 1 },
+  ]);
+});
+
+Deno.test("apply targets: the same set is no change; an empty set deactivates all; too many is one error", () => {
+  assert.deepEqual(
+    planTargets(rows(101, 102), ws(1, 0), [{ fwmark: 102, weight: 0 }, { fwmark: 101, weight: 1 }]).changes,
+    [],
+  );
+  const off = planTargets(rows(101, 102), ws(1, 1), []);
+  assert.deepEqual([...off.active], [-1, -1]);
+  assert.equal(off.changes.length, 2);
+  assert.throws(
+    () => planTargets(rows(-1), ws(1), [{ fwmark: 1, weight: 1 }, { fwmark: 2, weight: 1 }]),
+    (e: Error) =>
+      e instanceof NfqlbError && e.message === "2 active targets do not fit in a table of N=1 rows",
+  );
+  // a fwmark in two rows (left by hand with activate --index) keeps one row
+  const dup = planTargets(rows(101, 101), ws(1, 1), [{ fwmark: 101, weight: 1 }]);
+  assert.deepEqual([...dup.active], [101, -1]);
+  assert.deepEqual(dup.changes, []);
+});
+
+Deno.test("apply targets: each change reads as the command that makes it", () => {
+  assert.equal(
+    describeTargetChange("web", { kind: "activate", fwmark: 7, weight: 2 }),
+    "activate --shm=web --weight=2 7",
+  );
+  assert.equal(describeTargetChange("web", { kind: "deactivate", fwmark: 7 }), "deactivate --shm=web 7");
+  assert.equal(
+    describeTargetChange("web", { kind: "weight", fwmark: 7, from: 1, to: 0 }),
+    "activate --shm=web --weight=0 7   (weight 1 -> 0)",
+  );
+});
+
+const FLOWS = `version: 1
+name: edge
+services:
+  - name: a
+    vips: [10.0.0.1, "fd00::1"]
+    ports: [{protocol: udp, port: 5000}, {protocol: tcp, port: "8000-8080"}, {protocol: sctp}]
+    targets:
+      - {fwmark: 101, address: [192.168.1.1, "fd00:1::1"]}
+  - name: b
+    vips: [10.0.0.2]
+    conntrack: {capacity: 1000}
+    scheduler: rr
+    targets:
+      - {fwmark: 201, address: 192.168.2.1, mode: nat, port: 8080}
+      - {fwmark: 202, address: 192.168.2.2, mode: nat, active: false}
+flows:
+  - {name: fa, service: a, priority: 2, protocols: [udp], dsts: [10.0.0.1/32], dports: ["5000"]}
+  - {name: fb, service: b, protocols: [tcp], dports: ["80", "81-90"]}
+dataplane:
+  queue: "0:1"
+  offload: true
+  options: {mtu: 9000, failOpen: true, promiscuous: true, flowAddress: "unix:edge", ftShm: edge-ft}
+`;
+
+Deno.test("apply dataplane: the command line of a config, in a fixed order, and its environment", () => {
+  const cfg = parseHostConfig(FLOWS, "edge.yaml");
+  assert.equal(cfg.dataplane.program, "flowlb");
+  assert.deepEqual(dataplaneArgs(cfg), [
+    "--queue=0:1",
+    "--mtu=9000",
+    "--ft_shm=edge-ft",
+    "--fail_open",
+    "--promiscuous_ping",
+  ]);
+  assert.deepEqual(dataplaneEnv(cfg), { NFQLB_FLOW_ADDRESS: "unix:edge" });
+  assert.equal(ftShmOf(cfg), "edge-ft");
+  const lb = parseHostConfig(
+    "version: 1\nservices:\n  - name: web\n    vips: [10.0.0.1]\n    targets: [{fwmark: 1, address: 10.1.1.1}]\n",
+    "lb.yaml",
+  );
+  assert.deepEqual(dataplaneArgs(lb), ["--queue=2", "--tshm=web"]);
+  assert.deepEqual(dataplaneEnv(lb), {});
+  assert.equal(ftShmOf(lb), "ftshm");
+});
+
+Deno.test("apply dataplane: a pid is ours only when it runs that program with exactly those arguments", () => {
+  // this test process is not an lb
+  assert.equal(isDataplane(Deno.pid, "lb", ["--queue=2"]), false);
+  assert.equal(isDataplane(null, "lb", []), false);
+  assert.equal(isDataplane(0x3fffffff, "lb", []), false);
+});
+
+Deno.test("apply plumbing: every service's VIPs with its port filters, a target per address family", () => {
+  const cfg = parseHostConfig(FLOWS, "edge.yaml");
+  const spec = plumbingSpecOf(cfg);
+  assert.equal(spec.id, "edge");
+  assert.equal(spec.queue, "0:1");
+  assert.equal(spec.offload, true);
+  assert.deepEqual(spec.vips, [
+    {
+      address: "10.0.0.1/32",
+      ports: [
+        { protocol: "udp", port: 5000, lastPort: 5000 },
+        { protocol: "tcp", port: 8000, lastPort: 8080 },
+        { protocol: "sctp" },
+      ],
+    },
+    {
+      address: "fd00::1/128",
+      ports: [
+        { protocol: "udp", port: 5000, lastPort: 5000 },
+        { protocol: "tcp", port: 8000, lastPort: 8080 },
+        { protocol: "sctp" },
+      ],
+    },
+    { address: "10.0.0.2/32" },
+  ]);
+  assert.deepEqual(spec.targets, [
+    { fwmark: 101, address: "192.168.1.1", mode: "dsr", table: 101 },
+    { fwmark: 101, address: "fd00:1::1", mode: "dsr", table: 101 },
+    { fwmark: 201, address: "192.168.2.1", mode: "nat", table: 201, port: 8080 },
+    { fwmark: 202, address: "192.168.2.2", mode: "nat", table: 202 },
+  ]);
+  // the port filters become iptables matches: a port, a range, a protocol alone
+  const lines = planPlumbing(spec, { nftQueue: false }).map((o) => o.line).filter((l) =>
+    l.includes("NFQUEUE")
+  );
+  assert.ok(lines.some((l) => l.includes("-d 10.0.0.1/32 -p udp --dport 5000 ")), lines.join("\n"));
+  assert.ok(lines.some((l) => l.includes("-d 10.0.0.1/32 -p tcp --dport 8000:8080 ")), lines.join("\n"));
+  assert.ok(
+    lines.some((l) => l.includes("-d 10.0.0.1/32 -p sctp ") && !/-p sctp --dport/.test(l)),
+    lines.join("\n"),
+  );
+  assert.ok(lines.some((l) => l.includes("-d 10.0.0.2/32 -m comment")), lines.join("\n"));
+});
+
+Deno.test("apply flows: listed flows compare by their canonical form; changes are sets and deletes", () => {
+  const cfg = parseHostConfig(FLOWS, "edge.yaml");
+  const listedA = listedToRequest({
+    name: "fa",
+    priority: 2,
+    protocols: ["udp"],
+    dests: ["10.0.0.1/32"],
+    dports: ["5000"],
+    user_ref: "a",
+  });
+  assert.deepEqual(listedA, cfg.flows[0].request);
+  // flowlb prints a negative priority as unsigned
+  assert.equal(listedToRequest({ name: "n", priority: 0xffffffff, user_ref: "a" })?.priority, "-1");
+  const have = new Map([
+    ["fa", listedA],
+    ["old", listedToRequest({ name: "old", user_ref: "a" })],
+    ["fb", listedToRequest({ name: "fb", protocols: ["tcp"], dports: ["80"], user_ref: "b" })],
+  ]);
+  const changes = planFlows(have, cfg.flows);
+  assert.deepEqual(
+    changes.map((c) => `${c.kind} ${c.name}${c.kind === "set" && c.replaces ? " (replaces)" : ""}`),
+    [
+      "delete old",
+      "set fb (replaces)",
+    ],
+  );
+  assert.deepEqual(planFlows(new Map([["fa", listedA], ["fb", cfg.flows[1].request]]), cfg.flows), []);
+  assert.equal(
+    flowSetLine(cfg.flows[1].request),
+    "flow-set --name=fb --target=b --protocols=tcp --dports=80-90",
+  );
+});
