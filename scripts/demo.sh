@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: installs what is missing and builds the C library (scripts/bootstrap.sh),
-# then runs scripts/demo.ts: a namespace topology with nfqlb lb on real TCP/UDP traffic,
-# a per-target table, a deactivated target, and full cleanup (also on Ctrl-C).
+# then runs scripts/demo.ts: a namespace topology set up by `nfqlb apply -f` from a config file,
+# real TCP/UDP traffic with a per-target table, `nfqlb status`, a target drained by editing the file
+# and applying again, and `nfqlb teardown -f` with full cleanup (also on Ctrl-C).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 if [ "$(id -u)" -ne 0 ]; then

@@ -1,13 +1,17 @@
 /**
- * The demo (`deno task demo` / scripts/demo.sh): builds a client / load
- * balancer / 3-target topology from network namespaces, runs `nfqlb lb`
- * behind iptables -j NFQUEUE, sends real TCP connections and UDP requests to
- * the VIP, and shows where they landed; then deactivates one target, shows
- * where its flows went (and that the others stayed), activates it again and
- * tears everything down, also on Ctrl-C. Needs root. Takes about 15 s.
+ * The demo (`deno task demo` / scripts/demo.sh), run as an operator would:
+ * builds a client / load balancer / 3-target topology from network
+ * namespaces, writes a small config file and runs `nfqlb apply -f` in the lb
+ * netns (target table, the detached `nfqlb lb`, NFQUEUE rules, fwmark
+ * routing), sends real TCP connections and UDP requests to the VIP and shows
+ * where they landed, shows `nfqlb status`, drains one target by setting its
+ * weight to 0 in the file and applying again (a one-line diff), shows where
+ * new flows go, then `nfqlb teardown -f` and removes the topology, also on
+ * Ctrl-C. Needs root. Takes about 10 s.
  */
 import type { Flow } from "../tests/e2e/agent.ts";
-import { type Family, FWBASE, isRoot, teardownAll, Topology, VIP } from "../tests/e2e/topology.ts";
+import { HostUnderTest, targetAddr } from "../tests/e2e/host_helpers.ts";
+import { type Family, FWBASE, isRoot, teardownAll, type Topology, VIP } from "../tests/e2e/topology.ts";
 
 const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
 const paint = (code: string) => (s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);
@@ -71,6 +75,43 @@ async function send(topo: Topology, p: Probe): Promise<string[]> {
   return r.targets.map((x) => x[0]);
 }
 
+/** The demo's config file: one service `web`, VIPs of both families, the 3 targets with their weights. */
+function config(weights: number[]): string {
+  return [
+    "version: 1",
+    "name: demo",
+    "services:",
+    "  - name: web",
+    `    vips: [${VIP[4]}, "${VIP[6]}"]`,
+    "    targets:",
+    ...weights.map((w, k) =>
+      `      - { fwmark: ${FWBASE + k + 1}, address: [${targetAddr(4, k + 1)}, "${targetAddr(6, k + 1)}"]${
+        w === 1 ? "" : `, weight: ${w}`
+      } }`
+    ),
+    "",
+  ].join("\n");
+}
+
+/** Runs `nfqlb args...` in the lb netns; throws with its output when it fails. */
+async function nfqlb(h: HostUnderTest, args: string[], okCodes = [0]): Promise<string[]> {
+  const r = await h.nfqlb(args);
+  if (!okCodes.includes(r.code)) {
+    throw new Error(`nfqlb ${args.join(" ")} failed (${r.code}): ${(r.stderr + r.stdout).trim()}`);
+  }
+  return r.stdout.trimEnd().split("\n");
+}
+
+/** Output lines of apply/teardown: kernel lines dimmed, the rest (tables, process, summary) plain. */
+function printChanges(lines: string[]): void {
+  for (const l of lines) {
+    const kernel = /^[-+] (ip6?tables|ip) /.test(l);
+    say(`     ${kernel ? dim(l) : l.startsWith("~") ? yellow(l) : l}`);
+  }
+}
+
+let host: HostUnderTest | undefined;
+
 async function main(): Promise<number> {
   if (!isRoot()) {
     console.error(
@@ -83,17 +124,21 @@ async function main(): Promise<number> {
     if (interrupted) return;
     interrupted = true;
     console.error("\ndemo: interrupted; removing namespaces and processes...");
+    host?.killStarted(); // the lb that apply started detached is not a process of the topology
     await teardownAll();
     Deno.exit(130);
   };
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
 
-  say(bold("nfqlb-deno demo: Maglev load balancing with NFQUEUE, in network namespaces"));
+  say(
+    bold("nfqlb-deno demo: Maglev load balancing with NFQUEUE, in network namespaces, from one config file"),
+  );
   say(dim("   Nothing leaves this machine: all addresses live in namespaces the demo creates and removes."));
 
   section("1. Topology");
-  const topo = await Topology.create({ steering: { mode: "nfqueue", queue: 2 } });
+  const h = host = await HostUnderTest.create({ name: "demo" });
+  const topo = h.topo;
   try {
     say(
       `   client ${cyan(topo.ns.cli)} ─ lb ${cyan(topo.ns.lb)} ─ targets ${
@@ -101,20 +146,14 @@ async function main(): Promise<number> {
       }`,
     );
     say(`   VIP ${VIP[4]} and ${VIP[6]} on every target's loopback; targets reply directly (DSR).`);
-    say(`   In the lb netns: iptables -t mangle -A PREROUTING -d VIP -j NFQUEUE --queue-num 2`);
-    say(`                    ip rule fwmark 10i → table 10i → route to target i`);
+    say(`   The lb netns has no NFQUEUE rule and no fwmark routing yet: nfqlb apply installs them.`);
 
-    section("2. Target table (Maglev, M=997) and the load balancer");
-    const shm = `--shm=${topo.shm}`;
-    cmd(`nfqlb init ${shm} --M=997 --N=32`);
-    cmd(`nfqlb activate ${shm} 101 102 103`);
-    await topo.initTargets();
-    cmd(`nfqlb show ${shm}`);
-    const show = await topo.nfqlb(["show", shm]);
-    for (const l of show.stdout.trimEnd().split("\n")) say(`     ${l}`);
-    cmd(`nfqlb lb --tshm=${topo.shm} --queue=2   (in the lb netns)`);
-    const lb = await topo.startLb();
-    for (const l of lb.stdout.trimEnd().split("\n")) say(`     ${dim(l)}`);
+    section("2. The config file, applied");
+    h.write(config([1, 1, 1]));
+    cmd(`cat ${h.file}`);
+    for (const l of config([1, 1, 1]).trimEnd().split("\n")) say(`     ${cyan(l)}`);
+    cmd(`nfqlb apply -f ${h.file}   (in the lb netns)`);
+    printChanges(await nfqlb(h, ["apply", "-f", h.file]));
 
     section("3. Real traffic to the VIP: TCP connections and UDP requests, IPv4 and IPv6");
     const probes: Probe[] = [
@@ -132,44 +171,52 @@ async function main(): Promise<number> {
     const before = await Promise.all(probes.map((p) => send(topo, p)));
     table(topo, probes.map((p, i) => [label(p), count(before[i])]), "Where the flows landed");
 
-    section("4. Deactivate target t2 (fwmark 102)");
-    cmd(`nfqlb deactivate ${shm} 102`);
-    await topo.deactivate(FWBASE + 2);
-    const during = await Promise.all(probes.map((p) => send(topo, p)));
-    table(topo, probes.map((p, i) => [label(p), count(during[i])]), "The same flows again");
+    section("4. Status: the host against the file");
+    cmd(`nfqlb status -f ${h.file}`);
+    for (const l of await nfqlb(h, ["status", "-f", h.file], [0, 1])) say(`     ${l}`);
+
+    section("5. Drain target t2: weight 0 in the file, apply again");
+    cmd(`$EDITOR ${h.file}   (target 102: weight 0)`);
+    const line102 = (text: string) => text.split("\n").find((l) => l.includes(`fwmark: ${FWBASE + 2},`))!;
+    say(`     ${dim(`- ${line102(config([1, 1, 1]))}`)}`);
+    say(`     ${yellow(`+ ${line102(config([1, 0, 1]))}`)}`);
+    h.write(config([1, 0, 1]));
+    cmd(`nfqlb apply -f ${h.file}`);
+    printChanges(await nfqlb(h, ["apply", "-f", h.file]));
+    const fresh: Probe[] = probes.map((p, k) => ({ ...p, flows: topo.flows(p.fam, 150, 30000 + 1000 * k) }));
+    const drained = await Promise.all(fresh.map((p) => send(topo, p)));
+    table(topo, fresh.map((p, i) => [label(p), count(drained[i])]), "New flows, after the drain");
+    const onT2 = drained.flat().filter((x) => x === "t2").length;
+    say(`   ${onT2 === 0 ? green("no new flow went to t2") : yellow(`${onT2} new flows went to t2`)}.`);
+    // lb here keeps no connection table: the earlier flows are looked up again, and only t2's move
+    const again = await Promise.all(probes.map((p) => send(topo, p)));
     const wentTo: Tally = {};
     let others = 0, moved = 0;
     probes.forEach((_, k) =>
       before[k].forEach((b, i) => {
-        if (b === "t2") wentTo[during[k][i]] = (wentTo[during[k][i]] ?? 0) + 1;
+        const now = again[k][i] || "unanswered";
+        if (b === "t2") wentTo[now] = (wentTo[now] ?? 0) + 1;
         else {
           others++;
-          if (during[k][i] !== b) moved++;
+          if (now !== b) moved++;
         }
       })
     );
     const t2flows = Object.values(wentTo).reduce((a, b) => a + b, 0);
     say(
-      `   The ${t2flows} flows of t2 went to: ${
+      `   The ${t2flows} earlier flows of t2 went to: ${
         Object.entries(wentTo).sort().map(([n, c]) => `${n} ${c}`).join(", ")
       }`,
     );
     say(
-      `   Of the ${others} flows on t1/t3, ${moved === 0 ? green("none moved") : yellow(`${moved} moved`)}${
+      `   Of the ${others} earlier flows on t1/t3, ${
+        moved === 0 ? green("none moved") : yellow(`${moved} moved`)
+      }${
         moved ? dim(" (Maglev rebuilds the table; a few slots of the remaining targets change hands)") : ""
       }.`,
     );
-
-    section("5. Activate t2 again");
-    cmd(`nfqlb activate ${shm} 102`);
-    await topo.activate(FWBASE + 2);
-    const after = await Promise.all(probes.map((p) => send(topo, p)));
-    const total = probes.reduce((a, p) => a + p.flows.length, 0);
-    const back = probes.reduce((a, _, k) => a + after[k].filter((x, i) => x === before[k][i]).length, 0);
     say(
-      `   ${
-        back === total ? green(`${back}/${total}`) : yellow(`${back}/${total}`)
-      } flows are back on their original target.`,
+      dim("   (With `conntrack:` in the service, established connections would stay on t2 while it drains.)"),
     );
 
     const q = (await topo.queueStats()).get(2);
@@ -182,9 +229,14 @@ async function main(): Promise<number> {
     }
 
     section("6. Clean up");
-    const st = await topo.stopLb();
-    say(`   nfqlb lb stopped (SIGTERM, exit ${st?.status.code})`);
+    cmd(`nfqlb teardown -f ${h.file}`);
+    const down = await nfqlb(h, ["teardown", "-f", h.file]);
+    const kernel = down.filter((l) => /^- (ip6?tables|ip) /.test(l)).length;
+    printChanges(down.filter((l) => !/^- (ip6?tables|ip) /.test(l)).slice(0, -1));
+    say(`     ${dim(`- … ${kernel} kernel rules, chains and routes`)}`);
+    say(`     ${down.at(-1)}`);
   } finally {
+    h.killStarted();
     await topo.teardown();
   }
   say(

@@ -229,7 +229,12 @@ export async function applyHost(cfg: HostConfig, o: ApplyOptions): Promise<numbe
     services: cfg.services.map((s) => s.name),
     ftShm: ftShmOf(cfg),
   };
-  if (!o.dryRun) writeState(state);
+  // services the file no longer has stay recorded until their tables are deleted (below), so that a
+  // failure in between leaves them to the next apply or to teardown
+  const kept = new Set([ftShmOf(cfg), `${ftShmOf(cfg)}-counters`]);
+  for (const s of cfg.services) kept.add(s.name).add(conntrackName(s.name));
+  const gone = (old?.services ?? []).filter((n) => !kept.has(n));
+  if (!o.dryRun) writeState({ ...state, services: [...state.services, ...gone] });
 
   // kernel plumbing (after the dataplane has bound its queues, so nothing waits for it)
   const p = await applyPlumbing(plumbingSpecOf(cfg), { dryRun: o.dryRun });
@@ -261,5 +266,16 @@ export async function applyHost(cfg: HostConfig, o: ApplyOptions): Promise<numbe
       }
     }
   }
+
+  // tables of services removed from the file: last, once no flow selects them and lb has moved on
+  for (const name of gone) {
+    for (const f of [name, conntrackName(name)]) {
+      if (kept.has(f) || !shmExists(f)) continue;
+      o.say(`- delete --shm=${f}   (service ${name} is no longer in the file)`);
+      if (!o.dryRun) Deno.removeSync(shmPath(f));
+      changes++;
+    }
+  }
+  if (gone.length > 0 && !o.dryRun) writeState(state);
   return changes;
 }

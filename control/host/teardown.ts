@@ -8,7 +8,7 @@ import type { HostConfig } from "../config/types.ts";
 import { conntrackName } from "../conntrack_shm.ts";
 import { errorText, NfqlbError } from "../errors.ts";
 import { flowStorePath } from "../flow_store.ts";
-import { DEFAULT_FLOW_ADDRESS } from "../flow_protocol.ts";
+import { flowAddress } from "../flow_protocol.ts";
 import { teardownPlumbing } from "../plumbing/apply.ts";
 import { shmPath } from "../shm_dir.ts";
 import { ftShmOf, isDataplane, stopDataplane } from "./dataplane.ts";
@@ -47,6 +47,8 @@ export async function teardownHost(cfg: HostConfig, say: (line: string) => void)
   }
   const files = new Set<string>();
   for (const s of cfg.services) files.add(s.name).add(conntrackName(s.name));
+  // and those apply recorded: services removed from the file since, whose tables a failed apply left
+  for (const name of st?.services ?? []) files.add(name).add(conntrackName(name));
   // the dataplane's own files, when apply ran it for this config
   if (st && st.program !== null) {
     const ft = st.ftShm ?? ftShmOf(cfg);
@@ -59,7 +61,8 @@ export async function teardownHost(cfg: HostConfig, say: (line: string) => void)
     }
   }
   if (cfg.dataplane.program === "flowlb") {
-    const store = flowStorePath(cfg.dataplane.options.flowAddress ?? DEFAULT_FLOW_ADDRESS);
+    // the address flowlb saved under: the file's, else the NFQLB_FLOW_ADDRESS it inherited from apply
+    const store = flowStorePath(cfg.dataplane.options.flowAddress ?? flowAddress());
     if (removeFile(store)) {
       say(`- ${store}   (saved flows)`);
       n++;

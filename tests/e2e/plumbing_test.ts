@@ -21,56 +21,15 @@ import {
 import { NfqlbError } from "../../control/errors.ts";
 import { skipUnlessRoot } from "./checks.ts";
 import {
-  deleteNamespace,
-  type Family,
-  run,
-  TCP_PORT,
-  Topology,
-  UDP_PORT,
-  VIP,
-  waitUntil,
-} from "./topology.ts";
+  assertAllAnswered,
+  snapshot,
+  startNatServers,
+  stripTopologyPlumbing,
+  targetAddr,
+} from "./host_helpers.ts";
+import { deleteNamespace, type Family, run, TCP_PORT, Topology, UDP_PORT, VIP } from "./topology.ts";
 
 const ignore = skipUnlessRoot();
-
-/** Built-in chain declarations: a table holding only these is empty. */
-const BUILTIN_DECL = /^:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) \S+$/;
-
-/**
- * iptables-save of a family without comments and counters, and without
- * empty tables: iptables-nft keeps a table once a command touched it, and an
- * empty one holds no rule.
- */
-async function saveText(ns: string, family: Family): Promise<string> {
-  const r = await run(["ip", "netns", "exec", ns, family === 4 ? "iptables-save" : "ip6tables-save"]);
-  const out: string[] = [];
-  let block: string[] = [];
-  for (const raw of r.stdout.split("\n")) {
-    const line = raw.replace(/ \[\d+:\d+\]$/, "");
-    if (line.startsWith("#") || line === "") continue;
-    block.push(line);
-    if (line === "COMMIT") {
-      if (block.some((l) => !l.startsWith("*") && l !== "COMMIT" && !BUILTIN_DECL.test(l))) {
-        out.push(...block);
-      }
-      block = [];
-    }
-  }
-  return out.join("\n");
-}
-
-/** Everything of a namespace the plumbing could touch, as text. */
-async function snapshot(ns: string): Promise<Record<string, string>> {
-  const ip = async (args: string[]) => (await run(["ip", "-n", ns, ...args])).stdout;
-  return {
-    iptables: await saveText(ns, 4),
-    ip6tables: await saveText(ns, 6),
-    rules4: await ip(["rule", "show"]),
-    rules6: await ip(["-6", "rule", "show"]),
-    routes4: await ip(["route", "show", "table", "all"]),
-    routes6: await ip(["-6", "route", "show", "table", "all"]),
-  };
-}
 
 let nsCount = 0;
 
@@ -298,32 +257,6 @@ Deno.test({
   },
 });
 
-/** Removes the topology's own steering rule and fwmark routing from the lb netns (the plumbing installs them). */
-async function stripTopologyPlumbing(topo: Topology): Promise<void> {
-  await topo.setSteering(topo.steering, "-D");
-  for (const fw of topo.fwmarks) {
-    for (const f of [[], ["-6"]]) {
-      await topo.sh(["ip", "-n", topo.ns.lb, ...f, "rule", "del", "fwmark", String(fw), "table", String(fw)]);
-      await topo.sh(["ip", "-n", topo.ns.lb, ...f, "route", "flush", "table", String(fw)]);
-    }
-  }
-  const rules = (await topo.sh(["ip", "-n", topo.ns.lb, "rule", "show"])).stdout;
-  assert.doesNotMatch(rules, /fwmark/, "the topology's fwmark rules are gone");
-}
-
-/** Target i's address of a family. */
-function targetAddr(fam: Family, i: number): string {
-  return fam === 4 ? `10.213.${i}.1` : `fd13:${i}::1`;
-}
-
-/** Every flow answered, by exactly the set `names`. */
-function assertAllAnswered(targets: string[][], names: string[], what: string): void {
-  const seen = targets.flat();
-  const lost = seen.filter((x) => x === "").length;
-  assert.equal(lost, 0, `${what}: ${lost} of ${seen.length} unanswered`);
-  assert.deepEqual([...new Set(seen)].sort(), [...names].sort(), `${what}: targets seen`);
-}
-
 Deno.test({
   name: "e2e plumbing: DSR installed by applyPlumbing carries UDP/TCP to every target (IPv4, IPv6)",
   ignore,
@@ -380,32 +313,7 @@ Deno.test({
     await stripTopologyPlumbing(topo);
     const NAT_PORT = 6000;
     // NAT targets do not own the VIP: they serve on their own address and port, under new names
-    const names = topo.ns.targets.map((_, k) => `n${k + 1}`);
-    const ready: string[] = [];
-    for (const [k, ns] of topo.ns.targets.entries()) {
-      await topo.exec(ns, ["ip", "addr", "del", `${VIP[4]}/32`, "dev", "lo"]);
-      await topo.exec(ns, ["ip", "-6", "addr", "del", `${VIP[6]}/128`, "dev", "lo"]);
-      const readyFile = `${topo.workDir}/nat-ready.${k + 1}`;
-      ready.push(readyFile);
-      topo.spawnAgent(ns, `nat server ${names[k]}`, {
-        cmd: "serve",
-        name: names[k],
-        addrs: [targetAddr(4, k + 1), targetAddr(6, k + 1)],
-        udpPort: NAT_PORT,
-        tcpPort: NAT_PORT,
-        maxLifeS: 600,
-        readyFile,
-      });
-    }
-    const up = await waitUntil(() =>
-      ready.every((f) => {
-        try {
-          return Deno.statSync(f).isFile;
-        } catch {
-          return false;
-        }
-      }), 60_000);
-    assert.ok(up, "NAT servers ready");
+    const names = await startNatServers(topo, NAT_PORT);
     const netns = topo.ns.lb;
     const before = await snapshot(netns);
     const spec: PlumbingSpec = {

@@ -1,0 +1,302 @@
+/**
+ * Helpers for the end-to-end tests of the kernel plumbing and of
+ * `nfqlb apply / teardown / status` (and the demo): kernel snapshots of a
+ * namespace, removing the topology's own steering and fwmark routing so
+ * that the plumbing installs them, NAT target servers, and {@link HostUnderTest},
+ * a topology driven through a config file whose dataplane process (started
+ * detached by apply, so not a process of the topology) is always stopped.
+ */
+import assert from "node:assert/strict";
+import {
+  type Family,
+  NFQLB,
+  run,
+  type RunResult,
+  Topology,
+  type TopologyOptions,
+  VIP,
+  waitUntil,
+} from "./topology.ts";
+
+/** Built-in chain declarations: a table holding only these is empty. */
+const BUILTIN_DECL = /^:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) \S+$/;
+
+/**
+ * iptables-save of a family without comments and counters, and without
+ * empty tables: iptables-nft keeps a table once a command touched it, and an
+ * empty one holds no rule.
+ */
+async function saveText(ns: string, family: Family): Promise<string> {
+  const text =
+    (await run(["ip", "netns", "exec", ns, family === 4 ? "iptables-save" : "ip6tables-save"])).stdout;
+  const out: string[] = [];
+  let block: string[] = [];
+  for (const raw of text.split("\n")) {
+    const line = raw.replace(/ \[\d+:\d+\]$/, "");
+    if (line.startsWith("#") || line === "") continue;
+    block.push(line);
+    if (line === "COMMIT") {
+      if (block.some((l) => !l.startsWith("*") && l !== "COMMIT" && !BUILTIN_DECL.test(l))) {
+        out.push(...block);
+      }
+      block = [];
+    }
+  }
+  return out.join("\n");
+}
+
+/** Everything of a namespace the plumbing could touch, as text: iptables, ip rules and routes, both families. */
+export async function snapshot(ns: string): Promise<Record<string, string>> {
+  const ip = async (args: string[]) => (await run(["ip", "-n", ns, ...args])).stdout;
+  return {
+    iptables: await saveText(ns, 4),
+    ip6tables: await saveText(ns, 6),
+    rules4: await ip(["rule", "show"]),
+    rules6: await ip(["-6", "rule", "show"]),
+    routes4: await ip(["route", "show", "table", "all"]),
+    routes6: await ip(["-6", "route", "show", "table", "all"]),
+  };
+}
+
+/** Removes the topology's own steering rule and fwmark routing from the lb netns (the plumbing installs them). */
+export async function stripTopologyPlumbing(topo: Topology): Promise<void> {
+  await topo.setSteering(topo.steering, "-D");
+  for (const fw of topo.fwmarks) {
+    for (const f of [[], ["-6"]]) {
+      await topo.sh(["ip", "-n", topo.ns.lb, ...f, "rule", "del", "fwmark", String(fw), "table", String(fw)]);
+      await topo.sh(["ip", "-n", topo.ns.lb, ...f, "route", "flush", "table", String(fw)]);
+    }
+  }
+  const rules = (await topo.sh(["ip", "-n", topo.ns.lb, "rule", "show"])).stdout;
+  assert.doesNotMatch(rules, /fwmark/, "the topology's fwmark rules are gone");
+}
+
+/** Target i's (1-based) own address of a family. */
+export function targetAddr(fam: Family, i: number): string {
+  return fam === 4 ? `10.213.${i}.1` : `fd13:${i}::1`;
+}
+
+/** Every flow answered, by exactly the set `names`. */
+export function assertAllAnswered(targets: string[][], names: string[], what: string): void {
+  const seen = targets.flat();
+  const lost = seen.filter((x) => x === "").length;
+  assert.equal(lost, 0, `${what}: ${lost} of ${seen.length} unanswered`);
+  assert.deepEqual([...new Set(seen)].sort(), [...names].sort(), `${what}: targets seen`);
+}
+
+/**
+ * Turns the targets into NAT targets: the VIPs leave their loopback, and a
+ * server named n<i> answers on the target's own addresses at `port` (UDP and
+ * TCP). Returns the server names, in target order.
+ */
+export async function startNatServers(topo: Topology, port: number): Promise<string[]> {
+  const names = topo.ns.targets.map((_, k) => `n${k + 1}`);
+  const ready: string[] = [];
+  for (const [k, ns] of topo.ns.targets.entries()) {
+    await topo.exec(ns, ["ip", "addr", "del", `${VIP[4]}/32`, "dev", "lo"]);
+    await topo.exec(ns, ["ip", "-6", "addr", "del", `${VIP[6]}/128`, "dev", "lo"]);
+    const readyFile = `${topo.workDir}/nat-ready.${k + 1}`;
+    ready.push(readyFile);
+    topo.spawnAgent(ns, `nat server ${names[k]}`, {
+      cmd: "serve",
+      name: names[k],
+      addrs: [targetAddr(4, k + 1), targetAddr(6, k + 1)],
+      udpPort: port,
+      tcpPort: port,
+      maxLifeS: 600,
+      readyFile,
+    });
+  }
+  const up = await waitUntil(() => ready.every((f) => isFile(f)), 60_000);
+  assert.ok(up, "NAT servers ready");
+  return names;
+}
+
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/** The inode of a network namespace file (`/proc/PID/ns/net`, `/run/netns/NAME`), or undefined. */
+function netnsInode(path: string): number | undefined {
+  try {
+    return Deno.statSync(path).ino ?? undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `pid` runs (exists and is not a zombie left for a parent that does not reap it). */
+export function pidRunning(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+/** One row of a target table as `nfqlb show` prints it. */
+export interface ShownTarget {
+  row: number;
+  weight: number;
+}
+
+/** Parses the `Active:` line of `nfqlb show`: fwmark → row and weight (no `w` suffix: weight 1). */
+export function parseShowActive(text: string): Map<number, ShownTarget> {
+  const line = text.split("\n").find((l) => l.trim().startsWith("Active:"));
+  const out = new Map<number, ShownTarget>();
+  if (!line) return out;
+  for (const tok of line.trim().slice("Active:".length).trim().split(/\s+/).filter((x) => x !== "")) {
+    const m = /^(-?\d+)\((\d+)\)(?:w(\d+))?$/.exec(tok);
+    assert.ok(m, `show: unexpected token ${tok} in ${line}`);
+    out.set(Number(m[1]), { row: Number(m[2]), weight: m[3] === undefined ? 1 : Number(m[3]) });
+  }
+  return out;
+}
+
+/** Options of {@link HostUnderTest.create}. */
+export interface HostOptions {
+  /** The config's `name` (its state file, its kernel tag). */
+  name: string;
+  /** More environment for every nfqlb command (NFQLB_SHM_DIR and NFQLB_FLOW_ADDRESS are the topology's). */
+  env?: Record<string, string>;
+  /** Topology options besides steering (always `none`). */
+  topology?: Omit<TopologyOptions, "steering">;
+}
+
+/**
+ * A topology (steering none, its fwmark routing removed) whose lb netns is
+ * configured with `nfqlb apply -f FILE`. Disposing runs `nfqlb teardown`,
+ * then kills by pid every dataplane process apply was seen to start that
+ * still runs in this topology's lb netns, then tears the topology down.
+ */
+export class HostUnderTest {
+  /** The topology. */
+  readonly topo: Topology;
+  /** The config file (in the topology's scratch directory). */
+  readonly file: string;
+  /** The config's name. */
+  readonly name: string;
+  /** Environment of every nfqlb command. */
+  readonly env: Record<string, string>;
+  #pids = new Set<number>();
+
+  private constructor(topo: Topology, o: HostOptions) {
+    this.topo = topo;
+    this.name = o.name;
+    this.file = `${topo.workDir}/${o.name}.yaml`;
+    // the topology's shm dir and flow address: apply must carry NFQLB_FLOW_ADDRESS to flowlb and back
+    this.env = { ...topo.nfqlbEnv, ...o.env };
+  }
+
+  /** Builds the topology and strips its own plumbing; tears it down again if that fails. */
+  static async create(o: HostOptions): Promise<HostUnderTest> {
+    const topo = await Topology.create({ ...o.topology, steering: { mode: "none" } });
+    try {
+      await stripTopologyPlumbing(topo);
+    } catch (e) {
+      await topo.teardown();
+      throw e;
+    }
+    return new HostUnderTest(topo, o);
+  }
+
+  /** Writes the config file. */
+  write(text: string): void {
+    Deno.writeTextFileSync(this.file, text);
+  }
+
+  /** Runs `nfqlb args...` in the lb netns with {@link env}; never throws on a non-zero exit. */
+  async nfqlb(args: string[], timeoutMs = 60_000): Promise<RunResult> {
+    const r = await this.topo.exec(this.topo.ns.lb, [NFQLB, ...args], {
+      env: this.env,
+      allowFail: true,
+      timeoutMs,
+    });
+    this.#remember();
+    return r;
+  }
+
+  /** `nfqlb apply -f FILE [extra...]`. */
+  async apply(...extra: string[]): Promise<RunResult> {
+    return await this.nfqlb(["apply", "-f", this.file, ...extra]);
+  }
+
+  /** `nfqlb apply -f FILE`, which must exit 0; returns its stdout lines. */
+  async applyOk(...extra: string[]): Promise<string[]> {
+    const r = await this.apply(...extra);
+    assert.equal(r.code, 0, `apply failed (${r.code}): ${r.stderr}${r.stdout}`);
+    return r.stdout.trimEnd().split("\n");
+  }
+
+  /** The path of a file in the topology's shm directory. */
+  shmFile(name: string): string {
+    return `${this.topo.shmDir}/${name}`;
+  }
+
+  /** The names in the shm directory, sorted. */
+  shmFiles(): string[] {
+    return [...Deno.readDirSync(this.topo.shmDir)].map((e) => e.name).sort();
+  }
+
+  /** The pid apply recorded in the state file (undefined: no state file or no process). */
+  pid(): number | undefined {
+    try {
+      const st = JSON.parse(Deno.readTextFileSync(this.shmFile(`.nfqlb-host-${this.name}.json`)));
+      return typeof st.pid === "number" ? st.pid : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The kernel objects of the lb netns (see {@link snapshot}). */
+  async snapshot(): Promise<Record<string, string>> {
+    return await snapshot(this.topo.ns.lb);
+  }
+
+  /** The active rows of target table `shm` (`nfqlb show`). */
+  async rows(shm: string): Promise<Map<number, ShownTarget>> {
+    const r = await this.nfqlb(["show", `--shm=${shm}`]);
+    assert.equal(r.code, 0, `show --shm=${shm}: ${r.stderr}`);
+    return parseShowActive(r.stdout);
+  }
+
+  /** Whether `pid` is a process in this topology's lb netns (a reused pid elsewhere is not ours). */
+  inLbNetns(pid: number): boolean {
+    const ours = netnsInode(`/run/netns/${this.topo.ns.lb}`);
+    return ours !== undefined && netnsInode(`/proc/${pid}/ns/net`) === ours && pidRunning(pid);
+  }
+
+  #remember(): void {
+    const pid = this.pid();
+    if (pid !== undefined) this.#pids.add(pid);
+  }
+
+  /**
+   * SIGKILLs every dataplane process apply was seen to start that still runs
+   * in this topology's lb netns (the fallback when teardown could not stop it).
+   */
+  killStarted(): void {
+    for (const pid of this.#pids) {
+      if (!this.inLbNetns(pid)) continue;
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone meanwhile */ }
+    }
+  }
+
+  /** teardown (bounded), then the kill-by-pid fallback, then the topology. Never throws. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      await this.nfqlb(["teardown", "-f", this.file], 30_000);
+    } catch (e) {
+      console.error(`teardown of ${this.name}: ${e}`);
+    }
+    this.killStarted();
+    await this.topo.teardown();
+  }
+}
