@@ -25,9 +25,9 @@ export const apply: Command = {
     const dryRun = opts.has("dry-run");
     const { applyHost } = await import("../../control/host/apply.ts");
     const n = await applyHost(cfg, { file: await absolute(file), dryRun, say });
-    if (dryRun) {
-      say(n === 0 ? `nothing to change: the host matches ${file}` : `dry run: ${n} changes, none made`);
-    } else say(n === 0 ? `nothing to change: the host matches ${file}` : `applied ${file}: ${n} changes`);
+    const changes = `${n} change${n === 1 ? "" : "s"}`;
+    if (n === 0) say(`nothing to change: the host matches ${file}`);
+    else say(dryRun ? `dry run: ${changes}, none made` : `applied ${file}: ${changes}`);
     return 0;
   },
 };
