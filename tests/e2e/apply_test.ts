@@ -173,7 +173,7 @@ Deno.test({
       h.write(lbConfig("e2e-weight", [4], { extra: ["", `weight: ${w}`, ""] }));
       assert.deepEqual(await h.applyOk(), [
         `~ activate --shm=web --weight=${w} 102   (weight ${from} -> ${w})`,
-        `applied ${h.file}: 1 changes`,
+        `applied ${h.file}: 1 change`,
       ]);
       assert.deepEqual(await h.snapshot(), snap, "the kernel is unchanged");
       assert.equal(h.pid(), pid, "the lb is the same process");
@@ -348,7 +348,7 @@ Deno.test({
     await t.step("removing flow tcp-b from the file deletes exactly it", async () => {
       const pid = h.pid();
       h.write(config([flowA]));
-      assert.deepEqual(await h.applyOk(), ["- flow-delete --name=tcp-b", `applied ${h.file}: 1 changes`]);
+      assert.deepEqual(await h.applyOk(), ["- flow-delete --name=tcp-b", `applied ${h.file}: 1 change`]);
       assert.deepEqual(await listNames(), ["udp-a->a"]);
       assert.equal(h.pid(), pid);
       assertAllAnswered((await topo.udp(4, topo.flows(4, 30, 30000))).targets, ["t1", "t2"], "udp");
