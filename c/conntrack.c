@@ -395,7 +395,8 @@ static void slot_free(uint8_t* base, uint32_t b, uint32_t w, uint32_t stat)
 {
 	struct ct_bucket* bk = bucket(base, b);
 	struct ct_entry* e = entry(base, b * WAYS + w);
-	bk->tag[w] = 0; /* first: a crash from here on leaves a free slot */
+	/* first: a crash from here on leaves a free slot; atomic: the batches' stage 2 reads tags unlocked */
+	__atomic_store_n(&bk->tag[w], 0, __ATOMIC_RELAXED);
 	if (e->key[FLAGS_BYTE] & F_HAS_CTX)
 		ctx_free(base, b * WAYS + w);
 	e->key[FLAGS_BYTE] = 0;
@@ -505,6 +506,83 @@ int32_t nfqlb_ct_check(const uint8_t* base, uint64_t size)
  * Hot path.
  * ------------------------------------------------------------------------- */
 
+/*
+ * Where a key lives: its hash, bucket and tag. The batch functions compute
+ * these for a whole batch first (stage 1), so the memory of every key is
+ * requested before any of it is needed.
+ */
+struct probe {
+	struct kw k;
+	uint32_t b; /* UINT32_MAX: a bad key (byte 35 != 0), skipped */
+	uint8_t tag;
+};
+
+static inline void probe_of(const struct ct_header* h, const uint8_t* key, struct probe* p)
+{
+	load_key(key, &p->k);
+	uint64_t hv = key_hash(h->seed, &p->k);
+	p->b = bucket_of(hv, h->nbuckets);
+	p->tag = tag_of(hv);
+}
+
+/*
+ * Stage 1 of a batch (and nfqlb_ct_prefetch): ask for the bucket descriptor (written: its lock) and the
+ * key's home way, where most entries are (make_room prefers it). always_inline: gcc 12 takes a function
+ * whose only effect is a prefetch for const and deletes its calls.
+ */
+#define PF_INLINE static inline __attribute__((always_inline))
+PF_INLINE void prefetch_home(uint8_t* base, const struct probe* p)
+{
+	__builtin_prefetch(bucket(base, p->b), 1);
+	__builtin_prefetch(entry(base, p->b * WAYS + p->tag % WAYS), 1);
+}
+
+/*
+ * Stage 2: the descriptor has (most likely) arrived; ask for the other ways
+ * whose tag matches. With `full` (an insert follows a miss), also for
+ * every way of a full bucket when no tag matches: make_room reads them all
+ * to find the expired or the oldest. The tags are read without the lock,
+ * atomically (writers store them atomically), only to choose what to
+ * prefetch: stage 3 reads them again under the lock.
+ */
+PF_INLINE void prefetch_ways(uint8_t* base, const struct probe* p, int full)
+{
+	struct ct_bucket* bk = bucket(base, p->b);
+	uint32_t home = p->tag % WAYS, used = 0, match = 0;
+	for (uint32_t w = 0; w < WAYS; w++) {
+		uint8_t t = __atomic_load_n(&bk->tag[w], __ATOMIC_RELAXED);
+		used += t != 0;
+		if (t == p->tag) {
+			match++;
+			if (w != home)
+				__builtin_prefetch(entry(base, p->b * WAYS + w), 1);
+		}
+	}
+	if (full && used == WAYS && match == 0)
+		for (uint32_t w = 0; w < WAYS; w++)
+			if (w != home)
+				__builtin_prefetch(entry(base, p->b * WAYS + w), 1);
+}
+
+/* The lookup proper (stats apart): fwmark or -1, *row. */
+static inline int32_t lookup_at(uint8_t* base, const struct probe* p, uint32_t now, uint32_t bytes, int32_t* row)
+{
+	struct ct_bucket* bk = bucket(base, p->b);
+	int32_t fw = -1, r = -1;
+	lock(base, &bk->lock);
+	int w = find(base, p->b, p->tag, &p->k, now, 1);
+	if (w >= 0) {
+		struct ct_entry* e = entry(base, p->b * WAYS + (uint32_t)w);
+		e->last = now;
+		count(e, bytes);
+		fw = e->fwmark;
+		r = row_load(e->row);
+	}
+	unlock(&bk->lock);
+	*row = r;
+	return fw;
+}
+
 int32_t nfqlb_ct_lookup(uint8_t* base, const uint8_t* key, uint64_t now_ns, uint32_t bytes, int32_t* row)
 {
 	struct ct_header* h = H(base);
@@ -513,29 +591,98 @@ int32_t nfqlb_ct_lookup(uint8_t* base, const uint8_t* key, uint64_t now_ns, uint
 			*row = -1;
 		return -1;
 	}
-	struct kw k;
-	load_key(key, &k);
-	uint64_t hv = key_hash(h->seed, &k);
-	uint32_t b = bucket_of(hv, h->nbuckets), now = ms_of(now_ns);
-	struct ct_bucket* bk = bucket(base, b);
-	uint8_t tag = tag_of(hv);
-	int32_t fw = -1, r = -1;
+	struct probe p;
+	probe_of(h, key, &p);
+	int32_t r;
 	/* fetch the home way's entry while the bucket line comes: one miss instead of two */
-	__builtin_prefetch(entry(base, b * WAYS + tag % WAYS), 1);
-	lock(base, &bk->lock);
-	int w = find(base, b, tag, &k, now, 1);
-	if (w >= 0) {
-		struct ct_entry* e = entry(base, b * WAYS + (uint32_t)w);
-		e->last = now;
-		count(e, bytes);
-		fw = e->fwmark;
-		r = row_load(e->row);
-	}
-	unlock(&bk->lock);
-	stat_add(base, b, w >= 0 ? NFQLB_CT_STAT_HITS : NFQLB_CT_STAT_MISSES, 1);
+	prefetch_home(base, &p);
+	int32_t fw = lookup_at(base, &p, ms_of(now_ns), bytes, &r);
+	stat_add(base, p.b, fw >= 0 ? NFQLB_CT_STAT_HITS : NFQLB_CT_STAT_MISSES, 1);
 	if (row)
 		*row = r;
 	return fw;
+}
+
+void nfqlb_ct_prefetch(uint8_t* base, const uint8_t* key)
+{
+	if (!key_ok(key))
+		return;
+	struct probe p;
+	probe_of(H(base), key, &p);
+	prefetch_home(base, &p);
+}
+
+void nfqlb_ct_prefetch_ways(uint8_t* base, const uint8_t* key)
+{
+	if (!key_ok(key))
+		return;
+	struct probe p;
+	probe_of(H(base), key, &p);
+	prefetch_ways(base, &p, 1);
+}
+
+/*
+ * The batch pipeline. A core keeps only so many misses in flight (and drops
+ * software prefetches beyond that), so prefetching a whole batch at once
+ * loses most of it. Instead the stages run as a rolling window: key i is
+ * hashed and its descriptor and home way requested (stage 1) while key
+ * i - DIST2 has its other matching ways requested (stage 2, its descriptor
+ * has had time to arrive) and key i - DIST is resolved under its lock
+ * (stage 3). PIPE bounds the stack arrays (2.8 KiB, in L1).
+ */
+#ifndef CT_DIST
+#define CT_DIST 16u
+#endif
+#ifndef CT_DIST2
+#define CT_DIST2 8u
+#endif
+#define PIPE 64u
+_Static_assert(CT_DIST2 <= CT_DIST && CT_DIST < PIPE, "pipeline distances");
+
+/* Stage 1 for key i of keys[]: bad keys get b = UINT32_MAX and are skipped by the later stages. */
+PF_INLINE void stage1(uint8_t* base, const uint8_t* keys, uint32_t i, struct probe* p)
+{
+	const uint8_t* key = keys + (size_t)i * NFQLB_KEY_LEN;
+	if (!key_ok(key)) {
+		p->b = UINT32_MAX;
+		return;
+	}
+	probe_of(H(base), key, p);
+	prefetch_home(base, p);
+}
+
+uint32_t nfqlb_ct_lookup_batch(uint8_t* base, const uint8_t* keys, uint32_t n, uint64_t now_ns,
+			       const uint32_t* bytes, int32_t* fw_out, int32_t* row_out)
+{
+	struct probe p[PIPE];
+	uint32_t now = ms_of(now_ns), hits = 0, misses = 0, last_b = 0;
+	if (base == NULL || keys == NULL || fw_out == NULL || row_out == NULL)
+		return 0;
+	for (uint32_t i = 0; i < n + CT_DIST; i++) {
+		if (i < n)
+			stage1(base, keys, i, &p[i % PIPE]);
+		if (i >= CT_DIST2 && i - CT_DIST2 < n && p[(i - CT_DIST2) % PIPE].b != UINT32_MAX)
+			prefetch_ways(base, &p[(i - CT_DIST2) % PIPE], 0);
+		if (i < CT_DIST)
+			continue;
+		/* stage 3, in key order: a key seen twice in a batch finds what the first one left */
+		uint32_t j = i - CT_DIST;
+		const struct probe* q = &p[j % PIPE];
+		if (q->b == UINT32_MAX) {
+			fw_out[j] = row_out[j] = -1;
+			continue;
+		}
+		fw_out[j] = lookup_at(base, q, now, bytes ? bytes[j] : 0, &row_out[j]);
+		hits += fw_out[j] >= 0;
+		misses += fw_out[j] < 0; /* a refused key is no miss, as in nfqlb_ct_lookup */
+		last_b = q->b;
+	}
+	/* one stats shard per batch: two atomics instead of one per key (only the sums are read) */
+	if (hits)
+		stat_add(base, last_b, NFQLB_CT_STAT_HITS, hits);
+	if (misses)
+		stat_add(base, last_b, NFQLB_CT_STAT_MISSES, misses);
+	return hits;
 }
 
 /* The flood guard: 1 when this new flow is over the limit of its second. */
@@ -621,28 +768,21 @@ static void fill(uint8_t* base, uint32_t b, uint32_t w, uint8_t tag, const uint8
 	e->lifetime = 0;
 	e->last = e->created = now;
 	e->counts = 0;
-	bucket(base, b)->tag[w] = tag; /* last: the entry is complete */
+	__atomic_store_n(&bucket(base, b)->tag[w], tag, __ATOMIC_RELEASE); /* last: the entry is complete */
 	row_inc(base, e->row);
 	stat_add(base, b, NFQLB_CT_STAT_ENTRIES, 1);
 	stat_add(base, b, NFQLB_CT_STAT_INSERTS, 1);
 }
 
-static int32_t insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns,
-		      int check_flood)
+/* The insert proper, the key hashed (p). */
+static int32_t insert_at(uint8_t* base, const uint8_t* key, const struct probe* p, int32_t fwmark, int32_t row,
+			 uint64_t now_ns, int check_flood)
 {
-	struct ct_header* h = H(base);
-	if (!key_ok(key))
-		return -1;
-	struct kw k;
-	load_key(key, &k);
-	uint64_t hv = key_hash(h->seed, &k);
-	uint32_t b = bucket_of(hv, h->nbuckets), now = ms_of(now_ns);
-	uint8_t tag = tag_of(hv);
+	uint32_t b = p->b, now = ms_of(now_ns);
 	struct ct_bucket* bk = bucket(base, b);
 	int32_t rc = 0;
-	__builtin_prefetch(entry(base, b * WAYS + tag % WAYS), 1);
 	lock(base, &bk->lock);
-	int w = find(base, b, tag, &k, now, 1);
+	int w = find(base, b, p->tag, &p->k, now, 1);
 	if (w >= 0) {
 		/* known flow: a new decision replaces the old one unless pinned */
 		struct ct_entry* e = entry(base, b * WAYS + (uint32_t)w);
@@ -652,13 +792,50 @@ static int32_t insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t
 	} else if (check_flood && flood(base, now_ns)) {
 		rc = 1;
 		stat_add(base, b, NFQLB_CT_STAT_FLOOD_SKIPS, 1);
-	} else if ((w = make_room(base, b, tag, now)) < 0) {
+	} else if ((w = make_room(base, b, p->tag, now)) < 0) {
 		rc = -1;
 	} else {
-		fill(base, b, (uint32_t)w, tag, key, fwmark, row, now, 0);
+		fill(base, b, (uint32_t)w, p->tag, key, fwmark, row, now, 0);
 	}
 	unlock(&bk->lock);
 	return rc;
+}
+
+static int32_t insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns,
+		      int check_flood)
+{
+	if (!key_ok(key))
+		return -1;
+	struct probe p;
+	probe_of(H(base), key, &p);
+	prefetch_home(base, &p);
+	return insert_at(base, key, &p, fwmark, row, now_ns, check_flood);
+}
+
+uint32_t nfqlb_ct_insert_batch(uint8_t* base, const uint8_t* keys, uint32_t n, const int32_t* fwmarks,
+			       const int32_t* rows, uint64_t now_ns, int32_t* rc_out)
+{
+	struct probe p[PIPE];
+	uint32_t inserted = 0;
+	if (base == NULL || keys == NULL || fwmarks == NULL || rows == NULL)
+		return 0;
+	for (uint32_t i = 0; i < n + CT_DIST; i++) {
+		if (i < n)
+			stage1(base, keys, i, &p[i % PIPE]);
+		if (i >= CT_DIST2 && i - CT_DIST2 < n && p[(i - CT_DIST2) % PIPE].b != UINT32_MAX)
+			prefetch_ways(base, &p[(i - CT_DIST2) % PIPE], 1);
+		if (i < CT_DIST)
+			continue;
+		uint32_t j = i - CT_DIST;
+		const struct probe* q = &p[j % PIPE];
+		int32_t rc = q->b == UINT32_MAX ? -1
+						: insert_at(base, keys + (size_t)j * NFQLB_KEY_LEN, q, fwmarks[j], rows[j],
+							    now_ns, 1);
+		inserted += rc == 0;
+		if (rc_out)
+			rc_out[j] = rc;
+	}
+	return inserted;
 }
 
 int32_t nfqlb_ct_insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns)

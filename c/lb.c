@@ -17,7 +17,7 @@ struct nfqlb_lb {
 	uint32_t hash_mode;
 	uint32_t sctp_encap;
 	int32_t notargets_fwmark;
-	uint8_t* ct; /* connection table (conntrack.c), or NULL; lb only */
+	uint8_t* ct; /* connection table (conntrack.c), or NULL; lb only (flowlb: the picked flow's) */
 	struct nfqlb_ct_sched* sched; /* with ct: the schedulers' cache (scheduler.c); NULL: Maglev only */
 	/* flowlb */
 	struct nfqlb_flows* flows;
@@ -110,6 +110,8 @@ void nfqlb_lb_set_frag(struct nfqlb_lb* lb, const uint8_t* lbshm, int32_t tun_fd
 
 void nfqlb_lb_set_conntrack(struct nfqlb_lb* lb, uint8_t* ct)
 {
+	if (lb->flows)
+		return; /* flowlb: each flow's target brings its own table */
 	lb->ct = ct;
 	if (ct && !lb->sched && lb->tshm) {
 		uint32_t n = 0;
@@ -140,25 +142,25 @@ void nfqlb_lb_destroy(struct nfqlb_lb* lb)
  * it could not store elsewhere), so a new flow first takes its flood-guard
  * token: over the limit it is hashed by Maglev and not stored.
  */
-static int32_t ct_schedule(struct nfqlb_lb* lb, const uint8_t* tshm, const uint8_t* key, int is_new,
-			   uint64_t now_ns)
+static int32_t ct_schedule(uint8_t* ct, struct nfqlb_ct_sched* cache, uint32_t hash_mode, const uint8_t* tshm,
+			   const uint8_t* key, int is_new, uint64_t now_ns)
 {
 	int32_t row = -1, fw;
-	uint32_t sched = nfqlb_ct_scheduler(lb->ct);
-	uint32_t hash = nfqlb_hash_key(key, NFQLB_KEY_LEN, lb->hash_mode);
-	if (sched == NFQLB_SCHED_MAGLEV || lb->sched == NULL) {
+	uint32_t sched = nfqlb_ct_scheduler(ct);
+	uint32_t hash = nfqlb_hash_key(key, NFQLB_KEY_LEN, hash_mode);
+	if (sched == NFQLB_SCHED_MAGLEV || cache == NULL) {
 		fw = nfqlb_tshm_lookup_row(tshm, hash, &row);
 		if (fw >= 0)
-			nfqlb_ct_insert(lb->ct, key, fw, row, now_ns); /* the flood guard may skip it */
+			nfqlb_ct_insert(ct, key, fw, row, now_ns); /* the flood guard may skip it */
 		return fw;
 	}
-	if (is_new && nfqlb_ct_flood_take(lb->ct, now_ns))
+	if (is_new && nfqlb_ct_flood_take(ct, now_ns))
 		return nfqlb_tshm_lookup(tshm, hash);
-	fw = nfqlb_ct_sched_pick(lb->sched, lb->ct, tshm, sched, &row);
+	fw = nfqlb_ct_sched_pick(cache, ct, tshm, sched, &row);
 	if (fw < 0) /* nothing eligible (or no memory for a larger table): Maglev's answer */
 		fw = nfqlb_tshm_lookup_row(tshm, hash, &row);
 	if (fw >= 0)
-		nfqlb_ct_insert_admitted(lb->ct, key, fw, row, now_ns);
+		nfqlb_ct_insert_admitted(ct, key, fw, row, now_ns);
 	return fw;
 }
 
@@ -220,8 +222,12 @@ static inline __attribute__((always_inline)) int32_t decide(struct nfqlb_lb* lb,
 	if (tm)
 		memcpy(tr->key, key, NFQLB_KEY_LEN);
 	const uint8_t* tshm;
+	uint8_t* ct = lb->ct;
+	struct nfqlb_ct_sched* sched = lb->sched;
 	if (lb->flows) {
-		tshm = nfqlb_flows_pick(lb->flows, hw_proto, pkt, len, lb->promiscuous, key, fkey, &rc);
+		/* the flow's target brings its connection table and this worker's scheduler cache */
+		tshm = nfqlb_flows_pick_ct(lb->flows, lb->slot, hw_proto, pkt, len, lb->promiscuous, key, fkey, &rc,
+					   &ct, &sched);
 		if (tm) {
 			/* pick re-keyed with a flow's udpencap port (upstream §5.5) */
 			if (rc < 0 || (rc & NFQLB_PKT_UDPENCAP)) {
@@ -263,12 +269,16 @@ static inline __attribute__((always_inline)) int32_t decide(struct nfqlb_lb* lb,
 	if (tm)
 		tr->proto = (uint16_t)(key[34] | (key[35] << 8));
 	int32_t fw;
-	if (lb->ct && !lb->flows) {
-		/* the connection table, before Maglev: an entry holds while its target is in the table */
+	if (ct) {
+		/*
+		 * The connection table, before Maglev: an entry holds while its target is in the table.
+		 * flowlb: the key is the packet's and the table the picked target's, so an entry is
+		 * used only when the flow (whichever matches now) sends the packet to that table again.
+		 */
 		int32_t row = -1;
-		fw = nfqlb_ct_lookup(lb->ct, key, now_ns, orig_len, &row);
+		fw = nfqlb_ct_lookup(ct, key, now_ns, orig_len, &row);
 		if (fw < 0 || (row >= 0 && nfqlb_tshm_row_fwmark(tshm, row) != fw))
-			fw = ct_schedule(lb, tshm, key, fw < 0, now_ns);
+			fw = ct_schedule(ct, sched, lb->hash_mode, tshm, key, fw < 0, now_ns);
 	} else {
 		fw = nfqlb_tshm_lookup(tshm, nfqlb_hash_key(key, NFQLB_KEY_LEN, lb->hash_mode));
 	}
@@ -343,4 +353,26 @@ int32_t nfqlb_lb_classify(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t*
 			  uint64_t now_ns, uint64_t* counters)
 {
 	return nfqlb_lb_decide(lb, hw_proto, pkt, len, len, now_ns, counters);
+}
+
+/* Additions for the connection table's prefetch pipeline (nfqueue.c's pre-pass). */
+
+int32_t nfqlb_lb_prefetches(const struct nfqlb_lb* lb) { return lb->ct != NULL && lb->flows == NULL; }
+
+int32_t nfqlb_lb_prefetch(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len, uint8_t* key)
+{
+	uint8_t fkey[NFQLB_KEY_LEN];
+	if (lb->ct == NULL || lb->flows != NULL)
+		return 0; /* flowlb: the table depends on the flow, known only after the pick */
+	int32_t rc = nfqlb_packet_key(hw_proto, pkt, len, lb->sctp_encap, key, fkey);
+	if (rc < 0 || (rc & NFQLB_PKT_FRAG)) /* a non-first fragment never reaches the table */
+		return 0;
+	nfqlb_ct_prefetch(lb->ct, key);
+	return 1;
+}
+
+void nfqlb_lb_prefetch_ways(struct nfqlb_lb* lb, const uint8_t* key)
+{
+	if (lb->ct != NULL)
+		nfqlb_ct_prefetch_ways(lb->ct, key);
 }

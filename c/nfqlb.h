@@ -406,7 +406,8 @@ void nfqlb_lb_set_trace(struct nfqlb_lb* lb, const uint32_t* mask, struct nfqlb_
  * target is still in the table (active[row] == its fwmark, draining
  * included; or an entry without a row) keeps its fwmark; else Maglev
  * decides and the result is inserted. Non-first fragments are unchanged
- * (fragment table). lb only: ignored by a flowlb classifier.
+ * (fragment table). lb only: ignored by a flowlb classifier, whose tables
+ * come with the flows (nfqlb_flows_publish_ct).
  */
 void nfqlb_lb_set_conntrack(struct nfqlb_lb* lb, uint8_t* ct);
 
@@ -451,6 +452,16 @@ void nfqlb_flows_destroy(struct nfqlb_flows* f);
 uint32_t nfqlb_flows_publish(struct nfqlb_flows* f, struct nfqlb_flowset* fs, const uint64_t* tshm, uint32_t n);
 
 /**
+ * nfqlb_flows_publish_ct - nfqlb_flows_publish where ct[i] (ct may be NULL)
+ * is the address of the mapped connection table of flow i's target (0 for
+ * none; ignored where tshm[i] is 0). Packets of that flow then use the table
+ * as lb does (nfqlb_lb_set_conntrack), with the table's scheduler; each
+ * worker's scheduler cache per table is allocated here and freed with the set.
+ */
+uint32_t nfqlb_flows_publish_ct(struct nfqlb_flows* f, struct nfqlb_flowset* fs, const uint64_t* tshm,
+				const uint64_t* ct, uint32_t n);
+
+/**
  * nfqlb_flows_reclaim - free retired sets that no worker can be using any
  * more; returns how many are still retired (0: every target table that the
  * current set does not name may be unmapped). Control thread only.
@@ -473,6 +484,17 @@ void nfqlb_flows_leave(struct nfqlb_flows* f, uint32_t slot);
  */
 const uint8_t* nfqlb_flows_pick(struct nfqlb_flows* f, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
 				uint32_t promiscuous, uint8_t* key, uint8_t* fkey, int32_t* rc);
+
+struct nfqlb_ct_sched; /* scheduler.c */
+
+/**
+ * nfqlb_flows_pick_ct - nfqlb_flows_pick for worker `slot`, also giving the
+ * picked flow's connection table (*ct, NULL: none) and that worker's
+ * scheduler cache for it (*sched, NULL: none or no memory, Maglev decides).
+ */
+const uint8_t* nfqlb_flows_pick_ct(struct nfqlb_flows* f, uint32_t slot, uint32_t hw_proto, const uint8_t* pkt,
+				   uint32_t len, uint32_t promiscuous, uint8_t* key, uint8_t* fkey, int32_t* rc,
+				   uint8_t** ct, struct nfqlb_ct_sched** sched);
 
 /* ----------------------------------------------------------------------------
  * nfqueue.c - batched NFQUEUE I/O (libmnl, libnetfilter_queue).
@@ -918,6 +940,63 @@ int32_t nfqlb_ct_lookup(uint8_t* base, const uint8_t* key, uint64_t now_ns, uint
  * live entry closest to expiry (NFQLB_CT_STAT_RECYCLES).
  */
 int32_t nfqlb_ct_insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns);
+
+/**
+ * nfqlb_ct_lookup_batch - nfqlb_ct_lookup of the n keys at keys[40 * i],
+ * pipelined (VPP's flowtable, DPDK's lookup_bulk): per round of up to 64
+ * keys, hash them all and prefetch each bucket descriptor and home way,
+ * then prefetch the other ways whose tag matches, then look each up in
+ * order under its bucket lock. So the memory latencies of a round overlap
+ * instead of adding up. Results as n single lookups in order with the same
+ * now_ns (a key twice in a batch: the second finds the first's refresh):
+ * fw_out[i] (fwmark or -1), row_out[i]; bytes[i] is counted on a hit (bytes
+ * NULL: 0). Returns the hits. The hit/miss counters of a round go to one
+ * stats shard (their sums are what nfqlb_ct_stats reports).
+ */
+uint32_t nfqlb_ct_lookup_batch(uint8_t* base, const uint8_t* keys, uint32_t n, uint64_t now_ns,
+			       const uint32_t* bytes, int32_t* fw_out, int32_t* row_out);
+
+/**
+ * nfqlb_ct_insert_batch - nfqlb_ct_insert of the n keys at keys[40 * i] with
+ * fwmarks[i], rows[i], pipelined as nfqlb_ct_lookup_batch (a full bucket
+ * also has all its ways prefetched: recycling reads them). rc_out[i] (may
+ * be NULL) is each insert's result; returns how many were 0.
+ */
+uint32_t nfqlb_ct_insert_batch(uint8_t* base, const uint8_t* keys, uint32_t n, const int32_t* fwmarks,
+			       const int32_t* rows, uint64_t now_ns, int32_t* rc_out);
+
+/**
+ * nfqlb_ct_prefetch - hash key[40] and prefetch its bucket descriptor and
+ * home way, changing nothing: a later lookup/insert of the key then finds
+ * them in cache (the dataplane calls it for a whole batch of packets before
+ * deciding them). A bad key is ignored.
+ */
+void nfqlb_ct_prefetch(uint8_t* base, const uint8_t* key);
+
+/**
+ * nfqlb_ct_prefetch_ways - the second stage after nfqlb_ct_prefetch (call
+ * it a few keys later, when the descriptor has arrived): prefetch the
+ * entries whose tag matches key[40]'s, and when none does and the bucket
+ * is full, every entry (the insert that follows a miss reads them all to
+ * choose one to recycle). Changes nothing; a bad key is ignored.
+ */
+void nfqlb_ct_prefetch_ways(uint8_t* base, const uint8_t* key);
+
+/**
+ * nfqlb_lb_prefetch - (lb.c) when the classifier keeps a connection table
+ * (lb, not flowlb): compute the packet's key into key[40] and
+ * nfqlb_ct_prefetch it; returns 1 (key holds a key for
+ * nfqlb_lb_prefetch_ways), else 0 (nothing to prefetch: no table, a
+ * malformed packet or a non-first fragment). nfqlb_queue_serve runs it a
+ * few packets ahead of the decision when nfqlb_lb_prefetches(lb) is 1.
+ */
+int32_t nfqlb_lb_prefetch(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len, uint8_t* key);
+
+/** nfqlb_lb_prefetch_ways - (lb.c) nfqlb_ct_prefetch_ways on the classifier's table (none: nothing). */
+void nfqlb_lb_prefetch_ways(struct nfqlb_lb* lb, const uint8_t* key);
+
+/** nfqlb_lb_prefetches - (lb.c) 1 when nfqlb_lb_prefetch does anything for this classifier, else 0. */
+int32_t nfqlb_lb_prefetches(const struct nfqlb_lb* lb);
 
 /** nfqlb_ct_delete - remove the entry of key[40] (live or not). 0, or -1 when there is none. */
 int32_t nfqlb_ct_delete(uint8_t* base, const uint8_t* key);

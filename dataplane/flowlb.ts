@@ -8,7 +8,8 @@
  * set or the new one, never a mix. Flows are saved after every change and
  * restored at start (upstream forgets them). Target tables are mapped once
  * per name, shared by flows, and unmapped only when no published set can
- * still point at them.
+ * still point at them; so is a target's connection table (`<name>-ct`), which
+ * the flows of that target then use as lb does (docs/conntrack.md "In flowlb").
  */
 import { lib } from "../ffi/lib.ts";
 import { NfqlbError } from "../control/errors.ts";
@@ -25,6 +26,9 @@ import { TRACE } from "./trace_format.ts";
 import { startMetrics } from "./metrics.ts";
 import { countersShmName } from "../control/counters_shm.ts";
 import { TargetRegistry } from "./target_registry.ts";
+
+/** Entries of each connection table the sweep visits per second (as lb). */
+const CT_SWEEP_ENTRIES = 65536;
 
 const PROTO_NAME: Record<number, "tcp" | "udp" | "sctp"> = { 6: "tcp", 17: "udp", 132: "sctp" };
 
@@ -74,18 +78,21 @@ export function buildFlowSet(flows: readonly Flow[], trace = false): Deno.Pointe
 /**
  * A flow set published to the workers (c/flowlb.c), with matches_count
  * carried over by flow id. `value(f)` is what the C set returns for flow f:
- * its target table's address (flows) or its id (trace flows).
+ * its target table's address (flows) or its id (trace flows); `ct(f)` the
+ * address of its target's connection table (0n: none).
  */
 class Published {
   #ptr: Deno.PointerObject;
   #trace: boolean;
   #value: (f: Flow) => bigint;
+  #ct: ((f: Flow) => bigint) | undefined;
   list: readonly Flow[] = [];
 
-  constructor(ptr: Deno.PointerObject, trace: boolean, value: (f: Flow) => bigint) {
+  constructor(ptr: Deno.PointerObject, trace: boolean, value: (f: Flow) => bigint, ct?: (f: Flow) => bigint) {
     this.#ptr = ptr;
     this.#trace = trace;
     this.#value = value;
+    this.#ct = ct;
   }
 
   count(f: Flow): number {
@@ -100,7 +107,9 @@ class Published {
     list.forEach((f, i) => c.nfqlb_flowset_set_matches(fs, i, counts.get(f.id) ?? 0));
     const values = new BigUint64Array(Math.max(1, list.length));
     list.forEach((f, i) => (values[i] = this.#value(f)));
-    if (c.nfqlb_flows_publish(this.#ptr, fs, values, list.length) === 0) {
+    const cts = new BigUint64Array(Math.max(1, list.length));
+    if (this.#ct) list.forEach((f, i) => (cts[i] = this.#ct!(f)));
+    if (c.nfqlb_flows_publish_ct(this.#ptr, fs, values, cts, list.length) === 0) {
       c.nfqlb_flowset_free(fs);
       throw new NfqlbError("flowlb: out of memory publishing the flows");
     }
@@ -217,7 +226,12 @@ export async function runFlowLb(input: FlowLbConfig, print: (line: string) => vo
     target: (a) => targetNames.get(a) ?? oldTargetNames.get(a) ?? "?",
     traceFlow: (id) => traceNames.get(id) ?? oldTraceNames.get(id) ?? "?",
   };
-  const main = new Published(flows, false, (f) => targets.address(f.target));
+  const main = new Published(
+    flows,
+    false,
+    (f) => targets.address(f.target),
+    (f) => targets.conntrackAddress(f.target),
+  );
   const traced = new Published(traceFlows, true, (f) => BigInt(f.id));
   const publish = (list: readonly Flow[]) => {
     main.publish(list);
@@ -271,8 +285,12 @@ export async function runFlowLb(input: FlowLbConfig, print: (line: string) => vo
     throw e;
   }
   // Housekeeping: free retired flow sets, unmap what none can reach, follow
-  // `init` replacing a table, and pick up targets of flows restored inactive.
+  // `init` replacing a table, pick up targets of flows restored inactive, and
+  // (every second, as lb) reclaim expired connection-table entries, which
+  // would otherwise keep counting for the lc/wlc schedulers.
+  let ticks = 0;
   const timer = setInterval(() => {
+    if (++ticks % 10 === 0) { for (const ct of targets.conntracks().values()) ct.sweep(CT_SWEEP_ENTRIES); }
     if (targets.refresh()) publish(main.list);
     const woken = table.retryInactive();
     if (woken.length) log.notice(`flowlb: target found, flows active: ${woken.join(", ")}`);

@@ -3,18 +3,45 @@
  * reference counted (upstream §6.3). A table no flow uses any more is
  * unmapped only once no published flow set can still point at it (the
  * caller says when: {@link TargetRegistry.sweep} after a complete reclaim).
+ *
+ * A target table `X` whose connection table `X-ct` exists when X is first
+ * acquired gets it mapped too (docs/conntrack.md "In flowlb"); it lives and
+ * dies with X's mapping, as lb's lives with lb.
  */
 import { TargetShm } from "../control/target_shm.ts";
+import { conntrackName, ConntrackShm } from "../control/conntrack_shm.ts";
+import { shmPath } from "../control/shm_dir.ts";
+import { log } from "../control/log.ts";
 
 interface Entry {
   shm: TargetShm;
+  ct: ConntrackShm | undefined;
   refs: number;
 }
 
-/** Mapped target tables by shm name. */
+/** The connection table of target table `name` if its file exists and is valid, else undefined. */
+function openConntrack(name: string): ConntrackShm | undefined {
+  const ctName = conntrackName(name);
+  try {
+    Deno.statSync(shmPath(ctName));
+  } catch {
+    return undefined;
+  }
+  try {
+    const ct = ConntrackShm.open(ctName);
+    log.notice(`flowlb: target ${name} uses connection table ${ctName}`);
+    return ct;
+  } catch (e) {
+    // flows still work without it (Maglev alone), so a bad file is reported, not fatal
+    log.warning(`flowlb: target ${name}: connection table not used: ${e instanceof Error ? e.message : e}`);
+    return undefined;
+  }
+}
+
+/** Mapped target tables (and their connection tables) by shm name. */
 export class TargetRegistry {
   #entries = new Map<string, Entry>();
-  #dead: TargetShm[] = [];
+  #dead: { close(): void }[] = [];
 
   /** Maps `name` (or shares the mapping); false when it does not exist or is not a table. */
   acquire(name: string): boolean {
@@ -23,21 +50,24 @@ export class TargetRegistry {
       e.refs++;
       return true;
     }
+    let shm: TargetShm;
     try {
-      this.#entries.set(name, { shm: TargetShm.open(name), refs: 1 });
-      return true;
+      shm = TargetShm.open(name);
     } catch {
       return false;
     }
+    this.#entries.set(name, { shm, ct: openConntrack(name), refs: 1 });
+    return true;
   }
 
-  /** Drops one reference; the mapping is kept until the next sweep. */
+  /** Drops one reference; the mappings are kept until the next sweep. */
   release(name: string): void {
     const e = this.#entries.get(name);
     if (!e) return;
     if (--e.refs <= 0) {
       this.#entries.delete(name);
       this.#dead.push(e.shm);
+      if (e.ct) this.#dead.push(e.ct);
     }
   }
 
@@ -47,10 +77,25 @@ export class TargetRegistry {
     return e ? Deno.UnsafePointer.value(e.shm.pointer) as bigint : 0n;
   }
 
+  /** The mapped base address of `name`'s connection table, as a bigint for the C flow set (0n: none). */
+  conntrackAddress(name: string | null): bigint {
+    const e = name === null ? undefined : this.#entries.get(name);
+    return e?.ct ? Deno.UnsafePointer.value(e.ct.pointer) as bigint : 0n;
+  }
+
+  /** The connection tables mapped now, by target name. */
+  conntracks(): Map<string, ConntrackShm> {
+    const out = new Map<string, ConntrackShm>();
+    for (const [name, e] of this.#entries) if (e.ct) out.set(name, e.ct);
+    return out;
+  }
+
   /**
    * Re-maps the tables that `init` replaced; returns whether any changed (the
    * caller then publishes a flow set with the new addresses). The old
-   * mappings go to the dead list.
+   * mappings go to the dead list. A connection table stays as mapped: `init`
+   * without `--conntrack` keeps its file, and its entries name rows, which
+   * are checked against the new table per packet.
    */
   refresh(): boolean {
     let changed = false;
@@ -68,7 +113,7 @@ export class TargetRegistry {
 
   /** Unmaps what no flow set can reference any more. Call only when the flow set has nothing retired. */
   sweep(): void {
-    for (const shm of this.#dead.splice(0)) shm.close();
+    for (const m of this.#dead.splice(0)) m.close();
   }
 
   /** Whether mappings wait for a sweep. */
@@ -79,7 +124,10 @@ export class TargetRegistry {
   /** Unmaps everything (the workers have stopped). */
   closeAll(): void {
     this.sweep();
-    for (const e of this.#entries.values()) e.shm.close();
+    for (const e of this.#entries.values()) {
+      e.shm.close();
+      e.ct?.close();
+    }
     this.#entries.clear();
   }
 }

@@ -53,6 +53,10 @@ export const SYMBOLS = {
   nfqlb_flows_create: { parameters: ["u32"], result: "pointer" },
   nfqlb_flows_destroy: { parameters: ["pointer"], result: "void" },
   nfqlb_flows_publish: { parameters: ["pointer", "pointer", "buffer", "u32"], result: "u32" },
+  nfqlb_flows_publish_ct: {
+    parameters: ["pointer", "pointer", "buffer", "buffer", "u32"],
+    result: "u32",
+  },
   nfqlb_flows_reclaim: { parameters: ["pointer"], result: "u32" },
   nfqlb_flows_matches: { parameters: ["pointer", "u32"], result: "u32" },
   nfqlb_lb_set_frag: { parameters: ["pointer", "pointer", "i32", "u32"], result: "void" },
@@ -102,6 +106,16 @@ export const SYMBOLS = {
   nfqlb_ct_check: { parameters: ["pointer", "u64"], result: "i32" },
   nfqlb_ct_lookup: { parameters: ["pointer", "buffer", "u64", "u32", "buffer"], result: "i32" },
   nfqlb_ct_insert: { parameters: ["pointer", "buffer", "i32", "i32", "u64"], result: "i32" },
+  nfqlb_ct_lookup_batch: {
+    parameters: ["pointer", "buffer", "u32", "u64", "buffer", "buffer", "buffer"],
+    result: "u32",
+  },
+  nfqlb_ct_insert_batch: {
+    parameters: ["pointer", "buffer", "u32", "buffer", "buffer", "u64", "buffer"],
+    result: "u32",
+  },
+  nfqlb_ct_prefetch: { parameters: ["pointer", "buffer"], result: "void" },
+  nfqlb_ct_prefetch_ways: { parameters: ["pointer", "buffer"], result: "void" },
   nfqlb_ct_delete: { parameters: ["pointer", "buffer"], result: "i32" },
   nfqlb_ct_set: {
     parameters: ["pointer", "buffer", "u32", "i32", "i32", "u32", "buffer", "u32", "u64"],

@@ -5,7 +5,8 @@
  *   ct_driver check ITER   one thread, random operations on a small table
  *                          with contexts and moving time; checks invariants
  *   ct_driver stress THREADS ITER
- *                          THREADS workers insert/lookup/delete/set at once
+ *                          THREADS workers insert/lookup/delete/set (single
+ *                          keys and batches) at once
  *                          on one table while a lister walks it; every hit
  *                          must return the fwmark its key implies
  *
@@ -100,6 +101,38 @@ static int check(uint32_t iters)
 			int32_t row = -2, fw = r == 0 ? nfqlb_ct_lookup(base, k, now, 100, &row) : -1;
 			if (r == 0 && !(fw == fw_of(i) && row == row_of(i)) && !(fw == 999 && row == 3))
 				FAIL("lookup after insert: %d/%d", fw, row);
+		} else if (op < 55) {
+			/* a batch of up to 80 keys (past the pipeline's 64 slots), repeats included */
+			uint8_t keys[80 * NFQLB_KEY_LEN];
+			uint32_t idx[80], bytes[80], n = 1 + xs(&seed) % 80;
+			int32_t fw[80], row[80];
+			for (uint32_t j = 0; j < n; j++) {
+				idx[j] = j == 0 ? i : xs(&seed) % 200;
+				make_key(idx[j], keys + j * NFQLB_KEY_LEN);
+				bytes[j] = 60;
+			}
+			if (xs(&seed) % 4 == 0) {
+				int32_t fws[80], rows[80], rc[80];
+				for (uint32_t j = 0; j < n; j++)
+					fws[j] = fw_of(idx[j]), rows[j] = row_of(idx[j]);
+				uint32_t ok = nfqlb_ct_insert_batch(base, keys, n, fws, rows, now, rc);
+				for (uint32_t j = 0; j < n; j++)
+					if (rc[j] == 1 || rc[j] < -1)
+						FAIL("insert batch %d", rc[j]);
+				if (ok > n)
+					FAIL("insert batch count");
+			}
+			uint32_t h = nfqlb_ct_lookup_batch(base, keys, n, now, bytes, fw, row), seen = 0;
+			for (uint32_t j = 0; j < n; j++) {
+				if (fw[j] < 0)
+					continue;
+				seen++;
+				if ((fw[j] != fw_of(idx[j]) && fw[j] != 999) || (fw[j] == fw_of(idx[j]) && row[j] != row_of(idx[j])))
+					FAIL("batch lookup %d for key %u", fw[j], idx[j]);
+			}
+			if (seen != h)
+				FAIL("batch hits %u, counted %u", h, seen);
+			hits += h;
 		} else if (op < 75) {
 			int32_t row;
 			int32_t fw = nfqlb_ct_lookup(base, k, now, 60, &row);
@@ -170,6 +203,24 @@ static void* work(void* arg)
 			int32_t r = nfqlb_ct_insert(w->base, k, fw_of(i), row_of(i), now);
 			if (r < 0)
 				FAIL("insert failed");
+		} else if (op < 45) {
+			/* a batch around key i; prefetches in between must not disturb anything */
+			uint8_t keys[24 * NFQLB_KEY_LEN];
+			uint32_t idx[24];
+			int32_t fw[24], row[24], fws[24], rows[24];
+			for (uint32_t j = 0; j < 24; j++) {
+				idx[j] = (i + j * 7) % 3000;
+				make_key(idx[j], keys + j * NFQLB_KEY_LEN);
+				fws[j] = fw_of(idx[j]), rows[j] = row_of(idx[j]);
+				nfqlb_ct_prefetch(w->base, keys + j * NFQLB_KEY_LEN);
+				nfqlb_ct_prefetch_ways(w->base, keys + j * NFQLB_KEY_LEN);
+			}
+			if (op < 35)
+				nfqlb_ct_insert_batch(w->base, keys, 24, fws, rows, now, NULL);
+			w->hits += nfqlb_ct_lookup_batch(w->base, keys, 24, now, NULL, fw, row);
+			for (uint32_t j = 0; j < 24; j++)
+				if (fw[j] >= 0 && (fw[j] != fw_of(idx[j]) || row[j] != row_of(idx[j])))
+					FAIL("thread %u: batch key %u gave %d/%d", w->id, idx[j], fw[j], row[j]);
 		} else if (op < 90) {
 			int32_t row;
 			int32_t fw = nfqlb_ct_lookup(w->base, k, now, 64, &row);

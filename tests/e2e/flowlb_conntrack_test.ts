@@ -1,0 +1,188 @@
+/**
+ * End-to-end test of connection tables in `nfqlb flowlb` on the real kernel
+ * (docs/conntrack.md "In flowlb"), set up like a Meridio frontend
+ * (`--queue=0:1` behind `--queue-balance 0:1`), with two streams over the
+ * same three targets:
+ *
+ * ```
+ *  stream A: <shm>   + <shm>-ct   flow a: udp, dport 5000, dsts VIPs
+ *  stream B: <p>-streamB (no -ct) flow b: udp, dport 6000, dsts VIPs
+ * ```
+ *
+ * UDP flows of both streams are recorded; then a fourth target joins both
+ * tables, so Maglev moves some flows of each (computed from the real tables
+ * with TargetShm.lookupKey, in a child process, so the expectations are exact
+ * sets). Every flow of stream A keeps its target, those of stream B go exactly
+ * where Maglev now says, new flows of A are Maglev's, and `ct-list` shows A's
+ * flows with their targets. Counts and sets only, no timing.
+ *
+ * Needs root (skipped with a message otherwise).
+ */
+import assert from "node:assert/strict";
+import type { Flow } from "./agent.ts";
+import { flowKey, mapFlows, type Proto, skipUnlessRoot } from "./checks.ts";
+import { type Family, ROOT, tally, Topology, UDP_PORT, VIP } from "./topology.ts";
+
+const notRoot = skipUnlessRoot();
+const FAMILIES: Family[] = [4, 6];
+const B_PORT = 6000;
+/** Flows per family and stream. */
+const K = 40;
+/** Lifetimes long enough that nothing expires during the test however slow the machine. */
+const CT_INIT = ["--conntrack=8192", "--ct_ttl=600000,600000,600000"];
+const DSTS = `--dsts=${VIP[4]}/32,${VIP[6]}/128`;
+
+/** "addr:port" as the CLI takes it ("[addr]:port" for IPv6). */
+function ap(addr: string, port: number): string {
+  return addr.includes(":") ? `[${addr}]:${port}` : `${addr}:${port}`;
+}
+
+const MAGLEV_SCRIPT = `
+import { buildKey, parseAddrPort, PROTOCOLS, TargetShm } from ${JSON.stringify(`${ROOT}/mod.ts`)};
+const c = JSON.parse(Deno.args[0]);
+const t = TargetShm.open(c.shm);
+try {
+  const out = c.pairs.map(([s, d]) => {
+    const a = parseAddrPort(s), b = parseAddrPort(d);
+    return t.lookupKey(buildKey(a.addr, b.addr, PROTOCOLS[c.proto], a.port, b.port), 1);
+  });
+  console.log(JSON.stringify(out));
+} finally {
+  t.close();
+}
+`;
+
+/** Maglev's target (name, "" for none) for each flow (with dst and dport) in table `shm` as it is now. */
+async function maglevTargets(t: Topology, shm: string, proto: Proto, flows: Flow[]): Promise<string[]> {
+  const script = `${t.workDir}/maglev.ts`;
+  Deno.writeTextFileSync(script, MAGLEV_SCRIPT);
+  const pairs = flows.map((f) => [ap(f.src, f.sport), ap(f.dst!, f.dport!)]);
+  const r = await t.sh([
+    Deno.execPath(),
+    ..."run -A --quiet --no-prompt --no-lock --config".split(" "),
+    `${ROOT}/deno.json`,
+    script,
+    JSON.stringify({ shm, proto, pairs }),
+  ], { env: t.nfqlbEnv, timeoutMs: 60_000 });
+  return (JSON.parse(r.stdout) as number[]).map((fw) => {
+    const i = t.fwmarks.indexOf(fw);
+    return i < 0 ? "" : t.targetNames[i];
+  });
+}
+
+/** Flows whose observed target differs from the expected one, for messages ("" = no answer). */
+function diff(flows: Flow[], got: string[], want: string[]): string[] {
+  return flows.flatMap((f, i) =>
+    got[i] === want[i] ? [] : [`${flowKey(f)} want ${want[i] || "none"} got ${got[i] || "none"}`]
+  );
+}
+
+/** One `ct-list` row (docs/conntrack.md). */
+interface CtRow {
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  proto: string;
+  fwmark: number;
+}
+
+Deno.test({
+  name:
+    "e2e flowlb conntrack: UDP flows of the stream with a table keep their targets when Maglev moves them",
+  ignore: notRoot,
+  async fn() {
+    await using t = await Topology.create({
+      steering: { mode: "nfqueue", balance: [0, 1] },
+      targets: 4,
+      extraUdpPorts: [B_PORT],
+    });
+    const [f1, f2, f3, f4] = t.fwmarks.map(String);
+    const shmA = t.shm, shmB = `${t.prefix}-streamB`;
+    await t.nfqlb(["init", `--shm=${shmA}`, "--M=997", "--N=32", ...CT_INIT]);
+    await t.nfqlb(["activate", `--shm=${shmA}`, f1, f2, f3]);
+    await t.nfqlb(["init", `--shm=${shmB}`, "--M=997", "--N=32"]);
+    await t.nfqlb(["activate", `--shm=${shmB}`, f1, f2, f3]);
+    await t.startFlowLb(["--promiscuous_ping", "--qlength=1024"]);
+    for (
+      const [name, shm, port] of [["a", shmA, UDP_PORT], ["b", shmB, B_PORT]] as const
+    ) {
+      const r = await t.nfqlb([
+        "flow-set",
+        `--name=${name}`,
+        `--target=${shm}`,
+        "--protocols=udp",
+        DSTS,
+        `--dports=${port}`,
+      ]);
+      assert.equal(r.stdout, "OK\n", `flow-set ${name}`);
+    }
+
+    const flows = (fam: Family, port: number, sportBase: number) =>
+      t.flows(fam, K, sportBase).map((f) => ({ ...f, dst: VIP[fam], dport: port }));
+    const a = Object.fromEntries(FAMILIES.map((fam) => [fam, flows(fam, UDP_PORT, 21000)])) as Record<
+      Family,
+      Flow[]
+    >;
+    const b = Object.fromEntries(FAMILIES.map((fam) => [fam, flows(fam, B_PORT, 21000)])) as Record<
+      Family,
+      Flow[]
+    >;
+    const origA = {} as Record<Family, string[]>, origB = {} as Record<Family, string[]>;
+    for (const fam of FAMILIES) {
+      origA[fam] = await mapFlows(t, fam, "udp", a[fam]);
+      origB[fam] = await mapFlows(t, fam, "udp", b[fam]);
+      assert.deepEqual(
+        diff(a[fam], origA[fam], await maglevTargets(t, shmA, "udp", a[fam])),
+        [],
+        `ipv${fam} a`,
+      );
+      assert.deepEqual(
+        diff(b[fam], origB[fam], await maglevTargets(t, shmB, "udp", b[fam])),
+        [],
+        `ipv${fam} b`,
+      );
+      assert.deepEqual(Object.keys(tally(origA[fam])).sort(), ["t1", "t2", "t3"], `ipv${fam} a`);
+    }
+
+    // t4 joins both tables: Maglev moves some flows of each stream (fixed flows: deterministic)
+    await t.nfqlb(["activate", `--shm=${shmA}`, f4]);
+    await t.nfqlb(["activate", `--shm=${shmB}`, f4]);
+    for (const fam of FAMILIES) {
+      const nowA = await maglevTargets(t, shmA, "udp", a[fam]);
+      const nowB = await maglevTargets(t, shmB, "udp", b[fam]);
+      const movedA = a[fam].filter((_, i) => nowA[i] !== origA[fam][i]).length;
+      const movedB = b[fam].filter((_, i) => nowB[i] !== origB[fam][i]).length;
+      assert.ok(movedA > 0 && movedB > 0, `ipv${fam}: Maglev must move some flows (${movedA}, ${movedB})`);
+      // stream A (table): every flow stays; stream B (none): exactly Maglev's new answer
+      const afterA = await mapFlows(t, fam, "udp", a[fam]);
+      assert.deepEqual(diff(a[fam], afterA, origA[fam]), [], `ipv${fam} a after activate (${movedA} moved)`);
+      const afterB = await mapFlows(t, fam, "udp", b[fam]);
+      assert.deepEqual(diff(b[fam], afterB, nowB), [], `ipv${fam} b after activate (${movedB} moved)`);
+      // new flows of A are Maglev's (its table's scheduler), t4 included
+      const fresh = flows(fam, UDP_PORT, 23000);
+      const got = await mapFlows(t, fam, "udp", fresh);
+      assert.deepEqual(diff(fresh, got, await maglevTargets(t, shmA, "udp", fresh)), [], `ipv${fam} new a`);
+      assert.ok(got.includes("t4"), `ipv${fam} new flows: ${JSON.stringify(tally(got))}`);
+    }
+
+    // the table holds stream A's flows with their original targets, and nothing of stream B
+    const listed = JSON.parse((await t.nfqlb(["ct-list", `--shm=${shmA}`])).stdout) as CtRow[];
+    const recorded = new Map(
+      listed.map((c) => [`${c.proto} ${ap(c.src, c.sport)} ${ap(c.dst, c.dport)}`, c]),
+    );
+    for (const fam of FAMILIES) {
+      a[fam].forEach((f, i) => {
+        const c = recorded.get(`udp ${ap(f.src, f.sport)} ${ap(f.dst!, f.dport!)}`);
+        assert.ok(c, `ct-list has no entry for ${flowKey(f)}`);
+        assert.equal(c.fwmark, t.fwmarks[t.targetNames.indexOf(origA[fam][i])], `ct-list ${flowKey(f)}`);
+      });
+    }
+    assert.deepEqual(listed.filter((c) => c.dport === B_PORT), [], "stream B's flows are not in A's table");
+    assert.equal(
+      listed.filter((c) => c.dport === UDP_PORT).length,
+      4 * K,
+      "ct-list: a + new a, both families",
+    );
+  },
+});
