@@ -205,10 +205,18 @@ Deno.test("missingRequired: names in table order", () => {
 });
 
 Deno.test("every command table is valid for getopt: unique names, no `help`, at most 31 options", () => {
-  // upstream's 21, then our 4 connection-table commands (docs/conntrack.md)
-  assert.equal(COMMANDS.length, 25);
-  assert.equal(new Set(COMMANDS.map((c) => c.name)).size, 25);
-  assert.deepEqual(COMMANDS.slice(21).map((c) => c.name), ["ct-list", "ct-set", "ct-delete", "ct-stats"]);
+  // upstream's 21, then our 4 connection-table commands (docs/conntrack.md) and 3 host commands (docs/apply.md)
+  assert.equal(COMMANDS.length, 28);
+  assert.equal(new Set(COMMANDS.map((c) => c.name)).size, 28);
+  assert.deepEqual(COMMANDS.slice(21).map((c) => c.name), [
+    "ct-list",
+    "ct-set",
+    "ct-delete",
+    "ct-stats",
+    "apply",
+    "teardown",
+    "status",
+  ]);
   for (const c of COMMANDS) {
     const names = c.options.map((o) => o.name);
     assert.equal(new Set(names).size, names.length, c.name);
