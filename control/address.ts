@@ -32,6 +32,13 @@ export function parseSocketAddress(s: string): SocketAddress | undefined {
   return { transport: "tcp", hostname: host, port: Number(port) };
 }
 
+/** Connects to a parsed address (the caller words the failure: clients print different texts). */
+export function connectTo(addr: SocketAddress): Promise<Deno.Conn> {
+  return addr.transport === "unix"
+    ? Deno.connect({ transport: "unix", path: addr.path })
+    : Deno.connect({ transport: "tcp", hostname: addr.hostname, port: addr.port });
+}
+
 /**
  * Listens on an upstream address string for `what` ("Flow server", "Trace
  * server"), with upstream's error texts.

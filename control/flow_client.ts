@@ -3,9 +3,9 @@
  * to a running flowlb, everything it answers until it closes. Used by the
  * flow-* commands and by `nfqlb apply` (flows by diff).
  */
-import { parseSocketAddress } from "./address.ts";
+import { connectTo, parseSocketAddress } from "./address.ts";
 import { errorText, NfqlbError } from "./errors.ts";
-import { encodeRequest, flowAddress } from "./flow_protocol.ts";
+import { concat, encodeRequest, flowAddress } from "./flow_protocol.ts";
 import type { FlowRequest } from "./flows.ts";
 
 /** The flow server address does not parse (the CLI prints upstream's text for it). */
@@ -47,9 +47,7 @@ export async function flowExchange(
   const request = encodeRequest(fields);
   let conn: Deno.Conn;
   try {
-    conn = addr.transport === "unix"
-      ? await Deno.connect({ transport: "unix", path: addr.path })
-      : await Deno.connect({ transport: "tcp", hostname: addr.hostname, port: addr.port });
+    conn = await connectTo(addr);
   } catch (e) {
     throw new NfqlbError(`Connect failed. ${connectError(e)}`);
   }
@@ -70,11 +68,5 @@ export async function flowExchange(
   } finally {
     conn.close();
   }
-  const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let off = 0;
-  for (const c of chunks) {
-    all.set(c, off);
-    off += c.length;
-  }
-  return all;
+  return concat(chunks);
 }

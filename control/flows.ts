@@ -6,7 +6,10 @@
  * references). No I/O here: targets are reached through {@link FlowTableHooks}.
  */
 import { z } from "zod";
-import { parseIPv4, parseIPv6 } from "./inet.ts";
+import { formatIPv6, parseIPv4, parseIPv6 } from "./inet.ts";
+
+/** Re-exported: flows print addresses with it (its home is ./inet.ts). */
+export { formatIPv6 };
 import { TargetShm } from "./target_shm.ts";
 
 /** An L4 protocol a flow can select. */
@@ -267,44 +270,6 @@ export function formatMatch(m: MatchStatement): string {
   return `${proto}[${m.offset}:${m.nbytes}]${mask}=0x${(m.value >>> 0).toString(16)}`;
 }
 
-/** IPv6 text as glibc's inet_ntop(AF_INET6) writes it (so IPv4-mapped as `::ffff:a.b.c.d`). */
-export function formatIPv6(a: Uint8Array): string {
-  const w: number[] = [];
-  for (let i = 0; i < 8; i++) w.push((a[2 * i] << 8) | a[2 * i + 1]);
-  // the longest run of zero words (first on ties), if at least 2 long
-  let best = -1, bestLen = 0;
-  for (let i = 0; i < 8;) {
-    if (w[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && w[j] === 0) j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  if (bestLen < 2) best = -1;
-  let out = "";
-  for (let i = 0; i < 8; i++) {
-    if (best >= 0 && i >= best && i < best + bestLen) {
-      if (i === best) out += ":";
-      continue;
-    }
-    if (i !== 0) out += ":";
-    // an encapsulated IPv4 (::a.b.c.d or ::ffff:a.b.c.d)
-    if (i === 6 && best === 0 && (bestLen === 6 || (bestLen === 5 && w[5] === 0xffff))) {
-      out += `${a[12]}.${a[13]}.${a[14]}.${a[15]}`;
-      break;
-    }
-    out += w[i].toString(16);
-  }
-  if (best >= 0 && best + bestLen === 8) out += ":";
-  return out;
-}
-
 /** `addr/prefix` as upstream lists a CIDR, e.g. `::ffff:10.0.0.0/128`. */
 export function formatCidr(c: Cidr): string {
   return `${formatIPv6(c.addr)}/${c.prefix}`;
@@ -514,6 +479,23 @@ export function canonicalRequest(d: FlowDefinition): FlowRequest {
 
 function jsonList(key: string, items: readonly string[]): string {
   return `,\n  "${key}": [\n${items.map((i) => `    "${i}"`).join(",\n")}\n  ]`;
+}
+
+/** One flow as {@link renderFlow} prints it, parsed (`flow-list` JSON). */
+export interface ListedFlow {
+  name: string;
+  /** Unsigned (upstream's %u): a negative priority shows as 2^32 + p. */
+  priority: number;
+  protocols?: string[];
+  dests?: string[];
+  dports?: string[];
+  srcs?: string[];
+  sports?: string[];
+  match?: string[];
+  udpencap?: number;
+  matches_count: number;
+  /** Absent for trace flows. */
+  user_ref?: string;
 }
 
 /**

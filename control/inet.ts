@@ -1,6 +1,7 @@
 /**
  * Address text → bytes, strictly (RFC 4291 text forms, dotted-quad IPv4).
  * IPv4 becomes IPv4-mapped IPv6 (::ffff:a.b.c.d), as upstream's keys hold it.
+ * And bytes → text the way glibc's inet_ntop prints it.
  */
 
 /** Parses dotted-quad IPv4 into 4 bytes, or undefined. */
@@ -56,6 +57,44 @@ export function parseIPv6(s: string): Uint8Array | undefined {
     out[2 * i] = w >> 8;
     out[2 * i + 1] = w & 0xff;
   });
+  return out;
+}
+
+/** IPv6 text as glibc's inet_ntop(AF_INET6) writes it (so IPv4-mapped as `::ffff:a.b.c.d`). */
+export function formatIPv6(a: Uint8Array): string {
+  const w: number[] = [];
+  for (let i = 0; i < 8; i++) w.push((a[2 * i] << 8) | a[2 * i + 1]);
+  // the longest run of zero words (first on ties), if at least 2 long
+  let best = -1, bestLen = 0;
+  for (let i = 0; i < 8;) {
+    if (w[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && w[j] === 0) j++;
+    if (j - i > bestLen) {
+      best = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  if (bestLen < 2) best = -1;
+  let out = "";
+  for (let i = 0; i < 8; i++) {
+    if (best >= 0 && i >= best && i < best + bestLen) {
+      if (i === best) out += ":";
+      continue;
+    }
+    if (i !== 0) out += ":";
+    // an encapsulated IPv4 (::a.b.c.d or ::ffff:a.b.c.d)
+    if (i === 6 && best === 0 && (bestLen === 6 || (bestLen === 5 && w[5] === 0xffff))) {
+      out += `${a[12]}.${a[13]}.${a[14]}.${a[15]}`;
+      break;
+    }
+    out += w[i].toString(16);
+  }
+  if (best >= 0 && best + bestLen === 8) out += ":";
   return out;
 }
 

@@ -3,7 +3,7 @@ import type { Command } from "../command.ts";
 import { err, out } from "../io.ts";
 import { INT32_MAX, INT32_MIN, parseInteger, parseStrtol0 } from "../numbers.ts";
 import { errorText, NfqlbError } from "../../control/errors.ts";
-import { parseSocketAddress } from "../../control/address.ts";
+import { connectTo, parseSocketAddress } from "../../control/address.ts";
 import { logLevel, traceMask } from "../../control/trace_shm.ts";
 
 /** Trace selection names → mask bits, as upstream. */
@@ -72,9 +72,7 @@ export const trace: Command = {
     }
     let conn: Deno.Conn;
     try {
-      conn = addr.transport === "unix"
-        ? await Deno.connect({ transport: "unix", path: addr.path })
-        : await Deno.connect({ transport: "tcp", hostname: addr.hostname, port: addr.port });
+      conn = await connectTo(addr);
     } catch (e) {
       const text = e instanceof Deno.errors.ConnectionRefused || e instanceof Deno.errors.NotFound
         ? "Connection refused"

@@ -6,7 +6,7 @@
 import { NfqlbError } from "../errors.ts";
 import { flowExchange } from "../flow_client.ts";
 import { decodeReply } from "../flow_protocol.ts";
-import { canonicalRequest, type FlowRequest, parseFlowDefinition } from "../flows.ts";
+import { canonicalRequest, type FlowRequest, type ListedFlow, parseFlowDefinition } from "../flows.ts";
 import type { FlowConfig } from "../config/types.ts";
 
 /** One flow change. */
@@ -19,28 +19,23 @@ export function flowSetLine(r: FlowRequest): string {
   const parts = [`flow-set --name=${r.name}`, `--target=${r.target}`];
   if (r.priority !== undefined) parts.push(`--prio=${r.priority}`);
   for (const k of ["protocols", "dsts", "srcs", "dports", "sports", "match", "udpencap"] as const) {
-    if (r[k] !== undefined) parts.push(`--${k}=${r[k]}`);
+    // flows keep IPv4 CIDRs IPv4-mapped; the line shows them as the file wrote them
+    const v = k === "dsts" || k === "srcs"
+      ? r[k]?.replace(/::ffff:(\d+\.\d+\.\d+\.\d+)\/(\d+)/g, ipv4Cidr)
+      : r[k];
+    if (v !== undefined) parts.push(`--${k}=${v}`);
   }
   return parts.join(" ");
 }
 
-interface ListedFlow {
-  name: string;
-  priority?: number;
-  protocols?: string[];
-  dests?: string[];
-  dports?: string[];
-  srcs?: string[];
-  sports?: string[];
-  match?: string[];
-  udpencap?: number;
-  user_ref?: string;
+function ipv4Cidr(_: string, addr: string, len: string): string {
+  return `${addr}/${Math.max(0, Number(len) - 96)}`;
 }
 
 /** A listed flow (flow-list JSON) as its canonical request; undefined for one that does not parse. */
-export function listedToRequest(f: ListedFlow): FlowRequest | undefined {
+export function listedToRequest(f: Omit<ListedFlow, "matches_count">): FlowRequest | undefined {
   // flowlb prints the int32 priority as unsigned (upstream's %u)
-  const prio = (f.priority ?? 0) > 0x7fffffff ? (f.priority ?? 0) - 0x100000000 : (f.priority ?? 0);
+  const prio = f.priority > 0x7fffffff ? f.priority - 0x100000000 : f.priority;
   const req: FlowRequest = { name: f.name, target: f.user_ref, priority: String(prio) };
   if (f.protocols) req.protocols = f.protocols.join(",");
   if (f.dests) req.dsts = f.dests.join(",");

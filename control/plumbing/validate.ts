@@ -5,7 +5,7 @@
  * line naming the bad value.
  */
 import { NfqlbError } from "../errors.ts";
-import { parseIPv4, parseIPv6 } from "../inet.ts";
+import { formatIPv6, parseIPv4, parseIPv6 } from "../inet.ts";
 import type { PlumbingHook, PlumbingProtocol, PlumbingSpec } from "./spec.ts";
 
 /** A checked VIP. */
@@ -57,25 +57,6 @@ function bad(what: string, value: unknown): never {
 export function checkId(id: unknown): string {
   if (typeof id !== "string" || !ID_RE.test(id)) bad("id (want [A-Za-z0-9._+-]{1,32})", id);
   return id;
-}
-
-/** RFC 5952 text of 16 address bytes (as inet_ntop prints it, without the IPv4-mapped form). */
-export function formatIPv6(b: Uint8Array): string {
-  const words = Array.from({ length: 8 }, (_, i) => (b[2 * i] << 8) | b[2 * i + 1]);
-  let bestAt = -1, bestLen = 1;
-  for (let i = 0; i < 8;) {
-    if (words[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > bestLen) [bestAt, bestLen] = [i, j - i];
-    i = j;
-  }
-  const hex = (ws: number[]) => ws.map((w) => w.toString(16)).join(":");
-  if (bestAt < 0) return hex(words);
-  return `${hex(words.slice(0, bestAt))}::${hex(words.slice(bestAt + bestLen))}`;
 }
 
 /** Parses an address into family and bytes, or undefined. */

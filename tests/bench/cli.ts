@@ -10,6 +10,7 @@
  */
 import { TargetShm } from "../../control/target_shm.ts";
 import { type Goal, goal, type Row, summarize } from "./report.ts";
+import { exists } from "../helpers/fs.ts";
 
 /** Rounds (each subject runs once per round; activate and deactivate alternate). */
 const ROUNDS = 21;
@@ -97,13 +98,4 @@ export async function benchCli(
 
 function op(i: number): string {
   return i % 2 === 0 ? "activate" : "deactivate";
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -60,6 +60,7 @@ import {
   SOCK_STREAM,
   Socket,
 } from "./libc.ts";
+import { exists } from "../helpers/fs.ts";
 
 /**
  * A client flow: source address and port. The destination is the command's
@@ -310,15 +311,6 @@ const sleeper = new Int32Array(new SharedArrayBuffer(4));
 /** Blocks the (agent's) thread for `ms`. */
 function sleepSync(ms: number): void {
   if (ms > 0) Atomics.wait(sleeper, 0, 0, ms);
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** A request: the nonce, then (if `size` is larger) a newline and padding up to `size` bytes. */

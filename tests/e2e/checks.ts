@@ -5,7 +5,9 @@
  */
 import assert from "node:assert/strict";
 import type { Flow } from "./agent.ts";
-import { type Family, tally, TCP_PORT, type Topology, UDP_PORT, VIP, waitUntil } from "./topology.ts";
+import { type Family, ROOT, tally, TCP_PORT, type Topology, UDP_PORT, VIP, waitUntil } from "./topology.ts";
+import { exists } from "../helpers/fs.ts";
+import type { CtListItem } from "../../cli/commands/conntrack_impl.ts";
 
 /** Probe protocol. */
 export type Proto = "udp" | "tcp";
@@ -205,17 +207,73 @@ export async function checkSctp(
  */
 export async function tableTarget(t: Topology, fam: Family, proto: Proto, flow: Flow): Promise<string> {
   const port = proto === "udp" ? UDP_PORT : TCP_PORT;
-  const addr = (a: string, p: number) => fam === 6 ? `[${a}]:${p}` : `${a}:${p}`;
   const r = await t.nfqlb([
     "fwmark",
     `--shm=${t.shm}`,
     `--proto=${proto}`,
-    `--src=${addr(flow.src, flow.sport)}`,
-    `--dst=${addr(VIP[fam], port)}`,
+    `--src=${addrPort(flow.src, flow.sport)}`,
+    `--dst=${addrPort(VIP[fam], port)}`,
   ]);
   const fw = (JSON.parse(r.stdout) as { fwmark: number }).fwmark;
   const i = t.fwmarks.indexOf(fw);
   return i < 0 ? "" : t.targetNames[i];
+}
+
+/** "addr:port" as the CLI takes it ("[addr]:port" for IPv6). */
+export function addrPort(addr: string, port: number): string {
+  return addr.includes(":") ? `[${addr}]:${port}` : `${addr}:${port}`;
+}
+
+const MAGLEV_SCRIPT = `
+import { buildKey, parseAddrPort, PROTOCOLS, TargetShm } from ${JSON.stringify(`${ROOT}/mod.ts`)};
+const c = JSON.parse(Deno.args[0]);
+const t = TargetShm.open(c.shm);
+try {
+  const out = c.pairs.map(([s, d]) => {
+    const a = parseAddrPort(s), b = parseAddrPort(d);
+    return t.lookupKey(buildKey(a.addr, b.addr, PROTOCOLS[c.proto], a.port, b.port), 1);
+  });
+  console.log(JSON.stringify(out));
+} finally {
+  t.close();
+}
+`;
+
+/**
+ * Maglev's target (name, "" for none) for each flow (with dst and dport) in
+ * target table `shm` (default the topology's) as it is now: what `nfqlb
+ * fwmark --shm` answers, for all flows in one process (a CLI run per flow
+ * would take seconds).
+ */
+export async function maglevTargets(
+  t: Topology,
+  proto: Proto,
+  flows: Flow[],
+  shm = t.shm,
+): Promise<string[]> {
+  const script = `${t.workDir}/maglev.ts`;
+  if (!exists(script)) Deno.writeTextFileSync(script, MAGLEV_SCRIPT);
+  const pairs = flows.map((f) => {
+    assert.ok(f.dst !== undefined && f.dport !== undefined, "maglevTargets needs flows with dst and dport");
+    return [addrPort(f.src, f.sport), addrPort(f.dst, f.dport)];
+  });
+  const r = await t.sh([
+    Deno.execPath(),
+    ..."run -A --quiet --no-prompt --no-lock --config".split(" "),
+    `${ROOT}/deno.json`,
+    script,
+    JSON.stringify({ shm, proto, pairs }),
+  ], { env: t.nfqlbEnv, timeoutMs: 60_000 });
+  return (JSON.parse(r.stdout) as number[]).map((fw) => {
+    const i = t.fwmarks.indexOf(fw);
+    return i < 0 ? "" : t.targetNames[i];
+  });
+}
+
+/** `ct-list` of the connection table of `shm` (default the topology's), with `filters`. */
+export async function ctList(t: Topology, filters: string[] = [], shm = t.shm): Promise<CtListItem[]> {
+  const r = await t.nfqlb(["ct-list", `--shm=${shm}`, ...filters]);
+  return JSON.parse(r.stdout) as CtListItem[];
 }
 
 /** Prints (once) why root-only tests are skipped; returns whether to ignore them. */

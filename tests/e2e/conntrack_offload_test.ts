@@ -9,33 +9,18 @@
  */
 import assert from "node:assert/strict";
 import type { Flow } from "./agent.ts";
-import { skipUnlessRoot } from "./checks.ts";
+import { ctList, skipUnlessRoot } from "./checks.ts";
 import { type Family, FWBASE, Topology, UDP_PORT, VIP } from "./topology.ts";
 import { OFFLOAD_COMMENT, offloadRules } from "../../control/offload_rules.ts";
 
 const notRoot = skipUnlessRoot();
 const QUEUE = 4;
 
-interface CtItem {
-  src: string;
-  sport: number;
-  dst: string;
-  dport: number;
-  proto: string;
-  fwmark: number;
-  packets: number;
-  flags: string[];
-}
-
 /** The packets handed to our queue so far (kernel counter of the lb netns). */
 async function queued(topo: Topology): Promise<number> {
   const q = (await topo.queueStats()).get(QUEUE);
   assert.ok(q, `queue ${QUEUE} not bound in the lb netns`);
   return q.seq;
-}
-
-async function ctList(topo: Topology): Promise<CtItem[]> {
-  return JSON.parse((await topo.nfqlb(["ct-list", `--shm=${topo.shm}`])).stdout) as CtItem[];
 }
 
 /** `n` UDP request/replies of one flow; asserts every one was answered, by one target; returns it. */

@@ -16,8 +16,19 @@
  */
 import assert from "node:assert/strict";
 import type { ConnsCommand, ConnsRound, Flow } from "./agent.ts";
-import { checkSticky, flowKey, mapFlows, type Proto, skipUnlessRoot, tableTarget } from "./checks.ts";
-import { type Family, ROOT, tally, TCP_PORT, Topology, UDP_PORT, VIP, waitUntil } from "./topology.ts";
+import {
+  addrPort,
+  checkSticky,
+  ctList,
+  flowKey,
+  maglevTargets,
+  mapFlows,
+  skipUnlessRoot,
+  tableTarget,
+} from "./checks.ts";
+import { exists } from "../helpers/fs.ts";
+import type { CtListItem } from "../../cli/commands/conntrack_impl.ts";
+import { type Family, tally, TCP_PORT, Topology, UDP_PORT, VIP, waitUntil } from "./topology.ts";
 
 const notRoot = skipUnlessRoot();
 const QUEUE = 2;
@@ -45,64 +56,9 @@ async function startWithTable(t: Topology, fwmarks: number[], conntrack: boolean
   await t.startLb();
 }
 
-/** "addr:port" as the CLI takes it ("[addr]:port" for IPv6). */
-function ap(addr: string, port: number): string {
-  return addr.includes(":") ? `[${addr}]:${port}` : `${addr}:${port}`;
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** `n` flows of `fam` to the echo port of the VIP. */
 function echoFlows(t: Topology, fam: Family, n: number, sportBase: number): Flow[] {
   return t.flows(fam, n, sportBase).map((f) => ({ ...f, dst: VIP[fam], dport: ECHO_PORT }));
-}
-
-const MAGLEV_SCRIPT = `
-import { buildKey, parseAddrPort, PROTOCOLS, TargetShm } from ${JSON.stringify(`${ROOT}/mod.ts`)};
-const c = JSON.parse(Deno.args[0]);
-const t = TargetShm.open(c.shm);
-try {
-  const out = c.pairs.map(([s, d]) => {
-    const a = parseAddrPort(s), b = parseAddrPort(d);
-    return t.lookupKey(buildKey(a.addr, b.addr, PROTOCOLS[c.proto], a.port, b.port), 1);
-  });
-  console.log(JSON.stringify(out));
-} finally {
-  t.close();
-}
-`;
-
-/**
- * Maglev's target (name, "" for none) for each flow in the topology's target
- * table as it is now: what `nfqlb fwmark --shm` answers, for all flows in one
- * process (a CLI run per flow would take seconds).
- */
-async function maglevTargets(t: Topology, proto: Proto, flows: Flow[]): Promise<string[]> {
-  const script = `${t.workDir}/maglev.ts`;
-  if (!exists(script)) Deno.writeTextFileSync(script, MAGLEV_SCRIPT);
-  const pairs = flows.map((f) => {
-    assert.ok(f.dst !== undefined && f.dport !== undefined, "maglevTargets needs flows with dst and dport");
-    return [ap(f.src, f.sport), ap(f.dst, f.dport)];
-  });
-  const r = await t.sh([
-    Deno.execPath(),
-    ..."run -A --quiet --no-prompt --no-lock --config".split(" "),
-    `${ROOT}/deno.json`,
-    script,
-    JSON.stringify({ shm: t.shm, proto, pairs }),
-  ], { env: t.nfqlbEnv, timeoutMs: 60_000 });
-  const fws = JSON.parse(r.stdout) as number[];
-  return fws.map((fw) => {
-    const i = t.fwmarks.indexOf(fw);
-    return i < 0 ? "" : t.targetNames[i];
-  });
 }
 
 /** Long-lived TCP connections held by a `conns` agent in the client netns. */
@@ -172,23 +128,6 @@ function changed(a: string[], b: string[]): number[] {
 async function ctStats(t: Topology): Promise<Record<string, number>> {
   const r = await t.nfqlb(["ct-stats", `--shm=${t.shm}`]);
   return JSON.parse(r.stdout) as Record<string, number>;
-}
-
-/** One `ct-list` row (docs/conntrack.md). */
-interface CtRow {
-  src: string;
-  sport: number;
-  dst: string;
-  dport: number;
-  proto: string;
-  fwmark: number;
-  row: number;
-  flags: string[];
-}
-
-async function ctList(t: Topology, filters: string[]): Promise<CtRow[]> {
-  const r = await t.nfqlb(["ct-list", `--shm=${t.shm}`, ...filters]);
-  return JSON.parse(r.stdout) as CtRow[];
 }
 
 /**
@@ -329,12 +268,16 @@ Deno.test({
         assert.equal(a, await tableTarget(t, fam, "udp", flow), "Maglev's choice first");
         const bi = t.targetNames.findIndex((n) => n !== a);
         const b = t.targetNames[bi], fwB = t.fwmarks[bi], fwA = t.fwmarks[t.targetNames.indexOf(a)];
-        const key = [`--src=${ap(flow.src, flow.sport)}`, `--dst=${ap(VIP[fam], UDP_PORT)}`, "--proto=udp"];
+        const key = [
+          `--src=${addrPort(flow.src, flow.sport)}`,
+          `--dst=${addrPort(VIP[fam], UDP_PORT)}`,
+          "--proto=udp",
+        ];
 
         await t.nfqlb(["ct-set", `--shm=${t.shm}`, ...key, `--fwmark=${fwB}`, "--pin"]);
         const pinned = (await t.udp(fam, [flow], 5)).targets[0];
         assert.deepEqual(tally(pinned), { [b]: 5 }, `after ct-set --fwmark=${fwB} --pin`);
-        const mine = (rows: CtRow[]) =>
+        const mine = (rows: CtListItem[]) =>
           rows.filter((c) => c.src === flow.src && c.sport === flow.sport && c.proto === "udp");
         const onB = mine(await ctList(t, [`--target=${fwB}`]));
         assert.deepEqual(

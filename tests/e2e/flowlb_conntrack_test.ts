@@ -20,8 +20,8 @@
  */
 import assert from "node:assert/strict";
 import type { Flow } from "./agent.ts";
-import { flowKey, mapFlows, type Proto, skipUnlessRoot } from "./checks.ts";
-import { type Family, ROOT, tally, Topology, UDP_PORT, VIP } from "./topology.ts";
+import { addrPort, ctList, flowKey, maglevTargets, mapFlows, skipUnlessRoot } from "./checks.ts";
+import { type Family, tally, Topology, UDP_PORT, VIP } from "./topology.ts";
 
 const notRoot = skipUnlessRoot();
 const FAMILIES: Family[] = [4, 6];
@@ -32,59 +32,11 @@ const K = 40;
 const CT_INIT = ["--conntrack=8192", "--ct_ttl=600000,600000,600000"];
 const DSTS = `--dsts=${VIP[4]}/32,${VIP[6]}/128`;
 
-/** "addr:port" as the CLI takes it ("[addr]:port" for IPv6). */
-function ap(addr: string, port: number): string {
-  return addr.includes(":") ? `[${addr}]:${port}` : `${addr}:${port}`;
-}
-
-const MAGLEV_SCRIPT = `
-import { buildKey, parseAddrPort, PROTOCOLS, TargetShm } from ${JSON.stringify(`${ROOT}/mod.ts`)};
-const c = JSON.parse(Deno.args[0]);
-const t = TargetShm.open(c.shm);
-try {
-  const out = c.pairs.map(([s, d]) => {
-    const a = parseAddrPort(s), b = parseAddrPort(d);
-    return t.lookupKey(buildKey(a.addr, b.addr, PROTOCOLS[c.proto], a.port, b.port), 1);
-  });
-  console.log(JSON.stringify(out));
-} finally {
-  t.close();
-}
-`;
-
-/** Maglev's target (name, "" for none) for each flow (with dst and dport) in table `shm` as it is now. */
-async function maglevTargets(t: Topology, shm: string, proto: Proto, flows: Flow[]): Promise<string[]> {
-  const script = `${t.workDir}/maglev.ts`;
-  Deno.writeTextFileSync(script, MAGLEV_SCRIPT);
-  const pairs = flows.map((f) => [ap(f.src, f.sport), ap(f.dst!, f.dport!)]);
-  const r = await t.sh([
-    Deno.execPath(),
-    ..."run -A --quiet --no-prompt --no-lock --config".split(" "),
-    `${ROOT}/deno.json`,
-    script,
-    JSON.stringify({ shm, proto, pairs }),
-  ], { env: t.nfqlbEnv, timeoutMs: 60_000 });
-  return (JSON.parse(r.stdout) as number[]).map((fw) => {
-    const i = t.fwmarks.indexOf(fw);
-    return i < 0 ? "" : t.targetNames[i];
-  });
-}
-
 /** Flows whose observed target differs from the expected one, for messages ("" = no answer). */
 function diff(flows: Flow[], got: string[], want: string[]): string[] {
   return flows.flatMap((f, i) =>
     got[i] === want[i] ? [] : [`${flowKey(f)} want ${want[i] || "none"} got ${got[i] || "none"}`]
   );
-}
-
-/** One `ct-list` row (docs/conntrack.md). */
-interface CtRow {
-  src: string;
-  sport: number;
-  dst: string;
-  dport: number;
-  proto: string;
-  fwmark: number;
 }
 
 Deno.test({
@@ -133,12 +85,12 @@ Deno.test({
       origA[fam] = await mapFlows(t, fam, "udp", a[fam]);
       origB[fam] = await mapFlows(t, fam, "udp", b[fam]);
       assert.deepEqual(
-        diff(a[fam], origA[fam], await maglevTargets(t, shmA, "udp", a[fam])),
+        diff(a[fam], origA[fam], await maglevTargets(t, "udp", a[fam], shmA)),
         [],
         `ipv${fam} a`,
       );
       assert.deepEqual(
-        diff(b[fam], origB[fam], await maglevTargets(t, shmB, "udp", b[fam])),
+        diff(b[fam], origB[fam], await maglevTargets(t, "udp", b[fam], shmB)),
         [],
         `ipv${fam} b`,
       );
@@ -149,8 +101,8 @@ Deno.test({
     await t.nfqlb(["activate", `--shm=${shmA}`, f4]);
     await t.nfqlb(["activate", `--shm=${shmB}`, f4]);
     for (const fam of FAMILIES) {
-      const nowA = await maglevTargets(t, shmA, "udp", a[fam]);
-      const nowB = await maglevTargets(t, shmB, "udp", b[fam]);
+      const nowA = await maglevTargets(t, "udp", a[fam], shmA);
+      const nowB = await maglevTargets(t, "udp", b[fam], shmB);
       const movedA = a[fam].filter((_, i) => nowA[i] !== origA[fam][i]).length;
       const movedB = b[fam].filter((_, i) => nowB[i] !== origB[fam][i]).length;
       assert.ok(movedA > 0 && movedB > 0, `ipv${fam}: Maglev must move some flows (${movedA}, ${movedB})`);
@@ -162,18 +114,18 @@ Deno.test({
       // new flows of A are Maglev's (its table's scheduler), t4 included
       const fresh = flows(fam, UDP_PORT, 23000);
       const got = await mapFlows(t, fam, "udp", fresh);
-      assert.deepEqual(diff(fresh, got, await maglevTargets(t, shmA, "udp", fresh)), [], `ipv${fam} new a`);
+      assert.deepEqual(diff(fresh, got, await maglevTargets(t, "udp", fresh, shmA)), [], `ipv${fam} new a`);
       assert.ok(got.includes("t4"), `ipv${fam} new flows: ${JSON.stringify(tally(got))}`);
     }
 
     // the table holds stream A's flows with their original targets, and nothing of stream B
-    const listed = JSON.parse((await t.nfqlb(["ct-list", `--shm=${shmA}`])).stdout) as CtRow[];
+    const listed = await ctList(t, [], shmA);
     const recorded = new Map(
-      listed.map((c) => [`${c.proto} ${ap(c.src, c.sport)} ${ap(c.dst, c.dport)}`, c]),
+      listed.map((c) => [`${c.proto} ${addrPort(c.src, c.sport)} ${addrPort(c.dst, c.dport)}`, c]),
     );
     for (const fam of FAMILIES) {
       a[fam].forEach((f, i) => {
-        const c = recorded.get(`udp ${ap(f.src, f.sport)} ${ap(f.dst!, f.dport!)}`);
+        const c = recorded.get(`udp ${addrPort(f.src, f.sport)} ${addrPort(f.dst!, f.dport!)}`);
         assert.ok(c, `ct-list has no entry for ${flowKey(f)}`);
         assert.equal(c.fwmark, t.fwmarks[t.targetNames.indexOf(origA[fam][i])], `ct-list ${flowKey(f)}`);
       });

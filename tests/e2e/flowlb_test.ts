@@ -37,6 +37,7 @@ import {
   w,
   waitUntil,
 } from "./topology.ts";
+import type { ListedFlow } from "../../control/flows.ts";
 
 const notRoot = skipUnlessRoot();
 const FAMILIES: Family[] = [4, 6];
@@ -54,17 +55,6 @@ const COUNTED: [Proto, number][] = [
   ["udp", NOFLOW_UDP],
   ["tcp", NOFLOW_TCP],
 ];
-
-/** The flow definition as `flow-list` prints it. */
-interface ListedFlow {
-  name: string;
-  priority?: number;
-  protocols?: string[];
-  dests?: string[];
-  dports?: string[];
-  matches_count: number;
-  user_ref: string;
-}
 
 /** A flow with its destination (VIP of its family) and port. */
 function at(fam: Family, port: number, flows: Flow[]): Flow[] {

@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import {
   applyPlumbing,
+  type ApplyResult,
   detectNftQueue,
   planPlumbing,
   type PlumbingSpec,
@@ -257,51 +258,64 @@ Deno.test({
   },
 });
 
+/**
+ * A spec sending UDP_PORT and TCP_PORT of both VIPs to the topology's targets
+ * (both families) in `mode`; NAT targets get `port`.
+ */
+function trafficSpec(topo: Topology, id: string, mode: "dsr" | "nat", port?: number): PlumbingSpec {
+  const ports = [{ protocol: "udp", port: UDP_PORT }, { protocol: "tcp", port: TCP_PORT }] as const;
+  return {
+    id,
+    queue: "2",
+    bypass: false,
+    hooks: ["prerouting"],
+    vips: [{ address: VIP[4], ports: [...ports] }, { address: VIP[6], ports: [...ports] }],
+    targets: ([4, 6] as Family[]).flatMap((fam) =>
+      topo.fwmarks.map((fw, k) => ({ fwmark: fw, address: targetAddr(fam, k + 1), port, mode, table: fw }))
+    ),
+  };
+}
+
+/**
+ * Applies `spec` in the lb netns, runs the lb, and checks that 60 UDP and 60
+ * TCP flows per family are answered by every one of `names`; then tears the
+ * plumbing down and checks the netns is as before. Returns the apply result.
+ */
+async function carryTraffic(
+  t: Deno.TestContext,
+  topo: Topology,
+  spec: PlumbingSpec,
+  names: string[],
+  sportBase: number,
+): Promise<ApplyResult> {
+  const netns = topo.ns.lb;
+  const before = await snapshot(netns);
+  const r = await applyPlumbing(spec, { netns });
+  assert.equal(r.added.length, planPlumbing(spec).length);
+  await topo.initTargets();
+  await topo.startLb();
+  for (const fam of [4, 6] as Family[]) {
+    await t.step(
+      `ipv${fam}: UDP and TCP flows to the VIP reach every target (${names.join(", ")})`,
+      async () => {
+        assertAllAnswered((await topo.udp(fam, topo.flows(fam, 60, sportBase))).targets, names, "udp");
+        assertAllAnswered((await topo.tcp(fam, topo.flows(fam, 60, sportBase + 1000))).targets, names, "tcp");
+      },
+    );
+  }
+  await topo.stopLb();
+  await teardownPlumbing(spec.id, { netns });
+  assert.deepEqual(await snapshot(netns), before);
+  return r;
+}
+
 Deno.test({
   name: "e2e plumbing: DSR installed by applyPlumbing carries UDP/TCP to every target (IPv4, IPv6)",
   ignore,
   async fn(t) {
     await using topo = await Topology.create({ steering: { mode: "nfqueue", queue: 2 } });
     await stripTopologyPlumbing(topo);
-    const netns = topo.ns.lb;
-    const before = await snapshot(netns);
-    const spec: PlumbingSpec = {
-      id: "e2e-dsr",
-      queue: "2",
-      bypass: false,
-      hooks: ["prerouting"],
-      vips: [
-        {
-          address: VIP[4],
-          ports: [{ protocol: "udp", port: UDP_PORT }, { protocol: "tcp", port: TCP_PORT }],
-        },
-        {
-          address: VIP[6],
-          ports: [{ protocol: "udp", port: UDP_PORT }, { protocol: "tcp", port: TCP_PORT }],
-        },
-      ],
-      targets: ([4, 6] as Family[]).flatMap((fam) =>
-        topo.fwmarks.map((fw, k) => ({
-          fwmark: fw,
-          address: targetAddr(fam, k + 1),
-          mode: "dsr" as const,
-          table: fw,
-        }))
-      ),
-    };
-    const r = await applyPlumbing(spec, { netns });
-    assert.equal(r.added.length, planPlumbing(spec).length);
-    await topo.initTargets();
-    await topo.startLb();
-    for (const fam of [4, 6] as Family[]) {
-      await t.step(`ipv${fam}: UDP and TCP flows reach all 3 targets, replies come back`, async () => {
-        assertAllAnswered((await topo.udp(fam, topo.flows(fam, 60, 20000))).targets, topo.targetNames, "udp");
-        assertAllAnswered((await topo.tcp(fam, topo.flows(fam, 60, 21000))).targets, topo.targetNames, "tcp");
-      });
-    }
-    await topo.stopLb();
-    await teardownPlumbing(spec.id, { netns });
-    assert.deepEqual(await snapshot(netns), before);
+    await carryTraffic(t, topo, trafficSpec(topo, "e2e-dsr", "dsr"), topo.targetNames, 20000);
   },
 });
 
@@ -312,49 +326,10 @@ Deno.test({
     await using topo = await Topology.create({ steering: { mode: "nfqueue", queue: 2 } });
     await stripTopologyPlumbing(topo);
     const NAT_PORT = 6000;
-    // NAT targets do not own the VIP: they serve on their own address and port, under new names
+    // NAT targets do not own the VIP: they serve on their own address and port, under new names;
+    // the client's sockets are connected to VIP:port, so only replies from the VIP count
     const names = await startNatServers(topo, NAT_PORT);
-    const netns = topo.ns.lb;
-    const before = await snapshot(netns);
-    const spec: PlumbingSpec = {
-      id: "e2e-nat",
-      queue: "2",
-      bypass: false,
-      hooks: ["prerouting"],
-      vips: [
-        {
-          address: VIP[4],
-          ports: [{ protocol: "udp", port: UDP_PORT }, { protocol: "tcp", port: TCP_PORT }],
-        },
-        {
-          address: VIP[6],
-          ports: [{ protocol: "udp", port: UDP_PORT }, { protocol: "tcp", port: TCP_PORT }],
-        },
-      ],
-      targets: ([4, 6] as Family[]).flatMap((fam) =>
-        topo.fwmarks.map((fw, k) => ({
-          fwmark: fw,
-          address: targetAddr(fam, k + 1),
-          port: NAT_PORT,
-          mode: "nat" as const,
-          table: fw,
-        }))
-      ),
-    };
-    const r = await applyPlumbing(spec, { netns });
-    assert.equal(r.added.length, planPlumbing(spec).length);
+    const r = await carryTraffic(t, topo, trafficSpec(topo, "e2e-nat", "nat", NAT_PORT), names, 22000);
     assert.ok(!r.added.some((l) => l.startsWith("ip ")), "NAT adds no ip rule or route");
-    await topo.initTargets();
-    await topo.startLb();
-    for (const fam of [4, 6] as Family[]) {
-      // the client's sockets are connected to VIP:port, so only replies from the VIP count
-      await t.step(`ipv${fam}: UDP and TCP to the VIP reach every target's port ${NAT_PORT}`, async () => {
-        assertAllAnswered((await topo.udp(fam, topo.flows(fam, 60, 22000))).targets, names, "udp");
-        assertAllAnswered((await topo.tcp(fam, topo.flows(fam, 60, 23000))).targets, names, "tcp");
-      });
-    }
-    await topo.stopLb();
-    await teardownPlumbing(spec.id, { netns });
-    assert.deepEqual(await snapshot(netns), before);
   },
 });

@@ -40,6 +40,7 @@ import {
   w,
   waitUntil,
 } from "./topology.ts";
+import { exists } from "../helpers/fs.ts";
 
 const notRoot = skipUnlessRoot();
 const FAMILIES: Family[] = [4, 6];
@@ -58,15 +59,6 @@ const SIZE = 5000;
 type LbName = "a" | "b";
 
 let instances = 0;
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Client source addresses of a family (on the client's lo). */
 function sources(fam: Family): string[] {

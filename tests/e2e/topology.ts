@@ -33,6 +33,7 @@ import type {
   StreamResult,
 } from "./agent.ts";
 import type { QuotedFlow } from "./packets.ts";
+import { exists } from "../helpers/fs.ts";
 
 /** Repository root. */
 export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
@@ -892,15 +893,6 @@ export class Topology {
   /** For `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.teardown();
-  }
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 

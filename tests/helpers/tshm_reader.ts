@@ -9,6 +9,7 @@
  * exists, or a bound is reached. Prints one JSON line with what it saw.
  */
 import { TargetShm } from "../../control/target_shm.ts";
+import { exists } from "./fs.ts";
 
 const [name, readyFile, stopFile, maxIterText, maxMsText] = Deno.args;
 const bound = (s: string, dflt: number) => {
@@ -17,15 +18,6 @@ const bound = (s: string, dflt: number) => {
 };
 const maxIterations = bound(maxIterText, 1_000_000);
 const deadline = Date.now() + bound(maxMsText, 60_000);
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const t = TargetShm.open(name);
 Deno.writeTextFileSync(readyFile, String(Deno.pid));

@@ -10,46 +10,13 @@ import { lib } from "../../ffi/lib.ts";
 import { TargetShm } from "../../control/target_shm.ts";
 import { conntrackName, ConntrackShm } from "../../control/conntrack_shm.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
-import { type PcapPacket, readPcap } from "../helpers/pcap.ts";
+import { readPcap } from "../helpers/pcap.ts";
+import { Classifier, keyOf, MS, T0, withSport } from "../helpers/classifier.ts";
 import { SHARED } from "../helpers/run.ts";
 import { libSandbox } from "../helpers/shm.ts";
 
 const PCAP = `${SHARED}/testdata/pcap`;
-const MS = 1_000_000n;
-const T0 = 10_000n * MS;
 const TABLE = "ctlb";
-
-/** The 40-byte key of a packet (nfqlb_packet_key). */
-function keyOf(p: PcapPacket): Uint8Array<ArrayBuffer> {
-  const key = new Uint8Array(40), fkey = new Uint8Array(40);
-  assert.ok(lib().nfqlb_packet_key(p.hwProto, p.data, p.data.length, 0, key, fkey) >= 0);
-  return key;
-}
-
-/** The IPv4 TCP packet p with another source port (a new flow). */
-function withSport(p: PcapPacket, sport: number): PcapPacket {
-  const data = p.data.slice();
-  const l4 = (data[0] & 0x0f) * 4;
-  data[l4] = sport >> 8;
-  data[l4 + 1] = sport & 0xff;
-  return { hwProto: p.hwProto, data };
-}
-
-/** A classifier over table TABLE, with or without the connection table. */
-class Classifier implements Disposable {
-  readonly counters = new BigUint64Array(COUNTER_NAMES.length);
-  readonly lb: Deno.PointerObject;
-  constructor(table: TargetShm, ct?: ConntrackShm, ft: Deno.PointerObject | null = null) {
-    this.lb = lib().nfqlb_lb_create(table.pointer, ft, 1, 0, -1)!;
-    if (ct) lib().nfqlb_lb_set_conntrack(this.lb, ct.pointer);
-  }
-  classify(p: PcapPacket, now = T0): number {
-    return lib().nfqlb_lb_classify(this.lb, p.hwProto, p.data, p.data.length, now, this.counters);
-  }
-  [Symbol.dispose](): void {
-    lib().nfqlb_lb_destroy(this.lb);
-  }
-}
 
 function setRows(change: (active: Int32Array, weights: Uint32Array) => void): void {
   TargetShm.update(TABLE, (a, _t, w) => {

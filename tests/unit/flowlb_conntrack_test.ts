@@ -17,28 +17,14 @@ import { buildFlowSet } from "../../dataplane/flowlb.ts";
 import { TargetRegistry } from "../../dataplane/target_registry.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { type PcapPacket, readPcap } from "../helpers/pcap.ts";
+import { keyOf, MS, T0, withSport } from "../helpers/classifier.ts";
 import { SHARED } from "../helpers/run.ts";
 import { libSandbox } from "../helpers/shm.ts";
 
-const MS = 1_000_000n;
-const T0 = 10_000n * MS;
 const SYN = readPcap(`${SHARED}/testdata/pcap/telnet-ipv4.pcap`)[0];
 
 /** The IPv4 TCP SYN with source port `sport`: one flow per port. */
-function pkt(sport: number): PcapPacket {
-  const data = SYN.data.slice();
-  const l4 = (data[0] & 0x0f) * 4;
-  data[l4] = sport >> 8;
-  data[l4 + 1] = sport & 0xff;
-  return { hwProto: SYN.hwProto, data };
-}
-
-/** The 40-byte key of a packet (nfqlb_packet_key). */
-function keyOf(p: PcapPacket): Uint8Array<ArrayBuffer> {
-  const key = new Uint8Array(40), fkey = new Uint8Array(40);
-  assert.ok(lib().nfqlb_packet_key(p.hwProto, p.data, p.data.length, 0, key, fkey) >= 0);
-  return key;
-}
+const pkt = (sport: number): PcapPacket => withSport(SYN, sport);
 
 function setRows(name: string, change: (active: Int32Array, weights: Uint32Array) => void): void {
   TargetShm.update(name, (a, _t, w) => {

@@ -172,8 +172,8 @@ Deno.test("apply flows: listed flows compare by their canonical form; changes ar
   assert.equal(listedToRequest({ name: "n", priority: 0xffffffff, user_ref: "a" })?.priority, "-1");
   const have = new Map([
     ["fa", listedA],
-    ["old", listedToRequest({ name: "old", user_ref: "a" })],
-    ["fb", listedToRequest({ name: "fb", protocols: ["tcp"], dports: ["80"], user_ref: "b" })],
+    ["old", listedToRequest({ name: "old", priority: 0, user_ref: "a" })],
+    ["fb", listedToRequest({ name: "fb", priority: 0, protocols: ["tcp"], dports: ["80"], user_ref: "b" })],
   ]);
   const changes = planFlows(have, cfg.flows);
   assert.deepEqual(
@@ -187,5 +187,9 @@ Deno.test("apply flows: listed flows compare by their canonical form; changes ar
   assert.equal(
     flowSetLine(cfg.flows[1].request),
     "flow-set --name=fb --target=b --protocols=tcp --dports=80-90",
+  );
+  assert.equal(
+    flowSetLine(cfg.flows[0].request),
+    "flow-set --name=fa --target=a --prio=2 --protocols=udp --dsts=10.0.0.1/32 --dports=5000",
   );
 });

@@ -11,8 +11,9 @@ import { chainName } from "../../control/plumbing/names.ts";
 import { nftScript, parseNftTable } from "../../control/plumbing/nft.ts";
 import { ourChains, planPlumbing, recordChains } from "../../control/plumbing/plan.ts";
 import type { PlumbingSpec } from "../../control/plumbing/spec.ts";
-import { canonicalCidr, formatIPv6, validateSpec } from "../../control/plumbing/validate.ts";
-import { parseIPv6 } from "../../control/inet.ts";
+import { canonicalAddress, canonicalCidr, validateSpec } from "../../control/plumbing/validate.ts";
+import { formatIPv6 as flowsFormatIPv6 } from "../../control/flows.ts";
+import { formatIPv6, parseIPv6 } from "../../control/inet.ts";
 
 const DSR4: PlumbingSpec = {
   id: "web",
@@ -239,6 +240,26 @@ Deno.test("plumbing addresses: canonical IPv6 (RFC 5952) and CIDRs", () => {
   assert.equal(canonicalCidr("fd00::ff/64")?.cidr, "fd00::/64");
   assert.equal(canonicalCidr("10.1.2.3/8")?.cidr, "10.0.0.0/8");
   assert.equal(canonicalCidr("10.1.2.3")?.cidr, "10.1.2.3/32");
+});
+
+Deno.test("plumbing addresses: the same text as flows and `ip`/iptables-save print (inet_ntop)", () => {
+  // plumbing, flow-list and ct-list share one formatter; the IPv4-embedded
+  // forms come out as inet_ntop prints them, as ip and ip6tables-save show them
+  assert.equal(flowsFormatIPv6, formatIPv6);
+  const cases: [string, string][] = [
+    ["FD00:0000::0001", "fd00::1"],
+    ["1:0:0:2:0:0:3:4", "1::2:0:0:3:4"],
+    ["2001:db8:0:1:0:0:0:0", "2001:db8:0:1::"],
+    ["0:0:0:0:0:0:0:1", "::1"],
+    ["1:0:1:0:1:0:1:0", "1:0:1:0:1:0:1:0"],
+    ["::ffff:10.1.2.3", "::ffff:10.1.2.3"],
+    ["0:0:0:0:0:ffff:a01:203", "::ffff:10.1.2.3"],
+  ];
+  for (const [input, text] of cases) {
+    assert.deepEqual(canonicalAddress(input), { family: 6, text }, input);
+  }
+  assert.equal(canonicalCidr("::ffff:10.1.2.3/120")?.cidr, "::ffff:10.1.2.0/120");
+  assert.equal(canonicalAddress("10.1.2.3")?.text, "10.1.2.3");
 });
 
 Deno.test("plumbing read: iptables-save lines of our id only, by comment; ip rule/route JSON by protocol", () => {

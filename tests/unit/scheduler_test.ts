@@ -20,45 +20,15 @@ import {
 } from "../../control/conntrack_shm.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { type PcapPacket, readPcap } from "../helpers/pcap.ts";
+import { Classifier, keyOf, MS, T0, withSport } from "../helpers/classifier.ts";
 import { nfqlb, SHARED } from "../helpers/run.ts";
 import { libSandbox } from "../helpers/shm.ts";
 
-const MS = 1_000_000n;
-const T0 = 10_000n * MS;
 const TABLE = "sched";
 const SYN = readPcap(`${SHARED}/testdata/pcap/telnet-ipv4.pcap`)[0];
 
 /** The IPv4 TCP SYN with source port `sport`: flow number sport. */
-function flow(sport: number): PcapPacket {
-  const data = SYN.data.slice();
-  const l4 = (data[0] & 0x0f) * 4;
-  data[l4] = sport >> 8;
-  data[l4 + 1] = sport & 0xff;
-  return { hwProto: SYN.hwProto, data };
-}
-
-/** The 40-byte key of a packet (nfqlb_packet_key). */
-function keyOf(p: PcapPacket): Uint8Array<ArrayBuffer> {
-  const key = new Uint8Array(40), fkey = new Uint8Array(40);
-  assert.ok(lib().nfqlb_packet_key(p.hwProto, p.data, p.data.length, 0, key, fkey) >= 0);
-  return key;
-}
-
-/** One lb classifier (as one queue worker) over TABLE and its connection table. */
-class Lb implements Disposable {
-  readonly counters = new BigUint64Array(COUNTER_NAMES.length);
-  readonly lb: Deno.PointerObject;
-  constructor(table: TargetShm, ct?: ConntrackShm) {
-    this.lb = lib().nfqlb_lb_create(table.pointer, null, 1, 0, -1)!;
-    if (ct) lib().nfqlb_lb_set_conntrack(this.lb, ct.pointer);
-  }
-  classify(p: PcapPacket, now = T0): number {
-    return lib().nfqlb_lb_classify(this.lb, p.hwProto, p.data, p.data.length, now, this.counters);
-  }
-  [Symbol.dispose](): void {
-    lib().nfqlb_lb_destroy(this.lb);
-  }
-}
+const flow = (sport: number): PcapPacket => withSport(SYN, sport);
 
 /** Target table `name` with rows `active` (-1 free) and `weights`, and its connection table. */
 function setup(
@@ -125,7 +95,7 @@ Deno.test("scheduler rr: eligible rows in row order, an exact cycle; drained and
   using _sb = libSandbox();
   // row 1 drains (weight 0), row 3 is free: rr cycles over rows 0, 2, 4
   using t = setup([101, 102, 103, -1, 105], [1, 0, 7, 1, 1], { scheduler: "rr" });
-  using lb = new Lb(t.table, t.ct);
+  using lb = new Classifier(t.table, t.ct);
   assert.equal(t.ct.scheduler, "rr");
   const got = Array.from({ length: 9 }, (_, i) => lb.classify(flow(1000 + i)));
   assert.deepEqual(got, [101, 103, 105, 101, 103, 105, 101, 103, 105]);
@@ -144,7 +114,7 @@ Deno.test("scheduler wrr: LVS's interleaved sequence; counts per cycle = weights
   using _sb = libSandbox();
   const weights = [40, 30, 20]; // gcd 10: the cycle is 4, 3, 2 long
   using t = setup([101, 102, 103, 104], [...weights, 0], { scheduler: "wrr" });
-  using lb = new Lb(t.table, t.ct);
+  using lb = new Classifier(t.table, t.ct);
   const sched = lib().nfqlb_ct_sched_create(16)!;
   try {
     const seq = new Int32Array(64);
@@ -191,7 +161,7 @@ for (const sched of ["lc", "wlc"] as const) {
       scheduler: sched,
       ttlMs: { tcp: 1000, udp: 1000, other: 1000 },
     });
-    using lb = new Lb(t.table, t.ct);
+    using lb = new Classifier(t.table, t.ct);
     // row 0 starts with 5 flows (made by the operator at T0, row 0)
     for (let i = 0; i < 5; i++) {
       t.ct.set(new Uint8Array(40).fill(i + 1, 0, 16), { fwmark: 101, row: 0, create: true }, T0);
@@ -225,7 +195,7 @@ Deno.test("schedulers never pick free or drained rows; a table change brings the
   using _sb = libSandbox();
   for (const sched of SCHEDULERS) {
     using t = setup([101, -1, 103, 104, 105], [1, 1, 0, 2, 1], { scheduler: sched });
-    using lb = new Lb(t.table, t.ct);
+    using lb = new Classifier(t.table, t.ct);
     const seen = new Set<number>();
     for (let i = 0; i < 200; i++) seen.add(lb.classify(flow(6000 + i)));
     assert.deepEqual([...seen].sort(), [101, 104, 105], sched);
@@ -246,8 +216,8 @@ Deno.test("schedulers never pick free or drained rows; a table change brings the
 Deno.test("scheduler rr: two lbs (queue workers) on one table follow one sequence together", () => {
   using _sb = libSandbox();
   using t = setup([101, 102, 103, 104], undefined, { scheduler: "rr" });
-  using a = new Lb(t.table, t.ct);
-  using b = new Lb(t.table, t.ct);
+  using a = new Classifier(t.table, t.ct);
+  using b = new Classifier(t.table, t.ct);
   const got: number[] = [];
   // an uneven interleaving: a, b, b, a, a, a, b, ...
   const who = [a, b, b, a, a, a, b, a, b, b, b, a];
@@ -255,8 +225,8 @@ Deno.test("scheduler rr: two lbs (queue workers) on one table follow one sequenc
   assert.deepEqual(got, [101, 102, 103, 104, 101, 102, 103, 104, 101, 102, 103, 104]);
   // wrr likewise: both rebuild the same sequence and share the position
   using w = setup([101, 102], [2, 1], { scheduler: "wrr" }, "sched2");
-  using c = new Lb(w.table, w.ct);
-  using d = new Lb(w.table, w.ct);
+  using c = new Classifier(w.table, w.ct);
+  using d = new Classifier(w.table, w.ct);
   const got2 = [c, d, d, c, d, c].map((lb, i) => lb.classify(flow(9000 + i)));
   assert.deepEqual(got2, [101, 101, 102, 101, 101, 102]);
 });
@@ -264,8 +234,8 @@ Deno.test("scheduler rr: two lbs (queue workers) on one table follow one sequenc
 Deno.test("schedulers and the flood guard: a new flow over the limit is Maglev's and not stored", () => {
   using _sb = libSandbox();
   using t = setup([101, 102, 103, 104, 105, 106], undefined, { scheduler: "rr", floodPerSecond: 3 });
-  using lb = new Lb(t.table, t.ct);
-  using plain = new Lb(t.table);
+  using lb = new Classifier(t.table, t.ct);
+  using plain = new Classifier(t.table);
   assert.deepEqual([0, 1, 2].map((i) => lb.classify(flow(100 + i))), [101, 102, 103]);
   // over the limit in this second: each packet of such a flow hashes to one target (stable), nothing stored
   for (let i = 3; i < 40; i++) {
@@ -287,8 +257,8 @@ Deno.test("schedulers and the flood guard: a new flow over the limit is Maglev's
 Deno.test("scheduler maglev (default): decisions are the hash's, the position never moves", () => {
   using _sb = libSandbox();
   using t = setup([101, 102, 103], undefined, { scheduler: "maglev" });
-  using lb = new Lb(t.table, t.ct);
-  using plain = new Lb(t.table);
+  using lb = new Classifier(t.table, t.ct);
+  using plain = new Classifier(t.table);
   for (let i = 0; i < 50; i++) assert.equal(lb.classify(flow(100 + i)), plain.classify(flow(100 + i)));
   assert.equal(lib().nfqlb_ct_sched_next(t.ct.pointer), 0n);
   const counts = t.ct.rowCounts(3);
