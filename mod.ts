@@ -35,6 +35,14 @@
  * const status = await main(["activate", "--shm=demo", "104"]);
  * ```
  *
+ * @example Make this host match a config file (as `nfqlb apply -f host.yaml`)
+ * ```ts
+ * import { applyHost, hostStatus, loadHostConfig } from "./mod.ts";
+ * const cfg = await loadHostConfig("host.yaml"); // ConfigError: one line, file:line: path: expected ...
+ * const changes = await applyHost(cfg, { file: "host.yaml", say: console.log });
+ * const { drift } = await hostStatus(cfg, "host.yaml"); // 0: the host matches the file
+ * ```
+ *
  * @module
  */
 
@@ -53,3 +61,27 @@ export {
 export { shmDir, shmPath } from "./control/shm_dir.ts";
 export { main } from "./cli/main.ts";
 export { VERSION } from "./cli/commands/config.ts";
+export { ConfigError, type HostConfig, loadHostConfig, parseHostConfig } from "./control/host_config.ts";
+export type {
+  ConntrackConfig,
+  DataplaneConfig,
+  DataplaneOptions,
+  Family,
+  FlowConfig,
+  PortSelector,
+  Scheduler,
+  ServiceConfig,
+  TargetConfig,
+  Vip,
+} from "./control/config/types.ts";
+export { applyHost, type ApplyOptions } from "./control/host/apply.ts";
+export { teardownHost } from "./control/host/teardown.ts";
+export { type HostStatus, hostStatus } from "./control/host/status.ts";
+export type {
+  Cidr,
+  FlowDefinition,
+  FlowRequest,
+  MatchStatement,
+  PortRange,
+  Protocol,
+} from "./control/flows.ts";

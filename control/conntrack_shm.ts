@@ -170,22 +170,29 @@ export interface ConntrackEntry {
   proto: number;
   /** Protocol name when known (tcp, udp, sctp, icmp, icmpv6), else the number as text. */
   protoName: string;
-  /** Ports, host order. */
+  /** Source port, host order. */
   sport: number;
+  /** Destination port, host order. */
   dport: number;
   /** Key bytes 32..33 (ICMP echo id), host order. */
   ud: number;
+  /** The target's fwmark. */
   fwmark: number;
   /** Target row, -1 when none. */
   row: number;
-  /** Since created / since last seen, ms. */
+  /** Since created, ms. */
   ageMs: number;
+  /** Since last seen, ms. */
   idleMs: number;
   /** Effective lifetime, ms; 0 when pinned. */
   lifetimeMs: number;
+  /** Packets seen (saturates at 2^24-1). */
   packets: number;
+  /** Bytes seen (saturates at 2^40-1). */
   bytes: number;
+  /** Set by the operator: never expires, never recycled. */
   pinned: boolean;
+  /** Carried by the kernel (ct-set --offload). */
   offloaded: boolean;
   /** The context as UTF-8 text (undefined: none). */
   context?: string;

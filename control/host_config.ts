@@ -35,6 +35,7 @@ export type {
 /** A config file that cannot be used; the message is one line naming the file. Exit status 1. */
 export class ConfigError extends NfqlbError {
   /**
+   * A config error.
    * @param message the one-line report
    */
   constructor(message: string) {
