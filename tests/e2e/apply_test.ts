@@ -330,11 +330,9 @@ Deno.test({
     await t.step("apply starts flowlb and sets both flows", async () => {
       assert.equal(lines.filter((l) => /^\+ start flowlb --queue=2 /.test(l)).length, 1, lines.join("\n"));
       assert.ok(
-        // flow-set's canonical form: IPv4 CIDRs as IPv4-mapped IPv6
+        // flow-set's canonical form, IPv4 CIDRs shown as IPv4
         lines.includes(
-          `+ flow-set --name=udp-a --target=a --protocols=udp --dsts=::ffff:${
-            VIP[4]
-          }/128 --dports=${UDP_PORT}`,
+          `+ flow-set --name=udp-a --target=a --protocols=udp --dsts=${VIP[4]}/32 --dports=${UDP_PORT}`,
         ),
         lines.join("\n"),
       );
