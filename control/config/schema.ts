@@ -83,54 +83,52 @@ const CT_DEFAULTS = ConntrackOptionsSchema.parse({ capacity: 1 });
 
 /** Schema of a connection table (the `--conntrack` options of init). */
 export const ConntrackFileSchema = mapping({
-  /** Entries, 1..2^28 (init --conntrack). */
-  capacity: int(1, MAX_CAPACITY),
-  /** Lifetimes after the last packet, ms (init --ct_ttl). */
+  capacity: int(1, MAX_CAPACITY).describe("Entries, 1..2^28 (init --conntrack)."),
   ttlMs: mapping({
     tcp: int(0, MAX_TTL_MS).default(CT_DEFAULTS.ttlMs.tcp),
     udp: int(0, MAX_TTL_MS).default(CT_DEFAULTS.ttlMs.udp),
     other: int(0, MAX_TTL_MS).default(CT_DEFAULTS.ttlMs.other),
-  }, "a mapping of tcp, udp, other (ms)").prefault({}),
-  /** New connections per second at most, 0 = no limit (init --ct_flood). */
-  floodPerSecond: intLike(ConntrackOptionsSchema.shape.floodPerSecond).default(CT_DEFAULTS.floodPerSecond),
-  /** Context records, 0 = none (init --ct_contexts). */
-  contexts: int(0, MAX_CTX_SLOTS).default(0),
+  }, "a mapping of tcp, udp, other (ms)").prefault({}).describe(
+    "Lifetimes after the last packet, ms (init --ct_ttl).",
+  ),
+  floodPerSecond: intLike(ConntrackOptionsSchema.shape.floodPerSecond).default(CT_DEFAULTS.floodPerSecond)
+    .describe("New connections per second at most, 0 = no limit (init --ct_flood)."),
+  contexts: int(0, MAX_CTX_SLOTS).default(0).describe("Context records, 0 = none (init --ct_contexts)."),
 }, "a mapping with capacity (and ttlMs, floodPerSecond, contexts)");
 
 /** Schema of one selected protocol/port of a service. */
 export const PortSelectorSchema = mapping({
-  /** L4 protocol. */
-  protocol: oneOf(["tcp", "udp", "sctp"]),
-  /** A port, or `"first-last"`; absent: every port of the protocol. */
+  protocol: oneOf(["tcp", "udp", "sctp"]).describe("L4 protocol."),
   port: z.union([
     int(1, 65535, PORT_OR_RANGE),
     z.string({ error: `expected ${PORT_OR_RANGE}` }).regex(/^[0-9]{1,5}-[0-9]{1,5}$/, {
       error: `expected ${PORT_OR_RANGE}`,
     }),
-  ], { error: `expected ${PORT_OR_RANGE}` }).optional(),
+  ], { error: `expected ${PORT_OR_RANGE}` }).optional().describe(
+    'A port, or `"first-last"`; absent: every port of the protocol.',
+  ),
 }, "a mapping with protocol (and port)");
 
 const ADDRESS = "an IP address, or a list of one IPv4 and one IPv6 address";
 
 /** Schema of one target (one fwmark, one row of the Maglev table). */
 export const TargetFileSchema = mapping({
-  /** The target's fwmark, 1..2^31-1, unique across all services. */
-  fwmark: int(1, MAX_FWMARK),
-  /** DSR: the next hop; NAT: the DNAT destination. One per VIP family. */
+  fwmark: int(1, MAX_FWMARK).describe("The target's fwmark, 1..2^31-1, unique across all services."),
   address: z.union([
     z.string({ error: `expected ${ADDRESS}` }),
     list(z.string({ error: `expected ${ADDRESS}` }), ADDRESS, 1).max(2, { error: `expected ${ADDRESS}` }),
-  ], { error: `expected ${ADDRESS}` }),
-  /** NAT only: the destination port after translation. */
-  port: portNumber.optional(),
-  /** Maglev weight, 0 = drain (activate --weight). */
-  weight: int(0, MAX_WEIGHT).default(1),
-  /** dsr: route to the target unchanged; nat: DNAT to address[:port]. */
-  mode: oneOf(["dsr", "nat"]).default("dsr"),
-  /** DSR only: the routing table of the fwmark (default: the fwmark). */
-  table: int(1, MAX_TABLE).optional(),
-  /** false: kept in the file but not in the table. */
-  active: bool.default(true),
+  ], { error: `expected ${ADDRESS}` }).describe(
+    "DSR: the next hop; NAT: the DNAT destination. One per VIP family.",
+  ),
+  port: portNumber.optional().describe("NAT only: the destination port after translation."),
+  weight: int(0, MAX_WEIGHT).default(1).describe("Maglev weight, 0 = drain (activate --weight)."),
+  mode: oneOf(["dsr", "nat"]).default("dsr").describe(
+    "dsr: route to the target unchanged; nat: DNAT to address[:port].",
+  ),
+  table: int(1, MAX_TABLE).optional().describe(
+    "DSR only: the routing table of the fwmark (default: the fwmark).",
+  ),
+  active: bool.default(true).describe("false: kept in the file but not in the table."),
 }, "a mapping with fwmark and address (and port, weight, mode, table, active)");
 
 /** Schedulers; all but maglev decide per connection and so need a connection table. */
@@ -138,25 +136,21 @@ export const SCHEDULERS = ["maglev", "rr", "wrr", "lc", "wlc"] as const;
 
 /** Schema of one service: one target table (a "load-balancer"). */
 export const ServiceFileSchema = mapping({
-  /** The target shm name, unique. */
   name: z.string({ error: "expected a name of 1..64 of A-Z a-z 0-9 . _ + - (not . or ..)" }).regex(
     SERVICE_NAME_RE,
     { error: "expected a name of 1..64 of A-Z a-z 0-9 . _ + - (not . or ..)" },
+  ).describe("The target shm name, unique."),
+  m: int(3, MAX_M).default(997).describe("Maglev table size; lowered to a prime as init does."),
+  n: int(1, MAX_M).default(32).describe("Max targets; \u2264 m (after the prime adjustment)."),
+  scheduler: oneOf(SCHEDULERS).default("maglev").describe("How a new connection picks its target."),
+  conntrack: ConntrackFileSchema.optional().describe("The connection table `<name>-ct`; absent: none."),
+  vips: list(text("an IP address or CIDR"), "a list of IP addresses or CIDRs (at least one)", 1).describe(
+    "Addresses or CIDRs whose packets are queued to the dataplane.",
   ),
-  /** Maglev table size; lowered to a prime as init does. */
-  m: int(3, MAX_M).default(997),
-  /** Max targets; ≤ m (after the prime adjustment). */
-  n: int(1, MAX_M).default(32),
-  /** How a new connection picks its target. */
-  scheduler: oneOf(SCHEDULERS).default("maglev"),
-  /** The connection table `<name>-ct`; absent: none. */
-  conntrack: ConntrackFileSchema.optional(),
-  /** Addresses or CIDRs whose packets are queued to the dataplane. */
-  vips: list(text("an IP address or CIDR"), "a list of IP addresses or CIDRs (at least one)", 1),
-  /** Queue only these protocols/ports to the VIPs; absent: all traffic. */
-  ports: list(PortSelectorSchema, "a list of {protocol, port} (at least one)", 1).optional(),
-  /** The targets. */
-  targets: list(TargetFileSchema, "a list of targets", 0),
+  ports: list(PortSelectorSchema, "a list of {protocol, port} (at least one)", 1).optional().describe(
+    "Queue only these protocols/ports to the VIPs; absent: all traffic.",
+  ),
+  targets: list(TargetFileSchema, "a list of targets", 0).describe("The targets."),
 }, "a mapping with name, vips and targets (and m, n, scheduler, conntrack, ports)");
 
 const flowText = z.string({ error: "expected a string" });
@@ -170,26 +164,20 @@ const flowPorts = list(
 
 /** Schema of one flow (flow-set); the contents are checked by the flow validator (control/flows.ts). */
 export const FlowFileSchema = mapping({
-  /** Flow name (flow-set --name). */
-  name: flowText,
-  /** The service whose table the flow selects (flow-set --target). */
-  service: flowText,
-  /** Higher is matched first (flow-set --prio). */
-  priority: int(-2147483648, 2147483647).default(0),
-  /** tcp, udp, sctp; absent or empty: any. */
-  protocols: list(flowText, "a list of protocols").optional(),
-  /** Destination CIDRs; absent or empty: any. */
-  dsts: list(flowText, "a list of CIDRs").optional(),
-  /** Source CIDRs; absent or empty: any. */
-  srcs: list(flowText, "a list of CIDRs").optional(),
-  /** Destination ports/ranges; absent: any; empty: none. */
-  dports: flowPorts.optional(),
-  /** Source ports/ranges; absent: any; empty: none. */
-  sports: flowPorts.optional(),
-  /** Byte-match statements (`tcp[13:1] & 0x02 = 2`). */
-  match: list(flowText, "a list of match statements").optional(),
-  /** UDP encapsulation port of an SCTP flow, 0 = none. */
-  udpencap: int(0, 65535).default(0),
+  name: flowText.describe("Flow name (flow-set --name)."),
+  service: flowText.describe("The service whose table the flow selects (flow-set --target)."),
+  priority: int(-2147483648, 2147483647).default(0).describe("Higher is matched first (flow-set --prio)."),
+  protocols: list(flowText, "a list of protocols").optional().describe(
+    "tcp, udp, sctp; absent or empty: any.",
+  ),
+  dsts: list(flowText, "a list of CIDRs").optional().describe("Destination CIDRs; absent or empty: any."),
+  srcs: list(flowText, "a list of CIDRs").optional().describe("Source CIDRs; absent or empty: any."),
+  dports: flowPorts.optional().describe("Destination ports/ranges; absent: any; empty: none."),
+  sports: flowPorts.optional().describe("Source ports/ranges; absent: any; empty: none."),
+  match: list(flowText, "a list of match statements").optional().describe(
+    "Byte-match statements (`tcp[13:1] & 0x02 = 2`).",
+  ),
+  udpencap: int(0, 65535).default(0).describe("UDP encapsulation port of an SCTP flow, 0 = none."),
 }, "a mapping with name and service (and priority, protocols, dsts, srcs, dports, sports, match, udpencap)");
 
 const Q = LbConfigSchema.shape, FQ = FlowLbConfigSchema.shape, QQ = QueueConfigSchema.shape;
@@ -199,46 +187,30 @@ const Q = LbConfigSchema.shape, FQ = FlowLbConfigSchema.shape, QQ = QueueConfigS
  * default (docs/cli.md). Ranges are dataplane/lb_config.ts's.
  */
 export const DataplaneOptionsSchema = mapping({
-  /** --mtu. */
-  mtu: intLike(QQ.mtu).optional(),
-  /** --qlength. */
-  qlength: intLike(QQ.qlength).optional(),
-  /** --tun. */
-  tun: text("a device name").optional(),
-  /** --lbshm. */
-  lbshm: text("a shm name").optional(),
-  /** --reassembler. */
-  reassembler: intLike(QQ.reassembler).optional(),
-  /** --notargets_fwmark. */
-  notargetsFwmark: intLike(QQ.notargetsFwmark).optional(),
-  /** --hash_mode. */
-  hashMode: intLike(QQ.hashMode).optional(),
-  /** --ft_shm. */
-  ftShm: text("a shm name").optional(),
-  /** --ft_size. */
-  ftSize: intLike(QQ.ftSize).optional(),
-  /** --ft_buckets. */
-  ftBuckets: intLike(QQ.ftBuckets).optional(),
-  /** --ft_frag. */
-  ftFrag: intLike(QQ.ftFrag).optional(),
-  /** --ft_ttl. */
-  ftTtl: intLike(QQ.ftTtl).optional(),
-  /** --trace_address. */
-  traceAddress: text("an address unix:NAME, tcp:IPV4:PORT or tcp:[IPV6]:PORT").optional(),
-  /** --fail_open. */
-  failOpen: bool.optional(),
-  /** --batch. */
-  batch: intLike(QQ.batch).optional(),
-  /** --metrics. */
-  metrics: text("ADDR:PORT or [ADDR]:PORT").optional(),
-  /** lb only: --sctp_encap. */
-  sctpEncap: intLike(Q.sctpEncap).optional(),
-  /** flowlb only: --nolb_fwmark. */
-  nolbFwmark: intLike(FQ.nolbFwmark).optional(),
-  /** flowlb only: --promiscuous_ping. */
-  promiscuous: bool.optional(),
-  /** flowlb only: the flow server's address (NFQLB_FLOW_ADDRESS). */
-  flowAddress: text("an address unix:NAME, tcp:IPV4:PORT or tcp:[IPV6]:PORT").optional(),
+  mtu: intLike(QQ.mtu).optional().describe("--mtu."),
+  qlength: intLike(QQ.qlength).optional().describe("--qlength."),
+  tun: text("a device name").optional().describe("--tun."),
+  lbshm: text("a shm name").optional().describe("--lbshm."),
+  reassembler: intLike(QQ.reassembler).optional().describe("--reassembler."),
+  notargetsFwmark: intLike(QQ.notargetsFwmark).optional().describe("--notargets_fwmark."),
+  hashMode: intLike(QQ.hashMode).optional().describe("--hash_mode."),
+  ftShm: text("a shm name").optional().describe("--ft_shm."),
+  ftSize: intLike(QQ.ftSize).optional().describe("--ft_size."),
+  ftBuckets: intLike(QQ.ftBuckets).optional().describe("--ft_buckets."),
+  ftFrag: intLike(QQ.ftFrag).optional().describe("--ft_frag."),
+  ftTtl: intLike(QQ.ftTtl).optional().describe("--ft_ttl."),
+  traceAddress: text("an address unix:NAME, tcp:IPV4:PORT or tcp:[IPV6]:PORT").optional().describe(
+    "--trace_address.",
+  ),
+  failOpen: bool.optional().describe("--fail_open."),
+  batch: intLike(QQ.batch).optional().describe("--batch."),
+  metrics: text("ADDR:PORT or [ADDR]:PORT").optional().describe("--metrics."),
+  sctpEncap: intLike(Q.sctpEncap).optional().describe("lb only: --sctp_encap."),
+  nolbFwmark: intLike(FQ.nolbFwmark).optional().describe("flowlb only: --nolb_fwmark."),
+  promiscuous: bool.optional().describe("flowlb only: --promiscuous_ping."),
+  flowAddress: text("an address unix:NAME, tcp:IPV4:PORT or tcp:[IPV6]:PORT").optional().describe(
+    "flowlb only: the flow server's address (NFQLB_FLOW_ADDRESS).",
+  ),
 }, "a mapping of lb options");
 
 /** Netfilter hooks the queue rules go in. */
@@ -247,40 +219,38 @@ const QUEUE = 'a queue 0..65535 or a range "first:last"';
 
 /** Schema of the dataplane section. */
 export const DataplaneFileSchema = mapping({
-  /** NFQUEUE number or `first:last` (lb --queue). */
   queue: z.union([
     int(0, 65535, QUEUE),
     z.string({ error: `expected ${QUEUE}` }).regex(/^[0-9]{1,5}(:[0-9]{1,5})?$/, {
       error: `expected ${QUEUE}`,
     }),
-  ], { error: `expected ${QUEUE}` }).default("2"),
-  /** --queue-bypass: accept packets when no lb listens. */
-  bypass: bool.default(true),
-  /** prerouting: forwarded traffic; output: local clients. */
-  hooks: list(oneOf(HOOKS), "a list of prerouting, output (at least one)", 1).default(["prerouting"]),
-  /** lb/flowlb options. */
-  options: DataplaneOptionsSchema.prefault({}),
-  /** apply starts lb/flowlb when it is not running. */
-  start: bool.default(true),
-  /** Install the connmark-restore rules that let `ct-set --offload` flows skip the queue (docs/conntrack.md). */
-  offload: bool.default(false),
+  ], { error: `expected ${QUEUE}` }).default("2").describe("NFQUEUE number or `first:last` (lb --queue)."),
+  bypass: bool.default(true).describe("--queue-bypass: accept packets when no lb listens."),
+  hooks: list(oneOf(HOOKS), "a list of prerouting, output (at least one)", 1).default(["prerouting"])
+    .describe("prerouting: forwarded traffic; output: local clients."),
+  options: DataplaneOptionsSchema.prefault({}).describe("lb/flowlb options."),
+  start: bool.default(true).describe("apply starts lb/flowlb when it is not running."),
+  offload: bool.default(false).describe(
+    "Install the connmark-restore rules that let `ct-set --offload` flows skip the queue (docs/conntrack.md).",
+  ),
 }, "a mapping with queue, bypass, hooks, options, start, offload");
 
 /** Schema of the whole file. */
 export const HostConfigFileSchema = mapping({
-  /** Format version: 1. */
-  version: z.literal(1, { error: "expected 1 (the only format version)" }),
-  /** The config's identity on the host: tags its kernel rules and names its state file; default nfqlb. */
+  version: z.literal(1, { error: "expected 1 (the only format version)" }).describe("Format version: 1."),
   name: z.string({ error: "expected a name of 1..32 of A-Z a-z 0-9 . _ + - (not . or ..)" }).regex(
     CONFIG_NAME_RE,
     "expected a name of 1..32 of A-Z a-z 0-9 . _ + - (not . or ..)",
-  ).default("nfqlb"),
-  /** Target tables, at least one. */
-  services: list(ServiceFileSchema, "a list of services (at least one)", 1),
-  /** flowlb's flows; absent: lb with one service. */
-  flows: list(FlowFileSchema, "a list of flows").optional(),
-  /** Queue, rules and process options. */
-  dataplane: DataplaneFileSchema.prefault({}),
+  ).default("nfqlb").describe(
+    "The config's identity on the host: tags its kernel rules and names its state file; default nfqlb.",
+  ),
+  services: list(ServiceFileSchema, "a list of services (at least one)", 1).describe(
+    "Target tables, at least one.",
+  ),
+  flows: list(FlowFileSchema, "a list of flows").optional().describe(
+    "flowlb's flows; absent: lb with one service.",
+  ),
+  dataplane: DataplaneFileSchema.prefault({}).describe("Queue, rules and process options."),
 }, "a mapping with version, services (and name, flows, dataplane)").meta({
   title: "nfqlb host config, version 1",
   description: "The file of `nfqlb apply -f FILE` (docs/config.md).",
