@@ -1,7 +1,8 @@
 /**
  * The kernel side of connection offload (docs/conntrack.md, "Offload"): the
  * iptables rules that let packets of connections with a connmark skip the
- * NFQUEUE, and the ctnetlink call that sets a connection's connmark.
+ * NFQUEUE (and that let conntrack follow TCP under DSR), and the ctnetlink
+ * call that sets a connection's connmark.
  */
 import { z } from "zod";
 import { lib } from "../ffi/lib.ts";
@@ -23,11 +24,22 @@ export interface OffloadRulesOptions {
    * (default 1: ahead of everything, so ahead of the NFQUEUE rules).
    */
   insertAt?: number;
+  /**
+   * Also untrack the TCP SYNs to each VIP in table raw (default true), see
+   * {@link tcpSynNotrack}. Pass false where the VIPs' traffic is DNATed on
+   * this host (NAT targets): NAT is decided on a connection's first packet,
+   * which must then be tracked; the replies pass the host anyway.
+   */
+  tcpSynNotrack?: boolean;
 }
 
 /** Argument vectors (argv[0] is `iptables` or `ip6tables`) to install and to remove the rules. */
 export interface OffloadRules {
-  /** Run in order: `-I` at increasing positions keeps the pairs in order. */
+  /**
+   * Run in order: `-I` at increasing positions keeps the pairs in order.
+   * The mangle rules come first, then the raw ones (positions counted per
+   * family and table).
+   */
   add: string[][];
   /** Run in any order; each removes one rule of `add`. */
   delete: string[][];
@@ -37,7 +49,29 @@ const Options = z.object({
   vips: z.array(z.string()).min(1, { message: "no VIP" }),
   chain: z.string().regex(/^[A-Za-z0-9_.-]{1,28}$/, { message: "invalid chain name" }).optional(),
   insertAt: z.number().int().min(1).max(1_000_000).optional(),
+  tcpSynNotrack: z.boolean().optional(),
 });
+
+/**
+ * The raw-table rule (PREROUTING) that untracks the TCP SYNs to a VIP
+ * (optionally one destination port or range, iptables' `--dport` text).
+ *
+ * Why: under DSR the replies never pass this host, so conntrack sees the
+ * SYN (SYN_SENT) and then client ACKs without a SYN-ACK, which it treats as
+ * INVALID: no conntrack entry, no connmark, no offload. With the SYN
+ * untracked, conntrack first sees the client's first ACK and, with
+ * `net.netfilter.nf_conntrack_tcp_loose=1` (the default), picks the
+ * connection up mid-stream as ESTABLISHED in the client's direction, with
+ * liberal window tracking; its later packets are tracked and carry the
+ * connmark. The SYN itself still reaches the NFQUEUE (mangle comes after
+ * raw, and queueing needs no conntrack).
+ */
+export function tcpSynNotrack(cidr: string, dport?: string): { matches: string[]; target: string[] } {
+  return {
+    matches: ["-d", cidr, "-p", "tcp", ...(dport === undefined ? [] : ["--dport", dport]), "--syn"],
+    target: ["-j", "CT", "--notrack"],
+  };
+}
 
 /** `addr[/prefix]` as iptables' `-d` value with an explicit prefix, and its family. */
 function parseVip(vip: string): { cidr: string; family: 4 | 6 } {
@@ -64,7 +98,14 @@ function parseVip(vip: string): { cidr: string; family: 4 | 6 } {
  * `ct-set --offload`) on the packet for the fwmark routing; the second ends
  * the chain for it, so the NFQUEUE rule after it never sees the packet.
  * Both test the connmark, not the packet mark, so a packet that arrives
- * with some other mark is still queued.
+ * with some other mark is still queued. Unless `tcpSynNotrack` is false,
+ * each VIP also gets, in table raw, chain PREROUTING (from position 1):
+ *
+ * ```
+ * -d VIP -p tcp --syn -m comment --comment nfqlb-offload -j CT --notrack
+ * ```
+ *
+ * so that TCP connections can be offloaded under DSR ({@link tcpSynNotrack}).
  * @throws NfqlbError one line naming a bad VIP or option
  */
 export function offloadRules(opts: OffloadRulesOptions): OffloadRules {
@@ -78,28 +119,26 @@ export function offloadRules(opts: OffloadRulesOptions): OffloadRules {
   const next = { 4: first, 6: first };
   const add: string[][] = [];
   const del: string[][] = [];
+  const rawAdd: string[][] = [];
+  const rawDel: string[][] = [];
+  const nextRaw = { 4: 1, 6: 1 };
+  const comment = ["-m", "comment", "--comment", OFFLOAD_COMMENT];
   for (const vip of r.data.vips) {
     const { cidr, family } = parseVip(vip);
     const ipt = family === 4 ? "iptables" : "ip6tables";
-    const match = [
-      "-d",
-      cidr,
-      "-m",
-      "connmark",
-      "!",
-      "--mark",
-      "0",
-      "-m",
-      "comment",
-      "--comment",
-      OFFLOAD_COMMENT,
-    ];
+    const match = ["-d", cidr, "-m", "connmark", "!", "--mark", "0", ...comment];
     for (const target of [["-j", "CONNMARK", "--restore-mark"], ["-j", "ACCEPT"]]) {
       add.push([ipt, "-w", "-t", "mangle", "-I", chain, String(next[family]++), ...match, ...target]);
       del.push([ipt, "-w", "-t", "mangle", "-D", chain, ...match, ...target]);
     }
+    if (r.data.tcpSynNotrack ?? true) {
+      const { matches, target } = tcpSynNotrack(cidr);
+      const spec = [...matches, ...comment, ...target];
+      rawAdd.push([ipt, "-w", "-t", "raw", "-I", "PREROUTING", String(nextRaw[family]++), ...spec]);
+      rawDel.push([ipt, "-w", "-t", "raw", "-D", "PREROUTING", ...spec]);
+    }
   }
-  return { add, delete: del };
+  return { add: [...add, ...rawAdd], delete: [...del, ...rawDel] };
 }
 
 const ERRNO_TEXT: Record<number, string> = {

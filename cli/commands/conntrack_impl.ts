@@ -349,6 +349,23 @@ function kernelChange(
   return { flow, mark: finalOffloaded ? finalFwmark : 0, oldMark: before?.offloaded ? before.fwmark : 0 };
 }
 
+const TCP_LOOSE_NOTE = "nfqlb: net.netfilter.nf_conntrack_tcp_loose is 0 in this network namespace: " +
+  "offload of TCP under DSR needs it at 1 (the kernel must pick up connections whose SYN it did not track)";
+
+/**
+ * Whether this namespace's conntrack refuses mid-stream TCP pickup. Under
+ * DSR a connection is only tracked from its first ACK on (the offload rules
+ * untrack its SYN), so then it is never tracked and never offloaded.
+ */
+function tcpLooseOff(): boolean {
+  try {
+    return Deno.readTextFileSync("/proc/sys/net/netfilter/nf_conntrack_tcp_loose").trim() === "0";
+  } catch {
+    // no conntrack module, or no permission to read: nothing certain to say
+    return false;
+  }
+}
+
 /**
  * Sets the kernel connmark; returns the note to print when the kernel has no
  * such connection (the table is changed all the same), throws on other errors.
@@ -359,8 +376,10 @@ function applyKernelMark(key: Uint8Array, k: KernelChange): string | undefined {
   if (rc === ENOENT) {
     // nothing to undo when un-offloading: nothing bypasses the queue for it
     if (k.mark === 0) return undefined;
-    return `nfqlb: no kernel conntrack entry for ${k.flow}; offload takes effect when ct-set --offload is ` +
-      "repeated after the kernel tracks the connection";
+    const note =
+      `nfqlb: no kernel conntrack entry for ${k.flow}; offload takes effect when ct-set --offload ` +
+      "is repeated after the kernel tracks the connection";
+    return k.flow.startsWith("tcp ") && tcpLooseOff() ? `${note}\n${TCP_LOOSE_NOTE}` : note;
   }
   throw new NfqlbError(
     `ct-set: cannot set the kernel connmark of ${k.flow} to ${k.mark}: ${connmarkErrorText(rc)}`,

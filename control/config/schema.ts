@@ -231,7 +231,7 @@ export const DataplaneFileSchema = mapping({
   options: DataplaneOptionsSchema.prefault({}).describe("lb/flowlb options."),
   start: bool.default(true).describe("apply starts lb/flowlb when it is not running."),
   offload: bool.default(false).describe(
-    "Install the connmark-restore rules that let `ct-set --offload` flows skip the queue (docs/conntrack.md).",
+    "Install the connmark-restore rules that let `ct-set --offload` flows skip the queue, and (DSR, prerouting) the raw rule that leaves TCP SYNs untracked so TCP connections can be offloaded (docs/conntrack.md).",
   ),
 }, "a mapping with queue, bypass, hooks, options, start, offload");
 

@@ -15,7 +15,7 @@ export function iptablesCmd(family: 4 | 6): string {
   return family === 4 ? "iptables" : "ip6tables";
 }
 
-/** Built-in chains: a rule of ours in one of them is a jump into our chain. */
+/** Built-in chains: a rule of ours in one of them is a jump into our chain (except in table raw). */
 const BUILTIN = new Set(["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]);
 
 /** A chain object. */
@@ -48,8 +48,14 @@ export interface RuleParts {
   record?: string;
 }
 
-/** The kind of a rule of ours by where it is: jumps in built-in chains, records in the record chain. */
-function kindOf(chain: string, recordChains: ReadonlySet<string>): PlumbingKind {
+/**
+ * The kind of a rule of ours by where it is: jumps in built-in chains,
+ * records in the record chain. Table raw holds no chain of ours: its rules
+ * (offload's TCP SYN untracking) are plain rules in raw PREROUTING, placed
+ * like those of our chains, ahead of whatever else is there.
+ */
+function kindOf(table: string, chain: string, recordChains: ReadonlySet<string>): PlumbingKind {
+  if (table === "raw") return "rule";
   if (BUILTIN.has(chain)) return "jump";
   return recordChains.has(chain) ? "record" : "rule";
 }
@@ -64,7 +70,7 @@ export function ruleObject(id: string, p: RuleParts, recordChains: ReadonlySet<s
   const add = [ipt, "-w", "-t", p.table, "-A", p.chain, ...spec];
   return {
     key: `ipt${p.family} ${p.table} ${p.chain} ${h}`,
-    kind: kindOf(p.chain, recordChains),
+    kind: kindOf(p.table, p.chain, recordChains),
     family: p.family,
     line: shellLine(add),
     add,
@@ -146,7 +152,7 @@ export function parseSave(
       rules.push({
         object: {
           key: `ipt${family} ${table} ${chain} ${h}`,
-          kind: kindOf(chain, recordChains),
+          kind: kindOf(table, chain, recordChains),
           family,
           line: shellLine(add),
           add,

@@ -6,6 +6,10 @@
  *   then one NFQUEUE rule per VIP (and port); jumped to from mangle
  *   PREROUTING / OUTPUT (per hook) for each VIP. With nft queue, one nft
  *   table replaces these (both families).
+ * - offload, hook prerouting, no NAT target in the family: per VIP (and TCP
+ *   port), a rule in raw PREROUTING that untracks the TCP SYNs, so TCP
+ *   connections can be offloaded under DSR (control/offload_rules.ts,
+ *   tcpSynNotrack). iptables also with nft queue.
  * - nat chain `NFQLB-<id>`: one DNAT rule per NAT target (per protocol when
  *   it translates the port), by fwmark; jumped to from nat PREROUTING /
  *   OUTPUT for each VIP.
@@ -13,7 +17,7 @@
  *   table T` (protocol 110), and a record rule in the never-jumped-to mangle
  *   chain `NFQLB-<id>-RT` saying that this rule and route belong to the id.
  */
-import { offloadRules } from "../offload_rules.ts";
+import { offloadRules, tcpSynNotrack } from "../offload_rules.ts";
 import { chainObject, ruleObject, type RuleParts } from "./iptables.ts";
 import { ipRouteObject, ipRuleObject } from "./iproute.ts";
 import { chainName } from "./names.ts";
@@ -72,7 +76,7 @@ function nfqueueTarget(s: NormalSpec): string[] {
  * the queue. That module's own comment is replaced by our tag.
  */
 export function offloadParts(cidr: string): { matches: string[]; target: string[] }[] {
-  return offloadRules({ vips: [cidr], chain: "X" }).delete.map((argv) => {
+  return offloadRules({ vips: [cidr], chain: "X", tcpSynNotrack: false }).delete.map((argv) => {
     // argv: ipt -w -t mangle -D X <matches> -m comment --comment C -j ...
     const rest = argv.slice(6);
     const c = rest.indexOf("--comment");
@@ -120,6 +124,17 @@ function planFamily(s: NormalSpec, family: 4 | 6, nftQueue: boolean): PlumbingOb
       for (const v of vips) {
         rule({ table: "mangle", chain: HOOK_CHAIN[h], matches: ["-d", v.cidr], target: ["-j", chain] });
       }
+    }
+  }
+
+  // NAT needs each connection's first packet tracked (and its replies pass here anyway)
+  if (vips.length && s.offload && s.hooks.includes("prerouting") && nat.length === 0) {
+    for (const v of vips) {
+      const tcp = v.ports.filter((p) => p.protocol === "tcp");
+      const dports = v.ports.length === 0 || tcp.some((p) => p.first === null)
+        ? [undefined]
+        : [...new Set(tcp.map((p) => dportText(p)))];
+      for (const d of dports) rule({ table: "raw", chain: "PREROUTING", ...tcpSynNotrack(v.cidr, d) });
     }
   }
 

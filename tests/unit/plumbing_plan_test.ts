@@ -112,6 +112,64 @@ Deno.test("plumbing plan: offload puts connmark restore + accept per VIP before 
   ]);
 });
 
+Deno.test("plumbing plan: offload untracks the TCP SYNs to DSR VIPs in raw PREROUTING (per TCP port)", () => {
+  const syn = (cidr: string, dport = "") =>
+    `iptables -w -t raw -A PREROUTING -d ${cidr} -p tcp${dport ? ` --dport ${dport}` : ""} --syn ` +
+    '-m comment --comment "nfqlb:web H" -j CT --notrack';
+  const spec: PlumbingSpec = {
+    ...DSR4,
+    offload: true,
+    vips: [
+      { address: "10.0.0.1" },
+      {
+        address: "10.0.0.2",
+        ports: [{ protocol: "udp", port: 53 }, { protocol: "tcp", port: 80 }, {
+          protocol: "tcp",
+          port: 8000,
+          lastPort: 8010,
+        }],
+      },
+      { address: "10.0.0.3", ports: [{ protocol: "udp", port: 5000 }] },
+      { address: "10.0.0.4", ports: [{ protocol: "tcp", port: 443 }, { protocol: "tcp" }] },
+    ],
+  };
+  const l = lines(spec);
+  const raw = l.filter((x) => x.includes(" -t raw "));
+  // a UDP-only VIP needs none; "every tcp port" covers the VIP's single TCP ports
+  assert.deepEqual(raw, [
+    syn("10.0.0.1/32"),
+    syn("10.0.0.2/32", "80"),
+    syn("10.0.0.2/32", "8000:8010"),
+    syn("10.0.0.4/32"),
+  ]);
+  const objs = planPlumbing(spec);
+  const rawObjs = objs.filter((o) => o.table === "raw");
+  assert.ok(rawObjs.every((o) => o.kind === "rule" && o.chain === "PREROUTING"));
+  // added before the jumps that send traffic to the queue
+  const firstJump = objs.findIndex((o) => o.kind === "jump");
+  assert.ok(rawObjs.every((o) => objs.indexOf(o) < firstJump));
+  assert.deepEqual(rawObjs[0].del.slice(0, 6), ["iptables", "-w", "-t", "raw", "-D", "PREROUTING"]);
+  assert.deepEqual(rawObjs[0].check?.slice(4, 6), ["-C", "PREROUTING"]);
+
+  // none without offload, without the prerouting hook, or where the family has a NAT target
+  const none = (x: PlumbingSpec) => planPlumbing(x).filter((o) => o.table === "raw").map((o) => o.line);
+  assert.deepEqual(none({ ...spec, offload: false }), []);
+  assert.deepEqual(none({ ...spec, hooks: ["output"] }), []);
+  const nat4: PlumbingSpec = {
+    ...spec,
+    vips: [{ address: "10.0.0.1" }, { address: "fd00::1" }],
+    targets: [
+      { fwmark: 101, address: "192.168.1.1", mode: "nat", table: 101 },
+      { fwmark: 101, address: "fd01::1", mode: "dsr", table: 101 },
+    ],
+  };
+  assert.deepEqual(none(nat4).map((x) => x.replace(/ [0-9a-f]{8}"/, ' H"')), [
+    'ip6tables -w -t raw -A PREROUTING -d fd00::1/128 -p tcp --syn -m comment --comment "nfqlb:web H" -j CT --notrack',
+  ]);
+  // nft queue: the raw rule stays iptables
+  assert.equal(planPlumbing(spec, { nftQueue: true }).filter((o) => o.table === "raw").length, 4);
+});
+
 Deno.test("plumbing plan: mixed families go to iptables and ip6tables; the same fwmark may serve both", () => {
   const spec: PlumbingSpec = {
     ...DSR4,
@@ -276,6 +334,11 @@ Deno.test("plumbing read: iptables-save lines of our id only, by comment; ip rul
     '-A NFQLB-web -d 10.0.0.1/32 -p udp -m udp --dport 5000 -m comment --comment "nfqlb:web 11112222" -j NFQUEUE --queue-num 2',
     '-A NFQLB-web-RT -m mark --mark 0x65 -m comment --comment "nfqlb:web 33334444 dsr,101,101,192.168.1.1" -j RETURN',
     "COMMIT",
+    "*raw",
+    ":PREROUTING ACCEPT [0:0]",
+    '-A PREROUTING -d 10.0.0.1/32 -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment "nfqlb:web 5555aaaa" -j CT --notrack',
+    '-A PREROUTING -p tcp -m comment --comment "foreign" -j CT --notrack',
+    "COMMIT",
   ].join("\n");
   const r = parseSave(save, 4, "web", ourChains("web"), recordChains("web"));
   assert.deepEqual(r.chains.map((c) => c.key), [
@@ -286,6 +349,8 @@ Deno.test("plumbing read: iptables-save lines of our id only, by comment; ip rul
     ["jump", "ipt4 mangle PREROUTING 0123abcd", undefined],
     ["rule", "ipt4 mangle NFQLB-web 11112222", undefined],
     ["record", "ipt4 mangle NFQLB-web-RT 33334444", "dsr,101,101,192.168.1.1"],
+    // raw holds no chain of ours: a rule of ours in its PREROUTING is a rule, not a jump
+    ["rule", "ipt4 raw PREROUTING 5555aaaa", undefined],
   ]);
   // deleted by the saved form itself
   assert.deepEqual(r.rules[1].object.del.slice(0, 7), [
