@@ -13,6 +13,7 @@ import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
 import { ConntrackShm, flowKey } from "../../control/conntrack_shm.ts";
 import { libSandbox } from "../helpers/shm.ts";
+import { xorshift32 } from "../helpers/models.ts";
 
 const MS = 1_000_000n;
 const TTL = { tcp: 1000, udp: 500, other: 200 };
@@ -27,19 +28,6 @@ function key(i: number): Uint8Array<ArrayBuffer> {
     sport: 1000 + i,
     dport: 80,
   });
-}
-
-/** xorshift32: a reproducible workload. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
 }
 
 /** Two identical tables a (single calls) and b (batches), closed with `using`. */
@@ -118,7 +106,7 @@ function counters(t: ConntrackShm) {
 
 /** Runs `rounds` random batches on the twins; returns totals for the caller's sanity checks. */
 function workload(a: ConntrackShm, b: ConntrackShm, seed: number, rounds: number, pool: number) {
-  const rnd = rng(seed);
+  const rnd = xorshift32(seed);
   let now = 10_000n * MS;
   const seen = { hits: 0, misses: 0, inserted: 0, skipped: 0, dupBatches: 0, refused: 0 };
   for (let r = 0; r < rounds; r++) {

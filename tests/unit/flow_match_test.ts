@@ -20,6 +20,7 @@ import {
 } from "../../control/flow_spec.ts";
 import { readPcap } from "../helpers/pcap.ts";
 import { SHARED } from "../helpers/run.ts";
+import { xorshift32 } from "../helpers/models.ts";
 
 type Buf = Uint8Array<ArrayBuffer>;
 /** Index dimensions (NFQLB_FLOWIX_*). */
@@ -463,7 +464,7 @@ Deno.test("index: 1000 flows that differ by VIP and port use the dport and dst d
 Deno.test("index: a dimension over its memory budget is left out, results stay the same", () => {
   // 5000 flows with 8 wide, overlapping port ranges each: ~80k dport intervals whose sets all
   // differ, 648 bytes each: far over 16 MiB
-  const r = prng(7);
+  const r = xorshift32(7);
   const specs: FlowSpecInput[] = [];
   for (let i = 0; i < 5000; i++) {
     const ports = Array.from({ length: 8 }, (): [number, number] => {
@@ -485,18 +486,6 @@ Deno.test("index: a dimension over its memory budget is left out, results stay t
     assert.deepEqual(fs.match(kb), fs.linear(kb));
   }
 });
-
-/** xorshift32, deterministic. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>>= 0);
-  };
-}
 
 interface RandomWorld {
   specs: FlowSpecInput[];
@@ -569,7 +558,7 @@ function randomWorld(r: () => number, nflows: number, nkeys: number): RandomWorl
 }
 
 Deno.test("property: indexed lookup == linear walk (flow, udpencap, counters) on random flow sets", () => {
-  const r = prng(0x5eed);
+  const r = xorshift32(0x5eed);
   let total = 0, hits = 0;
   const dimsSeen = new Set<number>();
   for (let round = 0; round < 40; round++) {
