@@ -8,8 +8,8 @@
  */
 import { z } from "zod";
 import { lib } from "../ffi/lib.ts";
-import { mapFile, type Mapping, unmap } from "./shm_file.ts";
-import { errorText, NfqlbError, strerror } from "./errors.ts";
+import { createByRename, mapFile, type Mapping, unmap } from "./shm_file.ts";
+import { NfqlbError, strerror } from "./errors.ts";
 import { shmPath } from "./shm_dir.ts";
 import { formatIPv6 } from "./flows.ts";
 import { mapIPv4, parseIPv4, parseIPv6 } from "./inet.ts";
@@ -351,41 +351,15 @@ export class ConntrackShm {
     } else if (existing !== 2 && existing !== 0) {
       throw new NfqlbError(`conntrack ${name}: ${strerror(existing)}`);
     }
-    const tmp = `${path.slice(0, path.lastIndexOf("/"))}/.${name.slice(0, 48)}.ct-${Deno.pid}`;
-    try {
-      try {
-        const f = Deno.openSync(tmp, { read: true, write: true, createNew: true, mode: 0o600 });
-        try {
-          f.truncateSync(Number(size));
-        } finally {
-          f.close();
-        }
-      } catch (e) {
-        throw new NfqlbError(`conntrack ${name}: ${errorText(e)}`);
+    createByRename(path, name, "ct", size, `conntrack ${name}`, (m) => {
+      const ttls = new Uint32Array([o.ttlMs.tcp, o.ttlMs.udp, o.ttlMs.other]);
+      if (
+        lib().nfqlb_ct_format(m.ptr, m.size, o.capacity, o.ctxSlots, ttls, o.floodPerSecond) !== 0 ||
+        lib().nfqlb_ct_set_scheduler(m.ptr, SCHEDULERS.indexOf(o.scheduler)) !== 0
+      ) {
+        throw new NfqlbError(`conntrack ${name}: format failed`);
       }
-      const m = mapFile(tmp, true);
-      if (typeof m === "number") throw new NfqlbError(`conntrack ${name}: ${strerror(m)}`);
-      try {
-        const ttls = new Uint32Array([o.ttlMs.tcp, o.ttlMs.udp, o.ttlMs.other]);
-        if (
-          lib().nfqlb_ct_format(m.ptr, m.size, o.capacity, o.ctxSlots, ttls, o.floodPerSecond) !== 0 ||
-          lib().nfqlb_ct_set_scheduler(m.ptr, SCHEDULERS.indexOf(o.scheduler)) !== 0
-        ) {
-          throw new NfqlbError(`conntrack ${name}: format failed`);
-        }
-      } finally {
-        unmap(m);
-      }
-      try {
-        Deno.renameSync(tmp, path);
-      } catch (e) {
-        throw new NfqlbError(`conntrack ${name}: ${errorText(e)}`);
-      }
-    } finally {
-      try {
-        Deno.removeSync(tmp);
-      } catch { /* renamed or never created */ }
-    }
+    });
   }
 
   /** Opens table `name` (read-write: even listing takes the bucket locks). */

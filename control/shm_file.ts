@@ -1,5 +1,6 @@
 /** mmap of shm files through the C library (MAP_SHARED, so every process sees every write). */
 import { cstring, lib } from "../ffi/lib.ts";
+import { errorText, NfqlbError, strerror } from "./errors.ts";
 
 /** A mapped file. */
 export interface Mapping {
@@ -21,4 +22,57 @@ export function mapFile(path: string, writable: boolean): Mapping | number {
 /** Unmaps a mapping. */
 export function unmap(m: Mapping): void {
   lib().nfqlb_file_unmap(m.ptr, m.size);
+}
+
+/**
+ * Creates shm file `name` at `path` by building it beside the final path
+ * (`.<name>.<tag>-<pid>`, mode 0600, `size` bytes, filled by `format`
+ * through a writable mapping) and renaming it over: a process that maps
+ * `path` sees the old file or the complete new one, never a half-formatted
+ * one. Every failure is one NfqlbError line `<what>: <reason>`; the
+ * temporary file never stays behind.
+ *
+ * @example
+ * ```ts
+ * createByRename(shmPath("x"), "x", "init", 4096n, "createSharedData: x", (m) => format(m));
+ * ```
+ */
+export function createByRename(
+  path: string,
+  name: string,
+  tag: string,
+  size: bigint,
+  what: string,
+  format: (m: Mapping) => void,
+): void {
+  // bounded: a 255-byte name plus a suffix would exceed NAME_MAX
+  const tmp = `${path.slice(0, path.lastIndexOf("/"))}/.${name.slice(0, 48)}.${tag}-${Deno.pid}`;
+  try {
+    try {
+      const f = Deno.openSync(tmp, { read: true, write: true, createNew: true, mode: 0o600 });
+      try {
+        f.truncateSync(Number(size));
+      } finally {
+        f.close();
+      }
+    } catch (e) {
+      throw new NfqlbError(`${what}: ${errorText(e)}`);
+    }
+    const m = mapFile(tmp, true);
+    if (typeof m === "number") throw new NfqlbError(`${what}: ${strerror(m)}`);
+    try {
+      format(m);
+    } finally {
+      unmap(m);
+    }
+    try {
+      Deno.renameSync(tmp, path);
+    } catch (e) {
+      throw new NfqlbError(`${what}: ${errorText(e)}`);
+    }
+  } finally {
+    try {
+      Deno.removeSync(tmp);
+    } catch { /* renamed or never created */ }
+  }
 }

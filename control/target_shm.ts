@@ -5,7 +5,7 @@
  * does the files, locking and errors. See docs/shm.md.
  */
 import { lib } from "../ffi/lib.ts";
-import { mapFile, type Mapping, unmap } from "./shm_file.ts";
+import { createByRename, mapFile, type Mapping, unmap } from "./shm_file.ts";
 import { errorText, NfqlbError, strerror } from "./errors.ts";
 import { shmPath } from "./shm_dir.ts";
 
@@ -165,8 +165,6 @@ export class TargetShm {
     } else if (existing !== 2 && existing !== 0) {
       throw new NfqlbError(`createSharedData: ${name}: ${strerror(existing)}`);
     }
-    // bounded: a 255-byte name plus a suffix would exceed NAME_MAX
-    const tmp = `${path.slice(0, path.lastIndexOf("/"))}/.${name.slice(0, 48)}.init-${Deno.pid}`;
     // Serialise with activate/deactivate on the old file: they commit under this lock.
     let lock: Deno.FsFile | undefined;
     if (old) {
@@ -176,34 +174,12 @@ export class TargetShm {
       } catch { /* replaced or removed meanwhile: nothing to serialise with */ }
     }
     try {
-      try {
-        const f = Deno.openSync(tmp, { read: true, write: true, createNew: true, mode: 0o600 });
-        try {
-          f.truncateSync(Number(size));
-        } finally {
-          f.close();
-        }
-      } catch (e) {
-        throw new NfqlbError(`createSharedData: ${name}: ${errorText(e)}`);
-      }
-      const m = mapFile(tmp, true);
-      if (typeof m === "number") throw new NfqlbError(`createSharedData: ${name}: ${strerror(m)}`);
-      try {
+      createByRename(path, name, "init", size, `createSharedData: ${name}`, (m) => {
         if (lib().nfqlb_tshm_format(m.ptr, m.size, opts.M, opts.N, opts.ownFwmark) !== 0) {
           throw new NfqlbError(`createSharedData: ${name}: format failed`);
         }
-      } finally {
-        unmap(m);
-      }
-      try {
-        Deno.renameSync(tmp, path);
-      } catch (e) {
-        throw new NfqlbError(`createSharedData: ${name}: ${errorText(e)}`);
-      }
+      });
     } finally {
-      try {
-        Deno.removeSync(tmp);
-      } catch { /* renamed or never created */ }
       if (old) {
         // Tell LBs that map the old table to re-map (offset 40: replaced).
         const hdr = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(old.ptr, 64));

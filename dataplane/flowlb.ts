@@ -19,16 +19,13 @@ import { type FlowServer, startFlowServer } from "../control/flow_server.ts";
 import { FlowStore, flowStorePath } from "../control/flow_store.ts";
 import { SEND_ORDER } from "../control/flow_protocol.ts";
 import { type FlowLbConfig, FlowLbConfigSchema } from "./lb_config.ts";
-import { activeTargets, type RunningLb, startQueues, stopOnSignals } from "./lb.ts";
+import { activeTargets, CT_SWEEP_ENTRIES, type RunningLb, startQueues, stopOnSignals } from "./lb.ts";
 import { log } from "../control/log.ts";
 import { startTracing, type TraceService } from "./trace_server.ts";
 import { TRACE } from "./trace_format.ts";
 import { startMetrics } from "./metrics.ts";
 import { countersShmName } from "../control/counters_shm.ts";
 import { TargetRegistry } from "./target_registry.ts";
-
-/** Entries of each connection table the sweep visits per second (as lb). */
-const CT_SWEEP_ENTRIES = 65536;
 
 const PROTO_NAME: Record<number, "tcp" | "udp" | "sctp"> = { 6: "tcp", 17: "udp", 132: "sctp" };
 

@@ -76,8 +76,8 @@ export function startLb(input: LbConfig, print: (line: string) => void, trace?: 
   }
 }
 
-/** Entries the connection-table sweep visits per second. */
-const CT_SWEEP_ENTRIES = 65536;
+/** Entries the connection-table sweep visits per second (lb and flowlb). */
+export const CT_SWEEP_ENTRIES = 65536;
 
 /** The connection table of target table `tshm` if its file exists, else undefined. */
 function openConntrack(tshm: string): ConntrackShm | undefined {
