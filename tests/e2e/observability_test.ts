@@ -16,6 +16,7 @@ import assert from "node:assert/strict";
 import type { Flow } from "./agent.ts";
 import { flowKey, skipUnlessRoot } from "./checks.ts";
 import { type Family, FWBASE, NFQLB, Proc, Topology, waitUntil } from "./topology.ts";
+import type { KernelQueue } from "../../control/counters_shm.ts";
 
 const notRoot = skipUnlessRoot();
 
@@ -27,16 +28,6 @@ const OTHER_HOST = "10.213.0.254";
 const HDR: Record<Family, number> = { 4: 20 + 8, 6: 40 + 8 };
 
 /** `nfqlb stats --all`, as printed (cli/commands/stats_view.ts). */
-interface KernelQueue {
-  queue: number;
-  portid: number;
-  waiting: number;
-  copyMode: number;
-  copyRange: number;
-  queueDropped: number;
-  userDropped: number;
-  idSequence: number;
-}
 interface TargetCount {
   fwmark: number;
   packets: number;
