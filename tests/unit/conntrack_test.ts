@@ -18,6 +18,7 @@ import {
 import { NfqlbError } from "../../control/errors.ts";
 import { ROOT } from "../helpers/run.ts";
 import { libSandbox } from "../helpers/shm.ts";
+import { buildSanitized } from "../helpers/sanitize.ts";
 
 const MS = 1_000_000n;
 const T0 = 10_000n * MS; // virtual time starts at 10 s
@@ -354,28 +355,6 @@ Deno.test("conntrack: a lock left by a dead thread is taken over", async () => {
   for (let b = 0; b < nb; b++) buckets[(1152 + 16 * b) / 4] = 0;
 });
 
-function compile(out: string, sanitize: string): Promise<Deno.CommandOutput> {
-  return new Deno.Command("gcc", {
-    args: [
-      "-std=c11",
-      "-O1",
-      "-g",
-      "-Wall",
-      "-Wextra",
-      "-Werror",
-      "-D_DEFAULT_SOURCE",
-      `-fsanitize=${sanitize}`,
-      ...(sanitize.includes("address") ? ["-fno-sanitize-recover=all"] : []),
-      "-o",
-      out,
-      `${ROOT}/c/test/ct_driver.c`,
-      `${ROOT}/c/conntrack.c`,
-      "-lpthread",
-    ],
-    stderr: "piped",
-  }).output();
-}
-
 async function run(bin: string, args: string[]): Promise<string> {
   const r = await new Deno.Command(bin, { args, stdout: "piped", stderr: "piped" }).output();
   const out = new TextDecoder().decode(r.stdout), err = new TextDecoder().decode(r.stderr);
@@ -387,9 +366,7 @@ async function run(bin: string, args: string[]): Promise<string> {
 Deno.test("conntrack: C code clean under ASan/UBSan (random operations, invariants, threads)", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "nfqlb-ct-" });
   try {
-    const bin = `${dir}/ct_asan`;
-    const cc = await compile(bin, "address,undefined");
-    assert.equal(cc.code, 0, new TextDecoder().decode(cc.stderr));
+    const bin = await buildSanitized(dir, "ct_driver", ["conntrack.c"]);
     const out = await run(bin, ["check", "300000"]);
     const m = /recycles=(\d+) expirations=(\d+)/.exec(out)!;
     assert.ok(Number(m[1]) > 0 && Number(m[2]) > 0, out);
@@ -402,9 +379,7 @@ Deno.test("conntrack: C code clean under ASan/UBSan (random operations, invarian
 Deno.test("conntrack: 4 threads + a lister at once, clean under ThreadSanitizer", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "nfqlb-ct-" });
   try {
-    const bin = `${dir}/ct_tsan`;
-    const cc = await compile(bin, "thread");
-    assert.equal(cc.code, 0, new TextDecoder().decode(cc.stderr));
+    const bin = await buildSanitized(dir, "ct_driver", ["conntrack.c"], "thread");
     const out = await run(bin, ["stress", "4", "100000"]);
     const m = /hits=(\d+) listed=(\d+) walks=(\d+)/.exec(out)!;
     assert.ok(Number(m[1]) > 10000 && Number(m[3]) > 0, out);
