@@ -35,11 +35,7 @@ int main(int argc, char** argv)
 	uint32_t* hw = sd.hw;
 	/* a real target table for the classifier */
 	uint64_t size;
-	nfqlb_tshm_bytes(97, 4, &size);
-	uint8_t* tshm = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	nfqlb_tshm_format(tshm, size, 97, 4, 0);
-	int32_t active[4] = { 101, 102, 103, -1 };
-	nfqlb_tshm_commit(tshm, active, NULL);
+	uint8_t* tshm = fuzz_target_table(&size);
 	struct nfqlb_fragtable* ft = nfqlb_ft_create(7, 3, 1, 1500, 5, 8, NULL);
 	struct nfqlb_lb* lb = nfqlb_lb_create(tshm, ft, 1, 9899, -1);
 	nfqlb_lb_set_frag(lb, tshm, -1, 8); /* tier on the same table: exercises both paths */

@@ -1,13 +1,16 @@
 /*
- * seeds.h - the seed packets of the fuzz drivers: files of 2 bytes NFQUEUE
- * hw protocol (big-endian) followed by the IP packet, at most 64 of them
- * (tests/helpers/sanitize.ts writes them).
+ * seeds.h - what the packet fuzz drivers share: their seed packets (files of
+ * 2 bytes NFQUEUE hw protocol (big-endian) followed by the IP packet, at
+ * most 64 of them; tests/helpers/sanitize.ts writes them) and the small
+ * target table they classify against.
  */
 #ifndef NFQLB_TEST_SEEDS_H
 #define NFQLB_TEST_SEEDS_H
 
+#include "../nfqlb.h"
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +52,19 @@ static inline void seeds_free(struct seeds* s)
 	for (int i = 0; i < s->n; i++)
 		free(s->data[i]);
 	s->n = 0;
+}
+
+/* A private target table, M=97 N=4, with 101, 102, 103 active; *size gets its size (for munmap). */
+static inline uint8_t* fuzz_target_table(uint64_t* size)
+{
+	nfqlb_tshm_bytes(97, 4, size);
+	uint8_t* tshm = mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (tshm == MAP_FAILED)
+		abort();
+	nfqlb_tshm_format(tshm, *size, 97, 4, 0);
+	int32_t active[4] = { 101, 102, 103, -1 };
+	nfqlb_tshm_commit(tshm, active, NULL);
+	return tshm;
 }
 
 #endif

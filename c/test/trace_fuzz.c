@@ -65,11 +65,7 @@ int main(int argc, char** argv)
 	size_t* lens = sd.len;
 	uint32_t* hw = sd.hw;
 	uint64_t size;
-	nfqlb_tshm_bytes(97, 4, &size);
-	uint8_t* tshm = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	nfqlb_tshm_format(tshm, size, 97, 4, 0);
-	int32_t active[4] = { 101, 102, 103, -1 };
-	nfqlb_tshm_commit(tshm, active, NULL);
+	uint8_t* tshm = fuzz_target_table(&size);
 
 	/* flowlb: #sctp companion (udp dport 9899, no target), sctp over 9899, catch-all */
 	static const uint32_t main_flows[3][10] = {
