@@ -16,7 +16,6 @@ import {
   RECORD_BYTES,
 } from "../../control/conntrack_shm.ts";
 import { NfqlbError } from "../../control/errors.ts";
-import { ROOT } from "../helpers/run.ts";
 import { libSandbox } from "../helpers/shm.ts";
 import { buildSanitized } from "../helpers/sanitize.ts";
 
