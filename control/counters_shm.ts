@@ -12,7 +12,7 @@
  */
 import { errorText, NfqlbError, strerror } from "./errors.ts";
 import { shmPath } from "./shm_dir.ts";
-import { mapFile, unmap } from "./shm_file.ts";
+import { mapFile, readShmBytes, unmap } from "./shm_file.ts";
 
 /** "NQCT" */
 const MAGIC = 0x5443514e;
@@ -126,13 +126,7 @@ export interface CountersSnapshot {
 
 /** Reads the counters shm `name`; errors as upstream's `FAILED mapSharedData: <name>`. */
 export function readCounters(name: string): CountersSnapshot {
-  let bytes: Uint8Array;
-  try {
-    bytes = Deno.readFileSync(shmPath(name));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new NfqlbError(`FAILED mapSharedData: ${name}`);
-    throw new NfqlbError(`FAILED mapSharedData: ${name}: ${errorText(e)}`);
-  }
+  const bytes = readShmBytes(name);
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (bytes.length < HEADER || v.getUint32(0, true) !== MAGIC || v.getUint16(4, true) !== VERSION) {
     throw new NfqlbError(`FAILED mapSharedData: ${name}: not an nfqlb counters shm`);

@@ -4,7 +4,7 @@
  */
 import { errorText, NfqlbError, strerror } from "./errors.ts";
 import { shmPath } from "./shm_dir.ts";
-import { mapFile, type Mapping, unmap } from "./shm_file.ts";
+import { mapFile, type Mapping, readShmBytes, unmap } from "./shm_file.ts";
 
 /** Size of the stats record. */
 export const FRAG_STATS_BYTES = 72;
@@ -68,13 +68,7 @@ export function decodeFragStats(b: Uint8Array): FragStats {
 
 /** Reads stats shm `name`; errors as upstream (`FAILED mapSharedData: <name>`). */
 export function readFragStats(name: string): FragStats {
-  let bytes: Uint8Array;
-  try {
-    bytes = Deno.readFileSync(shmPath(name));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new NfqlbError(`FAILED mapSharedData: ${name}`);
-    throw new NfqlbError(`FAILED mapSharedData: ${name}: ${errorText(e)}`);
-  }
+  const bytes = readShmBytes(name);
   if (bytes.length < FRAG_STATS_BYTES) {
     throw new NfqlbError(`FAILED mapSharedData: ${name}: not a frag-table stats shm (${bytes.length} bytes)`);
   }

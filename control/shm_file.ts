@@ -1,6 +1,7 @@
 /** mmap of shm files through the C library (MAP_SHARED, so every process sees every write). */
 import { cstring, lib } from "../ffi/lib.ts";
 import { errorText, NfqlbError, strerror } from "./errors.ts";
+import { shmPath } from "./shm_dir.ts";
 
 /** A mapped file. */
 export interface Mapping {
@@ -74,5 +75,18 @@ export function createByRename(
     try {
       Deno.removeSync(tmp);
     } catch { /* renamed or never created */ }
+  }
+}
+
+/**
+ * A copy of shm file `name`'s bytes; errors as upstream's
+ * `FAILED mapSharedData: <name>` (with the reason unless the file is missing).
+ */
+export function readShmBytes(name: string): Uint8Array {
+  try {
+    return Deno.readFileSync(shmPath(name));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new NfqlbError(`FAILED mapSharedData: ${name}`);
+    throw new NfqlbError(`FAILED mapSharedData: ${name}: ${errorText(e)}`);
   }
 }
