@@ -21,7 +21,13 @@ import {
 import { applyFlowChange, flowSetLine, listFlows, planFlows } from "./flows.ts";
 import { plumbingSpecOf } from "./plumbing_spec.ts";
 import { type HostState, logPath, readState, writeState } from "./state.ts";
-import { applyTargets, describeTargetChange, planTargets, type WantedTarget } from "./targets.ts";
+import {
+  applyTargets,
+  describeTargetChange,
+  diffTargets,
+  planTargets,
+  type WantedTarget,
+} from "./targets.ts";
 
 /** Options of {@link applyHost}. */
 export interface ApplyOptions {
@@ -50,18 +56,6 @@ function tableShape(name: string): { M: number; N: number } | undefined {
   const t = TargetShm.open(name);
   try {
     return { M: t.M, N: t.N };
-  } finally {
-    t.close();
-  }
-}
-
-/** The current rows of a table (empty rows of size n when there is no table yet). */
-function rowsOf(name: string, n: number, exists: boolean): { active: Int32Array; weights: Uint32Array } {
-  if (!exists) return { active: new Int32Array(n).fill(-1), weights: new Uint32Array(n).fill(1) };
-  const t = TargetShm.open(name);
-  try {
-    const s = t.snapshot(0);
-    return { active: s.active, weights: s.weights };
   } finally {
     t.close();
   }
@@ -106,7 +100,8 @@ function ctInitLine(s: ServiceConfig): string {
 function applyService(s: ServiceConfig, o: ApplyOptions): { changes: number; ctChanged: boolean } {
   let changes = 0, ctChanged = false;
   const shape = tableShape(s.name);
-  if (!shape || shape.M !== s.m || shape.N !== s.n) {
+  const sameShape = shape !== undefined && shape.M === s.m && shape.N === s.n;
+  if (!sameShape) {
     const why = shape ? `   (was M=${shape.M} N=${shape.N}: a new table; its targets are set below)` : "";
     o.say(`+ init --shm=${s.name} --M=${s.m} --N=${s.n}${why}`);
     if (!o.dryRun) TargetShm.create(s.name, { M: s.m, N: s.n, ownFwmark: 0 });
@@ -116,10 +111,12 @@ function applyService(s: ServiceConfig, o: ApplyOptions): { changes: number; ctC
     fwmark: t.fwmark,
     weight: t.weight,
   }));
-  const exists = !o.dryRun || (shape !== undefined && shape.M === s.m && shape.N === s.n);
-  const rows = rowsOf(s.name, s.n, exists);
-  const planned = planTargets(rows.active, rows.weights, wanted).changes;
-  const done = o.dryRun ? planned : applyTargets(s.name, wanted);
+  // a dry run reads the table it would change, or starts from the empty one init would make
+  const done = !o.dryRun
+    ? applyTargets(s.name, wanted)
+    : sameShape
+    ? diffTargets(s.name, wanted)
+    : planTargets(new Int32Array(s.n).fill(-1), new Uint32Array(s.n).fill(1), wanted).changes;
   for (const c of done) {
     o.say(
       `${c.kind === "activate" ? "+" : c.kind === "deactivate" ? "-" : "~"} ${
@@ -191,7 +188,7 @@ export async function applyHost(cfg: HostConfig, o: ApplyOptions): Promise<numbe
   const same = oldRunning && old.program === d.program && old.args.join(" ") === args.join(" ");
   let pid: number | null = oldRunning ? old.pid : null;
   let program: "lb" | "flowlb" | null = oldRunning ? old.program : null;
-  let oldArgs = oldRunning ? old.args : [];
+  let runArgs = oldRunning ? old.args : [];
   if (oldRunning && (!same || ctChanged || !d.start)) {
     const why = !d.start
       ? "the file does not start it"
@@ -202,7 +199,7 @@ export async function applyHost(cfg: HostConfig, o: ApplyOptions): Promise<numbe
     if (!o.dryRun) await stopDataplane(old.pid!);
     pid = null;
     program = null;
-    oldArgs = [];
+    runArgs = [];
     changes++;
   }
   if (d.start && pid === null) {
@@ -214,7 +211,7 @@ export async function applyHost(cfg: HostConfig, o: ApplyOptions): Promise<numbe
       });
     }
     program = d.program;
-    oldArgs = args;
+    runArgs = args;
     o.say(`+ start ${d.program} ${args.join(" ")}${pid ? `   (pid ${pid}, log ${log})` : ""}`);
     changes++;
   }
@@ -223,7 +220,7 @@ export async function applyHost(cfg: HostConfig, o: ApplyOptions): Promise<numbe
     name: cfg.name,
     file: o.file,
     program,
-    args: oldArgs,
+    args: runArgs,
     pid,
     log,
     services: cfg.services.map((s) => s.name),
@@ -247,7 +244,8 @@ export async function applyHost(cfg: HostConfig, o: ApplyOptions): Promise<numbe
     const address = d.options.flowAddress;
     if (pid === null) {
       if (cfg.flows.length > 0) {
-        if (!o.dryRun && !d.start) {
+        // only a dry run, or a file that does not start flowlb, gets here without one
+        if (!o.dryRun) {
           throw new NfqlbError(`flows need a running flowlb: start it, or set dataplane.start: true`);
         }
         for (const f of cfg.flows) o.say(`+ ${flowSetLine(f.request)}`);
