@@ -8,7 +8,7 @@
  * N=100, 10 rows active), a fragment table (500 slots + 500 buckets, ttl 200
  * ms, no stored fragments), a classifier as `lb` creates it (hash_mode 1, no
  * SCTP encapsulation port, no-target fwmark -1), and the packets of the
- * captures in ../shared/testdata/pcap: telnet IPv4 and IPv6, SCTP over UDP,
+ * captures in tests/testdata/pcap: telnet IPv4 and IPv6, SCTP over UDP,
  * and the first fragments of the fragmented UDP datagrams (IPv4, IPv6).
  * Time is fixed, so the first fragments' fragment-table entries never expire
  * and every repeat is a duplicate first fragment (the path taken for each
@@ -41,7 +41,7 @@ const M = 9973, N = 100, TARGETS = 10;
 const NOW = 1_000_000_000n;
 
 /** Where the captures are. */
-const PCAP_DIR = new URL("../../../shared/testdata/pcap/", import.meta.url).pathname;
+const PCAP_DIR = new URL("../testdata/pcap/", import.meta.url).pathname;
 
 /** One packet of the bench set. */
 interface BenchPacket {

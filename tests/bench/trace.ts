@@ -34,7 +34,7 @@ import { goal, type Row, summarize, timeMs } from "./report.ts";
 const ITERS = 200_000, REPS = 41;
 const M = 9973, N = 100, TARGETS = 10;
 const NOW = 1_000_000_000n;
-const PCAP_DIR = new URL("../../../shared/testdata/pcap/", import.meta.url).pathname;
+const PCAP_DIR = new URL("../testdata/pcap/", import.meta.url).pathname;
 
 const COMMON = {
   nfqlb_lb_create: { parameters: ["pointer", "pointer", "u32", "u32", "i32"], result: "pointer" },

@@ -1,12 +1,12 @@
 /**
  * Replays the sessions recorded from the real upstream nfqlb 1.2.0 binary
- * (../shared/testdata/conformance) against scripts/nfqlb and requires the same
+ * (tests/testdata/conformance) against scripts/nfqlb and requires the same
  * stdout and exit code (and stderr for cli.json). Each case runs in its own
  * shm directory so cases can run in parallel.
  */
 import assert from "node:assert/strict";
 import { z } from "zod";
-import { nfqlb, pool, SHARED, shmSandbox } from "../helpers/run.ts";
+import { nfqlb, pool, shmSandbox, TESTDATA } from "../helpers/run.ts";
 
 const CliCase = z.object({
   args: z.array(z.string()),
@@ -23,7 +23,7 @@ const SessionFile = z.object({
 });
 
 function load<T>(schema: z.ZodType<T>, file: string): T {
-  return schema.parse(JSON.parse(Deno.readTextFileSync(`${SHARED}/testdata/conformance/${file}`)));
+  return schema.parse(JSON.parse(Deno.readTextFileSync(`${TESTDATA}/conformance/${file}`)));
 }
 
 Deno.test("conformance: every cli.json case gives upstream's stdout, stderr and exit code", async () => {

@@ -1,4 +1,4 @@
-/** Minimal pcap reader for the Ethernet captures in ../shared/testdata/pcap. */
+/** Minimal pcap reader for the Ethernet captures in tests/testdata/pcap. */
 
 /** One captured packet, Ethernet header removed. */
 export interface PcapPacket {

@@ -4,8 +4,8 @@
 export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 /** The CLI wrapper under test. */
 export const NFQLB = `${ROOT}/scripts/nfqlb`;
-/** The shared reference material (conformance vectors, pcaps, bench harness). */
-export const SHARED = Deno.env.get("NFQLB_SHARED") ?? `${ROOT}/../shared`;
+/** Recordings of upstream nfqlb 1.2.0 (conformance vectors, pcaps): see tests/testdata/README.md. */
+export const TESTDATA = `${ROOT}/tests/testdata`;
 
 /** Result of one CLI run. */
 export interface RunResult {

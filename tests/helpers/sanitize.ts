@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { readPcap } from "./pcap.ts";
-import { ROOT, SHARED } from "./run.ts";
+import { ROOT, TESTDATA } from "./run.ts";
 
 /** The library sources a classifier needs (everything but the netlink I/O). */
 export const CLASSIFIER_SOURCES = [
@@ -69,7 +69,7 @@ export interface Seed {
 export function captureSeeds(which: readonly number[] = [0, 1, 2]): Seed[] {
   const out: Seed[] = [];
   for (const f of ["telnet-ipv4", "telnet-ipv6", "sctp-encap-ipv4", "udp-ipv4", "udp-ipv6"]) {
-    const pkts = readPcap(`${SHARED}/testdata/pcap/${f}.pcap`);
+    const pkts = readPcap(`${TESTDATA}/pcap/${f}.pcap`);
     for (const i of which) {
       const p = pkts[Math.min(i, pkts.length - 1)];
       out.push({ hw: p.hwProto, data: p.data });

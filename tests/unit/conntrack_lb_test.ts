@@ -1,6 +1,6 @@
 /**
  * The connection table in the lb classifier (nfqlb_lb_set_conntrack), through
- * nfqlb_lb_classify on the real captures (../shared/testdata/pcap): a flow
+ * nfqlb_lb_classify on the real captures (tests/testdata/pcap): a flow
  * keeps its fwmark while its target stays in the table (active or draining),
  * moves when its target is gone, and a draining target gets no new flow.
  * Without a table, classification is Maglev's, as before. Virtual time.
@@ -12,10 +12,10 @@ import { conntrackName, ConntrackShm } from "../../control/conntrack_shm.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { readPcap } from "../helpers/pcap.ts";
 import { Classifier, keyOf, MS, T0, withSport } from "../helpers/classifier.ts";
-import { SHARED } from "../helpers/run.ts";
+import { TESTDATA } from "../helpers/run.ts";
 import { libSandbox } from "../helpers/shm.ts";
 
-const PCAP = `${SHARED}/testdata/pcap`;
+const PCAP = `${TESTDATA}/pcap`;
 const TABLE = "ctlb";
 
 function setRows(change: (active: Int32Array, weights: Uint32Array) => void): void {

@@ -19,7 +19,7 @@ import {
   parsePortRanges,
 } from "../../control/flow_spec.ts";
 import { readPcap } from "../helpers/pcap.ts";
-import { SHARED } from "../helpers/run.ts";
+import { TESTDATA } from "../helpers/run.ts";
 import { xorshift32 } from "../helpers/models.ts";
 
 type Buf = Uint8Array<ArrayBuffer>;
@@ -102,7 +102,7 @@ function key(proto: number, dst: string, dport = 0, src = "192.168.1.1", sport =
 
 /** Keys (udpencap as given) and packets of a capture. */
 function pcapKeys(file: string, udpencap = 0): { key: Buf; pkt: Buf }[] {
-  return readPcap(`${SHARED}/testdata/pcap/${file}.pcap`).map((p) => {
+  return readPcap(`${TESTDATA}/pcap/${file}.pcap`).map((p) => {
     const k = new Uint8Array(KEY_LEN), fk = new Uint8Array(KEY_LEN);
     const rc = lib().nfqlb_packet_key(p.hwProto, p.data, p.data.length, udpencap, k, fk);
     assert.ok(rc >= 0, `${file}: nfqlb_packet_key rc=${rc}`);
@@ -230,7 +230,7 @@ Deno.test("byte-match needs packet data: len 0 skips the statements, as upstream
 
 Deno.test("byte-match: IPv6 fragments never match; extension headers advance by (len+1)*8", () => {
   using fs = new FlowSet([{ match: ["udp[2:2] = 6001"] }]);
-  const frag = readPcap(`${SHARED}/testdata/pcap/udp-ipv6.pcap`)[0].data;
+  const frag = readPcap(`${TESTDATA}/pcap/udp-ipv6.pcap`)[0].data;
   const k = key(17, "1000::1", 6001);
   assert.equal(fs.match(k, frag)[0], -1, "fragment header");
   // hand-made IPv6 + 8-byte hop-by-hop (len 0) + UDP

@@ -18,10 +18,10 @@ import { TargetRegistry } from "../../dataplane/target_registry.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { type PcapPacket, readPcap } from "../helpers/pcap.ts";
 import { keyOf, MS, T0, withSport } from "../helpers/classifier.ts";
-import { SHARED } from "../helpers/run.ts";
+import { TESTDATA } from "../helpers/run.ts";
 import { libSandbox } from "../helpers/shm.ts";
 
-const SYN = readPcap(`${SHARED}/testdata/pcap/telnet-ipv4.pcap`)[0];
+const SYN = readPcap(`${TESTDATA}/pcap/telnet-ipv4.pcap`)[0];
 
 /** The IPv4 TCP SYN with source port `sport`: one flow per port. */
 const pkt = (sport: number): PcapPacket => withSport(SYN, sport);

@@ -12,7 +12,7 @@ import { TargetShm } from "../../control/target_shm.ts";
 import { decodeFragStats, type FragStats } from "../../control/frag_stats.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { type PcapPacket, readPcap } from "../helpers/pcap.ts";
-import { SHARED } from "../helpers/run.ts";
+import { TESTDATA } from "../helpers/run.ts";
 import { libSandbox } from "../helpers/shm.ts";
 
 const libc = Deno.dlopen("libc.so.6", {
@@ -163,7 +163,7 @@ function firstMarks(rig: Rig, packets: PcapPacket[]): Map<string, number> {
 }
 
 for (const fam of ["ipv4", "ipv6"] as const) {
-  const packets = readPcap(`${SHARED}/testdata/pcap/udp-${fam}.pcap`);
+  const packets = readPcap(`${TESTDATA}/pcap/udp-${fam}.pcap`);
 
   Deno.test(`fragments ${fam}: file order, reassembler on: every fragment follows its first; stats as upstream (§13.5)`, () => {
     using _sb = libSandbox();
@@ -271,7 +271,7 @@ Deno.test("fragments: a reused fragment id starts a new datagram (Linux reuses i
   using _sb = libSandbox();
   using table = makeTable(997, 32, [101, 102, 103]);
   using rig = new Rig(table);
-  const v4 = readPcap(`${SHARED}/testdata/pcap/udp-ipv4.pcap`);
+  const v4 = readPcap(`${TESTDATA}/pcap/udp-ipv4.pcap`);
   const first = v4[0], later = v4[1];
   const fw1 = rig.classify(first, 1n);
   assert.ok(fw1 >= 101);
@@ -289,7 +289,7 @@ Deno.test("fragments: a full table rejects and counts, never crashes", () => {
   using _sb = libSandbox();
   using table = makeTable(997, 32, [101, 102, 103]);
   using rig = new Rig(table, { size: 1, buckets: 0 });
-  const v4 = readPcap(`${SHARED}/testdata/pcap/udp-ipv4.pcap`);
+  const v4 = readPcap(`${TESTDATA}/pcap/udp-ipv4.pcap`);
   assert.ok(rig.classify(v4[0], 1n) >= 0); // first datagram takes the only slot
   assert.equal(rig.classify(v4[21], 2n), -1); // the second finds no room
   assert.equal(rig.fragStats.rejected, 1);

@@ -1,15 +1,15 @@
 /**
  * Packet → key → hash → fwmark in C, against upstream's vectors
- * (upstream-inventory §13.4), with the real captures in ../shared/testdata/pcap.
+ * (upstream-inventory §13.4), with the real captures in tests/testdata/pcap.
  * Table as §13.2 case 5: M=997, N=32, active 101 102 103.
  */
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
 import { TargetShm } from "../../control/target_shm.ts";
 import { hex, readPcap } from "../helpers/pcap.ts";
-import { SHARED, shmSandbox } from "../helpers/run.ts";
+import { shmSandbox, TESTDATA } from "../helpers/run.ts";
 
-const PCAP = `${SHARED}/testdata/pcap`;
+const PCAP = `${TESTDATA}/pcap`;
 
 interface KeyResult {
   rc: number;
@@ -172,8 +172,8 @@ Deno.test("packet key: synthetic ICMP and other-protocol vectors", () => {
 });
 
 Deno.test("packet key: truncated and malformed packets are rejected without reading out of bounds", () => {
-  const v4 = readPcap(`${SHARED}/testdata/pcap/telnet-ipv4.pcap`)[0].data;
-  const v6 = readPcap(`${SHARED}/testdata/pcap/telnet-ipv6.pcap`)[0].data;
+  const v4 = readPcap(`${TESTDATA}/pcap/telnet-ipv4.pcap`)[0].data;
+  const v6 = readPcap(`${TESTDATA}/pcap/telnet-ipv6.pcap`)[0].data;
   // every prefix of a valid packet either parses or returns -1; the C side
   // sees only a copy of exactly `len` bytes, so a read past it would be caught by ASan runs
   for (const [pkt, hw] of [[v4, 0x0800], [v6, 0x86dd]] as const) {
@@ -191,7 +191,7 @@ Deno.test("packet key: truncated and malformed packets are rejected without read
 });
 
 Deno.test("packet key: IPv6 extension headers are walked with (len+1)*8 (deviation)", () => {
-  const v6 = readPcap(`${SHARED}/testdata/pcap/telnet-ipv6.pcap`)[0].data;
+  const v6 = readPcap(`${TESTDATA}/pcap/telnet-ipv6.pcap`)[0].data;
   const base = keyOf(0x86dd, v6);
   // insert an 8-byte hop-by-hop header (hdrlen 0) between the IPv6 header and TCP
   const pkt = new Uint8Array(v6.length + 8);

@@ -21,11 +21,11 @@ import {
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { type PcapPacket, readPcap } from "../helpers/pcap.ts";
 import { Classifier, keyOf, MS, T0, withSport } from "../helpers/classifier.ts";
-import { nfqlb, SHARED } from "../helpers/run.ts";
+import { nfqlb, TESTDATA } from "../helpers/run.ts";
 import { libSandbox } from "../helpers/shm.ts";
 
 const TABLE = "sched";
-const SYN = readPcap(`${SHARED}/testdata/pcap/telnet-ipv4.pcap`)[0];
+const SYN = readPcap(`${TESTDATA}/pcap/telnet-ipv4.pcap`)[0];
 
 /** The IPv4 TCP SYN with source port `sport`: flow number sport. */
 const flow = (sport: number): PcapPacket => withSport(SYN, sport);
