@@ -46,22 +46,22 @@
  * @module
  */
 
-export { type CreateOptions, TargetShm, type TargetSnapshot } from "./control/target_shm.ts";
-export { MAX_M, primeBelow } from "./control/prime.ts";
-export { buildKey, hashAddresses, hashKey, KEY_LEN, PROTOCOLS } from "./control/key.ts";
-export { type AddrPort, mapIPv4, parseAddrPort, parseIPv4, parseIPv6 } from "./control/inet.ts";
-export { NfqlbError } from "./control/errors.ts";
+export { type CreateOptions, TargetShm, type TargetSnapshot } from "./core/target_shm.ts";
+export { MAX_M, primeBelow } from "./core/prime.ts";
+export { buildKey, hashAddresses, hashKey, KEY_LEN, PROTOCOLS } from "./core/key.ts";
+export { type AddrPort, mapIPv4, parseAddrPort, parseIPv4, parseIPv6 } from "./core/inet.ts";
+export { NfqlbError } from "./core/errors.ts";
 export {
   decodeFragStats,
   formatFragStats,
   FRAG_STATS_BYTES,
   type FragStats,
   readFragStats,
-} from "./control/frag_stats.ts";
-export { shmDir, shmPath } from "./control/shm_dir.ts";
+} from "./core/frag_stats.ts";
+export { shmDir, shmPath } from "./core/shm_dir.ts";
 export { main } from "./cli/main.ts";
-export { VERSION } from "./cli/commands/config.ts";
-export { ConfigError, type HostConfig, loadHostConfig, parseHostConfig } from "./control/host_config.ts";
+export { VERSION } from "./cli/commands/activate.ts";
+export { ConfigError, type HostConfig, loadHostConfig, parseHostConfig } from "./host/config/load.ts";
 export type {
   ConntrackConfig,
   DataplaneConfig,
@@ -73,10 +73,10 @@ export type {
   ServiceConfig,
   TargetConfig,
   Vip,
-} from "./control/config/types.ts";
-export { applyHost, type ApplyOptions } from "./control/host/apply.ts";
-export { teardownHost } from "./control/host/teardown.ts";
-export { type HostStatus, hostStatus } from "./control/host/status.ts";
+} from "./host/config/types.ts";
+export { applyHost, type ApplyOptions } from "./host/apply.ts";
+export { teardownHost } from "./host/teardown.ts";
+export { type HostStatus, hostStatus } from "./host/status.ts";
 export type {
   Cidr,
   FlowDefinition,
@@ -84,4 +84,4 @@ export type {
   MatchStatement,
   PortRange,
   Protocol,
-} from "./control/flows.ts";
+} from "./core/flow/parse.ts";

@@ -564,7 +564,7 @@ void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n
  *
  * A flow set holds n flows in priority order (flow 0 first: the caller sorts
  * as upstream, priority descending, ties in insertion order). Each flow comes
- * as a binary spec (below; control/flow_spec.ts encodes it). Once built, a
+ * as a binary spec (below; core/flow/encode.ts encodes it). Once built, a
  * set is immutable except for its match counters, and any number of threads
  * may match against it at once without locks.
  *

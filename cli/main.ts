@@ -5,7 +5,7 @@
 import { GetoptError, getoptLongOnly, helpText, missingRequired } from "./getopt.ts";
 import { err, out } from "./io.ts";
 import { COMMANDS } from "./registry.ts";
-import { NfqlbError } from "../control/errors.ts";
+import { NfqlbError } from "../core/errors.ts";
 
 /**
  * Runs one nfqlb invocation and returns its exit status.

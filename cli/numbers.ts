@@ -3,7 +3,7 @@
  * "abc" into 0 and so e.g. activates fwmark 0; we reject instead
  * (docs/compatibility.md).
  */
-import { NfqlbError } from "../control/errors.ts";
+import { NfqlbError } from "../core/errors.ts";
 
 const INT = /^[+-]?[0-9]+$/;
 

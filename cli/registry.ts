@@ -6,7 +6,7 @@
  * docs/apply.md) come after them.
  */
 import type { Command } from "./command.ts";
-import { activate, deactivate, version } from "./commands/config.ts";
+import { activate, deactivate, version } from "./commands/activate.ts";
 import {
   flowDelete,
   flowList,

@@ -6,11 +6,11 @@
  * connection is handled on its own, lines are bounded, idle clients are cut
  * off, and errors end only that connection.
  */
-import { listenAt } from "./address.ts";
-import { errorText } from "./errors.ts";
-import type { FlowTable } from "./flows.ts";
-import { encodeReply, type FlowCommand, type ReadOutcome, RequestReader } from "./flow_protocol.ts";
-import type { FlowStore } from "./flow_store.ts";
+import { listenAt } from "../core/address.ts";
+import { errorText } from "../core/errors.ts";
+import type { FlowTable } from "../core/flow/parse.ts";
+import { encodeReply, type FlowCommand, type ReadOutcome, RequestReader } from "../core/flow/wire.ts";
+import type { FlowStore } from "../core/flow/store.ts";
 
 /** Options of {@link startFlowServer}. */
 export interface FlowServerOptions {

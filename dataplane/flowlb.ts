@@ -2,7 +2,7 @@
  * `nfqlb flowlb`: the queues of lb, but each packet first picks a flow (the
  * highest-priority matching one), and the flow names the target table.
  *
- * The flow server (control/flow_server.ts) edits a FlowTable; every change is
+ * The flow server (dataplane/flow_server.ts) edits a FlowTable; every change is
  * compiled here into an immutable C flow set (c/flow.c: indexed matching) and
  * published atomically to the workers (c/flowlb.c), so a packet sees the old
  * set or the new one, never a mix. Flows are saved after every change and
@@ -12,19 +12,19 @@
  * the flows of that target then use as lb does (docs/conntrack.md "In flowlb").
  */
 import { lib } from "../ffi/lib.ts";
-import { NfqlbError } from "../control/errors.ts";
-import { type Flow, type FlowRequest, FlowTable, type FlowTableHooks } from "../control/flows.ts";
-import { encodeFlowSpec, type FlowSpecInput } from "../control/flow_spec.ts";
-import { type FlowServer, startFlowServer } from "../control/flow_server.ts";
-import { FlowStore, flowStorePath } from "../control/flow_store.ts";
-import { SEND_ORDER } from "../control/flow_protocol.ts";
-import { type FlowLbConfig, FlowLbConfigSchema } from "./lb_config.ts";
+import { NfqlbError } from "../core/errors.ts";
+import { type Flow, type FlowRequest, FlowTable, type FlowTableHooks } from "../core/flow/parse.ts";
+import { encodeFlowSpec, type FlowSpecInput } from "../core/flow/encode.ts";
+import { type FlowServer, startFlowServer } from "./flow_server.ts";
+import { FlowStore, flowStorePath } from "../core/flow/store.ts";
+import { SEND_ORDER } from "../core/flow/wire.ts";
+import { type FlowLbConfig, FlowLbConfigSchema } from "../core/lb_options.ts";
 import { activeTargets, CT_SWEEP_ENTRIES, type RunningLb, startQueues, stopOnSignals } from "./lb.ts";
-import { log } from "../control/log.ts";
+import { log } from "../core/log.ts";
 import { startTracing, type TraceService } from "./trace_server.ts";
 import { TRACE } from "./trace_format.ts";
 import { startMetrics } from "./metrics.ts";
-import { countersShmName } from "../control/counters_shm.ts";
+import { countersShmName } from "../core/counters_shm.ts";
 import { TargetRegistry } from "./target_registry.ts";
 
 const PROTO_NAME: Record<number, "tcp" | "udp" | "sctp"> = { 6: "tcp", 17: "udp", 132: "sctp" };

@@ -5,21 +5,21 @@
  * unbind their queues; then we exit 0.
  */
 import { cstring, lib } from "../ffi/lib.ts";
-import { NfqlbError, strerror } from "../control/errors.ts";
-import { closeFragStatsShm, createFragStatsShm } from "../control/frag_stats.ts";
-import { TargetShm } from "../control/target_shm.ts";
-import { conntrackName, ConntrackShm } from "../control/conntrack_shm.ts";
-import { shmPath } from "../control/shm_dir.ts";
+import { NfqlbError, strerror } from "../core/errors.ts";
+import { closeFragStatsShm, createFragStatsShm } from "../core/frag_stats.ts";
+import { TargetShm } from "../core/target_shm.ts";
+import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
+import { shmPath } from "../core/shm_dir.ts";
 import { hasNetAdmin } from "./capabilities.ts";
-import { type LbConfig, LbConfigSchema, type QueueConfig } from "./lb_config.ts";
+import { type LbConfig, LbConfigSchema, type QueueConfig } from "../core/lb_options.ts";
 import type { WorkerReport, WorkerStart } from "./worker_protocol.ts";
 import { startMetrics } from "./metrics.ts";
-import { log } from "../control/log.ts";
+import { log } from "../core/log.ts";
 import { startTracing, type TraceService } from "./trace_server.ts";
 
 /** Counter names (enum nfqlb_counter), re-exported for the dataplane's users. */
-export { COUNTER_NAMES } from "../control/counters_shm.ts";
-import { COUNTER_NAMES, countersShmName, createCountersShm, TARGET_SLOTS } from "../control/counters_shm.ts";
+export { COUNTER_NAMES } from "../core/counters_shm.ts";
+import { COUNTER_NAMES, countersShmName, createCountersShm, TARGET_SLOTS } from "../core/counters_shm.ts";
 
 /** Bytes copied to user space per packet when no fragment is stored: every header we parse fits. */
 export const HEADER_COPY = 512;

@@ -4,16 +4,16 @@
  * only. Everything is read at scrape time: the counters shm the C workers
  * write, the kernel's queue counters, the target tables, the flows.
  */
-import { NfqlbError } from "../control/errors.ts";
+import { NfqlbError } from "../core/errors.ts";
 import {
   type CounterName,
   counterTotals,
   kernelQueues,
   readCounters,
   targetTotals,
-} from "../control/counters_shm.ts";
-import { readFragStats } from "../control/frag_stats.ts";
-import { parseIPv4, parseIPv6 } from "../control/inet.ts";
+} from "../core/counters_shm.ts";
+import { readFragStats } from "../core/frag_stats.ts";
+import { parseIPv4, parseIPv6 } from "../core/inet.ts";
 
 /** What a scrape needs besides the counters shm. */
 export interface MetricsSource {

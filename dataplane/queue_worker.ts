@@ -8,7 +8,7 @@
  */
 /// <reference lib="deno.worker" />
 import { lib } from "../ffi/lib.ts";
-import { TargetShm } from "../control/target_shm.ts";
+import { TargetShm } from "../core/target_shm.ts";
 import { TRACE_REC_LEN, TRACE_RING_HEADER, type WorkerReport, type WorkerStart } from "./worker_protocol.ts";
 
 /** Wait at most this long for packets before looking at the stop flag. */

@@ -8,10 +8,10 @@
  * acquired gets it mapped too (docs/conntrack.md "In flowlb"); it lives and
  * dies with X's mapping, as lb's lives with lb.
  */
-import { TargetShm } from "../control/target_shm.ts";
-import { conntrackName, ConntrackShm } from "../control/conntrack_shm.ts";
-import { shmPath } from "../control/shm_dir.ts";
-import { log } from "../control/log.ts";
+import { TargetShm } from "../core/target_shm.ts";
+import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
+import { shmPath } from "../core/shm_dir.ts";
+import { log } from "../core/log.ts";
 
 interface Entry {
   shm: TargetShm;

@@ -18,9 +18,9 @@
  *   it never slows the dataplane (upstream blocks the packet thread).
  */
 import { lib } from "../ffi/lib.ts";
-import { listenAt } from "../control/address.ts";
-import { errorText, NfqlbError } from "../control/errors.ts";
-import { DEFAULT_LOG_TARGET, log, TraceShmView } from "../control/log.ts";
+import { listenAt } from "../core/address.ts";
+import { errorText, NfqlbError } from "../core/errors.ts";
+import { DEFAULT_LOG_TARGET, log, TraceShmView } from "../core/log.ts";
 import { formatRecords, TRACE, type TraceLine, type TraceNames } from "./trace_format.ts";
 
 /** Default trace address (upstream's DEFAULT_TRACE_ADDRESS). */

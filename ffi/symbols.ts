@@ -75,7 +75,7 @@ export const SYMBOLS = {
   nfqlb_queue_serve: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
   nfqlb_queue_set_stats: { parameters: ["pointer", "pointer", "pointer", "u32"], result: "void" },
   nfqlb_queue_counters: { parameters: ["pointer", "buffer", "u32"], result: "void" },
-  // flow matcher (c/flow.c); specs from control/flow_spec.ts encodeFlowSpec
+  // flow matcher (c/flow.c); specs from core/flow/encode.ts encodeFlowSpec
   nfqlb_flowset_new: { parameters: ["u32"], result: "pointer" },
   nfqlb_flowset_add: { parameters: ["pointer", "u32", "buffer", "u32"], result: "i32" },
   nfqlb_flowset_build: { parameters: ["pointer"], result: "i32" },
@@ -100,7 +100,7 @@ export const SYMBOLS = {
   nfqlb_trace_categories: { parameters: ["u32", "u32"], result: "u32" },
   // kernel conntrack mark over ctnetlink (c/ctnetlink.c; ct-set --offload): control plane, not the hot path
   nfqlb_ctnl_set_mark: { parameters: ["buffer", "u32", "u32"], result: "i32" },
-  // connection table (c/conntrack.c; control/conntrack_shm.ts; used by c/lb.c)
+  // connection table (c/conntrack.c; core/conntrack_shm.ts; used by c/lb.c)
   nfqlb_ct_bytes: { parameters: ["u32", "u32"], result: "u64" },
   nfqlb_ct_format: { parameters: ["pointer", "u64", "u32", "u32", "buffer", "u32"], result: "i32" },
   nfqlb_ct_check: { parameters: ["pointer", "u64"], result: "i32" },

@@ -4,12 +4,12 @@
  * process, kernel plumbing, flows — and says what it changed. A second run
  * changes nothing. With dryRun it only says what it would do.
  */
-import type { HostConfig, ServiceConfig } from "../config/types.ts";
-import { conntrackName, ConntrackShm } from "../conntrack_shm.ts";
-import { errorText, NfqlbError } from "../errors.ts";
-import { applyPlumbing } from "../plumbing/apply.ts";
-import { shmPath } from "../shm_dir.ts";
-import { TargetShm } from "../target_shm.ts";
+import type { HostConfig, ServiceConfig } from "./config/types.ts";
+import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
+import { errorText, NfqlbError } from "../core/errors.ts";
+import { applyPlumbing } from "./plumbing/kernel_sync.ts";
+import { shmPath } from "../core/shm_dir.ts";
+import { TargetShm } from "../core/target_shm.ts";
 import {
   dataplaneArgs,
   dataplaneEnv,
@@ -17,8 +17,8 @@ import {
   isDataplane,
   startDataplane,
   stopDataplane,
-} from "./dataplane.ts";
-import { applyFlowChange, flowSetLine, listFlows, planFlows } from "./flows.ts";
+} from "./dataplane_process.ts";
+import { applyFlowChange, flowSetLine, listFlows, planFlows } from "./flow_sync.ts";
 import { plumbingSpecOf } from "./plumbing_spec.ts";
 import { type HostState, logPath, readState, writeState } from "./state.ts";
 import {
@@ -27,7 +27,7 @@ import {
   diffTargets,
   planTargets,
   type WantedTarget,
-} from "./targets.ts";
+} from "./target_sync.ts";
 
 /** Options of {@link applyHost}. */
 export interface ApplyOptions {

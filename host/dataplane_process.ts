@@ -3,8 +3,8 @@
  * config asks for, and starting, finding and stopping that process. apply
  * starts it detached (it outlives apply), logging to the config's log file.
  */
-import type { DataplaneOptions, HostConfig } from "../config/types.ts";
-import { NfqlbError } from "../errors.ts";
+import type { DataplaneOptions, HostConfig } from "./config/types.ts";
+import { NfqlbError } from "../core/errors.ts";
 
 /** How to run this nfqlb again: the compiled binary, scripts/nfqlb, or deno + cli/main.ts. */
 export function selfCommand(): string[] {
@@ -12,8 +12,8 @@ export function selfCommand(): string[] {
   if (argv0 && argv0.includes("/")) return [argv0];
   const exe = Deno.execPath();
   if (!/(^|\/)deno$/.test(exe)) return [exe]; // deno compile: the binary is nfqlb
-  const main = new URL("../../cli/main.ts", import.meta.url).pathname;
-  const config = new URL("../../deno.json", import.meta.url).pathname;
+  const main = new URL("../cli/main.ts", import.meta.url).pathname;
+  const config = new URL("../deno.json", import.meta.url).pathname;
   return [exe, "run", "--quiet", "--no-prompt", "--allow-all", "--config", config, main];
 }
 

@@ -3,11 +3,16 @@
  * flows of a config in their canonical form, and the flow-set / flow-delete
  * requests that make them equal.
  */
-import { NfqlbError } from "../errors.ts";
-import { flowExchange } from "../flow_client.ts";
-import { decodeReply } from "../flow_protocol.ts";
-import { canonicalRequest, type FlowRequest, type ListedFlow, parseFlowDefinition } from "../flows.ts";
-import type { FlowConfig } from "../config/types.ts";
+import { NfqlbError } from "../core/errors.ts";
+import { flowExchange } from "../core/flow/client.ts";
+import { decodeReply } from "../core/flow/wire.ts";
+import {
+  canonicalRequest,
+  type FlowRequest,
+  type ListedFlow,
+  parseFlowDefinition,
+} from "../core/flow/parse.ts";
+import type { FlowConfig } from "./config/types.ts";
 
 /** One flow change. */
 export type FlowChange =

@@ -1,6 +1,6 @@
-/** The kernel plumbing a host config asks for: its {@link PlumbingSpec} (control/plumbing). */
-import type { HostConfig } from "../config/types.ts";
-import type { PlumbingSpec, PlumbingTarget, PlumbingVip } from "../plumbing/spec.ts";
+/** The kernel plumbing a host config asks for: its {@link PlumbingSpec} (host/plumbing). */
+import type { HostConfig } from "./config/types.ts";
+import type { PlumbingSpec, PlumbingTarget, PlumbingVip } from "./plumbing/spec.ts";
 
 /**
  * Maps a validated config to the plumbing spec: every service's VIPs (with

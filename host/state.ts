@@ -5,8 +5,8 @@
  * are). Kernel rules need no record here: they carry the config's tag.
  */
 import { z } from "zod";
-import { errorText, NfqlbError } from "../errors.ts";
-import { shmDir } from "../shm_dir.ts";
+import { errorText, NfqlbError } from "../core/errors.ts";
+import { shmDir } from "../core/shm_dir.ts";
 
 const StateSchema = z.object({
   version: z.literal(1),

@@ -4,15 +4,15 @@
  * queues, flows, kernel rules — with every difference from the file marked
  * `!` and counted.
  */
-import type { HostConfig, ServiceConfig } from "../config/types.ts";
-import { conntrackName, ConntrackShm } from "../conntrack_shm.ts";
-import { kernelQueues } from "../counters_shm.ts";
-import { errorText } from "../errors.ts";
-import { statusPlumbing } from "../plumbing/apply.ts";
-import { shmPath } from "../shm_dir.ts";
-import { TargetShm } from "../target_shm.ts";
-import { dataplaneArgs, isDataplane } from "./dataplane.ts";
-import { listFlows, planFlows } from "./flows.ts";
+import type { HostConfig, ServiceConfig } from "./config/types.ts";
+import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
+import { kernelQueues } from "../core/counters_shm.ts";
+import { errorText } from "../core/errors.ts";
+import { statusPlumbing } from "./plumbing/kernel_sync.ts";
+import { shmPath } from "../core/shm_dir.ts";
+import { TargetShm } from "../core/target_shm.ts";
+import { dataplaneArgs, isDataplane } from "./dataplane_process.ts";
+import { listFlows, planFlows } from "./flow_sync.ts";
 import { plumbingSpecOf } from "./plumbing_spec.ts";
 import { readState } from "./state.ts";
 

@@ -4,8 +4,8 @@
  * stay keep their index (so Maglev moves only what the change demands); new
  * fwmarks take the lowest free rows, as `activate` does.
  */
-import { NfqlbError } from "../errors.ts";
-import { TargetShm } from "../target_shm.ts";
+import { NfqlbError } from "../core/errors.ts";
+import { TargetShm } from "../core/target_shm.ts";
 
 /** A wanted target: fwmark and weight (0 = drain). */
 export interface WantedTarget {

@@ -4,14 +4,14 @@
  * tables of its services, the dataplane's own shm files and saved flows, and
  * its state — and nothing else.
  */
-import type { HostConfig } from "../config/types.ts";
-import { conntrackName } from "../conntrack_shm.ts";
-import { errorText, NfqlbError } from "../errors.ts";
-import { flowStorePath } from "../flow_store.ts";
-import { flowAddress } from "../flow_protocol.ts";
-import { teardownPlumbing } from "../plumbing/apply.ts";
-import { shmPath } from "../shm_dir.ts";
-import { ftShmOf, isDataplane, stopDataplane } from "./dataplane.ts";
+import type { HostConfig } from "./config/types.ts";
+import { conntrackName } from "../core/conntrack_shm.ts";
+import { errorText, NfqlbError } from "../core/errors.ts";
+import { flowStorePath } from "../core/flow/store.ts";
+import { flowAddress } from "../core/flow/wire.ts";
+import { teardownPlumbing } from "./plumbing/kernel_sync.ts";
+import { shmPath } from "../core/shm_dir.ts";
+import { ftShmOf, isDataplane, stopDataplane } from "./dataplane_process.ts";
 import { readState, removeState } from "./state.ts";
 
 function removeFile(path: string): boolean {

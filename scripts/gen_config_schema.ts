@@ -2,12 +2,12 @@
  * Writes docs/nfqlb-config.schema.json, the JSON Schema of the host config
  * file (docs/config.md), from its zod schema. The unit test
  * tests/unit/host_config_test.ts fails when the committed file differs from
- * what this writes, so run it after every change to control/config/schema.ts:
+ * what this writes, so run it after every change to host/config/schema.ts:
  *
  *   deno run --allow-read --allow-write scripts/gen_config_schema.ts
  */
 import { z } from "zod";
-import { HostConfigFileSchema } from "../control/host_config.ts";
+import { HostConfigFileSchema } from "../host/config/load.ts";
 
 /** Where the schema is published, relative to the repository root. */
 export const SCHEMA_FILE = "docs/nfqlb-config.schema.json";

@@ -2,8 +2,8 @@
 import type { Command, Invocation } from "../command.ts";
 import { out } from "../io.ts";
 import { INT32_MAX, INT32_MIN, parseInteger } from "../numbers.ts";
-import { NfqlbError } from "../../control/errors.ts";
-import { MAX_WEIGHT, TargetShm } from "../../control/target_shm.ts";
+import { NfqlbError } from "../../core/errors.ts";
+import { MAX_WEIGHT, TargetShm } from "../../core/target_shm.ts";
 
 /** The upstream release we are a drop-in for; `version` prints it. */
 export const VERSION = "1.2.0";

@@ -7,7 +7,7 @@
  */
 import type { Command, Invocation } from "../command.ts";
 import type { OptionSpec } from "../getopt.ts";
-import { CTX_MAX, MAX_ENTRY_LIFETIME_MS } from "../../control/conntrack_limits.ts";
+import { CTX_MAX, MAX_ENTRY_LIFETIME_MS } from "../../core/conntrack_limits.ts";
 
 const impl = () => import("./conntrack_impl.ts");
 

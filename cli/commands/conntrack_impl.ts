@@ -7,12 +7,12 @@ import { z } from "zod";
 import type { Invocation } from "../command.ts";
 import { err, out } from "../io.ts";
 import { INT32_MAX, INT32_MIN, parseInteger, UINT32_MAX } from "../numbers.ts";
-import { NfqlbError } from "../../control/errors.ts";
-import { mapIPv4, parseAddrPort, parseIPv4, parseIPv6 } from "../../control/inet.ts";
-import { buildKey, PROTOCOLS } from "../../control/key.ts";
-import { shmPath } from "../../control/shm_dir.ts";
-import { connmarkErrorText, ENOENT, setKernelConnmark } from "../../control/offload_rules.ts";
-import { TargetShm } from "../../control/target_shm.ts";
+import { NfqlbError } from "../../core/errors.ts";
+import { mapIPv4, parseAddrPort, parseIPv4, parseIPv6 } from "../../core/inet.ts";
+import { buildKey, PROTOCOLS } from "../../core/key.ts";
+import { shmPath } from "../../core/shm_dir.ts";
+import { connmarkErrorText, ENOENT, setKernelConnmark } from "../../host/plumbing/offload_rules.ts";
+import { TargetShm } from "../../core/target_shm.ts";
 import {
   type ConntrackEntry,
   conntrackName,
@@ -26,7 +26,7 @@ import {
   MAX_TTL_MS,
   type Scheduler,
   SCHEDULERS,
-} from "../../control/conntrack_shm.ts";
+} from "../../core/conntrack_shm.ts";
 
 /** What `init --conntrack...` asks for: nothing, delete, or create with options. */
 export type InitConntrack =

@@ -5,10 +5,10 @@
 import type { Command } from "../command.ts";
 import type { OptionSpec } from "../getopt.ts";
 import { err, out } from "../io.ts";
-import { NfqlbError } from "../../control/errors.ts";
-import { BadFlowAddress, flowExchange } from "../../control/flow_client.ts";
-import { decodeReply } from "../../control/flow_protocol.ts";
-import type { FlowKind, FlowRequest } from "../../control/flows.ts";
+import { NfqlbError } from "../../core/errors.ts";
+import { BadFlowAddress, flowExchange } from "../../core/flow/client.ts";
+import { decodeReply } from "../../core/flow/wire.ts";
+import type { FlowKind, FlowRequest } from "../../core/flow/parse.ts";
 
 /** The flow-definition options shared by flow-set and trace-flow-set. */
 export const FLOW_MATCH_OPTIONS: OptionSpec[] = [
@@ -94,7 +94,7 @@ async function setFlow(kind: FlowKind, opts: Map<string, string>): Promise<numbe
     throw new NfqlbError("ports specified without protocols");
   }
   // loaded here: zod would slow every other command's start
-  const { parseFlowDefinition } = await import("../../control/flows.ts");
+  const { parseFlowDefinition } = await import("../../core/flow/parse.ts");
   const parsed = parseFlowDefinition(req, kind);
   if (!parsed.ok) {
     out(parsed.error + "\n");

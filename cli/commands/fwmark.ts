@@ -2,10 +2,10 @@
 import type { Command } from "../command.ts";
 import { out } from "../io.ts";
 import { parseInteger } from "../numbers.ts";
-import { NfqlbError } from "../../control/errors.ts";
-import { parseAddrPort } from "../../control/inet.ts";
-import { buildKey, hashAddresses, hashKey, PROTOCOLS } from "../../control/key.ts";
-import { TargetShm } from "../../control/target_shm.ts";
+import { NfqlbError } from "../../core/errors.ts";
+import { parseAddrPort } from "../../core/inet.ts";
+import { buildKey, hashAddresses, hashKey, PROTOCOLS } from "../../core/key.ts";
+import { TargetShm } from "../../core/target_shm.ts";
 
 /** Shared with lb/flowlb: the hash_mode option. */
 export const HASH_MODE_HELP =

@@ -5,9 +5,9 @@
  */
 import type { Command } from "../command.ts";
 import { out } from "../io.ts";
-import { NfqlbError } from "../../control/errors.ts";
+import { NfqlbError } from "../../core/errors.ts";
 
-const load = async (file: string) => (await import("../../control/host_config.ts")).loadHostConfig(file);
+const load = async (file: string) => (await import("../../host/config/load.ts")).loadHostConfig(file);
 const say = (line: string) => out(line + "\n");
 
 /** `apply -f FILE [--dry-run]`. */
@@ -23,7 +23,7 @@ export const apply: Command = {
     const file = opts.get("file")!;
     const cfg = await load(file);
     const dryRun = opts.has("dry-run");
-    const { applyHost } = await import("../../control/host/apply.ts");
+    const { applyHost } = await import("../../host/apply.ts");
     const n = await applyHost(cfg, { file: await absolute(file), dryRun, say });
     const changes = `${n} change${n === 1 ? "" : "s"}`;
     if (n === 0) say(`nothing to change: the host matches ${file}`);
@@ -40,7 +40,7 @@ export const teardown: Command = {
   async run({ opts }) {
     const file = opts.get("file")!;
     const cfg = await load(file);
-    const { teardownHost } = await import("../../control/host/teardown.ts");
+    const { teardownHost } = await import("../../host/teardown.ts");
     const n = await teardownHost(cfg, say);
     say(n === 0 ? `nothing to remove for ${cfg.name}` : `removed ${n} things of ${cfg.name}`);
     return 0;
@@ -53,12 +53,12 @@ export const status: Command = {
   header: "status [--file=FILE]\n  Show this host against a config file (default: every applied config)",
   options: [{ name: "file", help: "The config file (default: the files apply recorded)" }],
   async run({ opts }) {
-    const { hostStatus } = await import("../../control/host/status.ts");
+    const { hostStatus } = await import("../../host/status.ts");
     let files: string[];
     const given = opts.get("file");
     if (given !== undefined) files = [given];
     else {
-      const { listStates, readState } = await import("../../control/host/state.ts");
+      const { listStates, readState } = await import("../../host/state.ts");
       files = listStates().map((n) => readState(n)?.file).filter((f): f is string => f !== undefined);
       if (files.length === 0) {
         throw new NfqlbError("no applied config on this host; give one with --file=FILE");

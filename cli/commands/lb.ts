@@ -3,9 +3,9 @@ import type { Command } from "../command.ts";
 import type { OptionSpec } from "../getopt.ts";
 import { out } from "../io.ts";
 import { INT32_MAX, INT32_MIN, parseInteger, UINT32_MAX } from "../numbers.ts";
-import { NfqlbError } from "../../control/errors.ts";
-import type { FlowLbConfig, LbConfig, QueueConfig } from "../../dataplane/lb_config.ts";
-import { flowAddress } from "../../control/flow_protocol.ts";
+import { NfqlbError } from "../../core/errors.ts";
+import type { FlowLbConfig, LbConfig, QueueConfig } from "../../core/lb_options.ts";
+import { flowAddress } from "../../core/flow/wire.ts";
 import { HASH_MODE_HELP } from "./fwmark.ts";
 
 const QUEUE_OPTS: OptionSpec[] = [

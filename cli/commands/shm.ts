@@ -2,11 +2,11 @@
 import type { Command } from "../command.ts";
 import { out } from "../io.ts";
 import { INT32_MAX, INT32_MIN, parseInteger, UINT32_MAX } from "../numbers.ts";
-import { errorText, NfqlbError } from "../../control/errors.ts";
-import { primeBelow } from "../../control/prime.ts";
-import { shmPath } from "../../control/shm_dir.ts";
-import { TargetShm } from "../../control/target_shm.ts";
-import { formatFragStats, readFragStats } from "../../control/frag_stats.ts";
+import { errorText, NfqlbError } from "../../core/errors.ts";
+import { primeBelow } from "../../core/prime.ts";
+import { shmPath } from "../../core/shm_dir.ts";
+import { TargetShm } from "../../core/target_shm.ts";
+import { formatFragStats, readFragStats } from "../../core/frag_stats.ts";
 import { INIT_CT_OPTIONS } from "./conntrack.ts";
 
 /**
@@ -102,7 +102,7 @@ export const stats: Command = {
       out(formatFragStats(frag));
       return 0;
     }
-    const { countersShmName, readCounters } = await import("../../control/counters_shm.ts");
+    const { countersShmName, readCounters } = await import("../../core/counters_shm.ts");
     const view = await import("./stats_view.ts");
     const name = countersShmName(ft);
     if (opts.has("all")) {

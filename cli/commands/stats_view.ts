@@ -6,8 +6,8 @@ import {
   type KernelQueue,
   kernelQueues,
   targetTotals,
-} from "../../control/counters_shm.ts";
-import type { FragStats } from "../../control/frag_stats.ts";
+} from "../../core/counters_shm.ts";
+import type { FragStats } from "../../core/frag_stats.ts";
 
 /** Everything as one JSON document (bigints as numbers: counters stay far below 2^53). */
 export function allStatsJson(frag: FragStats, c: CountersSnapshot, kernel: KernelQueue[]): string {

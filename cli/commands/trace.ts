@@ -2,9 +2,9 @@
 import type { Command } from "../command.ts";
 import { err, out } from "../io.ts";
 import { INT32_MAX, INT32_MIN, parseInteger, parseStrtol0 } from "../numbers.ts";
-import { errorText, NfqlbError } from "../../control/errors.ts";
-import { connectTo, parseSocketAddress } from "../../control/address.ts";
-import { logLevel, traceMask } from "../../control/trace_shm.ts";
+import { errorText, NfqlbError } from "../../core/errors.ts";
+import { connectTo, parseSocketAddress } from "../../core/address.ts";
+import { logLevel, traceMask } from "../../core/trace_shm.ts";
 
 /** Trace selection names → mask bits, as upstream. */
 export const TRACE_BITS: Record<string, number> = {

@@ -3,10 +3,10 @@
  * to a running flowlb, everything it answers until it closes. Used by the
  * flow-* commands and by `nfqlb apply` (flows by diff).
  */
-import { connectTo, parseSocketAddress } from "./address.ts";
-import { errorText, NfqlbError } from "./errors.ts";
-import { concat, encodeRequest, flowAddress } from "./flow_protocol.ts";
-import type { FlowRequest } from "./flows.ts";
+import { connectTo, parseSocketAddress } from "../address.ts";
+import { errorText, NfqlbError } from "../errors.ts";
+import { concat, encodeRequest, flowAddress } from "./wire.ts";
+import type { FlowRequest } from "./parse.ts";
 
 /** The flow server address does not parse (the CLI prints upstream's text for it). */
 export class BadFlowAddress extends NfqlbError {

@@ -20,7 +20,7 @@
  * RangeError on anything invalid (the flow server reports upstream's error
  * texts itself before encoding).
  */
-import { mapIPv4, parseIPv4, parseIPv6 } from "./inet.ts";
+import { mapIPv4, parseIPv4, parseIPv6 } from "../inet.ts";
 
 /** Magic word, spec version 1. */
 export const FLOW_SPEC_MAGIC = 0x31574c46;

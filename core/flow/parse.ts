@@ -6,11 +6,11 @@
  * references). No I/O here: targets are reached through {@link FlowTableHooks}.
  */
 import { z } from "zod";
-import { formatIPv6, parseIPv4, parseIPv6 } from "./inet.ts";
+import { formatIPv6, parseIPv4, parseIPv6 } from "../inet.ts";
 
 /** Re-exported: flows print addresses with it (its home is ./inet.ts). */
 export { formatIPv6 };
-import { TargetShm } from "./target_shm.ts";
+import { TargetShm } from "../target_shm.ts";
 
 /** An L4 protocol a flow can select. */
 export type Protocol = "tcp" | "udp" | "sctp";

@@ -9,9 +9,9 @@
  * if even that fails, saving is disabled for the run.
  */
 import { z } from "zod";
-import { errorText, NfqlbError } from "./errors.ts";
-import { type FlowRequest, parseFlowDefinition, showValue } from "./flows.ts";
-import { shmDir } from "./shm_dir.ts";
+import { errorText, NfqlbError } from "../errors.ts";
+import { type FlowRequest, parseFlowDefinition, showValue } from "./parse.ts";
+import { shmDir } from "../shm_dir.ts";
 
 /**
  * The file of the flows of the flowlb listening on `address` in this network

@@ -1,8 +1,8 @@
 /**
  * The host config file of `nfqlb apply` / `teardown` (docs/config.md):
- * YAML or JSON, checked by a zod schema (control/config/schema.ts, published
+ * YAML or JSON, checked by a zod schema (host/config/schema.ts, published
  * as docs/nfqlb-config.schema.json) and by the rules between keys
- * (control/config/rules.ts). Loading has no side effects: a bad file is
+ * (host/config/rules.ts). Loading has no side effects: a bad file is
  * refused as a whole, before anything is changed.
  *
  * Errors are one line, `<file>:<line>: <path>: <expected>, got <value>`;
@@ -10,14 +10,14 @@
  * the others is added.
  */
 import type { z } from "zod";
-import { errorText, NfqlbError } from "./errors.ts";
-import { HostConfigFileSchema } from "./config/schema.ts";
-import { checkRules, type Issue } from "./config/rules.ts";
-import { type DataPath, isJson, readSource, type Source, SyntaxProblem } from "./config/source.ts";
-import type { HostConfig } from "./config/types.ts";
+import { errorText, NfqlbError } from "../../core/errors.ts";
+import { HostConfigFileSchema } from "./schema.ts";
+import { checkRules, type Issue } from "./rules.ts";
+import { type DataPath, isJson, readSource, type Source, SyntaxProblem } from "./source.ts";
+import type { HostConfig } from "./types.ts";
 
-export { HostConfigFileSchema } from "./config/schema.ts";
-export type { HostConfigFile, HostConfigParsed } from "./config/schema.ts";
+export { HostConfigFileSchema } from "./schema.ts";
+export type { HostConfigFile, HostConfigParsed } from "./schema.ts";
 export type {
   ConntrackConfig,
   DataplaneConfig,
@@ -30,7 +30,7 @@ export type {
   ServiceConfig,
   TargetConfig,
   Vip,
-} from "./config/types.ts";
+} from "./types.ts";
 
 /** A config file that cannot be used; the message is one line naming the file. Exit status 1. */
 export class ConfigError extends NfqlbError {

@@ -2,15 +2,21 @@
  * The rules between keys of a host config that its schema cannot say, and
  * the step from the parsed file to a {@link HostConfig}. Each broken rule is
  * an {@link Issue} at a path; nothing here throws on bad input. Flows are
- * checked by the flow validator of flow-set (control/flows.ts), with its
+ * checked by the flow validator of flow-set (core/flow/parse.ts), with its
  * texts. The rules are listed in docs/config.md.
  */
-import { canonicalRequest, type FlowRequest, formatIPv6, parseCidr, parseFlowDefinition } from "../flows.ts";
-import { parseSocketAddress } from "../address.ts";
-import { primeBelow } from "../prime.ts";
-import { TRACE_SHM } from "../trace_shm.ts";
-import { countersShmName } from "../counters_shm.ts";
-import { conntrackName } from "../conntrack_shm.ts";
+import {
+  canonicalRequest,
+  type FlowRequest,
+  formatIPv6,
+  parseCidr,
+  parseFlowDefinition,
+} from "../../core/flow/parse.ts";
+import { parseSocketAddress } from "../../core/address.ts";
+import { primeBelow } from "../../core/prime.ts";
+import { TRACE_SHM } from "../../core/trace_shm.ts";
+import { countersShmName } from "../../core/counters_shm.ts";
+import { conntrackName } from "../../core/conntrack_shm.ts";
 import { parseMetricsAddress } from "../../dataplane/metrics.ts";
 import type { DataPath } from "./source.ts";
 import type { HostConfigParsed } from "./schema.ts";

@@ -12,10 +12,10 @@
  * their schemas and constants, so the two never disagree.
  */
 import { z } from "zod";
-import { FlowLbConfigSchema, LbConfigSchema, QueueConfigSchema } from "../../dataplane/lb_config.ts";
-import { ConntrackOptionsSchema, MAX_CAPACITY, MAX_CTX_SLOTS, MAX_TTL_MS } from "../conntrack_shm.ts";
-import { MAX_WEIGHT } from "../target_shm.ts";
-import { MAX_M } from "../prime.ts";
+import { FlowLbConfigSchema, LbConfigSchema, QueueConfigSchema } from "../../core/lb_options.ts";
+import { ConntrackOptionsSchema, MAX_CAPACITY, MAX_CTX_SLOTS, MAX_TTL_MS } from "../../core/conntrack_shm.ts";
+import { MAX_WEIGHT } from "../../core/target_shm.ts";
+import { MAX_M } from "../../core/prime.ts";
 
 /** Largest fwmark a target can have: positive int32 (0 is "no mark", negatives mean "none" in the table). */
 export const MAX_FWMARK = 2147483647;
@@ -162,7 +162,7 @@ const flowPorts = list(
   `a list of ${PORT_OR_RANGE}`,
 );
 
-/** Schema of one flow (flow-set); the contents are checked by the flow validator (control/flows.ts). */
+/** Schema of one flow (flow-set); the contents are checked by the flow validator (core/flow/parse.ts). */
 export const FlowFileSchema = mapping({
   name: flowText.describe("Flow name (flow-set --name)."),
   service: flowText.describe("The service whose table the flow selects (flow-set --target)."),
@@ -184,7 +184,7 @@ const Q = LbConfigSchema.shape, FQ = FlowLbConfigSchema.shape, QQ = QueueConfigS
 
 /**
  * Schema of the lb/flowlb options; absent keys keep the command's own
- * default (docs/cli.md). Ranges are dataplane/lb_config.ts's.
+ * default (docs/cli.md). Ranges are core/lb_options.ts's.
  */
 export const DataplaneOptionsSchema = mapping({
   mtu: intLike(QQ.mtu).optional().describe("--mtu."),

@@ -3,7 +3,7 @@
  * in time, optionally inside a network namespace, and turns failures into
  * one-line errors that name the command and its stderr.
  */
-import { NfqlbError } from "../errors.ts";
+import { NfqlbError } from "../../core/errors.ts";
 import { shellLine } from "./names.ts";
 
 /** Options of {@link runCommand}. */

@@ -4,7 +4,7 @@
  * table, ip rules and routes named by the id's DSR records) are ever read
  * as ours, changed or deleted.
  */
-import { NfqlbError } from "../errors.ts";
+import { NfqlbError } from "../../core/errors.ts";
 import { firstLine, mustRun, runCommand } from "./exec.ts";
 import { iptablesCmd, parseSave } from "./iptables.ts";
 import {

@@ -25,4 +25,4 @@ export {
   statusPlumbing,
   type StatusResult,
   teardownPlumbing,
-} from "./apply.ts";
+} from "./kernel_sync.ts";

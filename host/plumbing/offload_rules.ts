@@ -5,10 +5,10 @@
  * call that sets a connection's connmark.
  */
 import { z } from "zod";
-import { lib } from "../ffi/lib.ts";
-import { NfqlbError } from "./errors.ts";
-import { parseIPv4, parseIPv6 } from "./inet.ts";
-import { KEY_LEN } from "./key.ts";
+import { lib } from "../../ffi/lib.ts";
+import { NfqlbError } from "../../core/errors.ts";
+import { parseIPv4, parseIPv6 } from "../../core/inet.ts";
+import { KEY_LEN } from "../../core/key.ts";
 
 /** The `-m comment` text of every offload rule, so they can be found and removed. */
 export const OFFLOAD_COMMENT = "nfqlb-offload";
@@ -161,7 +161,7 @@ export const ENOENT = -2;
 
 /**
  * Sets the mark of the kernel conntrack entry of the flow `key` (a 40-byte
- * key, control/key.ts; TCP, UDP or SCTP) in this process's network
+ * key, core/key.ts; TCP, UDP or SCTP) in this process's network
  * namespace, without creating one. Returns 0 or -errno ({@link ENOENT}:
  * no such entry; -EPERM without CAP_NET_ADMIN).
  */

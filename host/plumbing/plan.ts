@@ -8,7 +8,7 @@
  *   table replaces these (both families).
  * - offload, hook prerouting, no NAT target in the family: per VIP (and TCP
  *   port), a rule in raw PREROUTING that untracks the TCP SYNs, so TCP
- *   connections can be offloaded under DSR (control/offload_rules.ts,
+ *   connections can be offloaded under DSR (host/plumbing/offload_rules.ts,
  *   tcpSynNotrack). iptables also with nft queue.
  * - nat chain `NFQLB-<id>`: one DNAT rule per NAT target (per protocol when
  *   it translates the port), by fwmark; jumped to from nat PREROUTING /
@@ -17,7 +17,7 @@
  *   table T` (protocol 110), and a record rule in the never-jumped-to mangle
  *   chain `NFQLB-<id>-RT` saying that this rule and route belong to the id.
  */
-import { offloadRules, tcpSynNotrack } from "../offload_rules.ts";
+import { offloadRules, tcpSynNotrack } from "./offload_rules.ts";
 import { chainObject, ruleObject, type RuleParts } from "./iptables.ts";
 import { ipRouteObject, ipRuleObject } from "./iproute.ts";
 import { chainName } from "./names.ts";
@@ -71,7 +71,7 @@ function nfqueueTarget(s: NormalSpec): string[] {
 
 /**
  * The offload rules of one VIP (in front of the queue rules), taken from
- * control/offload_rules.ts so `ct-set --offload` and apply agree on them:
+ * host/plumbing/offload_rules.ts so `ct-set --offload` and apply agree on them:
  * a connection whose connmark is set gets it back as packet mark and skips
  * the queue. That module's own comment is replaced by our tag.
  */

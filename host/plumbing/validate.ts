@@ -4,8 +4,8 @@
  * intent always plans to the same objects and hashes. Bad input throws one
  * line naming the bad value.
  */
-import { NfqlbError } from "../errors.ts";
-import { formatIPv6, parseIPv4, parseIPv6 } from "../inet.ts";
+import { NfqlbError } from "../../core/errors.ts";
+import { formatIPv6, parseIPv4, parseIPv6 } from "../../core/inet.ts";
 import type { PlumbingHook, PlumbingProtocol, PlumbingSpec } from "./spec.ts";
 
 /** A checked VIP. */

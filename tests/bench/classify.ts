@@ -26,7 +26,7 @@
  * packet at a time.
  */
 import { lib } from "../../ffi/lib.ts";
-import { TargetShm } from "../../control/target_shm.ts";
+import { TargetShm } from "../../core/target_shm.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { readPcap } from "../helpers/pcap.ts";
 import type { BenchLib, PointerLib } from "./c_baseline.ts";

@@ -8,7 +8,7 @@
  * (the same work without the bash wrapper).
  * Every round runs each subject once, so all see the same machine noise.
  */
-import { TargetShm } from "../../control/target_shm.ts";
+import { TargetShm } from "../../core/target_shm.ts";
 import { type Goal, goal, type Row, summarize } from "./report.ts";
 import { exists } from "../helpers/fs.ts";
 

@@ -32,9 +32,9 @@
  * 4 M entries in <= 256 MiB.
  */
 import { lib, libraryPath } from "../../ffi/lib.ts";
-import { TargetShm } from "../../control/target_shm.ts";
+import { TargetShm } from "../../core/target_shm.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
-import { ConntrackShm } from "../../control/conntrack_shm.ts";
+import { ConntrackShm } from "../../core/conntrack_shm.ts";
 import type { SectionResult } from "./lookup.ts";
 import { type Goal, goal, type Row, summarize, timeMs } from "./report.ts";
 

@@ -22,9 +22,9 @@
  * bench-results/), which is what the dataplane pays per packet.
  */
 import { lib, libraryPath } from "../../ffi/lib.ts";
-import { buildKey, KEY_LEN } from "../../control/key.ts";
-import { mapIPv4 } from "../../control/inet.ts";
-import { encodeFlowSpec, type FlowSpecInput } from "../../control/flow_spec.ts";
+import { buildKey, KEY_LEN } from "../../core/key.ts";
+import { mapIPv4 } from "../../core/inet.ts";
+import { encodeFlowSpec, type FlowSpecInput } from "../../core/flow/encode.ts";
 import type { SectionResult } from "./lookup.ts";
 import { type Goal, goal, type Row, summarize, timeMs } from "./report.ts";
 

@@ -14,8 +14,8 @@
  * (same values).
  */
 import { lib } from "../../ffi/lib.ts";
-import { buildKey, hashKey, KEY_LEN } from "../../control/key.ts";
-import { TargetShm } from "../../control/target_shm.ts";
+import { buildKey, hashKey, KEY_LEN } from "../../core/key.ts";
+import { TargetShm } from "../../core/target_shm.ts";
 import type { BenchLib, PointerLib } from "./c_baseline.ts";
 import { type Goal, goal, type Row, summarize, timeMs } from "./report.ts";
 

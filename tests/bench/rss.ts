@@ -14,7 +14,7 @@
  *
  * Needs root (network namespaces, NFQUEUE); otherwise the section is skipped.
  */
-import { TargetShm } from "../../control/target_shm.ts";
+import { TargetShm } from "../../core/target_shm.ts";
 import type { SectionResult } from "./lookup.ts";
 import { goal, type Row, summarize } from "./report.ts";
 

@@ -24,7 +24,7 @@
  * repetition (they ran next to each other) and takes the median of those
  * ratios; the rows show each variant's median.
  */
-import { TargetShm } from "../../control/target_shm.ts";
+import { TargetShm } from "../../core/target_shm.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { readPcap } from "../helpers/pcap.ts";
 import type { SectionResult } from "./lookup.ts";

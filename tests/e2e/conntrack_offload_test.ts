@@ -1,6 +1,6 @@
 /**
  * End-to-end test of connection offload (docs/conntrack.md, "Offload"): the
- * rules of control/offload_rules.ts ahead of the NFQUEUE rule in the lb
+ * rules of host/plumbing/offload_rules.ts ahead of the NFQUEUE rule in the lb
  * netns, `nfqlb lb` with a connection table, and `ct-set --offload` setting
  * the kernel connmark of a UDP flow over ctnetlink. Offloaded, the flow's
  * datagrams still reach its target but no longer enter the queue (the
@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import type { ConnsCommand, ConnsRound, Flow } from "./agent.ts";
 import { ctList, skipUnlessRoot } from "./checks.ts";
 import { type Family, FWBASE, Topology, UDP_PORT, VIP, waitUntil } from "./topology.ts";
-import { OFFLOAD_COMMENT, offloadRules } from "../../control/offload_rules.ts";
+import { OFFLOAD_COMMENT, offloadRules } from "../../host/plumbing/offload_rules.ts";
 import { exists } from "../helpers/fs.ts";
 
 const notRoot = skipUnlessRoot();

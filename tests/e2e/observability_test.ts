@@ -16,7 +16,7 @@ import assert from "node:assert/strict";
 import type { Flow } from "./agent.ts";
 import { flowKey, skipUnlessRoot } from "./checks.ts";
 import { type Family, FWBASE, NFQLB, Proc, Topology, waitUntil } from "./topology.ts";
-import type { KernelQueue } from "../../control/counters_shm.ts";
+import type { KernelQueue } from "../../core/counters_shm.ts";
 
 const notRoot = skipUnlessRoot();
 

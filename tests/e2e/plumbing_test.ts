@@ -1,5 +1,5 @@
 /**
- * End-to-end tests of the kernel plumbing (control/plumbing) on the real
+ * End-to-end tests of the kernel plumbing (host/plumbing) on the real
  * kernel, in private network namespaces: apply / re-apply / edit / teardown
  * leave exactly the expected diff and nothing behind; a failing apply rolls
  * back; one id's teardown leaves another's alone; nft queue detection; and
@@ -18,8 +18,8 @@ import {
   readPlumbing,
   statusPlumbing,
   teardownPlumbing,
-} from "../../control/plumbing/mod.ts";
-import { NfqlbError } from "../../control/errors.ts";
+} from "../../host/plumbing/mod.ts";
+import { NfqlbError } from "../../core/errors.ts";
 import { skipUnlessRoot } from "./checks.ts";
 import {
   assertAllAnswered,

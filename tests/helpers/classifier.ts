@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
-import type { ConntrackShm } from "../../control/conntrack_shm.ts";
-import type { TargetShm } from "../../control/target_shm.ts";
+import type { ConntrackShm } from "../../core/conntrack_shm.ts";
+import type { TargetShm } from "../../core/target_shm.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import type { PcapPacket } from "./pcap.ts";
 

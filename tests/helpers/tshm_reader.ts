@@ -8,7 +8,7 @@
  * is mapped, then loops until the table is replaced by `init`, <stop-file>
  * exists, or a bound is reached. Prints one JSON line with what it saw.
  */
-import { TargetShm } from "../../control/target_shm.ts";
+import { TargetShm } from "../../core/target_shm.ts";
 import { exists } from "./fs.ts";
 
 const [name, readyFile, stopFile, maxIterText, maxMsText] = Deno.args;

@@ -11,7 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
-import { ConntrackShm, flowKey } from "../../control/conntrack_shm.ts";
+import { ConntrackShm, flowKey } from "../../core/conntrack_shm.ts";
 import { libSandbox } from "../helpers/shm.ts";
 import { xorshift32 } from "../helpers/models.ts";
 

@@ -7,8 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
-import { TargetShm } from "../../control/target_shm.ts";
-import { conntrackName, ConntrackShm } from "../../control/conntrack_shm.ts";
+import { TargetShm } from "../../core/target_shm.ts";
+import { conntrackName, ConntrackShm } from "../../core/conntrack_shm.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { readPcap } from "../helpers/pcap.ts";
 import { Classifier, keyOf, MS, T0, withSport } from "../helpers/classifier.ts";

@@ -1,5 +1,5 @@
 /**
- * The connection table (c/conntrack.c through control/conntrack_shm.ts) in
+ * The connection table (c/conntrack.c through core/conntrack_shm.ts) in
  * a sandboxed shm directory, with virtual time (passed in, ms resolution):
  * lookups and counts, lifetimes per protocol, lazy expiry, recycling order,
  * the flood guard, pin/offload/lifetime/context, delete, persistence across
@@ -14,8 +14,8 @@ import {
   ConntrackShm,
   flowKey,
   RECORD_BYTES,
-} from "../../control/conntrack_shm.ts";
-import { NfqlbError } from "../../control/errors.ts";
+} from "../../core/conntrack_shm.ts";
+import { NfqlbError } from "../../core/errors.ts";
 import { libSandbox } from "../helpers/shm.ts";
 import { buildSanitized } from "../helpers/sanitize.ts";
 

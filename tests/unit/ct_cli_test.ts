@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { nfqlb } from "../helpers/run.ts";
 import { libSandbox } from "../helpers/shm.ts";
-import { ConntrackShm, flowKey } from "../../control/conntrack_shm.ts";
+import { ConntrackShm, flowKey } from "../../core/conntrack_shm.ts";
 
 const UPSTREAM_INIT_HELP = "init [options]\n  Initiate shared mem structures\n" +
   "  --ownfw= Own FW mark. Only used in the LB-tier! \n" +

@@ -1,6 +1,6 @@
 /**
  * The C flow matcher (c/flow.c) through FFI, with specs from
- * control/flow_spec.ts: upstream's flow-test and match-test vectors (§9),
+ * core/flow/encode.ts: upstream's flow-test and match-test vectors (§9),
  * priority and companion-flow (udpencap) semantics (§5.5, §6.2, §6.3),
  * promiscuous ping, empty port sets, spec validation, and a randomized
  * property test: the indexed lookup equals the linear walk (flow, udpencap
@@ -8,8 +8,8 @@
  */
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
-import { buildKey, KEY_LEN } from "../../control/key.ts";
-import { mapIPv4, parseIPv4, parseIPv6 } from "../../control/inet.ts";
+import { buildKey, KEY_LEN } from "../../core/key.ts";
+import { mapIPv4, parseIPv4, parseIPv6 } from "../../core/inet.ts";
 import {
   encodeFlowSpec,
   FLOW_SPEC_MAGIC,
@@ -17,7 +17,7 @@ import {
   parseCidr,
   parseMatchStatement,
   parsePortRanges,
-} from "../../control/flow_spec.ts";
+} from "../../core/flow/encode.ts";
 import { readPcap } from "../helpers/pcap.ts";
 import { TESTDATA } from "../helpers/run.ts";
 import { xorshift32 } from "../helpers/models.ts";

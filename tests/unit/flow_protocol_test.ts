@@ -1,5 +1,5 @@
 /**
- * control/flow_protocol.ts and the server's dispatch: request encoding in
+ * core/flow/wire.ts and the server's dispatch: request encoding in
  * upstream's order, the incremental line reader (first/last wins, unknown
  * keys, `eoc:`, lines without `:`, EOF, long lines, arbitrary chunking) and
  * the replies of §13.6 item 12.
@@ -14,9 +14,9 @@ import {
   MAX_LINE,
   parseRequest,
   RequestReader,
-} from "../../control/flow_protocol.ts";
-import { handleFlowCommand } from "../../control/flow_server.ts";
-import { FlowTable } from "../../control/flows.ts";
+} from "../../core/flow/wire.ts";
+import { handleFlowCommand } from "../../dataplane/flow_server.ts";
+import { FlowTable } from "../../core/flow/parse.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);

@@ -1,15 +1,15 @@
 /**
- * control/flow_server.ts, control/flow_store.ts and the flow clients: a real
+ * dataplane/flow_server.ts, core/flow/store.ts and the flow clients: a real
  * server on a unique abstract socket (or TCP), driven with raw bytes
  * (§13.6 item 12) and by the real CLI (§13.6 items 1–11), plus persistence
  * (round trip, corrupt file, restored flows whose target is missing).
  */
 import assert from "node:assert/strict";
-import { FlowTable, ShmTargets } from "../../control/flows.ts";
-import { type FlowServer, startFlowServer } from "../../control/flow_server.ts";
-import { FlowStore, flowStorePath } from "../../control/flow_store.ts";
-import { NfqlbError } from "../../control/errors.ts";
-import { TargetShm } from "../../control/target_shm.ts";
+import { FlowTable, ShmTargets } from "../../core/flow/parse.ts";
+import { type FlowServer, startFlowServer } from "../../dataplane/flow_server.ts";
+import { FlowStore, flowStorePath } from "../../core/flow/store.ts";
+import { NfqlbError } from "../../core/errors.ts";
+import { TargetShm } from "../../core/target_shm.ts";
 import { nfqlb } from "../helpers/run.ts";
 import { libSandbox, listDir } from "../helpers/shm.ts";
 

@@ -1,5 +1,5 @@
 /**
- * control/flows.ts: the §13.6 flow vectors at table level (exact JSON),
+ * core/flow/parse.ts: the §13.6 flow vectors at table level (exact JSON),
  * every validation error as its exact one-line text, priority order,
  * companions, target references, atomic sets, restore/inactive flows, and
  * glibc's inet_ntop text for CIDRs.
@@ -19,8 +19,8 @@ import {
   parseFlowDefinition,
   parseMatchStatement,
   ShmTargets,
-} from "../../control/flows.ts";
-import { TargetShm } from "../../control/target_shm.ts";
+} from "../../core/flow/parse.ts";
+import { TargetShm } from "../../core/target_shm.ts";
 import { libSandbox } from "../helpers/shm.ts";
 
 /** Hooks that accept the targets in `known` and record every call. */

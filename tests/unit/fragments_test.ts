@@ -8,8 +8,8 @@
  */
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
-import { TargetShm } from "../../control/target_shm.ts";
-import { decodeFragStats, type FragStats } from "../../control/frag_stats.ts";
+import { TargetShm } from "../../core/target_shm.ts";
+import { decodeFragStats, type FragStats } from "../../core/frag_stats.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { type PcapPacket, readPcap } from "../helpers/pcap.ts";
 import { TESTDATA } from "../helpers/run.ts";

@@ -1,16 +1,16 @@
 /**
- * The pure parts of `nfqlb apply` (control/host): targets by diff, flows by
+ * The pure parts of `nfqlb apply` (host): targets by diff, flows by
  * diff, the dataplane command line and the plumbing spec of a config. The
  * kernel side runs in tests/e2e/apply_test.ts.
  */
 import assert from "node:assert/strict";
-import { parseHostConfig } from "../../control/host_config.ts";
-import { dataplaneArgs, dataplaneEnv, ftShmOf, isDataplane } from "../../control/host/dataplane.ts";
-import { flowSetLine, listedToRequest, planFlows } from "../../control/host/flows.ts";
-import { plumbingSpecOf } from "../../control/host/plumbing_spec.ts";
-import { describeTargetChange, planTargets } from "../../control/host/targets.ts";
-import { planPlumbing } from "../../control/plumbing/plan.ts";
-import { NfqlbError } from "../../control/errors.ts";
+import { parseHostConfig } from "../../host/config/load.ts";
+import { dataplaneArgs, dataplaneEnv, ftShmOf, isDataplane } from "../../host/dataplane_process.ts";
+import { flowSetLine, listedToRequest, planFlows } from "../../host/flow_sync.ts";
+import { plumbingSpecOf } from "../../host/plumbing_spec.ts";
+import { describeTargetChange, planTargets } from "../../host/target_sync.ts";
+import { planPlumbing } from "../../host/plumbing/plan.ts";
+import { NfqlbError } from "../../core/errors.ts";
 
 const rows = (...fws: number[]) => Int32Array.from(fws);
 const ws = (...w: number[]) => Uint32Array.from(w);

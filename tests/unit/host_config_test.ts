@@ -1,11 +1,11 @@
 /**
- * control/host_config.ts: valid YAML and JSON files with their defaults, the
+ * host/config/load.ts: valid YAML and JSON files with their defaults, the
  * shipped examples, a table of bad files each with its exact one-line
  * message, the read error, and the published JSON Schema being up to date.
  */
 import assert from "node:assert/strict";
-import { ConfigError, type HostConfig, loadHostConfig, parseHostConfig } from "../../control/host_config.ts";
-import { primeBelow } from "../../control/prime.ts";
+import { ConfigError, type HostConfig, loadHostConfig, parseHostConfig } from "../../host/config/load.ts";
+import { primeBelow } from "../../core/prime.ts";
 import { configJsonSchema, SCHEMA_FILE } from "../../scripts/gen_config_schema.ts";
 
 const ROOT = new URL("../../", import.meta.url);

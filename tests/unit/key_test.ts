@@ -4,9 +4,9 @@
  */
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
-import { buildKey, hashAddresses, hashKey, KEY_LEN, PROTOCOLS } from "../../control/key.ts";
-import { mapIPv4, parseAddrPort, parseIPv4, parseIPv6 } from "../../control/inet.ts";
-import { TargetShm } from "../../control/target_shm.ts";
+import { buildKey, hashAddresses, hashKey, KEY_LEN, PROTOCOLS } from "../../core/key.ts";
+import { mapIPv4, parseAddrPort, parseIPv4, parseIPv6 } from "../../core/inet.ts";
+import { TargetShm } from "../../core/target_shm.ts";
 import { djb2, mulberry32 } from "../helpers/models.ts";
 import { nfqlb } from "../helpers/run.ts";
 import { libSandbox } from "../helpers/shm.ts";

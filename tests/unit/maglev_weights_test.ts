@@ -7,8 +7,8 @@
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
 import { modelParams, modelPopulate, modelPopulateWeighted, mulberry32 } from "../helpers/models.ts";
-import { TargetShm } from "../../control/target_shm.ts";
-import { NfqlbError } from "../../control/errors.ts";
+import { TargetShm } from "../../core/target_shm.ts";
+import { NfqlbError } from "../../core/errors.ts";
 import { nfqlb } from "../helpers/run.ts";
 import { libSandbox } from "../helpers/shm.ts";
 

@@ -1,7 +1,7 @@
 /** offloadRules(): the iptables/ip6tables argv of the offload rules (docs/conntrack.md, "Offload"). */
 import assert from "node:assert/strict";
-import { OFFLOAD_COMMENT, offloadRules } from "../../control/offload_rules.ts";
-import { NfqlbError } from "../../control/errors.ts";
+import { OFFLOAD_COMMENT, offloadRules } from "../../host/plumbing/offload_rules.ts";
+import { NfqlbError } from "../../core/errors.ts";
 
 const MATCH = (cidr: string) => [
   "-d",

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
-import { TargetShm } from "../../control/target_shm.ts";
+import { TargetShm } from "../../core/target_shm.ts";
 import { hex, readPcap } from "../helpers/pcap.ts";
 import { shmSandbox, TESTDATA } from "../helpers/run.ts";
 

@@ -1,19 +1,19 @@
 /**
- * The pure side of the kernel plumbing (control/plumbing): the objects a
+ * The pure side of the kernel plumbing (host/plumbing): the objects a
  * spec plans to, for IPv4 and IPv6, DSR and NAT, ports, both hooks, offload,
  * the nft script, validation, and reading iptables-save / ip JSON back.
  */
 import assert from "node:assert/strict";
-import { NfqlbError } from "../../control/errors.ts";
-import { parseSave, splitSaveLine } from "../../control/plumbing/iptables.ts";
-import { parseRoutes, parseRules } from "../../control/plumbing/iproute.ts";
-import { chainName } from "../../control/plumbing/names.ts";
-import { nftScript, parseNftTable } from "../../control/plumbing/nft.ts";
-import { ourChains, planPlumbing, recordChains } from "../../control/plumbing/plan.ts";
-import type { PlumbingSpec } from "../../control/plumbing/spec.ts";
-import { canonicalAddress, canonicalCidr, validateSpec } from "../../control/plumbing/validate.ts";
-import { formatIPv6 as flowsFormatIPv6 } from "../../control/flows.ts";
-import { formatIPv6, parseIPv6 } from "../../control/inet.ts";
+import { NfqlbError } from "../../core/errors.ts";
+import { parseSave, splitSaveLine } from "../../host/plumbing/iptables.ts";
+import { parseRoutes, parseRules } from "../../host/plumbing/iproute.ts";
+import { chainName } from "../../host/plumbing/names.ts";
+import { nftScript, parseNftTable } from "../../host/plumbing/nft.ts";
+import { ourChains, planPlumbing, recordChains } from "../../host/plumbing/plan.ts";
+import type { PlumbingSpec } from "../../host/plumbing/spec.ts";
+import { canonicalAddress, canonicalCidr, validateSpec } from "../../host/plumbing/validate.ts";
+import { formatIPv6 as flowsFormatIPv6 } from "../../core/flow/parse.ts";
+import { formatIPv6, parseIPv6 } from "../../core/inet.ts";
 
 const DSR4: PlumbingSpec = {
   id: "web",

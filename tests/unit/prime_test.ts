@@ -1,7 +1,7 @@
 /** nfqlb_prime_below / primeBelow: the largest prime <= n, capped at 994009 (upstream §4.1). */
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
-import { MAX_M, primeBelow } from "../../control/prime.ts";
+import { MAX_M, primeBelow } from "../../core/prime.ts";
 import { nfqlb, shmSandbox } from "../helpers/run.ts";
 
 const EXAMPLES: [number, number][] = [

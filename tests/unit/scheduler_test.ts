@@ -10,14 +10,14 @@
  */
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
-import { TargetShm } from "../../control/target_shm.ts";
+import { TargetShm } from "../../core/target_shm.ts";
 import {
   conntrackName,
   type ConntrackOptions,
   ConntrackShm,
   type Scheduler,
   SCHEDULERS,
-} from "../../control/conntrack_shm.ts";
+} from "../../core/conntrack_shm.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { type PcapPacket, readPcap } from "../helpers/pcap.ts";
 import { Classifier, keyOf, MS, T0, withSport } from "../helpers/classifier.ts";

@@ -1,10 +1,10 @@
 /**
- * control/target_shm.ts and the shm commands: round trips, the header
+ * core/target_shm.ts and the shm commands: round trips, the header
  * layout (c/nfqlb.h), the `replaced` flag, and every error as one exact line.
  */
 import assert from "node:assert/strict";
-import { TargetShm } from "../../control/target_shm.ts";
-import { NfqlbError } from "../../control/errors.ts";
+import { TargetShm } from "../../core/target_shm.ts";
+import { NfqlbError } from "../../core/errors.ts";
 import { nfqlb } from "../helpers/run.ts";
 import { libSandbox, listDir } from "../helpers/shm.ts";
 

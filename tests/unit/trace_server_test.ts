@@ -1,13 +1,13 @@
 /**
- * The trace server (dataplane/trace_server.ts) and the log (control/log.ts)
+ * The trace server (dataplane/trace_server.ts) and the log (core/log.ts)
  * in-process, with real abstract unix sockets and a temp NFQLB_SHM_DIR:
  * greeting, per-client masks, several clients at once, session end on input
  * or EOF, the shm mask reset when the last client leaves, log levels from the
  * shm and the `log` copy, bind errors, and the `nfqlb trace` client against it.
  */
 import assert from "node:assert/strict";
-import { log, LOG_LEVEL } from "../../control/log.ts";
-import { logLevel, traceMask } from "../../control/trace_shm.ts";
+import { log, LOG_LEVEL } from "../../core/log.ts";
+import { logLevel, traceMask } from "../../core/trace_shm.ts";
 import { startTracing, type TraceService } from "../../dataplane/trace_server.ts";
 import { TRACE } from "../../dataplane/trace_format.ts";
 
