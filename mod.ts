@@ -60,7 +60,7 @@ export {
 } from "./core/frag_stats.ts";
 export { shmDir, shmPath } from "./core/shm_dir.ts";
 export { main } from "./cli/main.ts";
-export { VERSION } from "./cli/commands/activate.ts";
+export { VERSION } from "./core/version.ts";
 export { ConfigError, type HostConfig, loadHostConfig, parseHostConfig } from "./host/config/load.ts";
 export type {
   ConntrackConfig,

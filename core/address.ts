@@ -56,3 +56,23 @@ export function listenAt(address: string, what: string): Deno.Listener {
     throw new NfqlbError(`${what} bind: ${reason}`);
   }
 }
+
+/**
+ * Parses a listen address of ours (`lb --metrics`, the host file's `metrics`): `ADDR:PORT` (IPv4) or
+ * `[ADDR]:PORT` (IPv6), unlike upstream's `tcp:`/`unix:` socket addresses above.
+ *
+ * @example
+ * ```ts
+ * import { parseMetricsAddress } from "./address.ts";
+ * parseMetricsAddress("127.0.0.1:9100"); // { hostname: "127.0.0.1", port: 9100 }
+ * ```
+ */
+export function parseMetricsAddress(s: string): { hostname: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):([0-9]{1,5})$/.exec(s);
+  const host = m ? (m[1] ?? m[2]) : "";
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535 || !(m[1] ? parseIPv6(host) : parseIPv4(host))) {
+    throw new NfqlbError(`Invalid metrics address [${s}] (expected ADDR:PORT or [ADDR]:PORT)`);
+  }
+  return { hostname: host, port };
+}

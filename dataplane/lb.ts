@@ -9,7 +9,7 @@ import { NfqlbError, strerror } from "../core/errors.ts";
 import { closeFragStatsShm, createFragStatsShm } from "../core/frag_stats.ts";
 import { TargetShm } from "../core/target_shm.ts";
 import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
-import { shmPath } from "../core/shm_dir.ts";
+import { shmExists } from "../core/shm_dir.ts";
 import { hasNetAdmin } from "./capabilities.ts";
 import { type LbConfig, LbConfigSchema, type QueueConfig } from "../core/lb_options.ts";
 import type { WorkerReport, WorkerStart } from "./worker_protocol.ts";
@@ -82,12 +82,7 @@ export const CT_SWEEP_ENTRIES = 65536;
 /** The connection table of target table `tshm` if its file exists, else undefined. */
 function openConntrack(tshm: string): ConntrackShm | undefined {
   const name = conntrackName(tshm);
-  try {
-    Deno.statSync(shmPath(name));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw e;
-  }
+  if (!shmExists(name)) return undefined;
   const ct = ConntrackShm.open(name); // a file that is not a valid table is an error
   log.notice(`lb: using connection table ${name}`);
   return ct;

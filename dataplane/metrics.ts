@@ -13,7 +13,7 @@ import {
   targetTotals,
 } from "../core/counters_shm.ts";
 import { readFragStats } from "../core/frag_stats.ts";
-import { parseIPv4, parseIPv6 } from "../core/inet.ts";
+import { parseMetricsAddress } from "../core/address.ts";
 
 /** What a scrape needs besides the counters shm. */
 export interface MetricsSource {
@@ -25,17 +25,6 @@ export interface MetricsSource {
   tables(): { shm: string; active: number }[];
   /** flowlb: matches per flow name. */
   flows?(): { flow: string; matches: number }[];
-}
-
-/** Parses `ADDR:PORT` (IPv4) or `[ADDR]:PORT` (IPv6). */
-export function parseMetricsAddress(s: string): { hostname: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):([0-9]{1,5})$/.exec(s);
-  const host = m ? (m[1] ?? m[2]) : "";
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535 || !(m[1] ? parseIPv6(host) : parseIPv4(host))) {
-    throw new NfqlbError(`Invalid metrics address [${s}] (expected ADDR:PORT or [ADDR]:PORT)`);
-  }
-  return { hostname: host, port };
 }
 
 const esc = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");

@@ -6,9 +6,9 @@
  */
 import type { HostConfig, ServiceConfig } from "./config/types.ts";
 import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
-import { errorText, NfqlbError } from "../core/errors.ts";
+import { NfqlbError } from "../core/errors.ts";
 import { applyPlumbing } from "./plumbing/kernel_sync.ts";
-import { shmPath } from "../core/shm_dir.ts";
+import { shmExists, shmPath } from "../core/shm_dir.ts";
 import { TargetShm } from "../core/target_shm.ts";
 import {
   dataplaneArgs,
@@ -37,17 +37,6 @@ export interface ApplyOptions {
   say: (line: string) => void;
   /** The config file's path, recorded for `status`. */
   file: string;
-}
-
-/** Whether a file exists in the shm directory. */
-function shmExists(name: string): boolean {
-  try {
-    Deno.statSync(shmPath(name));
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw new NfqlbError(`${name}: ${errorText(e)}`);
-  }
 }
 
 /** M and N of an existing target table, or undefined when there is none. */

@@ -9,7 +9,7 @@ import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
 import { kernelQueues } from "../core/counters_shm.ts";
 import { errorText } from "../core/errors.ts";
 import { statusPlumbing } from "./plumbing/kernel_sync.ts";
-import { shmPath } from "../core/shm_dir.ts";
+import { shmExists } from "../core/shm_dir.ts";
 import { TargetShm } from "../core/target_shm.ts";
 import { dataplaneArgs, isDataplane } from "./dataplane_process.ts";
 import { listFlows, planFlows } from "./flow_sync.ts";
@@ -24,22 +24,13 @@ export interface HostStatus {
   drift: number;
 }
 
-const exists = (name: string) => {
-  try {
-    Deno.statSync(shmPath(name));
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 function serviceLines(s: ServiceConfig, out: string[]): number {
   let drift = 0;
   const bad = (l: string) => {
     out.push(`  ! ${l}`);
     drift++;
   };
-  if (!exists(s.name)) {
+  if (!shmExists(s.name)) {
     bad(`service ${s.name}: no target table (file: M=${s.m} N=${s.n})`);
     return drift;
   }
@@ -74,7 +65,7 @@ function serviceLines(s: ServiceConfig, out: string[]): number {
   }
   const ctName = conntrackName(s.name);
   if (s.conntrack) {
-    if (!exists(ctName)) bad(`connection table ${ctName} missing`);
+    if (!shmExists(ctName)) bad(`connection table ${ctName} missing`);
     else {
       const ct = ConntrackShm.open(ctName);
       try {
@@ -89,7 +80,7 @@ function serviceLines(s: ServiceConfig, out: string[]): number {
         ct.close();
       }
     }
-  } else if (exists(ctName)) bad(`connection table ${ctName} exists, the file has none`);
+  } else if (shmExists(ctName)) bad(`connection table ${ctName} exists, the file has none`);
   return drift;
 }
 

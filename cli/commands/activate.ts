@@ -4,9 +4,7 @@ import { out } from "../io.ts";
 import { INT32_MAX, INT32_MIN, parseInteger } from "../numbers.ts";
 import { NfqlbError } from "../../core/errors.ts";
 import { MAX_WEIGHT, TargetShm } from "../../core/target_shm.ts";
-
-/** The upstream release we are a drop-in for; `version` prints it. */
-export const VERSION = "1.2.0";
+import { VERSION } from "../../core/version.ts";
 
 function parseIndex(cmd: string, inv: Invocation): number | undefined {
   const v = inv.opts.get("index");

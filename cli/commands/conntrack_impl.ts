@@ -10,7 +10,7 @@ import { INT32_MAX, INT32_MIN, parseInteger, UINT32_MAX } from "../numbers.ts";
 import { NfqlbError } from "../../core/errors.ts";
 import { mapIPv4, parseAddrPort, parseIPv4, parseIPv6 } from "../../core/inet.ts";
 import { buildKey, PROTOCOLS } from "../../core/key.ts";
-import { shmPath } from "../../core/shm_dir.ts";
+import { shmExists, shmPath } from "../../core/shm_dir.ts";
 import { connmarkErrorText, ENOENT, setKernelConnmark } from "../../host/plumbing/offload_rules.ts";
 import { TargetShm } from "../../core/target_shm.ts";
 import {
@@ -101,11 +101,7 @@ export function applyInitConntrack(shm: string, what: InitConntrack): void {
 /** Opens `<shm>-ct`; a missing file is upstream's `FAILED mapSharedData: <name>`. */
 function openCt(shm: string): ConntrackShm {
   const name = conntrackName(shm);
-  try {
-    Deno.statSync(shmPath(name));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new NfqlbError(`FAILED mapSharedData: ${name}`);
-  }
+  if (!shmExists(name)) throw new NfqlbError(`FAILED mapSharedData: ${name}`);
   try {
     return ConntrackShm.open(name);
   } catch (e) {

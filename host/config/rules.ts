@@ -12,12 +12,11 @@ import {
   parseCidr,
   parseFlowDefinition,
 } from "../../core/flow/parse.ts";
-import { parseSocketAddress } from "../../core/address.ts";
+import { parseMetricsAddress, parseSocketAddress } from "../../core/address.ts";
 import { primeBelow } from "../../core/prime.ts";
 import { TRACE_SHM } from "../../core/trace_shm.ts";
 import { countersShmName } from "../../core/counters_shm.ts";
 import { conntrackName } from "../../core/conntrack_shm.ts";
-import { parseMetricsAddress } from "../../dataplane/metrics.ts";
 import type { DataPath } from "./source.ts";
 import type { HostConfigParsed } from "./schema.ts";
 import type {
