@@ -1,7 +1,7 @@
 /**
  * A client / load-balancer / N-target topology of network namespaces for
- * the end-to-end tests and the demo (DSR, Meridio-like; after
- * /work/shared/bench/netns-harness.sh):
+ * the end-to-end tests and the demo (DSR, Meridio-like; after the reference
+ * bench harness netns-harness.sh):
  *
  * ```
  *  <p>-cli                  <p>-lb                          <p>-t1..tN
