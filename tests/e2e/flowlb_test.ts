@@ -15,28 +15,15 @@
  * counts in its INPUT chain what arrives per port (and echo requests), so
  * traffic that a flow should not let through would be answered and counted
  * if the lb delivered it. Checks assert on what arrived where, never on
- * timing. Also runs the reference harness's functional checks with
- * `LB_CMD=flowlb`.
+ * timing. (The reference harness's functional checks with `LB_CMD=flowlb`:
+ * func_checks_test.ts.)
  *
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
 import type { Flow, StreamFlowResult, StreamResult } from "./agent.ts";
 import { flowKey, type Proto, skipUnlessRoot } from "./checks.ts";
-import {
-  deleteNamespace,
-  type Family,
-  FWBASE,
-  NFQLB,
-  run,
-  tally,
-  TCP_PORT,
-  Topology,
-  UDP_PORT,
-  VIP,
-  w,
-  waitUntil,
-} from "./topology.ts";
+import { type Family, FWBASE, tally, TCP_PORT, Topology, UDP_PORT, VIP, w, waitUntil } from "./topology.ts";
 import type { ListedFlow } from "../../core/flow/parse.ts";
 
 const notRoot = skipUnlessRoot();
@@ -503,79 +490,5 @@ Deno.test({
         assert.equal(end?.status.code, 0, `flowlb exit on SIGTERM:\n${end?.stderr}`);
       },
     );
-  },
-});
-
-/**
- * The harness's fragment checks send IPv4 datagrams of 3000 bytes from one
- * client address. The client kernel (seen on 6.18) sometimes reuses an IPv4
- * fragment id for the same source and destination within the fragment
- * table's 200 ms TTL (a capture showed 21 reuses in 2000 datagrams, some
- * 5-60 ms apart). As upstream (inventory §5.6), a first fragment that meets
- * a valid entry of another fwmark is dropped, so such a datagram is lost
- * (`nfqlb lb` alike). Only failures of exactly that kind, with at most 2 lost
- * datagrams, are retried (at most 3 runs in all).
- */
-function onlyIdReuseLosses(out: string): boolean {
-  const fails = out.split("\n").filter((l) => l.startsWith("FUNC FAIL"));
-  return fails.length > 0 &&
-    fails.every((l) =>
-      /^FUNC FAIL ipv4 udp 3000B fragmented spread: asked=100 lost=[12] /.test(l) ||
-      /^FUNC FAIL ipv4 same flow small\/fragmented same target: ok=\d+ bad=1$/.test(l)
-    );
-}
-
-Deno.test({
-  name:
-    "e2e flowlb: the reference harness's functional checks pass with LB_CMD=flowlb (netns-harness.sh setup func)",
-  ignore: notRoot,
-  async fn() {
-    const harness = Deno.env.get("NFQLB_HARNESS") ??
-      new URL("../../../shared/bench/netns-harness.sh", import.meta.url).pathname;
-    for (let attempt = 1; attempt <= 3; attempt++) {
-      const pfx = `nfqe-${Deno.pid}-98`;
-      const shmDir = Deno.makeTempDirSync({ dir: "/dev/shm", prefix: `${pfx}-shm-` });
-      try {
-        // timeout(1) sends TERM first: the harness's trap then removes its namespaces and processes
-        const r = await run(["timeout", "-k", "20", "180", "bash", harness, "setup", "func"], {
-          env: {
-            LB: NFQLB,
-            LB_CMD: "flowlb",
-            PFX: pfx,
-            NFQLB_SHM_DIR: shmDir,
-            NFQLB_FLOW_ADDRESS: `unix:${pfx}-flows`,
-            MAXLIFE: "600",
-          },
-          timeoutMs: 210_000,
-          allowFail: true,
-        });
-        const func = (r.stdout + r.stderr).split("\n").filter((l) => /^FUNC|ERROR|harness/.test(l)).join(
-          "\n",
-        );
-        if (r.code === 3 && attempt < 3 && onlyIdReuseLosses(r.stdout)) {
-          console.log(
-            `netns-harness.sh (flowlb) run ${attempt}: IPv4 fragment-id reuse by the client lost a datagram, again:\n${
-              r.stdout.split("\n").filter((l) => l.startsWith("FUNC FAIL")).join("\n")
-            }`,
-          );
-          continue;
-        }
-        assert.equal(
-          r.code,
-          0,
-          `netns-harness.sh setup func (flowlb) exited ${r.code}:\n${func}\n${r.stderr.slice(-3000)}`,
-        );
-        assert.match(r.stdout, /FUNC DONE failures=0/);
-        assert.match(r.stdout, /FUNC PASS ipv4 udp spread/);
-        assert.match(r.stdout, /FUNC PASS ipv6 udp spread/);
-        return;
-      } finally {
-        Deno.removeSync(shmDir, { recursive: true });
-        // in case the harness was killed before its own cleanup
-        const left = (await run(["ip", "netns", "list"], { allowFail: true })).stdout.split("\n")
-          .map((l) => l.split(" ")[0]).filter((n) => n.startsWith(`${pfx}-`));
-        for (const ns of left) await deleteNamespace(ns);
-      }
-    }
   },
 });

@@ -35,7 +35,7 @@ Deno.test("check_layers: refuses an import up the layers, into tests/, out of th
   assert.match(why("ffi/lib.ts", "../core/errors.ts")[0], /ffi is below core/);
   assert.match(why("core/flow/table.ts", "../../dataplane/flowlb.ts")[0], /core is below dataplane/);
   assert.match(why("host/apply.ts", "../tests/helpers/run.ts")[0], /host may not import tests/);
-  assert.match(why("core/key.ts", "../../shared/x.ts")[0], /leaves the repository/);
+  assert.match(why("core/key.ts", "../../outside/x.ts")[0], /leaves the repository/);
   assert.match(why("cli/main.ts", "../core/_private.ts")[0], /private to core/);
   assert.deepEqual(why("core/x.ts", "./_private.ts"), []);
   assert.deepEqual(why("tests/unit/x_test.ts", "../../host/apply.ts"), []);
