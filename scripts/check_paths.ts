@@ -4,6 +4,9 @@
  * repository, which a contributor's clone does not have. System paths the program really uses (`/dev/shm`,
  * `/proc/…`, `/usr/…`) are fine.
  *
+ * It also checks that every path of ours that a file names (`core/key.ts`, `c/nfqlb.h`: one of our top-level
+ * folders, then a file with an extension) exists, so docs and comments follow moves.
+ *
  * Prints `file:line: text` for each hit and exits 1; exits 0 when clean. Run by `deno task check` and by the
  * test command.
  *
@@ -60,6 +63,27 @@ export function trackedFiles(root: string): string[] {
   return new TextDecoder().decode(r.stdout).split("\n").filter((f) => f !== "" && !SKIP.test(f));
 }
 
+/** The repository's top-level folders: a path that starts with one of them names a file of ours. */
+const TOP = ["cli", "host", "dataplane", "core", "ffi", "c", "tests", "scripts", "docs"];
+const REPO_PATH_RE = new RegExp(
+  `(?<![\\w./$-])((?:${TOP.join("|")})/[\\w./-]*\\.(?:ts|c|h|sh|md|json|yaml))\\b`,
+  "g",
+);
+
+/** Paths of ours (`core/key.ts`, `c/nfqlb.h`) named in a text that exist neither from the root nor from the file's folder. */
+export function missingPaths(file: string, text: string, exists: (path: string) => boolean): PathHit[] {
+  const hits: PathHit[] = [];
+  const dir = file.includes("/") ? file.slice(0, file.lastIndexOf("/")) : "";
+  text.split("\n").forEach((l, i) => {
+    for (const m of l.matchAll(REPO_PATH_RE)) {
+      const p = m[1];
+      if (exists(p) || (dir !== "" && exists(`${dir}/${p}`))) continue;
+      hits.push({ file, line: i + 1, text: p, why: "names a file that does not exist (moved?)" });
+    }
+  });
+  return hits;
+}
+
 /** Checks every tracked text file under `root`. */
 export function checkPaths(root: string): PathHit[] {
   const hits: PathHit[] = [];
@@ -71,8 +95,17 @@ export function checkPaths(root: string): PathHit[] {
       continue; // deleted in the work tree, or a directory entry
     }
     hits.push(...checkText(file, text));
+    hits.push(...missingPaths(file, text, (p) => isFile(join(root, p))));
   }
   return hits;
+}
+
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
 }
 
 if (import.meta.main) {
@@ -80,7 +113,7 @@ if (import.meta.main) {
   const hits = checkPaths(root);
   for (const h of hits) console.error(`${h.file}:${h.line}: ${h.text} (${h.why})`);
   if (hits.length > 0) {
-    console.error(`check_paths: ${hits.length} path(s) that only exist on one machine`);
+    console.error(`check_paths: ${hits.length} path(s) that only exist on one machine or no longer exist`);
     Deno.exit(1);
   }
   console.log("check_paths: ok");
