@@ -84,4 +84,4 @@ export type {
   MatchStatement,
   PortRange,
   Protocol,
-} from "./core/flow/parse.ts";
+} from "./core/flow/types.ts";

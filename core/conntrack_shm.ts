@@ -11,7 +11,7 @@ import { lib } from "../ffi/lib.ts";
 import { createByRename, mapFile, type Mapping, unmap } from "./shm_file.ts";
 import { NfqlbError, strerror } from "./errors.ts";
 import { shmPath } from "./shm_dir.ts";
-import { formatIPv6 } from "./flow/parse.ts";
+import { formatIPv6 } from "./inet.ts";
 import { mapIPv4, parseIPv4, parseIPv6 } from "./inet.ts";
 import { buildKey, KEY_LEN } from "./key.ts";
 

@@ -13,7 +13,8 @@
  */
 import { lib } from "../ffi/lib.ts";
 import { NfqlbError } from "../core/errors.ts";
-import { type Flow, type FlowRequest, FlowTable, type FlowTableHooks } from "../core/flow/parse.ts";
+import type { Flow, FlowRequest } from "../core/flow/types.ts";
+import { FlowTable, type FlowTableHooks } from "../core/flow/table.ts";
 import { encodeFlowSpec, type FlowSpecInput } from "../core/flow/encode.ts";
 import { type FlowServer, startFlowServer } from "./flow_server.ts";
 import { FlowStore, flowStorePath } from "../core/flow/store.ts";

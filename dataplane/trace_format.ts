@@ -12,7 +12,7 @@
  * `Frag injected, count=%u, failed=%u` (one line per re-injected chain;
  * upstream has one `Frag injected, len=%u, rc=%d` line per fragment).
  */
-import { formatIPv6 } from "../core/flow/parse.ts";
+import { formatIPv6 } from "../core/inet.ts";
 import { TRACE_REC_LEN } from "./worker_protocol.ts";
 
 export { TRACE_REC_LEN, TRACE_RING_HEADER } from "./worker_protocol.ts";

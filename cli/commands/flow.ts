@@ -8,7 +8,7 @@ import { err, out } from "../io.ts";
 import { NfqlbError } from "../../core/errors.ts";
 import { BadFlowAddress, flowExchange } from "../../core/flow/client.ts";
 import { decodeReply } from "../../core/flow/wire.ts";
-import type { FlowKind, FlowRequest } from "../../core/flow/parse.ts";
+import type { FlowKind, FlowRequest } from "../../core/flow/types.ts";
 
 /** The flow-definition options shared by flow-set and trace-flow-set. */
 export const FLOW_MATCH_OPTIONS: OptionSpec[] = [

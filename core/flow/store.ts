@@ -10,7 +10,8 @@
  */
 import { z } from "zod";
 import { errorText, NfqlbError } from "../errors.ts";
-import { type FlowRequest, parseFlowDefinition, showValue } from "./parse.ts";
+import { parseFlowDefinition, showValue } from "./parse.ts";
+import type { FlowRequest } from "./types.ts";
 import { shmDir } from "../shm_dir.ts";
 
 /**

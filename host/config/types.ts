@@ -3,7 +3,7 @@
  * addresses parsed and written canonically, flows checked by the flow
  * validator. This is what `nfqlb apply` works from.
  */
-import type { FlowDefinition, FlowRequest } from "../../core/flow/parse.ts";
+import type { FlowDefinition, FlowRequest } from "../../core/flow/types.ts";
 
 /** An address family. */
 export type Family = "ipv4" | "ipv6";

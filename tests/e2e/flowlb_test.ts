@@ -37,7 +37,7 @@ import {
   w,
   waitUntil,
 } from "./topology.ts";
-import type { ListedFlow } from "../../core/flow/parse.ts";
+import type { ListedFlow } from "../../core/flow/render.ts";
 
 const notRoot = skipUnlessRoot();
 const FAMILIES: Family[] = [4, 6];

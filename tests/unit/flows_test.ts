@@ -5,21 +5,12 @@
  * glibc's inet_ntop text for CIDRs.
  */
 import assert from "node:assert/strict";
-import {
-  canonicalRequest,
-  type Flow,
-  type FlowDefinition,
-  type FlowRequest,
-  FlowTable,
-  type FlowTableHooks,
-  formatCidr,
-  formatIPv6,
-  formatMatch,
-  parseCidr,
-  parseFlowDefinition,
-  parseMatchStatement,
-  ShmTargets,
-} from "../../core/flow/parse.ts";
+import type { Flow, FlowDefinition, FlowRequest } from "../../core/flow/types.ts";
+import { parseCidr, parseFlowDefinition, parseMatchStatement } from "../../core/flow/parse.ts";
+import { canonicalRequest, formatCidr, formatMatch } from "../../core/flow/render.ts";
+import { FlowTable, type FlowTableHooks } from "../../core/flow/table.ts";
+import { ShmTargets } from "../../core/flow/shm_targets.ts";
+import { formatIPv6 } from "../../core/inet.ts";
 import { TargetShm } from "../../core/target_shm.ts";
 import { libSandbox } from "../helpers/shm.ts";
 

@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
 import { TargetShm } from "../../core/target_shm.ts";
-import { type Flow, FlowTable } from "../../core/flow/parse.ts";
+import type { Flow } from "../../core/flow/types.ts";
+import { FlowTable } from "../../core/flow/table.ts";
 import { buildFlowSet } from "../../dataplane/flowlb.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import {
