@@ -41,7 +41,12 @@ function tokens(s: string, sep: RegExp): string[] {
   return s.split(sep).filter((t) => t !== "");
 }
 
-function parseProtocols(s: string): Protocol[] | null | undefined {
+/**
+ * Parses a protocol list (`UDP tcp,Tcp`): tokens split on commas and spaces,
+ * any case, repeats allowed. Returns them in upstream's tcp, udp, sctp order;
+ * null when empty (any protocol); undefined when a token is not tcp, udp or sctp.
+ */
+export function parseProtocols(s: string): Protocol[] | null | undefined {
   const toks = tokens(s, /[, ]/);
   if (toks.length === 0) return null;
   const set = new Set<Protocol>();
@@ -65,7 +70,12 @@ export function mergeRanges(ranges: readonly PortRange[]): PortRange[] {
   return out;
 }
 
-function parsePorts(s: string): PortRange[] | undefined {
+/**
+ * Parses a port list (`22-30, 1025`): tokens split on commas and spaces, each
+ * `N` or `N-M`, 1 ≤ N ≤ M ≤ 65535, plain decimal. Returns the merged, sorted
+ * ranges ([] for an empty list: no port); undefined when invalid.
+ */
+export function parsePorts(s: string): PortRange[] | undefined {
   const ranges: PortRange[] = [];
   for (const t of tokens(s, /[, ]/)) {
     const m = /^([0-9]{1,5})(?:-([0-9]{1,5}))?$/.exec(t);
@@ -110,7 +120,11 @@ export function parseCidr(s: string): Cidr | undefined {
   return { addr, prefix };
 }
 
-function parseCidrs(s: string): Cidr[] | null | undefined {
+/**
+ * Parses a CIDR list: tokens split on commas and spaces, each {@link parseCidr},
+ * at most MAX_CIDRS. Returns null when empty (any address); undefined when invalid.
+ */
+export function parseCidrs(s: string): Cidr[] | null | undefined {
   const toks = tokens(s, /[, ]/);
   if (toks.length === 0) return null;
   if (toks.length > MAX_CIDRS) return undefined;
@@ -137,7 +151,13 @@ function matchNumber(s: string): number | undefined {
   return n;
 }
 
-/** Parses one statement; returns the statement or the error text after `Match [stmt] `. */
+/**
+ * Parses one byte-match statement as upstream (§6.4): the POSIX ERE
+ * `^(sctp|tcp|udp)\[[0-9]+ *: *[124]\]( *& *0x[0-9a-f]+)? *= *([0-9]+|0x[0-9a-f]+)$`,
+ * at most MAX_MATCH characters, numbers as strtol(…, 0) (`010` is 8) but
+ * strictly (`08` and values over 32 bits are errors), offset + nbytes within
+ * the L4 header. Returns the statement, or the error text after `Match [stmt] `.
+ */
 export function parseMatchStatement(s: string): MatchStatement | string {
   if (s.length > MAX_MATCH) return "String too long";
   const m = MATCH_RE.exec(s);
@@ -150,6 +170,23 @@ export function parseMatchStatement(s: string): MatchStatement | string {
   if (offset + nbytes > HEADER_LEN[proto]) return "Out of bounds";
   if (mask > 0xffffffff || value > 0xffffffff) return "Invalid number";
   return { proto: PROTOCOL_NUMBERS[proto], offset, nbytes, mask, value };
+}
+
+/**
+ * Parses a list of byte-match statements: split on commas, leading spaces
+ * trimmed. Returns null when empty (no statement), or the error text
+ * `Match [<stmt>] <err>` of the first bad statement.
+ */
+export function parseMatches(s: string): MatchStatement[] | null | string {
+  const stmts = s.split(",").map((t) => t.replace(/^ +/, "")).filter((t) => t !== "");
+  if (stmts.length === 0) return null;
+  const out: MatchStatement[] = [];
+  for (const stmt of stmts) {
+    const r = parseMatchStatement(stmt);
+    if (typeof r === "string") return `Match [${showValue(stmt)}] ${r}`;
+    out.push(r);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -206,18 +243,12 @@ const SrcsSchema = listField("Invalid srcs", parseCidrs);
 
 /** Schema of `match`: statements split on commas, leading spaces trimmed; `Match [<stmt>] <err>`. */
 const MatchSchema = z.string().transform((s, ctx): MatchStatement[] | null => {
-  const stmts = s.split(",").map((t) => t.replace(/^ +/, "")).filter((t) => t !== "");
-  if (stmts.length === 0) return null;
-  const out: MatchStatement[] = [];
-  for (const stmt of stmts) {
-    const r = parseMatchStatement(stmt);
-    if (typeof r === "string") {
-      ctx.addIssue({ code: "custom", message: `Match [${showValue(stmt)}] ${r}` });
-      return z.NEVER;
-    }
-    out.push(r);
+  const r = parseMatches(s);
+  if (typeof r === "string") {
+    ctx.addIssue({ code: "custom", message: r });
+    return z.NEVER;
   }
-  return out;
+  return r;
 });
 
 /** Schema of the raw request fields (all optional strings). */
