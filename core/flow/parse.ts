@@ -7,6 +7,7 @@
  */
 import { z } from "zod";
 import { parseIPv4, parseIPv6 } from "../inet.ts";
+import { isPortProtocol, PORT_PROTOCOLS, PROTOCOLS } from "../ip_protocols.ts";
 import {
   type Cidr,
   type FlowDefinition,
@@ -23,11 +24,7 @@ import {
   type PortRange,
   PORTS_WITHOUT_PROTOCOLS,
   type Protocol,
-  PROTOCOL_NUMBERS,
 } from "./types.ts";
-
-/** Protocols in upstream's fixed listing order. */
-const PROTOCOL_ORDER: readonly Protocol[] = ["tcp", "udp", "sctp"];
 
 /** A value shown in an error: as is when printable ASCII, else JSON-escaped, so the message stays one line. */
 export function showValue(v: string): string {
@@ -52,10 +49,10 @@ export function parseProtocols(s: string): Protocol[] | null | undefined {
   const set = new Set<Protocol>();
   for (const t of toks) {
     const p = t.toLowerCase();
-    if (p !== "tcp" && p !== "udp" && p !== "sctp") return undefined;
+    if (!isPortProtocol(p)) return undefined;
     set.add(p);
   }
-  return PROTOCOL_ORDER.filter((p) => set.has(p));
+  return PORT_PROTOCOLS.filter((p) => set.has(p));
 }
 
 /** Merges ranges: sorted by low end, overlapping or adjacent ranges joined (upstream's rangeset). */
@@ -169,7 +166,7 @@ export function parseMatchStatement(s: string): MatchStatement | string {
   if (offset === undefined || mask === undefined || value === undefined) return "Invalid number";
   if (offset + nbytes > HEADER_LEN[proto]) return "Out of bounds";
   if (mask > 0xffffffff || value > 0xffffffff) return "Invalid number";
-  return { proto: PROTOCOL_NUMBERS[proto], offset, nbytes, mask, value };
+  return { proto: PROTOCOLS[proto], offset, nbytes, mask, value };
 }
 
 /**

@@ -5,13 +5,13 @@
  * what `nfqlb apply` compares).
  */
 import { formatIPv6 } from "../inet.ts";
+import { protocolName } from "../ip_protocols.ts";
 import type { Cidr, FlowDefinition, FlowRequest, MatchStatement, PortRange } from "./types.ts";
 
 /** Canonical text of a statement, as upstream lists it: `tcp[2:2]=0x1389`, `tcp[0:4]&0xffff=0x1389`. */
 export function formatMatch(m: MatchStatement): string {
-  const proto = m.proto === 6 ? "tcp" : m.proto === 17 ? "udp" : "sctp";
   const mask = m.mask !== 0 ? `&0x${(m.mask >>> 0).toString(16)}` : "";
-  return `${proto}[${m.offset}:${m.nbytes}]${mask}=0x${(m.value >>> 0).toString(16)}`;
+  return `${protocolName(m.proto)}[${m.offset}:${m.nbytes}]${mask}=0x${(m.value >>> 0).toString(16)}`;
 }
 
 /** `addr/prefix` as upstream lists a CIDR, e.g. `::ffff:10.0.0.0/128`. */

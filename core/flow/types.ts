@@ -6,11 +6,10 @@
  * matcher's binary form in ./encode.ts.
  */
 
-/** An L4 protocol a flow can select. */
-export type Protocol = "tcp" | "udp" | "sctp";
+import type { PortProtocol, PortProtocolNumber } from "../ip_protocols.ts";
 
-/** IP protocol numbers of {@link Protocol}. */
-export const PROTOCOL_NUMBERS: Readonly<Record<Protocol, 6 | 17 | 132>> = { tcp: 6, udp: 17, sctp: 132 };
+/** An L4 protocol a flow can select: tcp, udp or sctp (core/ip_protocols.ts). */
+export type Protocol = PortProtocol;
 
 /** A CIDR: 16 address bytes (IPv4 mapped, host bits cleared) and the prefix length 0..128. */
 export interface Cidr {
@@ -26,7 +25,7 @@ export type PortRange = readonly [number, number];
 /** A byte-match statement (§6.4): `(header[offset..offset+nbytes] & mask) == value` (mask 0 = none). */
 export interface MatchStatement {
   /** IP protocol number of the header it reads: 6 tcp, 17 udp, 132 sctp. */
-  readonly proto: 6 | 17 | 132;
+  readonly proto: PortProtocolNumber;
   /** Byte offset in the L4 header. */
   readonly offset: number;
   /** Bytes read, big-endian. */

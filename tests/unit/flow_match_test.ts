@@ -13,6 +13,7 @@ import { lib } from "../../ffi/lib.ts";
 import { buildKey, KEY_LEN } from "../../core/key.ts";
 import { mapIPv4, parseIPv4, parseIPv6 } from "../../core/inet.ts";
 import { FLOW_SPEC_MAGIC } from "../../core/flow/encode.ts";
+import { PORT_PROTOCOLS } from "../../core/ip_protocols.ts";
 import {
   parseCidr,
   parseCidrs,
@@ -553,7 +554,7 @@ function randomWorld(r: () => number, nflows: number, nkeys: number): RandomWorl
     });
   };
   const stmt = (): string => {
-    const proto = pick(["tcp", "udp", "sctp"] as const);
+    const proto = pick(PORT_PROTOCOLS);
     const hl = { tcp: 20, udp: 8, sctp: 12 }[proto];
     const nb = pick([1, 1, 1, 2]);
     return `${proto}[${r() % (hl - nb + 1)}:${nb}] = ${r() % 2}`;
@@ -561,7 +562,7 @@ function randomWorld(r: () => number, nflows: number, nkeys: number): RandomWorl
   const specs: FlowText[] = [];
   for (let i = 0; i < nflows; i++) {
     const s: FlowText = { target: r() % 6 !== 0, udpencap: r() % 4 === 0 ? 1 + (r() % 3) : 0 };
-    if (r() % 3) s.protocols = ["tcp", "udp", "sctp"].filter(() => r() % 2).join(",");
+    if (r() % 3) s.protocols = PORT_PROTOCOLS.filter(() => r() % 2).join(",");
     if (r() % 2) s.dsts = Array.from({ length: 1 + (r() % 3) }, cidr).join(",");
     if (r() % 4 === 0) s.srcs = Array.from({ length: 1 + (r() % 2) }, cidr).join(",");
     if (r() % 2) s.dports = portsText(ports());
