@@ -1,8 +1,8 @@
 /**
- * core/flow/parse.ts: the §13.6 flow vectors at table level (exact JSON),
- * every validation error as its exact one-line text, priority order,
- * companions, target references, atomic sets, restore/inactive flows, and
- * glibc's inet_ntop text for CIDRs.
+ * core/flow/ (parse.ts, render.ts, table.ts, shm_targets.ts): the §13.6 flow
+ * vectors at table level (exact JSON), every validation error as its exact
+ * one-line text, priority order, companions, target references, atomic sets,
+ * restore/inactive flows, and glibc's inet_ntop text for CIDRs.
  */
 import assert from "node:assert/strict";
 import type { Flow, FlowDefinition, FlowRequest } from "../../core/flow/types.ts";
