@@ -48,16 +48,25 @@ function jsonList(key: string, items: readonly string[]): string {
 
 /** One flow as {@link renderFlow} prints it, parsed (`flow-list` JSON). */
 export interface ListedFlow {
+  /** Flow name. */
   name: string;
   /** Unsigned (upstream's %u): a negative priority shows as 2^32 + p. */
   priority: number;
+  /** Protocols, in tcp, udp, sctp order. */
   protocols?: string[];
+  /** Destination CIDRs, `::ffff:10.0.0.0/120` for IPv4. */
   dests?: string[];
+  /** Destination ports and ranges, merged and sorted. */
   dports?: string[];
+  /** Source CIDRs. */
   srcs?: string[];
+  /** Source ports and ranges. */
   sports?: string[];
+  /** Byte-match statements, canonical (`tcp[2:2]=0x50`). */
   match?: string[];
+  /** UDP encapsulation port, when not 0. */
   udpencap?: number;
+  /** Packets matched since the flow was (re)defined. */
   matches_count: number;
   /** Absent for trace flows. */
   user_ref?: string;
