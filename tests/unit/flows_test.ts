@@ -196,6 +196,8 @@ const BAD: [string, FlowRequest, string][] = [
   ["dsts IPv6 length", { dsts: "1000::/129" }, "Invalid dsts"],
   ["dsts bad address", { dsts: "10.0.0/8" }, "Invalid dsts"],
   ["dsts leading zero", { dsts: "10.0.0.01/32" }, "Invalid dsts"],
+  ["dsts leading zero, first octet (inet_pton)", { dsts: "010.0.0.0/8" }, "Invalid dsts"],
+  ["dsts leading zero, embedded IPv4", { dsts: "::ffff:010.0.0.0/104" }, "Invalid dsts"],
   ["dsts length junk", { dsts: "10.0.0.0/8x" }, "Invalid dsts"],
   ["dsts > 32", { dsts: Array.from({ length: 33 }, (_, i) => `10.0.${i}.0/24`).join(",") }, "Invalid dsts"],
   ["srcs", { srcs: "2000::/64,zz::/64" }, "Invalid srcs"],
