@@ -48,7 +48,18 @@
 
 export { type CreateOptions, TargetShm, type TargetSnapshot } from "./core/target_shm.ts";
 export { MAX_M, primeBelow } from "./core/prime.ts";
-export { buildKey, hashAddresses, hashKey, KEY_LEN, PROTOCOLS } from "./core/key.ts";
+export { buildKey, hashAddresses, hashKey, KEY_LEN } from "./core/key.ts";
+export {
+  IP_PROTOCOLS,
+  type IpProtocolName,
+  PORT_PROTOCOLS,
+  type PortProtocol,
+  type PortProtocolNumber,
+  portProtocolNumber,
+  protocolName,
+  type ProtocolNumbers,
+  PROTOCOLS,
+} from "./core/ip_protocols.ts";
 export { type AddrPort, mapIPv4, parseAddrPort, parseIPv4, parseIPv6 } from "./core/inet.ts";
 export { NfqlbError } from "./core/errors.ts";
 export {
@@ -84,4 +95,4 @@ export type {
   MatchStatement,
   PortRange,
   Protocol,
-} from "./core/flow/parse.ts";
+} from "./core/flow/types.ts";

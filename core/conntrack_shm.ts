@@ -11,7 +11,8 @@ import { lib } from "../ffi/lib.ts";
 import { createByRename, mapFile, type Mapping, unmap } from "./shm_file.ts";
 import { NfqlbError, strerror } from "./errors.ts";
 import { shmPath } from "./shm_dir.ts";
-import { formatIPv6 } from "./flow/parse.ts";
+import { formatIPv6 } from "./inet.ts";
+import { IP_PROTOCOL_NAMES, IP_PROTOCOLS, protocolName } from "./ip_protocols.ts";
 import { mapIPv4, parseIPv4, parseIPv6 } from "./inet.ts";
 import { buildKey, KEY_LEN } from "./key.ts";
 
@@ -109,7 +110,7 @@ const port = z.number().int().min(0).max(65535);
 export const FlowKeySchema = z.object({
   src: z.string(),
   dst: z.string(),
-  proto: z.union([z.enum(["tcp", "udp", "sctp", "icmp", "icmpv6"]), z.number().int().min(0).max(255)]),
+  proto: z.union([z.enum(IP_PROTOCOL_NAMES), z.number().int().min(0).max(255)]),
   sport: port.default(0),
   dport: port.default(0),
   /** Bytes 32..33 of the key (ICMP echo id), host order. */
@@ -118,8 +119,6 @@ export const FlowKeySchema = z.object({
 
 /** Input of {@link flowKey}. */
 export type FlowKeyInput = z.input<typeof FlowKeySchema>;
-
-const PROTO_NUMBERS: Record<string, number> = { tcp: 6, udp: 17, sctp: 132, icmp: 1, icmpv6: 58 };
 
 function address(s: string): Uint8Array {
   const v4 = parseIPv4(s);
@@ -134,7 +133,7 @@ export function flowKey(input: FlowKeyInput): Uint8Array<ArrayBuffer> {
   const r = FlowKeySchema.safeParse(input);
   if (!r.success) throw new NfqlbError(`Invalid flow: ${r.error.issues.map((i) => i.message).join("; ")}`);
   const f = r.data;
-  const proto = typeof f.proto === "number" ? f.proto : PROTO_NUMBERS[f.proto];
+  const proto = typeof f.proto === "number" ? f.proto : IP_PROTOCOLS[f.proto];
   const key = new Uint8Array(buildKey(address(f.src), address(f.dst), proto, f.sport, f.dport));
   key[32] = f.ud >> 8;
   key[33] = f.ud & 0xff;
@@ -204,8 +203,6 @@ export interface ConntrackEntry {
   key: Uint8Array;
 }
 
-const PROTO_NAMES: Record<number, string> = { 6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "icmpv6" };
-
 function formatAddr(a: Uint8Array): string {
   const mapped = a.subarray(0, 10).every((b) => b === 0) && a[10] === 0xff && a[11] === 0xff;
   return mapped ? `${a[12]}.${a[13]}.${a[14]}.${a[15]}` : formatIPv6(a);
@@ -222,7 +219,7 @@ export function decodeRecord(rec: Uint8Array): ConntrackEntry {
     src: formatAddr(key.subarray(0, 16)),
     dst: formatAddr(key.subarray(16, 32)),
     proto,
-    protoName: PROTO_NAMES[proto] ?? String(proto),
+    protoName: protocolName(proto) ?? String(proto),
     sport: (key[36] << 8) | key[37],
     dport: (key[38] << 8) | key[39],
     ud: (key[32] << 8) | key[33],

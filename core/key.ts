@@ -7,9 +7,6 @@ import { lib } from "../ffi/lib.ts";
 /** Key length in bytes. */
 export const KEY_LEN = 40;
 
-/** Protocol numbers by upstream's names. */
-export const PROTOCOLS: Record<string, number> = { tcp: 6, udp: 17, sctp: 132 };
-
 /** Builds a key from parts. */
 export function buildKey(
   src: Uint8Array,

@@ -8,7 +8,7 @@
  */
 import { listenAt } from "../core/address.ts";
 import { errorText } from "../core/errors.ts";
-import type { FlowTable } from "../core/flow/parse.ts";
+import type { FlowTable } from "../core/flow/table.ts";
 import { encodeReply, type FlowCommand, type ReadOutcome, RequestReader } from "../core/flow/wire.ts";
 import type { FlowStore } from "../core/flow/store.ts";
 

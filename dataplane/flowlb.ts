@@ -13,8 +13,9 @@
  */
 import { lib } from "../ffi/lib.ts";
 import { NfqlbError } from "../core/errors.ts";
-import { type Flow, type FlowRequest, FlowTable, type FlowTableHooks } from "../core/flow/parse.ts";
-import { encodeFlowSpec, type FlowSpecInput } from "../core/flow/encode.ts";
+import type { Flow, FlowRequest } from "../core/flow/types.ts";
+import { FlowTable, type FlowTableHooks } from "../core/flow/table.ts";
+import { encodeFlowSpec } from "../core/flow/encode.ts";
 import { type FlowServer, startFlowServer } from "./flow_server.ts";
 import { FlowStore, flowStorePath } from "../core/flow/store.ts";
 import { SEND_ORDER } from "../core/flow/wire.ts";
@@ -27,28 +28,6 @@ import { startMetrics } from "./metrics.ts";
 import { countersShmName } from "../core/counters_shm.ts";
 import { TargetRegistry } from "./target_registry.ts";
 
-const PROTO_NAME: Record<number, "tcp" | "udp" | "sctp"> = { 6: "tcp", 17: "udp", 132: "sctp" };
-
-/** What the C matcher needs from a flow. */
-export function flowSpec(f: Flow): FlowSpecInput {
-  return {
-    target: f.target !== null,
-    protocols: f.protocols ?? undefined,
-    dsts: f.dsts?.map((c) => ({ addr: c.addr, prefix: c.prefix })),
-    srcs: f.srcs?.map((c) => ({ addr: c.addr, prefix: c.prefix })),
-    dports: f.dports ? f.dports.map((r) => [r[0], r[1]] as const) : undefined,
-    sports: f.sports ? f.sports.map((r) => [r[0], r[1]] as const) : undefined,
-    match: f.match?.map((m) => ({
-      proto: PROTO_NAME[m.proto],
-      offset: m.offset,
-      nbytes: m.nbytes,
-      mask: m.mask,
-      value: m.value,
-    })),
-    udpencap: f.udpencap,
-  };
-}
-
 /**
  * Builds the C flow set for `flows` (in match order); the caller owns the
  * result. `trace`: the flows are trace flows, each one a winner of its own
@@ -59,7 +38,7 @@ export function buildFlowSet(flows: readonly Flow[], trace = false): Deno.Pointe
   const fs = c.nfqlb_flowset_new(flows.length);
   if (fs === null) throw new NfqlbError(`flowlb: out of memory building ${flows.length} flows`);
   flows.forEach((f, i) => {
-    const spec = encodeFlowSpec(trace ? { ...flowSpec(f), target: true, udpencap: 0 } : flowSpec(f));
+    const spec = encodeFlowSpec(f, trace || f.target !== null);
     if (c.nfqlb_flowset_add(fs, i, spec, spec.length) !== 0) {
       c.nfqlb_flowset_free(fs);
       throw new NfqlbError(`flowlb: flow ${f.name} could not be compiled`);

@@ -12,7 +12,8 @@
  * `Frag injected, count=%u, failed=%u` (one line per re-injected chain;
  * upstream has one `Frag injected, len=%u, rc=%d` line per fragment).
  */
-import { formatIPv6 } from "../core/flow/parse.ts";
+import { formatIPv6 } from "../core/inet.ts";
+import { IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_UDP, protocolName } from "../core/ip_protocols.ts";
 import { TRACE_REC_LEN } from "./worker_protocol.ts";
 
 export { TRACE_REC_LEN, TRACE_RING_HEADER } from "./worker_protocol.ts";
@@ -116,20 +117,8 @@ export interface TraceNames {
 
 /** `tcp`, `udp`, `sctp`, `icmp`, `icmp6` or the number (upstream's protostr). */
 export function protoName(p: number): string {
-  switch (p) {
-    case 6:
-      return "tcp";
-    case 17:
-      return "udp";
-    case 132:
-      return "sctp";
-    case 1:
-      return "icmp";
-    case 58:
-      return "icmp6";
-    default:
-      return String(p);
-  }
+  // upstream's protostr spells ICMPv6 icmp6 (ct-list's name is icmpv6)
+  return p === IPPROTO_ICMPV6 ? "icmp6" : protocolName(p) ?? String(p);
 }
 
 /** The ICMP line of the `flows` block (upstream's printIcmp). */
@@ -179,7 +168,7 @@ export function formatRecord(r: TraceRecord, names: TraceNames): TraceLine[] {
     line(TRACE.flows, `Match for trace-flow: ${names.traceFlow(r.tflow)}`);
     if (has(TEV.ICMP)) line(TRACE.flows, icmpLine(r));
     line(TRACE.flows, tupleLine(r.key, r.len));
-    if (has(TEV.UDPENCAP) && (r.key[34] | (r.key[35] << 8)) === 17) {
+    if (has(TEV.UDPENCAP) && (r.key[34] | (r.key[35] << 8)) === IPPROTO_UDP) {
       line(TRACE.flows, `udpencap=${r.udpencap}`);
     }
   }
@@ -189,7 +178,7 @@ export function formatRecord(r: TraceRecord, names: TraceNames): TraceLine[] {
     return out;
   }
   if (has(TEV.NOLB_UDPENCAP)) line(TRACE.sctp, "Failed flowLookup for udpencap");
-  const lbBits = TRACE.packet | (flowlb && r.proto === 132 ? TRACE.sctp : 0);
+  const lbBits = TRACE.packet | (flowlb && r.proto === IPPROTO_SCTP ? TRACE.sctp : 0);
   if (has(TEV.NOLB)) {
     line(TRACE.packet, "Failed flowLookup");
     if (tflow) line(TRACE.flows, `NO target, fwmark=${r.verdict}`);

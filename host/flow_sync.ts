@@ -6,12 +6,9 @@
 import { NfqlbError } from "../core/errors.ts";
 import { flowExchange } from "../core/flow/client.ts";
 import { decodeReply } from "../core/flow/wire.ts";
-import {
-  canonicalRequest,
-  type FlowRequest,
-  type ListedFlow,
-  parseFlowDefinition,
-} from "../core/flow/parse.ts";
+import { parseFlowDefinition } from "../core/flow/parse.ts";
+import { canonicalRequest, type ListedFlow } from "../core/flow/render.ts";
+import type { FlowRequest } from "../core/flow/types.ts";
 import type { FlowConfig } from "./config/types.ts";
 
 /** One flow change. */

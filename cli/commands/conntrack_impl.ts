@@ -9,7 +9,8 @@ import { err, out } from "../io.ts";
 import { INT32_MAX, INT32_MIN, parseInteger, UINT32_MAX } from "../numbers.ts";
 import { NfqlbError } from "../../core/errors.ts";
 import { mapIPv4, parseAddrPort, parseIPv4, parseIPv6 } from "../../core/inet.ts";
-import { buildKey, PROTOCOLS } from "../../core/key.ts";
+import { buildKey } from "../../core/key.ts";
+import { portProtocolNumber } from "../../core/ip_protocols.ts";
 import { shmExists, shmPath } from "../../core/shm_dir.ts";
 import { connmarkErrorText, ENOENT, setKernelConnmark } from "../../host/plumbing/offload_rules.ts";
 import { TargetShm } from "../../core/target_shm.ts";
@@ -206,7 +207,7 @@ function keyOf(cmd: string, inv: Invocation): Uint8Array<ArrayBuffer> {
   const src = parse(inv.opts.get("src")!);
   const dst = parse(inv.opts.get("dst")!);
   const protoText = inv.opts.get("proto")!;
-  const proto = PROTOCOLS[protoText.toLowerCase()];
+  const proto = portProtocolNumber(protoText);
   if (proto === undefined) throw new NfqlbError(`${cmd}: Failed to parse protocol [${protoText}]`);
   return new Uint8Array(buildKey(src.addr, dst.addr, proto, src.port, dst.port));
 }

@@ -8,7 +8,7 @@ import { err, out } from "../io.ts";
 import { NfqlbError } from "../../core/errors.ts";
 import { BadFlowAddress, flowExchange } from "../../core/flow/client.ts";
 import { decodeReply } from "../../core/flow/wire.ts";
-import type { FlowKind, FlowRequest } from "../../core/flow/parse.ts";
+import { type FlowKind, type FlowRequest, MAX_TARGET } from "../../core/flow/types.ts";
 
 /** The flow-definition options shared by flow-set and trace-flow-set. */
 export const FLOW_MATCH_OPTIONS: OptionSpec[] = [
@@ -20,8 +20,8 @@ export const FLOW_MATCH_OPTIONS: OptionSpec[] = [
   { name: "match", help: "Bit-match statements" },
 ];
 
-/** Upstream's MAX_ARG_LEN for list values, and its target limit. */
-const MAX_ARG_LEN = 1000, MAX_TARGET = 255;
+/** Upstream's MAX_ARG_LEN for list values (its target limit is MAX_TARGET). */
+const MAX_ARG_LEN = 1000;
 
 const byteLength = (s: string) => new TextEncoder().encode(s).length;
 

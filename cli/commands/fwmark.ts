@@ -4,7 +4,8 @@ import { out } from "../io.ts";
 import { parseInteger } from "../numbers.ts";
 import { NfqlbError } from "../../core/errors.ts";
 import { parseAddrPort } from "../../core/inet.ts";
-import { buildKey, hashAddresses, hashKey, PROTOCOLS } from "../../core/key.ts";
+import { buildKey, hashAddresses, hashKey } from "../../core/key.ts";
+import { portProtocolNumber } from "../../core/ip_protocols.ts";
 import { TargetShm } from "../../core/target_shm.ts";
 
 /** Shared with lb/flowlb: the hash_mode option. */
@@ -36,7 +37,7 @@ export const fwmark: Command = {
     const protoText = opts.get("proto");
     let proto = 0;
     if (protoText !== undefined) {
-      proto = PROTOCOLS[protoText.toLowerCase()] ?? 0;
+      proto = portProtocolNumber(protoText) ?? 0;
       if (proto === 0) throw new NfqlbError(`Failed to parse protocol [${protoText}]`);
     }
     const hashMode = parseInteger("fwmark", "--hash_mode value", opts.get("hash_mode") ?? "1", 0, 65535);

@@ -6,7 +6,7 @@
 import { connectTo, parseSocketAddress } from "../address.ts";
 import { errorText, NfqlbError } from "../errors.ts";
 import { concat, encodeRequest, flowAddress } from "./wire.ts";
-import type { FlowRequest } from "./parse.ts";
+import type { FlowRequest } from "./types.ts";
 
 /** The flow server address does not parse (the CLI prints upstream's text for it). */
 export class BadFlowAddress extends NfqlbError {

@@ -10,8 +10,10 @@
  */
 import { z } from "zod";
 import { errorText, NfqlbError } from "../errors.ts";
-import { type FlowRequest, parseFlowDefinition, showValue } from "./parse.ts";
+import { parseFlowDefinition, showValue } from "./parse.ts";
+import type { FlowRequest } from "./types.ts";
 import { shmDir } from "../shm_dir.ts";
+import { PORT_PROTOCOLS, type PortProtocol } from "../ip_protocols.ts";
 
 /**
  * The file of the flows of the flowlb listening on `address` in this network
@@ -39,7 +41,7 @@ export interface StoredFlow {
   /** Priority (absent: 0). */
   priority?: number;
   /** Protocols. */
-  protocols?: ("tcp" | "udp" | "sctp")[];
+  protocols?: PortProtocol[];
   /** Destination CIDRs, canonical. */
   dsts?: string[];
   /** Source CIDRs, canonical. */
@@ -59,7 +61,7 @@ const StoredFlowSchema: z.ZodType<StoredFlow> = z.object({
   name: z.string(),
   target: z.string(),
   priority: z.number().int().min(-2147483648).max(2147483647).optional(),
-  protocols: z.array(z.enum(["tcp", "udp", "sctp"])).optional(),
+  protocols: z.array(z.enum(PORT_PROTOCOLS)).optional(),
   dsts: strings,
   srcs: strings,
   dports: strings,

@@ -5,7 +5,7 @@
  * with its terminating NUL (set, delete, errors) or raw JSON (lists); then the
  * server closes.
  */
-import type { FlowRequest } from "./parse.ts";
+import type { FlowRequest } from "./types.ts";
 
 /** Default flow server address (upstream's DEFAULT_FLOW_ADDRESS). */
 export const DEFAULT_FLOW_ADDRESS = "unix:nfqlb";

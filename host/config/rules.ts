@@ -5,13 +5,10 @@
  * checked by the flow validator of flow-set (core/flow/parse.ts), with its
  * texts. The rules are listed in docs/config.md.
  */
-import {
-  canonicalRequest,
-  type FlowRequest,
-  formatIPv6,
-  parseCidr,
-  parseFlowDefinition,
-} from "../../core/flow/parse.ts";
+import { parseCidr, parseFlowDefinition } from "../../core/flow/parse.ts";
+import { canonicalRequest } from "../../core/flow/render.ts";
+import type { FlowRequest } from "../../core/flow/types.ts";
+import { formatIPv6 } from "../../core/inet.ts";
 import { parseMetricsAddress, parseSocketAddress } from "../../core/address.ts";
 import { primeBelow } from "../../core/prime.ts";
 import { TRACE_SHM } from "../../core/trace_shm.ts";

@@ -16,6 +16,7 @@ import { FlowLbConfigSchema, LbConfigSchema, QueueConfigSchema } from "../../cor
 import { ConntrackOptionsSchema, MAX_CAPACITY, MAX_CTX_SLOTS, MAX_TTL_MS } from "../../core/conntrack_shm.ts";
 import { MAX_WEIGHT } from "../../core/target_shm.ts";
 import { MAX_M } from "../../core/prime.ts";
+import { PORT_PROTOCOLS } from "../../core/ip_protocols.ts";
 
 /** Largest fwmark a target can have: positive int32 (0 is "no mark", negatives mean "none" in the table). */
 export const MAX_FWMARK = 2147483647;
@@ -98,7 +99,7 @@ export const ConntrackFileSchema = mapping({
 
 /** Schema of one selected protocol/port of a service. */
 export const PortSelectorSchema = mapping({
-  protocol: oneOf(["tcp", "udp", "sctp"]).describe("L4 protocol."),
+  protocol: oneOf(PORT_PROTOCOLS).describe("L4 protocol."),
   port: z.union([
     int(1, 65535, PORT_OR_RANGE),
     z.string({ error: `expected ${PORT_OR_RANGE}` }).regex(/^[0-9]{1,5}-[0-9]{1,5}$/, {

@@ -3,7 +3,8 @@
  * addresses parsed and written canonically, flows checked by the flow
  * validator. This is what `nfqlb apply` works from.
  */
-import type { FlowDefinition, FlowRequest } from "../../core/flow/parse.ts";
+import type { FlowDefinition, FlowRequest } from "../../core/flow/types.ts";
+import type { PortProtocol } from "../../core/ip_protocols.ts";
 
 /** An address family. */
 export type Family = "ipv4" | "ipv6";
@@ -19,7 +20,7 @@ export interface Vip {
 /** A protocol (and port range) whose packets to the VIPs are queued. */
 export interface PortSelector {
   /** L4 protocol. */
-  readonly protocol: "tcp" | "udp" | "sctp";
+  readonly protocol: PortProtocol;
   /** Inclusive port range; null: every port of the protocol. */
   readonly ports: { readonly first: number; readonly last: number } | null;
 }

@@ -17,6 +17,7 @@
  *   table T` (protocol 110), and a record rule in the never-jumped-to mangle
  *   chain `NFQLB-<id>-RT` saying that this rule and route belong to the id.
  */
+import { PORT_PROTOCOLS } from "../../core/ip_protocols.ts";
 import { offloadRules, tcpSynNotrack } from "./offload_rules.ts";
 import { chainObject, ruleObject, type RuleParts } from "./iptables.ts";
 import { ipRouteObject, ipRuleObject } from "./iproute.ts";
@@ -143,7 +144,7 @@ function planFamily(s: NormalSpec, family: 4 | 6, nftQueue: boolean): PlumbingOb
     // a DNAT that changes the port needs -p; VIPs without a port filter queue every protocol
     const anyProto = vips.some((v) => v.ports.length === 0);
     const protos = anyProto
-      ? ["tcp", "udp", "sctp"]
+      ? PORT_PROTOCOLS
       : [...new Set(vips.flatMap((v) => v.ports.map((p) => p.protocol)))];
     for (const t of nat) {
       const mark = ["-m", "mark", "--mark", String(t.fwmark)];

@@ -3,9 +3,10 @@
  * file asks for) and the objects it turns into (one iptables rule, chain, ip
  * rule, route or nft table each), plus the tags that mark them as ours.
  */
+import type { PortProtocol } from "../../core/ip_protocols.ts";
 
-/** A transport protocol a VIP port filter names. */
-export type PlumbingProtocol = "tcp" | "udp" | "sctp";
+/** A transport protocol a VIP port filter names (core/ip_protocols.ts). */
+export type PlumbingProtocol = PortProtocol;
 
 /** Where packets to a VIP are queued: mangle PREROUTING (forwarded/incoming) or mangle OUTPUT (local). */
 export type PlumbingHook = "prerouting" | "output";

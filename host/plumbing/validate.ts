@@ -6,6 +6,7 @@
  */
 import { NfqlbError } from "../../core/errors.ts";
 import { formatIPv6, parseIPv4, parseIPv6 } from "../../core/inet.ts";
+import { isPortProtocol } from "../../core/ip_protocols.ts";
 import type { PlumbingHook, PlumbingProtocol, PlumbingSpec } from "./spec.ts";
 
 /** A checked VIP. */
@@ -46,7 +47,6 @@ export interface NormalSpec {
 }
 
 const ID_RE = /^[A-Za-z0-9._+-]{1,32}$/;
-const PROTOCOLS: readonly string[] = ["tcp", "udp", "sctp"];
 const HOOKS: readonly string[] = ["prerouting", "output"];
 
 function bad(what: string, value: unknown): never {
@@ -134,7 +134,9 @@ export function validateSpec(spec: PlumbingSpec): NormalSpec {
     if (vips.some((x) => x.cidr === c.cidr)) bad("VIP (twice)", v.address);
     const ports: NormalVip["ports"] = [];
     for (const p of v.ports ?? []) {
-      if (!PROTOCOLS.includes(p?.protocol)) bad(`protocol of VIP ${v.address}`, p?.protocol);
+      if (typeof p?.protocol !== "string" || !isPortProtocol(p.protocol)) {
+        bad(`protocol of VIP ${v.address}`, p?.protocol);
+      }
       const first = p.port === undefined ? null : port(`port of VIP ${v.address}`, p.port);
       const last = p.lastPort === undefined ? first : port(`last port of VIP ${v.address}`, p.lastPort);
       if (first === null && last !== null) bad(`last port without a port of VIP ${v.address}`, p.lastPort);

@@ -24,7 +24,7 @@
 import { lib, libraryPath } from "../../ffi/lib.ts";
 import { buildKey, KEY_LEN } from "../../core/key.ts";
 import { mapIPv4 } from "../../core/inet.ts";
-import { encodeFlowSpec, type FlowSpecInput } from "../../core/flow/encode.ts";
+import { flowSpec, type FlowText } from "../helpers/flow_spec.ts";
 import type { SectionResult } from "./lookup.ts";
 import { type Goal, goal, type Row, summarize, timeMs } from "./report.ts";
 
@@ -63,26 +63,26 @@ function v4(a: number, b: number, c: number, d: number): Uint8Array {
 }
 
 /** n flows, the last one matching the bench keys. */
-function flowSpecs(n: number, kind: Kind): FlowSpecInput[] {
-  const specs: FlowSpecInput[] = [];
+function flowSpecs(n: number, kind: Kind): FlowText[] {
+  const specs: FlowText[] = [];
   for (let i = 0; i < n - 1; i++) {
     const mode = kind === "dport" ? 0 : kind === "dst" ? 1 : i % 3;
-    const otherDst = [`20.0.${i >> 8}.${i & 0xff}/32`, `2000::${i.toString(16)}/128`];
+    const otherDst = `20.0.${i >> 8}.${i & 0xff}/32,2000::${i.toString(16)}/128`;
     specs.push({
-      protocols: ["tcp", "udp"],
-      dsts: mode === 0 ? ["10.0.0.1/32", "1000::1/128"] : otherDst,
-      dports: [mode === 1 ? 80 : 5000 + i],
+      protocols: "tcp,udp",
+      dsts: mode === 0 ? "10.0.0.1/32,1000::1/128" : otherDst,
+      dports: `${mode === 1 ? 80 : 5000 + i}`,
     });
   }
-  specs.push({ protocols: ["tcp", "udp"], dsts: ["10.0.0.1/32", "1000::1/128"], dports: [80] });
+  specs.push({ protocols: "tcp,udp", dsts: "10.0.0.1/32,1000::1/128", dports: "80" });
   return specs;
 }
 
-function buildSet(specs: FlowSpecInput[]): Deno.PointerValue {
+function buildSet(specs: FlowText[]): Deno.PointerValue {
   const L = lib();
   const fs = L.nfqlb_flowset_new(specs.length);
   specs.forEach((s, i) => {
-    const b = encodeFlowSpec(s);
+    const b = flowSpec(s);
     if (L.nfqlb_flowset_add(fs, i, b, b.length) !== 0) throw new Error(`flow ${i} rejected`);
   });
   if (L.nfqlb_flowset_build(fs) !== 0) throw new Error("build failed");

@@ -24,7 +24,7 @@ import assert from "node:assert/strict";
 import type { Flow, StreamFlowResult, StreamResult } from "./agent.ts";
 import { flowKey, type Proto, skipUnlessRoot } from "./checks.ts";
 import { type Family, FWBASE, tally, TCP_PORT, Topology, UDP_PORT, VIP, w, waitUntil } from "./topology.ts";
-import type { ListedFlow } from "../../core/flow/parse.ts";
+import type { ListedFlow } from "../../core/flow/render.ts";
 
 const notRoot = skipUnlessRoot();
 const FAMILIES: Family[] = [4, 6];

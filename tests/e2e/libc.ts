@@ -11,8 +11,10 @@ import { familyOf, ipv4Bytes, ipv6Bytes } from "./packets.ts";
 export const AF_INET = 2, AF_INET6 = 10;
 /** Socket types. */
 export const SOCK_STREAM = 1, SOCK_DGRAM = 2, SOCK_RAW = 3;
-/** Protocol numbers. */
-export const IPPROTO_ICMP = 1, IPPROTO_ICMPV6 = 58, IPPROTO_SCTP = 132, IPPROTO_RAW = 255;
+/** Protocol numbers, from the one table. */
+export { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP } from "../../core/ip_protocols.ts";
+/** A raw socket that sends whole IP packets (header included). */
+export const IPPROTO_RAW = 255;
 const SOL_SOCKET = 1, SO_REUSEADDR = 2, SO_LINGER = 13, SO_RCVTIMEO = 20, SO_SNDTIMEO = 21, SO_MARK = 36;
 
 const SYMBOLS = {

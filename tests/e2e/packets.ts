@@ -4,6 +4,7 @@
  * big" errors that quote a VIP→client packet, and SCTP packets. Pure
  * functions, no I/O: the agent sends what these build on raw sockets.
  */
+import { IPPROTO_ICMP, PROTOCOLS } from "../../core/ip_protocols.ts";
 
 /** Parses dotted-quad IPv4 into 4 bytes; throws on bad input. */
 export function ipv4Bytes(s: string): Uint8Array {
@@ -164,7 +165,7 @@ export function icmpFragNeeded(flow: QuotedFlow, o: FragNeededOptions): Uint8Arr
     ipv4Header({
       src: flow.vip,
       dst: flow.client,
-      proto: flow.proto === "tcp" ? 6 : 17,
+      proto: PROTOCOLS[flow.proto],
       totalLength: o.quotedTotalLength ?? 28,
       checksum: sums,
     }),
@@ -181,7 +182,7 @@ export function icmpFragNeeded(flow: QuotedFlow, o: FragNeededOptions): Uint8Arr
   const outer = ipv4Header({
     src: o.from,
     dst: flow.vip,
-    proto: 1,
+    proto: IPPROTO_ICMP,
     totalLength: 20 + icmp.length,
     checksum: sums,
   });
@@ -201,7 +202,7 @@ export function icmp6PacketTooBig(flow: QuotedFlow, mtu = 1280): Uint8Array {
   const iv = new DataView(inner.buffer);
   iv.setUint32(0, 0x60000000);
   iv.setUint16(4, 8);
-  inner[6] = flow.proto === "tcp" ? 6 : 17;
+  inner[6] = PROTOCOLS[flow.proto];
   inner[7] = 64;
   inner.set(ipv6Bytes(flow.vip), 8);
   inner.set(ipv6Bytes(flow.client), 24);

@@ -12,19 +12,19 @@
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
 import { ConntrackShm, flowKey } from "../../core/conntrack_shm.ts";
+import { PORT_PROTOCOLS } from "../../core/ip_protocols.ts";
 import { libSandbox } from "../helpers/shm.ts";
 import { xorshift32 } from "../helpers/models.ts";
 
 const MS = 1_000_000n;
 const TTL = { tcp: 1000, udp: 500, other: 200 };
-const PROTOS = ["tcp", "udp", "sctp"] as const;
 
 /** Key i of the pool: protocol by i % 3 (so three lifetimes), address and port by i. */
 function key(i: number): Uint8Array<ArrayBuffer> {
   return flowKey({
     src: `10.${i % 3}.${(i >> 8) & 255}.${i & 255}`,
     dst: "10.99.0.1",
-    proto: PROTOS[i % 3],
+    proto: PORT_PROTOCOLS[i % 3],
     sport: 1000 + i,
     dport: 80,
   });

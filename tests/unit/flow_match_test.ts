@@ -1,23 +1,27 @@
 /**
- * The C flow matcher (c/flow.c) through FFI, with specs from
- * core/flow/encode.ts: upstream's flow-test and match-test vectors (§9),
- * priority and companion-flow (udpencap) semantics (§5.5, §6.2, §6.3),
- * promiscuous ping, empty port sets, spec validation, and a randomized
- * property test: the indexed lookup equals the linear walk (flow, udpencap
- * and match counters) for random flow sets and keys.
+ * The C flow matcher (c/flow.c) through FFI, with specs built as flowlb
+ * builds them (text through core/flow/parse.ts, then core/flow/encode.ts;
+ * tests/helpers/flow_spec.ts): upstream's flow-test and match-test vectors
+ * (§9), priority and companion-flow (udpencap) semantics (§5.5, §6.2, §6.3),
+ * promiscuous ping, empty port sets, the spec's byte layout and validation,
+ * the parser's text forms, and a randomized property test: the indexed
+ * lookup equals the linear walk (flow, udpencap and match counters) for
+ * random flow sets and keys.
  */
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
 import { buildKey, KEY_LEN } from "../../core/key.ts";
 import { mapIPv4, parseIPv4, parseIPv6 } from "../../core/inet.ts";
+import { FLOW_SPEC_MAGIC } from "../../core/flow/encode.ts";
+import { PORT_PROTOCOLS } from "../../core/ip_protocols.ts";
 import {
-  encodeFlowSpec,
-  FLOW_SPEC_MAGIC,
-  type FlowSpecInput,
   parseCidr,
+  parseCidrs,
   parseMatchStatement,
-  parsePortRanges,
-} from "../../core/flow/encode.ts";
+  parsePorts,
+  parseProtocols,
+} from "../../core/flow/parse.ts";
+import { flowSpec, type FlowText } from "../helpers/flow_spec.ts";
 import { readPcap } from "../helpers/pcap.ts";
 import { TESTDATA } from "../helpers/run.ts";
 import { xorshift32 } from "../helpers/models.ts";
@@ -33,13 +37,13 @@ class FlowSet implements Disposable {
   readonly n: number;
   #ue = new Uint32Array(1);
 
-  constructor(specs: (FlowSpecInput | Uint8Array)[]) {
+  constructor(specs: (FlowText | Uint8Array)[]) {
     const L = lib();
     this.n = specs.length;
     this.ptr = L.nfqlb_flowset_new(specs.length);
     assert.ok(this.ptr);
     specs.forEach((s, i) => {
-      const b = (s instanceof Uint8Array ? s : encodeFlowSpec(s)) as Buf;
+      const b = (s instanceof Uint8Array ? s : flowSpec(s)) as Buf;
       assert.equal(L.nfqlb_flowset_add(this.ptr, i, b, b.length), 0, `flow ${i}`);
     });
     assert.equal(L.nfqlb_flowset_build(this.ptr), 0);
@@ -110,7 +114,7 @@ function pcapKeys(file: string, udpencap = 0): { key: Buf; pkt: Buf }[] {
   });
 }
 
-function countMatches(file: string, flow: FlowSpecInput, udpencap = 0): number {
+function countMatches(file: string, flow: FlowText, udpencap = 0): number {
   using fs = new FlowSet([flow]);
   let n = 0;
   for (const { key, pkt } of pcapKeys(file, udpencap)) {
@@ -125,7 +129,7 @@ function countMatches(file: string, flow: FlowSpecInput, udpencap = 0): number {
 // upstream flow-test (§9)
 
 Deno.test("flow-test: CIDR 10.10.10.10/16 matches ::ffff:10.10.222.4, not 10.11.0.1", () => {
-  using fs = new FlowSet([{ dsts: ["10.10.10.10/16"] }]);
+  using fs = new FlowSet([{ dsts: "10.10.10.10/16" }]);
   assert.deepEqual(fs.match(key(6, "::ffff:10.10.222.4", 80)), [0, 0]);
   assert.deepEqual(fs.match(key(6, "10.10.0.0", 80)), [0, 0]);
   assert.deepEqual(fs.match(key(6, "10.11.0.1", 80)), [-1, 0]);
@@ -133,7 +137,7 @@ Deno.test("flow-test: CIDR 10.10.10.10/16 matches ::ffff:10.10.222.4, not 10.11.
 });
 
 Deno.test("flow-test: 1111:2222::5555/64 matches 1111:2222:0:0:ffff::", () => {
-  using fs = new FlowSet([{ srcs: ["1111:2222::5555/64"] }]);
+  using fs = new FlowSet([{ srcs: "1111:2222::5555/64" }]);
   assert.deepEqual(fs.match(key(17, "1000::1", 53, "1111:2222:0:0:ffff::", 1)), [0, 0]);
   assert.deepEqual(fs.match(key(17, "1000::1", 53, "1111:2222:0:1::", 1)), [-1, 0]);
   assert.deepEqual(fs.match(key(17, "1111:2222::", 53, "10.0.0.1", 1)), [-1, 0]);
@@ -141,30 +145,31 @@ Deno.test("flow-test: 1111:2222::5555/64 matches 1111:2222:0:0:ffff::", () => {
 
 Deno.test("flow-test: ports '22-30, 1025, 20000-30000, 22000-23000, 25, 27' match dport 23, sport 22000", () => {
   const ports = "22-30, 1025, 20000-30000, 22000-23000, 25, 27";
-  assert.deepEqual(parsePortRanges(ports), [[22, 30], [1025, 1025], [20000, 30000]]);
-  using d = new FlowSet([{ protocols: ["tcp"], dports: ports }]);
+  assert.deepEqual(parsePorts(ports), [[22, 30], [1025, 1025], [20000, 30000]]);
+  using d = new FlowSet([{ protocols: "tcp", dports: ports }]);
   for (
     const [p, want] of [[23, 0], [22, 0], [30, 0], [31, -1], [21, -1], [1025, 0], [1024, -1], [30001, -1]]
   ) {
     assert.equal(d.match(key(6, "10.0.0.1", p))[0], want, `dport ${p}`);
   }
-  using s = new FlowSet([{ protocols: ["tcp"], sports: ports }]);
+  using s = new FlowSet([{ protocols: "tcp", sports: ports }]);
   assert.equal(s.match(key(6, "10.0.0.1", 80, "10.0.0.2", 22000))[0], 0);
   assert.equal(s.match(key(6, "10.0.0.1", 80, "10.0.0.2", 19999))[0], -1);
 });
 
 Deno.test("flow-test: protocols are case-insensitive sets; tipc is rejected", () => {
-  using fs = new FlowSet([{ protocols: ["TCP", "udP", "ScTp", "tcp"] }]);
+  using fs = new FlowSet([{ protocols: "TCP,udP ScTp,tcp" }]);
   for (const p of [6, 17, 132]) assert.equal(fs.match(key(p, "10.0.0.1", 1))[0], 0);
   for (const p of [1, 47, 58]) assert.equal(fs.match(key(p, "10.0.0.1"))[0], -1, `proto ${p}`);
-  assert.throws(() => encodeFlowSpec({ protocols: ["tipc"] }), RangeError);
+  assert.equal(parseProtocols("tipc"), undefined);
+  assert.throws(() => flowSpec({ protocols: "tipc" }), RangeError);
 });
 
 Deno.test("flow-test: priority order: the first matching flow wins, 100 flows", () => {
   // flow i accepts dports >= 1000 - 10 * i, so lower flows accept more
-  const specs: FlowSpecInput[] = Array.from({ length: 100 }, (_, i) => ({
-    protocols: ["tcp"],
-    dports: [[1000 - 10 * i, 2000] as const],
+  const specs: FlowText[] = Array.from({ length: 100 }, (_, i) => ({
+    protocols: "tcp",
+    dports: `${1000 - 10 * i}-2000`,
   }));
   using fs = new FlowSet(specs);
   assert.equal(fs.match(key(6, "10.0.0.1", 1500))[0], 0);
@@ -178,7 +183,7 @@ Deno.test("flow-test: priority order: the first matching flow wins, 100 flows", 
 });
 
 Deno.test("flow-test: udpencap is reported with the match", () => {
-  using fs = new FlowSet([{ protocols: ["sctp"], udpencap: 1234, dports: "6000" }, { protocols: ["tcp"] }]);
+  using fs = new FlowSet([{ protocols: "sctp", udpencap: 1234, dports: "6000" }, { protocols: "tcp" }]);
   assert.deepEqual(fs.match(key(132, "10.0.0.1", 6000)), [0, 1234]);
   assert.deepEqual(fs.match(key(6, "10.0.0.1", 6000)), [1, 0]);
   assert.deepEqual(fs.match(key(17, "10.0.0.1", 6000)), [-1, 0]);
@@ -188,35 +193,35 @@ Deno.test("flow-test: udpencap is reported with the match", () => {
 // upstream match-test (§9): byte-match over the real captures
 
 Deno.test("match-test: telnet-ipv4 (empty set 20, tcp[2:2] = 23 10, SYN 2)", () => {
-  assert.equal(countMatches("telnet-ipv4", { protocols: ["tcp"] }), 20);
-  assert.equal(countMatches("telnet-ipv4", { protocols: ["tcp"], match: [] }), 20);
-  assert.equal(countMatches("telnet-ipv4", { match: ["tcp[2:2] = 23"] }), 10);
-  assert.equal(countMatches("telnet-ipv4", { match: ["tcp[12:4] & 0x00020000 = 0x00020000"] }), 2);
+  assert.equal(countMatches("telnet-ipv4", { protocols: "tcp" }), 20);
+  assert.equal(countMatches("telnet-ipv4", { protocols: "tcp", match: "" }), 20);
+  assert.equal(countMatches("telnet-ipv4", { match: "tcp[2:2] = 23" }), 10);
+  assert.equal(countMatches("telnet-ipv4", { match: "tcp[12:4] & 0x00020000 = 0x00020000" }), 2);
   // statements for another protocol than the packet's are ignored
-  assert.equal(countMatches("telnet-ipv4", { match: ["udp[2:2] = 23"] }), 20);
+  assert.equal(countMatches("telnet-ipv4", { match: "udp[2:2] = 23" }), 20);
 });
 
 Deno.test("match-test: telnet-ipv6 (tcp[0:4] & 0xffff = 23 9, tcp[2:1]=0 + tcp[3:1]=23 9)", () => {
-  assert.equal(countMatches("telnet-ipv6", { match: ["tcp[0:4] & 0xffff = 23"] }), 9);
-  assert.equal(countMatches("telnet-ipv6", { match: ["tcp[2:1] = 0", "tcp[3:1] = 23"] }), 9);
-  assert.equal(countMatches("telnet-ipv6", { match: ["tcp[2:1] = 1", "tcp[3:1] = 23"] }), 0);
-  assert.equal(countMatches("telnet-ipv6", { match: [] }), 18);
+  assert.equal(countMatches("telnet-ipv6", { match: "tcp[0:4] & 0xffff = 23" }), 9);
+  assert.equal(countMatches("telnet-ipv6", { match: "tcp[2:1] = 0, tcp[3:1] = 23" }), 9);
+  assert.equal(countMatches("telnet-ipv6", { match: "tcp[2:1] = 1, tcp[3:1] = 23" }), 0);
+  assert.equal(countMatches("telnet-ipv6", { match: "" }), 18);
 });
 
 Deno.test("match-test: sctp-encap (udp[2:2]=6000 0; sctp[2:2]=6000 6 with the SCTP key, 11 without)", () => {
-  assert.equal(countMatches("sctp-encap-ipv4", { protocols: ["udp"], match: ["udp[2:2]=6000"] }), 0);
-  assert.equal(countMatches("sctp-encap-ipv4", { protocols: ["sctp"], match: ["sctp[2:2]=6000"] }, 9899), 6);
-  assert.equal(countMatches("sctp-encap-ipv4", { match: ["sctp[2:2]=6000"] }), 11, "no SCTP hint: ignored");
-  assert.equal(countMatches("sctp-encap-ipv4", { protocols: ["sctp"], dports: "6000" }, 9899), 6);
+  assert.equal(countMatches("sctp-encap-ipv4", { protocols: "udp", match: "udp[2:2]=6000" }), 0);
+  assert.equal(countMatches("sctp-encap-ipv4", { protocols: "sctp", match: "sctp[2:2]=6000" }, 9899), 6);
+  assert.equal(countMatches("sctp-encap-ipv4", { match: "sctp[2:2]=6000" }), 11, "no SCTP hint: ignored");
+  assert.equal(countMatches("sctp-encap-ipv4", { protocols: "sctp", dports: "6000" }, 9899), 6);
 });
 
 Deno.test("byte-match needs packet data: len 0 skips the statements, as upstream", () => {
-  using fs = new FlowSet([{ match: ["tcp[2:2] = 9999"] }]);
+  using fs = new FlowSet([{ match: "tcp[2:2] = 9999" }]);
   const [{ key: k, pkt }] = pcapKeys("telnet-ipv4");
   assert.equal(fs.match(k, pkt)[0], -1);
   assert.equal(fs.match(k)[0], 0);
   // a packet cut inside its TCP header never matches; one that ends exactly after it may
-  using any = new FlowSet([{ match: ["tcp[0:1] = 0x8d"] }]); // sport 36112 = 0x8d10
+  using any = new FlowSet([{ match: "tcp[0:1] = 0x8d" }]); // sport 36112 = 0x8d10
   const ihl = (pkt[0] & 15) * 4;
   const cut = (n: number) => {
     const c = pkt.slice(0, n);
@@ -229,7 +234,7 @@ Deno.test("byte-match needs packet data: len 0 skips the statements, as upstream
 });
 
 Deno.test("byte-match: IPv6 fragments never match; extension headers advance by (len+1)*8", () => {
-  using fs = new FlowSet([{ match: ["udp[2:2] = 6001"] }]);
+  using fs = new FlowSet([{ match: "udp[2:2] = 6001" }]);
   const frag = readPcap(`${TESTDATA}/pcap/udp-ipv6.pcap`)[0].data;
   const k = key(17, "1000::1", 6001);
   assert.equal(fs.match(k, frag)[0], -1, "fragment header");
@@ -250,15 +255,15 @@ Deno.test("byte-match: IPv6 fragments never match; extension headers advance by 
 
 Deno.test("companion flow (#name, no target): counted, never wins, reports udpencap (§5.5)", () => {
   // what flowlb defines for `flow-set --name=sctp --proto=sctp --udpencap=9899 --dport=6000`
-  const dsts = ["10.0.0.0/32", "1000::/128"];
-  const companion: FlowSpecInput = {
+  const dsts = "10.0.0.0/32,1000::/128";
+  const companion: FlowText = {
     target: false,
-    protocols: ["udp"],
+    protocols: "udp",
     dports: "9899",
     dsts,
     udpencap: 9899,
   };
-  const real: FlowSpecInput = { protocols: ["sctp"], dports: "6000", dsts, udpencap: 9899 };
+  const real: FlowText = { protocols: "sctp", dports: "6000", dsts, udpencap: 9899 };
   using fs = new FlowSet([companion, real]);
   const pkts = pcapKeys("sctp-encap-ipv4");
   const encap = pcapKeys("sctp-encap-ipv4", 9899);
@@ -279,20 +284,20 @@ Deno.test("companion flow (#name, no target): counted, never wins, reports udpen
   assert.equal(fs.matches(0), 6 * 2, "companion counted by the indexed and the linear walk");
   assert.equal(fs.matches(1), 6);
   // a lower catch-all UDP flow wins instead, and its udpencap (0) is what is left
-  using fs2 = new FlowSet([companion, real, { protocols: ["udp"] }]);
+  using fs2 = new FlowSet([companion, real, { protocols: "udp" }]);
   const k = key(17, "10.0.0.0", 9899, "192.168.2.221", 9899);
   assert.deepEqual(fs2.match(k), [2, 0]);
   // no winner: the companion's udpencap stays
-  using fs3 = new FlowSet([companion, { protocols: ["udp"], dports: "53" }]);
+  using fs3 = new FlowSet([companion, { protocols: "udp", dports: "53" }]);
   assert.deepEqual(fs3.match(k), [-1, 9899]);
   assert.deepEqual(fs3.match(key(17, "10.0.0.0", 53)), [1, 0]);
 });
 
 Deno.test("promiscuous ping: ICMP matches the first flow whose addresses match, udpencap not reported", () => {
   using fs = new FlowSet([
-    { target: false, protocols: ["udp"], dports: "9899", dsts: ["10.0.0.1/32"], udpencap: 9899 },
-    { protocols: ["tcp"], dports: "80", dsts: ["10.0.0.1/32"], srcs: ["192.168.0.0/16"] },
-    { protocols: ["tcp"], dports: "80", dsts: ["1000::1/128"] },
+    { target: false, protocols: "udp", dports: "9899", dsts: "10.0.0.1/32", udpencap: 9899 },
+    { protocols: "tcp", dports: "80", dsts: "10.0.0.1/32", srcs: "192.168.0.0/16" },
+    { protocols: "tcp", dports: "80", dsts: "1000::1/128" },
   ]);
   for (
     const [proto, dst, src, want] of [
@@ -309,7 +314,7 @@ Deno.test("promiscuous ping: ICMP matches the first flow whose addresses match, 
   }
   assert.equal(fs.matches(0), 4, "the companion matched the two pings to 10.0.0.1, twice each");
   // without promiscuous ping, only flows without protocols take ICMP
-  using any = new FlowSet([{ dsts: ["10.0.0.1/32"] }]);
+  using any = new FlowSet([{ dsts: "10.0.0.1/32" }]);
   assert.deepEqual(any.match(key(1, "10.0.0.1")), [0, 0]);
   // promiscuous does not apply to other protocols
   assert.deepEqual(fs.match(key(47, "10.0.0.1"), EMPTY, true), [-1, 0]);
@@ -317,8 +322,8 @@ Deno.test("promiscuous ping: ICMP matches the first flow whose addresses match, 
 
 Deno.test("an empty port set never matches; ports on a flow without protocols compare the key's ports", () => {
   using fs = new FlowSet([
-    { protocols: ["tcp"], dports: [] },
-    { protocols: ["tcp"], sports: "" },
+    { protocols: "tcp", dports: "" },
+    { protocols: "tcp", sports: "" },
     { dports: "80" },
     { dports: "1-65535" },
   ]);
@@ -329,7 +334,7 @@ Deno.test("an empty port set never matches; ports on a flow without protocols co
 });
 
 Deno.test("counters: matches / set_matches (carried over to a rebuilt set)", () => {
-  using fs = new FlowSet([{ protocols: ["tcp"] }, { protocols: ["udp"] }]);
+  using fs = new FlowSet([{ protocols: "tcp" }, { protocols: "udp" }]);
   for (let i = 0; i < 5; i++) fs.match(key(6, "10.0.0.1", 80));
   fs.linear(key(17, "10.0.0.1", 80));
   assert.deepEqual(fs.counts(), [5, 1]);
@@ -347,12 +352,7 @@ Deno.test("bad specs are rejected; build needs every slot; add after build fails
   const L = lib();
   const fs = L.nfqlb_flowset_new(2);
   try {
-    const good = encodeFlowSpec({
-      protocols: ["tcp"],
-      dsts: ["10.0.0.0/8"],
-      dports: "80",
-      match: ["tcp[2:2]=80"],
-    });
+    const good = flowSpec({ protocols: "tcp", dsts: "10.0.0.0/8", dports: "80", match: "tcp[2:2]=80" });
     const bad = (mutate: (v: DataView, b: Uint8Array) => void, len?: number): Buf => {
       const b = good.slice();
       mutate(new DataView(b.buffer), b);
@@ -395,23 +395,62 @@ Deno.test("bad specs are rejected; build needs every slot; add after build fails
   assert.deepEqual(empty.match(key(6, "10.0.0.1", 80)), [-1, 0]);
 });
 
-Deno.test("encoder: upstream text forms and their errors", () => {
+Deno.test("encoder: the spec's bytes, word by word (c/nfqlb.h layout)", () => {
+  const spec = flowSpec({
+    protocols: "udp,tcp",
+    dsts: "10.1.2.3/24",
+    dports: "443,80,81",
+    sports: "",
+    match: "tcp[2:2]&0xff=0x50",
+    udpencap: 9899,
+  });
+  const v = new DataView(spec.buffer);
+  const words = Array.from({ length: spec.length / 4 }, (_, i) => v.getUint32(4 * i, true));
+  // magic, flags (target|protocols|dsts|dports|sports|match), protocols (tcp|udp), udpencap, counts
+  assert.deepEqual(words.slice(0, 9), [FLOW_SPEC_MAGIC, 123, 3, 9899, 1, 0, 2, 0, 1]);
+  // ::ffff:10.1.2.0, host bits cleared, prefix 24 + 96
+  assert.deepEqual(Array.from(spec.subarray(36, 52)), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 10, 1, 2, 0]);
+  assert.deepEqual(words.slice(13), [
+    120,
+    80 | (81 << 16), // merged and sorted
+    443 | (443 << 16),
+    6, // tcp
+    2,
+    2,
+    0xff,
+    0x50,
+  ]);
+  // no target (a companion) clears the target flag; unset criteria are all zero
+  assert.deepEqual(Array.from(flowSpec({ target: false })), [
+    ...[0x46, 0x4c, 0x57, 0x31],
+    ...Array(32).fill(0),
+  ]);
+  // empty protocols / dsts / srcs / match lists mean "not set", as upstream's empty values
+  assert.deepEqual(flowSpec({ protocols: "", dsts: "", srcs: "", match: "" }), flowSpec({}));
+});
+
+Deno.test("parser: upstream text forms and their errors (core/flow/parse.ts)", () => {
   assert.deepEqual(parseCidr("10.10.10.10/16"), { addr: addr("10.10.0.0"), prefix: 112 });
   assert.deepEqual(parseCidr("1111:2222::5555/64"), { addr: addr("1111:2222::"), prefix: 64 });
   assert.deepEqual(parseCidr("0.0.0.0/0"), { addr: addr("::ffff:0.0.0.0"), prefix: 96 });
-  for (const s of ["10.0.0.0", "10.0.0.0/33", "1000::/129", "x/8", "10.0.0/8"]) {
-    assert.throws(() => parseCidr(s), RangeError, s);
+  // 010.0.0.0/8: inet_pton (upstream's parser) refuses octets with a leading zero
+  for (const s of ["10.0.0.0", "10.0.0.0/33", "1000::/129", "x/8", "10.0.0/8", "010.0.0.0/8"]) {
+    assert.equal(parseCidr(s), undefined, s);
   }
+  assert.equal(parseCidrs(Array(33).fill("10.0.0.0/8").join(",")), undefined, "33 CIDRs");
+  assert.equal(parseCidrs(Array(32).fill("10.0.0.0/8").join(","))?.length, 32);
   assert.deepEqual(parseMatchStatement("tcp[0:4] & 0x0000ffff = 5001"), {
-    proto: "tcp",
+    proto: 6,
     offset: 0,
     nbytes: 4,
     mask: 0xffff,
     value: 5001,
   });
-  assert.equal(parseMatchStatement("sctp[4:2] = 0xa44").value, 0xa44);
-  assert.equal(parseMatchStatement("udp[2:2] = 010").value, 8, "leading 0: octal, as strtol");
-  assert.equal(parseMatchStatement("udp[2:2] = 08").value, 0);
+  const value = (s: string) => (parseMatchStatement(s) as { value: number }).value;
+  assert.equal(value("sctp[4:2] = 0xa44"), 0xa44);
+  assert.equal(value("udp[2:2] = 010"), 8, "leading 0: octal, as strtol");
+  // ours is strict where upstream's strtol reads 0 (docs/compatibility.md, "Validation")
+  assert.equal(parseMatchStatement("udp[2:2] = 08"), "Invalid number");
   for (
     const s of [
       "sctp[4:3] = 1",
@@ -422,31 +461,27 @@ Deno.test("encoder: upstream text forms and their errors", () => {
       "tcp[2:2]=1 ",
     ]
   ) {
-    assert.throws(() => parseMatchStatement(s), RangeError, s);
+    assert.equal(typeof parseMatchStatement(s), "string", s);
   }
   for (const s of ["udp[6:2] = 1", "sctp[10:2] = 1", "tcp[18:2] = 1", "sctp[3:4] & 0xffffffff = 44"]) {
-    parseMatchStatement(s);
+    assert.equal(typeof parseMatchStatement(s), "object", s);
   }
   for (const p of ["0", "70000", "30-20", "a", "1-2-3"]) {
-    assert.throws(() => parsePortRanges(p), RangeError, p);
+    assert.equal(parsePorts(p), undefined, p);
   }
-  assert.deepEqual(parsePortRanges("20-30, 10, 11, 20-30 18-20 10"), [[10, 11], [18, 30]]);
-  assert.throws(() => encodeFlowSpec({ dsts: Array(33).fill("10.0.0.0/8") }), RangeError);
-  assert.throws(() => encodeFlowSpec({ udpencap: 70000 }), RangeError);
-  // empty protocols / dsts / match lists mean "not set", as upstream's empty values
-  assert.deepEqual(encodeFlowSpec({ protocols: [], dsts: [], srcs: [], match: [] }), encodeFlowSpec({}));
+  assert.deepEqual(parsePorts("20-30, 10, 11, 20-30 18-20 10"), [[10, 11], [18, 30]]);
 });
 
 // ---------------------------------------------------------------------------
 // the index
 
 Deno.test("index: 1000 flows that differ by VIP and port use the dport and dst dimensions", () => {
-  const specs: FlowSpecInput[] = [];
+  const specs: FlowText[] = [];
   for (let i = 0; i < 1000; i++) {
     specs.push({
-      protocols: ["tcp", "udp"],
-      dsts: [`20.0.${i >> 8}.${i & 0xff}/32`, `2000::${i.toString(16)}/128`],
-      dports: [5000 + (i % 7)],
+      protocols: "tcp,udp",
+      dsts: `20.0.${i >> 8}.${i & 0xff}/32,2000::${i.toString(16)}/128`,
+      dports: `${5000 + (i % 7)}`,
     });
   }
   using fs = new FlowSet(specs);
@@ -465,15 +500,17 @@ Deno.test("index: a dimension over its memory budget is left out, results stay t
   // 5000 flows with 8 wide, overlapping port ranges each: ~80k dport intervals whose sets all
   // differ, 648 bytes each: far over 16 MiB
   const r = xorshift32(7);
-  const specs: FlowSpecInput[] = [];
+  const specs: FlowText[] = [];
+  const portsOf: [number, number][][] = [];
   for (let i = 0; i < 5000; i++) {
     const ports = Array.from({ length: 8 }, (): [number, number] => {
       const a = 1 + (r() % 63000);
       return [a, a + 1 + (r() % 2000)];
     });
-    specs.push({ protocols: ["tcp"], dsts: [`10.${i >> 8}.${i & 0xff}.0/24`], dports: ports });
+    portsOf.push(ports);
+    specs.push({ protocols: "tcp", dsts: `10.${i >> 8}.${i & 0xff}.0/24`, dports: portsText(ports) });
   }
-  specs.push({ protocols: ["tcp"] });
+  specs.push({ protocols: "tcp" });
   using fs = new FlowSet(specs);
   assert.equal(fs.dims & DIM.dport, 0, "dport dimension dropped");
   assert.ok(fs.dims & DIM.dst);
@@ -481,14 +518,19 @@ Deno.test("index: a dimension over its memory budget is left out, results stay t
   assert.ok(bytes < 40 << 20, `index bytes ${bytes}`);
   for (let k = 0; k < 3000; k++) {
     const i = r() % 5000;
-    const p = k % 2 ? (specs[i].dports as [number, number][])[r() % 8][0] + (r() % 3) : 1 + (r() % 65535);
+    const p = k % 2 ? portsOf[i][r() % 8][0] + (r() % 3) : 1 + (r() % 65535);
     const kb = key(6, `10.${i >> 8}.${i & 0xff}.${r() & 0xff}`, p);
     assert.deepEqual(fs.match(kb), fs.linear(kb));
   }
 });
 
+/** Port ranges as a flow-set port list (`1-5,7-7`). */
+function portsText(ranges: readonly [number, number][]): string {
+  return ranges.map(([a, b]) => `${a}-${b}`).join(",");
+}
+
 interface RandomWorld {
-  specs: FlowSpecInput[];
+  specs: FlowText[];
   keys: { key: Buf; pkt: Buf; promiscuous: boolean }[];
 }
 
@@ -512,20 +554,20 @@ function randomWorld(r: () => number, nflows: number, nkeys: number): RandomWorl
     });
   };
   const stmt = (): string => {
-    const proto = pick(["tcp", "udp", "sctp"] as const);
+    const proto = pick(PORT_PROTOCOLS);
     const hl = { tcp: 20, udp: 8, sctp: 12 }[proto];
     const nb = pick([1, 1, 1, 2]);
     return `${proto}[${r() % (hl - nb + 1)}:${nb}] = ${r() % 2}`;
   };
-  const specs: FlowSpecInput[] = [];
+  const specs: FlowText[] = [];
   for (let i = 0; i < nflows; i++) {
-    const s: FlowSpecInput = { target: r() % 6 !== 0, udpencap: r() % 4 === 0 ? 1 + (r() % 3) : 0 };
-    if (r() % 3) s.protocols = ["tcp", "udp", "sctp"].filter(() => r() % 2);
-    if (r() % 2) s.dsts = Array.from({ length: 1 + (r() % 3) }, cidr);
-    if (r() % 4 === 0) s.srcs = Array.from({ length: 1 + (r() % 2) }, cidr);
-    if (r() % 2) s.dports = ports();
-    if (r() % 5 === 0) s.sports = ports();
-    if (r() % 4 === 0) s.match = Array.from({ length: 1 + (r() % 2) }, stmt);
+    const s: FlowText = { target: r() % 6 !== 0, udpencap: r() % 4 === 0 ? 1 + (r() % 3) : 0 };
+    if (r() % 3) s.protocols = PORT_PROTOCOLS.filter(() => r() % 2).join(",");
+    if (r() % 2) s.dsts = Array.from({ length: 1 + (r() % 3) }, cidr).join(",");
+    if (r() % 4 === 0) s.srcs = Array.from({ length: 1 + (r() % 2) }, cidr).join(",");
+    if (r() % 2) s.dports = portsText(ports());
+    if (r() % 5 === 0) s.sports = portsText(ports());
+    if (r() % 4 === 0) s.match = Array.from({ length: 1 + (r() % 2) }, stmt).join(",");
     specs.push(s);
   }
   const keys: RandomWorld["keys"] = [];

@@ -16,7 +16,7 @@ import {
   RequestReader,
 } from "../../core/flow/wire.ts";
 import { handleFlowCommand } from "../../dataplane/flow_server.ts";
-import { FlowTable } from "../../core/flow/parse.ts";
+import { FlowTable } from "../../core/flow/table.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);

@@ -5,7 +5,8 @@
  * (round trip, corrupt file, restored flows whose target is missing).
  */
 import assert from "node:assert/strict";
-import { FlowTable, ShmTargets } from "../../core/flow/parse.ts";
+import { FlowTable } from "../../core/flow/table.ts";
+import { ShmTargets } from "../../core/flow/shm_targets.ts";
 import { type FlowServer, startFlowServer } from "../../dataplane/flow_server.ts";
 import { FlowStore, flowStorePath } from "../../core/flow/store.ts";
 import { NfqlbError } from "../../core/errors.ts";

@@ -1,25 +1,16 @@
 /**
- * core/flow/parse.ts: the §13.6 flow vectors at table level (exact JSON),
- * every validation error as its exact one-line text, priority order,
- * companions, target references, atomic sets, restore/inactive flows, and
- * glibc's inet_ntop text for CIDRs.
+ * core/flow/ (parse.ts, render.ts, table.ts, shm_targets.ts): the §13.6 flow
+ * vectors at table level (exact JSON), every validation error as its exact
+ * one-line text, priority order, companions, target references, atomic sets,
+ * restore/inactive flows, and glibc's inet_ntop text for CIDRs.
  */
 import assert from "node:assert/strict";
-import {
-  canonicalRequest,
-  type Flow,
-  type FlowDefinition,
-  type FlowRequest,
-  FlowTable,
-  type FlowTableHooks,
-  formatCidr,
-  formatIPv6,
-  formatMatch,
-  parseCidr,
-  parseFlowDefinition,
-  parseMatchStatement,
-  ShmTargets,
-} from "../../core/flow/parse.ts";
+import type { Flow, FlowDefinition, FlowRequest } from "../../core/flow/types.ts";
+import { parseCidr, parseFlowDefinition, parseMatchStatement } from "../../core/flow/parse.ts";
+import { canonicalRequest, formatCidr, formatMatch } from "../../core/flow/render.ts";
+import { FlowTable, type FlowTableHooks } from "../../core/flow/table.ts";
+import { ShmTargets } from "../../core/flow/shm_targets.ts";
+import { formatIPv6 } from "../../core/inet.ts";
 import { TargetShm } from "../../core/target_shm.ts";
 import { libSandbox } from "../helpers/shm.ts";
 
@@ -205,6 +196,8 @@ const BAD: [string, FlowRequest, string][] = [
   ["dsts IPv6 length", { dsts: "1000::/129" }, "Invalid dsts"],
   ["dsts bad address", { dsts: "10.0.0/8" }, "Invalid dsts"],
   ["dsts leading zero", { dsts: "10.0.0.01/32" }, "Invalid dsts"],
+  ["dsts leading zero, first octet (inet_pton)", { dsts: "010.0.0.0/8" }, "Invalid dsts"],
+  ["dsts leading zero, embedded IPv4", { dsts: "::ffff:010.0.0.0/104" }, "Invalid dsts"],
   ["dsts length junk", { dsts: "10.0.0.0/8x" }, "Invalid dsts"],
   ["dsts > 32", { dsts: Array.from({ length: 33 }, (_, i) => `10.0.${i}.0/24`).join(",") }, "Invalid dsts"],
   ["srcs", { srcs: "2000::/64,zz::/64" }, "Invalid srcs"],

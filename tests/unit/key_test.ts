@@ -4,7 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
-import { buildKey, hashAddresses, hashKey, KEY_LEN, PROTOCOLS } from "../../core/key.ts";
+import { buildKey, hashAddresses, hashKey, KEY_LEN } from "../../core/key.ts";
+import { PROTOCOLS } from "../../core/ip_protocols.ts";
 import { mapIPv4, parseAddrPort, parseIPv4, parseIPv6 } from "../../core/inet.ts";
 import { TargetShm } from "../../core/target_shm.ts";
 import { djb2, mulberry32 } from "../helpers/models.ts";

@@ -7,7 +7,9 @@
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
 import { TargetShm } from "../../core/target_shm.ts";
-import { type Flow, FlowTable } from "../../core/flow/parse.ts";
+import type { Flow } from "../../core/flow/types.ts";
+import { FlowTable } from "../../core/flow/table.ts";
+import { PROTOCOLS } from "../../core/ip_protocols.ts";
 import { buildFlowSet } from "../../dataplane/flowlb.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import {
@@ -67,7 +69,7 @@ function v4(
 ): Uint8Array {
   const l4len = proto === "tcp" ? 20 : 8;
   const p = new Uint8Array(20 + l4len + payload);
-  p.set(ipv4Header({ src, dst, proto: proto === "tcp" ? 6 : 17, totalLength: p.length }), 0);
+  p.set(ipv4Header({ src, dst, proto: PROTOCOLS[proto], totalLength: p.length }), 0);
   p.set(l4Head(proto, sport, dport, 8 + payload), 20);
   if (proto === "tcp") p[32] = 0x50;
   return p;
