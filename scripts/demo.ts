@@ -9,9 +9,9 @@
  * new flows go, then `nfqlb teardown -f` and removes the topology, also on
  * Ctrl-C. Needs root. Takes about 10 s.
  */
-import type { Flow } from "../tests/e2e/agent.ts";
-import { HostUnderTest, targetAddr } from "../tests/e2e/host_helpers.ts";
-import { type Family, FWBASE, isRoot, teardownAll, type Topology, VIP } from "../tests/e2e/topology.ts";
+import type { Flow } from "../tests/harness/agent/types.ts";
+import { HostUnderTest, targetAddr } from "../tests/harness/host.ts";
+import { type Family, FWBASE, isRoot, teardownAll, type Topology, VIP } from "../tests/harness/topology.ts";
 
 const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
 const paint = (code: string) => (s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);

@@ -10,8 +10,14 @@
  */
 import assert from "node:assert/strict";
 import { skipUnlessRoot } from "./checks.ts";
-import { assertAllAnswered, HostUnderTest, pidRunning, startNatServers, targetAddr } from "./host_helpers.ts";
-import { type Family, tally, TCP_PORT, UDP_PORT, VIP } from "./topology.ts";
+import {
+  assertAllAnswered,
+  HostUnderTest,
+  pidRunning,
+  startNatServers,
+  targetAddr,
+} from "../harness/host.ts";
+import { type Family, tally, TCP_PORT, UDP_PORT, VIP } from "../harness/topology.ts";
 
 const ignore = skipUnlessRoot();
 

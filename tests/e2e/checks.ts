@@ -4,8 +4,17 @@
  * sets), never on timing, and returns what it observed for later steps.
  */
 import assert from "node:assert/strict";
-import type { Flow } from "./agent.ts";
-import { type Family, ROOT, tally, TCP_PORT, type Topology, UDP_PORT, VIP, waitUntil } from "./topology.ts";
+import type { Flow } from "../harness/agent/types.ts";
+import {
+  type Family,
+  ROOT,
+  tally,
+  TCP_PORT,
+  type Topology,
+  UDP_PORT,
+  VIP,
+  waitUntil,
+} from "../harness/topology.ts";
 import { exists } from "../helpers/fs.ts";
 import type { CtListItem } from "../../cli/commands/conntrack_impl.ts";
 

@@ -10,9 +10,9 @@
  * Counts only, no timing. Needs root (skipped otherwise).
  */
 import assert from "node:assert/strict";
-import type { ConnsCommand, ConnsRound, Flow } from "./agent.ts";
+import type { ConnsCommand, ConnsRound, Flow } from "../harness/agent/types.ts";
 import { ctList, skipUnlessRoot } from "./checks.ts";
-import { type Family, FWBASE, Topology, UDP_PORT, VIP, waitUntil } from "./topology.ts";
+import { type Family, FWBASE, Topology, UDP_PORT, VIP, waitUntil } from "../harness/topology.ts";
 import { OFFLOAD_COMMENT, offloadRules } from "../../host/plumbing/offload_rules.ts";
 import { exists } from "../helpers/fs.ts";
 

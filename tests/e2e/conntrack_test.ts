@@ -15,7 +15,7 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
-import type { ConnsCommand, ConnsRound, Flow } from "./agent.ts";
+import type { ConnsCommand, ConnsRound, Flow } from "../harness/agent/types.ts";
 import {
   addrPort,
   checkSticky,
@@ -28,7 +28,7 @@ import {
 } from "./checks.ts";
 import { exists } from "../helpers/fs.ts";
 import type { CtListItem } from "../../cli/commands/conntrack_impl.ts";
-import { type Family, tally, TCP_PORT, Topology, UDP_PORT, VIP, waitUntil } from "./topology.ts";
+import { type Family, tally, TCP_PORT, Topology, UDP_PORT, VIP, waitUntil } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 const QUEUE = 2;

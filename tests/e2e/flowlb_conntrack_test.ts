@@ -19,9 +19,9 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
-import type { Flow } from "./agent.ts";
+import type { Flow } from "../harness/agent/types.ts";
 import { addrPort, ctList, flowKey, maglevTargets, mapFlows, skipUnlessRoot } from "./checks.ts";
-import { type Family, tally, Topology, UDP_PORT, VIP } from "./topology.ts";
+import { type Family, tally, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 const FAMILIES: Family[] = [4, 6];

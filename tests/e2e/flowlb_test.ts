@@ -21,9 +21,19 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
-import type { Flow, StreamFlowResult, StreamResult } from "./agent.ts";
+import type { Flow, StreamFlowResult, StreamResult } from "../harness/agent/types.ts";
 import { flowKey, type Proto, skipUnlessRoot } from "./checks.ts";
-import { type Family, FWBASE, tally, TCP_PORT, Topology, UDP_PORT, VIP, w, waitUntil } from "./topology.ts";
+import {
+  type Family,
+  FWBASE,
+  tally,
+  TCP_PORT,
+  Topology,
+  UDP_PORT,
+  VIP,
+  w,
+  waitUntil,
+} from "../harness/topology.ts";
 import type { ListedFlow } from "../../core/flow/parse.ts";
 
 const notRoot = skipUnlessRoot();

@@ -15,10 +15,10 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
-import type { CraftedDatagram, Flow, FragsResult, SizesResult } from "./agent.ts";
+import type { CraftedDatagram, Flow, FragsResult, SizesResult } from "../harness/agent/types.ts";
 import { flowKey, parseFragStats, skipUnlessRoot, tableTarget } from "./checks.ts";
-import { fragmentCount } from "./packets.ts";
-import { type Family, tally, Topology, UDP_PORT, VIP, w } from "./topology.ts";
+import { fragmentCount } from "../harness/packets.ts";
+import { type Family, tally, Topology, UDP_PORT, VIP, w } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 const FAMILIES: Family[] = [4, 6];

@@ -24,9 +24,9 @@
  * lb_test.ts.
  */
 import assert from "node:assert/strict";
-import type { Flow } from "./agent.ts";
+import type { Flow } from "../harness/agent/types.ts";
 import { checkSticky, flowKey, maglevTargets, mapFlows, type Proto, skipUnlessRoot } from "./checks.ts";
-import { type Family, FWBASE, tally, Topology, UDP_PORT, VIP } from "./topology.ts";
+import { type Family, FWBASE, tally, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 const hmark = Deno.env.get("NFQLB_E2E_STEERING") === "hmark";

@@ -17,9 +17,9 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
-import type { Flow } from "./agent.ts";
+import type { Flow } from "../harness/agent/types.ts";
 import { checkSpread, flowKey, mapFlows, skipUnlessRoot, tableTarget } from "./checks.ts";
-import { hex, ipv4Bytes, ipv6Bytes } from "./packets.ts";
+import { hex, ipv4Bytes, ipv6Bytes } from "../harness/packets.ts";
 import {
   type Family,
   FWBASE,
@@ -30,7 +30,7 @@ import {
   Topology,
   VIP,
   waitUntil,
-} from "./topology.ts";
+} from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 const QUEUE = 2;
@@ -329,7 +329,9 @@ const MALFORMED: { name: string; fam: Family; pkt: Uint8Array }[] = [
 
 /** Sends raw packets (IPPROTO_RAW, header included) from a namespace; prints {sent, errors}. */
 const RAW_SENDER = `
-import { IPPROTO_RAW, SOCK_RAW, Socket } from ${JSON.stringify(new URL("./libc.ts", import.meta.url).href)};
+import { IPPROTO_RAW, SOCK_RAW, Socket } from ${
+  JSON.stringify(new URL("../harness/libc.ts", import.meta.url).href)
+};
 const c = JSON.parse(Deno.args[0]);
 const s = Socket.open(c.dst, SOCK_RAW, IPPROTO_RAW);
 let sent = 0;

@@ -10,7 +10,7 @@
  * stand-in instead (to validate the tests themselves).
  */
 import assert from "node:assert/strict";
-import type { Flow, StreamResult } from "./agent.ts";
+import type { Flow, StreamResult } from "../harness/agent/types.ts";
 import {
   checkIcmpErrors,
   checkSctp,
@@ -22,7 +22,7 @@ import {
   skipUnlessRoot,
   tableTarget,
 } from "./checks.ts";
-import { type Family, FWBASE, type Steering, tally, Topology } from "./topology.ts";
+import { type Family, FWBASE, type Steering, tally, Topology } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 const hmark = Deno.env.get("NFQLB_E2E_STEERING") === "hmark";

@@ -13,9 +13,9 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
-import type { Flow } from "./agent.ts";
+import type { Flow } from "../harness/agent/types.ts";
 import { flowKey, skipUnlessRoot } from "./checks.ts";
-import { type Family, FWBASE, NFQLB, Proc, Topology, waitUntil } from "./topology.ts";
+import { type Family, FWBASE, NFQLB, Proc, Topology, waitUntil } from "../harness/topology.ts";
 import type { KernelQueue } from "../../core/counters_shm.ts";
 
 const notRoot = skipUnlessRoot();

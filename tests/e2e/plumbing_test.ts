@@ -27,8 +27,8 @@ import {
   startNatServers,
   stripTopologyPlumbing,
   targetAddr,
-} from "./host_helpers.ts";
-import { deleteNamespace, type Family, run, TCP_PORT, Topology, UDP_PORT, VIP } from "./topology.ts";
+} from "../harness/host.ts";
+import { deleteNamespace, type Family, run, TCP_PORT, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
 
 const ignore = skipUnlessRoot();
 

@@ -24,9 +24,9 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
-import type { CraftedDatagram, FragsResult } from "./agent.ts";
+import type { CraftedDatagram, FragsResult } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "./checks.ts";
-import { fragmentCount } from "./packets.ts";
+import { fragmentCount } from "../harness/packets.ts";
 import {
   agentArgs,
   deleteNamespace,
@@ -39,7 +39,7 @@ import {
   sweepStale,
   w,
   waitUntil,
-} from "./topology.ts";
+} from "../harness/topology.ts";
 import { exists } from "../helpers/fs.ts";
 
 const notRoot = skipUnlessRoot();

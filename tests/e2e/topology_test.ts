@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { checkIcmpErrors, checkSctp, checkSpread, checkSticky, skipUnlessRoot } from "./checks.ts";
-import { type Family, run, Topology } from "./topology.ts";
+import { type Family, run, Topology } from "../harness/topology.ts";
 
 const ignore = skipUnlessRoot();
 

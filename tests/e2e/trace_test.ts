@@ -18,9 +18,19 @@
  * counts, never on timing; every wait is bounded.
  */
 import assert from "node:assert/strict";
-import type { Flow } from "./agent.ts";
+import type { Flow } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "./checks.ts";
-import { type Family, FWBASE, NFQLB, Proc, tally, Topology, UDP_PORT, VIP, waitUntil } from "./topology.ts";
+import {
+  type Family,
+  FWBASE,
+  NFQLB,
+  Proc,
+  tally,
+  Topology,
+  UDP_PORT,
+  VIP,
+  waitUntil,
+} from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 

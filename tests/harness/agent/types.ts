@@ -1,7 +1,7 @@
 /**
  * Traffic agent for the end-to-end tests, run inside a namespace:
  *
- *   ip netns exec NS deno run -A tests/e2e/agent.ts '<json command>'
+ *   ip netns exec NS deno run -A tests/harness/agent/types.ts '<json command>'
  *
  * It prints one JSON line with the result and exits 0 (or prints a message
  * and exits 2). Commands (see {@link AgentCommand}):
@@ -49,7 +49,7 @@ import {
   type QuotedFlow,
   sctpInit,
   udpFragments,
-} from "./packets.ts";
+} from "../packets.ts";
 import {
   IPPROTO_ICMP,
   IPPROTO_ICMPV6,
@@ -59,8 +59,8 @@ import {
   SOCK_RAW,
   SOCK_STREAM,
   Socket,
-} from "./libc.ts";
-import { exists } from "../helpers/fs.ts";
+} from "../libc.ts";
+import { exists } from "../../helpers/fs.ts";
 
 /**
  * A client flow: source address and port. The destination is the command's

@@ -31,7 +31,7 @@ import type {
   SentResult,
   StreamCommand,
   StreamResult,
-} from "./agent.ts";
+} from "./agent/types.ts";
 import type { QuotedFlow } from "./packets.ts";
 import { exists } from "../helpers/fs.ts";
 
@@ -39,7 +39,7 @@ import { exists } from "../helpers/fs.ts";
 export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 /** The CLI under test. */
 export const NFQLB = `${ROOT}/scripts/nfqlb`;
-const AGENT = new URL("./agent.ts", import.meta.url).pathname;
+const AGENT = new URL("./agent/types.ts", import.meta.url).pathname;
 
 /** Splits a command line at spaces (no quoting; for fixed command texts). */
 export function w(text: string): string[] {
