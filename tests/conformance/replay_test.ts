@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { z } from "zod";
-import { nfqlb, pool, shmSandbox, TESTDATA } from "../helpers/run.ts";
+import { TESTDATA } from "../harness/paths.ts";
+import { nfqlb, pool, shmSandbox } from "../helpers/run.ts";
 
 const CliCase = z.object({
   args: z.array(z.string()),

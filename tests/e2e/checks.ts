@@ -5,9 +5,9 @@
  */
 import assert from "node:assert/strict";
 import type { Flow } from "../harness/agent/types.ts";
+import { ROOT } from "../harness/paths.ts";
 import {
   type Family,
-  ROOT,
   tally,
   TCP_PORT,
   type Topology,

@@ -20,10 +20,10 @@ import assert from "node:assert/strict";
 import type { Flow } from "../harness/agent/types.ts";
 import { checkSpread, flowKey, mapFlows, skipUnlessRoot, tableTarget } from "./checks.ts";
 import { hex, ipv4Bytes, ipv6Bytes } from "../harness/packets.ts";
+import { NFQLB } from "../harness/paths.ts";
 import {
   type Family,
   FWBASE,
-  NFQLB,
   type Proc,
   type RunResult,
   tally,

@@ -15,7 +15,8 @@
 import assert from "node:assert/strict";
 import type { Flow } from "../harness/agent/types.ts";
 import { flowKey, skipUnlessRoot } from "./checks.ts";
-import { type Family, FWBASE, NFQLB, Proc, Topology, waitUntil } from "../harness/topology.ts";
+import { NFQLB } from "../harness/paths.ts";
+import { type Family, FWBASE, Proc, Topology, waitUntil } from "../harness/topology.ts";
 import type { KernelQueue } from "../../core/counters_shm.ts";
 
 const notRoot = skipUnlessRoot();

@@ -27,11 +27,11 @@ import assert from "node:assert/strict";
 import type { CraftedDatagram, FragsResult } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "./checks.ts";
 import { fragmentCount } from "../harness/packets.ts";
+import { NFQLB } from "../harness/paths.ts";
 import {
   agentArgs,
   deleteNamespace,
   type Family,
-  NFQLB,
   Proc,
   run,
   type RunOptions,

@@ -7,9 +7,9 @@
  * detached by apply, so not a process of the topology) is always stopped.
  */
 import assert from "node:assert/strict";
+import { NFQLB } from "./paths.ts";
 import {
   type Family,
-  NFQLB,
   run,
   type RunResult,
   Topology,

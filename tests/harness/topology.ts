@@ -34,11 +34,8 @@ import type {
 } from "./agent/types.ts";
 import type { QuotedFlow } from "./packets.ts";
 import { exists } from "../helpers/fs.ts";
+import { NFQLB } from "./paths.ts";
 
-/** Repository root. */
-export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
-/** The CLI under test. */
-export const NFQLB = `${ROOT}/scripts/nfqlb`;
 const AGENT = new URL("./agent/types.ts", import.meta.url).pathname;
 
 /** Splits a command line at spaces (no quoting; for fixed command texts). */

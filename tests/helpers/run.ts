@@ -1,11 +1,5 @@
 /** Test helpers: run the real CLI (scripts/nfqlb) and private shm directories. */
-
-/** The repository root. */
-export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
-/** The CLI wrapper under test. */
-export const NFQLB = `${ROOT}/scripts/nfqlb`;
-/** Recordings of upstream nfqlb 1.2.0 (conformance vectors, pcaps): see tests/testdata/README.md. */
-export const TESTDATA = `${ROOT}/tests/testdata`;
+import { NFQLB } from "../harness/paths.ts";
 
 /** Result of one CLI run. */
 export interface RunResult {

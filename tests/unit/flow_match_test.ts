@@ -19,7 +19,7 @@ import {
   parsePortRanges,
 } from "../../core/flow/encode.ts";
 import { readPcap } from "../helpers/pcap.ts";
-import { TESTDATA } from "../helpers/run.ts";
+import { TESTDATA } from "../harness/paths.ts";
 import { xorshift32 } from "../helpers/models.ts";
 
 type Buf = Uint8Array<ArrayBuffer>;

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { checkFile, checkTree, layerOf, specifiersOf } from "../../scripts/check_layers.ts";
 import { checkPaths, checkText } from "../../scripts/check_paths.ts";
-import { ROOT } from "../helpers/run.ts";
+import { ROOT } from "../harness/paths.ts";
 
 const BARE = new Set(["zod", "yaml"]);
 
