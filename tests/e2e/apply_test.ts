@@ -10,13 +10,8 @@
  */
 import assert from "node:assert/strict";
 import { skipUnlessRoot } from "./checks.ts";
-import {
-  assertAllAnswered,
-  HostUnderTest,
-  pidRunning,
-  startNatServers,
-  targetAddr,
-} from "../harness/host.ts";
+import { pidRunning } from "../harness/process.ts";
+import { assertAllAnswered, HostUnderTest, startNatServers, targetAddr } from "../harness/host.ts";
 import { type Family, tally, TCP_PORT, UDP_PORT, VIP } from "../harness/topology.ts";
 
 const ignore = skipUnlessRoot();

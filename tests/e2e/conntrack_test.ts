@@ -28,7 +28,8 @@ import {
 } from "./checks.ts";
 import { exists } from "../helpers/fs.ts";
 import type { CtListItem } from "../../cli/commands/conntrack_impl.ts";
-import { type Family, tally, TCP_PORT, Topology, UDP_PORT, VIP, waitUntil } from "../harness/topology.ts";
+import { waitUntil } from "../harness/process.ts";
+import { type Family, tally, TCP_PORT, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 const QUEUE = 2;

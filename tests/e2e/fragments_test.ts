@@ -18,7 +18,8 @@ import assert from "node:assert/strict";
 import type { CraftedDatagram, Flow, FragsResult, SizesResult } from "../harness/agent/types.ts";
 import { flowKey, parseFragStats, skipUnlessRoot, tableTarget } from "./checks.ts";
 import { fragmentCount } from "../harness/packets.ts";
-import { type Family, tally, Topology, UDP_PORT, VIP, w } from "../harness/topology.ts";
+import { w } from "../harness/process.ts";
+import { type Family, tally, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 const FAMILIES: Family[] = [4, 6];

@@ -21,16 +21,8 @@ import type { Flow } from "../harness/agent/types.ts";
 import { checkSpread, flowKey, mapFlows, skipUnlessRoot, tableTarget } from "./checks.ts";
 import { hex, ipv4Bytes, ipv6Bytes } from "../harness/packets.ts";
 import { NFQLB } from "../harness/paths.ts";
-import {
-  type Family,
-  FWBASE,
-  type Proc,
-  type RunResult,
-  tally,
-  Topology,
-  VIP,
-  waitUntil,
-} from "../harness/topology.ts";
+import { type Proc, type RunResult, waitUntil } from "../harness/process.ts";
+import { type Family, FWBASE, tally, Topology, VIP } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 const QUEUE = 2;

@@ -16,7 +16,8 @@ import assert from "node:assert/strict";
 import type { Flow } from "../harness/agent/types.ts";
 import { flowKey, skipUnlessRoot } from "./checks.ts";
 import { NFQLB } from "../harness/paths.ts";
-import { type Family, FWBASE, Proc, Topology, waitUntil } from "../harness/topology.ts";
+import { Proc, waitUntil } from "../harness/process.ts";
+import { type Family, FWBASE, Topology } from "../harness/topology.ts";
 import type { KernelQueue } from "../../core/counters_shm.ts";
 
 const notRoot = skipUnlessRoot();

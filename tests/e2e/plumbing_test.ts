@@ -28,7 +28,8 @@ import {
   stripTopologyPlumbing,
   targetAddr,
 } from "../harness/host.ts";
-import { deleteNamespace, type Family, run, TCP_PORT, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
+import { run } from "../harness/process.ts";
+import { deleteNamespace, type Family, TCP_PORT, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
 
 const ignore = skipUnlessRoot();
 

@@ -28,18 +28,8 @@ import type { CraftedDatagram, FragsResult } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "./checks.ts";
 import { fragmentCount } from "../harness/packets.ts";
 import { NFQLB } from "../harness/paths.ts";
-import {
-  agentArgs,
-  deleteNamespace,
-  type Family,
-  Proc,
-  run,
-  type RunOptions,
-  type RunResult,
-  sweepStale,
-  w,
-  waitUntil,
-} from "../harness/topology.ts";
+import { Proc, run, type RunOptions, type RunResult, w, waitUntil } from "../harness/process.ts";
+import { agentArgs, deleteNamespace, type Family, sweepStale } from "../harness/topology.ts";
 import { exists } from "../helpers/fs.ts";
 
 const notRoot = skipUnlessRoot();

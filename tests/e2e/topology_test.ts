@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { checkIcmpErrors, checkSctp, checkSpread, checkSticky, skipUnlessRoot } from "./checks.ts";
-import { type Family, run, Topology } from "../harness/topology.ts";
+import { run } from "../harness/process.ts";
+import { type Family, Topology } from "../harness/topology.ts";
 
 const ignore = skipUnlessRoot();
 

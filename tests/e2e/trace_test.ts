@@ -21,7 +21,8 @@ import assert from "node:assert/strict";
 import type { Flow } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "./checks.ts";
 import { NFQLB } from "../harness/paths.ts";
-import { type Family, FWBASE, Proc, tally, Topology, UDP_PORT, VIP, waitUntil } from "../harness/topology.ts";
+import { Proc, waitUntil } from "../harness/process.ts";
+import { type Family, FWBASE, tally, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 

@@ -8,15 +8,8 @@
  */
 import assert from "node:assert/strict";
 import { NFQLB } from "./paths.ts";
-import {
-  type Family,
-  run,
-  type RunResult,
-  Topology,
-  type TopologyOptions,
-  VIP,
-  waitUntil,
-} from "./topology.ts";
+import { pidRunning, run, type RunResult, waitUntil } from "./process.ts";
+import { type Family, Topology, type TopologyOptions, VIP } from "./topology.ts";
 
 /** Built-in chain declarations: a table holding only these is empty. */
 const BUILTIN_DECL = /^:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) \S+$/;
@@ -126,16 +119,6 @@ function netnsInode(path: string): number | undefined {
     return Deno.statSync(path).ino ?? undefined;
   } catch {
     return undefined;
-  }
-}
-
-/** Whether `pid` runs (exists and is not a zombie left for a parent that does not reap it). */
-export function pidRunning(pid: number): boolean {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-  } catch {
-    return false;
   }
 }
 

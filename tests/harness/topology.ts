@@ -35,13 +35,18 @@ import type {
 import type { QuotedFlow } from "./packets.ts";
 import { exists } from "../helpers/fs.ts";
 import { NFQLB } from "./paths.ts";
+import {
+  pidAlive,
+  type Proc,
+  ProcGroup,
+  run,
+  type RunOptions,
+  type RunResult,
+  w,
+  waitUntil,
+} from "./process.ts";
 
 const AGENT = new URL("./agent/types.ts", import.meta.url).pathname;
-
-/** Splits a command line at spaces (no quoting; for fixed command texts). */
-export function w(text: string): string[] {
-  return text.split(" ").filter((x) => x !== "");
-}
 
 /** argv that runs the traffic agent with command `c` under the current Deno. */
 export function agentArgs(c: AgentCommand): string[] {
@@ -85,177 +90,6 @@ export interface TopologyOptions {
   echoTcpPorts?: number[];
 }
 
-/** Output of a finished command. */
-export interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Options of {@link run}. */
-export interface RunOptions {
-  env?: Record<string, string>;
-  /** Kill the command after this long (default 30 s). */
-  timeoutMs?: number;
-  /** Return failures instead of throwing. */
-  allowFail?: boolean;
-  stdin?: string;
-  /** Kills the command when aborted. */
-  signal?: AbortSignal;
-}
-
-/** Runs a command to completion, bounded in time; throws on a non-zero exit unless `allowFail`. */
-export async function run(args: string[], o: RunOptions = {}): Promise<RunResult> {
-  const timeoutMs = o.timeoutMs ?? 30_000;
-  const cmd = new Deno.Command(args[0], {
-    args: args.slice(1),
-    env: o.env,
-    stdin: o.stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  });
-  const child = cmd.spawn();
-  let why = "";
-  const kill = (reason: string) => {
-    why ||= reason;
-    try {
-      child.kill("SIGKILL");
-    } catch { /* exited */ }
-  };
-  const timer = setTimeout(() => kill(`killed after ${timeoutMs} ms`), timeoutMs);
-  const onAbort = () => kill("killed: topology torn down");
-  o.signal?.addEventListener("abort", onAbort);
-  if (o.signal?.aborted) onAbort();
-  try {
-    if (o.stdin !== undefined && child.stdin) {
-      const w = child.stdin.getWriter();
-      await w.write(new TextEncoder().encode(o.stdin));
-      await w.close();
-    }
-    const out = await child.output();
-    const dec = new TextDecoder();
-    const r = { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-    if (why) r.stderr += `\n(${why})`;
-    if (r.code !== 0 && !o.allowFail) {
-      throw new Error(
-        `command failed (${r.code}): ${args.join(" ")}\n${r.stderr.trim()}\n${r.stdout.trim()}`,
-      );
-    }
-    return r;
-  } finally {
-    clearTimeout(timer);
-    o.signal?.removeEventListener("abort", onAbort);
-  }
-}
-
-/** Polls `cond` every `intervalMs` until it is true; false after `timeoutMs` (bounded in count too). */
-export async function waitUntil(
-  cond: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  intervalMs = 100,
-): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
-  const maxTries = Math.ceil(timeoutMs / intervalMs) + 1;
-  for (let i = 0; i < maxTries; i++) {
-    if (await cond()) return true;
-    if (Date.now() >= end) break;
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-  return false;
-}
-
-/** Keeps the last `max` characters of a growing text. */
-function tail(s: string, max = 256 * 1024): string {
-  return s.length > max ? s.slice(s.length - max) : s;
-}
-
-/** A long-running child process whose output is collected in the background. */
-export class Proc {
-  /** What it is, for messages. */
-  readonly label: string;
-  /** The child process. */
-  readonly child: Deno.ChildProcess;
-  #stdout = "";
-  #stderr = "";
-  #status: Deno.CommandStatus | undefined;
-  #done: Promise<Deno.CommandStatus>;
-
-  constructor(label: string, args: string[], env?: Record<string, string>) {
-    this.label = label;
-    const child = new Deno.Command(args[0], {
-      args: args.slice(1),
-      env,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.child = child;
-    const drain = async (s: ReadableStream<Uint8Array>, add: (t: string) => void) => {
-      const dec = new TextDecoder();
-      try {
-        for await (const chunk of s) add(dec.decode(chunk, { stream: true }));
-      } catch { /* closed */ }
-    };
-    const outDone = drain(child.stdout, (t) => this.#stdout = tail(this.#stdout + t));
-    const errDone = drain(child.stderr, (t) => this.#stderr = tail(this.#stderr + t));
-    this.#done = (async () => {
-      const st = await child.status;
-      await Promise.all([outDone, errDone]);
-      this.#status = st;
-      return st;
-    })();
-  }
-
-  /** Process id. */
-  get pid(): number {
-    return this.child.pid;
-  }
-  /** Collected stdout so far. */
-  get stdout(): string {
-    return this.#stdout;
-  }
-  /** Collected stderr so far. */
-  get stderr(): string {
-    return this.#stderr;
-  }
-  /** Exit status once it has exited. */
-  get status(): Deno.CommandStatus | undefined {
-    return this.#status;
-  }
-  /** Resolves when the process has exited and its output is collected. */
-  get done(): Promise<Deno.CommandStatus> {
-    return this.#done;
-  }
-
-  /** Sends a signal if it still runs. */
-  signal(sig: Deno.Signal): void {
-    if (this.#status) return;
-    try {
-      this.child.kill(sig);
-    } catch { /* exited meanwhile */ }
-  }
-
-  /** `sig` (default SIGTERM), then SIGKILL after `graceMs`; resolves with the exit status. */
-  async stop(graceMs = 5000, sig: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
-    if (this.#status) return this.#status;
-    this.signal(sig);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<"late">((r) => timer = setTimeout(() => r("late"), graceMs));
-    const first = await Promise.race([this.#done, late]);
-    clearTimeout(timer);
-    if (first === "late") this.signal("SIGKILL");
-    return await this.#done;
-  }
-
-  /** Output for messages. */
-  describe(): string {
-    const st = this.#status ? `exited code=${this.#status.code} signal=${this.#status.signal}` : "running";
-    return `${this.label} (pid ${this.pid}, ${st})\n--- stdout\n${this.#stdout.slice(-4000)}\n--- stderr\n${
-      this.#stderr.slice(-4000)
-    }`;
-  }
-}
-
 /** One line of /proc/net/netfilter/nfnetlink_queue. */
 export interface QueueStat {
   queue: number;
@@ -292,15 +126,6 @@ export function isRoot(): boolean {
 /** Tears down every live topology (for signal handlers). */
 export async function teardownAll(): Promise<void> {
   await Promise.all([...live].map((t) => t.teardown()));
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -369,12 +194,9 @@ export class Topology {
   readonly extraTcpPorts: number[];
   /** Echo TCP ports (see {@link TopologyOptions}). */
   readonly echoTcpPorts: number[];
-  #procs = new Set<Proc>();
+  #group: ProcGroup;
   #lb: Proc | undefined;
-  #tornDown = false;
   #teardown: Promise<void> | undefined;
-  #abort = new AbortController();
-  #inflight = new Set<Promise<unknown>>();
 
   constructor(o: TopologyOptions) {
     const n = o.targets ?? 3;
@@ -398,6 +220,7 @@ export class Topology {
     this.extraTcpPorts = o.extraTcpPorts ?? [];
     this.echoTcpPorts = o.echoTcpPorts ?? [];
     this.verbose = o.verbose ?? !!Deno.env.get("NFQLB_E2E_VERBOSE");
+    this.#group = new ProcGroup(`topology ${this.prefix}`);
     live.add(this);
   }
 
@@ -443,7 +266,7 @@ export class Topology {
   }
 
   #alive(): void {
-    if (this.#tornDown) throw new Error(`topology ${this.prefix} is torn down`);
+    this.#group.check();
   }
 
   /**
@@ -453,13 +276,7 @@ export class Topology {
   async sh(args: string[], o: RunOptions = {}): Promise<RunResult> {
     this.#alive();
     this.#log(args.join(" "));
-    const p = run(args, { ...o, signal: this.#abort.signal });
-    this.#inflight.add(p);
-    try {
-      return await p;
-    } finally {
-      this.#inflight.delete(p);
-    }
+    return await this.#group.run(args, o);
   }
 
   /** Runs a command inside namespace `ns`. */
@@ -607,10 +424,12 @@ export class Topology {
 
   /** Starts a long-running agent in `ns` (stopped at teardown). */
   spawnAgent(ns: string, label: string, c: AgentCommand): Proc {
-    this.#alive();
-    const p = new Proc(label, ["ip", "netns", "exec", ns, ...agentArgs(c)]);
-    this.#procs.add(p);
-    return p;
+    return this.spawn(ns, label, agentArgs(c));
+  }
+
+  /** Starts `args` in namespace `ns` as a long-running process (stopped at teardown). */
+  spawn(ns: string, label: string, args: string[], env?: Record<string, string>): Proc {
+    return this.#group.spawn(label, ["ip", "netns", "exec", ns, ...args], env);
   }
 
   /** Runs a one-shot agent command in `ns` and returns its JSON result. */
@@ -691,7 +510,7 @@ export class Topology {
     const ok = await waitUntil(() => !!p.status || exists(c.startedFile), 60_000);
     if (!ok || p.status) {
       await p.stop();
-      this.#procs.delete(p);
+      this.#group.forget(p);
       throw new Error(`stream did not start:\n${p.describe()}`);
     }
     return {
@@ -702,7 +521,7 @@ export class Topology {
         const first = await Promise.race([p.done, late]);
         clearTimeout(timer);
         if (first === "late") await p.stop();
-        this.#procs.delete(p);
+        this.#group.forget(p);
         if (p.status?.code !== 0) throw new Error(`stream failed:\n${p.describe()}`);
         return JSON.parse(p.stdout) as StreamResult;
       },
@@ -821,8 +640,7 @@ export class Topology {
       ...extra,
     ];
     this.#log(args.join(" "));
-    const p = new Proc(`nfqlb ${cmd.split(" ")[0]}`, args, this.nfqlbEnv);
-    this.#procs.add(p);
+    const p = this.#group.spawn(`nfqlb ${cmd.split(" ")[0]}`, args, this.nfqlbEnv);
     this.#lb = p;
     const want = this.queues;
     const ok = await waitUntil(
@@ -850,7 +668,7 @@ export class Topology {
     const p = this.#lb;
     if (!p) return undefined;
     const status = await p.stop(graceMs, sig);
-    this.#procs.delete(p);
+    this.#group.forget(p);
     this.#lb = undefined;
     return { status, stdout: p.stdout, stderr: p.stderr };
   }
@@ -866,12 +684,8 @@ export class Topology {
   }
 
   async #doTeardown(): Promise<void> {
-    this.#tornDown = true;
-    this.#abort.abort();
     try {
-      await Promise.allSettled([...this.#inflight]);
-      await Promise.all([...this.#procs].map((p) => p.stop(5000).catch(() => {})));
-      this.#procs.clear();
+      await this.#group.close(5000);
       this.#lb = undefined;
       // every name this instance may have created (they carry our pid, so they are ours)
       for (const ns of [this.ns.cli, this.ns.lb, ...this.ns.targets]) await deleteNamespace(ns);

@@ -1,12 +1,6 @@
 /** Test helpers: run the real CLI (scripts/nfqlb) and private shm directories. */
 import { NFQLB } from "../harness/paths.ts";
-
-/** Result of one CLI run. */
-export interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+import type { RunResult } from "../harness/process.ts";
 
 /** Runs `scripts/nfqlb args...` with extra environment. */
 export async function nfqlb(args: string[], env: Record<string, string> = {}): Promise<RunResult> {
