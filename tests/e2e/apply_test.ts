@@ -9,7 +9,7 @@
  * started, also when an assertion fails ({@link HostUnderTest}). Needs root.
  */
 import assert from "node:assert/strict";
-import { skipUnlessRoot } from "./checks.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
 import { pidRunning } from "../harness/process.ts";
 import { assertAllAnswered, HostUnderTest, startNatServers, targetAddr } from "../harness/host.ts";
 import { type Family, tally, TCP_PORT, UDP_PORT, VIP } from "../harness/topology.ts";

@@ -278,17 +278,6 @@ export async function ctList(t: Topology, filters: string[] = [], shm = t.shm): 
   return JSON.parse(r.stdout) as CtListItem[];
 }
 
-/** Prints (once) why root-only tests are skipped; returns whether to ignore them. */
-export function skipUnlessRoot(): boolean {
-  const root = Deno.uid() === 0;
-  if (!root && !skipNoted) {
-    skipNoted = true;
-    console.log("e2e: skipped, needs root (network namespaces, veth, iptables); run as root to include them");
-  }
-  return !root;
-}
-let skipNoted = false;
-
 /**
  * Counters of `nfqlb stats --ft_shm` (upstream's output is not valid JSON:
  * a comma is missing after fragsDiscarded), as name → value.

@@ -11,7 +11,8 @@
  */
 import assert from "node:assert/strict";
 import type { ConnsCommand, ConnsRound, Flow } from "../harness/agent/types.ts";
-import { ctList, skipUnlessRoot } from "./checks.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { ctList } from "./checks.ts";
 import { waitUntil } from "../harness/process.ts";
 import { type Family, FWBASE, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
 import { OFFLOAD_COMMENT, offloadRules } from "../../host/plumbing/offload_rules.ts";

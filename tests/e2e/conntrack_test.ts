@@ -16,16 +16,8 @@
  */
 import assert from "node:assert/strict";
 import type { ConnsCommand, ConnsRound, Flow } from "../harness/agent/types.ts";
-import {
-  addrPort,
-  checkSticky,
-  ctList,
-  flowKey,
-  maglevTargets,
-  mapFlows,
-  skipUnlessRoot,
-  tableTarget,
-} from "./checks.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { addrPort, checkSticky, ctList, flowKey, maglevTargets, mapFlows, tableTarget } from "./checks.ts";
 import { exists } from "../helpers/fs.ts";
 import type { CtListItem } from "../../cli/commands/conntrack_impl.ts";
 import { waitUntil } from "../harness/process.ts";

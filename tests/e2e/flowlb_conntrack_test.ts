@@ -20,7 +20,8 @@
  */
 import assert from "node:assert/strict";
 import type { Flow } from "../harness/agent/types.ts";
-import { addrPort, ctList, flowKey, maglevTargets, mapFlows, skipUnlessRoot } from "./checks.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { addrPort, ctList, flowKey, maglevTargets, mapFlows } from "./checks.ts";
 import { type Family, tally, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();

@@ -22,7 +22,8 @@
  */
 import assert from "node:assert/strict";
 import type { Flow, StreamFlowResult, StreamResult } from "../harness/agent/types.ts";
-import { flowKey, type Proto, skipUnlessRoot } from "./checks.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { flowKey, type Proto } from "./checks.ts";
 import { w, waitUntil } from "../harness/process.ts";
 import { type Family, FWBASE, tally, TCP_PORT, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
 import type { ListedFlow } from "../../core/flow/parse.ts";

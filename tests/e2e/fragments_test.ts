@@ -16,7 +16,8 @@
  */
 import assert from "node:assert/strict";
 import type { CraftedDatagram, Flow, FragsResult, SizesResult } from "../harness/agent/types.ts";
-import { flowKey, parseFragStats, skipUnlessRoot, tableTarget } from "./checks.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { flowKey, parseFragStats, tableTarget } from "./checks.ts";
 import { fragmentCount } from "../harness/packets.ts";
 import { w } from "../harness/process.ts";
 import { type Family, tally, Topology, UDP_PORT, VIP } from "../harness/topology.ts";

@@ -25,7 +25,8 @@
  */
 import assert from "node:assert/strict";
 import type { Flow } from "../harness/agent/types.ts";
-import { checkSticky, flowKey, maglevTargets, mapFlows, type Proto, skipUnlessRoot } from "./checks.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { checkSticky, flowKey, maglevTargets, mapFlows, type Proto } from "./checks.ts";
 import { type Family, FWBASE, tally, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();

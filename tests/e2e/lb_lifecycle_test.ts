@@ -18,7 +18,8 @@
  */
 import assert from "node:assert/strict";
 import type { Flow } from "../harness/agent/types.ts";
-import { checkSpread, flowKey, mapFlows, skipUnlessRoot, tableTarget } from "./checks.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { checkSpread, flowKey, mapFlows, tableTarget } from "./checks.ts";
 import { hex, ipv4Bytes, ipv6Bytes } from "../harness/packets.ts";
 import { NFQLB } from "../harness/paths.ts";
 import { type Proc, type RunResult, waitUntil } from "../harness/process.ts";
@@ -60,26 +61,7 @@ globalThis.addEventListener("unload", () => {
   const t = shared;
   if (!t) return;
   shared = undefined;
-  const sync = (args: string[]) => {
-    try {
-      return new TextDecoder().decode(new Deno.Command(args[0], { args: args.slice(1) }).outputSync().stdout);
-    } catch {
-      return "";
-    }
-  };
-  for (const ns of [t.ns.cli, t.ns.lb, ...t.ns.targets]) {
-    for (const p of sync(["ip", "netns", "pids", ns]).split(/\s+/).filter((x) => /^\d+$/.test(x))) {
-      try {
-        Deno.kill(Number(p), "SIGKILL");
-      } catch { /* gone */ }
-    }
-    sync(["ip", "netns", "del", ns]);
-  }
-  for (const d of [t.shmDir, t.workDir]) {
-    try {
-      Deno.removeSync(d, { recursive: true });
-    } catch { /* gone */ }
-  }
+  t.teardownSync();
 });
 
 // ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@
  */
 import assert from "node:assert/strict";
 import type { Flow, StreamResult } from "../harness/agent/types.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
 import {
   checkIcmpErrors,
   checkSctp,
@@ -19,7 +20,6 @@ import {
   flowKey,
   mapFlows,
   type Proto,
-  skipUnlessRoot,
   tableTarget,
 } from "./checks.ts";
 import { type Family, FWBASE, type Steering, tally, Topology } from "../harness/topology.ts";

@@ -14,7 +14,8 @@
  */
 import assert from "node:assert/strict";
 import type { Flow } from "../harness/agent/types.ts";
-import { flowKey, skipUnlessRoot } from "./checks.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { flowKey } from "./checks.ts";
 import { NFQLB } from "../harness/paths.ts";
 import { Proc, waitUntil } from "../harness/process.ts";
 import { type Family, FWBASE, Topology } from "../harness/topology.ts";

@@ -20,16 +20,10 @@ import {
   teardownPlumbing,
 } from "../../host/plumbing/mod.ts";
 import { NfqlbError } from "../../core/errors.ts";
-import { skipUnlessRoot } from "./checks.ts";
-import {
-  assertAllAnswered,
-  snapshot,
-  startNatServers,
-  stripTopologyPlumbing,
-  targetAddr,
-} from "../harness/host.ts";
+import { deleteNamespace, skipUnlessRoot, snapshot } from "../harness/netns.ts";
+import { assertAllAnswered, startNatServers, stripTopologyPlumbing, targetAddr } from "../harness/host.ts";
 import { run } from "../harness/process.ts";
-import { deleteNamespace, type Family, TCP_PORT, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
+import { type Family, TCP_PORT, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
 
 const ignore = skipUnlessRoot();
 

@@ -5,7 +5,8 @@
  * teardown leaves nothing behind. Needs root; skipped (with a message) without.
  */
 import assert from "node:assert/strict";
-import { checkIcmpErrors, checkSctp, checkSpread, checkSticky, skipUnlessRoot } from "./checks.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { checkIcmpErrors, checkSctp, checkSpread, checkSticky } from "./checks.ts";
 import { run } from "../harness/process.ts";
 import { type Family, Topology } from "../harness/topology.ts";
 

@@ -19,7 +19,7 @@
  */
 import assert from "node:assert/strict";
 import type { Flow } from "../harness/agent/types.ts";
-import { skipUnlessRoot } from "./checks.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
 import { NFQLB } from "../harness/paths.ts";
 import { Proc, waitUntil } from "../harness/process.ts";
 import { type Family, FWBASE, tally, Topology, UDP_PORT, VIP } from "../harness/topology.ts";

@@ -8,48 +8,9 @@
  */
 import assert from "node:assert/strict";
 import { NFQLB } from "./paths.ts";
-import { pidRunning, run, type RunResult, waitUntil } from "./process.ts";
+import { netnsInode, snapshot } from "./netns.ts";
+import { pidRunning, type RunResult, waitUntil } from "./process.ts";
 import { type Family, Topology, type TopologyOptions, VIP } from "./topology.ts";
-
-/** Built-in chain declarations: a table holding only these is empty. */
-const BUILTIN_DECL = /^:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) \S+$/;
-
-/**
- * iptables-save of a family without comments and counters, and without
- * empty tables: iptables-nft keeps a table once a command touched it, and an
- * empty one holds no rule.
- */
-async function saveText(ns: string, family: Family): Promise<string> {
-  const text =
-    (await run(["ip", "netns", "exec", ns, family === 4 ? "iptables-save" : "ip6tables-save"])).stdout;
-  const out: string[] = [];
-  let block: string[] = [];
-  for (const raw of text.split("\n")) {
-    const line = raw.replace(/ \[\d+:\d+\]$/, "");
-    if (line.startsWith("#") || line === "") continue;
-    block.push(line);
-    if (line === "COMMIT") {
-      if (block.some((l) => !l.startsWith("*") && l !== "COMMIT" && !BUILTIN_DECL.test(l))) {
-        out.push(...block);
-      }
-      block = [];
-    }
-  }
-  return out.join("\n");
-}
-
-/** Everything of a namespace the plumbing could touch, as text: iptables, ip rules and routes, both families. */
-export async function snapshot(ns: string): Promise<Record<string, string>> {
-  const ip = async (args: string[]) => (await run(["ip", "-n", ns, ...args])).stdout;
-  return {
-    iptables: await saveText(ns, 4),
-    ip6tables: await saveText(ns, 6),
-    rules4: await ip(["rule", "show"]),
-    rules6: await ip(["-6", "rule", "show"]),
-    routes4: await ip(["route", "show", "table", "all"]),
-    routes6: await ip(["-6", "route", "show", "table", "all"]),
-  };
-}
 
 /** Removes the topology's own steering rule and fwmark routing from the lb netns (the plumbing installs them). */
 export async function stripTopologyPlumbing(topo: Topology): Promise<void> {
@@ -110,15 +71,6 @@ function isFile(path: string): boolean {
     return Deno.statSync(path).isFile;
   } catch {
     return false;
-  }
-}
-
-/** The inode of a network namespace file (`/proc/PID/ns/net`, `/run/netns/NAME`), or undefined. */
-function netnsInode(path: string): number | undefined {
-  try {
-    return Deno.statSync(path).ino ?? undefined;
-  } catch {
-    return undefined;
   }
 }
 

@@ -36,15 +36,27 @@ import type { QuotedFlow } from "./packets.ts";
 import { exists } from "../helpers/fs.ts";
 import { NFQLB } from "./paths.ts";
 import {
-  pidAlive,
   type Proc,
   ProcGroup,
-  run,
+  type Runner,
   type RunOptions,
   type RunResult,
   w,
   waitUntil,
 } from "./process.ts";
+import {
+  addNamespace,
+  addVeth,
+  deleteNamespace,
+  deleteNamespaceSync,
+  inNetns,
+  ipBatch,
+  isRoot,
+  type QueueStat,
+  queueStats,
+  sweepStale,
+  sysctl,
+} from "./netns.ts";
 
 const AGENT = new URL("./agent/types.ts", import.meta.url).pathname;
 
@@ -90,77 +102,15 @@ export interface TopologyOptions {
   echoTcpPorts?: number[];
 }
 
-/** One line of /proc/net/netfilter/nfnetlink_queue. */
-export interface QueueStat {
-  queue: number;
-  portid: number;
-  total: number;
-  dropped: number;
-  userDropped: number;
-  /** id_sequence: packets handed to this queue so far. */
-  seq: number;
-}
-
-/** Parses /proc/net/netfilter/nfnetlink_queue. */
-export function parseQueueStats(text: string): Map<number, QueueStat> {
-  const m = new Map<number, QueueStat>();
-  for (const line of text.split("\n")) {
-    const f = line.trim().split(/\s+/).map(Number);
-    if (f.length < 8 || f.some((x) => Number.isNaN(x))) continue;
-    m.set(f[0], { queue: f[0], portid: f[1], total: f[2], dropped: f[5], userDropped: f[6], seq: f[7] });
-  }
-  return m;
-}
-
 /** Kinds of packets counted by iptables rules in every target's INPUT chain. */
 export type CounterKind = "icmp" | "sctp";
 
 let instances = 0;
 const live = new Set<Topology>();
 
-/** True when running as root (needed for namespaces). */
-export function isRoot(): boolean {
-  return Deno.uid() === 0;
-}
-
 /** Tears down every live topology (for signal handlers). */
 export async function teardownAll(): Promise<void> {
   await Promise.all([...live].map((t) => t.teardown()));
-}
-
-/**
- * Removes what earlier runs of this suite left behind when they were killed
- * before their cleanup: namespaces named `nfqe-<pid>-*` and directories
- * `/dev/shm/nfqe-<pid>-*` (and /tmp) whose creator process is gone.
- */
-export async function sweepStale(): Promise<void> {
-  const r = await run(["ip", "netns", "list"], { allowFail: true });
-  for (const line of r.stdout.split("\n")) {
-    const name = line.split(" ")[0];
-    const m = /^nfqe-(\d+)-\d+-/.exec(name);
-    if (!m || Number(m[1]) === Deno.pid || pidAlive(Number(m[1]))) continue;
-    await deleteNamespace(name);
-  }
-  for (const dir of ["/dev/shm", Deno.env.get("TMPDIR") ?? "/tmp"]) {
-    try {
-      for (const e of Deno.readDirSync(dir)) {
-        const m = /^nfqe-(\d+)-/.exec(e.name);
-        if (!m || !e.isDirectory || Number(m[1]) === Deno.pid || pidAlive(Number(m[1]))) continue;
-        Deno.removeSync(`${dir}/${e.name}`, { recursive: true });
-      }
-    } catch { /* not readable */ }
-  }
-}
-
-/** Kills what still runs inside namespace `ns` (only ever called for our own namespaces), then deletes it. */
-export async function deleteNamespace(ns: string): Promise<void> {
-  const pids = await run(["ip", "netns", "pids", ns], { allowFail: true, timeoutMs: 10_000 });
-  for (const p of pids.stdout.split(/\s+/).filter((x) => /^\d+$/.test(x))) {
-    try {
-      Deno.kill(Number(p), "SIGKILL");
-    } catch { /* gone */ }
-  }
-  await run(["ip", "netns", "del", ns], { allowFail: true, timeoutMs: 10_000 });
 }
 
 /** The namespace topology; see the module comment. */
@@ -279,21 +229,12 @@ export class Topology {
     return await this.#group.run(args, o);
   }
 
+  /** {@link sh} as a {@link Runner}, for the netns functions. */
+  #sh: Runner = (args, o) => this.sh(args, o);
+
   /** Runs a command inside namespace `ns`. */
   async exec(ns: string, args: string[], o: RunOptions = {}): Promise<RunResult> {
-    return await this.sh(["ip", "netns", "exec", ns, ...args], o);
-  }
-
-  /** `ip -n ns -batch`; lines starting with "-6 " go to a second `ip -6` batch (run after the first). */
-  async #ipBatch(ns: string, lines: string[]): Promise<void> {
-    const v4 = lines.filter((l) => !l.startsWith("-6 "));
-    const v6 = lines.filter((l) => l.startsWith("-6 ")).map((l) => l.slice(3));
-    if (v4.length) await this.sh(["ip", "-n", ns, "-batch", "-"], { stdin: v4.join("\n") + "\n" });
-    if (v6.length) await this.sh(["ip", "-n", ns, "-6", "-batch", "-"], { stdin: v6.join("\n") + "\n" });
-  }
-
-  async #sysctl(ns: string, kv: string[]): Promise<void> {
-    await this.exec(ns, ["sysctl", "-qw", ...kv]);
+    return await this.sh(inNetns(ns, args), o);
   }
 
   /** Builds namespaces, links, addresses, routes, rules, counters and servers. */
@@ -301,23 +242,13 @@ export class Topology {
     if (!isRoot()) throw new Error("the e2e topology needs root (network namespaces, iptables)");
     await sweepStale();
     const { cli, lb, targets } = this.ns;
-    const common = [
-      "net.ipv4.conf.all.rp_filter=0",
-      "net.ipv4.conf.default.rp_filter=0",
-      "net.ipv6.conf.all.accept_dad=0",
-      "net.ipv6.conf.default.accept_dad=0",
-      "net.ipv6.conf.all.accept_ra=0",
-      "net.ipv6.conf.default.accept_ra=0",
-    ];
-    for (const ns of [cli, lb, ...targets]) {
-      await this.sh(["ip", "netns", "add", ns]);
-      await this.#sysctl(ns, common);
-    }
-    await this.#sysctl(lb, ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
-    await this.#sysctl(cli, ["net.ipv4.ip_local_port_range=10000 19999"]);
+    const sh = this.#sh;
+    for (const ns of [cli, lb, ...targets]) await addNamespace(ns, sh);
+    await sysctl(lb, ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"], sh);
+    await sysctl(cli, ["net.ipv4.ip_local_port_range=10000 19999"], sh);
 
     // client <-> lb (the veths are created directly inside the namespaces)
-    await this.sh(w(`ip link add cli0 netns ${cli} type veth peer name lb0 netns ${lb}`));
+    await addVeth("cli0", cli, "lb0", lb, sh);
     const cliLines = ["link set up dev lo", "link set up dev cli0"];
     for (const a of this.clientAddrs(4)) cliLines.push(`addr add ${a}/24 dev cli0`);
     for (const a of this.clientAddrs(6)) cliLines.push(`-6 addr add ${a}/64 dev cli0 nodad`);
@@ -327,7 +258,7 @@ export class Topology {
       `route add 10.213.0.0/16 via 10.213.0.254`,
       `-6 route add fd13::/16 via fd13::254`,
     );
-    await this.#ipBatch(cli, cliLines);
+    await ipBatch(cli, cliLines, sh);
     const lbLines = [
       "link set up dev lo",
       "link set up dev lb0",
@@ -339,7 +270,7 @@ export class Topology {
     for (let i = 1; i <= this.nTargets; i++) {
       const ns = targets[i - 1];
       const fw = FWBASE + i;
-      await this.sh(w(`ip link add t${i} netns ${lb} type veth peer name eth0 netns ${ns}`));
+      await addVeth(`t${i}`, lb, "eth0", ns, sh);
       lbLines.push(
         `link set up dev t${i}`,
         `addr add 10.213.${i}.254/24 dev t${i}`,
@@ -349,7 +280,7 @@ export class Topology {
         `route add default via 10.213.${i}.1 table ${fw}`,
         `-6 route add default via fd13:${i}::1 table ${fw}`,
       );
-      await this.#ipBatch(ns, [
+      await ipBatch(ns, [
         "link set up dev lo",
         "link set up dev eth0",
         `addr add 10.213.${i}.1/24 dev eth0`,
@@ -370,7 +301,7 @@ export class Topology {
         await this.exec(ns, w(`${ipt} -w -A INPUT ${rules[1]} -m comment --comment e2e-sctp`));
       }
     }
-    await this.#ipBatch(lb, lbLines);
+    await ipBatch(lb, lbLines, sh);
     await this.setSteering(this.steering, "-A");
     await this.#startServers();
     this.#log("setup done");
@@ -429,7 +360,7 @@ export class Topology {
 
   /** Starts `args` in namespace `ns` as a long-running process (stopped at teardown). */
   spawn(ns: string, label: string, args: string[], env?: Record<string, string>): Proc {
-    return this.#group.spawn(label, ["ip", "netns", "exec", ns, ...args], env);
+    return this.#group.spawn(label, inNetns(ns, args), env);
   }
 
   /** Runs a one-shot agent command in `ns` and returns its JSON result. */
@@ -556,10 +487,7 @@ export class Topology {
 
   /** The lb netns' /proc/net/netfilter/nfnetlink_queue, parsed. */
   async queueStats(): Promise<Map<number, QueueStat>> {
-    const r = await this.exec(this.ns.lb, ["cat", "/proc/net/netfilter/nfnetlink_queue"], {
-      allowFail: true,
-    });
-    return parseQueueStats(r.stdout);
+    return await queueStats(this.ns.lb, this.#sh);
   }
 
   /** Environment for nfqlb commands of this instance. */
@@ -698,6 +626,20 @@ export class Topology {
         } catch { /* gone */ }
       }
       live.delete(this);
+    }
+  }
+
+  /**
+   * The last resort when {@link teardown} cannot run (an `unload` handler):
+   * kills what runs in the namespaces, deletes them and the directories,
+   * all synchronously. Never throws.
+   */
+  teardownSync(): void {
+    for (const ns of [this.ns.cli, this.ns.lb, ...this.ns.targets]) deleteNamespaceSync(ns);
+    for (const d of [this.shmDir, this.workDir]) {
+      try {
+        Deno.removeSync(d, { recursive: true });
+      } catch { /* gone */ }
     }
   }
 
