@@ -58,7 +58,7 @@ import {
   sysctl,
 } from "./netns.ts";
 
-const AGENT = new URL("./agent/types.ts", import.meta.url).pathname;
+const AGENT = new URL("./agent/main.ts", import.meta.url).pathname;
 
 /** argv that runs the traffic agent with command `c` under the current Deno. */
 export function agentArgs(c: AgentCommand): string[] {
