@@ -10,9 +10,10 @@
  * Ctrl-C. Needs root. Takes about 10 s.
  */
 import type { Flow } from "../tests/harness/agent/types.ts";
-import { HostUnderTest, targetAddr } from "../tests/harness/host.ts";
+import { type Family, FWBASE, targetAddr, VIP } from "../tests/harness/addresses.ts";
+import { HostUnderTest } from "../tests/harness/host.ts";
 import { isRoot } from "../tests/harness/netns.ts";
-import { type Family, FWBASE, teardownAll, type Topology, VIP } from "../tests/harness/topology.ts";
+import { teardownAll, type Topology } from "../tests/harness/topology.ts";
 
 const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
 const paint = (code: string) => (s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);

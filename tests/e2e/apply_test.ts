@@ -11,8 +11,9 @@
 import assert from "node:assert/strict";
 import { skipUnlessRoot } from "../harness/netns.ts";
 import { pidRunning } from "../harness/process.ts";
-import { assertAllAnswered, HostUnderTest, startNatServers, targetAddr } from "../harness/host.ts";
-import { type Family, tally, TCP_PORT, UDP_PORT, VIP } from "../harness/topology.ts";
+import { type Family, targetAddr, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
+import { assertAllAnswered, HostUnderTest, startNatServers } from "../harness/host.ts";
+import { tally } from "../harness/topology.ts";
 
 const ignore = skipUnlessRoot();
 

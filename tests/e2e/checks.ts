@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import type { Flow } from "../harness/agent/types.ts";
 import { ROOT } from "../harness/paths.ts";
 import { waitUntil } from "../harness/process.ts";
-import { type Family, tally, TCP_PORT, type Topology, UDP_PORT, VIP } from "../harness/topology.ts";
+import { type Family, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
+import { tally, type Topology } from "../harness/topology.ts";
 import { exists } from "../helpers/fs.ts";
 import type { CtListItem } from "../../cli/commands/conntrack_impl.ts";
 

@@ -14,7 +14,8 @@ import type { ConnsCommand, ConnsRound, Flow } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
 import { ctList } from "./checks.ts";
 import { waitUntil } from "../harness/process.ts";
-import { type Family, FWBASE, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
+import { type Family, FWBASE, UDP_PORT, VIP } from "../harness/addresses.ts";
+import { Topology } from "../harness/topology.ts";
 import { OFFLOAD_COMMENT, offloadRules } from "../../host/plumbing/offload_rules.ts";
 import { exists } from "../helpers/fs.ts";
 

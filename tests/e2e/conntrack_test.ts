@@ -21,7 +21,8 @@ import { addrPort, checkSticky, ctList, flowKey, maglevTargets, mapFlows, tableT
 import { exists } from "../helpers/fs.ts";
 import type { CtListItem } from "../../cli/commands/conntrack_impl.ts";
 import { waitUntil } from "../harness/process.ts";
-import { type Family, tally, TCP_PORT, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
+import { type Family, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
+import { tally, Topology } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 const QUEUE = 2;

@@ -22,7 +22,8 @@ import assert from "node:assert/strict";
 import type { Flow } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
 import { addrPort, ctList, flowKey, maglevTargets, mapFlows } from "./checks.ts";
-import { type Family, tally, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
+import { type Family, UDP_PORT, VIP } from "../harness/addresses.ts";
+import { tally, Topology } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 const FAMILIES: Family[] = [4, 6];

@@ -25,7 +25,8 @@ import type { Flow, StreamFlowResult, StreamResult } from "../harness/agent/type
 import { skipUnlessRoot } from "../harness/netns.ts";
 import { flowKey, type Proto } from "./checks.ts";
 import { w, waitUntil } from "../harness/process.ts";
-import { type Family, FWBASE, tally, TCP_PORT, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
+import { type Family, FWBASE, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
+import { tally, Topology } from "../harness/topology.ts";
 import type { ListedFlow } from "../../core/flow/parse.ts";
 
 const notRoot = skipUnlessRoot();

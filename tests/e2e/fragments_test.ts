@@ -20,7 +20,8 @@ import { skipUnlessRoot } from "../harness/netns.ts";
 import { flowKey, parseFragStats, tableTarget } from "./checks.ts";
 import { fragmentCount } from "../harness/packets.ts";
 import { w } from "../harness/process.ts";
-import { type Family, tally, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
+import { type Family, UDP_PORT, VIP } from "../harness/addresses.ts";
+import { tally, Topology } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 const FAMILIES: Family[] = [4, 6];

@@ -27,7 +27,8 @@ import assert from "node:assert/strict";
 import type { Flow } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
 import { checkSticky, flowKey, maglevTargets, mapFlows, type Proto } from "./checks.ts";
-import { type Family, FWBASE, tally, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
+import { type Family, FWBASE, UDP_PORT, VIP } from "../harness/addresses.ts";
+import { tally, Topology } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 const hmark = Deno.env.get("NFQLB_E2E_STEERING") === "hmark";

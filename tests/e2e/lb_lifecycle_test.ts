@@ -23,7 +23,8 @@ import { checkSpread, flowKey, mapFlows, tableTarget } from "./checks.ts";
 import { hex, ipv4Bytes, ipv6Bytes } from "../harness/packets.ts";
 import { NFQLB } from "../harness/paths.ts";
 import { type Proc, type RunResult, waitUntil } from "../harness/process.ts";
-import { type Family, FWBASE, tally, Topology, VIP } from "../harness/topology.ts";
+import { type Family, FWBASE, VIP } from "../harness/addresses.ts";
+import { tally, Topology } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 const QUEUE = 2;

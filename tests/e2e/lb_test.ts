@@ -22,7 +22,8 @@ import {
   type Proto,
   tableTarget,
 } from "./checks.ts";
-import { type Family, FWBASE, type Steering, tally, Topology } from "../harness/topology.ts";
+import { type Family, FWBASE } from "../harness/addresses.ts";
+import { type Steering, tally, Topology } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 const hmark = Deno.env.get("NFQLB_E2E_STEERING") === "hmark";

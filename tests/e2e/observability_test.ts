@@ -18,7 +18,8 @@ import { skipUnlessRoot } from "../harness/netns.ts";
 import { flowKey } from "./checks.ts";
 import { NFQLB } from "../harness/paths.ts";
 import { Proc, waitUntil } from "../harness/process.ts";
-import { type Family, FWBASE, Topology } from "../harness/topology.ts";
+import { type Family, FWBASE } from "../harness/addresses.ts";
+import { Topology } from "../harness/topology.ts";
 import type { KernelQueue } from "../../core/counters_shm.ts";
 
 const notRoot = skipUnlessRoot();

@@ -21,9 +21,10 @@ import {
 } from "../../host/plumbing/mod.ts";
 import { NfqlbError } from "../../core/errors.ts";
 import { deleteNamespace, skipUnlessRoot, snapshot } from "../harness/netns.ts";
-import { assertAllAnswered, startNatServers, stripTopologyPlumbing, targetAddr } from "../harness/host.ts";
+import { type Family, targetAddr, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
+import { assertAllAnswered, startNatServers, stripTopologyPlumbing } from "../harness/host.ts";
 import { run } from "../harness/process.ts";
-import { type Family, TCP_PORT, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
+import { Topology } from "../harness/topology.ts";
 
 const ignore = skipUnlessRoot();
 

@@ -47,7 +47,8 @@ import {
   w,
   waitUntil,
 } from "../harness/process.ts";
-import { agentArgs, type Family } from "../harness/topology.ts";
+import type { Family } from "../harness/addresses.ts";
+import { agentArgs } from "../harness/topology.ts";
 import { exists } from "../helpers/fs.ts";
 
 const notRoot = skipUnlessRoot();

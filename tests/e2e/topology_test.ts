@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import { skipUnlessRoot } from "../harness/netns.ts";
 import { checkIcmpErrors, checkSctp, checkSpread, checkSticky } from "./checks.ts";
 import { run } from "../harness/process.ts";
-import { type Family, Topology } from "../harness/topology.ts";
+import type { Family } from "../harness/addresses.ts";
+import { Topology } from "../harness/topology.ts";
 
 const ignore = skipUnlessRoot();
 

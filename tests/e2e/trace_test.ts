@@ -22,7 +22,8 @@ import type { Flow } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
 import { NFQLB } from "../harness/paths.ts";
 import { Proc, waitUntil } from "../harness/process.ts";
-import { type Family, FWBASE, tally, Topology, UDP_PORT, VIP } from "../harness/topology.ts";
+import { type Family, FWBASE, UDP_PORT, VIP } from "../harness/addresses.ts";
+import { tally, Topology } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 

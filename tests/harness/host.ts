@@ -10,7 +10,8 @@ import assert from "node:assert/strict";
 import { NFQLB } from "./paths.ts";
 import { netnsInode, snapshot } from "./netns.ts";
 import { pidRunning, type RunResult, waitUntil } from "./process.ts";
-import { type Family, Topology, type TopologyOptions, VIP } from "./topology.ts";
+import { targetAddr, VIP } from "./addresses.ts";
+import { Topology, type TopologyOptions } from "./topology.ts";
 
 /** Removes the topology's own steering rule and fwmark routing from the lb netns (the plumbing installs them). */
 export async function stripTopologyPlumbing(topo: Topology): Promise<void> {
@@ -23,11 +24,6 @@ export async function stripTopologyPlumbing(topo: Topology): Promise<void> {
   }
   const rules = (await topo.sh(["ip", "-n", topo.ns.lb, "rule", "show"])).stdout;
   assert.doesNotMatch(rules, /fwmark/, "the topology's fwmark rules are gone");
-}
-
-/** Target i's (1-based) own address of a family. */
-export function targetAddr(fam: Family, i: number): string {
-  return fam === 4 ? `10.213.${i}.1` : `fd13:${i}::1`;
 }
 
 /** Every flow answered, by exactly the set `names`. */

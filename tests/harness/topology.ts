@@ -34,6 +34,7 @@ import type {
 } from "./agent/types.ts";
 import type { QuotedFlow } from "./packets.ts";
 import { exists } from "../helpers/fs.ts";
+import { type Family, FWBASE, TCP_PORT, UDP_PORT, VIP } from "./addresses.ts";
 import { NFQLB } from "./paths.ts";
 import {
   type Proc,
@@ -64,16 +65,6 @@ const AGENT = new URL("./agent/main.ts", import.meta.url).pathname;
 export function agentArgs(c: AgentCommand): string[] {
   return [Deno.execPath(), ...w("run -A --quiet --no-prompt --no-config"), AGENT, JSON.stringify(c)];
 }
-
-/** The VIPs. */
-export const VIP = { 4: "10.213.100.1", 6: "fd13:100::1" } as const;
-/** Service ports on the VIPs. */
-export const UDP_PORT = 5000, TCP_PORT = 5003;
-/** fwmark (and routing table) of target i is FWBASE + i. */
-export const FWBASE = 100;
-
-/** IP family. */
-export type Family = 4 | 6;
 
 /**
  * How the lb netns steers VIP traffic: `nfqueue` (iptables -j NFQUEUE to one
