@@ -7,7 +7,9 @@
 import assert from "node:assert/strict";
 import { z } from "zod";
 import { TESTDATA } from "../harness/paths.ts";
-import { nfqlb, pool, shmSandbox } from "../helpers/run.ts";
+import { nfqlb } from "../harness/nfqlb.ts";
+import { shmSandbox } from "../helpers/shm.ts";
+import { pool } from "../helpers/pool.ts";
 
 const CliCase = z.object({
   args: z.array(z.string()),

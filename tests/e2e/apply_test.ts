@@ -13,7 +13,7 @@ import { skipUnlessRoot } from "../harness/netns.ts";
 import { pidRunning } from "../harness/process.ts";
 import { type Family, targetAddr, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
 import { assertAllAnswered, HostUnderTest, startNatServers } from "../harness/host.ts";
-import { tally } from "../harness/topology.ts";
+import { tally } from "../harness/traffic.ts";
 
 const ignore = skipUnlessRoot();
 

@@ -1,24 +1,15 @@
 /**
- * Reusable end-to-end checks over a {@link Topology}: spread, stickiness,
- * ICMP errors and SCTP. Each asserts on what arrived where (counts and
- * sets), never on timing, and returns what it observed for later steps.
+ * Reusable end-to-end checks over a {@link Topology} (tests/harness): spread,
+ * stickiness, ICMP errors and SCTP. Each asserts on what arrived where
+ * (counts and sets), never on timing, and returns what it observed for
+ * later steps.
  */
 import assert from "node:assert/strict";
-import type { Flow } from "../harness/agent/types.ts";
-import { ROOT } from "../harness/paths.ts";
-import { waitUntil } from "../harness/process.ts";
 import { type Family, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
-import { tally, type Topology } from "../harness/topology.ts";
-import { exists } from "../helpers/fs.ts";
-import type { CtListItem } from "../../cli/commands/conntrack_impl.ts";
-
-/** Probe protocol. */
-export type Proto = "udp" | "tcp";
-
-/** "src:sport" of a flow. */
-export function flowKey(f: Flow): string {
-  return `${f.src}:${f.sport}`;
-}
+import type { Flow } from "../harness/agent/types.ts";
+import { waitUntil } from "../harness/process.ts";
+import type { Topology } from "../harness/topology.ts";
+import { flowKey, type Proto, tally } from "../harness/traffic.ts";
 
 /** One request per flow; every flow must be answered. Returns the target per flow (same order). */
 export async function mapFlows(t: Topology, fam: Family, proto: Proto, flows: Flow[]): Promise<string[]> {
@@ -202,89 +193,4 @@ export async function checkSctp(
       }`,
     );
   }
-}
-
-/**
- * The control plane's answer for a flow: `nfqlb fwmark --shm` on the
- * topology's target table → target name ("" when the table has no target).
- */
-export async function tableTarget(t: Topology, fam: Family, proto: Proto, flow: Flow): Promise<string> {
-  const port = proto === "udp" ? UDP_PORT : TCP_PORT;
-  const r = await t.nfqlb([
-    "fwmark",
-    `--shm=${t.shm}`,
-    `--proto=${proto}`,
-    `--src=${addrPort(flow.src, flow.sport)}`,
-    `--dst=${addrPort(VIP[fam], port)}`,
-  ]);
-  const fw = (JSON.parse(r.stdout) as { fwmark: number }).fwmark;
-  const i = t.fwmarks.indexOf(fw);
-  return i < 0 ? "" : t.targetNames[i];
-}
-
-/** "addr:port" as the CLI takes it ("[addr]:port" for IPv6). */
-export function addrPort(addr: string, port: number): string {
-  return addr.includes(":") ? `[${addr}]:${port}` : `${addr}:${port}`;
-}
-
-const MAGLEV_SCRIPT = `
-import { buildKey, parseAddrPort, PROTOCOLS, TargetShm } from ${JSON.stringify(`${ROOT}/mod.ts`)};
-const c = JSON.parse(Deno.args[0]);
-const t = TargetShm.open(c.shm);
-try {
-  const out = c.pairs.map(([s, d]) => {
-    const a = parseAddrPort(s), b = parseAddrPort(d);
-    return t.lookupKey(buildKey(a.addr, b.addr, PROTOCOLS[c.proto], a.port, b.port), 1);
-  });
-  console.log(JSON.stringify(out));
-} finally {
-  t.close();
-}
-`;
-
-/**
- * Maglev's target (name, "" for none) for each flow (with dst and dport) in
- * target table `shm` (default the topology's) as it is now: what `nfqlb
- * fwmark --shm` answers, for all flows in one process (a CLI run per flow
- * would take seconds).
- */
-export async function maglevTargets(
-  t: Topology,
-  proto: Proto,
-  flows: Flow[],
-  shm = t.shm,
-): Promise<string[]> {
-  const script = `${t.workDir}/maglev.ts`;
-  if (!exists(script)) Deno.writeTextFileSync(script, MAGLEV_SCRIPT);
-  const pairs = flows.map((f) => {
-    assert.ok(f.dst !== undefined && f.dport !== undefined, "maglevTargets needs flows with dst and dport");
-    return [addrPort(f.src, f.sport), addrPort(f.dst, f.dport)];
-  });
-  const r = await t.sh([
-    Deno.execPath(),
-    ..."run -A --quiet --no-prompt --no-lock --config".split(" "),
-    `${ROOT}/deno.json`,
-    script,
-    JSON.stringify({ shm, proto, pairs }),
-  ], { env: t.nfqlbEnv, timeoutMs: 60_000 });
-  return (JSON.parse(r.stdout) as number[]).map((fw) => {
-    const i = t.fwmarks.indexOf(fw);
-    return i < 0 ? "" : t.targetNames[i];
-  });
-}
-
-/** `ct-list` of the connection table of `shm` (default the topology's), with `filters`. */
-export async function ctList(t: Topology, filters: string[] = [], shm = t.shm): Promise<CtListItem[]> {
-  const r = await t.nfqlb(["ct-list", `--shm=${shm}`, ...filters]);
-  return JSON.parse(r.stdout) as CtListItem[];
-}
-
-/**
- * Counters of `nfqlb stats --ft_shm` (upstream's output is not valid JSON:
- * a comma is missing after fragsDiscarded), as name → value.
- */
-export function parseFragStats(text: string): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const m of text.matchAll(/"(\w+)":\s*(\d+)/g)) out[m[1]] = Number(m[2]);
-  return out;
 }

@@ -23,10 +23,10 @@
 import assert from "node:assert/strict";
 import type { Flow, StreamFlowResult, StreamResult } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
-import { flowKey, type Proto } from "./checks.ts";
+import { flowKey, type Proto, tally } from "../harness/traffic.ts";
 import { w, waitUntil } from "../harness/process.ts";
 import { type Family, FWBASE, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
-import { tally, Topology } from "../harness/topology.ts";
+import { Topology } from "../harness/topology.ts";
 import type { ListedFlow } from "../../core/flow/parse.ts";
 
 const notRoot = skipUnlessRoot();
@@ -67,10 +67,10 @@ class Frontend {
   async setup(): Promise<void> {
     const t = this.topo;
     const lb = t.ns.lb;
-    await t.nfqlb(["init", `--shm=${this.shmA}`]);
-    await t.nfqlb(["activate", `--shm=${this.shmA}`, `${FWBASE + 1}`, `${FWBASE + 2}`]);
-    await t.nfqlb(["init", `--shm=${this.shmB}`]);
-    await t.nfqlb(["activate", `--shm=${this.shmB}`, `${FWBASE + 3}`, `${FWBASE + 4}`]);
+    await t.nfqlb.run(["init", `--shm=${this.shmA}`]);
+    await t.nfqlb.run(["activate", `--shm=${this.shmA}`, `${FWBASE + 1}`, `${FWBASE + 2}`]);
+    await t.nfqlb.run(["init", `--shm=${this.shmB}`]);
+    await t.nfqlb.run(["activate", `--shm=${this.shmB}`, `${FWBASE + 3}`, `${FWBASE + 4}`]);
     // nolb: a route to a veth that leads nowhere, counted and dropped on the way
     await t.exec(lb, w("ip link add nolb0 type veth peer name nolb1"));
     await t.exec(lb, w("ip link set nolb1 up"));
@@ -105,7 +105,7 @@ class Frontend {
   }
 
   async startFlowLb(): Promise<void> {
-    await this.topo.startFlowLb(["--promiscuous_ping", `--nolb_fwmark=${NOLB}`, "--qlength=1024"]);
+    await this.topo.nfqlb.startFlowLb(["--promiscuous_ping", `--nolb_fwmark=${NOLB}`, "--qlength=1024"]);
   }
 
   /** Sum of the packet counters of rules commented `comment` in `chain` of `ns`, both families. */
@@ -136,7 +136,7 @@ class Frontend {
 
   /** `nfqlb <args>` in the lb netns (flow address and shm dir of the topology); stdout. */
   async nfqlb(...args: string[]): Promise<string> {
-    return (await this.topo.nfqlb(args)).stdout;
+    return (await this.topo.nfqlb.run(args)).stdout;
   }
 
   async flowSet(name: string, ...args: string[]): Promise<void> {
@@ -472,7 +472,7 @@ Deno.test({
         assert.ok(before.a && before.b, "needs the spread step");
         const names0 = await fe.names();
         const defs0 = definitions(await fe.list());
-        const stopped = await topo.stopLb();
+        const stopped = await topo.nfqlb.stopLb();
         assert.equal(stopped?.status.code, 0, `flowlb exit on SIGTERM:\n${stopped?.stderr}`);
         await fe.startFlowLb();
         assert.deepEqual(await fe.names(), names0, "flow-list-names after the restart");
@@ -487,9 +487,9 @@ Deno.test({
         }
         await fe.spread("tcp", TCP_PORT, STREAM_A, 30, 26000);
         await fe.ping(STREAM_B);
-        const lb = topo.lb;
+        const lb = topo.nfqlb.proc;
         assert.ok(lb && !/restore/.test(lb.stderr), `flowlb restore problems:\n${lb?.stderr}`);
-        const end = await topo.stopLb();
+        const end = await topo.nfqlb.stopLb();
         assert.equal(end?.status.code, 0, `flowlb exit on SIGTERM:\n${end?.stderr}`);
       },
     );

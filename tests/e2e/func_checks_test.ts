@@ -26,9 +26,11 @@
 import assert from "node:assert/strict";
 import type { Flow } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
-import { checkSticky, flowKey, maglevTargets, mapFlows, type Proto } from "./checks.ts";
+import { flowKey, type Proto, tally } from "../harness/traffic.ts";
+import { maglevTargets } from "../harness/nfqlb.ts";
+import { checkSticky, mapFlows } from "./checks.ts";
 import { type Family, FWBASE, UDP_PORT, VIP } from "../harness/addresses.ts";
-import { tally, Topology } from "../harness/topology.ts";
+import { Topology } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 const hmark = Deno.env.get("NFQLB_E2E_STEERING") === "hmark";
@@ -54,11 +56,11 @@ type Mode = "lb" | "flowlb";
 async function funcTopology(mode: Mode): Promise<Topology> {
   const topo = await Topology.create({ steering: { mode: "nfqueue", queue: 2 } });
   try {
-    await topo.initTargets();
-    if (mode === "lb") await topo.startLb();
+    await topo.nfqlb.initTargets();
+    if (mode === "lb") await topo.nfqlb.startLb();
     else {
-      await topo.startFlowLb();
-      const r = await topo.nfqlb([
+      await topo.nfqlb.startFlowLb();
+      const r = await topo.nfqlb.run([
         "flow-set",
         "--name=vip",
         `--target=${topo.shm}`,
@@ -218,7 +220,7 @@ async function funcChecks(t: Deno.TestContext, mode: Mode): Promise<void> {
         const before = await mapFlows(topo, fam, "udp", fixed);
         const tableBefore = await maglevTargets(topo, "udp", keyed);
         assert.deepEqual(before, tableBefore, "the fixed flows are where the table says");
-        await topo.deactivate(T2);
+        await topo.nfqlb.deactivate(T2);
         try {
           await checkPortSpread(topo, fam, "udp", 23000, "t2");
           const during = await mapFlows(topo, fam, "udp", fixed);
@@ -243,7 +245,7 @@ async function funcChecks(t: Deno.TestContext, mode: Mode): Promise<void> {
             `the table moved ${tableMoved.length}/${stayed.length} flows not on t2: ${tableMoved.map(show)}`,
           );
         } finally {
-          await topo.activate(T2);
+          await topo.nfqlb.activate(T2);
         }
         const after = await mapFlows(topo, fam, "udp", fixed);
         const notBack = fixed.map((f, i) => `${flowKey(f)} ${before[i]}->${after[i]}`)
@@ -252,7 +254,7 @@ async function funcChecks(t: Deno.TestContext, mode: Mode): Promise<void> {
       },
     );
   }
-  const lb = await topo.stopLb();
+  const lb = await topo.nfqlb.stopLb();
   assert.equal(lb?.status.code, 0, `${mode} exit on SIGTERM: ${lb?.stderr}`);
 }
 

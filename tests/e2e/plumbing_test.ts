@@ -288,8 +288,8 @@ async function carryTraffic(
   const before = await snapshot(netns);
   const r = await applyPlumbing(spec, { netns });
   assert.equal(r.added.length, planPlumbing(spec).length);
-  await topo.initTargets();
-  await topo.startLb();
+  await topo.nfqlb.initTargets();
+  await topo.nfqlb.startLb();
   for (const fam of [4, 6] as Family[]) {
     await t.step(
       `ipv${fam}: UDP and TCP flows to the VIP reach every target (${names.join(", ")})`,
@@ -299,7 +299,7 @@ async function carryTraffic(
       },
     );
   }
-  await topo.stopLb();
+  await topo.nfqlb.stopLb();
   await teardownPlumbing(spec.id, { netns });
   assert.deepEqual(await snapshot(netns), before);
   return r;

@@ -20,20 +20,16 @@
 import assert from "node:assert/strict";
 import type { Flow } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
-import { NFQLB } from "../harness/paths.ts";
-import { Proc, waitUntil } from "../harness/process.ts";
+import { type Proc, waitUntil } from "../harness/process.ts";
 import { type Family, FWBASE, UDP_PORT, VIP } from "../harness/addresses.ts";
-import { tally, Topology } from "../harness/topology.ts";
+import { tally } from "../harness/traffic.ts";
+import { Topology } from "../harness/topology.ts";
 
 const notRoot = skipUnlessRoot();
 
 /** Starts `nfqlb trace <args>` in the lb netns; resolves once the server greeted it. */
 async function startTrace(topo: Topology, label: string, args: string[]): Promise<Proc> {
-  const p = new Proc(
-    label,
-    ["ip", "netns", "exec", topo.ns.lb, NFQLB, "trace", ...args, `--trace_address=unix:${topo.traceName}`],
-    topo.nfqlbEnv,
-  );
+  const p = topo.nfqlb.spawn(label, ["trace", ...args, `--trace_address=unix:${topo.traceName}`]);
   const ok = await waitUntil(
     () => !!p.status || /^Trace active, mask=0x[0-9a-f]{8}$/m.test(p.stdout),
     30_000,
@@ -72,12 +68,12 @@ Deno.test({
   ignore: notRoot,
   async fn() {
     await using topo = await Topology.create({ steering: { mode: "nfqueue", queue: 2 } });
-    await topo.initTargets();
-    const lb = await topo.startLb();
+    await topo.nfqlb.initTargets();
+    const lb = await topo.nfqlb.startLb();
     const clients: Proc[] = [];
     try {
       // the most verbose log level: still nothing per packet
-      assert.equal((await topo.nfqlb(["loglevel", "7"])).stdout, "loglevel=7\n");
+      assert.equal((await topo.nfqlb.run(["loglevel", "7"])).stdout, "loglevel=7\n");
       // one after the other: each client's mask is the shm mask when it connects
       const a = await startTrace(topo, "trace a", ["--selection=packet"]);
       clients.push(a);
@@ -120,11 +116,11 @@ Deno.test({
       assert.ok(await waitUntil(() => shmMask(topo) === 0, 10_000), "shm mask not reset");
 
       // trace flows exist only in flowlb: against lb the client cannot connect
-      const tf = await topo.nfqlb(["trace-flow-list-names"], { allowFail: true });
+      const tf = await topo.nfqlb.run(["trace-flow-list-names"], { allowFail: true });
       assert.equal(tf.code, 1);
       assert.match(tf.stderr, /Connect failed\. /);
-      await topo.nfqlb(["loglevel", "5"]);
-      const stopped = await topo.stopLb();
+      await topo.nfqlb.run(["loglevel", "5"]);
+      const stopped = await topo.nfqlb.stopLb();
       assert.equal(stopped?.status.code, 0, stopped?.stderr);
     } finally {
       for (const p of clients) await p.stop();
@@ -138,9 +134,9 @@ Deno.test({
   ignore: notRoot,
   async fn() {
     await using topo = await Topology.create({ steering: { mode: "nfqueue", queue: 2 } });
-    await topo.initTargets();
-    await topo.startFlowLb();
-    const nfqlb = (...args: string[]) => topo.nfqlb(args, { allowFail: true });
+    await topo.nfqlb.initTargets();
+    await topo.nfqlb.startFlowLb();
+    const nfqlb = (...args: string[]) => topo.nfqlb.run(args, { allowFail: true });
     const clients: Proc[] = [];
     let client: Proc | undefined;
     try {
@@ -315,7 +311,7 @@ Deno.test({
 
       await client.stop();
       assert.ok(await waitUntil(() => shmMask(topo) === 0, 10_000), "shm mask not reset");
-      const stopped = await topo.stopLb();
+      const stopped = await topo.nfqlb.stopLb();
       assert.equal(stopped?.status.code, 0, stopped?.stderr);
     } finally {
       for (const p of clients) await p.stop();

@@ -7,10 +7,11 @@
  * detached by apply, so not a process of the topology) is always stopped.
  */
 import assert from "node:assert/strict";
-import { NFQLB } from "./paths.ts";
-import { netnsInode, snapshot } from "./netns.ts";
-import { pidRunning, type RunResult, waitUntil } from "./process.ts";
 import { targetAddr, VIP } from "./addresses.ts";
+import { netnsInode, snapshot } from "./netns.ts";
+import { parseShowActive, type ShownTarget } from "./nfqlb.ts";
+import { NFQLB } from "./paths.ts";
+import { pidRunning, type RunResult, waitUntil } from "./process.ts";
 import { Topology, type TopologyOptions } from "./topology.ts";
 
 /** Removes the topology's own steering rule and fwmark routing from the lb netns (the plumbing installs them). */
@@ -70,25 +71,6 @@ function isFile(path: string): boolean {
   }
 }
 
-/** One row of a target table as `nfqlb show` prints it. */
-export interface ShownTarget {
-  row: number;
-  weight: number;
-}
-
-/** Parses the `Active:` line of `nfqlb show`: fwmark → row and weight (no `w` suffix: weight 1). */
-export function parseShowActive(text: string): Map<number, ShownTarget> {
-  const line = text.split("\n").find((l) => l.trim().startsWith("Active:"));
-  const out = new Map<number, ShownTarget>();
-  if (!line) return out;
-  for (const tok of line.trim().slice("Active:".length).trim().split(/\s+/).filter((x) => x !== "")) {
-    const m = /^(-?\d+)\((\d+)\)(?:w(\d+))?$/.exec(tok);
-    assert.ok(m, `show: unexpected token ${tok} in ${line}`);
-    out.set(Number(m[1]), { row: Number(m[2]), weight: m[3] === undefined ? 1 : Number(m[3]) });
-  }
-  return out;
-}
-
 /** Options of {@link HostUnderTest.create}. */
 export interface HostOptions {
   /** The config's `name` (its state file, its kernel tag). */
@@ -121,7 +103,7 @@ export class HostUnderTest {
     this.name = o.name;
     this.file = `${topo.workDir}/${o.name}.yaml`;
     // the topology's shm dir and flow address: apply must carry NFQLB_FLOW_ADDRESS to flowlb and back
-    this.env = { ...topo.nfqlbEnv, ...o.env };
+    this.env = { ...topo.nfqlb.env, ...o.env };
   }
 
   /** Builds the topology and strips its own plumbing; tears it down again if that fails. */

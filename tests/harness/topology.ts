@@ -35,7 +35,7 @@ import type {
 import type { QuotedFlow } from "./packets.ts";
 import { exists } from "../helpers/fs.ts";
 import { type Family, FWBASE, TCP_PORT, UDP_PORT, VIP } from "./addresses.ts";
-import { NFQLB } from "./paths.ts";
+import { NfqlbDriver } from "./nfqlb.ts";
 import {
   type Proc,
   ProcGroup,
@@ -135,8 +135,9 @@ export class Topology {
   readonly extraTcpPorts: number[];
   /** Echo TCP ports (see {@link TopologyOptions}). */
   readonly echoTcpPorts: number[];
+  /** nfqlb in the lb netns: CLI commands, the lb / flowlb process. */
+  readonly nfqlb: NfqlbDriver;
   #group: ProcGroup;
-  #lb: Proc | undefined;
   #teardown: Promise<void> | undefined;
 
   constructor(o: TopologyOptions) {
@@ -162,6 +163,7 @@ export class Topology {
     this.echoTcpPorts = o.echoTcpPorts ?? [];
     this.verbose = o.verbose ?? !!Deno.env.get("NFQLB_E2E_VERBOSE");
     this.#group = new ProcGroup(`topology ${this.prefix}`);
+    this.nfqlb = new NfqlbDriver(this);
     live.add(this);
   }
 
@@ -202,11 +204,13 @@ export class Topology {
     return Array.from({ length: n }, (_, i) => ({ src: addrs[i % addrs.length], sport: sportBase + i }));
   }
 
-  #log(msg: string): void {
+  /** Logs `msg` to stderr when {@link verbose}. */
+  log(msg: string): void {
     if (this.verbose) console.error(`[${this.prefix}] ${msg}`);
   }
 
-  #alive(): void {
+  /** Throws once teardown has started. */
+  check(): void {
     this.#group.check();
   }
 
@@ -215,8 +219,8 @@ export class Topology {
    * allowFail). Refused after teardown started; killed when teardown starts.
    */
   async sh(args: string[], o: RunOptions = {}): Promise<RunResult> {
-    this.#alive();
-    this.#log(args.join(" "));
+    this.check();
+    this.log(args.join(" "));
     return await this.#group.run(args, o);
   }
 
@@ -295,7 +299,7 @@ export class Topology {
     await ipBatch(lb, lbLines, sh);
     await this.setSteering(this.steering, "-A");
     await this.#startServers();
-    this.#log("setup done");
+    this.log("setup done");
   }
 
   /** Adds (-A) or deletes (-D) the steering rule of `s` in the lb netns, both families. */
@@ -352,6 +356,11 @@ export class Topology {
   /** Starts `args` in namespace `ns` as a long-running process (stopped at teardown). */
   spawn(ns: string, label: string, args: string[], env?: Record<string, string>): Proc {
     return this.#group.spawn(label, inNetns(ns, args), env);
+  }
+
+  /** Stops tracking a process started by {@link spawn} that the caller has stopped. */
+  forget(p: Proc): void {
+    this.#group.forget(p);
   }
 
   /** Runs a one-shot agent command in `ns` and returns its JSON result. */
@@ -481,117 +490,6 @@ export class Topology {
     return await queueStats(this.ns.lb, this.#sh);
   }
 
-  /** Environment for nfqlb commands of this instance. */
-  get nfqlbEnv(): Record<string, string> {
-    return { NFQLB_SHM_DIR: this.shmDir, NFQLB_FLOW_ADDRESS: this.flowAddress };
-  }
-
-  /** Runs `nfqlb args...` in the lb netns (bounded); throws on failure unless allowFail. */
-  async nfqlb(args: string[], o: { allowFail?: boolean; timeoutMs?: number } = {}): Promise<RunResult> {
-    return await this.exec(this.ns.lb, [NFQLB, ...args], {
-      env: this.nfqlbEnv,
-      allowFail: o.allowFail,
-      timeoutMs: o.timeoutMs ?? 60_000,
-    });
-  }
-
-  /** `init --shm` (M, N) and `activate` the given fwmarks (default: all targets). */
-  async initTargets(fwmarks = this.fwmarks, M = 997, N = 32): Promise<void> {
-    await this.nfqlb(["init", `--shm=${this.shm}`, `--M=${M}`, `--N=${N}`]);
-    if (fwmarks.length) await this.nfqlb(["activate", `--shm=${this.shm}`, ...fwmarks.map(String)]);
-  }
-
-  /** `activate` fwmarks. */
-  async activate(...fwmarks: number[]): Promise<void> {
-    await this.nfqlb(["activate", `--shm=${this.shm}`, ...fwmarks.map(String)]);
-  }
-
-  /** `deactivate` fwmarks. */
-  async deactivate(...fwmarks: number[]): Promise<void> {
-    await this.nfqlb(["deactivate", `--shm=${this.shm}`, ...fwmarks.map(String)]);
-  }
-
-  /** The queue argument for the steering: "2" or "0:1". */
-  get queueSpec(): string {
-    const s = this.steering;
-    if (s.mode !== "nfqueue") throw new Error(`no queue in steering mode ${s.mode}`);
-    return "queue" in s ? String(s.queue) : `${s.balance[0]}:${s.balance[1]}`;
-  }
-
-  /** Queue numbers the lb must bind. */
-  get queues(): number[] {
-    const s = this.steering;
-    if (s.mode !== "nfqueue") return [];
-    if ("queue" in s) return [s.queue];
-    return Array.from({ length: s.balance[1] - s.balance[0] + 1 }, (_, i) => s.balance[0] + i);
-  }
-
-  /** The running lb, if any. */
-  get lb(): Proc | undefined {
-    return this.#lb;
-  }
-
-  /**
-   * Starts `nfqlb lb --tshm --queue --ft_shm --trace_address` in the lb netns
-   * and waits (bounded) until every queue shows in the netns'
-   * nfnetlink_queue. Throws with the lb's output if it exits or times out.
-   */
-  async startLb(extra: string[] = [], timeoutMs = 60_000): Promise<Proc> {
-    return await this.#startLbProc(`lb --tshm=${this.shm}`, extra, timeoutMs);
-  }
-
-  /**
-   * Starts `nfqlb flowlb --queue --ft_shm --trace_address` (flows at
-   * {@link flowAddress}, saved in {@link shmDir}) in the lb netns, like
-   * {@link startLb}; {@link stopLb} stops it.
-   */
-  async startFlowLb(extra: string[] = [], timeoutMs = 60_000): Promise<Proc> {
-    return await this.#startLbProc("flowlb", extra, timeoutMs);
-  }
-
-  /** `cmd`: "lb --tshm=X" or "flowlb". */
-  async #startLbProc(cmd: string, extra: string[], timeoutMs: number): Promise<Proc> {
-    this.#alive();
-    if (this.#lb && !this.#lb.status) throw new Error("lb already running");
-    const args = [
-      ...w(`ip netns exec ${this.ns.lb} ${NFQLB} ${cmd} --queue=${this.queueSpec}`),
-      ...w(`--ft_shm=${this.ftShm} --trace_address=unix:${this.traceName}`),
-      ...extra,
-    ];
-    this.#log(args.join(" "));
-    const p = this.#group.spawn(`nfqlb ${cmd.split(" ")[0]}`, args, this.nfqlbEnv);
-    this.#lb = p;
-    const want = this.queues;
-    const ok = await waitUntil(
-      async () => {
-        if (p.status) return true;
-        const q = await this.queueStats();
-        return want.every((n) => q.has(n));
-      },
-      timeoutMs,
-      200,
-    );
-    if (p.status) throw new Error(`lb exited at start:\n${p.describe()}`);
-    if (!ok) {
-      await this.stopLb();
-      throw new Error(`lb did not bind queue(s) ${want.join(",")} within ${timeoutMs} ms:\n${p.describe()}`);
-    }
-    return p;
-  }
-
-  /** Stops the lb with `sig` (default SIGTERM; SIGKILL after `graceMs`); returns its exit status and output. */
-  async stopLb(
-    graceMs = 10_000,
-    sig: Deno.Signal = "SIGTERM",
-  ): Promise<{ status: Deno.CommandStatus; stdout: string; stderr: string } | undefined> {
-    const p = this.#lb;
-    if (!p) return undefined;
-    const status = await p.stop(graceMs, sig);
-    this.#group.forget(p);
-    this.#lb = undefined;
-    return { status, stdout: p.stdout, stderr: p.stderr };
-  }
-
   /**
    * Stops processes, deletes namespaces and directories. Idempotent and safe
    * to call while setup or traffic is still running (those are killed and
@@ -605,7 +503,6 @@ export class Topology {
   async #doTeardown(): Promise<void> {
     try {
       await this.#group.close(5000);
-      this.#lb = undefined;
       // every name this instance may have created (they carry our pid, so they are ours)
       for (const ns of [this.ns.cli, this.ns.lb, ...this.ns.targets]) await deleteNamespace(ns);
     } catch (e) {
@@ -638,11 +535,4 @@ export class Topology {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.teardown();
   }
-}
-
-/** Counts how often each name occurs. */
-export function tally(names: string[]): Record<string, number> {
-  const t: Record<string, number> = {};
-  for (const n of names) t[n] = (t[n] ?? 0) + 1;
-  return t;
 }

@@ -8,7 +8,7 @@ import { buildKey, hashAddresses, hashKey, KEY_LEN, PROTOCOLS } from "../../core
 import { mapIPv4, parseAddrPort, parseIPv4, parseIPv6 } from "../../core/inet.ts";
 import { TargetShm } from "../../core/target_shm.ts";
 import { djb2, mulberry32 } from "../helpers/models.ts";
-import { nfqlb } from "../helpers/run.ts";
+import { nfqlb } from "../harness/nfqlb.ts";
 import { libSandbox } from "../helpers/shm.ts";
 
 /** hash as `nfqlb fwmark` computes it: address-only without --proto. */

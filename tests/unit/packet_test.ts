@@ -8,7 +8,7 @@ import { lib } from "../../ffi/lib.ts";
 import { TargetShm } from "../../core/target_shm.ts";
 import { hex, readPcap } from "../helpers/pcap.ts";
 import { TESTDATA } from "../harness/paths.ts";
-import { shmSandbox } from "../helpers/run.ts";
+import { shmSandbox } from "../helpers/shm.ts";
 
 const PCAP = `${TESTDATA}/pcap`;
 
