@@ -14,6 +14,7 @@ import { type Family, FWBASE, targetAddr, VIP } from "../tests/harness/addresses
 import { HostUnderTest } from "../tests/harness/host.ts";
 import { isRoot } from "../tests/harness/netns.ts";
 import { teardownAll, type Topology } from "../tests/harness/topology.ts";
+import { tally } from "../tests/harness/traffic.ts";
 
 const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
 const paint = (code: string) => (s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);
@@ -34,12 +35,6 @@ function cmd(s: string): void {
 }
 
 type Tally = Record<string, number>;
-
-function count(names: string[]): Tally {
-  const t: Tally = {};
-  for (const n of names) t[n] = (t[n] ?? 0) + 1;
-  return t;
-}
 
 /** A per-target table with a bar chart: one row per target, columns per traffic kind. */
 function table(topo: Topology, cols: [string, Tally][], title: string): void {
@@ -73,7 +68,7 @@ interface Probe {
 }
 
 async function send(topo: Topology, p: Probe): Promise<string[]> {
-  const r = p.proto === "udp" ? await topo.udp(p.fam, p.flows) : await topo.tcp(p.fam, p.flows);
+  const r = p.proto === "udp" ? await topo.client.udp(p.fam, p.flows) : await topo.client.tcp(p.fam, p.flows);
   return r.targets.map((x) => x[0]);
 }
 
@@ -171,7 +166,7 @@ async function main(): Promise<number> {
       } client addresses`,
     );
     const before = await Promise.all(probes.map((p) => send(topo, p)));
-    table(topo, probes.map((p, i) => [label(p), count(before[i])]), "Where the flows landed");
+    table(topo, probes.map((p, i) => [label(p), tally(before[i])]), "Where the flows landed");
 
     section("4. Status: the host against the file");
     cmd(`nfqlb status -f ${h.file}`);
@@ -187,7 +182,7 @@ async function main(): Promise<number> {
     printChanges(await nfqlb(h, ["apply", "-f", h.file]));
     const fresh: Probe[] = probes.map((p, k) => ({ ...p, flows: topo.flows(p.fam, 150, 30000 + 1000 * k) }));
     const drained = await Promise.all(fresh.map((p) => send(topo, p)));
-    table(topo, fresh.map((p, i) => [label(p), count(drained[i])]), "New flows, after the drain");
+    table(topo, fresh.map((p, i) => [label(p), tally(drained[i])]), "New flows, after the drain");
     const onT2 = drained.flat().filter((x) => x === "t2").length;
     say(`   ${onT2 === 0 ? green("no new flow went to t2") : yellow(`${onT2} new flows went to t2`)}.`);
     // lb here keeps no connection table: the earlier flows are looked up again, and only t2's move

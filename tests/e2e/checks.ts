@@ -13,7 +13,7 @@ import { flowKey, type Proto, tally } from "../harness/traffic.ts";
 
 /** One request per flow; every flow must be answered. Returns the target per flow (same order). */
 export async function mapFlows(t: Topology, fam: Family, proto: Proto, flows: Flow[]): Promise<string[]> {
-  const r = proto === "udp" ? await t.udp(fam, flows) : await t.tcp(fam, flows);
+  const r = proto === "udp" ? await t.client.udp(fam, flows) : await t.client.tcp(fam, flows);
   const names = r.targets.map((x) => x[0]);
   const lost = flows.filter((_, i) => names[i] === "").map(flowKey);
   assert.equal(
@@ -66,7 +66,9 @@ export async function checkSticky(
   flow: Flow,
   repeat: number,
 ): Promise<string> {
-  const r = proto === "udp" ? await t.udp(fam, [flow], repeat) : await t.tcp(fam, [flow], repeat);
+  const r = proto === "udp"
+    ? await t.client.udp(fam, [flow], repeat)
+    : await t.client.tcp(fam, [flow], repeat);
   const names = r.targets[0];
   const counts = tally(names);
   assert.equal(
@@ -102,7 +104,7 @@ export async function checkIcmpErrors(
   const from = t.clientAddrs(fam)[0];
   for (const c of cases) {
     const before = await t.counters("icmp");
-    const sent = await t.icmp(from, [{
+    const sent = await t.client.icmp(from, [{
       vip: VIP[fam],
       vipPort: c.proto === "udp" ? UDP_PORT : TCP_PORT,
       client: c.flow.src,
@@ -159,7 +161,7 @@ export async function checkSctp(
 
   let before = await t.counters("sctp");
   const ports = Array.from({ length: n }, (_, i) => ({ sport: 30000 + i, dport: 7777 }));
-  const sent = await t.sctp(from, ports);
+  const sent = await t.client.sctp(from, ports);
   assert.equal(sent.sent, n, `SCTP send: ${JSON.stringify(sent)}`);
   let d = await waitCount(before, n);
   assert.equal(sum(d), n, `ipv${fam} SCTP: ${sum(d)}/${n} packets reached a target: ${JSON.stringify(d)}`);
@@ -171,7 +173,7 @@ export async function checkSctp(
   }
 
   before = await t.counters("sctp");
-  await t.sctp(from, [{ sport: 31234, dport: 7777 }], repeat);
+  await t.client.sctp(from, [{ sport: 31234, dport: 7777 }], repeat);
   d = await waitCount(before, repeat);
   assert.equal(
     Object.values(d).filter((x) => x > 0).length,
@@ -183,7 +185,7 @@ export async function checkSctp(
   if (o.portsOnly) {
     before = await t.counters("sctp");
     const srcs = t.clientAddrs(fam).slice(0, 4);
-    for (const s of srcs) await t.sctp(s, [{ sport: 31234, dport: 7777 }]);
+    for (const s of srcs) await t.client.sctp(s, [{ sport: 31234, dport: 7777 }]);
     d = await waitCount(before, srcs.length);
     assert.equal(
       Object.values(d).filter((x) => x > 0).length,

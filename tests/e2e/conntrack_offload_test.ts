@@ -33,7 +33,7 @@ async function queued(topo: Topology): Promise<number> {
 
 /** `n` UDP request/replies of one flow; asserts every one was answered, by one target; returns it. */
 async function udpTarget(topo: Topology, fam: Family, flow: Flow, n: number): Promise<string> {
-  const r = await topo.udp(fam, [flow], n);
+  const r = await topo.client.udp(fam, [flow], n);
   const names = new Set(r.targets[0]);
   assert.equal(names.size, 1, `ipv${fam} ${flow.src}:${flow.sport}: answered by ${[...names]}`);
   const [name] = names;

@@ -271,7 +271,7 @@ Deno.test({
         ];
 
         await t.nfqlb.run(["ct-set", `--shm=${t.shm}`, ...key, `--fwmark=${fwB}`, "--pin"]);
-        const pinned = (await t.udp(fam, [flow], 5)).targets[0];
+        const pinned = (await t.client.udp(fam, [flow], 5)).targets[0];
         assert.deepEqual(tally(pinned), { [b]: 5 }, `after ct-set --fwmark=${fwB} --pin`);
         const mine = (rows: CtListItem[]) =>
           rows.filter((c) => c.src === flow.src && c.sport === flow.sport && c.proto === "udp");
@@ -284,7 +284,7 @@ Deno.test({
         assert.deepEqual(mine(await ctList(t, [`--target=${fwA}`])), [], `ct-list --target=${fwA}`);
 
         await t.nfqlb.run(["ct-delete", `--shm=${t.shm}`, ...key]);
-        const back = (await t.udp(fam, [flow], 5)).targets[0];
+        const back = (await t.client.udp(fam, [flow], 5)).targets[0];
         assert.deepEqual(tally(back), { [a]: 5 }, "after ct-delete");
         // the lb scheduled it again and stored Maglev's choice, unpinned
         assert.deepEqual(

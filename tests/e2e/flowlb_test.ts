@@ -261,7 +261,7 @@ class Frontend {
   async ping(want: string[]): Promise<void> {
     const srcs = FAMILIES.flatMap((fam) => this.topo.clientAddrs(fam).slice(0, 8));
     const before = await this.atTargets("e2e-ping");
-    const r = await this.topo.ping(srcs, 3, 1500);
+    const r = await this.topo.client.ping(srcs, 3, 1500);
     const bad = srcs.map((s, i) => `${s}:${r.replies[i]}`).filter((_, i) => r.replies[i] !== 3);
     assert.deepEqual(bad, [], `echo replies per source (of 3; errno ${r.errors.join(",")})`);
     const after = await this.atTargets("e2e-ping");
@@ -391,9 +391,9 @@ Deno.test({
           at(fam, B_NEW, topo.flows(fam, 1, 24200, topo.clientAddrs(fam).slice(2)))
         );
         const streams = await Promise.all([
-          topo.startStream(4, steady, { pps: 200, waitMs: 3000 }),
-          topo.startStream(4, oldFlows, { pps: 50, waitMs: 1500 }),
-          topo.startStream(4, newFlows, { pps: 50, waitMs: 1500 }),
+          topo.client.startStream(4, steady, { pps: 200, waitMs: 3000 }),
+          topo.client.startStream(4, oldFlows, { pps: 50, waitMs: 1500 }),
+          topo.client.startStream(4, newFlows, { pps: 50, waitMs: 1500 }),
         ]);
         let results: StreamResult[] = [];
         try {

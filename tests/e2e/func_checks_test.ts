@@ -179,7 +179,7 @@ async function funcChecks(t: Deno.TestContext, mode: Mode): Promise<void> {
       async () => {
         await fragCheck(fam, `${BIG}B fragmented spread`, async () => {
           const flows = portFlows(topo, fam, N_FRAG, 26000);
-          const r = await topo.udp(fam, flows, 1, 1000, BIG);
+          const r = await topo.client.udp(fam, flows, 1, 1000, BIG);
           const names = r.targets.map((x) => x[0]);
           const lost = flows.filter((_, i) => names[i] === "").map(flowKey);
           const other: string[] = [];
@@ -198,8 +198,8 @@ async function funcChecks(t: Deno.TestContext, mode: Mode): Promise<void> {
       async () => {
         await fragCheck(fam, "same flow small/fragmented", async () => {
           const flows = portFlows(topo, fam, 10, 42001);
-          const small = (await topo.udp(fam, flows, 1, 1000, SMALL)).targets.map((x) => x[0]);
-          const big = (await topo.udp(fam, flows, 1, 1000, BIG)).targets.map((x) => x[0]);
+          const small = (await topo.client.udp(fam, flows, 1, 1000, SMALL)).targets.map((x) => x[0]);
+          const big = (await topo.client.udp(fam, flows, 1, 1000, BIG)).targets.map((x) => x[0]);
           const lost: string[] = [], other: string[] = [];
           flows.forEach((f, i) => {
             if (small[i] !== "" && big[i] === "") lost.push(`${flowKey(f)} ${BIG}B (${SMALL}B: ${small[i]})`);

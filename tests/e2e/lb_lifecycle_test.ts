@@ -103,7 +103,7 @@ async function observe(
 ): Promise<Record<Family, string[]>> {
   const out = {} as Record<Family, string[]>;
   for (const fam of [4, 6] as Family[]) {
-    out[fam] = (await t.udp(fam, flows[fam], 1, waitMs)).targets.map((x) => x[0]);
+    out[fam] = (await t.client.udp(fam, flows[fam], 1, waitMs)).targets.map((x) => x[0]);
   }
   return out;
 }
@@ -529,7 +529,7 @@ Deno.test({
     }
     let answered = 0;
     for (const fam of [4, 6] as Family[]) {
-      const r = await t.udp(fam, t.flows(fam, 15, 35000), 1, 1000, 3000);
+      const r = await t.client.udp(fam, t.flows(fam, 15, 35000), 1, 1000, 3000);
       const names = r.targets.map((x) => x[0]);
       assert.equal(
         tally(names)[""] ?? 0,
@@ -596,7 +596,7 @@ Deno.test({
           q0 = (await t.queueStats()).get(QUEUE)?.dropped ?? -1;
           // the first probe fills the queue (qlength 1) and waits there; the others overflow it
           // (answers come at once with --fail_open; without, every probe waits out its time)
-          const r = await t.udp(4, t.flows(4, n, failOpen ? 36000 : 36100), 1, failOpen ? 1500 : 300);
+          const r = await t.client.udp(4, t.flows(4, n, failOpen ? 36000 : 36100), 1, failOpen ? 1500 : 300);
           names = r.targets.map((x) => x[0]);
           c1 = await unmarked(t);
           q1 = (await t.queueStats()).get(QUEUE)?.dropped ?? -1;

@@ -169,7 +169,7 @@ Deno.test({
     for (const fam of FAMILIES) {
       await t.step(`ipv${fam}: 90 fragmented datagrams answered, >= 10 % per target`, async () => {
         const flows = topo.flows(fam, 90, 26000);
-        const r = await topo.udp(fam, flows, 1, 1000, 3000);
+        const r = await topo.client.udp(fam, flows, 1, 1000, 3000);
         const names = r.targets.map((x) => x[0]);
         const c = tally(names);
         assert.equal(c[""] ?? 0, 0, `unanswered: ${JSON.stringify(c)} (errno ${r.errors.join(",")})`);
@@ -182,7 +182,7 @@ Deno.test({
         fn: async () => {
           const flows = topo.flows(fam, 20, 27000);
           const small = await mapFlows(topo, fam, "udp", flows);
-          const big = (await topo.udp(fam, flows, 1, 1000, 3000)).targets.map((x) => x[0]);
+          const big = (await topo.client.udp(fam, flows, 1, 1000, 3000)).targets.map((x) => x[0]);
           const bad = flows.map((f, i) => `${flowKey(f)} ${small[i]}/${big[i] || "lost"}`).filter((_, i) =>
             small[i] !== big[i]
           );
@@ -247,7 +247,7 @@ Deno.test({
 
     // sequence-numbered probes, no retries, while t2 goes out and in 15 times
     const streams = await Promise.all(
-      FAMILIES.map((fam) => topo.startStream(fam, chosen[fam].flows, { pps: 800, waitMs: 3000 })),
+      FAMILIES.map((fam) => topo.client.startStream(fam, chosen[fam].flows, { pps: 800, waitMs: 3000 })),
     );
     let toggles = 0;
     let results: StreamResult[] = [];
@@ -296,7 +296,7 @@ Deno.test({
     }
     for (const sig of ["SIGTERM", "SIGKILL"] as Deno.Signal[]) {
       await t.step(`${sig}, start again, flows return to the same targets`, async () => {
-        const stream = await topo.startStream(4, topo.flows(4, 8, 25000), { pps: 300, waitMs: 500 });
+        const stream = await topo.client.startStream(4, topo.flows(4, 8, 25000), { pps: 300, waitMs: 500 });
         let status: Deno.CommandStatus | undefined;
         try {
           status = (await topo.nfqlb.stopLb(10_000, sig))?.status;

@@ -252,7 +252,7 @@ async function probes(
   repeat: number,
   size: number,
 ): Promise<{ packets: Record<string, number>; bytes: Record<string, number>; sent: number }> {
-  const r = await topo.udp(fam, flows, repeat, 2000, size);
+  const r = await topo.client.udp(fam, flows, repeat, 2000, size);
   const packets: Record<string, number> = {}, bytes: Record<string, number> = {};
   const lost: string[] = [];
   r.targets.forEach((names, i) =>
@@ -278,7 +278,7 @@ async function probes(
 
 /** Unanswered UDP probes (no target / no flow): one per flow, short wait; none may be answered. */
 async function unanswered(topo: Topology, fam: Family, flows: Flow[]): Promise<number> {
-  const r = await topo.udp(fam, flows, 1, 200, 64);
+  const r = await topo.client.udp(fam, flows, 1, 200, 64);
   const answered = r.targets.flat().filter((x) => x !== "");
   assert.deepEqual(answered, [], `ipv${fam}: probes answered although nothing should balance them`);
   return flows.length;

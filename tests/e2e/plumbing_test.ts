@@ -294,8 +294,12 @@ async function carryTraffic(
     await t.step(
       `ipv${fam}: UDP and TCP flows to the VIP reach every target (${names.join(", ")})`,
       async () => {
-        assertAllAnswered((await topo.udp(fam, topo.flows(fam, 60, sportBase))).targets, names, "udp");
-        assertAllAnswered((await topo.tcp(fam, topo.flows(fam, 60, sportBase + 1000))).targets, names, "tcp");
+        assertAllAnswered((await topo.client.udp(fam, topo.flows(fam, 60, sportBase))).targets, names, "udp");
+        assertAllAnswered(
+          (await topo.client.tcp(fam, topo.flows(fam, 60, sportBase + 1000))).targets,
+          names,
+          "tcp",
+        );
       },
     );
   }

@@ -48,7 +48,7 @@ import {
   waitUntil,
 } from "../harness/process.ts";
 import type { Family } from "../harness/addresses.ts";
-import { agentArgs } from "../harness/topology.ts";
+import { agentArgs, runAgent } from "../harness/traffic.ts";
 import { exists } from "../helpers/fs.ts";
 
 const notRoot = skipUnlessRoot();
@@ -302,12 +302,7 @@ class TierNet {
 
   /** The agent's `frags` in the client netns. */
   async frags(datagrams: CraftedDatagram[]): Promise<FragsResult> {
-    const r = await this.exec(this.ns.cli, agentArgs({ cmd: "frags", datagrams }), {
-      timeoutMs: 120_000,
-      allowFail: true,
-    });
-    if (r.code !== 0) throw new Error(`agent frags failed (${r.code}): ${r.stderr.trim()}`);
-    return JSON.parse(r.stdout) as FragsResult;
+    return await runAgent<FragsResult>(this.#run, this.ns.cli, { cmd: "frags", datagrams });
   }
 
   lbProc(lb: LbName): Proc | undefined {

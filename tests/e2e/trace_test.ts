@@ -86,11 +86,11 @@ Deno.test({
       const stderrBefore = lb.stderr.split("\n").length;
       const fam: Family = 4;
       const flows = topo.flows(fam, 40, 30000);
-      const r = await topo.udp(fam, flows);
+      const r = await topo.client.udp(fam, flows);
       const targets = r.targets.map((x) => x[0]);
       assert.ok(targets.every((t) => t !== ""), `unanswered: ${JSON.stringify(tally(targets))}`);
       const flows6 = topo.flows(6, 20, 30100);
-      const targets6 = (await topo.udp(6, flows6)).targets.map((x) => x[0]);
+      const targets6 = (await topo.client.udp(6, flows6)).targets.map((x) => x[0]);
       assert.ok(targets6.every((t) => t !== ""), `ipv6 unanswered: ${JSON.stringify(tally(targets6))}`);
       const want = counts([...targets, ...targets6].map(fwOf));
       const lines = (p: Proc) => captures(p.stdout, /^Load-balance packet\. fw=(\d+)$/);
@@ -106,7 +106,7 @@ Deno.test({
       await a.stop();
       assert.equal(a.status?.code === 0 || a.status?.signal === "SIGTERM", true, a.describe());
       const more = topo.flows(fam, 10, 30200);
-      const moreTargets = (await topo.udp(fam, more)).targets.map((x) => x[0]);
+      const moreTargets = (await topo.client.udp(fam, more)).targets.map((x) => x[0]);
       await waitUntil(() => lines(b).length >= 70, 20_000);
       assert.deepEqual(counts(lines(b)), counts([...targets, ...targets6, ...moreTargets].map(fwOf)));
       assert.equal(shmMask(topo), 3);
@@ -179,7 +179,7 @@ Deno.test({
           ...Array.from({ length: 5 }, (_, i) => ({ src, sport: 31005 + i })),
           ...Array.from({ length: 5 }, (_, i) => ({ src: other, sport: 31000 + i })),
         ];
-        const r = await topo.udp(fam, flows);
+        const r = await topo.client.udp(fam, flows);
         flows.forEach((flow, i) => {
           assert.ok(r.targets[i][0], `ipv${fam} ${flow.src}:${flow.sport} unanswered`);
           results.push({ fam, flow, target: r.targets[i][0], selected: i < 5 });
@@ -193,10 +193,10 @@ Deno.test({
         clientPort: 31000,
         proto: "udp" as const,
       });
-      assert.equal((await topo.icmp("10.213.0.12", [quoted(4)])).sent, 1);
-      assert.equal((await topo.icmp("fd13::12", [quoted(6)])).sent, 1);
+      assert.equal((await topo.client.icmp("10.213.0.12", [quoted(4)])).sent, 1);
+      assert.equal((await topo.client.icmp("fd13::12", [quoted(6)])).sent, 1);
       // pings from the selected source (trace flows always take ping by address), and from another
-      const pings = await topo.ping(["10.213.0.12", "10.213.0.13"], 2);
+      const pings = await topo.client.ping(["10.213.0.12", "10.213.0.13"], 2);
       assert.deepEqual(pings.replies, [2, 2], JSON.stringify(pings));
 
       // expected blocks: 10 UDP + 2 ICMP errors + 2 pings
@@ -266,7 +266,7 @@ Deno.test({
       });
       assert.equal((await nfqlb("trace-flow-list-names")).stdout, "[]\n");
       assert.equal((await nfqlb("trace-flow-list")).stdout, "[]\n");
-      const after = await topo.udp(4, sel[4]);
+      const after = await topo.client.udp(4, sel[4]);
       assert.ok(after.targets.every((x) => x[0] !== ""));
       await new Promise((r) => setTimeout(r, 300));
       assert.equal(blocks().length, 14, "a deleted trace flow selects nothing");

@@ -20,22 +20,11 @@
  * pid), deletes the namespaces (and with them every iptables rule) and the
  * directories; it runs from `await using` and never throws.
  */
-import type {
-  AgentCommand,
-  Flow,
-  IcmpCommand,
-  PingCommand,
-  PingResult,
-  ProbeResult,
-  SctpCommand,
-  SentResult,
-  StreamCommand,
-  StreamResult,
-} from "./agent/types.ts";
-import type { QuotedFlow } from "./packets.ts";
+import type { AgentCommand, Flow } from "./agent/types.ts";
 import { exists } from "../helpers/fs.ts";
 import { type Family, FWBASE, TCP_PORT, UDP_PORT, VIP } from "./addresses.ts";
 import { NfqlbDriver } from "./nfqlb.ts";
+import { agentArgs, Client, runAgent } from "./traffic.ts";
 import {
   type Proc,
   ProcGroup,
@@ -58,13 +47,6 @@ import {
   sweepStale,
   sysctl,
 } from "./netns.ts";
-
-const AGENT = new URL("./agent/main.ts", import.meta.url).pathname;
-
-/** argv that runs the traffic agent with command `c` under the current Deno. */
-export function agentArgs(c: AgentCommand): string[] {
-  return [Deno.execPath(), ...w("run -A --quiet --no-prompt --no-config"), AGENT, JSON.stringify(c)];
-}
 
 /**
  * How the lb netns steers VIP traffic: `nfqueue` (iptables -j NFQUEUE to one
@@ -137,6 +119,8 @@ export class Topology {
   readonly echoTcpPorts: number[];
   /** nfqlb in the lb netns: CLI commands, the lb / flowlb process. */
   readonly nfqlb: NfqlbDriver;
+  /** The client namespace's side of the traffic: probes, pings, crafted packets, streams to the VIP. */
+  readonly client: Client;
   #group: ProcGroup;
   #teardown: Promise<void> | undefined;
 
@@ -164,6 +148,7 @@ export class Topology {
     this.verbose = o.verbose ?? !!Deno.env.get("NFQLB_E2E_VERBOSE");
     this.#group = new ProcGroup(`topology ${this.prefix}`);
     this.nfqlb = new NfqlbDriver(this);
+    this.client = new Client(this);
     live.add(this);
   }
 
@@ -365,98 +350,7 @@ export class Topology {
 
   /** Runs a one-shot agent command in `ns` and returns its JSON result. */
   async agent<T>(ns: string, c: AgentCommand, timeoutMs = 120_000): Promise<T> {
-    const r = await this.exec(ns, agentArgs(c), { timeoutMs, allowFail: true });
-    if (r.code !== 0) throw new Error(`agent ${c.cmd} in ${ns} failed (${r.code}): ${r.stderr.trim()}`);
-    return JSON.parse(r.stdout) as T;
-  }
-
-  /** `repeat` UDP request/replies per flow to the VIP; [flow][rep] → target name ("" = no reply). */
-  async udp(fam: Family, flows: Flow[], repeat = 1, waitMs = 1000, size?: number): Promise<ProbeResult> {
-    return await this.agent<ProbeResult>(this.ns.cli, {
-      cmd: "udp",
-      dst: VIP[fam],
-      port: UDP_PORT,
-      flows,
-      repeat,
-      waitMs,
-      size,
-    });
-  }
-
-  /** `repeat` TCP connections per flow to the VIP; [flow][rep] → target name ("" = failed). */
-  async tcp(fam: Family, flows: Flow[], repeat = 1, waitMs = 2000): Promise<ProbeResult> {
-    return await this.agent<ProbeResult>(this.ns.cli, {
-      cmd: "tcp",
-      dst: VIP[fam],
-      port: TCP_PORT,
-      flows,
-      repeat,
-      waitMs,
-    });
-  }
-
-  /** `count` ICMP(v6) echo requests from each of `srcs` to the VIP of its family; echo replies per source. */
-  async ping(srcs: string[], count = 3, waitMs = 1000): Promise<PingResult> {
-    const pings = srcs.map((src) => ({ src, dst: VIP[src.includes(":") ? 6 : 4] }));
-    const c: PingCommand = { cmd: "ping", pings, count, waitMs };
-    return await this.agent<PingResult>(this.ns.cli, c);
-  }
-
-  /** Sends one ICMP error per quoted flow from the client (`from`) to the VIP. */
-  async icmp(from: string, flows: QuotedFlow[]): Promise<SentResult> {
-    const c: IcmpCommand = { cmd: "icmp", from, flows };
-    return await this.agent<SentResult>(this.ns.cli, c);
-  }
-
-  /** Sends SCTP INIT packets from `from` to the VIP of its family. */
-  async sctp(from: string, ports: { sport: number; dport: number }[], repeat = 1): Promise<SentResult> {
-    const fam: Family = from.includes(":") ? 6 : 4;
-    const c: SctpCommand = { cmd: "sctp", from, dst: VIP[fam], ports, repeat };
-    return await this.agent<SentResult>(this.ns.cli, c);
-  }
-
-  /**
-   * Starts a UDP probe stream (see the agent's `stream`); waits until its
-   * first round went out. Call `stop()` on the result to end it and get the counts.
-   */
-  async startStream(
-    fam: Family,
-    flows: Flow[],
-    o: { pps?: number; waitMs?: number; maxMs?: number; maxProbes?: number; port?: number } = {},
-  ): Promise<{ stop: () => Promise<StreamResult> }> {
-    const tag = crypto.randomUUID().slice(0, 8);
-    const c: StreamCommand = {
-      cmd: "stream",
-      dst: VIP[fam],
-      port: o.port ?? UDP_PORT,
-      flows,
-      waitMs: o.waitMs ?? 2000,
-      pps: o.pps ?? 500,
-      startedFile: `${this.workDir}/stream-${tag}.started`,
-      stopFile: `${this.workDir}/stream-${tag}.stop`,
-      maxMs: o.maxMs ?? 120_000,
-      maxProbes: o.maxProbes ?? 200_000,
-    };
-    const p = this.spawnAgent(this.ns.cli, `stream ${tag}`, c);
-    const ok = await waitUntil(() => !!p.status || exists(c.startedFile), 60_000);
-    if (!ok || p.status) {
-      await p.stop();
-      this.#group.forget(p);
-      throw new Error(`stream did not start:\n${p.describe()}`);
-    }
-    return {
-      stop: async () => {
-        Deno.writeTextFileSync(c.stopFile, "stop\n");
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const late = new Promise<"late">((r) => timer = setTimeout(() => r("late"), c.waitMs + 30_000));
-        const first = await Promise.race([p.done, late]);
-        clearTimeout(timer);
-        if (first === "late") await p.stop();
-        this.#group.forget(p);
-        if (p.status?.code !== 0) throw new Error(`stream failed:\n${p.describe()}`);
-        return JSON.parse(p.stdout) as StreamResult;
-      },
-    };
+    return await runAgent<T>(this.#sh, ns, c, timeoutMs);
   }
 
   /** Packet counters of one kind in every target: name → packets. */
