@@ -12,7 +12,8 @@ import assert from "node:assert/strict";
 import { skipUnlessRoot } from "../harness/netns.ts";
 import { pidRunning } from "../harness/process.ts";
 import { type Family, targetAddr, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
-import { assertAllAnswered, HostUnderTest, startNatServers } from "../harness/host.ts";
+import { assertAllAnswered } from "./checks.ts";
+import { HostUnderTest } from "../harness/host.ts";
 import { tally } from "../harness/traffic.ts";
 
 const ignore = skipUnlessRoot();
@@ -215,7 +216,7 @@ Deno.test({
     const NAT_PORT = 6000;
     await using h = await HostUnderTest.create({ name: "e2e-nat" });
     const { topo } = h;
-    const names = await startNatServers(topo, NAT_PORT);
+    const names = await topo.startNatServers(NAT_PORT);
     h.write(lbConfig("e2e-nat", [4, 6], {
       extra: [1, 2, 3].map(() => `port: ${NAT_PORT}, mode: nat`),
       service: [`ports: [{ protocol: udp, port: ${UDP_PORT} }, { protocol: tcp, port: ${TCP_PORT} }]`],

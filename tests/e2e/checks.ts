@@ -196,3 +196,11 @@ export async function checkSctp(
     );
   }
 }
+
+/** Every flow answered, by exactly the set `names`. */
+export function assertAllAnswered(targets: string[][], names: string[], what: string): void {
+  const seen = targets.flat();
+  const lost = seen.filter((x) => x === "").length;
+  assert.equal(lost, 0, `${what}: ${lost} of ${seen.length} unanswered`);
+  assert.deepEqual([...new Set(seen)].sort(), [...names].sort(), `${what}: targets seen`);
+}

@@ -22,7 +22,8 @@ import {
 import { NfqlbError } from "../../core/errors.ts";
 import { deleteNamespace, skipUnlessRoot, snapshot } from "../harness/netns.ts";
 import { type Family, targetAddr, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
-import { assertAllAnswered, startNatServers, stripTopologyPlumbing } from "../harness/host.ts";
+import { assertAllAnswered } from "./checks.ts";
+import { stripTopologyPlumbing } from "../harness/host.ts";
 import { run } from "../harness/process.ts";
 import { Topology } from "../harness/topology.ts";
 
@@ -330,7 +331,7 @@ Deno.test({
     const NAT_PORT = 6000;
     // NAT targets do not own the VIP: they serve on their own address and port, under new names;
     // the client's sockets are connected to VIP:port, so only replies from the VIP count
-    const names = await startNatServers(topo, NAT_PORT);
+    const names = await topo.startNatServers(NAT_PORT);
     const r = await carryTraffic(t, topo, trafficSpec(topo, "e2e-nat", "nat", NAT_PORT), names, 22000);
     assert.ok(!r.added.some((l) => l.startsWith("ip ")), "NAT adds no ip rule or route");
   },

@@ -1,17 +1,16 @@
 /**
- * Helpers for the end-to-end tests of the kernel plumbing and of
- * `nfqlb apply / teardown / status` (and the demo): kernel snapshots of a
- * namespace, removing the topology's own steering and fwmark routing so
- * that the plumbing installs them, NAT target servers, and {@link HostUnderTest},
- * a topology driven through a config file whose dataplane process (started
+ * A host configured from a file, for the tests of the kernel plumbing and of
+ * `nfqlb apply / teardown / status` and for the demo:
+ * {@link stripTopologyPlumbing} removes a topology's own steering and fwmark
+ * routing so that the plumbing installs them, and {@link HostUnderTest} is a
+ * topology driven through a config file whose dataplane process (started
  * detached by apply, so not a process of the topology) is always stopped.
  */
 import assert from "node:assert/strict";
-import { targetAddr, VIP } from "./addresses.ts";
 import { netnsInode, snapshot } from "./netns.ts";
 import { parseShowActive, type ShownTarget } from "./nfqlb.ts";
 import { NFQLB } from "./paths.ts";
-import { pidRunning, type RunResult, waitUntil } from "./process.ts";
+import { pidRunning, type RunResult } from "./process.ts";
 import { Topology, type TopologyOptions } from "./topology.ts";
 
 /** Removes the topology's own steering rule and fwmark routing from the lb netns (the plumbing installs them). */
@@ -25,50 +24,6 @@ export async function stripTopologyPlumbing(topo: Topology): Promise<void> {
   }
   const rules = (await topo.sh(["ip", "-n", topo.ns.lb, "rule", "show"])).stdout;
   assert.doesNotMatch(rules, /fwmark/, "the topology's fwmark rules are gone");
-}
-
-/** Every flow answered, by exactly the set `names`. */
-export function assertAllAnswered(targets: string[][], names: string[], what: string): void {
-  const seen = targets.flat();
-  const lost = seen.filter((x) => x === "").length;
-  assert.equal(lost, 0, `${what}: ${lost} of ${seen.length} unanswered`);
-  assert.deepEqual([...new Set(seen)].sort(), [...names].sort(), `${what}: targets seen`);
-}
-
-/**
- * Turns the targets into NAT targets: the VIPs leave their loopback, and a
- * server named n<i> answers on the target's own addresses at `port` (UDP and
- * TCP). Returns the server names, in target order.
- */
-export async function startNatServers(topo: Topology, port: number): Promise<string[]> {
-  const names = topo.ns.targets.map((_, k) => `n${k + 1}`);
-  const ready: string[] = [];
-  for (const [k, ns] of topo.ns.targets.entries()) {
-    await topo.exec(ns, ["ip", "addr", "del", `${VIP[4]}/32`, "dev", "lo"]);
-    await topo.exec(ns, ["ip", "-6", "addr", "del", `${VIP[6]}/128`, "dev", "lo"]);
-    const readyFile = `${topo.workDir}/nat-ready.${k + 1}`;
-    ready.push(readyFile);
-    topo.spawnAgent(ns, `nat server ${names[k]}`, {
-      cmd: "serve",
-      name: names[k],
-      addrs: [targetAddr(4, k + 1), targetAddr(6, k + 1)],
-      udpPort: port,
-      tcpPort: port,
-      maxLifeS: 600,
-      readyFile,
-    });
-  }
-  const up = await waitUntil(() => ready.every((f) => isFile(f)), 60_000);
-  assert.ok(up, "NAT servers ready");
-  return names;
-}
-
-function isFile(path: string): boolean {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
-  }
 }
 
 /** Options of {@link HostUnderTest.create}. */

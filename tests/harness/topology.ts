@@ -22,7 +22,7 @@
  */
 import type { AgentCommand, Flow } from "./agent/types.ts";
 import { exists } from "../helpers/fs.ts";
-import { type Family, FWBASE, TCP_PORT, UDP_PORT, VIP } from "./addresses.ts";
+import { type Family, FWBASE, targetAddr, TCP_PORT, UDP_PORT, VIP } from "./addresses.ts";
 import { NfqlbDriver } from "./nfqlb.ts";
 import { agentArgs, Client, runAgent } from "./traffic.ts";
 import {
@@ -331,6 +331,34 @@ export class Topology {
     if (!ok) {
       throw new Error(`server agents not ready after 60 s:\n${procs.map((p) => p.describe()).join("\n")}`);
     }
+  }
+
+  /**
+   * Turns the targets into NAT targets: the VIPs leave their loopback, and a
+   * server named n<i> answers on the target's own addresses at `port` (UDP and
+   * TCP). Returns the server names, in target order.
+   */
+  async startNatServers(port: number): Promise<string[]> {
+    const names = this.ns.targets.map((_, k) => `n${k + 1}`);
+    const ready: string[] = [];
+    for (const [k, ns] of this.ns.targets.entries()) {
+      await this.exec(ns, ["ip", "addr", "del", `${VIP[4]}/32`, "dev", "lo"]);
+      await this.exec(ns, ["ip", "-6", "addr", "del", `${VIP[6]}/128`, "dev", "lo"]);
+      const readyFile = `${this.workDir}/nat-ready.${k + 1}`;
+      ready.push(readyFile);
+      this.spawnAgent(ns, `nat server ${names[k]}`, {
+        cmd: "serve",
+        name: names[k],
+        addrs: [targetAddr(4, k + 1), targetAddr(6, k + 1)],
+        udpPort: port,
+        tcpPort: port,
+        maxLifeS: 600,
+        readyFile,
+      });
+    }
+    const up = await waitUntil(() => ready.every((f) => exists(f)), 60_000);
+    if (!up) throw new Error("NAT servers not ready after 60 s");
+    return names;
   }
 
   /** Starts a long-running agent in `ns` (stopped at teardown). */
