@@ -9,8 +9,8 @@
  * new flows go, then `nfqlb teardown -f` and removes the topology, also on
  * Ctrl-C. Needs root. Takes about 10 s.
  */
-import type { Flow } from "../tests/harness/agent/types.ts";
 import { type Family, FWBASE, targetAddr, VIP } from "../tests/harness/addresses.ts";
+import type { Flow } from "../tests/harness/agent/types.ts";
 import { HostUnderTest } from "../tests/harness/host.ts";
 import { isRoot } from "../tests/harness/netns.ts";
 import { teardownAll, type Topology } from "../tests/harness/topology.ts";

@@ -9,12 +9,12 @@
  * started, also when an assertion fails ({@link HostUnderTest}). Needs root.
  */
 import assert from "node:assert/strict";
+import { type Family, targetAddr, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
+import { HostUnderTest } from "../harness/host.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
 import { pidRunning } from "../harness/process.ts";
-import { type Family, targetAddr, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
-import { assertAllAnswered } from "./checks.ts";
-import { HostUnderTest } from "../harness/host.ts";
 import { tally } from "../harness/traffic.ts";
+import { assertAllAnswered } from "./checks.ts";
 
 const ignore = skipUnlessRoot();
 

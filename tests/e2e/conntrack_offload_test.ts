@@ -10,13 +10,13 @@
  * Counts only, no timing. Needs root (skipped otherwise).
  */
 import assert from "node:assert/strict";
+import { OFFLOAD_COMMENT, offloadRules } from "../../host/plumbing/offload_rules.ts";
+import { type Family, FWBASE, UDP_PORT, VIP } from "../harness/addresses.ts";
 import type { ConnsCommand, ConnsRound, Flow } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
 import { ctList } from "../harness/nfqlb.ts";
 import { waitUntil } from "../harness/process.ts";
-import { type Family, FWBASE, UDP_PORT, VIP } from "../harness/addresses.ts";
 import { Topology } from "../harness/topology.ts";
-import { OFFLOAD_COMMENT, offloadRules } from "../../host/plumbing/offload_rules.ts";
 import { exists } from "../helpers/fs.ts";
 
 const notRoot = skipUnlessRoot();

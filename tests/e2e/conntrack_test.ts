@@ -15,16 +15,16 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
+import type { CtListItem } from "../../cli/commands/conntrack_impl.ts";
+import { type Family, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
 import type { ConnsCommand, ConnsRound, Flow } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
-import { flowKey, tally } from "../harness/traffic.ts";
 import { addrPort, ctList, maglevTargets, tableTarget } from "../harness/nfqlb.ts";
-import { checkSticky, mapFlows } from "./checks.ts";
-import { exists } from "../helpers/fs.ts";
-import type { CtListItem } from "../../cli/commands/conntrack_impl.ts";
 import { waitUntil } from "../harness/process.ts";
-import { type Family, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
 import { Topology } from "../harness/topology.ts";
+import { flowKey, tally } from "../harness/traffic.ts";
+import { exists } from "../helpers/fs.ts";
+import { checkSticky, mapFlows } from "./checks.ts";
 
 const notRoot = skipUnlessRoot();
 const QUEUE = 2;

@@ -19,13 +19,13 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
+import { type Family, UDP_PORT, VIP } from "../harness/addresses.ts";
 import type { Flow } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
-import { flowKey, tally } from "../harness/traffic.ts";
 import { addrPort, ctList, maglevTargets } from "../harness/nfqlb.ts";
-import { mapFlows } from "./checks.ts";
-import { type Family, UDP_PORT, VIP } from "../harness/addresses.ts";
 import { Topology } from "../harness/topology.ts";
+import { flowKey, tally } from "../harness/traffic.ts";
+import { mapFlows } from "./checks.ts";
 
 const notRoot = skipUnlessRoot();
 const FAMILIES: Family[] = [4, 6];

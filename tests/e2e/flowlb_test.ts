@@ -21,13 +21,13 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
+import type { ListedFlow } from "../../core/flow/parse.ts";
+import { type Family, FWBASE, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
 import type { Flow, StreamFlowResult, StreamResult } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
-import { flowKey, type Proto, tally } from "../harness/traffic.ts";
 import { w, waitUntil } from "../harness/process.ts";
-import { type Family, FWBASE, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
 import { Topology } from "../harness/topology.ts";
-import type { ListedFlow } from "../../core/flow/parse.ts";
+import { flowKey, type Proto, tally } from "../harness/traffic.ts";
 
 const notRoot = skipUnlessRoot();
 const FAMILIES: Family[] = [4, 6];

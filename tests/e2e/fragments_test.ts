@@ -15,14 +15,14 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
+import { type Family, UDP_PORT, VIP } from "../harness/addresses.ts";
 import type { CraftedDatagram, Flow, FragsResult, SizesResult } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
-import { flowKey, tally } from "../harness/traffic.ts";
 import { parseFragStats, tableTarget } from "../harness/nfqlb.ts";
 import { fragmentCount } from "../harness/packets.ts";
 import { w } from "../harness/process.ts";
-import { type Family, UDP_PORT, VIP } from "../harness/addresses.ts";
 import { Topology } from "../harness/topology.ts";
+import { flowKey, tally } from "../harness/traffic.ts";
 
 const notRoot = skipUnlessRoot();
 const FAMILIES: Family[] = [4, 6];

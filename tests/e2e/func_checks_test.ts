@@ -24,13 +24,13 @@
  * lb_test.ts.
  */
 import assert from "node:assert/strict";
+import { type Family, FWBASE, UDP_PORT, VIP } from "../harness/addresses.ts";
 import type { Flow } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
-import { flowKey, type Proto, tally } from "../harness/traffic.ts";
 import { maglevTargets } from "../harness/nfqlb.ts";
-import { checkSticky, mapFlows } from "./checks.ts";
-import { type Family, FWBASE, UDP_PORT, VIP } from "../harness/addresses.ts";
 import { Topology } from "../harness/topology.ts";
+import { flowKey, type Proto, tally } from "../harness/traffic.ts";
+import { checkSticky, mapFlows } from "./checks.ts";
 
 const notRoot = skipUnlessRoot();
 const hmark = Deno.env.get("NFQLB_E2E_STEERING") === "hmark";

@@ -17,16 +17,16 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
+import { type Family, FWBASE, VIP } from "../harness/addresses.ts";
 import type { Flow } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
-import { flowKey, tally } from "../harness/traffic.ts";
 import { tableTarget } from "../harness/nfqlb.ts";
-import { checkSpread, mapFlows } from "./checks.ts";
 import { hex, ipv4Bytes, ipv6Bytes } from "../harness/packets.ts";
 import { NFQLB } from "../harness/paths.ts";
 import { type Proc, type RunResult, waitUntil } from "../harness/process.ts";
-import { type Family, FWBASE, VIP } from "../harness/addresses.ts";
 import { Topology } from "../harness/topology.ts";
+import { flowKey, tally } from "../harness/traffic.ts";
+import { checkSpread, mapFlows } from "./checks.ts";
 
 const notRoot = skipUnlessRoot();
 const QUEUE = 2;

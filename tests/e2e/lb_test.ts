@@ -10,13 +10,13 @@
  * stand-in instead (to validate the tests themselves).
  */
 import assert from "node:assert/strict";
+import { type Family, FWBASE } from "../harness/addresses.ts";
 import type { Flow, StreamResult } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
-import { flowKey, type Proto, tally } from "../harness/traffic.ts";
 import { tableTarget } from "../harness/nfqlb.ts";
-import { checkIcmpErrors, checkSctp, checkSpread, checkSticky, mapFlows } from "./checks.ts";
-import { type Family, FWBASE } from "../harness/addresses.ts";
 import { type Steering, Topology } from "../harness/topology.ts";
+import { flowKey, type Proto, tally } from "../harness/traffic.ts";
+import { checkIcmpErrors, checkSctp, checkSpread, checkSticky, mapFlows } from "./checks.ts";
 
 const notRoot = skipUnlessRoot();
 const hmark = Deno.env.get("NFQLB_E2E_STEERING") === "hmark";

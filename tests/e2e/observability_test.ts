@@ -13,14 +13,14 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
+import type { KernelQueue } from "../../core/counters_shm.ts";
+import { type Family, FWBASE } from "../harness/addresses.ts";
 import type { Flow } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
-import { flowKey } from "../harness/traffic.ts";
 import { NFQLB } from "../harness/paths.ts";
 import { waitUntil } from "../harness/process.ts";
-import { type Family, FWBASE } from "../harness/addresses.ts";
 import { Topology } from "../harness/topology.ts";
-import type { KernelQueue } from "../../core/counters_shm.ts";
+import { flowKey } from "../harness/traffic.ts";
 
 const notRoot = skipUnlessRoot();
 

@@ -8,6 +8,7 @@
  * (IPv4, IPv6). Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
+import { NfqlbError } from "../../core/errors.ts";
 import {
   applyPlumbing,
   type ApplyResult,
@@ -19,13 +20,12 @@ import {
   statusPlumbing,
   teardownPlumbing,
 } from "../../host/plumbing/mod.ts";
-import { NfqlbError } from "../../core/errors.ts";
-import { deleteNamespace, skipUnlessRoot, snapshot } from "../harness/netns.ts";
 import { type Family, targetAddr, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
-import { assertAllAnswered } from "./checks.ts";
 import { stripTopologyPlumbing } from "../harness/host.ts";
+import { deleteNamespace, skipUnlessRoot, snapshot } from "../harness/netns.ts";
 import { run } from "../harness/process.ts";
 import { Topology } from "../harness/topology.ts";
+import { assertAllAnswered } from "./checks.ts";
 
 const ignore = skipUnlessRoot();
 

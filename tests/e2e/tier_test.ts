@@ -24,6 +24,7 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
+import type { Family } from "../harness/addresses.ts";
 import type { CraftedDatagram, FragsResult } from "../harness/agent/types.ts";
 import {
   addNamespace,
@@ -47,7 +48,6 @@ import {
   w,
   waitUntil,
 } from "../harness/process.ts";
-import type { Family } from "../harness/addresses.ts";
 import { agentArgs, runAgent } from "../harness/traffic.ts";
 import { exists } from "../helpers/fs.ts";
 

@@ -5,11 +5,11 @@
  * teardown leaves nothing behind. Needs root; skipped (with a message) without.
  */
 import assert from "node:assert/strict";
-import { skipUnlessRoot } from "../harness/netns.ts";
-import { checkIcmpErrors, checkSctp, checkSpread, checkSticky } from "./checks.ts";
-import { run } from "../harness/process.ts";
 import type { Family } from "../harness/addresses.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { run } from "../harness/process.ts";
 import { Topology } from "../harness/topology.ts";
+import { checkIcmpErrors, checkSctp, checkSpread, checkSticky } from "./checks.ts";
 
 const ignore = skipUnlessRoot();
 

@@ -18,12 +18,12 @@
  * counts, never on timing; every wait is bounded.
  */
 import assert from "node:assert/strict";
+import { type Family, FWBASE, UDP_PORT, VIP } from "../harness/addresses.ts";
 import type { Flow } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
 import { type Proc, waitUntil } from "../harness/process.ts";
-import { type Family, FWBASE, UDP_PORT, VIP } from "../harness/addresses.ts";
-import { tally } from "../harness/traffic.ts";
 import { Topology } from "../harness/topology.ts";
+import { tally } from "../harness/traffic.ts";
 
 const notRoot = skipUnlessRoot();
 

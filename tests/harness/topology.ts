@@ -15,25 +15,17 @@
  *
  * Every instance has its own name prefix (`nfqe-<pid>-<n>`), shm directory
  * (NFQLB_SHM_DIR) and scratch directory, so instances can run side by side.
- * Addresses are private test subnets that exist only inside the namespaces.
+ * Addresses (addresses.ts) are private test subnets that exist only inside
+ * the namespaces. Built on netns.ts (namespaces, links, addresses) and a
+ * process group of process.ts (every command and process of the instance);
+ * `topo.nfqlb` (nfqlb.ts) drives nfqlb in the lb netns and `topo.client`
+ * (traffic.ts) sends traffic from the client netns through the agent.
  * {@link Topology.teardown} stops every process the instance started (by
  * pid), deletes the namespaces (and with them every iptables rule) and the
  * directories; it runs from `await using` and never throws.
  */
-import type { AgentCommand, Flow } from "./agent/types.ts";
-import { exists } from "../helpers/fs.ts";
 import { type Family, FWBASE, targetAddr, TCP_PORT, UDP_PORT, VIP } from "./addresses.ts";
-import { NfqlbDriver } from "./nfqlb.ts";
-import { agentArgs, Client, runAgent } from "./traffic.ts";
-import {
-  type Proc,
-  ProcGroup,
-  type Runner,
-  type RunOptions,
-  type RunResult,
-  w,
-  waitUntil,
-} from "./process.ts";
+import type { AgentCommand, Flow } from "./agent/types.ts";
 import {
   addNamespace,
   addVeth,
@@ -47,6 +39,18 @@ import {
   sweepStale,
   sysctl,
 } from "./netns.ts";
+import { NfqlbDriver } from "./nfqlb.ts";
+import {
+  type Proc,
+  ProcGroup,
+  type Runner,
+  type RunOptions,
+  type RunResult,
+  w,
+  waitUntil,
+} from "./process.ts";
+import { agentArgs, Client, runAgent } from "./traffic.ts";
+import { exists } from "../helpers/fs.ts";
 
 /**
  * How the lb netns steers VIP traffic: `nfqueue` (iptables -j NFQUEUE to one

@@ -5,9 +5,9 @@
  * chosen order and per fragment over a chosen route). The servers answer a
  * request whose first line starts with LEN_TAG with the length they received.
  */
-import { familyOf, udpFragments } from "../packets.ts";
-import { IPPROTO_RAW, SOCK_DGRAM, SOCK_RAW, Socket } from "../libc.ts";
 import { dec, enc, sleepSync } from "./common.ts";
+import { IPPROTO_RAW, SOCK_DGRAM, SOCK_RAW, Socket } from "../libc.ts";
+import { familyOf, udpFragments } from "../packets.ts";
 import {
   type FragsCommand,
   type FragsResult,

@@ -3,9 +3,9 @@
  * replies) and `icmp` (crafted ICMP frag-needed / ICMPv6 packet-too-big
  * errors that quote a flow, sent to the VIP).
  */
-import { familyOf, icmp6PacketTooBig, icmpFragNeeded, inetChecksum } from "../packets.ts";
-import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_RAW, SOCK_RAW, Socket } from "../libc.ts";
 import { enc, sleepSync } from "./common.ts";
+import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_RAW, SOCK_RAW, Socket } from "../libc.ts";
+import { familyOf, icmp6PacketTooBig, icmpFragNeeded, inetChecksum } from "../packets.ts";
 import type { IcmpCommand, PingCommand, PingResult, SentResult } from "./types.ts";
 
 /** An ICMP (type 8) or ICMPv6 (type 128) echo request; the kernel fills the ICMPv6 checksum. */

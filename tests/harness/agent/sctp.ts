@@ -1,7 +1,7 @@
 /** The agent's SCTP: `sctp`, crafted INIT packets on a raw socket (protocol 132). */
-import { sctpInit } from "../packets.ts";
-import { IPPROTO_SCTP, SOCK_RAW, Socket } from "../libc.ts";
 import { sleepSync } from "./common.ts";
+import { IPPROTO_SCTP, SOCK_RAW, Socket } from "../libc.ts";
+import { sctpInit } from "../packets.ts";
 import type { SctpCommand, SentResult } from "./types.ts";
 
 export function sendSctp(c: SctpCommand): SentResult {

@@ -4,8 +4,8 @@
  * the life bound.
  */
 import dgram from "node:dgram";
-import { familyOf } from "../packets.ts";
 import { dec, enc } from "./common.ts";
+import { familyOf } from "../packets.ts";
 import { LEN_TAG, type ServeCommand } from "./types.ts";
 
 export async function serve(c: ServeCommand): Promise<void> {

@@ -3,10 +3,10 @@
  * source, closed with RST so the 4-tuple is free again at once) and `conns`
  * (long-lived connections to an echo port, one round per go file).
  */
-import { exists } from "../../helpers/fs.ts";
-import { SOCK_STREAM, Socket } from "../libc.ts";
 import { dec, enc, probe, sleepSync } from "./common.ts";
+import { SOCK_STREAM, Socket } from "../libc.ts";
 import type { ConnsCommand, ConnsResult, ConnsRound, Flow, ProbeCommand, ProbeResult } from "./types.ts";
+import { exists } from "../../helpers/fs.ts";
 
 /** One TCP connection from `f` to dst:port; the first line the server wrote ("" = none). */
 function tcpAsk(dst: string, port: number, f: Flow, waitMs: number, errors: number[]): string {

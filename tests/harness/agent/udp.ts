@@ -3,9 +3,8 @@
  * socket bound to the flow's source; only a reply from the destination
  * counts) and `stream` (sequence-numbered probes on long-lived sockets).
  */
-import { exists } from "../../helpers/fs.ts";
-import { SOCK_DGRAM, Socket } from "../libc.ts";
 import { dec, enc, probe, sleepSync } from "./common.ts";
+import { SOCK_DGRAM, Socket } from "../libc.ts";
 import type {
   Flow,
   ProbeCommand,
@@ -14,6 +13,7 @@ import type {
   StreamFlowResult,
   StreamResult,
 } from "./types.ts";
+import { exists } from "../../helpers/fs.ts";
 
 /** A request: the nonce, then (if `size` is larger) a newline and padding up to `size` bytes. */
 function request(nonce: string, size = 0): Uint8Array<ArrayBuffer> {
