@@ -1,5 +1,5 @@
 /**
- * Self-test of the e2e topology and traffic agent with the in-kernel HMARK
+ * Self-test of the lab (tests/harness: topology, traffic agent) with the in-kernel HMARK
  * stand-in (no nfqlb process): spread, DSR replies from the VIP, 5-tuple
  * stickiness, ICMP errors and SCTP, for IPv4 and IPv6. Also checks that
  * teardown leaves nothing behind. Needs root; skipped (with a message) without.
