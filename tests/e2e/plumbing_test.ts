@@ -22,7 +22,7 @@ import {
 } from "../../host/plumbing/mod.ts";
 import { type Family, targetAddr, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
 import { stripTopologyPlumbing } from "../harness/host.ts";
-import { deleteNamespace, skipUnlessRoot, snapshot } from "../harness/netns.ts";
+import { deleteNamespace, skipUnlessRoot, snapshot, sysctl } from "../harness/netns.ts";
 import { run } from "../harness/process.ts";
 import { Topology } from "../harness/topology.ts";
 import { assertAllAnswered } from "./checks.ts";
@@ -39,7 +39,7 @@ async function bareNamespace(): Promise<{ ns: string; [Symbol.asyncDispose](): P
   try {
     await run(["ip", "netns", "add", ns]);
     // no link-local addresses: they would appear (with their routes) at some moment between snapshots
-    await run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.addr_gen_mode=1"]);
+    await sysctl(ns, ["net.ipv6.conf.default.addr_gen_mode=1"]);
     const batch = [
       "link set up dev lo",
       "link add d0 type veth peer name d1",
