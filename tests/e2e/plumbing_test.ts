@@ -39,7 +39,7 @@ async function bareNamespace(): Promise<{ ns: string; [Symbol.asyncDispose](): P
   try {
     await run(["ip", "netns", "add", ns]);
     // no link-local addresses: they would appear (with their routes) at some moment between snapshots
-    await sysctl(ns, ["net.ipv6.conf.default.addr_gen_mode=1"]);
+    await sysctl(ns, ["net.ipv6.conf.default.addr_gen_mode=1"], run);
     const batch = [
       "link set up dev lo",
       "link add d0 type veth peer name d1",

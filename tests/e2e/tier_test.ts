@@ -219,7 +219,7 @@ class TierNet {
         `-6 addr add ${VIP[6]}/128 dev lo nodad`,
         `route add default via 10.214.1${i}.254`,
         `-6 route add default via fd14:1${i}::254`,
-      ]);
+      ], r);
     }
     await this.#startServers();
 

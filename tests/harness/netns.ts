@@ -2,9 +2,9 @@
  * Network namespaces for the lab: creating them with the lab's sysctls,
  * veth pairs, `ip -batch` configuration, reading kernel state inside one
  * (NFQUEUE bindings, iptables / rules / routes snapshots), and deleting them
- * together with whatever still runs inside. Every function that runs a
- * command takes the {@link Runner} to run it with (default {@link run}), so a
- * lab can route them through its own process group.
+ * together with whatever still runs inside. The functions that configure a
+ * namespace take the {@link Runner} to run their commands with (a lab's
+ * process group, or plain `run`), so a lab's commands are never run past it.
  *
  * Lab names carry the creating process's pid (`nfqe-<pid>-…`), so
  * {@link sweepStale} can remove what an earlier, killed run left behind.
@@ -44,12 +44,12 @@ export const LAB_SYSCTLS = [
 ];
 
 /** `sysctl -qw kv...` in `ns`. */
-export async function sysctl(ns: string, kv: string[], runner: Runner = run): Promise<void> {
+export async function sysctl(ns: string, kv: string[], runner: Runner): Promise<void> {
   await runner(inNetns(ns, ["sysctl", "-qw", ...kv]));
 }
 
 /** Creates namespace `ns` and sets {@link LAB_SYSCTLS} in it. */
-export async function addNamespace(ns: string, runner: Runner = run): Promise<void> {
+export async function addNamespace(ns: string, runner: Runner): Promise<void> {
   await runner(["ip", "netns", "add", ns]);
   await sysctl(ns, LAB_SYSCTLS, runner);
 }
@@ -60,13 +60,13 @@ export async function addVeth(
   aNs: string,
   b: string,
   bNs: string,
-  runner: Runner = run,
+  runner: Runner,
 ): Promise<void> {
   await runner(["ip", "link", "add", a, "netns", aNs, "type", "veth", "peer", "name", b, "netns", bNs]);
 }
 
 /** `ip -n ns -batch`; lines starting with "-6 " go to a second `ip -6` batch (run after the first). */
-export async function ipBatch(ns: string, lines: string[], runner: Runner = run): Promise<void> {
+export async function ipBatch(ns: string, lines: string[], runner: Runner): Promise<void> {
   const v4 = lines.filter((l) => !l.startsWith("-6 "));
   const v6 = lines.filter((l) => l.startsWith("-6 ")).map((l) => l.slice(3));
   if (v4.length) await runner(["ip", "-n", ns, "-batch", "-"], { stdin: v4.join("\n") + "\n" });
@@ -160,7 +160,7 @@ export function parseQueueStats(text: string): Map<number, QueueStat> {
 }
 
 /** The NFQUEUE queues bound in `ns` (its /proc/net/netfilter/nfnetlink_queue, parsed; empty when unreadable). */
-export async function queueStats(ns: string, runner: Runner = run): Promise<Map<number, QueueStat>> {
+export async function queueStats(ns: string, runner: Runner): Promise<Map<number, QueueStat>> {
   const r = await runner(inNetns(ns, ["cat", "/proc/net/netfilter/nfnetlink_queue"]), { allowFail: true });
   return parseQueueStats(r.stdout);
 }

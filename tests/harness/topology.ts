@@ -273,7 +273,7 @@ export class Topology {
         `-6 addr add ${VIP[6]}/128 dev lo nodad`,
         `route add default via 10.213.${i}.254`,
         `-6 route add default via fd13:${i}::254`,
-      ]);
+      ], sh);
       // counters: ICMP errors and SCTP reaching this target
       for (
         const [ipt, rules] of [
