@@ -1,7 +1,7 @@
 /**
  * The demo (`deno task demo` / scripts/demo.sh), run as an operator would:
  * builds a client / load balancer / 3-target topology from network
- * namespaces, writes a small config file and runs `nfqlb apply -f` in the lb
+ * namespaces (the lab in tests/harness, as the e2e tests use it), writes a small config file and runs `nfqlb apply -f` in the lb
  * netns (target table, the detached `nfqlb lb`, NFQUEUE rules, fwmark
  * routing), sends real TCP connections and UDP requests to the VIP and shows
  * where they landed, shows `nfqlb status`, drains one target by setting its
