@@ -27,8 +27,8 @@ import { benchLookup } from "../tests/bench/lookup.ts";
 import { benchMaglev } from "../tests/bench/maglev.ts";
 import { formatReport, type Goal, type Row } from "../tests/bench/report.ts";
 import { benchRss } from "../tests/bench/rss.ts";
+import { ROOT } from "../tests/harness/paths.ts";
 
-const ROOT = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 const OUT_DIR = `${ROOT}/bench-results`;
 
 function machine(): Record<string, string | number> {

@@ -1,7 +1,7 @@
 /**
  * The demo (`deno task demo` / scripts/demo.sh), run as an operator would:
  * builds a client / load balancer / 3-target topology from network
- * namespaces, writes a small config file and runs `nfqlb apply -f` in the lb
+ * namespaces (the lab in tests/harness, as the e2e tests use it), writes a small config file and runs `nfqlb apply -f` in the lb
  * netns (target table, the detached `nfqlb lb`, NFQUEUE rules, fwmark
  * routing), sends real TCP connections and UDP requests to the VIP and shows
  * where they landed, shows `nfqlb status`, drains one target by setting its
@@ -9,9 +9,12 @@
  * new flows go, then `nfqlb teardown -f` and removes the topology, also on
  * Ctrl-C. Needs root. Takes about 10 s.
  */
-import type { Flow } from "../tests/e2e/agent.ts";
-import { HostUnderTest, targetAddr } from "../tests/e2e/host_helpers.ts";
-import { type Family, FWBASE, isRoot, teardownAll, type Topology, VIP } from "../tests/e2e/topology.ts";
+import { type Family, FWBASE, targetAddr, VIP } from "../tests/harness/addresses.ts";
+import type { Flow } from "../tests/harness/agent/types.ts";
+import { HostUnderTest } from "../tests/harness/host.ts";
+import { isRoot } from "../tests/harness/netns.ts";
+import { teardownAll, type Topology } from "../tests/harness/topology.ts";
+import { tally } from "../tests/harness/traffic.ts";
 
 const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
 const paint = (code: string) => (s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);
@@ -32,12 +35,6 @@ function cmd(s: string): void {
 }
 
 type Tally = Record<string, number>;
-
-function count(names: string[]): Tally {
-  const t: Tally = {};
-  for (const n of names) t[n] = (t[n] ?? 0) + 1;
-  return t;
-}
 
 /** A per-target table with a bar chart: one row per target, columns per traffic kind. */
 function table(topo: Topology, cols: [string, Tally][], title: string): void {
@@ -71,7 +68,7 @@ interface Probe {
 }
 
 async function send(topo: Topology, p: Probe): Promise<string[]> {
-  const r = p.proto === "udp" ? await topo.udp(p.fam, p.flows) : await topo.tcp(p.fam, p.flows);
+  const r = p.proto === "udp" ? await topo.client.udp(p.fam, p.flows) : await topo.client.tcp(p.fam, p.flows);
   return r.targets.map((x) => x[0]);
 }
 
@@ -169,7 +166,7 @@ async function main(): Promise<number> {
       } client addresses`,
     );
     const before = await Promise.all(probes.map((p) => send(topo, p)));
-    table(topo, probes.map((p, i) => [label(p), count(before[i])]), "Where the flows landed");
+    table(topo, probes.map((p, i) => [label(p), tally(before[i])]), "Where the flows landed");
 
     section("4. Status: the host against the file");
     cmd(`nfqlb status -f ${h.file}`);
@@ -185,7 +182,7 @@ async function main(): Promise<number> {
     printChanges(await nfqlb(h, ["apply", "-f", h.file]));
     const fresh: Probe[] = probes.map((p, k) => ({ ...p, flows: topo.flows(p.fam, 150, 30000 + 1000 * k) }));
     const drained = await Promise.all(fresh.map((p) => send(topo, p)));
-    table(topo, fresh.map((p, i) => [label(p), count(drained[i])]), "New flows, after the drain");
+    table(topo, fresh.map((p, i) => [label(p), tally(drained[i])]), "New flows, after the drain");
     const onT2 = drained.flat().filter((x) => x === "t2").length;
     say(`   ${onT2 === 0 ? green("no new flow went to t2") : yellow(`${onT2} new flows went to t2`)}.`);
     // lb here keeps no connection table: the earlier flows are looked up again, and only t2's move

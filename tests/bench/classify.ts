@@ -29,6 +29,7 @@ import { lib } from "../../ffi/lib.ts";
 import { TargetShm } from "../../core/target_shm.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { readPcap } from "../helpers/pcap.ts";
+import { TESTDATA } from "../harness/paths.ts";
 import type { BenchLib, PointerLib } from "./c_baseline.ts";
 import type { SectionResult } from "./lookup.ts";
 import { goal, type Row, summarize, timeMs } from "./report.ts";
@@ -41,7 +42,7 @@ const M = 9973, N = 100, TARGETS = 10;
 const NOW = 1_000_000_000n;
 
 /** Where the captures are. */
-const PCAP_DIR = new URL("../testdata/pcap/", import.meta.url).pathname;
+const PCAP_DIR = `${TESTDATA}/pcap/`;
 
 /** One packet of the bench set. */
 interface BenchPacket {

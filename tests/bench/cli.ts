@@ -10,6 +10,7 @@
  */
 import { TargetShm } from "../../core/target_shm.ts";
 import { type Goal, goal, type Row, summarize } from "./report.ts";
+import { NFQLB } from "../harness/paths.ts";
 import { exists } from "../helpers/fs.ts";
 
 /** Rounds (each subject runs once per round; activate and deactivate alternate). */
@@ -35,7 +36,7 @@ export async function benchCli(
 ): Promise<{ rows: Row[]; goals: Goal[]; checks: Record<string, boolean>; mode: string }> {
   const dir = Deno.makeTempDirSync({ dir: "/dev/shm", prefix: "nfqlb-bench-" });
   const env = { NFQLB_SHM_DIR: dir };
-  const nfqlb = `${root}/scripts/nfqlb`;
+  const nfqlb = NFQLB;
   const denoFlags = ["run", "--quiet", "--no-prompt", "--allow-all", "--config", `${root}/deno.json`];
   const mode = Deno.env.get("NFQLB_FROM_SOURCE") === undefined && exists(`${root}/dist/nfqlb`)
     ? "compiled binary dist/nfqlb"

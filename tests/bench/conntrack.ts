@@ -37,6 +37,7 @@ import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { ConntrackShm } from "../../core/conntrack_shm.ts";
 import type { SectionResult } from "./lookup.ts";
 import { type Goal, goal, type Row, summarize, timeMs } from "./report.ts";
+import { ROOT } from "../harness/paths.ts";
 
 const N = 1_000_000, CAP = 1_310_720, MORE = 200_000, LOOKUPS = 2_000_000, FFI_KEYS = 65_536, REPS = 5;
 const NOW = 1_000_000_000_000n; // virtual time: nothing expires during the bench
@@ -417,8 +418,7 @@ function measure(C: LoopSymbols, P: PtrSymbols): SectionResult {
 }
 
 if (import.meta.main) {
-  const root = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
-  const r = await benchConntrack(root);
+  const r = await benchConntrack(ROOT);
   for (const row of r.rows) {
     console.log(
       `${row.subject.padEnd(70)} ${row.stats.median.toFixed(1).padStart(8)} ${row.unit}  ${row.case}`,

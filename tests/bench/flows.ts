@@ -27,6 +27,7 @@ import { mapIPv4 } from "../../core/inet.ts";
 import { flowSpec, type FlowText } from "../helpers/flow_spec.ts";
 import type { SectionResult } from "./lookup.ts";
 import { type Goal, goal, type Row, summarize, timeMs } from "./report.ts";
+import { ROOT } from "../harness/paths.ts";
 
 /** Repetitions (interleaved), keys per set, calls per timed repetition of an indexed loop. */
 const REPS = 7, NKEYS = 64, ITERS = 500_000;
@@ -336,8 +337,7 @@ function measure(
 
 if (import.meta.main) {
   const { formatReport } = await import("./report.ts");
-  const root = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
-  const r = await benchFlows(root);
+  const r = await benchFlows(ROOT);
   console.log(formatReport(r.rows, r.goals));
   for (const [k, v] of Object.entries(r.checks)) console.log(`  ${v ? "ok  " : "FAIL"}  ${k}`);
 }

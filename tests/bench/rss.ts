@@ -17,6 +17,7 @@
 import { TargetShm } from "../../core/target_shm.ts";
 import type { SectionResult } from "./lookup.ts";
 import { goal, type Row, summarize } from "./report.ts";
+import { NFQLB } from "../harness/paths.ts";
 
 /** Rounds; each runs the lb and the baseline once. */
 const ROUNDS = 3;
@@ -221,7 +222,7 @@ async function measure(
   let started = true, found = true, exit0 = true, threads = 0;
   for (let round = 0; round < ROUNDS; round++) {
     // ours
-    const lb = start("ip", ["netns", "exec", ns, `${root}/scripts/nfqlb`, ...lbArgs], env, /queue_length=/);
+    const lb = start("ip", ["netns", "exec", ns, NFQLB, ...lbArgs], env, /queue_length=/);
     try {
       if (!(await lb.ready)) {
         started = false;

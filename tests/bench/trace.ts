@@ -27,6 +27,7 @@
 import { TargetShm } from "../../core/target_shm.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { readPcap } from "../helpers/pcap.ts";
+import { ROOT, TESTDATA } from "../harness/paths.ts";
 import type { SectionResult } from "./lookup.ts";
 import { goal, type Row, summarize, timeMs } from "./report.ts";
 
@@ -34,7 +35,7 @@ import { goal, type Row, summarize, timeMs } from "./report.ts";
 const ITERS = 200_000, REPS = 41;
 const M = 9973, N = 100, TARGETS = 10;
 const NOW = 1_000_000_000n;
-const PCAP_DIR = new URL("../testdata/pcap/", import.meta.url).pathname;
+const PCAP_DIR = `${TESTDATA}/pcap/`;
 
 const COMMON = {
   nfqlb_lb_create: { parameters: ["pointer", "pointer", "u32", "u32", "i32"], result: "pointer" },
@@ -258,8 +259,7 @@ function measure(B: CommonSymbols, T: TracedSymbols, tshm: Deno.PointerObject): 
 }
 
 if (import.meta.main) {
-  const root = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
-  const r = await benchTrace(root, `${root}/bench-results`);
+  const r = await benchTrace(ROOT, `${ROOT}/bench-results`);
   for (const x of r.rows) {
     console.log(
       `${x.subject.padEnd(70)} ${x.stats.median.toFixed(2).padStart(7)} ns/pkt  (min ${

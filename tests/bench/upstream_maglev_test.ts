@@ -9,8 +9,7 @@
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
 import { openBenchLib } from "./c_baseline.ts";
-
-const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
+import { ROOT } from "../harness/paths.ts";
 
 /** (M, N) pairs: small published cases, Maglev's 65537, and wrapping sizes. */
 const CASES: [number, number][] = [[7, 3], [19, 5], [997, 32], [9973, 100], [65537, 32], [131071, 32], [

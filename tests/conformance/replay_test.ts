@@ -6,7 +6,10 @@
  */
 import assert from "node:assert/strict";
 import { z } from "zod";
-import { nfqlb, pool, shmSandbox, TESTDATA } from "../helpers/run.ts";
+import { TESTDATA } from "../harness/paths.ts";
+import { nfqlb } from "../harness/nfqlb.ts";
+import { shmSandbox } from "../helpers/shm.ts";
+import { pool } from "../helpers/pool.ts";
 
 const CliCase = z.object({
   args: z.array(z.string()),

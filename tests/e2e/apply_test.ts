@@ -9,9 +9,12 @@
  * started, also when an assertion fails ({@link HostUnderTest}). Needs root.
  */
 import assert from "node:assert/strict";
-import { skipUnlessRoot } from "./checks.ts";
-import { assertAllAnswered, HostUnderTest, pidRunning, startNatServers, targetAddr } from "./host_helpers.ts";
-import { type Family, tally, TCP_PORT, UDP_PORT, VIP } from "./topology.ts";
+import { type Family, targetAddr, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
+import { HostUnderTest } from "../harness/host.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { pidRunning } from "../harness/process.ts";
+import { tally } from "../harness/traffic.ts";
+import { assertAllAnswered } from "./checks.ts";
 
 const ignore = skipUnlessRoot();
 
@@ -92,8 +95,16 @@ Deno.test({
 
     for (const fam of [4, 6] as Family[]) {
       await t.step(`ipv${fam}: UDP and TCP flows reach all 3 targets`, async () => {
-        assertAllAnswered((await topo.udp(fam, topo.flows(fam, 60, 20000))).targets, topo.targetNames, "udp");
-        assertAllAnswered((await topo.tcp(fam, topo.flows(fam, 60, 21000))).targets, topo.targetNames, "tcp");
+        assertAllAnswered(
+          (await topo.client.udp(fam, topo.flows(fam, 60, 20000))).targets,
+          topo.targetNames,
+          "udp",
+        );
+        assertAllAnswered(
+          (await topo.client.tcp(fam, topo.flows(fam, 60, 21000))).targets,
+          topo.targetNames,
+          "tcp",
+        );
       });
     }
 
@@ -184,13 +195,13 @@ Deno.test({
 
     await t.step("drain (weight 1 -> 0): new flows go to t1 and t3 only", async () => {
       await applyWeight(0, 1);
-      assertAllAnswered((await topo.udp(4, topo.flows(4, 90, 24000))).targets, ["t1", "t3"], "udp");
-      assertAllAnswered((await topo.tcp(4, topo.flows(4, 60, 25000))).targets, ["t1", "t3"], "tcp");
+      assertAllAnswered((await topo.client.udp(4, topo.flows(4, 90, 24000))).targets, ["t1", "t3"], "udp");
+      assertAllAnswered((await topo.client.tcp(4, topo.flows(4, 60, 25000))).targets, ["t1", "t3"], "tcp");
     });
 
     await t.step("weight 0 -> 3: t2 takes the largest share of new flows", async () => {
       await applyWeight(3, 0);
-      const r = await topo.udp(4, topo.flows(4, 90, 26000));
+      const r = await topo.client.udp(4, topo.flows(4, 90, 26000));
       assertAllAnswered(r.targets, topo.targetNames, "udp");
       const n = tally(r.targets.flat());
       assert.ok(n.t2 > n.t1 && n.t2 > n.t3, JSON.stringify(n));
@@ -205,7 +216,7 @@ Deno.test({
     const NAT_PORT = 6000;
     await using h = await HostUnderTest.create({ name: "e2e-nat" });
     const { topo } = h;
-    const names = await startNatServers(topo, NAT_PORT);
+    const names = await topo.startNatServers(NAT_PORT);
     h.write(lbConfig("e2e-nat", [4, 6], {
       extra: [1, 2, 3].map(() => `port: ${NAT_PORT}, mode: nat`),
       service: [`ports: [{ protocol: udp, port: ${UDP_PORT} }, { protocol: tcp, port: ${TCP_PORT} }]`],
@@ -223,8 +234,8 @@ Deno.test({
     for (const fam of [4, 6] as Family[]) {
       // the client's sockets are connected to VIP:port, so only replies from the VIP count
       await t.step(`ipv${fam}: UDP and TCP to the VIP reach every target's port ${NAT_PORT}`, async () => {
-        assertAllAnswered((await topo.udp(fam, topo.flows(fam, 60, 22000))).targets, names, "udp");
-        assertAllAnswered((await topo.tcp(fam, topo.flows(fam, 60, 23000))).targets, names, "tcp");
+        assertAllAnswered((await topo.client.udp(fam, topo.flows(fam, 60, 22000))).targets, names, "udp");
+        assertAllAnswered((await topo.client.tcp(fam, topo.flows(fam, 60, 23000))).targets, names, "tcp");
       });
     }
     await t.step("status -f: the host matches", async () => {
@@ -251,7 +262,7 @@ Deno.test({
     for (const f of ["web", "web-ct", "ftshm", "ftshm-counters", ".nfqlb-host-e2e-down.json"]) {
       assert.ok(h.shmFiles().includes(f), `${f} after apply: ${h.shmFiles()}`);
     }
-    assertAllAnswered((await topo.udp(4, topo.flows(4, 30, 27000))).targets, topo.targetNames, "udp");
+    assertAllAnswered((await topo.client.udp(4, topo.flows(4, 30, 27000))).targets, topo.targetNames, "udp");
     assert.notDeepEqual(await h.snapshot(), before);
 
     const r = await h.nfqlb(["teardown", "-f", h.file]);
@@ -340,8 +351,8 @@ Deno.test({
       assert.deepEqual(await listNames(), ["tcp-b->b", "udp-a->a"]);
     });
     await t.step("UDP reaches only service a's targets, TCP only service b's", async () => {
-      assertAllAnswered((await topo.udp(4, topo.flows(4, 60, 28000))).targets, ["t1", "t2"], "udp");
-      assertAllAnswered((await topo.tcp(4, topo.flows(4, 30, 29000))).targets, ["t3"], "tcp");
+      assertAllAnswered((await topo.client.udp(4, topo.flows(4, 60, 28000))).targets, ["t1", "t2"], "udp");
+      assertAllAnswered((await topo.client.tcp(4, topo.flows(4, 30, 29000))).targets, ["t3"], "tcp");
     });
     await t.step("removing flow tcp-b from the file deletes exactly it", async () => {
       const pid = h.pid();
@@ -349,7 +360,7 @@ Deno.test({
       assert.deepEqual(await h.applyOk(), ["- flow-delete --name=tcp-b", `applied ${h.file}: 1 change`]);
       assert.deepEqual(await listNames(), ["udp-a->a"]);
       assert.equal(h.pid(), pid);
-      assertAllAnswered((await topo.udp(4, topo.flows(4, 30, 30000))).targets, ["t1", "t2"], "udp");
+      assertAllAnswered((await topo.client.udp(4, topo.flows(4, 30, 30000))).targets, ["t1", "t2"], "udp");
       const st = await h.nfqlb(["status", "-f", h.file]);
       assert.equal(st.code, 0, st.stdout);
     });
@@ -369,7 +380,7 @@ Deno.test({
         assert.ok(out.every((l) => l.startsWith("- ")), out.join("\n"));
         assert.ok(!h.shmFiles().includes("b"));
         assert.equal(h.pid(), pid);
-        assertAllAnswered((await topo.udp(4, topo.flows(4, 30, 32000))).targets, ["t1", "t2"], "udp");
+        assertAllAnswered((await topo.client.udp(4, topo.flows(4, 30, 32000))).targets, ["t1", "t2"], "udp");
         const st = await h.nfqlb(["status", "-f", h.file]);
         assert.equal(st.code, 0, st.stdout);
         assert.deepEqual(await h.applyOk(), [`nothing to change: the host matches ${h.file}`]);
@@ -430,7 +441,7 @@ Deno.test({
       lines.join("\n"),
     );
     const n = 60;
-    const r = await topo.udp(4, topo.flows(4, n, 31000));
+    const r = await topo.client.udp(4, topo.flows(4, n, 31000));
     assertAllAnswered(r.targets, topo.targetNames, "udp");
     const got = tally(r.targets.flat());
     for (const name of topo.targetNames) {

@@ -1,25 +1,19 @@
 /**
- * Reusable end-to-end checks over a {@link Topology}: spread, stickiness,
- * ICMP errors and SCTP. Each asserts on what arrived where (counts and
- * sets), never on timing, and returns what it observed for later steps.
+ * Reusable end-to-end checks over a {@link Topology} (tests/harness): spread,
+ * stickiness, ICMP errors and SCTP. Each asserts on what arrived where
+ * (counts and sets), never on timing, and returns what it observed for
+ * later steps.
  */
 import assert from "node:assert/strict";
-import type { Flow } from "./agent.ts";
-import { type Family, ROOT, tally, TCP_PORT, type Topology, UDP_PORT, VIP, waitUntil } from "./topology.ts";
-import { exists } from "../helpers/fs.ts";
-import type { CtListItem } from "../../cli/commands/conntrack_impl.ts";
-
-/** Probe protocol. */
-export type Proto = "udp" | "tcp";
-
-/** "src:sport" of a flow. */
-export function flowKey(f: Flow): string {
-  return `${f.src}:${f.sport}`;
-}
+import { type Family, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
+import type { Flow } from "../harness/agent/types.ts";
+import { waitUntil } from "../harness/process.ts";
+import type { Topology } from "../harness/topology.ts";
+import { flowKey, type Proto, tally } from "../harness/traffic.ts";
 
 /** One request per flow; every flow must be answered. Returns the target per flow (same order). */
 export async function mapFlows(t: Topology, fam: Family, proto: Proto, flows: Flow[]): Promise<string[]> {
-  const r = proto === "udp" ? await t.udp(fam, flows) : await t.tcp(fam, flows);
+  const r = proto === "udp" ? await t.client.udp(fam, flows) : await t.client.tcp(fam, flows);
   const names = r.targets.map((x) => x[0]);
   const lost = flows.filter((_, i) => names[i] === "").map(flowKey);
   assert.equal(
@@ -72,7 +66,9 @@ export async function checkSticky(
   flow: Flow,
   repeat: number,
 ): Promise<string> {
-  const r = proto === "udp" ? await t.udp(fam, [flow], repeat) : await t.tcp(fam, [flow], repeat);
+  const r = proto === "udp"
+    ? await t.client.udp(fam, [flow], repeat)
+    : await t.client.tcp(fam, [flow], repeat);
   const names = r.targets[0];
   const counts = tally(names);
   assert.equal(
@@ -108,7 +104,7 @@ export async function checkIcmpErrors(
   const from = t.clientAddrs(fam)[0];
   for (const c of cases) {
     const before = await t.counters("icmp");
-    const sent = await t.icmp(from, [{
+    const sent = await t.client.icmp(from, [{
       vip: VIP[fam],
       vipPort: c.proto === "udp" ? UDP_PORT : TCP_PORT,
       client: c.flow.src,
@@ -165,7 +161,7 @@ export async function checkSctp(
 
   let before = await t.counters("sctp");
   const ports = Array.from({ length: n }, (_, i) => ({ sport: 30000 + i, dport: 7777 }));
-  const sent = await t.sctp(from, ports);
+  const sent = await t.client.sctp(from, ports);
   assert.equal(sent.sent, n, `SCTP send: ${JSON.stringify(sent)}`);
   let d = await waitCount(before, n);
   assert.equal(sum(d), n, `ipv${fam} SCTP: ${sum(d)}/${n} packets reached a target: ${JSON.stringify(d)}`);
@@ -177,7 +173,7 @@ export async function checkSctp(
   }
 
   before = await t.counters("sctp");
-  await t.sctp(from, [{ sport: 31234, dport: 7777 }], repeat);
+  await t.client.sctp(from, [{ sport: 31234, dport: 7777 }], repeat);
   d = await waitCount(before, repeat);
   assert.equal(
     Object.values(d).filter((x) => x > 0).length,
@@ -189,7 +185,7 @@ export async function checkSctp(
   if (o.portsOnly) {
     before = await t.counters("sctp");
     const srcs = t.clientAddrs(fam).slice(0, 4);
-    for (const s of srcs) await t.sctp(s, [{ sport: 31234, dport: 7777 }]);
+    for (const s of srcs) await t.client.sctp(s, [{ sport: 31234, dport: 7777 }]);
     d = await waitCount(before, srcs.length);
     assert.equal(
       Object.values(d).filter((x) => x > 0).length,
@@ -201,98 +197,10 @@ export async function checkSctp(
   }
 }
 
-/**
- * The control plane's answer for a flow: `nfqlb fwmark --shm` on the
- * topology's target table → target name ("" when the table has no target).
- */
-export async function tableTarget(t: Topology, fam: Family, proto: Proto, flow: Flow): Promise<string> {
-  const port = proto === "udp" ? UDP_PORT : TCP_PORT;
-  const r = await t.nfqlb([
-    "fwmark",
-    `--shm=${t.shm}`,
-    `--proto=${proto}`,
-    `--src=${addrPort(flow.src, flow.sport)}`,
-    `--dst=${addrPort(VIP[fam], port)}`,
-  ]);
-  const fw = (JSON.parse(r.stdout) as { fwmark: number }).fwmark;
-  const i = t.fwmarks.indexOf(fw);
-  return i < 0 ? "" : t.targetNames[i];
-}
-
-/** "addr:port" as the CLI takes it ("[addr]:port" for IPv6). */
-export function addrPort(addr: string, port: number): string {
-  return addr.includes(":") ? `[${addr}]:${port}` : `${addr}:${port}`;
-}
-
-const MAGLEV_SCRIPT = `
-import { buildKey, parseAddrPort, PROTOCOLS, TargetShm } from ${JSON.stringify(`${ROOT}/mod.ts`)};
-const c = JSON.parse(Deno.args[0]);
-const t = TargetShm.open(c.shm);
-try {
-  const out = c.pairs.map(([s, d]) => {
-    const a = parseAddrPort(s), b = parseAddrPort(d);
-    return t.lookupKey(buildKey(a.addr, b.addr, PROTOCOLS[c.proto], a.port, b.port), 1);
-  });
-  console.log(JSON.stringify(out));
-} finally {
-  t.close();
-}
-`;
-
-/**
- * Maglev's target (name, "" for none) for each flow (with dst and dport) in
- * target table `shm` (default the topology's) as it is now: what `nfqlb
- * fwmark --shm` answers, for all flows in one process (a CLI run per flow
- * would take seconds).
- */
-export async function maglevTargets(
-  t: Topology,
-  proto: Proto,
-  flows: Flow[],
-  shm = t.shm,
-): Promise<string[]> {
-  const script = `${t.workDir}/maglev.ts`;
-  if (!exists(script)) Deno.writeTextFileSync(script, MAGLEV_SCRIPT);
-  const pairs = flows.map((f) => {
-    assert.ok(f.dst !== undefined && f.dport !== undefined, "maglevTargets needs flows with dst and dport");
-    return [addrPort(f.src, f.sport), addrPort(f.dst, f.dport)];
-  });
-  const r = await t.sh([
-    Deno.execPath(),
-    ..."run -A --quiet --no-prompt --no-lock --config".split(" "),
-    `${ROOT}/deno.json`,
-    script,
-    JSON.stringify({ shm, proto, pairs }),
-  ], { env: t.nfqlbEnv, timeoutMs: 60_000 });
-  return (JSON.parse(r.stdout) as number[]).map((fw) => {
-    const i = t.fwmarks.indexOf(fw);
-    return i < 0 ? "" : t.targetNames[i];
-  });
-}
-
-/** `ct-list` of the connection table of `shm` (default the topology's), with `filters`. */
-export async function ctList(t: Topology, filters: string[] = [], shm = t.shm): Promise<CtListItem[]> {
-  const r = await t.nfqlb(["ct-list", `--shm=${shm}`, ...filters]);
-  return JSON.parse(r.stdout) as CtListItem[];
-}
-
-/** Prints (once) why root-only tests are skipped; returns whether to ignore them. */
-export function skipUnlessRoot(): boolean {
-  const root = Deno.uid() === 0;
-  if (!root && !skipNoted) {
-    skipNoted = true;
-    console.log("e2e: skipped, needs root (network namespaces, veth, iptables); run as root to include them");
-  }
-  return !root;
-}
-let skipNoted = false;
-
-/**
- * Counters of `nfqlb stats --ft_shm` (upstream's output is not valid JSON:
- * a comma is missing after fragsDiscarded), as name → value.
- */
-export function parseFragStats(text: string): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const m of text.matchAll(/"(\w+)":\s*(\d+)/g)) out[m[1]] = Number(m[2]);
-  return out;
+/** Every flow answered, by exactly the set `names`. */
+export function assertAllAnswered(targets: string[][], names: string[], what: string): void {
+  const seen = targets.flat();
+  const lost = seen.filter((x) => x === "").length;
+  assert.equal(lost, 0, `${what}: ${lost} of ${seen.length} unanswered`);
+  assert.deepEqual([...new Set(seen)].sort(), [...names].sort(), `${what}: targets seen`);
 }

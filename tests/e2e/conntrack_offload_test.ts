@@ -10,10 +10,13 @@
  * Counts only, no timing. Needs root (skipped otherwise).
  */
 import assert from "node:assert/strict";
-import type { ConnsCommand, ConnsRound, Flow } from "./agent.ts";
-import { ctList, skipUnlessRoot } from "./checks.ts";
-import { type Family, FWBASE, Topology, UDP_PORT, VIP, waitUntil } from "./topology.ts";
 import { OFFLOAD_COMMENT, offloadRules } from "../../host/plumbing/offload_rules.ts";
+import { type Family, FWBASE, UDP_PORT, VIP } from "../harness/addresses.ts";
+import type { ConnsCommand, ConnsRound, Flow } from "../harness/agent/types.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { ctList } from "../harness/nfqlb.ts";
+import { waitUntil } from "../harness/process.ts";
+import { Topology } from "../harness/topology.ts";
 import { exists } from "../helpers/fs.ts";
 
 const notRoot = skipUnlessRoot();
@@ -30,7 +33,7 @@ async function queued(topo: Topology): Promise<number> {
 
 /** `n` UDP request/replies of one flow; asserts every one was answered, by one target; returns it. */
 async function udpTarget(topo: Topology, fam: Family, flow: Flow, n: number): Promise<string> {
-  const r = await topo.udp(fam, [flow], n);
+  const r = await topo.client.udp(fam, [flow], n);
   const names = new Set(r.targets[0]);
   assert.equal(names.size, 1, `ipv${fam} ${flow.src}:${flow.sport}: answered by ${[...names]}`);
   const [name] = names;
@@ -102,12 +105,12 @@ Deno.test({
       steering: { mode: "nfqueue", queue: QUEUE },
       echoTcpPorts: [ECHO_PORT],
     });
-    await topo.nfqlb(["init", `--shm=${topo.shm}`, "--M=997", "--N=32", "--conntrack=4096"]);
-    await topo.activate(...topo.fwmarks);
+    await topo.nfqlb.run(["init", `--shm=${topo.shm}`, "--M=997", "--N=32", "--conntrack=4096"]);
+    await topo.nfqlb.activate(...topo.fwmarks);
     const rules = offloadRules({ vips: [VIP[4], VIP[6]] });
     // the topology appended the NFQUEUE rules; ours are inserted ahead of them
     for (const argv of rules.add) await topo.exec(topo.ns.lb, argv);
-    await topo.startLb();
+    await topo.nfqlb.startLb();
 
     await t.step(
       "the offload rules sit ahead of the NFQUEUE rule, the SYN untrack in raw, both families",
@@ -143,7 +146,7 @@ Deno.test({
         assert.equal(`t${before.fwmark - FWBASE}`, target, "the table holds the target that answered");
         assert.deepEqual(before.flags, []);
 
-        const r = await topo.nfqlb(["ct-set", `--shm=${topo.shm}`, ...ct, "--offload"]);
+        const r = await topo.nfqlb.run(["ct-set", `--shm=${topo.shm}`, ...ct, "--offload"]);
         assert.equal(r.stderr, "", "the kernel knows the flow: no note");
         assert.deepEqual((await entry()).flags, ["offloaded"]);
 
@@ -156,17 +159,17 @@ Deno.test({
       await t.step(`ipv${fam}: --fwmark on an offloaded flow moves it in the kernel too`, async () => {
         const e = await entry();
         const other = topo.fwmarks.find((m) => m !== e.fwmark)!;
-        await topo.nfqlb(["ct-set", `--shm=${topo.shm}`, ...ct, `--fwmark=${other}`]);
+        await topo.nfqlb.run(["ct-set", `--shm=${topo.shm}`, ...ct, `--fwmark=${other}`]);
         const q1 = await queued(topo);
         assert.equal(await udpTarget(topo, fam, flow, 10), `t${other - FWBASE}`);
         assert.equal(await queued(topo) - q1, 0, "still offloaded");
         // back where Maglev put it, for the next step
-        await topo.nfqlb(["ct-set", `--shm=${topo.shm}`, ...ct, `--fwmark=${e.fwmark}`]);
+        await topo.nfqlb.run(["ct-set", `--shm=${topo.shm}`, ...ct, `--fwmark=${e.fwmark}`]);
       });
 
       await t.step(`ipv${fam}: --no-offload queues the flow again, same target`, async () => {
         const target = `t${(await entry()).fwmark - FWBASE}`;
-        const r = await topo.nfqlb(["ct-set", `--shm=${topo.shm}`, ...ct, "--no-offload"]);
+        const r = await topo.nfqlb.run(["ct-set", `--shm=${topo.shm}`, ...ct, "--no-offload"]);
         assert.equal(r.stderr, "");
         assert.deepEqual((await entry()).flags, []);
         const q1 = await queued(topo);
@@ -189,7 +192,7 @@ Deno.test({
           const flow: Flow = { src: topo.clientAddrs(4)[2], sport: 41010 };
           const ct = [`--src=${flow.src}:${flow.sport}`, `--dst=${VIP[4]}:${UDP_PORT}`, "--proto=udp"];
           const target = await udpTarget(topo, 4, flow, 5);
-          const r = await topo.nfqlb(["ct-set", `--shm=${topo.shm}`, ...ct, "--offload"]);
+          const r = await topo.nfqlb.run(["ct-set", `--shm=${topo.shm}`, ...ct, "--offload"]);
           assert.equal(r.stderr, "", "the kernel tracks the flow from its first datagram");
           const q1 = await queued(topo);
           assert.equal(await udpTarget(topo, 4, flow, 10), target);
@@ -204,7 +207,7 @@ Deno.test({
       "--offload of a flow the kernel does not track: exit 0, a note, the entry flagged",
       async () => {
         const ct = [`--src=10.213.0.11:42000`, `--dst=${VIP[4]}:${UDP_PORT}`, "--proto=udp"];
-        const r = await topo.nfqlb([
+        const r = await topo.nfqlb.run([
           "ct-set",
           `--shm=${topo.shm}`,
           ...ct,
@@ -222,7 +225,7 @@ Deno.test({
         const e = (await ctList(topo)).find((x) => x.src === "10.213.0.11" && x.sport === 42000);
         assert.deepEqual(e?.flags, ["offloaded"]);
         // --no-offload of it needs no kernel entry and says nothing
-        const n = await topo.nfqlb(["ct-set", `--shm=${topo.shm}`, ...ct, "--no-offload"]);
+        const n = await topo.nfqlb.run(["ct-set", `--shm=${topo.shm}`, ...ct, "--no-offload"]);
         assert.equal(n.stderr, "");
       },
     );
@@ -253,7 +256,7 @@ Deno.test({
               assert.ok(e, `ipv${fam}: no ct-list entry for ${src}`);
               assert.equal(`t${e.fwmark - FWBASE}`, target, "the table holds the target that answered");
 
-              const r = await topo.nfqlb(["ct-set", ...ct, "--offload"]);
+              const r = await topo.nfqlb.run(["ct-set", ...ct, "--offload"]);
               assert.equal(r.stderr, "", "the kernel tracks the connection (picked up at its first ACK)");
               const k = await kernelEntry(topo, flow.sport);
               // the SYN was untracked: conntrack picked the connection up mid-stream, in the client's direction
@@ -275,7 +278,7 @@ Deno.test({
               const after = (await ctList(topo)).find((x) => x.src === flow.src && x.sport === flow.sport)!;
               assert.equal(after.packets, p, "the lb saw none of them");
 
-              assert.equal((await topo.nfqlb(["ct-set", ...ct, "--no-offload"])).stderr, "");
+              assert.equal((await topo.nfqlb.run(["ct-set", ...ct, "--no-offload"])).stderr, "");
               q = await queued(topo);
               assert.equal(await conn.round(5), target);
               assert.ok(await queued(topo) - q >= 1, "after --no-offload the exchange is queued again");
@@ -294,7 +297,7 @@ Deno.test({
         try {
           const target = await conn.round(1);
           const ct = [`--src=${flow.src}:${flow.sport}`, `--dst=${VIP[4]}:${ECHO_PORT}`, "--proto=tcp"];
-          const r = await topo.nfqlb(["ct-set", `--shm=${topo.shm}`, ...ct, "--offload"]);
+          const r = await topo.nfqlb.run(["ct-set", `--shm=${topo.shm}`, ...ct, "--offload"]);
           assert.equal(r.code, 0);
           const lines = r.stderr.split("\n");
           assert.equal(lines.length, 3, r.stderr);

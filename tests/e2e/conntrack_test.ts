@@ -15,20 +15,16 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
-import type { ConnsCommand, ConnsRound, Flow } from "./agent.ts";
-import {
-  addrPort,
-  checkSticky,
-  ctList,
-  flowKey,
-  maglevTargets,
-  mapFlows,
-  skipUnlessRoot,
-  tableTarget,
-} from "./checks.ts";
-import { exists } from "../helpers/fs.ts";
 import type { CtListItem } from "../../cli/commands/conntrack_impl.ts";
-import { type Family, tally, TCP_PORT, Topology, UDP_PORT, VIP, waitUntil } from "./topology.ts";
+import { type Family, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
+import type { ConnsCommand, ConnsRound, Flow } from "../harness/agent/types.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { addrPort, ctList, maglevTargets, tableTarget } from "../harness/nfqlb.ts";
+import { waitUntil } from "../harness/process.ts";
+import { Topology } from "../harness/topology.ts";
+import { flowKey, tally } from "../harness/traffic.ts";
+import { exists } from "../helpers/fs.ts";
+import { checkSticky, mapFlows } from "./checks.ts";
 
 const notRoot = skipUnlessRoot();
 const QUEUE = 2;
@@ -51,9 +47,9 @@ async function ctTopology(targets: number): Promise<Topology> {
 
 /** `init` (with `<shm>-ct` when `conntrack`), `activate` fwmarks, start the lb. */
 async function startWithTable(t: Topology, fwmarks: number[], conntrack: boolean): Promise<void> {
-  await t.nfqlb(["init", `--shm=${t.shm}`, "--M=997", "--N=32", ...(conntrack ? CT_INIT : [])]);
-  await t.activate(...fwmarks);
-  await t.startLb();
+  await t.nfqlb.run(["init", `--shm=${t.shm}`, "--M=997", "--N=32", ...(conntrack ? CT_INIT : [])]);
+  await t.nfqlb.activate(...fwmarks);
+  await t.nfqlb.startLb();
 }
 
 /** `n` flows of `fam` to the echo port of the VIP. */
@@ -126,7 +122,7 @@ function changed(a: string[], b: string[]): number[] {
 
 /** `ct-stats` as JSON. */
 async function ctStats(t: Topology): Promise<Record<string, number>> {
-  const r = await t.nfqlb(["ct-stats", `--shm=${t.shm}`]);
+  const r = await t.nfqlb.run(["ct-stats", `--shm=${t.shm}`]);
   return JSON.parse(r.stdout) as Record<string, number>;
 }
 
@@ -150,7 +146,7 @@ async function targetChanges(conntrack: boolean): Promise<void> {
     );
     assert.deepEqual(Object.keys(tally(orig)).sort(), ["t1", "t2", "t3", "t4"], JSON.stringify(tally(orig)));
 
-    await t.activate(f5, f6);
+    await t.nfqlb.activate(f5, f6);
     const m1 = await maglevTargets(t, "tcp", flows);
     const moved1 = changed(orig, m1);
     // the flows are fixed, so this is deterministic; it makes the table-on case meaningful
@@ -170,7 +166,7 @@ async function targetChanges(conntrack: boolean): Promise<void> {
       }; Maglev moved ${moved1.length}/${flows.length})`,
     );
 
-    await t.deactivate(f2);
+    await t.nfqlb.deactivate(f2);
     const m2 = await maglevTargets(t, "tcp", flows);
     // table on: only t2's connections go (to Maglev's choice, which has no socket for them);
     // off: every flow whose Maglev target differs from its connection's now or before
@@ -233,7 +229,7 @@ Deno.test({
         assert.ok((await maglevTargets(t, "tcp", freshTo(fam))).includes("t2"), `ipv${fam}`);
       }
 
-      await t.nfqlb(["activate", `--shm=${t.shm}`, "--weight=0", String(fw2)]);
+      await t.nfqlb.run(["activate", `--shm=${t.shm}`, "--weight=0", String(fw2)]);
       const r1 = await conns.round(1);
       assert.deepEqual(diff(flows, r1.targets, orig, r1.errnos), [], `after draining ${fw2}`);
 
@@ -274,8 +270,8 @@ Deno.test({
           "--proto=udp",
         ];
 
-        await t.nfqlb(["ct-set", `--shm=${t.shm}`, ...key, `--fwmark=${fwB}`, "--pin"]);
-        const pinned = (await t.udp(fam, [flow], 5)).targets[0];
+        await t.nfqlb.run(["ct-set", `--shm=${t.shm}`, ...key, `--fwmark=${fwB}`, "--pin"]);
+        const pinned = (await t.client.udp(fam, [flow], 5)).targets[0];
         assert.deepEqual(tally(pinned), { [b]: 5 }, `after ct-set --fwmark=${fwB} --pin`);
         const mine = (rows: CtListItem[]) =>
           rows.filter((c) => c.src === flow.src && c.sport === flow.sport && c.proto === "udp");
@@ -287,8 +283,8 @@ Deno.test({
         );
         assert.deepEqual(mine(await ctList(t, [`--target=${fwA}`])), [], `ct-list --target=${fwA}`);
 
-        await t.nfqlb(["ct-delete", `--shm=${t.shm}`, ...key]);
-        const back = (await t.udp(fam, [flow], 5)).targets[0];
+        await t.nfqlb.run(["ct-delete", `--shm=${t.shm}`, ...key]);
+        const back = (await t.client.udp(fam, [flow], 5)).targets[0];
         assert.deepEqual(tally(back), { [a]: 5 }, "after ct-delete");
         // the lb scheduled it again and stored Maglev's choice, unpinned
         assert.deepEqual(
@@ -319,14 +315,14 @@ Deno.test({
     const st0 = await ctStats(t);
     assert.ok(st0.entries >= 80, `ct-stats before the restart: ${JSON.stringify(st0)}`);
 
-    const st = await t.stopLb(10_000, "SIGTERM");
+    const st = await t.nfqlb.stopLb(10_000, "SIGTERM");
     assert.equal(st?.status.code, 0, `lb exit on SIGTERM:\n${st?.stderr}`);
-    await t.activate(f4);
+    await t.nfqlb.activate(f4);
     for (const fam of FAMILIES) {
       const mv = changed(orig[fam], await maglevTargets(t, "udp", to(fam)));
       assert.ok(mv.length > 0, `ipv${fam}: activating ${f4} must move some flows in Maglev`);
     }
-    await t.startLb();
+    await t.nfqlb.startLb();
 
     for (const fam of FAMILIES) {
       const after = await mapFlows(t, fam, "udp", flows[fam]);

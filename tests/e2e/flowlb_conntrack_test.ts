@@ -19,9 +19,13 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
-import type { Flow } from "./agent.ts";
-import { addrPort, ctList, flowKey, maglevTargets, mapFlows, skipUnlessRoot } from "./checks.ts";
-import { type Family, tally, Topology, UDP_PORT, VIP } from "./topology.ts";
+import { type Family, UDP_PORT, VIP } from "../harness/addresses.ts";
+import type { Flow } from "../harness/agent/types.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { addrPort, ctList, maglevTargets } from "../harness/nfqlb.ts";
+import { Topology } from "../harness/topology.ts";
+import { flowKey, tally } from "../harness/traffic.ts";
+import { mapFlows } from "./checks.ts";
 
 const notRoot = skipUnlessRoot();
 const FAMILIES: Family[] = [4, 6];
@@ -51,15 +55,15 @@ Deno.test({
     });
     const [f1, f2, f3, f4] = t.fwmarks.map(String);
     const shmA = t.shm, shmB = `${t.prefix}-streamB`;
-    await t.nfqlb(["init", `--shm=${shmA}`, "--M=997", "--N=32", ...CT_INIT]);
-    await t.nfqlb(["activate", `--shm=${shmA}`, f1, f2, f3]);
-    await t.nfqlb(["init", `--shm=${shmB}`, "--M=997", "--N=32"]);
-    await t.nfqlb(["activate", `--shm=${shmB}`, f1, f2, f3]);
-    await t.startFlowLb(["--promiscuous_ping", "--qlength=1024"]);
+    await t.nfqlb.run(["init", `--shm=${shmA}`, "--M=997", "--N=32", ...CT_INIT]);
+    await t.nfqlb.run(["activate", `--shm=${shmA}`, f1, f2, f3]);
+    await t.nfqlb.run(["init", `--shm=${shmB}`, "--M=997", "--N=32"]);
+    await t.nfqlb.run(["activate", `--shm=${shmB}`, f1, f2, f3]);
+    await t.nfqlb.startFlowLb(["--promiscuous_ping", "--qlength=1024"]);
     for (
       const [name, shm, port] of [["a", shmA, UDP_PORT], ["b", shmB, B_PORT]] as const
     ) {
-      const r = await t.nfqlb([
+      const r = await t.nfqlb.run([
         "flow-set",
         `--name=${name}`,
         `--target=${shm}`,
@@ -98,8 +102,8 @@ Deno.test({
     }
 
     // t4 joins both tables: Maglev moves some flows of each stream (fixed flows: deterministic)
-    await t.nfqlb(["activate", `--shm=${shmA}`, f4]);
-    await t.nfqlb(["activate", `--shm=${shmB}`, f4]);
+    await t.nfqlb.run(["activate", `--shm=${shmA}`, f4]);
+    await t.nfqlb.run(["activate", `--shm=${shmB}`, f4]);
     for (const fam of FAMILIES) {
       const nowA = await maglevTargets(t, "udp", a[fam], shmA);
       const nowB = await maglevTargets(t, "udp", b[fam], shmB);

@@ -21,10 +21,13 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
-import type { Flow, StreamFlowResult, StreamResult } from "./agent.ts";
-import { flowKey, type Proto, skipUnlessRoot } from "./checks.ts";
-import { type Family, FWBASE, tally, TCP_PORT, Topology, UDP_PORT, VIP, w, waitUntil } from "./topology.ts";
 import type { ListedFlow } from "../../core/flow/render.ts";
+import { type Family, FWBASE, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
+import type { Flow, StreamFlowResult, StreamResult } from "../harness/agent/types.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { w, waitUntil } from "../harness/process.ts";
+import { Topology } from "../harness/topology.ts";
+import { flowKey, type Proto, tally } from "../harness/traffic.ts";
 
 const notRoot = skipUnlessRoot();
 const FAMILIES: Family[] = [4, 6];
@@ -64,10 +67,10 @@ class Frontend {
   async setup(): Promise<void> {
     const t = this.topo;
     const lb = t.ns.lb;
-    await t.nfqlb(["init", `--shm=${this.shmA}`]);
-    await t.nfqlb(["activate", `--shm=${this.shmA}`, `${FWBASE + 1}`, `${FWBASE + 2}`]);
-    await t.nfqlb(["init", `--shm=${this.shmB}`]);
-    await t.nfqlb(["activate", `--shm=${this.shmB}`, `${FWBASE + 3}`, `${FWBASE + 4}`]);
+    await t.nfqlb.run(["init", `--shm=${this.shmA}`]);
+    await t.nfqlb.run(["activate", `--shm=${this.shmA}`, `${FWBASE + 1}`, `${FWBASE + 2}`]);
+    await t.nfqlb.run(["init", `--shm=${this.shmB}`]);
+    await t.nfqlb.run(["activate", `--shm=${this.shmB}`, `${FWBASE + 3}`, `${FWBASE + 4}`]);
     // nolb: a route to a veth that leads nowhere, counted and dropped on the way
     await t.exec(lb, w("ip link add nolb0 type veth peer name nolb1"));
     await t.exec(lb, w("ip link set nolb1 up"));
@@ -102,7 +105,7 @@ class Frontend {
   }
 
   async startFlowLb(): Promise<void> {
-    await this.topo.startFlowLb(["--promiscuous_ping", `--nolb_fwmark=${NOLB}`, "--qlength=1024"]);
+    await this.topo.nfqlb.startFlowLb(["--promiscuous_ping", `--nolb_fwmark=${NOLB}`, "--qlength=1024"]);
   }
 
   /** Sum of the packet counters of rules commented `comment` in `chain` of `ns`, both families. */
@@ -133,7 +136,7 @@ class Frontend {
 
   /** `nfqlb <args>` in the lb netns (flow address and shm dir of the topology); stdout. */
   async nfqlb(...args: string[]): Promise<string> {
-    return (await this.topo.nfqlb(args)).stdout;
+    return (await this.topo.nfqlb.run(args)).stdout;
   }
 
   async flowSet(name: string, ...args: string[]): Promise<void> {
@@ -258,7 +261,7 @@ class Frontend {
   async ping(want: string[]): Promise<void> {
     const srcs = FAMILIES.flatMap((fam) => this.topo.clientAddrs(fam).slice(0, 8));
     const before = await this.atTargets("e2e-ping");
-    const r = await this.topo.ping(srcs, 3, 1500);
+    const r = await this.topo.client.ping(srcs, 3, 1500);
     const bad = srcs.map((s, i) => `${s}:${r.replies[i]}`).filter((_, i) => r.replies[i] !== 3);
     assert.deepEqual(bad, [], `echo replies per source (of 3; errno ${r.errors.join(",")})`);
     const after = await this.atTargets("e2e-ping");
@@ -388,9 +391,9 @@ Deno.test({
           at(fam, B_NEW, topo.flows(fam, 1, 24200, topo.clientAddrs(fam).slice(2)))
         );
         const streams = await Promise.all([
-          topo.startStream(4, steady, { pps: 200, waitMs: 3000 }),
-          topo.startStream(4, oldFlows, { pps: 50, waitMs: 1500 }),
-          topo.startStream(4, newFlows, { pps: 50, waitMs: 1500 }),
+          topo.client.startStream(4, steady, { pps: 200, waitMs: 3000 }),
+          topo.client.startStream(4, oldFlows, { pps: 50, waitMs: 1500 }),
+          topo.client.startStream(4, newFlows, { pps: 50, waitMs: 1500 }),
         ]);
         let results: StreamResult[] = [];
         try {
@@ -469,7 +472,7 @@ Deno.test({
         assert.ok(before.a && before.b, "needs the spread step");
         const names0 = await fe.names();
         const defs0 = definitions(await fe.list());
-        const stopped = await topo.stopLb();
+        const stopped = await topo.nfqlb.stopLb();
         assert.equal(stopped?.status.code, 0, `flowlb exit on SIGTERM:\n${stopped?.stderr}`);
         await fe.startFlowLb();
         assert.deepEqual(await fe.names(), names0, "flow-list-names after the restart");
@@ -484,9 +487,9 @@ Deno.test({
         }
         await fe.spread("tcp", TCP_PORT, STREAM_A, 30, 26000);
         await fe.ping(STREAM_B);
-        const lb = topo.lb;
+        const lb = topo.nfqlb.proc;
         assert.ok(lb && !/restore/.test(lb.stderr), `flowlb restore problems:\n${lb?.stderr}`);
-        const end = await topo.stopLb();
+        const end = await topo.nfqlb.stopLb();
         assert.equal(end?.status.code, 0, `flowlb exit on SIGTERM:\n${end?.stderr}`);
       },
     );

@@ -15,10 +15,14 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
-import type { CraftedDatagram, Flow, FragsResult, SizesResult } from "./agent.ts";
-import { flowKey, parseFragStats, skipUnlessRoot, tableTarget } from "./checks.ts";
-import { fragmentCount } from "./packets.ts";
-import { type Family, tally, Topology, UDP_PORT, VIP, w } from "./topology.ts";
+import { type Family, UDP_PORT, VIP } from "../harness/addresses.ts";
+import type { CraftedDatagram, Flow, FragsResult, SizesResult } from "../harness/agent/types.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { parseFragStats, tableTarget } from "../harness/nfqlb.ts";
+import { fragmentCount } from "../harness/packets.ts";
+import { w } from "../harness/process.ts";
+import { Topology } from "../harness/topology.ts";
+import { flowKey, tally } from "../harness/traffic.ts";
 
 const notRoot = skipUnlessRoot();
 const FAMILIES: Family[] = [4, 6];
@@ -47,14 +51,14 @@ async function addTun(topo: Topology): Promise<void> {
 
 /** Starts the lb with `extra` and checks its FragTable start-up line (frag=100 with a tun, 0 without). */
 async function startLb(topo: Topology, extra: string[], frags: number): Promise<void> {
-  const lb = await topo.startLb(extra);
+  const lb = await topo.nfqlb.startLb(extra);
   const re = new RegExp(`^FragTable; size=500, buckets=500, frag=${frags}, mtu=1500, ttl=\\d+$`, "m");
   for (let i = 0; i < 50 && !re.test(lb.stdout); i++) await new Promise((r) => setTimeout(r, 100));
   assert.match(lb.stdout, re, `lb start-up line:\n${lb.describe()}`);
 }
 
 async function fragStats(topo: Topology): Promise<Record<string, number>> {
-  return parseFragStats((await topo.nfqlb(["stats", `--ft_shm=${topo.ftShm}`])).stdout);
+  return parseFragStats((await topo.nfqlb.run(["stats", `--ft_shm=${topo.ftShm}`])).stdout);
 }
 
 function delta(after: Record<string, number>, before: Record<string, number>, k: string): number {
@@ -117,7 +121,7 @@ Deno.test({
   ignore: notRoot,
   async fn(t) {
     await using topo = await Topology.create({ steering: { mode: "nfqueue", queue: 2 } });
-    await topo.initTargets();
+    await topo.nfqlb.initTargets();
     await addTun(topo);
     await startLb(topo, LB_FRAG_OPTS, 100);
 
@@ -195,7 +199,7 @@ Deno.test({
     }
 
     await t.step("without --tun: a last-first datagram is lost, an in-order one still arrives", async () => {
-      const old = await topo.stopLb();
+      const old = await topo.nfqlb.stopLb();
       assert.equal(old?.status.code, 0, `lb exit on SIGTERM: ${old?.stderr}`);
       await startLb(topo, ["--ft_ttl=1000"], 0);
       for (const fam of FAMILIES) {
@@ -231,7 +235,7 @@ Deno.test({
           `nothing stored without --tun: ${JSON.stringify(after)}`,
         );
       }
-      const lb = await topo.stopLb();
+      const lb = await topo.nfqlb.stopLb();
       assert.equal(lb?.status.code, 0, `lb exit on SIGTERM: ${lb?.stderr}`);
     });
   },

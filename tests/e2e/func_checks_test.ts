@@ -24,9 +24,13 @@
  * lb_test.ts.
  */
 import assert from "node:assert/strict";
-import type { Flow } from "./agent.ts";
-import { checkSticky, flowKey, maglevTargets, mapFlows, type Proto, skipUnlessRoot } from "./checks.ts";
-import { type Family, FWBASE, tally, Topology, UDP_PORT, VIP } from "./topology.ts";
+import { type Family, FWBASE, UDP_PORT, VIP } from "../harness/addresses.ts";
+import type { Flow } from "../harness/agent/types.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { maglevTargets } from "../harness/nfqlb.ts";
+import { Topology } from "../harness/topology.ts";
+import { flowKey, type Proto, tally } from "../harness/traffic.ts";
+import { checkSticky, mapFlows } from "./checks.ts";
 
 const notRoot = skipUnlessRoot();
 const hmark = Deno.env.get("NFQLB_E2E_STEERING") === "hmark";
@@ -52,11 +56,11 @@ type Mode = "lb" | "flowlb";
 async function funcTopology(mode: Mode): Promise<Topology> {
   const topo = await Topology.create({ steering: { mode: "nfqueue", queue: 2 } });
   try {
-    await topo.initTargets();
-    if (mode === "lb") await topo.startLb();
+    await topo.nfqlb.initTargets();
+    if (mode === "lb") await topo.nfqlb.startLb();
     else {
-      await topo.startFlowLb();
-      const r = await topo.nfqlb([
+      await topo.nfqlb.startFlowLb();
+      const r = await topo.nfqlb.run([
         "flow-set",
         "--name=vip",
         `--target=${topo.shm}`,
@@ -175,7 +179,7 @@ async function funcChecks(t: Deno.TestContext, mode: Mode): Promise<void> {
       async () => {
         await fragCheck(fam, `${BIG}B fragmented spread`, async () => {
           const flows = portFlows(topo, fam, N_FRAG, 26000);
-          const r = await topo.udp(fam, flows, 1, 1000, BIG);
+          const r = await topo.client.udp(fam, flows, 1, 1000, BIG);
           const names = r.targets.map((x) => x[0]);
           const lost = flows.filter((_, i) => names[i] === "").map(flowKey);
           const other: string[] = [];
@@ -194,8 +198,8 @@ async function funcChecks(t: Deno.TestContext, mode: Mode): Promise<void> {
       async () => {
         await fragCheck(fam, "same flow small/fragmented", async () => {
           const flows = portFlows(topo, fam, 10, 42001);
-          const small = (await topo.udp(fam, flows, 1, 1000, SMALL)).targets.map((x) => x[0]);
-          const big = (await topo.udp(fam, flows, 1, 1000, BIG)).targets.map((x) => x[0]);
+          const small = (await topo.client.udp(fam, flows, 1, 1000, SMALL)).targets.map((x) => x[0]);
+          const big = (await topo.client.udp(fam, flows, 1, 1000, BIG)).targets.map((x) => x[0]);
           const lost: string[] = [], other: string[] = [];
           flows.forEach((f, i) => {
             if (small[i] !== "" && big[i] === "") lost.push(`${flowKey(f)} ${BIG}B (${SMALL}B: ${small[i]})`);
@@ -216,7 +220,7 @@ async function funcChecks(t: Deno.TestContext, mode: Mode): Promise<void> {
         const before = await mapFlows(topo, fam, "udp", fixed);
         const tableBefore = await maglevTargets(topo, "udp", keyed);
         assert.deepEqual(before, tableBefore, "the fixed flows are where the table says");
-        await topo.deactivate(T2);
+        await topo.nfqlb.deactivate(T2);
         try {
           await checkPortSpread(topo, fam, "udp", 23000, "t2");
           const during = await mapFlows(topo, fam, "udp", fixed);
@@ -241,7 +245,7 @@ async function funcChecks(t: Deno.TestContext, mode: Mode): Promise<void> {
             `the table moved ${tableMoved.length}/${stayed.length} flows not on t2: ${tableMoved.map(show)}`,
           );
         } finally {
-          await topo.activate(T2);
+          await topo.nfqlb.activate(T2);
         }
         const after = await mapFlows(topo, fam, "udp", fixed);
         const notBack = fixed.map((f, i) => `${flowKey(f)} ${before[i]}->${after[i]}`)
@@ -250,7 +254,7 @@ async function funcChecks(t: Deno.TestContext, mode: Mode): Promise<void> {
       },
     );
   }
-  const lb = await topo.stopLb();
+  const lb = await topo.nfqlb.stopLb();
   assert.equal(lb?.status.code, 0, `${mode} exit on SIGTERM: ${lb?.stderr}`);
 }
 

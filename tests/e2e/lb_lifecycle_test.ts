@@ -17,20 +17,16 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
-import type { Flow } from "./agent.ts";
-import { checkSpread, flowKey, mapFlows, skipUnlessRoot, tableTarget } from "./checks.ts";
-import { hex, ipv4Bytes, ipv6Bytes } from "./packets.ts";
-import {
-  type Family,
-  FWBASE,
-  NFQLB,
-  type Proc,
-  type RunResult,
-  tally,
-  Topology,
-  VIP,
-  waitUntil,
-} from "./topology.ts";
+import { type Family, FWBASE, VIP } from "../harness/addresses.ts";
+import type { Flow } from "../harness/agent/types.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { tableTarget } from "../harness/nfqlb.ts";
+import { hex, ipv4Bytes, ipv6Bytes } from "../harness/packets.ts";
+import { NFQLB } from "../harness/paths.ts";
+import { type Proc, type RunResult, waitUntil } from "../harness/process.ts";
+import { Topology } from "../harness/topology.ts";
+import { flowKey, tally } from "../harness/traffic.ts";
+import { checkSpread, mapFlows } from "./checks.ts";
 
 const notRoot = skipUnlessRoot();
 const QUEUE = 2;
@@ -53,11 +49,11 @@ let dirty = true;
 async function base(): Promise<Topology> {
   shared ??= await Topology.create({ steering: { mode: "nfqueue", queue: QUEUE } });
   const t = shared;
-  if (dirty || !t.lb || t.lb.status) {
-    const old = await t.stopLb();
+  if (dirty || !t.nfqlb.proc || t.nfqlb.proc.status) {
+    const old = await t.nfqlb.stopLb();
     if (old?.status.signal) console.error(`lb was killed (${old.status.signal}):\n${old.stderr}`);
-    await t.initTargets();
-    await signalsHandled(await t.startLb());
+    await t.nfqlb.initTargets();
+    await signalsHandled(await t.nfqlb.startLb());
     dirty = false;
   }
   return t;
@@ -68,26 +64,7 @@ globalThis.addEventListener("unload", () => {
   const t = shared;
   if (!t) return;
   shared = undefined;
-  const sync = (args: string[]) => {
-    try {
-      return new TextDecoder().decode(new Deno.Command(args[0], { args: args.slice(1) }).outputSync().stdout);
-    } catch {
-      return "";
-    }
-  };
-  for (const ns of [t.ns.cli, t.ns.lb, ...t.ns.targets]) {
-    for (const p of sync(["ip", "netns", "pids", ns]).split(/\s+/).filter((x) => /^\d+$/.test(x))) {
-      try {
-        Deno.kill(Number(p), "SIGKILL");
-      } catch { /* gone */ }
-    }
-    sync(["ip", "netns", "del", ns]);
-  }
-  for (const d of [t.shmDir, t.workDir]) {
-    try {
-      Deno.removeSync(d, { recursive: true });
-    } catch { /* gone */ }
-  }
+  t.teardownSync();
 });
 
 // ---------------------------------------------------------------------------
@@ -101,7 +78,7 @@ function lines(text: string): string[] {
 /** Runs `nfqlb lb` (bounded) in the lb netns, optionally behind a command prefix (setpriv). */
 async function lbOnce(t: Topology, args: string[], prefix: string[] = []): Promise<RunResult> {
   return await t.exec(t.ns.lb, [...prefix, NFQLB, "lb", ...args], {
-    env: t.nfqlbEnv,
+    env: t.nfqlb.env,
     allowFail: true,
     timeoutMs: 60_000,
   });
@@ -109,7 +86,7 @@ async function lbOnce(t: Topology, args: string[], prefix: string[] = []): Promi
 
 /** Asserts that the running lb is alive and still answers for every flow of both families, spread over the 3 targets. */
 async function assertStillBalancing(t: Topology, what: string, sportBase: number): Promise<void> {
-  assert.ok(t.lb && !t.lb.status, `${what}: the lb is gone:\n${t.lb?.describe()}`);
+  assert.ok(t.nfqlb.proc && !t.nfqlb.proc.status, `${what}: the lb is gone:\n${t.nfqlb.proc?.describe()}`);
   for (const fam of [4, 6] as Family[]) await checkSpread(t, fam, "udp", 60, sportBase + fam * 100, 0.1);
 }
 
@@ -126,7 +103,7 @@ async function observe(
 ): Promise<Record<Family, string[]>> {
   const out = {} as Record<Family, string[]>;
   for (const fam of [4, 6] as Family[]) {
-    out[fam] = (await t.udp(fam, flows[fam], 1, waitMs)).targets.map((x) => x[0]);
+    out[fam] = (await t.client.udp(fam, flows[fam], 1, waitMs)).targets.map((x) => x[0]);
   }
   return out;
 }
@@ -329,7 +306,9 @@ const MALFORMED: { name: string; fam: Family; pkt: Uint8Array }[] = [
 
 /** Sends raw packets (IPPROTO_RAW, header included) from a namespace; prints {sent, errors}. */
 const RAW_SENDER = `
-import { IPPROTO_RAW, SOCK_RAW, Socket } from ${JSON.stringify(new URL("./libc.ts", import.meta.url).href)};
+import { IPPROTO_RAW, SOCK_RAW, Socket } from ${
+  JSON.stringify(new URL("../harness/libc.ts", import.meta.url).href)
+};
 const c = JSON.parse(Deno.args[0]);
 const s = Socket.open(c.dst, SOCK_RAW, IPPROTO_RAW);
 let sent = 0;
@@ -376,10 +355,10 @@ Deno.test({
     const t = await base();
     dirty = true;
     for (const sig of ["SIGTERM", "SIGINT"] as Deno.Signal[]) {
-      if (!t.lb) await signalsHandled(await t.startLb());
+      if (!t.nfqlb.proc) await signalsHandled(await t.nfqlb.startLb());
       await mapFlows(t, 4, "udp", t.flows(4, 10, 31000));
       assert.ok((await t.queueStats()).has(QUEUE), `queue ${QUEUE} bound while the lb runs`);
-      const r = await t.stopLb(10_000, sig);
+      const r = await t.nfqlb.stopLb(10_000, sig);
       assert.ok(r, "an lb was running");
       assert.deepEqual(
         { code: r.status.code, signal: r.status.signal },
@@ -480,17 +459,17 @@ Deno.test({
     const all = (name: string) => ({ 4: flows[4].map(() => name), 6: flows[6].map(() => name) });
 
     // a fresh (empty) table, then 103 only: everything must go to t3
-    await t.nfqlb(["init", `--shm=${t.shm}`, "--M=997", "--N=32"]);
-    await t.activate(T3);
+    await t.nfqlb.run(["init", `--shm=${t.shm}`, "--M=997", "--N=32"]);
+    await t.nfqlb.activate(T3);
     let r = await probeUntil(t, flows, all("t3"));
     for (const fam of [4, 6] as Family[]) {
       assert.ok(r.ok, `ipv${fam} after init + activate ${T3}: ${JSON.stringify(tally(r.last[fam]))}`);
     }
-    assert.ok(t.lb && !t.lb.status, `the lb died:\n${t.lb?.describe()}`);
+    assert.ok(t.nfqlb.proc && !t.nfqlb.proc.status, `the lb died:\n${t.nfqlb.proc?.describe()}`);
 
     // 101 102 join in the free rows 1 and 2 (103 holds row 0): the Maglev lookup is the one of the
     // first table (same rows, M, N), so a flow of row 0/1/2 (t1/t2/t3 before) is now on t3/t1/t2.
-    await t.activate(T1, T2);
+    await t.nfqlb.activate(T1, T2);
     const rotated = { t1: "t3", t2: "t1", t3: "t2" } as Record<string, string>;
     const want: Record<Family, string[]> = {
       4: orig[4].map((x) => rotated[x]),
@@ -510,7 +489,7 @@ Deno.test({
     }
 
     // init again and activate 101 102 103 in order: the first table, so every flow returns
-    await t.initTargets();
+    await t.nfqlb.initTargets();
     r = await probeUntil(t, flows, orig);
     for (const fam of [4, 6] as Family[]) {
       assert.ok(
@@ -520,15 +499,15 @@ Deno.test({
         }`,
       );
     }
-    assert.ok(t.lb && !t.lb.status, `the lb died:\n${t.lb?.describe()}`);
-    const st = await t.stopLb();
+    assert.ok(t.nfqlb.proc && !t.nfqlb.proc.status, `the lb died:\n${t.nfqlb.proc?.describe()}`);
+    const st = await t.nfqlb.stopLb();
     assert.equal(st?.status.code, 0, `lb exit:\n${st?.stderr}`);
   },
 });
 
 /** `nfqlb stats --ft_shm` as parsed JSON. */
 async function stats(t: Topology): Promise<Record<string, number>> {
-  const r = await t.nfqlb(["stats", `--ft_shm=${t.ftShm}`]);
+  const r = await t.nfqlb.run(["stats", `--ft_shm=${t.ftShm}`]);
   try {
     return JSON.parse(r.stdout) as Record<string, number>;
   } catch (e) {
@@ -550,7 +529,7 @@ Deno.test({
     }
     let answered = 0;
     for (const fam of [4, 6] as Family[]) {
-      const r = await t.udp(fam, t.flows(fam, 15, 35000), 1, 1000, 3000);
+      const r = await t.client.udp(fam, t.flows(fam, 15, 35000), 1, 1000, 3000);
       const names = r.targets.map((x) => x[0]);
       assert.equal(
         tally(names)[""] ?? 0,
@@ -591,7 +570,7 @@ Deno.test({
   async fn() {
     const t = await base();
     dirty = true;
-    await t.stopLb();
+    await t.nfqlb.stopLb();
     // Packets accepted by fail-open carry no mark, so the fwmark rules do not route them; the lb
     // netns has no route to the VIP of its own, so they would die in routing before any counter.
     // A fallback route (to t1) lets them reach mangle FORWARD, where the counter sees them.
@@ -606,7 +585,7 @@ Deno.test({
       const n = 10;
       for (const failOpen of [true, false]) {
         const what = failOpen ? "--fail_open" : "no --fail_open";
-        const lb: Proc = await t.startLb(["--qlength=1", ...(failOpen ? ["--fail_open"] : [])]);
+        const lb: Proc = await t.nfqlb.startLb(["--qlength=1", ...(failOpen ? ["--fail_open"] : [])]);
         await signalsHandled(lb);
         let c0 = 0, c1 = 0, q0 = 0, q1 = 0;
         let names: string[] = [];
@@ -617,14 +596,14 @@ Deno.test({
           q0 = (await t.queueStats()).get(QUEUE)?.dropped ?? -1;
           // the first probe fills the queue (qlength 1) and waits there; the others overflow it
           // (answers come at once with --fail_open; without, every probe waits out its time)
-          const r = await t.udp(4, t.flows(4, n, failOpen ? 36000 : 36100), 1, failOpen ? 1500 : 300);
+          const r = await t.client.udp(4, t.flows(4, n, failOpen ? 36000 : 36100), 1, failOpen ? 1500 : 300);
           names = r.targets.map((x) => x[0]);
           c1 = await unmarked(t);
           q1 = (await t.queueStats()).get(QUEUE)?.dropped ?? -1;
         } finally {
           lb.signal("SIGCONT");
         }
-        const st = await t.stopLb();
+        const st = await t.nfqlb.stopLb();
         assert.equal(st?.status.code, 0, `${what}: lb exit after SIGSTOP/SIGCONT:\n${st?.stderr}`);
         const seen = { unmarked: c1 - c0, queueDropped: q1 - q0, answers: tally(names) };
         if (failOpen) {
@@ -684,7 +663,7 @@ Deno.test({
     const t = shared;
     shared = undefined;
     if (!t) return;
-    const st = await t.stopLb();
+    const st = await t.nfqlb.stopLb();
     await t.teardown();
     if (st) assert.equal(st.status.code, 0, `lb exit at teardown:\n${st.stderr}`);
   },

@@ -10,19 +10,13 @@
  * stand-in instead (to validate the tests themselves).
  */
 import assert from "node:assert/strict";
-import type { Flow, StreamResult } from "./agent.ts";
-import {
-  checkIcmpErrors,
-  checkSctp,
-  checkSpread,
-  checkSticky,
-  flowKey,
-  mapFlows,
-  type Proto,
-  skipUnlessRoot,
-  tableTarget,
-} from "./checks.ts";
-import { type Family, FWBASE, type Steering, tally, Topology } from "./topology.ts";
+import { type Family, FWBASE } from "../harness/addresses.ts";
+import type { Flow, StreamResult } from "../harness/agent/types.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { tableTarget } from "../harness/nfqlb.ts";
+import { type Steering, Topology } from "../harness/topology.ts";
+import { flowKey, type Proto, tally } from "../harness/traffic.ts";
+import { checkIcmpErrors, checkSctp, checkSpread, checkSticky, mapFlows } from "./checks.ts";
 
 const notRoot = skipUnlessRoot();
 const hmark = Deno.env.get("NFQLB_E2E_STEERING") === "hmark";
@@ -35,11 +29,11 @@ async function lbTopology(steering: Steering = { mode: "nfqueue", queue: 2 }): P
   const topo = await Topology.create({ steering: hmark ? { mode: "hmark" } : steering });
   try {
     if (!hmark) {
-      await topo.initTargets();
-      const lb = await topo.startLb();
+      await topo.nfqlb.initTargets();
+      const lb = await topo.nfqlb.startLb();
       // start-up lines (upstream format): FragTable, then one queue_length line per queue
       const lines = () => lb.stdout.split("\n");
-      const want = topo.queues.length;
+      const want = topo.nfqlb.queues.length;
       const printed = () =>
         lines().filter((l) => /^queue_length=\d+, mtu=\d+, SO_RCVBUF=\d+ \(\d+\)$/.test(l)).length;
       for (let i = 0; i < 50 && printed() < want; i++) await new Promise((r) => setTimeout(r, 100));
@@ -112,7 +106,7 @@ Deno.test({
       });
       if (hmark) continue;
       await t.step(`ipv${fam}: deactivate ${T2}: t2 gets nothing, other flows stay (Maglev)`, async () => {
-        await topo.deactivate(T2);
+        await topo.nfqlb.deactivate(T2);
         for (const proto of ["udp", "tcp"] as Proto[]) {
           const m = maps[proto];
           assert.ok(m, "needs the spread step");
@@ -143,7 +137,7 @@ Deno.test({
         }
       });
       await t.step(`ipv${fam}: activate ${T2}: every flow returns to its original target`, async () => {
-        await topo.activate(T2);
+        await topo.nfqlb.activate(T2);
         for (const proto of ["udp", "tcp"] as Proto[]) {
           const m = maps[proto];
           assert.ok(m, "needs the spread step");
@@ -160,7 +154,7 @@ Deno.test({
       });
     }
     if (!hmark) {
-      const lb = await topo.stopLb();
+      const lb = await topo.nfqlb.stopLb();
       assert.equal(lb?.status.code, 0, `lb exit on SIGTERM: ${lb?.stderr}`);
     }
   },
@@ -175,7 +169,7 @@ Deno.test({
     for (const fam of FAMILIES) {
       await t.step(`ipv${fam}: 90 fragmented datagrams answered, >= 10 % per target`, async () => {
         const flows = topo.flows(fam, 90, 26000);
-        const r = await topo.udp(fam, flows, 1, 1000, 3000);
+        const r = await topo.client.udp(fam, flows, 1, 1000, 3000);
         const names = r.targets.map((x) => x[0]);
         const c = tally(names);
         assert.equal(c[""] ?? 0, 0, `unanswered: ${JSON.stringify(c)} (errno ${r.errors.join(",")})`);
@@ -188,7 +182,7 @@ Deno.test({
         fn: async () => {
           const flows = topo.flows(fam, 20, 27000);
           const small = await mapFlows(topo, fam, "udp", flows);
-          const big = (await topo.udp(fam, flows, 1, 1000, 3000)).targets.map((x) => x[0]);
+          const big = (await topo.client.udp(fam, flows, 1, 1000, 3000)).targets.map((x) => x[0]);
           const bad = flows.map((f, i) => `${flowKey(f)} ${small[i]}/${big[i] || "lost"}`).filter((_, i) =>
             small[i] !== big[i]
           );
@@ -216,7 +210,7 @@ Deno.test({
     const q1 = await topo.queueStats();
     const pkts = [0, 1].map((q) => (q1.get(q)?.seq ?? 0) - (q0.get(q)?.seq ?? 0));
     assert.ok(pkts[0] > 0 && pkts[1] > 0, `packets per queue: q0=${pkts[0]} q1=${pkts[1]}`);
-    const lb = await topo.stopLb();
+    const lb = await topo.nfqlb.stopLb();
     assert.equal(lb?.status.code, 0, `lb exit on SIGTERM: ${lb?.stderr}`);
   },
 });
@@ -233,9 +227,9 @@ Deno.test({
     };
     const obs: Record<Family, string[][]> = { 4: [], 6: [] };
     await observe(obs);
-    await topo.deactivate(T2);
+    await topo.nfqlb.deactivate(T2);
     await observe(obs);
-    await topo.activate(T2);
+    await topo.nfqlb.activate(T2);
     await observe(obs);
     const chosen = {} as Record<Family, { flows: Flow[]; targets: string[] }>;
     for (const fam of FAMILIES) {
@@ -253,15 +247,15 @@ Deno.test({
 
     // sequence-numbered probes, no retries, while t2 goes out and in 15 times
     const streams = await Promise.all(
-      FAMILIES.map((fam) => topo.startStream(fam, chosen[fam].flows, { pps: 800, waitMs: 3000 })),
+      FAMILIES.map((fam) => topo.client.startStream(fam, chosen[fam].flows, { pps: 800, waitMs: 3000 })),
     );
     let toggles = 0;
     let results: StreamResult[] = [];
     try {
       for (let i = 0; i < 15; i++) {
-        await topo.deactivate(T2);
+        await topo.nfqlb.deactivate(T2);
         await new Promise((r) => setTimeout(r, 40));
-        await topo.activate(T2);
+        await topo.nfqlb.activate(T2);
         await new Promise((r) => setTimeout(r, 40));
         toggles += 2;
       }
@@ -302,11 +296,11 @@ Deno.test({
     }
     for (const sig of ["SIGTERM", "SIGKILL"] as Deno.Signal[]) {
       await t.step(`${sig}, start again, flows return to the same targets`, async () => {
-        const stream = await topo.startStream(4, topo.flows(4, 8, 25000), { pps: 300, waitMs: 500 });
+        const stream = await topo.client.startStream(4, topo.flows(4, 8, 25000), { pps: 300, waitMs: 500 });
         let status: Deno.CommandStatus | undefined;
         try {
-          status = (await topo.stopLb(10_000, sig))?.status;
-          await topo.startLb();
+          status = (await topo.nfqlb.stopLb(10_000, sig))?.status;
+          await topo.nfqlb.startLb();
         } finally {
           await stream.stop();
         }
@@ -322,7 +316,7 @@ Deno.test({
         }
       });
     }
-    const lb = await topo.stopLb(10_000, "SIGINT");
+    const lb = await topo.nfqlb.stopLb(10_000, "SIGINT");
     assert.equal(lb?.status.code, 0, `lb exit on SIGINT: ${lb?.stderr}`);
   },
 });

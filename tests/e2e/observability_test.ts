@@ -13,10 +13,14 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
-import type { Flow } from "./agent.ts";
-import { flowKey, skipUnlessRoot } from "./checks.ts";
-import { type Family, FWBASE, NFQLB, Proc, Topology, waitUntil } from "./topology.ts";
 import type { KernelQueue } from "../../core/counters_shm.ts";
+import { type Family, FWBASE } from "../harness/addresses.ts";
+import type { Flow } from "../harness/agent/types.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { NFQLB } from "../harness/paths.ts";
+import { waitUntil } from "../harness/process.ts";
+import { Topology } from "../harness/topology.ts";
+import { flowKey } from "../harness/traffic.ts";
 
 const notRoot = skipUnlessRoot();
 
@@ -47,7 +51,7 @@ interface AllStats {
 }
 
 async function allStats(topo: Topology): Promise<AllStats> {
-  const r = await topo.nfqlb(["stats", `--ft_shm=${topo.ftShm}`, "--all"]);
+  const r = await topo.nfqlb.run(["stats", `--ft_shm=${topo.ftShm}`, "--all"]);
   try {
     return JSON.parse(r.stdout) as AllStats;
   } catch (e) {
@@ -248,7 +252,7 @@ async function probes(
   repeat: number,
   size: number,
 ): Promise<{ packets: Record<string, number>; bytes: Record<string, number>; sent: number }> {
-  const r = await topo.udp(fam, flows, repeat, 2000, size);
+  const r = await topo.client.udp(fam, flows, repeat, 2000, size);
   const packets: Record<string, number> = {}, bytes: Record<string, number> = {};
   const lost: string[] = [];
   r.targets.forEach((names, i) =>
@@ -274,7 +278,7 @@ async function probes(
 
 /** Unanswered UDP probes (no target / no flow): one per flow, short wait; none may be answered. */
 async function unanswered(topo: Topology, fam: Family, flows: Flow[]): Promise<number> {
-  const r = await topo.udp(fam, flows, 1, 200, 64);
+  const r = await topo.client.udp(fam, flows, 1, 200, 64);
   const answered = r.targets.flat().filter((x) => x !== "");
   assert.deepEqual(answered, [], `ipv${fam}: probes answered although nothing should balance them`);
   return flows.length;
@@ -283,7 +287,7 @@ async function unanswered(topo: Topology, fam: Family, flows: Flow[]): Promise<n
 /** Per queue: the kernel's id_sequence delta since `before`. */
 async function seqDelta(topo: Topology, before: Map<number, { seq: number }>): Promise<Map<number, number>> {
   const now = await topo.queueStats();
-  return new Map(topo.queues.map((q) => [q, (now.get(q)?.seq ?? 0) - (before.get(q)?.seq ?? 0)]));
+  return new Map(topo.nfqlb.queues.map((q) => [q, (now.get(q)?.seq ?? 0) - (before.get(q)?.seq ?? 0)]));
 }
 
 function sum(m: Map<number, number>): number {
@@ -321,8 +325,8 @@ Deno.test({
   ignore: notRoot,
   async fn(t) {
     await using topo = await Topology.create({ steering: { mode: "nfqueue", balance: [0, 1] } });
-    await topo.initTargets();
-    const lb = await topo.startLb([`--metrics=${METRICS_HOST}:${METRICS_PORT}`]);
+    await topo.nfqlb.initTargets();
+    const lb = await topo.nfqlb.startLb([`--metrics=${METRICS_HOST}:${METRICS_PORT}`]);
     // the metrics server starts after the queues are bound (and after the signal handlers)
     let first: HttpResult = { ok: false };
     const up = await waitUntil(
@@ -346,7 +350,7 @@ Deno.test({
       assert.equal(s0.lb.kind, "lb");
       assert.equal(s0.lb.running, true, `stats --all: ${JSON.stringify(s0.lb)}`);
       assert.equal(s0.lb.pid, lb.pid, "stats --all: pid of the lb");
-      assert.deepEqual(s0.queues.map((q) => q.queue), topo.queues, "queues in the counters shm");
+      assert.deepEqual(s0.queues.map((q) => q.queue), topo.nfqlb.queues, "queues in the counters shm");
       // a fresh lb, and nothing has been sent to the VIP yet
       for (const [k, v] of Object.entries(s0.totals)) assert.equal(v, 0, `totals.${k} before any traffic`);
       assert.deepEqual(s0.targets, []);
@@ -418,13 +422,13 @@ Deno.test({
       async () => {
         const s0 = await allStats(topo);
         const q0 = await topo.queueStats();
-        await topo.deactivate(...marks);
+        await topo.nfqlb.deactivate(...marks);
         let n = 0;
         try {
           n += await unanswered(topo, 4, topo.flows(4, 8, 22000));
           n += await unanswered(topo, 6, topo.flows(6, 8, 22000));
         } finally {
-          await topo.activate(...marks);
+          await topo.nfqlb.activate(...marks);
         }
         const { seq, s: s1 } = await settled(topo, q0, s0, n);
         const d = (k: string) => s1.totals[k] - s0.totals[k];
@@ -545,10 +549,11 @@ Deno.test({
       fn: async () => {
         const s = await allStats(topo);
         const cmd = `${NFQLB} stats --ft_shm=${topo.ftShm} --watch=1`;
-        const p = new Proc(
+        const p = topo.spawn(
+          topo.ns.lb,
           "stats --watch",
-          ["ip", "netns", "exec", topo.ns.lb, SCRIPT!, "-qfec", cmd, "/dev/null"],
-          topo.nfqlbEnv,
+          [SCRIPT!, "-qfec", cmd, "/dev/null"],
+          topo.nfqlb.env,
         );
         try {
           const screens = () => p.stdout.split(CLEAR).length - 1;
@@ -605,7 +610,7 @@ Deno.test({
       "after the lb stops (SIGTERM): stats --all still works, running false, counts unchanged",
       async () => {
         const before = await allStats(topo);
-        const st = await topo.stopLb();
+        const st = await topo.nfqlb.stopLb();
         assert.deepEqual(
           { code: st?.status.code, signal: st?.status.signal },
           { code: 0, signal: null },
@@ -623,7 +628,7 @@ Deno.test({
     );
 
     await t.step("flowlb without any flow: every packet counted as nolb and dropped", async () => {
-      const fl = await topo.startFlowLb();
+      const fl = await topo.nfqlb.startFlowLb();
       await signalsHandled(fl.pid, () => fl.describe());
       const s0 = await allStats(topo);
       assert.equal(s0.lb.kind, "flowlb");
@@ -643,7 +648,7 @@ Deno.test({
       assert.equal(s1.totals.notarget, 0, msg);
       assert.deepEqual(s1.targets, []);
       for (const q of s1.queues) assert.equal(q.counters.nolb, seq.get(q.queue), `queue ${q.queue}: ${msg}`);
-      const st = await topo.stopLb();
+      const st = await topo.nfqlb.stopLb();
       assert.equal(st?.status.code, 0, `flowlb exit on SIGTERM:\n${st?.stderr}`);
     });
   },

@@ -8,6 +8,7 @@
  * (IPv4, IPv6). Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
+import { NfqlbError } from "../../core/errors.ts";
 import {
   applyPlumbing,
   type ApplyResult,
@@ -19,16 +20,12 @@ import {
   statusPlumbing,
   teardownPlumbing,
 } from "../../host/plumbing/mod.ts";
-import { NfqlbError } from "../../core/errors.ts";
-import { skipUnlessRoot } from "./checks.ts";
-import {
-  assertAllAnswered,
-  snapshot,
-  startNatServers,
-  stripTopologyPlumbing,
-  targetAddr,
-} from "./host_helpers.ts";
-import { deleteNamespace, type Family, run, TCP_PORT, Topology, UDP_PORT, VIP } from "./topology.ts";
+import { type Family, targetAddr, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
+import { stripTopologyPlumbing } from "../harness/host.ts";
+import { deleteNamespace, skipUnlessRoot, snapshot, sysctl } from "../harness/netns.ts";
+import { run } from "../harness/process.ts";
+import { Topology } from "../harness/topology.ts";
+import { assertAllAnswered } from "./checks.ts";
 
 const ignore = skipUnlessRoot();
 
@@ -42,7 +39,7 @@ async function bareNamespace(): Promise<{ ns: string; [Symbol.asyncDispose](): P
   try {
     await run(["ip", "netns", "add", ns]);
     // no link-local addresses: they would appear (with their routes) at some moment between snapshots
-    await run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.default.addr_gen_mode=1"]);
+    await sysctl(ns, ["net.ipv6.conf.default.addr_gen_mode=1"], run);
     const batch = [
       "link set up dev lo",
       "link add d0 type veth peer name d1",
@@ -292,18 +289,22 @@ async function carryTraffic(
   const before = await snapshot(netns);
   const r = await applyPlumbing(spec, { netns });
   assert.equal(r.added.length, planPlumbing(spec).length);
-  await topo.initTargets();
-  await topo.startLb();
+  await topo.nfqlb.initTargets();
+  await topo.nfqlb.startLb();
   for (const fam of [4, 6] as Family[]) {
     await t.step(
       `ipv${fam}: UDP and TCP flows to the VIP reach every target (${names.join(", ")})`,
       async () => {
-        assertAllAnswered((await topo.udp(fam, topo.flows(fam, 60, sportBase))).targets, names, "udp");
-        assertAllAnswered((await topo.tcp(fam, topo.flows(fam, 60, sportBase + 1000))).targets, names, "tcp");
+        assertAllAnswered((await topo.client.udp(fam, topo.flows(fam, 60, sportBase))).targets, names, "udp");
+        assertAllAnswered(
+          (await topo.client.tcp(fam, topo.flows(fam, 60, sportBase + 1000))).targets,
+          names,
+          "tcp",
+        );
       },
     );
   }
-  await topo.stopLb();
+  await topo.nfqlb.stopLb();
   await teardownPlumbing(spec.id, { netns });
   assert.deepEqual(await snapshot(netns), before);
   return r;
@@ -330,7 +331,7 @@ Deno.test({
     const NAT_PORT = 6000;
     // NAT targets do not own the VIP: they serve on their own address and port, under new names;
     // the client's sockets are connected to VIP:port, so only replies from the VIP count
-    const names = await startNatServers(topo, NAT_PORT);
+    const names = await topo.startNatServers(NAT_PORT);
     const r = await carryTraffic(t, topo, trafficSpec(topo, "e2e-nat", "nat", NAT_PORT), names, 22000);
     assert.ok(!r.added.some((l) => l.startsWith("ip ")), "NAT adds no ip rule or route");
   },

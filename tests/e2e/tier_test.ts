@@ -24,22 +24,31 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
-import type { CraftedDatagram, FragsResult } from "./agent.ts";
-import { skipUnlessRoot } from "./checks.ts";
-import { fragmentCount } from "./packets.ts";
+import type { Family } from "../harness/addresses.ts";
+import type { CraftedDatagram, FragsResult } from "../harness/agent/types.ts";
 import {
-  agentArgs,
+  addNamespace,
+  addVeth,
   deleteNamespace,
-  type Family,
-  NFQLB,
-  Proc,
-  run,
+  inNetns,
+  ipBatch,
+  queueStats,
+  skipUnlessRoot,
+  sweepStale,
+  sysctl,
+} from "../harness/netns.ts";
+import { fragmentCount } from "../harness/packets.ts";
+import { NFQLB } from "../harness/paths.ts";
+import {
+  type Proc,
+  ProcGroup,
+  type Runner,
   type RunOptions,
   type RunResult,
-  sweepStale,
   w,
   waitUntil,
-} from "./topology.ts";
+} from "../harness/process.ts";
+import { agentArgs, runAgent } from "../harness/traffic.ts";
 import { exists } from "../helpers/fs.ts";
 
 const notRoot = skipUnlessRoot();
@@ -80,9 +89,9 @@ class TierNet {
   };
   readonly shmDir: Record<LbName, string>;
   readonly workDir: string;
-  #procs = new Set<Proc>();
+  #group = new ProcGroup(`tier net ${this.prefix}`);
+  #run: Runner = (args, o) => this.#group.run(args, o);
   #lbs: Partial<Record<LbName, Proc>> = {};
-  #down = false;
 
   constructor() {
     this.shmDir = {
@@ -104,15 +113,7 @@ class TierNet {
   }
 
   async exec(ns: string, args: string[], o: RunOptions = {}): Promise<RunResult> {
-    if (this.#down) throw new Error("torn down");
-    return await run(["ip", "netns", "exec", ns, ...args], o);
-  }
-
-  async #ip(ns: string, lines: string[]): Promise<void> {
-    const v4 = lines.filter((l) => !l.startsWith("-6 "));
-    const v6 = lines.filter((l) => l.startsWith("-6 ")).map((l) => l.slice(3));
-    if (v4.length) await run(["ip", "-n", ns, "-batch", "-"], { stdin: v4.join("\n") + "\n" });
-    if (v6.length) await run(["ip", "-n", ns, "-6", "-batch", "-"], { stdin: v6.join("\n") + "\n" });
+    return await this.#run(inNetns(ns, args), o);
   }
 
   /** Runs `nfqlb args` in LB `lb`'s netns with its shm directory. */
@@ -123,28 +124,15 @@ class TierNet {
   async #setup(): Promise<void> {
     await sweepStale();
     const { cli, a, b, targets } = this.ns;
-    for (const ns of [cli, a, b, ...targets]) {
-      await run(["ip", "netns", "add", ns]);
-      await this.exec(ns, [
-        "sysctl",
-        "-qw",
-        "net.ipv4.conf.all.rp_filter=0",
-        "net.ipv4.conf.default.rp_filter=0",
-        "net.ipv6.conf.all.accept_dad=0",
-        "net.ipv6.conf.default.accept_dad=0",
-        "net.ipv6.conf.all.accept_ra=0",
-        "net.ipv6.conf.default.accept_ra=0",
-      ]);
-    }
-    for (const ns of [a, b]) {
-      await this.exec(ns, w("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1"));
-    }
-    await run(w(`ip link add ca netns ${cli} type veth peer name f0 netns ${a}`));
-    await run(w(`ip link add cb netns ${cli} type veth peer name f0 netns ${b}`));
-    await run(w(`ip link add x0 netns ${a} type veth peer name x0 netns ${b}`));
+    const r = this.#run;
+    for (const ns of [cli, a, b, ...targets]) await addNamespace(ns, r);
+    for (const ns of [a, b]) await sysctl(ns, ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"], r);
+    await addVeth("ca", cli, "f0", a, r);
+    await addVeth("cb", cli, "f0", b, r);
+    await addVeth("x0", a, "x0", b, r);
     for (let i = 1; i <= 3; i++) {
-      await run(w(`ip link add t${i} netns ${a} type veth peer name eth0 netns ${targets[i - 1]}`));
-      await run(w(`ip link add t${i} netns ${b} type veth peer name eth1 netns ${targets[i - 1]}`));
+      await addVeth(`t${i}`, a, "eth0", targets[i - 1], r);
+      await addVeth(`t${i}`, b, "eth1", targets[i - 1], r);
     }
 
     const cliLines = [
@@ -164,7 +152,7 @@ class TierNet {
       `route add ${VIP[4]}/32 via 10.214.2.254 table ${VIA_B}`,
       `-6 route add ${VIP[6]}/128 via fd14:2::254 table ${VIA_B}`,
     ];
-    await this.#ip(cli, cliLines);
+    await ipBatch(cli, cliLines, r);
 
     for (const lb of ["a", "b"] as LbName[]) {
       const n = lb === "a" ? 1 : 2; // front subnet, x0 host part, target subnets 1i / 2i
@@ -198,7 +186,7 @@ class TierNet {
           `-6 route add default via fd14:${n}${i}::1 table ${fw}`,
         );
       }
-      await this.#ip(this.ns[lb], lines);
+      await ipBatch(this.ns[lb], lines, r);
       // the tun device for re-injection (upstream test rc), reverse-path filter off
       await this.exec(this.ns[lb], w(`ip tuntap add mode tun name ${TUN}`));
       await this.exec(this.ns[lb], w(`ip link set ${TUN} up arp off mtu 1500`));
@@ -219,7 +207,7 @@ class TierNet {
     }
 
     for (let i = 1; i <= 3; i++) {
-      await this.#ip(targets[i - 1], [
+      await ipBatch(targets[i - 1], [
         "link set up dev lo",
         "link set up dev eth0",
         "link set up dev eth1",
@@ -231,7 +219,7 @@ class TierNet {
         `-6 addr add ${VIP[6]}/128 dev lo nodad`,
         `route add default via 10.214.1${i}.254`,
         `-6 route add default via fd14:1${i}::254`,
-      ]);
+      ], r);
     }
     await this.#startServers();
 
@@ -245,9 +233,7 @@ class TierNet {
   }
 
   #spawn(ns: string, label: string, args: string[], env?: Record<string, string>): Proc {
-    const p = new Proc(label, ["ip", "netns", "exec", ns, ...args], env);
-    this.#procs.add(p);
-    return p;
+    return this.#group.spawn(label, inNetns(ns, args), env);
   }
 
   async #startServers(): Promise<void> {
@@ -296,10 +282,7 @@ class TierNet {
     const ok = await waitUntil(
       async () => {
         if (p.status) return true;
-        const r = await this.exec(this.ns[lb], ["cat", "/proc/net/netfilter/nfnetlink_queue"], {
-          allowFail: true,
-        });
-        return r.stdout.split("\n").some((l) => l.trim().split(/\s+/)[0] === String(QUEUE));
+        return (await queueStats(this.ns[lb], this.#run)).has(QUEUE);
       },
       60_000,
       200,
@@ -312,19 +295,14 @@ class TierNet {
     const p = this.#lbs[lb];
     if (!p) return undefined;
     const st = await p.stop(10_000);
-    this.#procs.delete(p);
+    this.#group.forget(p);
     delete this.#lbs[lb];
     return st;
   }
 
   /** The agent's `frags` in the client netns. */
   async frags(datagrams: CraftedDatagram[]): Promise<FragsResult> {
-    const r = await this.exec(this.ns.cli, agentArgs({ cmd: "frags", datagrams }), {
-      timeoutMs: 120_000,
-      allowFail: true,
-    });
-    if (r.code !== 0) throw new Error(`agent frags failed (${r.code}): ${r.stderr.trim()}`);
-    return JSON.parse(r.stdout) as FragsResult;
+    return await runAgent<FragsResult>(this.#run, this.ns.cli, { cmd: "frags", datagrams });
   }
 
   lbProc(lb: LbName): Proc | undefined {
@@ -344,10 +322,8 @@ class TierNet {
   }
 
   async teardown(): Promise<void> {
-    if (this.#down) return;
-    this.#down = true;
-    await Promise.all([...this.#procs].map((p) => p.stop(5000).catch(() => {})));
-    this.#procs.clear();
+    if (this.#group.closed) return;
+    await this.#group.close(5000);
     for (const ns of [this.ns.cli, this.ns.a, this.ns.b, ...this.ns.targets]) await deleteNamespace(ns);
     for (const d of [this.shmDir.a, this.shmDir.b, this.workDir]) {
       try {

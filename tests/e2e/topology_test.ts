@@ -1,12 +1,15 @@
 /**
- * Self-test of the e2e topology and traffic agent with the in-kernel HMARK
+ * Self-test of the lab (tests/harness: topology, traffic agent) with the in-kernel HMARK
  * stand-in (no nfqlb process): spread, DSR replies from the VIP, 5-tuple
  * stickiness, ICMP errors and SCTP, for IPv4 and IPv6. Also checks that
  * teardown leaves nothing behind. Needs root; skipped (with a message) without.
  */
 import assert from "node:assert/strict";
-import { checkIcmpErrors, checkSctp, checkSpread, checkSticky, skipUnlessRoot } from "./checks.ts";
-import { type Family, run, Topology } from "./topology.ts";
+import type { Family } from "../harness/addresses.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { run } from "../harness/process.ts";
+import { Topology } from "../harness/topology.ts";
+import { checkIcmpErrors, checkSctp, checkSpread, checkSticky } from "./checks.ts";
 
 const ignore = skipUnlessRoot();
 

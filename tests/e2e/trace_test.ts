@@ -18,19 +18,18 @@
  * counts, never on timing; every wait is bounded.
  */
 import assert from "node:assert/strict";
-import type { Flow } from "./agent.ts";
-import { skipUnlessRoot } from "./checks.ts";
-import { type Family, FWBASE, NFQLB, Proc, tally, Topology, UDP_PORT, VIP, waitUntil } from "./topology.ts";
+import { type Family, FWBASE, UDP_PORT, VIP } from "../harness/addresses.ts";
+import type { Flow } from "../harness/agent/types.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { type Proc, waitUntil } from "../harness/process.ts";
+import { Topology } from "../harness/topology.ts";
+import { tally } from "../harness/traffic.ts";
 
 const notRoot = skipUnlessRoot();
 
 /** Starts `nfqlb trace <args>` in the lb netns; resolves once the server greeted it. */
 async function startTrace(topo: Topology, label: string, args: string[]): Promise<Proc> {
-  const p = new Proc(
-    label,
-    ["ip", "netns", "exec", topo.ns.lb, NFQLB, "trace", ...args, `--trace_address=unix:${topo.traceName}`],
-    topo.nfqlbEnv,
-  );
+  const p = topo.nfqlb.spawn(label, ["trace", ...args, `--trace_address=unix:${topo.traceName}`]);
   const ok = await waitUntil(
     () => !!p.status || /^Trace active, mask=0x[0-9a-f]{8}$/m.test(p.stdout),
     30_000,
@@ -69,12 +68,12 @@ Deno.test({
   ignore: notRoot,
   async fn() {
     await using topo = await Topology.create({ steering: { mode: "nfqueue", queue: 2 } });
-    await topo.initTargets();
-    const lb = await topo.startLb();
+    await topo.nfqlb.initTargets();
+    const lb = await topo.nfqlb.startLb();
     const clients: Proc[] = [];
     try {
       // the most verbose log level: still nothing per packet
-      assert.equal((await topo.nfqlb(["loglevel", "7"])).stdout, "loglevel=7\n");
+      assert.equal((await topo.nfqlb.run(["loglevel", "7"])).stdout, "loglevel=7\n");
       // one after the other: each client's mask is the shm mask when it connects
       const a = await startTrace(topo, "trace a", ["--selection=packet"]);
       clients.push(a);
@@ -87,11 +86,11 @@ Deno.test({
       const stderrBefore = lb.stderr.split("\n").length;
       const fam: Family = 4;
       const flows = topo.flows(fam, 40, 30000);
-      const r = await topo.udp(fam, flows);
+      const r = await topo.client.udp(fam, flows);
       const targets = r.targets.map((x) => x[0]);
       assert.ok(targets.every((t) => t !== ""), `unanswered: ${JSON.stringify(tally(targets))}`);
       const flows6 = topo.flows(6, 20, 30100);
-      const targets6 = (await topo.udp(6, flows6)).targets.map((x) => x[0]);
+      const targets6 = (await topo.client.udp(6, flows6)).targets.map((x) => x[0]);
       assert.ok(targets6.every((t) => t !== ""), `ipv6 unanswered: ${JSON.stringify(tally(targets6))}`);
       const want = counts([...targets, ...targets6].map(fwOf));
       const lines = (p: Proc) => captures(p.stdout, /^Load-balance packet\. fw=(\d+)$/);
@@ -107,7 +106,7 @@ Deno.test({
       await a.stop();
       assert.equal(a.status?.code === 0 || a.status?.signal === "SIGTERM", true, a.describe());
       const more = topo.flows(fam, 10, 30200);
-      const moreTargets = (await topo.udp(fam, more)).targets.map((x) => x[0]);
+      const moreTargets = (await topo.client.udp(fam, more)).targets.map((x) => x[0]);
       await waitUntil(() => lines(b).length >= 70, 20_000);
       assert.deepEqual(counts(lines(b)), counts([...targets, ...targets6, ...moreTargets].map(fwOf)));
       assert.equal(shmMask(topo), 3);
@@ -117,11 +116,11 @@ Deno.test({
       assert.ok(await waitUntil(() => shmMask(topo) === 0, 10_000), "shm mask not reset");
 
       // trace flows exist only in flowlb: against lb the client cannot connect
-      const tf = await topo.nfqlb(["trace-flow-list-names"], { allowFail: true });
+      const tf = await topo.nfqlb.run(["trace-flow-list-names"], { allowFail: true });
       assert.equal(tf.code, 1);
       assert.match(tf.stderr, /Connect failed\. /);
-      await topo.nfqlb(["loglevel", "5"]);
-      const stopped = await topo.stopLb();
+      await topo.nfqlb.run(["loglevel", "5"]);
+      const stopped = await topo.nfqlb.stopLb();
       assert.equal(stopped?.status.code, 0, stopped?.stderr);
     } finally {
       for (const p of clients) await p.stop();
@@ -135,9 +134,9 @@ Deno.test({
   ignore: notRoot,
   async fn() {
     await using topo = await Topology.create({ steering: { mode: "nfqueue", queue: 2 } });
-    await topo.initTargets();
-    await topo.startFlowLb();
-    const nfqlb = (...args: string[]) => topo.nfqlb(args, { allowFail: true });
+    await topo.nfqlb.initTargets();
+    await topo.nfqlb.startFlowLb();
+    const nfqlb = (...args: string[]) => topo.nfqlb.run(args, { allowFail: true });
     const clients: Proc[] = [];
     let client: Proc | undefined;
     try {
@@ -180,7 +179,7 @@ Deno.test({
           ...Array.from({ length: 5 }, (_, i) => ({ src, sport: 31005 + i })),
           ...Array.from({ length: 5 }, (_, i) => ({ src: other, sport: 31000 + i })),
         ];
-        const r = await topo.udp(fam, flows);
+        const r = await topo.client.udp(fam, flows);
         flows.forEach((flow, i) => {
           assert.ok(r.targets[i][0], `ipv${fam} ${flow.src}:${flow.sport} unanswered`);
           results.push({ fam, flow, target: r.targets[i][0], selected: i < 5 });
@@ -194,10 +193,10 @@ Deno.test({
         clientPort: 31000,
         proto: "udp" as const,
       });
-      assert.equal((await topo.icmp("10.213.0.12", [quoted(4)])).sent, 1);
-      assert.equal((await topo.icmp("fd13::12", [quoted(6)])).sent, 1);
+      assert.equal((await topo.client.icmp("10.213.0.12", [quoted(4)])).sent, 1);
+      assert.equal((await topo.client.icmp("fd13::12", [quoted(6)])).sent, 1);
       // pings from the selected source (trace flows always take ping by address), and from another
-      const pings = await topo.ping(["10.213.0.12", "10.213.0.13"], 2);
+      const pings = await topo.client.ping(["10.213.0.12", "10.213.0.13"], 2);
       assert.deepEqual(pings.replies, [2, 2], JSON.stringify(pings));
 
       // expected blocks: 10 UDP + 2 ICMP errors + 2 pings
@@ -267,7 +266,7 @@ Deno.test({
       });
       assert.equal((await nfqlb("trace-flow-list-names")).stdout, "[]\n");
       assert.equal((await nfqlb("trace-flow-list")).stdout, "[]\n");
-      const after = await topo.udp(4, sel[4]);
+      const after = await topo.client.udp(4, sel[4]);
       assert.ok(after.targets.every((x) => x[0] !== ""));
       await new Promise((r) => setTimeout(r, 300));
       assert.equal(blocks().length, 14, "a deleted trace flow selects nothing");
@@ -312,7 +311,7 @@ Deno.test({
 
       await client.stop();
       assert.ok(await waitUntil(() => shmMask(topo) === 0, 10_000), "shm mask not reset");
-      const stopped = await topo.stopLb();
+      const stopped = await topo.nfqlb.stopLb();
       assert.equal(stopped?.status.code, 0, stopped?.stderr);
     } finally {
       for (const p of clients) await p.stop();

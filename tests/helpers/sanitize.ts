@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { readPcap } from "./pcap.ts";
-import { ROOT, TESTDATA } from "./run.ts";
+import { ROOT, TESTDATA } from "../harness/paths.ts";
 
 /** The library sources a classifier needs (everything but the netlink I/O). */
 export const CLASSIFIER_SOURCES = [

@@ -1,5 +1,19 @@
-/** Test helpers for shm files: a sandbox the library (not only the CLI) uses, and file snapshots. */
-import { shmSandbox } from "./run.ts";
+/** Test helpers for shm files: private shm directories for the CLI and the library, and file snapshots. */
+
+/**
+ * A fresh directory under /dev/shm (real tmpfs) used as NFQLB_SHM_DIR, so
+ * tests never touch the host's shm names. Remove it with `using`.
+ */
+export function shmSandbox(): { dir: string; env: Record<string, string> } & Disposable {
+  const dir = Deno.makeTempDirSync({ dir: "/dev/shm", prefix: "nfqlb-test-" });
+  return {
+    dir,
+    env: { NFQLB_SHM_DIR: dir },
+    [Symbol.dispose]() {
+      Deno.removeSync(dir, { recursive: true });
+    },
+  };
+}
 
 /** A shmSandbox() that this process's library calls use too, plus file helpers. */
 export interface LibSandbox extends Disposable {

@@ -4,7 +4,7 @@
  * exactly one stderr line naming the value, and leave the shm files alone.
  */
 import assert from "node:assert/strict";
-import { nfqlb } from "../helpers/run.ts";
+import { nfqlb } from "../harness/nfqlb.ts";
 import { libSandbox } from "../helpers/shm.ts";
 
 const CASES: { args: string[]; value: string }[] = [

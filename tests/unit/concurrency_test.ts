@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { z } from "zod";
 import { TargetShm } from "../../core/target_shm.ts";
-import { nfqlb, ROOT } from "../helpers/run.ts";
+import { ROOT } from "../harness/paths.ts";
+import { nfqlb } from "../harness/nfqlb.ts";
 import { libSandbox } from "../helpers/shm.ts";
 import { mulberry32 } from "../helpers/models.ts";
 

@@ -12,7 +12,7 @@ import { conntrackName, ConntrackShm } from "../../core/conntrack_shm.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { readPcap } from "../helpers/pcap.ts";
 import { Classifier, keyOf, MS, T0, withSport } from "../helpers/classifier.ts";
-import { TESTDATA } from "../helpers/run.ts";
+import { TESTDATA } from "../harness/paths.ts";
 import { libSandbox } from "../helpers/shm.ts";
 
 const PCAP = `${TESTDATA}/pcap`;

@@ -4,7 +4,7 @@
  * ct-stats, bad input and a missing table.
  */
 import assert from "node:assert/strict";
-import { nfqlb } from "../helpers/run.ts";
+import { nfqlb } from "../harness/nfqlb.ts";
 import { libSandbox } from "../helpers/shm.ts";
 import { ConntrackShm, flowKey } from "../../core/conntrack_shm.ts";
 

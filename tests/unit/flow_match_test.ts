@@ -23,7 +23,7 @@ import {
 } from "../../core/flow/parse.ts";
 import { flowSpec, type FlowText } from "../helpers/flow_spec.ts";
 import { readPcap } from "../helpers/pcap.ts";
-import { TESTDATA } from "../helpers/run.ts";
+import { TESTDATA } from "../harness/paths.ts";
 import { xorshift32 } from "../helpers/models.ts";
 
 type Buf = Uint8Array<ArrayBuffer>;

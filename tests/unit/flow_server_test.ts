@@ -11,7 +11,7 @@ import { type FlowServer, startFlowServer } from "../../dataplane/flow_server.ts
 import { FlowStore, flowStorePath } from "../../core/flow/store.ts";
 import { NfqlbError } from "../../core/errors.ts";
 import { TargetShm } from "../../core/target_shm.ts";
-import { nfqlb } from "../helpers/run.ts";
+import { nfqlb } from "../harness/nfqlb.ts";
 import { libSandbox, listDir } from "../helpers/shm.ts";
 
 let serial = 0;

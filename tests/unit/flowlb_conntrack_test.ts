@@ -19,7 +19,7 @@ import { TargetRegistry } from "../../dataplane/target_registry.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { type PcapPacket, readPcap } from "../helpers/pcap.ts";
 import { keyOf, MS, T0, withSport } from "../helpers/classifier.ts";
-import { TESTDATA } from "../helpers/run.ts";
+import { TESTDATA } from "../harness/paths.ts";
 import { libSandbox } from "../helpers/shm.ts";
 
 const SYN = readPcap(`${TESTDATA}/pcap/telnet-ipv4.pcap`)[0];

@@ -12,7 +12,7 @@ import { TargetShm } from "../../core/target_shm.ts";
 import { decodeFragStats, type FragStats } from "../../core/frag_stats.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { type PcapPacket, readPcap } from "../helpers/pcap.ts";
-import { TESTDATA } from "../helpers/run.ts";
+import { TESTDATA } from "../harness/paths.ts";
 import { libSandbox } from "../helpers/shm.ts";
 
 const libc = Deno.dlopen("libc.so.6", {

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { GetoptError, getoptLongOnly, helpText, missingRequired, type OptionSpec } from "../../cli/getopt.ts";
 import { COMMANDS } from "../../cli/registry.ts";
 import type { Command } from "../../cli/command.ts";
-import { nfqlb } from "../helpers/run.ts";
+import { nfqlb } from "../harness/nfqlb.ts";
 
 function cmd(name: string): Command {
   const c = COMMANDS.find((c) => c.name === name);

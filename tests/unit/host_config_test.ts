@@ -7,8 +7,7 @@ import assert from "node:assert/strict";
 import { ConfigError, type HostConfig, loadHostConfig, parseHostConfig } from "../../host/config/load.ts";
 import { primeBelow } from "../../core/prime.ts";
 import { configJsonSchema, SCHEMA_FILE } from "../../scripts/gen_config_schema.ts";
-
-const ROOT = new URL("../../", import.meta.url);
+import { ROOT } from "../harness/paths.ts";
 
 /** A minimal valid lb file; `svc` is added to the service, `top` at the end. */
 function lbFile(svc = "", top = ""): string {
@@ -136,7 +135,7 @@ dataplane: {queue: "0:3", hooks: [output, prerouting], options: {mtu: 9000, sctp
 });
 
 Deno.test("host config: the examples in docs/examples parse", async () => {
-  const dsr = await loadHostConfig(new URL("docs/examples/dsr.yaml", ROOT).pathname);
+  const dsr = await loadHostConfig(`${ROOT}/docs/examples/dsr.yaml`);
   assert.equal(dsr.dataplane.program, "lb");
   assert.deepEqual(dsr.services[0].vips.map((v) => v.family), ["ipv4", "ipv6"]);
   assert.deepEqual(dsr.services[0].targets.map((t) => [t.fwmark, t.table, t.weight]), [
@@ -144,7 +143,7 @@ Deno.test("host config: the examples in docs/examples parse", async () => {
     [102, 102, 1],
     [103, 103, 0],
   ]);
-  const nat = await loadHostConfig(new URL("docs/examples/nat.yaml", ROOT).pathname);
+  const nat = await loadHostConfig(`${ROOT}/docs/examples/nat.yaml`);
   assert.equal(nat.dataplane.program, "flowlb");
   assert.deepEqual(nat.services.map((s) => s.name), ["web", "sip"]);
   assert.deepEqual(nat.services[0].targets.map((t) => [t.mode, t.port, t.table]), [
@@ -166,7 +165,7 @@ Deno.test("host config: the examples in docs/examples parse", async () => {
 });
 
 Deno.test("host config: the YAML examples in docs/config.md parse", async () => {
-  const md = await Deno.readTextFile(new URL("docs/config.md", ROOT));
+  const md = await Deno.readTextFile(`${ROOT}/docs/config.md`);
   const blocks = [...md.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]);
   assert.equal(blocks.length, 2);
   assert.deepEqual(blocks.map((b) => parseHostConfig(b, "config.md").dataplane.program), ["lb", "flowlb"]);
@@ -466,7 +465,7 @@ Deno.test("host config: loadHostConfig names an unreadable file", async () => {
 });
 
 Deno.test("host config: docs/nfqlb-config.schema.json is what scripts/gen_config_schema.ts writes", async () => {
-  const committed = await Deno.readTextFile(new URL(SCHEMA_FILE, ROOT));
+  const committed = await Deno.readTextFile(`${ROOT}/${SCHEMA_FILE}`);
   assert.equal(committed, configJsonSchema(), "stale: run deno task config-schema");
   const schema = JSON.parse(committed);
   assert.deepEqual(schema.required, ["version", "services"]);

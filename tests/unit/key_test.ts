@@ -9,7 +9,7 @@ import { PROTOCOLS } from "../../core/ip_protocols.ts";
 import { mapIPv4, parseAddrPort, parseIPv4, parseIPv6 } from "../../core/inet.ts";
 import { TargetShm } from "../../core/target_shm.ts";
 import { djb2, mulberry32 } from "../helpers/models.ts";
-import { nfqlb } from "../helpers/run.ts";
+import { nfqlb } from "../harness/nfqlb.ts";
 import { libSandbox } from "../helpers/shm.ts";
 
 /** hash as `nfqlb fwmark` computes it: address-only without --proto. */

@@ -9,7 +9,7 @@ import { lib } from "../../ffi/lib.ts";
 import { modelParams, modelPopulate, modelPopulateWeighted, mulberry32 } from "../helpers/models.ts";
 import { TargetShm } from "../../core/target_shm.ts";
 import { NfqlbError } from "../../core/errors.ts";
-import { nfqlb } from "../helpers/run.ts";
+import { nfqlb } from "../harness/nfqlb.ts";
 import { libSandbox } from "../helpers/shm.ts";
 
 function cParams(M: number, N: number): Uint32Array<ArrayBuffer> {

@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
 import { TargetShm } from "../../core/target_shm.ts";
 import { hex, readPcap } from "../helpers/pcap.ts";
-import { shmSandbox, TESTDATA } from "../helpers/run.ts";
+import { TESTDATA } from "../harness/paths.ts";
+import { shmSandbox } from "../helpers/shm.ts";
 
 const PCAP = `${TESTDATA}/pcap`;
 

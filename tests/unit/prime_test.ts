@@ -2,7 +2,8 @@
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
 import { MAX_M, primeBelow } from "../../core/prime.ts";
-import { nfqlb, shmSandbox } from "../helpers/run.ts";
+import { nfqlb } from "../harness/nfqlb.ts";
+import { shmSandbox } from "../helpers/shm.ts";
 
 const EXAMPLES: [number, number][] = [
   [0, 0],

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { checkFile, checkTree, layerOf, specifiersOf } from "../../scripts/check_layers.ts";
 import { checkPaths, checkText, missingPaths } from "../../scripts/check_paths.ts";
-import { ROOT } from "../helpers/run.ts";
+import { ROOT } from "../harness/paths.ts";
 
 const BARE = new Set(["zod", "yaml"]);
 
@@ -34,7 +34,7 @@ Deno.test("check_layers: refuses an import up the layers, into tests/, out of th
   assert.match(why("dataplane/lb.ts", "../cli/main.ts")[0], /dataplane is below cli/);
   assert.match(why("ffi/lib.ts", "../core/errors.ts")[0], /ffi is below core/);
   assert.match(why("core/flow/parse.ts", "../../dataplane/flowlb.ts")[0], /core is below dataplane/);
-  assert.match(why("host/apply.ts", "../tests/helpers/run.ts")[0], /host may not import tests/);
+  assert.match(why("host/apply.ts", "../tests/harness/paths.ts")[0], /host may not import tests/);
   assert.match(why("core/key.ts", "../../outside/x.ts")[0], /leaves the repository/);
   assert.match(why("cli/main.ts", "../core/_private.ts")[0], /private to core/);
   assert.deepEqual(why("core/key.ts", "./_private.ts"), []);

@@ -21,7 +21,8 @@ import {
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { type PcapPacket, readPcap } from "../helpers/pcap.ts";
 import { Classifier, keyOf, MS, T0, withSport } from "../helpers/classifier.ts";
-import { nfqlb, TESTDATA } from "../helpers/run.ts";
+import { TESTDATA } from "../harness/paths.ts";
+import { nfqlb } from "../harness/nfqlb.ts";
 import { libSandbox } from "../helpers/shm.ts";
 
 const TABLE = "sched";

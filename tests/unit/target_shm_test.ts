@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { TargetShm } from "../../core/target_shm.ts";
 import { NfqlbError } from "../../core/errors.ts";
-import { nfqlb } from "../helpers/run.ts";
+import { nfqlb } from "../harness/nfqlb.ts";
 import { libSandbox, listDir } from "../helpers/shm.ts";
 
 /** File size of a table: 64-byte header, N params, two buffers of N active + N weights + M lookup. */

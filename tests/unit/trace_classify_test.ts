@@ -29,7 +29,7 @@ import {
   ipv6Packet,
   l4Head,
   udpFragments,
-} from "../e2e/packets.ts";
+} from "../harness/packets.ts";
 
 const L = lib();
 const NOW = 1_000_000_000n;

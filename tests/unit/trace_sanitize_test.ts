@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { buildSanitized, captureSeeds, CLASSIFIER_SOURCES, writeSeeds } from "../helpers/sanitize.ts";
-import { icmp6PacketTooBig, icmpFragNeeded, ipv4Header, ipv6Packet } from "../e2e/packets.ts";
+import { icmp6PacketTooBig, icmpFragNeeded, ipv4Header, ipv6Packet } from "../harness/packets.ts";
 
 /** Crafted ICMP seeds: frag-needed and packet-too-big quoting TCP/UDP, echo requests (one after a hop-by-hop header). */
 function icmpSeeds(): { hw: number; data: Uint8Array }[] {

@@ -10,8 +10,7 @@ import { log, LOG_LEVEL } from "../../core/log.ts";
 import { logLevel, traceMask } from "../../core/trace_shm.ts";
 import { startTracing, type TraceService } from "../../dataplane/trace_server.ts";
 import { TRACE } from "../../dataplane/trace_format.ts";
-
-const ROOT = new URL("../../", import.meta.url).pathname;
+import { NFQLB } from "../harness/paths.ts";
 
 /** Runs fn with a fresh shm dir and a unique trace address; always closes the service. */
 async function withTracing(fn: (svc: TraceService, address: string) => Promise<void>): Promise<void> {
@@ -146,7 +145,7 @@ Deno.test("trace server: bind errors and bad addresses as upstream", async () =>
 
 Deno.test("nfqlb trace: Mask= line, the server's greeting, the lines, exit 0 when the LB goes away", async () => {
   await withTracing(async (svc, address) => {
-    const child = new Deno.Command(`${ROOT}scripts/nfqlb`, {
+    const child = new Deno.Command(NFQLB, {
       args: ["trace", "--selection=packet,frag", `--trace_address=${address}`],
       env: { NFQLB_SHM_DIR: Deno.env.get("NFQLB_SHM_DIR")! },
       stdout: "piped",

@@ -1,62 +1,17 @@
 /**
- * Helpers for the end-to-end tests of the kernel plumbing and of
- * `nfqlb apply / teardown / status` (and the demo): kernel snapshots of a
- * namespace, removing the topology's own steering and fwmark routing so
- * that the plumbing installs them, NAT target servers, and {@link HostUnderTest},
- * a topology driven through a config file whose dataplane process (started
+ * A host configured from a file, for the tests of the kernel plumbing and of
+ * `nfqlb apply / teardown / status` and for the demo:
+ * {@link stripTopologyPlumbing} removes a topology's own steering and fwmark
+ * routing so that the plumbing installs them, and {@link HostUnderTest} is a
+ * topology driven through a config file whose dataplane process (started
  * detached by apply, so not a process of the topology) is always stopped.
  */
 import assert from "node:assert/strict";
-import {
-  type Family,
-  NFQLB,
-  run,
-  type RunResult,
-  Topology,
-  type TopologyOptions,
-  VIP,
-  waitUntil,
-} from "./topology.ts";
-
-/** Built-in chain declarations: a table holding only these is empty. */
-const BUILTIN_DECL = /^:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) \S+$/;
-
-/**
- * iptables-save of a family without comments and counters, and without
- * empty tables: iptables-nft keeps a table once a command touched it, and an
- * empty one holds no rule.
- */
-async function saveText(ns: string, family: Family): Promise<string> {
-  const text =
-    (await run(["ip", "netns", "exec", ns, family === 4 ? "iptables-save" : "ip6tables-save"])).stdout;
-  const out: string[] = [];
-  let block: string[] = [];
-  for (const raw of text.split("\n")) {
-    const line = raw.replace(/ \[\d+:\d+\]$/, "");
-    if (line.startsWith("#") || line === "") continue;
-    block.push(line);
-    if (line === "COMMIT") {
-      if (block.some((l) => !l.startsWith("*") && l !== "COMMIT" && !BUILTIN_DECL.test(l))) {
-        out.push(...block);
-      }
-      block = [];
-    }
-  }
-  return out.join("\n");
-}
-
-/** Everything of a namespace the plumbing could touch, as text: iptables, ip rules and routes, both families. */
-export async function snapshot(ns: string): Promise<Record<string, string>> {
-  const ip = async (args: string[]) => (await run(["ip", "-n", ns, ...args])).stdout;
-  return {
-    iptables: await saveText(ns, 4),
-    ip6tables: await saveText(ns, 6),
-    rules4: await ip(["rule", "show"]),
-    rules6: await ip(["-6", "rule", "show"]),
-    routes4: await ip(["route", "show", "table", "all"]),
-    routes6: await ip(["-6", "route", "show", "table", "all"]),
-  };
-}
+import { netnsInode, snapshot } from "./netns.ts";
+import { parseShowActive, type ShownTarget } from "./nfqlb.ts";
+import { NFQLB } from "./paths.ts";
+import { pidRunning, type RunResult } from "./process.ts";
+import { Topology, type TopologyOptions } from "./topology.ts";
 
 /** Removes the topology's own steering rule and fwmark routing from the lb netns (the plumbing installs them). */
 export async function stripTopologyPlumbing(topo: Topology): Promise<void> {
@@ -69,93 +24,6 @@ export async function stripTopologyPlumbing(topo: Topology): Promise<void> {
   }
   const rules = (await topo.sh(["ip", "-n", topo.ns.lb, "rule", "show"])).stdout;
   assert.doesNotMatch(rules, /fwmark/, "the topology's fwmark rules are gone");
-}
-
-/** Target i's (1-based) own address of a family. */
-export function targetAddr(fam: Family, i: number): string {
-  return fam === 4 ? `10.213.${i}.1` : `fd13:${i}::1`;
-}
-
-/** Every flow answered, by exactly the set `names`. */
-export function assertAllAnswered(targets: string[][], names: string[], what: string): void {
-  const seen = targets.flat();
-  const lost = seen.filter((x) => x === "").length;
-  assert.equal(lost, 0, `${what}: ${lost} of ${seen.length} unanswered`);
-  assert.deepEqual([...new Set(seen)].sort(), [...names].sort(), `${what}: targets seen`);
-}
-
-/**
- * Turns the targets into NAT targets: the VIPs leave their loopback, and a
- * server named n<i> answers on the target's own addresses at `port` (UDP and
- * TCP). Returns the server names, in target order.
- */
-export async function startNatServers(topo: Topology, port: number): Promise<string[]> {
-  const names = topo.ns.targets.map((_, k) => `n${k + 1}`);
-  const ready: string[] = [];
-  for (const [k, ns] of topo.ns.targets.entries()) {
-    await topo.exec(ns, ["ip", "addr", "del", `${VIP[4]}/32`, "dev", "lo"]);
-    await topo.exec(ns, ["ip", "-6", "addr", "del", `${VIP[6]}/128`, "dev", "lo"]);
-    const readyFile = `${topo.workDir}/nat-ready.${k + 1}`;
-    ready.push(readyFile);
-    topo.spawnAgent(ns, `nat server ${names[k]}`, {
-      cmd: "serve",
-      name: names[k],
-      addrs: [targetAddr(4, k + 1), targetAddr(6, k + 1)],
-      udpPort: port,
-      tcpPort: port,
-      maxLifeS: 600,
-      readyFile,
-    });
-  }
-  const up = await waitUntil(() => ready.every((f) => isFile(f)), 60_000);
-  assert.ok(up, "NAT servers ready");
-  return names;
-}
-
-function isFile(path: string): boolean {
-  try {
-    return Deno.statSync(path).isFile;
-  } catch {
-    return false;
-  }
-}
-
-/** The inode of a network namespace file (`/proc/PID/ns/net`, `/run/netns/NAME`), or undefined. */
-function netnsInode(path: string): number | undefined {
-  try {
-    return Deno.statSync(path).ino ?? undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Whether `pid` runs (exists and is not a zombie left for a parent that does not reap it). */
-export function pidRunning(pid: number): boolean {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-  } catch {
-    return false;
-  }
-}
-
-/** One row of a target table as `nfqlb show` prints it. */
-export interface ShownTarget {
-  row: number;
-  weight: number;
-}
-
-/** Parses the `Active:` line of `nfqlb show`: fwmark → row and weight (no `w` suffix: weight 1). */
-export function parseShowActive(text: string): Map<number, ShownTarget> {
-  const line = text.split("\n").find((l) => l.trim().startsWith("Active:"));
-  const out = new Map<number, ShownTarget>();
-  if (!line) return out;
-  for (const tok of line.trim().slice("Active:".length).trim().split(/\s+/).filter((x) => x !== "")) {
-    const m = /^(-?\d+)\((\d+)\)(?:w(\d+))?$/.exec(tok);
-    assert.ok(m, `show: unexpected token ${tok} in ${line}`);
-    out.set(Number(m[1]), { row: Number(m[2]), weight: m[3] === undefined ? 1 : Number(m[3]) });
-  }
-  return out;
 }
 
 /** Options of {@link HostUnderTest.create}. */
@@ -190,7 +58,7 @@ export class HostUnderTest {
     this.name = o.name;
     this.file = `${topo.workDir}/${o.name}.yaml`;
     // the topology's shm dir and flow address: apply must carry NFQLB_FLOW_ADDRESS to flowlb and back
-    this.env = { ...topo.nfqlbEnv, ...o.env };
+    this.env = { ...topo.nfqlb.env, ...o.env };
   }
 
   /** Builds the topology and strips its own plumbing; tears it down again if that fails. */

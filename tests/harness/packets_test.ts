@@ -1,4 +1,4 @@
-/** The e2e packet crafting against known vectors (no root needed). */
+/** The lab's packet crafting (packets.ts) against known vectors (no root needed). */
 import assert from "node:assert/strict";
 import {
   crc32c,
@@ -10,7 +10,7 @@ import {
   sctpInit,
 } from "./packets.ts";
 
-Deno.test("e2e packets: ICMP frag-needed reproduces the inventory §13.4 vector", () => {
+Deno.test("harness packets: ICMP frag-needed reproduces the inventory §13.4 vector", () => {
   const pkt = icmpFragNeeded(
     { vip: "10.0.0.0", vipPort: 80, client: "20.0.0.1", clientPort: 40000, proto: "tcp" },
     { from: "192.168.2.1", mtu: 1400, checksums: false, quotedTotalLength: 0x29 },
@@ -21,7 +21,7 @@ Deno.test("e2e packets: ICMP frag-needed reproduces the inventory §13.4 vector"
   );
 });
 
-Deno.test("e2e packets: checksums verify", () => {
+Deno.test("harness packets: checksums verify", () => {
   const pkt = icmpFragNeeded(
     { vip: "10.213.100.1", vipPort: 5000, client: "10.213.0.11", clientPort: 20001, proto: "udp" },
     { from: "10.213.0.1" },
@@ -31,7 +31,7 @@ Deno.test("e2e packets: checksums verify", () => {
   assert.equal(inetChecksum(pkt.subarray(28, 48)), 0, "quoted IPv4 header");
 });
 
-Deno.test("e2e packets: CRC32c and SCTP", () => {
+Deno.test("harness packets: CRC32c and SCTP", () => {
   assert.equal(crc32c(new TextEncoder().encode("123456789")), 0xe3069283);
   const p = sctpInit(30000, 7777);
   const v = new DataView(p.buffer);
@@ -42,7 +42,7 @@ Deno.test("e2e packets: CRC32c and SCTP", () => {
   assert.equal(v.getUint32(8, true), crc32c(z));
 });
 
-Deno.test("e2e packets: ICMPv6 packet-too-big quotes VIP -> client", () => {
+Deno.test("harness packets: ICMPv6 packet-too-big quotes VIP -> client", () => {
   const m = icmp6PacketTooBig({
     vip: "fd13:100::1",
     vipPort: 5000,

@@ -1,0 +1,280 @@
+/**
+ * The traffic agent's commands and results (the agent: main.ts). A command
+ * is passed as one JSON argument; the result is printed as one JSON line.
+ * Commands (see {@link AgentCommand}):
+ *
+ * - `serve` (targets): a UDP echo server and a TCP server on every given
+ *   address (the VIPs). UDP replies "<name> <first line of the request>" from the VIP (the
+ *   sockets are bound to it, so DSR replies carry the VIP as source); a first
+ *   line that starts with {@link LEN_TAG} gets " <bytes received>" appended. TCP
+ *   writes "<name>\n" and closes. Runs until SIGTERM/SIGINT or `maxLifeS`.
+ *   On `echoTcpPorts` TCP answers every line with "<name> <line>\n" and keeps
+ *   the connection open until the client closes it (long-lived connections).
+ * - `udp` / `tcp` (client): one request per flow (and repetition) from a
+ *   fixed source address and port; returns which target answered each.
+ *   UDP sockets are connected, so only a reply from VIP:port counts; TCP
+ *   closes with RST so the same 4-tuple can connect again at once.
+ * - `stream` (client): sequence-numbered UDP probes, round-robin over the
+ *   flows, on long-lived connected sockets, until a stop file appears (or a
+ *   time/probe bound); counts answered probes per flow and target. No retries.
+ * - `conns` (client): long-lived TCP connections, one per flow, to an echo
+ *   port; round 0 right after connecting, then one round per `go-<n>` file
+ *   (see {@link ConnsCommand}): each live connection sends a line and reads
+ *   the reply that names its target. A connection that fails once is closed.
+ * - `ping` (client): ICMP / ICMPv6 echo requests from a source address to
+ *   a destination (per pair) on raw sockets; counts the echo replies (a
+ *   pair stops at its first unanswered request).
+ * - `icmp` (client): one crafted ICMP frag-needed / ICMPv6 packet-too-big
+ *   per quoted flow, sent to the VIP on a raw socket.
+ * - `sctp` (client): crafted SCTP INIT packets on a raw socket (proto 132).
+ * - `sizes` (client): per flow, UDP datagrams of the given sizes on one
+ *   connected socket (the kernel fragments the big ones); returns, per
+ *   datagram, the target that answered and the length it received.
+ * - `frags` (client): UDP datagrams fragmented here and sent as IP packets
+ *   on header-included raw sockets, in a chosen order and (SO_MARK) per
+ *   fragment over a chosen route; the answer is awaited on a UDP socket
+ *   bound to the datagram's source. Returns target and received length.
+ */
+import type { QuotedFlow } from "../packets.ts";
+
+/**
+ * A client flow: source address and port. The destination is the command's
+ * unless the flow names its own (`dst`, `dport`; honoured by `udp`, `tcp`
+ * and `stream`).
+ */
+export interface Flow {
+  src: string;
+  sport: number;
+  dst?: string;
+  dport?: number;
+}
+
+/** `serve`: servers on `addrs`. */
+export interface ServeCommand {
+  cmd: "serve";
+  name: string;
+  addrs: string[];
+  udpPort: number;
+  tcpPort: number;
+  /** Upper bound of the server's life, seconds. */
+  maxLifeS: number;
+  /** Written once every socket is bound. */
+  readyFile: string;
+  /** More UDP / TCP ports served the same way on every address (default none). */
+  extraUdpPorts?: number[];
+  extraTcpPorts?: number[];
+  /** TCP ports that echo lines ("<name> <line>") on connections kept open (default none). */
+  echoTcpPorts?: number[];
+}
+
+/** `udp` / `tcp`: one request per flow and repetition. */
+export interface ProbeCommand {
+  cmd: "udp" | "tcp";
+  dst: string;
+  port: number;
+  flows: Flow[];
+  /** Requests per flow (default 1). */
+  repeat?: number;
+  /** Per-request timeout, ms (default 1000). */
+  waitMs?: number;
+  /** UDP request size in bytes (default: just the nonce; > 1472 makes IPv4 fragments). */
+  size?: number;
+}
+
+/** `stream`: sequence-numbered UDP probes until `stopFile` exists. */
+export interface StreamCommand {
+  cmd: "stream";
+  dst: string;
+  port: number;
+  flows: Flow[];
+  /** Per-probe timeout, ms. */
+  waitMs: number;
+  /** Probe rate (all flows together), per second. */
+  pps: number;
+  /** Written after the first round of probes. */
+  startedFile: string;
+  /** Stop when this file exists. */
+  stopFile: string;
+  /** Hard bounds. */
+  maxMs: number;
+  maxProbes: number;
+}
+
+/**
+ * `conns`: one TCP connection per flow to an echo port (see
+ * {@link ServeCommand.echoTcpPorts}), kept open. Round 0 runs right after
+ * connecting; round n (n >= 1) runs when `<dir>/go-<n>` exists. Each round
+ * writes `<dir>/round-<n>.json` ({@link ConnsRound}, by rename, so it is
+ * complete when it appears). Ends when `<dir>/stop` exists, after
+ * `maxRounds` rounds, or after `maxMs`.
+ */
+export interface ConnsCommand {
+  cmd: "conns";
+  dst: string;
+  port: number;
+  flows: Flow[];
+  /** Per-reply (and connect) timeout, ms. */
+  waitMs: number;
+  /** Directory of the go / round / stop files (exists). */
+  dir: string;
+  maxMs: number;
+  maxRounds: number;
+}
+
+/** One round of `conns`: per flow, the target that answered ("" = the connection is broken). */
+export interface ConnsRound {
+  round: number;
+  targets: string[];
+  /** Per flow: why it broke (errno, -1 = EOF, -2 = wrong reply), 0 while it works. */
+  errnos: number[];
+}
+
+/** Result of `conns` (printed when it ends). */
+export interface ConnsResult {
+  rounds: number;
+  stoppedBy: "file" | "time" | "count";
+}
+
+/** `ping`: `count` echo requests per pair, from `src` to `dst` (each pair's family follows `dst`). */
+export interface PingCommand {
+  cmd: "ping";
+  pings: { src: string; dst: string }[];
+  /** Echo requests per source (default 3). */
+  count?: number;
+  /** Per-request answer timeout, ms (default 1000). */
+  waitMs?: number;
+}
+
+/** Result of `ping`: replies[i] echo replies for pings[i] (requests stop at the first unanswered one). */
+export interface PingResult {
+  replies: number[];
+  errors: number[];
+}
+
+/** `icmp`: one ICMP error per quoted flow (the family follows `from`). */
+export interface IcmpCommand {
+  cmd: "icmp";
+  from: string;
+  flows: QuotedFlow[];
+  /** Pause between packets, ms (default 2). */
+  gapMs?: number;
+}
+
+/** `sctp`: SCTP INIT packets from `from` to `dst`, `repeat` per port pair. */
+export interface SctpCommand {
+  cmd: "sctp";
+  from: string;
+  dst: string;
+  ports: { sport: number; dport: number }[];
+  repeat?: number;
+  /** Pause between packets, ms (default 2). */
+  gapMs?: number;
+}
+
+/** A request whose first line starts with this is answered with the received length appended. */
+export const LEN_TAG = "?len ";
+
+/** `sizes`: per flow, one UDP datagram per size (payload bytes), in order, on one connected socket. */
+export interface SizesCommand {
+  cmd: "sizes";
+  dst: string;
+  port: number;
+  flows: Flow[];
+  sizes: number[];
+  /** Per-datagram answer timeout, ms (default 2000). */
+  waitMs?: number;
+}
+
+/** One datagram built and fragmented by the agent (see {@link FragsCommand}). */
+export interface CraftedDatagram {
+  src: string;
+  sport: number;
+  dst: string;
+  dport: number;
+  /** UDP payload bytes. */
+  size: number;
+  /** Fragment id (IPv4: 16 bits, not 0; IPv6: 32 bits). */
+  id: number;
+  /** Send order of the fragments (indexes, 0 = first fragment); default in order. */
+  order?: "forward" | "reverse" | number[];
+  /** SO_MARK of the raw socket that sends the first fragment / the others (client routing); default 0. */
+  marks?: { first: number; rest: number };
+}
+
+/** `frags`: crafted fragmented UDP datagrams, one after the other, each answered (or not) before the next. */
+export interface FragsCommand {
+  cmd: "frags";
+  datagrams: CraftedDatagram[];
+  /** Per-datagram answer timeout, ms (default 2000). */
+  waitMs?: number;
+  /** Pause between fragments, ms (default 0). */
+  gapMs?: number;
+  /** Link MTU the fragments must fit (default 1500). */
+  mtu?: number;
+}
+
+/** Any agent command. */
+export type AgentCommand =
+  | ServeCommand
+  | ProbeCommand
+  | StreamCommand
+  | ConnsCommand
+  | PingCommand
+  | IcmpCommand
+  | SctpCommand
+  | SizesCommand
+  | FragsCommand;
+
+/** What answered one datagram: target name ("" = no answer) and the length it received (0 = none). */
+export interface SizedReply {
+  target: string;
+  len: number;
+}
+
+/** Result of `sizes`: replies[flow][k] answers sizes[k]. */
+export interface SizesResult {
+  replies: SizedReply[][];
+  /** errno of failed sends/receives (up to 10), for messages. */
+  errors: number[];
+}
+
+/** Result of `frags`, per datagram. */
+export interface FragsResult {
+  datagrams: (SizedReply & { fragments: number; sent: number })[];
+  errors: number[];
+}
+
+/** Result of `udp`/`tcp`: targets[i][k] is the name that answered flow i, repetition k ("" = none). */
+export interface ProbeResult {
+  targets: string[][];
+  /** errno of failed requests (up to 10), for messages. */
+  errors: number[];
+}
+
+/** Per-flow result of `stream`. */
+export interface StreamFlowResult {
+  sent: number;
+  answered: number;
+  byTarget: Record<string, number>;
+  /** Index (among this flow's probes) of the first / last answered and lost probe; -1 = none. */
+  firstAnswered: number;
+  lastAnswered: number;
+  firstLost: number;
+  lastLost: number;
+}
+
+/** Result of `stream`. */
+export interface StreamResult {
+  probes: number;
+  ms: number;
+  /** Replies that carried another sequence number (late replies). */
+  stale: number;
+  flows: StreamFlowResult[];
+  stoppedBy: "file" | "time" | "count";
+}
+
+/** Result of `icmp`/`sctp`. */
+export interface SentResult {
+  sent: number;
+  failed: number;
+}
