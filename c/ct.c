@@ -1,5 +1,5 @@
 /*
- * conntrack.c - an optional connection table in front of the Maglev hash
+ * ct.c - an optional connection table in front of the Maglev hash
  * (Maglev §3.3, Katran's LRU, VPP's flowtable): flow key -> fwmark/row, with
  * per-protocol lifetimes, recycling of the entry closest to expiry, a flood
  * guard (max new flows per second) and an opaque per-flow context.
@@ -12,7 +12,7 @@
  *
  * Layout (docs/conntrack.md), version 2, little-endian, offsets in bytes:
  *   0     header (128): magic "NQCX", version, sizes, TTLs, flood limit, seed,
- *         flood window, ctx lock, scheduler id (scheduler.c)
+ *         flood window, ctx lock, scheduler id (ct_sched.c)
  *   128   16 stats shards of 64 bytes (8 u64 each; a bucket counts into
  *         shard bucket % 16, so threads rarely share a counter line)
  *   1152  nbuckets bucket descriptors of 16 bytes: u32 lock, u8 tag[8], u32 pad
@@ -41,7 +41,7 @@
 #include <unistd.h>
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "conntrack.c assumes a little-endian machine (the shm layout is little-endian)"
+#error "ct.c assumes a little-endian machine (the shm layout is little-endian)"
 #endif
 
 #define WAYS 8u
@@ -79,7 +79,7 @@ struct ct_header {
 	uint64_t entries_off;  /* 72 */
 	uint64_t ctx_off;      /* 80 */
 	uint64_t lock_steals;  /* 88 */
-	uint32_t scheduler;    /* 96 enum nfqlb_sched (scheduler.c) */
+	uint32_t scheduler;    /* 96 enum nfqlb_sched (ct_sched.c) */
 	uint32_t reserved0;    /* 100 */
 	uint64_t sched_off;    /* 104 the scheduler line; the row counts follow */
 	uint32_t reserved[4];  /* 112..127 */

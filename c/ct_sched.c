@@ -1,5 +1,5 @@
 /*
- * scheduler.c - who gets a new flow when lb keeps a connection table
+ * ct_sched.c - who gets a new flow when lb keeps a connection table
  * (docs/conntrack.md "Schedulers"): rr, wrr, lc, wlc as in LVS, over the
  * eligible rows of the target table's current buffer (active[row] >= 0 and
  * weight > 0). Maglev needs none of this: lb.c hashes as before.

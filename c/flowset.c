@@ -1,5 +1,5 @@
 /*
- * flow.c - the flow matcher of `flowlb`: upstream flowLookup/flowMatch and
+ * flowset.c - the flow matcher of `flowlb`: upstream flowLookup/flowMatch and
  * match.c, with an index so that a packet costs about the same with 1000
  * flows as with one (upstream walks every flow per packet).
  *

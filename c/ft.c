@@ -1,5 +1,5 @@
 /*
- * fragtable.c - remembers, per fragmented datagram (src, dst, fragment id),
+ * ft.c - remembers, per fragmented datagram (src, dst, fragment id),
  * the fwmark its first fragment got, so later fragments follow it.
  *
  * Sized at creation, no allocation afterwards: `size` main slots (bucket =

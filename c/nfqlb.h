@@ -218,7 +218,7 @@ int32_t nfqlb_tshm_own_fwmark(const uint8_t* base);
 uint32_t nfqlb_tshm_count_empty(const uint8_t* base);
 
 /* ----------------------------------------------------------------------------
- * shmfile.c - map files (POSIX shm lives in /dev/shm) with mmap.
+ * file.c - map files (POSIX shm lives in /dev/shm) with mmap.
  * ------------------------------------------------------------------------- */
 
 /**
@@ -254,7 +254,7 @@ int32_t nfqlb_packet_key(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, ui
 			 uint8_t* key, uint8_t* fkey);
 
 /* ----------------------------------------------------------------------------
- * fragtable.c - fwmark per fragmented datagram.
+ * ft.c - fwmark per fragmented datagram.
  * ------------------------------------------------------------------------- */
 
 #define NFQLB_FTSTATS_LEN 72 /* upstream's struct fragStats, kept in the ftshm */
@@ -402,7 +402,7 @@ void nfqlb_lb_set_trace(struct nfqlb_lb* lb, const uint32_t* mask, struct nfqlb_
 
 /**
  * nfqlb_lb_set_conntrack - consult the connection table mapped at `ct`
- * (conntrack.c; NULL: none, the default) before Maglev: a live entry whose
+ * (ct.c; NULL: none, the default) before Maglev: a live entry whose
  * target is still in the table (active[row] == its fwmark, draining
  * included; or an entry without a row) keeps its fwmark; else Maglev
  * decides and the result is inserted. Non-first fragments are unchanged
@@ -433,10 +433,10 @@ int32_t nfqlb_lb_decide(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* p
 			uint32_t orig_len, uint64_t now_ns, uint64_t* counters);
 
 /* ----------------------------------------------------------------------------
- * flowlb.c - the published flow set of a flowlb, shared by its workers.
+ * flows.c - the published flow set of a flowlb, shared by its workers.
  * ------------------------------------------------------------------------- */
 
-struct nfqlb_flowset; /* flow.c */
+struct nfqlb_flowset; /* flowset.c */
 
 /** nfqlb_flows_create - an empty flow set for `nworkers` queue workers. */
 struct nfqlb_flows* nfqlb_flows_create(uint32_t nworkers);
@@ -485,7 +485,7 @@ void nfqlb_flows_leave(struct nfqlb_flows* f, uint32_t slot);
 const uint8_t* nfqlb_flows_pick(struct nfqlb_flows* f, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
 				uint32_t promiscuous, uint8_t* key, uint8_t* fkey, int32_t* rc);
 
-struct nfqlb_ct_sched; /* scheduler.c */
+struct nfqlb_ct_sched; /* ct_sched.c */
 
 /**
  * nfqlb_flows_pick_ct - nfqlb_flows_pick for worker `slot`, also giving the
@@ -497,7 +497,7 @@ const uint8_t* nfqlb_flows_pick_ct(struct nfqlb_flows* f, uint32_t slot, uint32_
 				   uint8_t** ct, struct nfqlb_ct_sched** sched);
 
 /* ----------------------------------------------------------------------------
- * nfqueue.c - batched NFQUEUE I/O (libmnl, libnetfilter_queue).
+ * queue.c - batched NFQUEUE I/O (libmnl, libnetfilter_queue).
  * ------------------------------------------------------------------------- */
 
 #define NFQLB_QF_FAIL_OPEN 1u /* NFQA_CFG_F_FAIL_OPEN: accept when the queue is full */
@@ -560,7 +560,7 @@ void nfqlb_target_stats_add(struct nfqlb_target_stat* tstats, uint32_t ntstats, 
 void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n);
 
 /* ----------------------------------------------------------------------------
- * flow.c - the flow matcher of `flowlb` (upstream flow.c + match.c), indexed.
+ * flowset.c - the flow matcher of `flowlb` (upstream flow.c + match.c), indexed.
  *
  * A flow set holds n flows in priority order (flow 0 first: the caller sorts
  * as upstream, priority descending, ties in insertion order). Each flow comes
@@ -625,7 +625,7 @@ int32_t nfqlb_flowset_add(struct nfqlb_flowset* fs, uint32_t i, const uint8_t* s
  * nfqlb_flowset_build - build the index once every slot is defined. Returns
  * 0 (also when already built) or -1 (a slot is undefined, no memory). An
  * index dimension that would exceed its memory budget is left out (the
- * result is the same, only slower); see flow.c for the worst cases.
+ * result is the same, only slower); see flowset.c for the worst cases.
  */
 int32_t nfqlb_flowset_build(struct nfqlb_flowset* fs);
 
@@ -642,7 +642,7 @@ int32_t nfqlb_flowset_build(struct nfqlb_flowset* fs);
  * its criteria (a promiscuous-ping match never sets it). So on -1 with
  * *udpencap != 0 and a UDP key whose dport equals it, the caller re-keys the
  * packet with that UDP-encapsulation port and matches again (upstream §5.5;
- * c/flowlb.c nfqlb_flows_pick does).
+ * c/flows.c nfqlb_flows_pick does).
  * key: the 40-byte key (nfqlb_packet_key); pkt/len: the IP packet for
  * byte-match statements (len 0: statements are not evaluated, as upstream
  * without packet data); promiscuous: flowlb --promiscuous_ping.
@@ -792,7 +792,7 @@ int32_t nfqlb_trace_icmp(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, st
 uint32_t nfqlb_trace_categories(uint32_t events, uint32_t proto);
 
 /* ----------------------------------------------------------------------------
- * ctnetlink.c - the kernel's conntrack over NETLINK_NETFILTER (control plane).
+ * ctnl.c - the kernel's conntrack over NETLINK_NETFILTER (control plane).
  * ------------------------------------------------------------------------- */
 
 /**
@@ -806,7 +806,7 @@ uint32_t nfqlb_trace_categories(uint32_t events, uint32_t proto);
 int32_t nfqlb_ctnl_set_mark(const uint8_t* key, uint32_t len, uint32_t mark);
 
 /* ----------------------------------------------------------------------------
- * conntrack.c - an optional connection table (flow key -> fwmark/row) in a
+ * ct.c - an optional connection table (flow key -> fwmark/row) in a
  * caller-provided region, normally a shm file beside the target table, shared
  * by every queue worker thread and the CLI process. Used by lb when the file
  * exists (nfqlb_lb_set_conntrack); not by flowlb yet. See docs/conntrack.md.
@@ -1085,7 +1085,7 @@ uint64_t nfqlb_ct_clock_ns(void);
 uint32_t nfqlb_ct_record_bytes(void);
 
 /* ----------------------------------------------------------------------------
- * scheduler.c - who gets a new flow when lb uses the connection table: the
+ * ct_sched.c - who gets a new flow when lb uses the connection table: the
  * table's scheduler (its header; set by `init --scheduler`). Maglev is the
  * hash as without the table; the others are LVS's, over the eligible rows of
  * the target table's current buffer (active[row] >= 0 and weight > 0, row <

@@ -1,5 +1,5 @@
 /*
- * nfqueue.c - NFQUEUE I/O on libmnl + libnetfilter_queue, batched.
+ * queue.c - NFQUEUE I/O on libmnl + libnetfilter_queue, batched.
  *
  *   recvmmsg (block for the first, take up to `batch`) ─► classify each in C
  *        ─► one sendto carrying all the verdict messages

@@ -1,10 +1,10 @@
 /**
- * The connection table in shared memory (c/conntrack.c): create, open, list,
+ * The connection table in shared memory (c/ct.c): create, open, list,
  * set, delete, stats. The table normally sits beside a target table, named
  * `<target shm>-ct` ({@link conntrackName}). The layout, locking and expiry
  * live in C; this file does the file, validation and decoding. lb uses the
  * table when it exists (c/lb.c), and its scheduler for new flows
- * (c/scheduler.c); flowlb does not yet. See docs/conntrack.md.
+ * (c/ct_sched.c); flowlb does not yet. See docs/conntrack.md.
  */
 import { z } from "zod";
 import { lib } from "../ffi/lib.ts";

@@ -29,7 +29,7 @@ export const SYMBOLS = {
   nfqlb_tshm_count_empty: { parameters: ["pointer"], result: "u32" },
   nfqlb_file_map: { parameters: ["buffer", "i32", "buffer", "buffer"], result: "pointer" },
   nfqlb_file_unmap: { parameters: ["pointer", "u64"], result: "i32" },
-  // dataplane (c/packet.c, c/fragtable.c, c/lb.c, c/nfqueue.c)
+  // dataplane (c/packet.c, c/ft.c, c/lb.c, c/queue.c)
   nfqlb_packet_key: { parameters: ["u32", "buffer", "u32", "u32", "buffer", "buffer"], result: "i32" },
   nfqlb_packet_fraginfo: { parameters: ["u32", "buffer", "u32", "buffer"], result: "i32" },
   nfqlb_ft_create: { parameters: ["u32", "u32", "u32", "u32", "u32", "u32", "pointer"], result: "pointer" },
@@ -75,7 +75,7 @@ export const SYMBOLS = {
   nfqlb_queue_serve: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
   nfqlb_queue_set_stats: { parameters: ["pointer", "pointer", "pointer", "u32"], result: "void" },
   nfqlb_queue_counters: { parameters: ["pointer", "buffer", "u32"], result: "void" },
-  // flow matcher (c/flow.c); specs from core/flow/encode.ts encodeFlowSpec
+  // flow matcher (c/flowset.c); specs from core/flow/encode.ts encodeFlowSpec
   nfqlb_flowset_new: { parameters: ["u32"], result: "pointer" },
   nfqlb_flowset_add: { parameters: ["pointer", "u32", "buffer", "u32"], result: "i32" },
   nfqlb_flowset_build: { parameters: ["pointer"], result: "i32" },
@@ -98,9 +98,9 @@ export const SYMBOLS = {
   nfqlb_trace_ring_free: { parameters: ["pointer"], result: "void" },
   nfqlb_trace_icmp: { parameters: ["u32", "buffer", "u32", "buffer"], result: "i32" },
   nfqlb_trace_categories: { parameters: ["u32", "u32"], result: "u32" },
-  // kernel conntrack mark over ctnetlink (c/ctnetlink.c; ct-set --offload): control plane, not the hot path
+  // kernel conntrack mark over ctnetlink (c/ctnl.c; ct-set --offload): control plane, not the hot path
   nfqlb_ctnl_set_mark: { parameters: ["buffer", "u32", "u32"], result: "i32" },
-  // connection table (c/conntrack.c; core/conntrack_shm.ts; used by c/lb.c)
+  // connection table (c/ct.c; core/conntrack_shm.ts; used by c/lb.c)
   nfqlb_ct_bytes: { parameters: ["u32", "u32"], result: "u64" },
   nfqlb_ct_format: { parameters: ["pointer", "u64", "u32", "u32", "buffer", "u32"], result: "i32" },
   nfqlb_ct_check: { parameters: ["pointer", "u64"], result: "i32" },
@@ -136,7 +136,7 @@ export const SYMBOLS = {
   nfqlb_ct_sched_next: { parameters: ["pointer"], result: "u64" },
   nfqlb_ct_set_scheduler: { parameters: ["pointer", "u32"], result: "i32" },
   nfqlb_ct_scheduler: { parameters: ["pointer"], result: "u32" },
-  // schedulers of new flows (c/scheduler.c); per-lb state, used by c/lb.c, here for tests and tools
+  // schedulers of new flows (c/ct_sched.c); per-lb state, used by c/lb.c, here for tests and tools
   nfqlb_ct_sched_create: { parameters: ["u32"], result: "pointer" },
   nfqlb_ct_sched_destroy: { parameters: ["pointer"], result: "void" },
   nfqlb_ct_sched_reset: { parameters: ["pointer"], result: "void" },

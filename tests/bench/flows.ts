@@ -1,5 +1,5 @@
 /**
- * Bench `flows`: classifying a packet against a flow set (c/flow.c,
+ * Bench `flows`: classifying a packet against a flow set (c/flowset.c,
  * nfqlb_flowset_match) when the matching flow is the last of 1, 10, 100 and
  * 1000 flows. Upstream walks every flow per packet (its throughput drops
  * ~10 % at ~250 flows); ours goes through the index, so the goal is that

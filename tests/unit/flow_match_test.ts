@@ -1,5 +1,5 @@
 /**
- * The C flow matcher (c/flow.c) through FFI, with specs from
+ * The C flow matcher (c/flowset.c) through FFI, with specs from
  * core/flow/encode.ts: upstream's flow-test and match-test vectors (§9),
  * priority and companion-flow (udpencap) semantics (§5.5, §6.2, §6.3),
  * promiscuous ping, empty port sets, spec validation, and a randomized

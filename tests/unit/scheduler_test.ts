@@ -1,5 +1,5 @@
 /**
- * Schedulers of new flows when lb keeps a connection table (c/scheduler.c,
+ * Schedulers of new flows when lb keeps a connection table (c/ct_sched.c,
  * `init --scheduler`): each one's picks against its definition (rr's exact
  * cycle, wrr's interleaved sequence and shares, lc/wlc against a reference
  * model of the least loaded row with the rotating tie rule), drained and
