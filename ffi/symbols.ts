@@ -75,7 +75,7 @@ export const SYMBOLS = {
   nfqlb_queue_serve: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
   nfqlb_queue_set_stats: { parameters: ["pointer", "pointer", "pointer", "u32"], result: "void" },
   nfqlb_queue_counters: { parameters: ["pointer", "buffer", "u32"], result: "void" },
-  // flow matcher (c/flowset.c); specs from core/flow/encode.ts encodeFlowSpec
+  // flow matcher (c/flowset.c; one flow, its spec and match: c/flow.c); specs from core/flow/encode.ts encodeFlowSpec
   nfqlb_flowset_new: { parameters: ["u32"], result: "pointer" },
   nfqlb_flowset_add: { parameters: ["pointer", "u32", "buffer", "u32"], result: "i32" },
   nfqlb_flowset_build: { parameters: ["pointer"], result: "i32" },

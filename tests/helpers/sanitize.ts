@@ -18,6 +18,7 @@ export const CLASSIFIER_SOURCES = [
   "tun.c",
   "flows.c",
   "flowset.c",
+  "flow.c",
   "maglev.c",
   "rand.c",
   "hash.c",

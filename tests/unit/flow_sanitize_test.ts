@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import { buildSanitized, captureSeeds, writeSeeds } from "../helpers/sanitize.ts";
 
-const SOURCES = ["flowset.c", "packet.c"];
+const SOURCES = ["flowset.c", "flow.c", "packet.c"];
 
 async function fuzz(bin: string, lookups: number, seeds: string[]): Promise<RegExpExecArray> {
   const run = await new Deno.Command(bin, {
