@@ -1,4 +1,4 @@
-/** Limits of the connection table (c/ct.c), without its code: for the CLI's help texts. */
+/** Limits of the connection table (c/ct_admin.c), without its code: for the CLI's help texts. */
 
 /** Max bytes of context per entry. */
 export const CTX_MAX = 256;

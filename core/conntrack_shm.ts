@@ -1,5 +1,5 @@
 /**
- * The connection table in shared memory (c/ct.c): create, open, list,
+ * The connection table in shared memory (c/ct_admin.c): create, open, list,
  * set, delete, stats. The table normally sits beside a target table, named
  * `<target shm>-ct` ({@link conntrackName}). The layout, locking and expiry
  * live in C; this file does the file, validation and decoding. lb uses the

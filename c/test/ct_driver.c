@@ -1,5 +1,5 @@
 /*
- * ct_driver.c - exercises c/ct.c under the sanitizers
+ * ct_driver.c - exercises c/ct.c and c/ct_admin.c under the sanitizers
  * (tests/unit/conntrack_test.ts builds it with ASan+UBSan and with TSan).
  *
  *   ct_driver check ITER   one thread, random operations on a small table

@@ -365,7 +365,7 @@ async function run(bin: string, args: string[]): Promise<string> {
 Deno.test("conntrack: C code clean under ASan/UBSan (random operations, invariants, threads)", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "nfqlb-ct-" });
   try {
-    const bin = await buildSanitized(dir, "ct_driver", ["ct.c"]);
+    const bin = await buildSanitized(dir, "ct_driver", ["ct.c", "ct_admin.c"]);
     const out = await run(bin, ["check", "300000"]);
     const m = /recycles=(\d+) expirations=(\d+)/.exec(out)!;
     assert.ok(Number(m[1]) > 0 && Number(m[2]) > 0, out);
@@ -378,7 +378,7 @@ Deno.test("conntrack: C code clean under ASan/UBSan (random operations, invarian
 Deno.test("conntrack: 4 threads + a lister at once, clean under ThreadSanitizer", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "nfqlb-ct-" });
   try {
-    const bin = await buildSanitized(dir, "ct_driver", ["ct.c"], "thread");
+    const bin = await buildSanitized(dir, "ct_driver", ["ct.c", "ct_admin.c"], "thread");
     const out = await run(bin, ["stress", "4", "100000"]);
     const m = /hits=(\d+) listed=(\d+) walks=(\d+)/.exec(out)!;
     assert.ok(Number(m[1]) > 10000 && Number(m[3]) > 0, out);
