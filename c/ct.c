@@ -8,7 +8,7 @@
  * worker thread of an lb and the CLI process reach the same table and it
  * survives an lb restart. No allocation, no global state (see the lock note
  * below for the one per-thread cache). Time is passed in (CLOCK_MONOTONIC in
- * the dataplane; nfqlb_ct_clock_ns gives the CLI the same clock).
+ * the dataplane; nfqlb_ct_admin_clock_ns gives the CLI the same clock).
  *
  * This file: locks, keys, entries and the per-packet path (lookup, insert,
  * their batches and prefetches, the flood guard, sweep, what the schedulers

@@ -36,14 +36,14 @@ static int layout_of(uint32_t capacity, uint32_t ctx_slots, struct layout* L)
 	return 0;
 }
 
-uint64_t nfqlb_ct_bytes(uint32_t capacity, uint32_t ctx_slots)
+uint64_t nfqlb_ct_admin_bytes(uint32_t capacity, uint32_t ctx_slots)
 {
 	struct layout L;
 	return layout_of(capacity, ctx_slots, &L) == 0 ? L.size : 0;
 }
 
-int32_t nfqlb_ct_format(uint8_t* base, uint64_t size, uint32_t capacity, uint32_t ctx_slots, const uint32_t* ttl_ms,
-			uint32_t flood_per_s)
+int32_t nfqlb_ct_admin_format(uint8_t* base, uint64_t size, uint32_t capacity, uint32_t ctx_slots,
+			      const uint32_t* ttl_ms, uint32_t flood_per_s)
 {
 	struct layout L;
 	if (base == NULL || ttl_ms == NULL || layout_of(capacity, ctx_slots, &L) != 0 || size < L.size)
@@ -76,7 +76,7 @@ int32_t nfqlb_ct_format(uint8_t* base, uint64_t size, uint32_t capacity, uint32_
 	return 0;
 }
 
-int32_t nfqlb_ct_check(const uint8_t* base, uint64_t size)
+int32_t nfqlb_ct_admin_check(const uint8_t* base, uint64_t size)
 {
 	if (base == NULL || size < 4)
 		return NFQLB_EMAGIC;
@@ -123,7 +123,7 @@ static int64_t ctx_alloc(uint8_t* base, uint32_t idx)
 	return -1;
 }
 
-int32_t nfqlb_ct_delete(uint8_t* base, const uint8_t* key)
+int32_t nfqlb_ct_admin_delete(uint8_t* base, const uint8_t* key)
 {
 	if (!key_ok(key))
 		return -1;
@@ -152,7 +152,7 @@ static int32_t encode_lifetime(uint32_t ms, uint16_t* out)
 	return 0;
 }
 
-int32_t nfqlb_ct_set(uint8_t* base, const uint8_t* key, uint32_t what, int32_t fwmark, int32_t row,
+int32_t nfqlb_ct_admin_set(uint8_t* base, const uint8_t* key, uint32_t what, int32_t fwmark, int32_t row,
 		     uint32_t lifetime_ms, const uint8_t* ctx, uint32_t ctx_len, uint64_t now_ns)
 {
 	struct ct_header* h = H(base);
@@ -254,7 +254,8 @@ static void to_record(uint8_t* base, uint32_t idx, const struct ct_entry* e, uin
 	}
 }
 
-uint32_t nfqlb_ct_list(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out, uint32_t max)
+uint32_t nfqlb_ct_admin_list(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out,
+			     uint32_t max)
 {
 	struct ct_header* h = H(base);
 	uint32_t n = 0, now = ms_of(now_ns), cap = h->capacity;
@@ -280,12 +281,12 @@ uint32_t nfqlb_ct_list(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct 
 	return n;
 }
 
-int32_t nfqlb_ct_next(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out)
+int32_t nfqlb_ct_admin_next(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out)
 {
-	return nfqlb_ct_list(base, cursor, now_ns, out, 1) == 1 ? 1 : 0;
+	return nfqlb_ct_admin_list(base, cursor, now_ns, out, 1) == 1 ? 1 : 0;
 }
 
-int32_t nfqlb_ct_get(uint8_t* base, const uint8_t* key, uint64_t now_ns, struct nfqlb_ct_record* out)
+int32_t nfqlb_ct_admin_get(uint8_t* base, const uint8_t* key, uint64_t now_ns, struct nfqlb_ct_record* out)
 {
 	if (!key_ok(key))
 		return -1;
@@ -301,7 +302,7 @@ int32_t nfqlb_ct_get(uint8_t* base, const uint8_t* key, uint64_t now_ns, struct 
 	return w >= 0 ? 0 : -1;
 }
 
-void nfqlb_ct_stats(uint8_t* base, uint64_t* out, uint32_t n)
+void nfqlb_ct_admin_stats(uint8_t* base, uint64_t* out, uint32_t n)
 {
 	struct ct_header* h = H(base);
 	uint64_t s[NFQLB_CT_STATS_ALL] = { 0 };
@@ -323,7 +324,7 @@ void nfqlb_ct_stats(uint8_t* base, uint64_t* out, uint32_t n)
 		out[j] = s[j];
 }
 
-uint32_t nfqlb_ct_count_by_row(uint8_t* base, uint32_t* counts, uint32_t n, uint64_t now_ns)
+uint32_t nfqlb_ct_admin_count_by_row(uint8_t* base, uint32_t* counts, uint32_t n, uint64_t now_ns)
 {
 	struct ct_header* h = H(base);
 	uint32_t now = ms_of(now_ns), total = 0;
@@ -348,7 +349,7 @@ uint32_t nfqlb_ct_count_by_row(uint8_t* base, uint32_t* counts, uint32_t n, uint
 	return total;
 }
 
-void nfqlb_ct_row_counts(uint8_t* base, uint32_t* counts, uint32_t n)
+void nfqlb_ct_admin_row_counts(uint8_t* base, uint32_t* counts, uint32_t n)
 {
 	const uint32_t* c = row_counts(base);
 	for (uint32_t r = 0; r < n && r < ROW_NONE; r++)
@@ -357,7 +358,7 @@ void nfqlb_ct_row_counts(uint8_t* base, uint32_t* counts, uint32_t n)
 		counts[r] = 0;
 }
 
-int32_t nfqlb_ct_set_scheduler(uint8_t* base, uint32_t scheduler)
+int32_t nfqlb_ct_admin_set_scheduler(uint8_t* base, uint32_t scheduler)
 {
 	if (scheduler >= NFQLB_SCHED_COUNT)
 		return -1;
@@ -365,11 +366,11 @@ int32_t nfqlb_ct_set_scheduler(uint8_t* base, uint32_t scheduler)
 	return 0;
 }
 
-uint64_t nfqlb_ct_clock_ns(void)
+uint64_t nfqlb_ct_admin_clock_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-uint32_t nfqlb_ct_record_bytes(void) { return (uint32_t)sizeof(struct nfqlb_ct_record); }
+uint32_t nfqlb_ct_admin_record_bytes(void) { return (uint32_t)sizeof(struct nfqlb_ct_record); }

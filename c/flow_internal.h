@@ -65,7 +65,8 @@ struct l4view {
 	uint32_t off, proto;
 };
 
-/* nfqlb_flow_parse - parse and validate a spec of speclen bytes into *out (defined = 1). 0, or -1 (bad spec, no memory; *out untouched). */
+/* nfqlb_flow_parse - parse and validate a spec of speclen bytes into *out (defined = 1): 0, or -1 (bad spec,
+ * no memory; *out untouched). */
 NFQLB_HIDDEN int32_t nfqlb_flow_parse(struct flow* out, const uint8_t* spec, uint32_t speclen);
 
 /* nfqlb_flow_clear - free a flow's arrays and zero it. */
@@ -77,7 +78,8 @@ NFQLB_HIDDEN void nfqlb_flow_mask(uint32_t len, uint64_t m[2]);
 /* nfqlb_flow_key - load a 40-byte key (nfqlb_packet_key) for matching. */
 NFQLB_HIDDEN void nfqlb_flow_key(struct kview* k, const uint8_t* key);
 
-/* nfqlb_flow_match - upstream flowMatch of one flow (see flow.c); l4 caches the packet's L4 header across the flows of one lookup (zero it first). */
+/* nfqlb_flow_match - upstream flowMatch of one flow (see flow.c); l4 caches the packet's L4 header across
+ * the flows of one lookup (zero it first). */
 NFQLB_HIDDEN int nfqlb_flow_match(const struct flow* f, const struct kview* k, struct l4view* l4, const uint8_t* pkt,
 				  uint32_t len, int ping, uint32_t need);
 

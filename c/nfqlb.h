@@ -826,7 +826,7 @@ int32_t nfqlb_ctnl_set_mark(const uint8_t* key, uint32_t len, uint32_t mark);
  * stored copy keeps the entry's flags there. Keys with byte 35 != 0 are
  * refused (insert/set/delete -1, lookup a miss).
  *
- * Time: now_ns is CLOCK_MONOTONIC in ns (nfqlb_ct_clock_ns); entries keep
+ * Time: now_ns is CLOCK_MONOTONIC in ns (nfqlb_ct_admin_clock_ns); entries keep
  * milliseconds mod 2^32, so ages and idle times are exact to the ms and wrap
  * after 49.7 days. An entry expires when its idle time is strictly greater
  * than its lifetime (per protocol: TCP 6, UDP 17, other; or set per entry);
@@ -855,7 +855,7 @@ int32_t nfqlb_ctnl_set_mark(const uint8_t* key, uint32_t len, uint32_t mark);
 #define NFQLB_CT_F_OFFLOADED 2u /* the flow is handled elsewhere (informational for now) */
 #define NFQLB_CT_F_CTX 4u       /* the entry has a context (record only) */
 
-/* What nfqlb_ct_set changes (bits). */
+/* What nfqlb_ct_admin_set changes (bits). */
 #define NFQLB_CT_SET_FWMARK 1u     /* fwmark and row */
 #define NFQLB_CT_SET_PIN 2u
 #define NFQLB_CT_CLEAR_PIN 4u      /* also restarts the idle time */
@@ -866,7 +866,7 @@ int32_t nfqlb_ctnl_set_mark(const uint8_t* key, uint32_t len, uint32_t mark);
 #define NFQLB_CT_CLEAR_CTX 128u
 #define NFQLB_CT_SET_CREATE 256u   /* create a missing entry (fwmark, row), without the flood guard */
 
-/* Counters, indexes into nfqlb_ct_stats' output. */
+/* Counters, indexes into nfqlb_ct_admin_stats' output. */
 enum nfqlb_ct_stat {
 	NFQLB_CT_STAT_ENTRIES = 0,  /* live entries (expired ones count until reclaimed) */
 	NFQLB_CT_STAT_INSERTS,      /* new entries */
@@ -875,7 +875,7 @@ enum nfqlb_ct_stat {
 	NFQLB_CT_STAT_RECYCLES,     /* live entries dropped to make room (closest to expiry first) */
 	NFQLB_CT_STAT_FLOOD_SKIPS,  /* inserts skipped by the flood guard */
 	NFQLB_CT_STAT_EXPIRATIONS,  /* expired entries reclaimed */
-	NFQLB_CT_STAT_DELETES,      /* nfqlb_ct_delete */
+	NFQLB_CT_STAT_DELETES,      /* nfqlb_ct_admin_delete */
 	NFQLB_CT_STAT_LOCK_STEALS,  /* locks taken over from a dead thread */
 	NFQLB_CT_STAT_CAPACITY,
 	NFQLB_CT_STAT_CTX_SLOTS,
@@ -888,7 +888,7 @@ enum nfqlb_ct_stat {
 	NFQLB_CT_STATS_ALL
 };
 
-/** One listed entry (nfqlb_ct_list / nfqlb_ct_get), 344 bytes, fixed offsets. */
+/** One listed entry (nfqlb_ct_admin_list / nfqlb_ct_admin_get), 344 bytes, fixed offsets. */
 struct nfqlb_ct_record {
 	uint8_t key[NFQLB_KEY_LEN]; /* 0   byte 35 is 0 */
 	int32_t fwmark;             /* 40 */
@@ -906,23 +906,23 @@ struct nfqlb_ct_record {
 #define NFQLB_CT_RECORD_BYTES 344u
 
 /**
- * nfqlb_ct_bytes - size of a table of `capacity` entries (rounded up to a
+ * nfqlb_ct_admin_bytes - size of a table of `capacity` entries (rounded up to a
  * multiple of 8) and `ctx_slots` context records; 0 when capacity is 0 or
  * above NFQLB_CT_MAX_CAPACITY, or ctx_slots above NFQLB_CT_MAX_CTX.
  */
-uint64_t nfqlb_ct_bytes(uint32_t capacity, uint32_t ctx_slots);
+uint64_t nfqlb_ct_admin_bytes(uint32_t capacity, uint32_t ctx_slots);
 
 /**
- * nfqlb_ct_format - write an empty table into base[0..size). ttl_ms: the
+ * nfqlb_ct_admin_format - write an empty table into base[0..size). ttl_ms: the
  * lifetimes of TCP, UDP and other flows (each <= NFQLB_CT_MAX_TTL_MS);
  * flood_per_s: max new entries per second (of now_ns) by nfqlb_ct_insert,
  * 0 = no limit. The hash seed is random. Returns 0, or -1 (bad sizes).
  */
-int32_t nfqlb_ct_format(uint8_t* base, uint64_t size, uint32_t capacity, uint32_t ctx_slots, const uint32_t* ttl_ms,
-			uint32_t flood_per_s);
+int32_t nfqlb_ct_admin_format(uint8_t* base, uint64_t size, uint32_t capacity, uint32_t ctx_slots,
+			      const uint32_t* ttl_ms, uint32_t flood_per_s);
 
-/** nfqlb_ct_check - validate a mapped table of `size` bytes: 0 or NFQLB_ETRUNC/EMAGIC/EVERSION/ELAYOUT. */
-int32_t nfqlb_ct_check(const uint8_t* base, uint64_t size);
+/** nfqlb_ct_admin_check - validate a mapped table of `size` bytes: 0 or NFQLB_ETRUNC/EMAGIC/EVERSION/ELAYOUT. */
+int32_t nfqlb_ct_admin_check(const uint8_t* base, uint64_t size);
 
 /**
  * nfqlb_ct_lookup - the fwmark of the live entry for key[40], or -1. A hit
@@ -951,7 +951,7 @@ int32_t nfqlb_ct_insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32
  * now_ns (a key twice in a batch: the second finds the first's refresh):
  * fw_out[i] (fwmark or -1), row_out[i]; bytes[i] is counted on a hit (bytes
  * NULL: 0). Returns the hits. The hit/miss counters of a round go to one
- * stats shard (their sums are what nfqlb_ct_stats reports).
+ * stats shard (their sums are what nfqlb_ct_admin_stats reports).
  */
 uint32_t nfqlb_ct_lookup_batch(uint8_t* base, const uint8_t* keys, uint32_t n, uint64_t now_ns,
 			       const uint32_t* bytes, int32_t* fw_out, int32_t* row_out);
@@ -998,11 +998,11 @@ void nfqlb_lb_prefetch_ways(struct nfqlb_lb* lb, const uint8_t* key);
 /** nfqlb_lb_prefetches - (lb.c) 1 when nfqlb_lb_prefetch does anything for this classifier, else 0. */
 int32_t nfqlb_lb_prefetches(const struct nfqlb_lb* lb);
 
-/** nfqlb_ct_delete - remove the entry of key[40] (live or not). 0, or -1 when there is none. */
-int32_t nfqlb_ct_delete(uint8_t* base, const uint8_t* key);
+/** nfqlb_ct_admin_delete - remove the entry of key[40] (live or not). 0, or -1 when there is none. */
+int32_t nfqlb_ct_admin_delete(uint8_t* base, const uint8_t* key);
 
 /**
- * nfqlb_ct_set - change the entry of key[40]; `what` is NFQLB_CT_SET_* bits:
+ * nfqlb_ct_admin_set - change the entry of key[40]; `what` is NFQLB_CT_SET_* bits:
  * fwmark/row, pin, offload, lifetime_ms (< 32768 exact in ms, else rounded up
  * to seconds, at most 32767 s; longer: pin), context ctx[0..ctx_len) with
  * ctx_len <= NFQLB_CT_CTX_MAX. With NFQLB_CT_SET_CREATE a missing entry is
@@ -1010,32 +1010,33 @@ int32_t nfqlb_ct_delete(uint8_t* base, const uint8_t* key);
  * such entry; -2 no room (bucket all pinned, or no free context record; the
  * entry is then left unchanged).
  */
-int32_t nfqlb_ct_set(uint8_t* base, const uint8_t* key, uint32_t what, int32_t fwmark, int32_t row,
+int32_t nfqlb_ct_admin_set(uint8_t* base, const uint8_t* key, uint32_t what, int32_t fwmark, int32_t row,
 		     uint32_t lifetime_ms, const uint8_t* ctx, uint32_t ctx_len, uint64_t now_ns);
 
 /**
- * nfqlb_ct_list - copy up to `max` live entries, from entry index *cursor
+ * nfqlb_ct_admin_list - copy up to `max` live entries, from entry index *cursor
  * on, into out[]; *cursor moves past them (start at 0; done when it reaches
  * the capacity or the call returns 0). Expired entries met are reclaimed.
  * Returns the number of records written.
  */
-uint32_t nfqlb_ct_list(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out, uint32_t max);
+uint32_t nfqlb_ct_admin_list(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out,
+			     uint32_t max);
 
-/** nfqlb_ct_next - nfqlb_ct_list of one record: 1 with *out filled, 0 at the end. */
-int32_t nfqlb_ct_next(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out);
+/** nfqlb_ct_admin_next - nfqlb_ct_admin_list of one record: 1 with *out filled, 0 at the end. */
+int32_t nfqlb_ct_admin_next(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out);
 
-/** nfqlb_ct_get - the record of key[40]'s live entry: 0, or -1 when there is none. */
-int32_t nfqlb_ct_get(uint8_t* base, const uint8_t* key, uint64_t now_ns, struct nfqlb_ct_record* out);
+/** nfqlb_ct_admin_get - the record of key[40]'s live entry: 0, or -1 when there is none. */
+int32_t nfqlb_ct_admin_get(uint8_t* base, const uint8_t* key, uint64_t now_ns, struct nfqlb_ct_record* out);
 
-/** nfqlb_ct_stats - copy the first n of the NFQLB_CT_STATS_ALL values (enum nfqlb_ct_stat order). */
-void nfqlb_ct_stats(uint8_t* base, uint64_t* out, uint32_t n);
+/** nfqlb_ct_admin_stats - copy the first n of the NFQLB_CT_STATS_ALL values (enum nfqlb_ct_stat order). */
+void nfqlb_ct_admin_stats(uint8_t* base, uint64_t* out, uint32_t n);
 
 /**
- * nfqlb_ct_count_by_row - counts[r] = live entries with row r, for r < n
+ * nfqlb_ct_admin_count_by_row - counts[r] = live entries with row r, for r < n
  * (zeroed first; for least-connection schedulers). Returns all live entries
  * (with or without a row). Locks each bucket in turn: O(capacity).
  */
-uint32_t nfqlb_ct_count_by_row(uint8_t* base, uint32_t* counts, uint32_t n, uint64_t now_ns);
+uint32_t nfqlb_ct_admin_count_by_row(uint8_t* base, uint32_t* counts, uint32_t n, uint64_t now_ns);
 
 /**
  * nfqlb_ct_insert_admitted - nfqlb_ct_insert without the flood guard, for a
@@ -1060,11 +1061,11 @@ int32_t nfqlb_ct_flood_take(uint8_t* base, uint64_t now_ns);
 uint32_t nfqlb_ct_sweep(uint8_t* base, uint32_t* cursor, uint32_t n, uint64_t now_ns);
 
 /**
- * nfqlb_ct_row_counts - counts[r] = entries with row r (r < n; rows >= 65535
+ * nfqlb_ct_admin_row_counts - counts[r] = entries with row r (r < n; rows >= 65535
  * get 0), kept up to date by every change: O(n), no lock. Unlike
- * nfqlb_ct_count_by_row, expired entries count until they are reclaimed.
+ * nfqlb_ct_admin_count_by_row, expired entries count until they are reclaimed.
  */
-void nfqlb_ct_row_counts(uint8_t* base, uint32_t* counts, uint32_t n);
+void nfqlb_ct_admin_row_counts(uint8_t* base, uint32_t* counts, uint32_t n);
 
 /** nfqlb_ct_row_count - the count of one row (0 for row >= 65535). */
 uint32_t nfqlb_ct_row_count(const uint8_t* base, uint32_t row);
@@ -1072,17 +1073,17 @@ uint32_t nfqlb_ct_row_count(const uint8_t* base, uint32_t row);
 /** nfqlb_ct_sched_next - fetch-and-increment the table's shared scheduler position. */
 uint64_t nfqlb_ct_sched_next(uint8_t* base);
 
-/** nfqlb_ct_set_scheduler - set the scheduler id (enum nfqlb_sched): 0, or -1 when unknown. */
-int32_t nfqlb_ct_set_scheduler(uint8_t* base, uint32_t scheduler);
+/** nfqlb_ct_admin_set_scheduler - set the scheduler id (enum nfqlb_sched): 0, or -1 when unknown. */
+int32_t nfqlb_ct_admin_set_scheduler(uint8_t* base, uint32_t scheduler);
 
 /** nfqlb_ct_scheduler - the table's scheduler id (enum nfqlb_sched). */
 uint32_t nfqlb_ct_scheduler(const uint8_t* base);
 
-/** nfqlb_ct_clock_ns - CLOCK_MONOTONIC in ns, the dataplane's now_ns (for the CLI). */
-uint64_t nfqlb_ct_clock_ns(void);
+/** nfqlb_ct_admin_clock_ns - CLOCK_MONOTONIC in ns, the dataplane's now_ns (for the CLI). */
+uint64_t nfqlb_ct_admin_clock_ns(void);
 
-/** nfqlb_ct_record_bytes - sizeof(struct nfqlb_ct_record) (NFQLB_CT_RECORD_BYTES). */
-uint32_t nfqlb_ct_record_bytes(void);
+/** nfqlb_ct_admin_record_bytes - sizeof(struct nfqlb_ct_record) (NFQLB_CT_RECORD_BYTES). */
+uint32_t nfqlb_ct_admin_record_bytes(void);
 
 /* ----------------------------------------------------------------------------
  * ct_sched.c - who gets a new flow when lb uses the connection table: the

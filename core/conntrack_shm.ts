@@ -30,7 +30,7 @@ export { CTX_MAX, MAX_CAPACITY, MAX_CTX_SLOTS, MAX_ENTRY_LIFETIME_MS, MAX_TTL_MS
 
 /** Entry flags (NFQLB_CT_F_*). */
 export const CT_F = { pinned: 1, offloaded: 2, ctx: 4 } as const;
-/** nfqlb_ct_set `what` bits (NFQLB_CT_SET_*). */
+/** nfqlb_ct_admin_set `what` bits (NFQLB_CT_SET_*). */
 const SET = {
   fwmark: 1,
   pin: 2,
@@ -316,7 +316,7 @@ export class ConntrackShm {
 
   /** File size of a table (0: invalid sizes). */
   static bytes(capacity: number, ctxSlots = 0): number {
-    return Number(lib().nfqlb_ct_bytes(capacity >>> 0, ctxSlots >>> 0));
+    return Number(lib().nfqlb_ct_admin_bytes(capacity >>> 0, ctxSlots >>> 0));
   }
 
   /**
@@ -335,11 +335,11 @@ export class ConntrackShm {
     }
     const o = r.data;
     const path = shmPath(name);
-    const size = lib().nfqlb_ct_bytes(o.capacity, o.ctxSlots);
+    const size = lib().nfqlb_ct_admin_bytes(o.capacity, o.ctxSlots);
     if (size === 0n) throw new NfqlbError(`conntrack ${name}: invalid size`);
     const existing = mapFile(path, false);
     if (typeof existing !== "number") {
-      const rc = lib().nfqlb_ct_check(existing.ptr, existing.size);
+      const rc = lib().nfqlb_ct_admin_check(existing.ptr, existing.size);
       const version = existing.size >= 6 ? fileVersion(existing) : 0;
       unmap(existing);
       // an older table of ours may be replaced; anything else is never overwritten
@@ -354,8 +354,8 @@ export class ConntrackShm {
     createByRename(path, name, "ct", size, `conntrack ${name}`, (m) => {
       const ttls = new Uint32Array([o.ttlMs.tcp, o.ttlMs.udp, o.ttlMs.other]);
       if (
-        lib().nfqlb_ct_format(m.ptr, m.size, o.capacity, o.ctxSlots, ttls, o.floodPerSecond) !== 0 ||
-        lib().nfqlb_ct_set_scheduler(m.ptr, SCHEDULERS.indexOf(o.scheduler)) !== 0
+        lib().nfqlb_ct_admin_format(m.ptr, m.size, o.capacity, o.ctxSlots, ttls, o.floodPerSecond) !== 0 ||
+        lib().nfqlb_ct_admin_set_scheduler(m.ptr, SCHEDULERS.indexOf(o.scheduler)) !== 0
       ) {
         throw new NfqlbError(`conntrack ${name}: format failed`);
       }
@@ -368,7 +368,7 @@ export class ConntrackShm {
     if (typeof m === "number") {
       throw new NfqlbError(`conntrack ${name}: ${m === 0 ? "empty file" : strerror(m)}`);
     }
-    const rc = lib().nfqlb_ct_check(m.ptr, m.size);
+    const rc = lib().nfqlb_ct_admin_check(m.ptr, m.size);
     if (rc !== 0) {
       const version = m.size >= 6 ? fileVersion(m) : 0;
       unmap(m);
@@ -379,7 +379,7 @@ export class ConntrackShm {
 
   /** CLOCK_MONOTONIC in ns: the dataplane's clock. */
   static now(): bigint {
-    return lib().nfqlb_ct_clock_ns();
+    return lib().nfqlb_ct_admin_clock_ns();
   }
 
   /** fwmark of the live entry for key (counting a packet of `bytes`), or -1. */
@@ -400,7 +400,7 @@ export class ConntrackShm {
 
   /** Removes the entry of key; false when there was none. */
   delete(key: Uint8Array): boolean {
-    return lib().nfqlb_ct_delete(this.pointer, keyBuffer(key)) === 0;
+    return lib().nfqlb_ct_admin_delete(this.pointer, keyBuffer(key)) === 0;
   }
 
   /**
@@ -435,7 +435,7 @@ export class ConntrackShm {
       what |= SET.ctx;
     }
     if (c.create) what |= SET.create;
-    const rc = lib().nfqlb_ct_set(
+    const rc = lib().nfqlb_ct_admin_set(
       this.pointer,
       keyBuffer(key),
       what,
@@ -453,7 +453,7 @@ export class ConntrackShm {
   /** The live entry of key, or undefined. */
   get(key: Uint8Array, now: bigint = ConntrackShm.now()): ConntrackEntry | undefined {
     const rec = new Uint8Array(RECORD_BYTES);
-    if (lib().nfqlb_ct_get(this.pointer, keyBuffer(key), now, rec) !== 0) return undefined;
+    if (lib().nfqlb_ct_admin_get(this.pointer, keyBuffer(key), now, rec) !== 0) return undefined;
     return decodeRecord(rec);
   }
 
@@ -467,7 +467,7 @@ export class ConntrackShm {
     const out: ConntrackEntry[] = [];
     while (out.length < limit) {
       const want = Math.min(BATCH, limit - out.length);
-      const n = lib().nfqlb_ct_list(this.pointer, cursor, now, buf, want);
+      const n = lib().nfqlb_ct_admin_list(this.pointer, cursor, now, buf, want);
       for (let i = 0; i < n; i++) {
         out.push(decodeRecord(buf.subarray(i * RECORD_BYTES, (i + 1) * RECORD_BYTES)));
       }
@@ -479,7 +479,7 @@ export class ConntrackShm {
   /** Counters and parameters. */
   stats(): ConntrackStats {
     const raw = new BigUint64Array(STAT_NAMES.length);
-    lib().nfqlb_ct_stats(this.pointer, raw, STAT_NAMES.length);
+    lib().nfqlb_ct_admin_stats(this.pointer, raw, STAT_NAMES.length);
     const out = {} as ConntrackStats;
     STAT_NAMES.forEach((n, i) => (out[n] = Number(BigInt.asIntN(64, raw[i]))));
     return out;
@@ -496,7 +496,7 @@ export class ConntrackShm {
    */
   rowCounts(n: number = COUNTED_ROWS): Uint32Array {
     const counts = new Uint32Array(Math.max(n, 1));
-    lib().nfqlb_ct_row_counts(this.pointer, counts, n >>> 0);
+    lib().nfqlb_ct_admin_row_counts(this.pointer, counts, n >>> 0);
     return counts.subarray(0, n);
   }
 
@@ -514,7 +514,7 @@ export class ConntrackShm {
   /** Live entries per row 0..n-1 (least-connection schedulers). */
   countByRow(n: number, now: bigint = ConntrackShm.now()): Uint32Array {
     const counts = new Uint32Array(Math.max(n, 1));
-    lib().nfqlb_ct_count_by_row(this.pointer, counts, n >>> 0, now);
+    lib().nfqlb_ct_admin_count_by_row(this.pointer, counts, n >>> 0, now);
     return counts.subarray(0, n);
   }
 

@@ -61,7 +61,7 @@ function table(opts: Partial<ConntrackOptions> = {}, name = "t-ct"): ConntrackSh
 }
 
 Deno.test("conntrack: layout sizes, record size, 4 M entries in 256 MiB", () => {
-  assert.equal(lib().nfqlb_ct_record_bytes(), RECORD_BYTES);
+  assert.equal(lib().nfqlb_ct_admin_record_bytes(), RECORD_BYTES);
   assert.equal(ConntrackShm.bytes(0), 0);
   assert.equal(ConntrackShm.bytes(2 ** 28 + 1), 0);
   // 64-byte entries + 2 bytes of bucket descriptor per entry + header
@@ -278,14 +278,14 @@ Deno.test("conntrack: delete, count by row", () => {
   for (let i = 0; i < 30; i++) ct.insert(tcp(i), 100 + (i % 3), i % 3, T0);
   ct.insert(udp(0), 5, -1, T0);
   assert.deepEqual([...ct.countByRow(3, T0)], [10, 10, 10]);
-  assert.equal(lib().nfqlb_ct_count_by_row(ct.pointer, new Uint32Array(1), 1, T0), 31);
+  assert.equal(lib().nfqlb_ct_admin_count_by_row(ct.pointer, new Uint32Array(1), 1, T0), 31);
   assert.equal(ct.delete(tcp(0)), true);
   assert.equal(ct.delete(tcp(0)), false);
   assert.equal(ct.lookup(tcp(0), 0, T0), -1);
   assert.deepEqual([...ct.countByRow(3, T0)], [9, 10, 10]);
   // the udp flows expire first
   assert.deepEqual([...ct.countByRow(3, T0 + 600n * MS)], [9, 10, 10]);
-  assert.equal(lib().nfqlb_ct_count_by_row(ct.pointer, new Uint32Array(1), 1, T0 + 600n * MS), 29);
+  assert.equal(lib().nfqlb_ct_admin_count_by_row(ct.pointer, new Uint32Array(1), 1, T0 + 600n * MS), 29);
   const s = ct.stats();
   assert.equal(s.deletes, 1);
   assert.equal(s.entries, 30);
