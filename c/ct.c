@@ -642,7 +642,7 @@ uint32_t nfqlb_ct_row_count(const uint8_t* base, uint32_t row)
 	return row < ROW_NONE ? __atomic_load_n(&c[row], __ATOMIC_RELAXED) : 0;
 }
 
-uint64_t nfqlb_ct_sched_next(uint8_t* base)
+uint64_t nfqlb_ct_position_next(uint8_t* base)
 {
 	return __atomic_fetch_add((uint64_t*)(base + H(base)->sched_off), 1ull, __ATOMIC_RELAXED);
 }

@@ -422,7 +422,7 @@ int32_t nfqlb_ft_first(struct nfqlb_fragtable* ft, const uint8_t* key, int32_t f
 		       const uint32_t* info, int32_t* inject)
 {
 	*inject = -1;
-	uint32_t b = nfqlb_djb2(key, NFQLB_KEY_LEN) % ft->size;
+	uint32_t b = nfqlb_hash_djb2(key, NFQLB_KEY_LEN) % ft->size;
 	lock(&ft->locks[b]);
 	int created;
 	struct entry* head = &ft->main[b];
@@ -471,7 +471,7 @@ int32_t nfqlb_ft_first(struct nfqlb_fragtable* ft, const uint8_t* key, int32_t f
 int32_t nfqlb_ft_next(struct nfqlb_fragtable* ft, const uint8_t* key, uint64_t now, const uint8_t* pkt,
 		      uint32_t len, const uint32_t* info, int32_t* fwmark)
 {
-	uint32_t b = nfqlb_djb2(key, NFQLB_KEY_LEN) % ft->size;
+	uint32_t b = nfqlb_hash_djb2(key, NFQLB_KEY_LEN) % ft->size;
 	lock(&ft->locks[b]);
 	int created;
 	struct entry* head = &ft->main[b];

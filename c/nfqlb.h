@@ -110,8 +110,8 @@ int32_t nfqlb_maglev_populate_weighted(uint32_t M, uint32_t N, const uint32_t* p
 
 #define NFQLB_KEY_LEN 40
 
-/** nfqlb_djb2 - h = 5381; h = h*33 + byte, 32-bit wrap. */
-uint32_t nfqlb_djb2(const uint8_t* p, uint32_t len);
+/** nfqlb_hash_djb2 - h = 5381; h = h*33 + byte, 32-bit wrap. */
+uint32_t nfqlb_hash_djb2(const uint8_t* p, uint32_t len);
 
 /**
  * nfqlb_hash_key - hash of a 40-byte key: for proto 132 (SCTP) with
@@ -320,8 +320,8 @@ int32_t nfqlb_packet_fraginfo(uint32_t hw_proto, const uint8_t* pkt, uint32_t le
  */
 int32_t nfqlb_tun_open(const char* name);
 
-/** nfqlb_fd_close - close(2); returns 0 or -errno. */
-int32_t nfqlb_fd_close(int32_t fd);
+/** nfqlb_tun_close - close(2) a tun fd of nfqlb_tun_open; returns 0 or -errno. */
+int32_t nfqlb_tun_close(int32_t fd);
 
 /* ----------------------------------------------------------------------------
  * lb.c - the per-packet decision of `lb`.
@@ -1070,8 +1070,8 @@ void nfqlb_ct_admin_row_counts(uint8_t* base, uint32_t* counts, uint32_t n);
 /** nfqlb_ct_row_count - the count of one row (0 for row >= 65535). */
 uint32_t nfqlb_ct_row_count(const uint8_t* base, uint32_t row);
 
-/** nfqlb_ct_sched_next - fetch-and-increment the table's shared scheduler position. */
-uint64_t nfqlb_ct_sched_next(uint8_t* base);
+/** nfqlb_ct_position_next - fetch-and-increment the table's shared scheduler position. */
+uint64_t nfqlb_ct_position_next(uint8_t* base);
 
 /** nfqlb_ct_admin_set_scheduler - set the scheduler id (enum nfqlb_sched): 0, or -1 when unknown. */
 int32_t nfqlb_ct_admin_set_scheduler(uint8_t* base, uint32_t scheduler);

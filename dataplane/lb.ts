@@ -130,7 +130,7 @@ export function startQueues(
     cleanup();
     throw e;
   }
-  if (tunFd >= 0) release.push(() => c.nfqlb_fd_close(tunFd));
+  if (tunFd >= 0) release.push(() => c.nfqlb_tun_close(tunFd));
   // Without a tun device nothing could be re-injected, so nothing is stored (as upstream).
   const frags = tunFd >= 0 ? cfg.ftFrag : 0;
   const ft = c.nfqlb_ft_create(
@@ -302,7 +302,7 @@ function openTun(name: string, mtu: number): number {
     tunMtu = Number(Deno.readTextFileSync(`/sys/class/net/${name}/mtu`).trim());
   } catch { /* unknown: checked as 0 */ }
   if (tunMtu < mtu) {
-    lib().nfqlb_fd_close(fd);
+    lib().nfqlb_tun_close(fd);
     throw new NfqlbError(`Tun mtu too small; ${tunMtu} < ${mtu}`);
   }
   return fd;

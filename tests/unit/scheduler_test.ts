@@ -260,7 +260,7 @@ Deno.test("scheduler maglev (default): decisions are the hash's, the position ne
   using lb = new Classifier(t.table, t.ct);
   using plain = new Classifier(t.table);
   for (let i = 0; i < 50; i++) assert.equal(lb.classify(flow(100 + i)), plain.classify(flow(100 + i)));
-  assert.equal(lib().nfqlb_ct_sched_next(t.ct.pointer), 0n);
+  assert.equal(lib().nfqlb_ct_position_next(t.ct.pointer), 0n);
   const counts = t.ct.rowCounts(3);
   assert.equal(counts[0] + counts[1] + counts[2], 50);
   assert.deepEqual([...counts], [...t.ct.countByRow(3, T0)]);
