@@ -11,6 +11,13 @@
  * Compatibility: the random sequence, the Maglev permutation and population,
  * the 40-byte key and the djb2 hash reproduce upstream nfqlb 1.2.0 bit for bit
  * (see docs/maglev.md).
+ *
+ * Organisation (as libmnl's): one section per C file, named after the object
+ * its functions work on. nfqlb_<object>_<verb> is defined in <object>.c, the
+ * longest file name its name starts with (nfqlb_ct_sched_pick: ct_sched.c,
+ * nfqlb_ct_lookup: ct.c), and declared in its section in the order of the
+ * file. <object>_internal.h headers are private to the files of one object.
+ * tests/unit/c_names_test.ts checks all of this.
  */
 #ifndef NFQLB_H
 #define NFQLB_H
@@ -183,18 +190,6 @@ uint32_t nfqlb_tshm_read(const uint8_t* base, int32_t* lookup, uint32_t nlookup,
 			 uint32_t* weights);
 
 /**
- * nfqlb_tshm_lookup - the fwmark for a hash: active[lookup[hash % M]] of
- * the current buffer, or -1 when that slot has no target. Hot path.
- */
-int32_t nfqlb_tshm_lookup(const uint8_t* base, uint32_t hash);
-
-/**
- * nfqlb_tshm_lookup_key - hash a 40-byte key (nfqlb_hash_key) and look it
- * up: one FFI crossing per key for callers outside the C dataplane.
- */
-int32_t nfqlb_tshm_lookup_key(const uint8_t* base, const uint8_t* key, uint32_t len, uint32_t hash_mode);
-
-/**
  * nfqlb_tshm_lookup_row - like nfqlb_tshm_lookup but also stores the row
  * index (or -1) in *row; for `nfqlb fwmark`.
  */
@@ -207,8 +202,17 @@ int32_t nfqlb_tshm_lookup_row(const uint8_t* base, uint32_t hash, int32_t* row);
  */
 int32_t nfqlb_tshm_row_fwmark(const uint8_t* base, int32_t row);
 
-/** nfqlb_tshm_own_fwmark - the table's own fwmark (init --ownfw; LB tier). */
-int32_t nfqlb_tshm_own_fwmark(const uint8_t* base);
+/**
+ * nfqlb_tshm_lookup - the fwmark for a hash: active[lookup[hash % M]] of
+ * the current buffer, or -1 when that slot has no target. Hot path.
+ */
+int32_t nfqlb_tshm_lookup(const uint8_t* base, uint32_t hash);
+
+/**
+ * nfqlb_tshm_lookup_key - hash a 40-byte key (nfqlb_hash_key) and look it
+ * up: one FFI crossing per key for callers outside the C dataplane.
+ */
+int32_t nfqlb_tshm_lookup_key(const uint8_t* base, const uint8_t* key, uint32_t len, uint32_t hash_mode);
 
 /**
  * nfqlb_tshm_count_empty - number of lookup slots of the current buffer
@@ -216,6 +220,16 @@ int32_t nfqlb_tshm_own_fwmark(const uint8_t* base);
  * Used by tests and health checks.
  */
 uint32_t nfqlb_tshm_count_empty(const uint8_t* base);
+
+/** nfqlb_tshm_own_fwmark - the table's own fwmark (init --ownfw; LB tier). */
+int32_t nfqlb_tshm_own_fwmark(const uint8_t* base);
+
+/**
+ * nfqlb_tshm_stamp - identifies the current buffer's contents of a target
+ * table (its index and seqlock count; changes with every commit) and stores
+ * N in *n (may be NULL).
+ */
+uint32_t nfqlb_tshm_stamp(const uint8_t* base, uint32_t* n);
 
 /* ----------------------------------------------------------------------------
  * file.c - map files (POSIX shm lives in /dev/shm) with mmap.
@@ -252,6 +266,13 @@ int32_t nfqlb_file_unmap(void* addr, uint64_t size);
  */
 int32_t nfqlb_packet_key(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, uint32_t udpencap,
 			 uint8_t* key, uint8_t* fkey);
+
+/**
+ * nfqlb_packet_fraginfo - for a fragment: out[0] = byte offset, out[1] = data
+ * length, out[2] = more-fragments flag, from the headers. 0, or -1 when the
+ * packet is not a (well-formed) fragment.
+ */
+int32_t nfqlb_packet_fraginfo(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, uint32_t* out);
 
 /* ----------------------------------------------------------------------------
  * ft.c - fwmark per fragmented datagram.
@@ -303,13 +324,6 @@ int32_t nfqlb_ft_next(struct nfqlb_fragtable* ft, const uint8_t* fkey, uint64_t 
  */
 uint32_t nfqlb_ft_inject(struct nfqlb_fragtable* ft, int32_t chain, int32_t tun_fd, uint32_t* failed);
 
-/**
- * nfqlb_packet_fraginfo - for a fragment: out[0] = byte offset, out[1] = data
- * length, out[2] = more-fragments flag, from the headers. 0, or -1 when the
- * packet is not a (well-formed) fragment.
- */
-int32_t nfqlb_packet_fraginfo(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, uint32_t* out);
-
 /* ----------------------------------------------------------------------------
  * tun.c
  * ------------------------------------------------------------------------- */
@@ -360,13 +374,6 @@ struct nfqlb_lb;
 struct nfqlb_lb* nfqlb_lb_create(const uint8_t* tshm, struct nfqlb_fragtable* ft, uint32_t hash_mode,
 				 uint32_t sctp_encap, int32_t notargets_fwmark);
 
-/**
- * nfqlb_lb_set_frag - fragment handling beyond the table: lbshm, the LB-tier
- * table (NULL: no tier), tun_fd for re-injecting stored fragments (-1: none),
- * reassembler (feed fragment offsets to the table's reassembler).
- */
-void nfqlb_lb_set_frag(struct nfqlb_lb* lb, const uint8_t* lbshm, int32_t tun_fd, uint32_t reassembler);
-
 struct nfqlb_flows;
 
 /**
@@ -401,6 +408,13 @@ void nfqlb_lb_set_trace(struct nfqlb_lb* lb, const uint32_t* mask, struct nfqlb_
 			struct nfqlb_flows* tflows);
 
 /**
+ * nfqlb_lb_set_frag - fragment handling beyond the table: lbshm, the LB-tier
+ * table (NULL: no tier), tun_fd for re-injecting stored fragments (-1: none),
+ * reassembler (feed fragment offsets to the table's reassembler).
+ */
+void nfqlb_lb_set_frag(struct nfqlb_lb* lb, const uint8_t* lbshm, int32_t tun_fd, uint32_t reassembler);
+
+/**
  * nfqlb_lb_set_conntrack - consult the connection table mapped at `ct`
  * (ct.c; NULL: none, the default) before Maglev: a live entry whose
  * target is still in the table (active[row] == its fwmark, draining
@@ -418,19 +432,35 @@ void nfqlb_lb_set_tshm(struct nfqlb_lb* lb, const uint8_t* tshm);
 void nfqlb_lb_destroy(struct nfqlb_lb* lb);
 
 /**
- * nfqlb_lb_classify - fwmark for a packet (>= 0 accept with this mark,
- * < 0 drop). Counts malformed / no-target / dropped fragments in counters[].
- */
-int32_t nfqlb_lb_classify(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
-			  uint64_t now_ns, uint64_t* counters);
-
-/**
  * nfqlb_lb_decide - nfqlb_lb_classify for a copy of `len` bytes of a packet
  * of `orig_len` bytes (NFQUEUE may truncate the copy; a truncated fragment is
  * never stored for re-injection).
  */
 int32_t nfqlb_lb_decide(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
 			uint32_t orig_len, uint64_t now_ns, uint64_t* counters);
+
+/**
+ * nfqlb_lb_classify - fwmark for a packet (>= 0 accept with this mark,
+ * < 0 drop). Counts malformed / no-target / dropped fragments in counters[].
+ */
+int32_t nfqlb_lb_classify(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
+			  uint64_t now_ns, uint64_t* counters);
+
+/** nfqlb_lb_prefetches - 1 when nfqlb_lb_prefetch does anything for this classifier, else 0. */
+int32_t nfqlb_lb_prefetches(const struct nfqlb_lb* lb);
+
+/**
+ * nfqlb_lb_prefetch - when the classifier keeps a connection table
+ * (lb, not flowlb): compute the packet's key into key[40] and
+ * nfqlb_ct_prefetch it; returns 1 (key holds a key for
+ * nfqlb_lb_prefetch_ways), else 0 (nothing to prefetch: no table, a
+ * malformed packet or a non-first fragment). nfqlb_queue_serve runs it a
+ * few packets ahead of the decision when nfqlb_lb_prefetches(lb) is 1.
+ */
+int32_t nfqlb_lb_prefetch(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len, uint8_t* key);
+
+/** nfqlb_lb_prefetch_ways - nfqlb_ct_prefetch_ways on the classifier's table (none: nothing). */
+void nfqlb_lb_prefetch_ways(struct nfqlb_lb* lb, const uint8_t* key);
 
 /* ----------------------------------------------------------------------------
  * flows.c - the published flow set of a flowlb, shared by its workers.
@@ -445,13 +475,6 @@ struct nfqlb_flows* nfqlb_flows_create(uint32_t nworkers);
 void nfqlb_flows_destroy(struct nfqlb_flows* f);
 
 /**
- * nfqlb_flows_publish - make `fs` (built; ownership passes) current, with
- * tshm[i] = address of flow i's mapped target table (0 for none). The old
- * set is retired. Returns the new generation (0: out of memory, fs kept).
- */
-uint32_t nfqlb_flows_publish(struct nfqlb_flows* f, struct nfqlb_flowset* fs, const uint64_t* tshm, uint32_t n);
-
-/**
  * nfqlb_flows_publish_ct - nfqlb_flows_publish where ct[i] (ct may be NULL)
  * is the address of the mapped connection table of flow i's target (0 for
  * none; ignored where tshm[i] is 0). Packets of that flow then use the table
@@ -460,6 +483,13 @@ uint32_t nfqlb_flows_publish(struct nfqlb_flows* f, struct nfqlb_flowset* fs, co
  */
 uint32_t nfqlb_flows_publish_ct(struct nfqlb_flows* f, struct nfqlb_flowset* fs, const uint64_t* tshm,
 				const uint64_t* ct, uint32_t n);
+
+/**
+ * nfqlb_flows_publish - make `fs` (built; ownership passes) current, with
+ * tshm[i] = address of flow i's mapped target table (0 for none). The old
+ * set is retired. Returns the new generation (0: out of memory, fs kept).
+ */
+uint32_t nfqlb_flows_publish(struct nfqlb_flows* f, struct nfqlb_flowset* fs, const uint64_t* tshm, uint32_t n);
 
 /**
  * nfqlb_flows_reclaim - free retired sets that no worker can be using any
@@ -476,15 +506,6 @@ void nfqlb_flows_enter(struct nfqlb_flows* f, uint32_t slot);
 /** See nfqlb_flows_enter. */
 void nfqlb_flows_leave(struct nfqlb_flows* f, uint32_t slot);
 
-/**
- * nfqlb_flows_pick - the target table of the first matching flow for a
- * packet whose key (udpencap 0) is in key/fkey, or NULL. Re-keys with the
- * flow's UDP encapsulation port when a flow reports one (upstream §5.5); *rc
- * then holds the new nfqlb_packet_key result.
- */
-const uint8_t* nfqlb_flows_pick(struct nfqlb_flows* f, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
-				uint32_t promiscuous, uint8_t* key, uint8_t* fkey, int32_t* rc);
-
 struct nfqlb_ct_sched; /* ct_sched.c */
 
 /**
@@ -496,6 +517,36 @@ const uint8_t* nfqlb_flows_pick_ct(struct nfqlb_flows* f, uint32_t slot, uint32_
 				   uint32_t len, uint32_t promiscuous, uint8_t* key, uint8_t* fkey, int32_t* rc,
 				   uint8_t** ct, struct nfqlb_ct_sched** sched);
 
+/**
+ * nfqlb_flows_pick - the target table of the first matching flow for a
+ * packet whose key (udpencap 0) is in key/fkey, or NULL. Re-keys with the
+ * flow's UDP encapsulation port when a flow reports one (upstream §5.5); *rc
+ * then holds the new nfqlb_packet_key result.
+ */
+const uint8_t* nfqlb_flows_pick(struct nfqlb_flows* f, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
+				uint32_t promiscuous, uint8_t* key, uint8_t* fkey, int32_t* rc);
+
+/* ----------------------------------------------------------------------------
+ * target_stats.c - packets and bytes accepted per fwmark, by one queue: an
+ * open-addressing table in the lb's counters shm (core/counters_shm.ts).
+ * ------------------------------------------------------------------------- */
+
+/** Packets and bytes accepted with one fwmark, by one queue (24 bytes, in the counters shm). */
+struct nfqlb_target_stat {
+	int32_t fwmark;
+	uint32_t used;
+	uint64_t packets;
+	uint64_t bytes;
+};
+
+/**
+ * nfqlb_target_stats_add - count one accepted packet of `bytes` for `mark`
+ * in a per-target table of ntstats (a power of 2) slots; a full table counts
+ * NFQLB_C_TARGET_OVERFLOW in counters. Single writer.
+ */
+void nfqlb_target_stats_add(struct nfqlb_target_stat* tstats, uint32_t ntstats, int32_t mark, uint32_t bytes,
+			    uint64_t* counters);
+
 /* ----------------------------------------------------------------------------
  * queue.c - batched NFQUEUE I/O (libmnl, libnetfilter_queue).
  * ------------------------------------------------------------------------- */
@@ -503,6 +554,19 @@ const uint8_t* nfqlb_flows_pick_ct(struct nfqlb_flows* f, uint32_t slot, uint32_
 #define NFQLB_QF_FAIL_OPEN 1u /* NFQA_CFG_F_FAIL_OPEN: accept when the queue is full */
 
 struct nfqlb_queue;
+
+/**
+ * nfqlb_queue_set_stats - keep this queue's counters (NFQLB_C_COUNT u64) in
+ * `counters` from now on (the current values are copied there), and count
+ * accepted packets and bytes per fwmark in `tstats` (ntstats slots, a power
+ * of 2; NULL: off). Both usually live in the lb's counters shm, so `nfqlb
+ * stats --all` and the metrics endpoint read them live. Call before serving.
+ */
+void nfqlb_queue_set_stats(struct nfqlb_queue* q, uint64_t* counters, struct nfqlb_target_stat* tstats,
+			   uint32_t ntstats);
+
+/** nfqlb_queue_close - unbind and close. */
+void nfqlb_queue_close(struct nfqlb_queue* q);
 
 /**
  * nfqlb_queue_open - bind NFQUEUE `queue_num`: copy `copy_range` bytes per
@@ -516,11 +580,11 @@ struct nfqlb_queue;
 struct nfqlb_queue* nfqlb_queue_open(uint32_t queue_num, uint32_t mtu, uint32_t copy_range, uint32_t qlength,
 				     uint32_t flags, uint32_t batch, int32_t* err, uint32_t* rcvbuf);
 
-/** nfqlb_queue_close - unbind and close. */
-void nfqlb_queue_close(struct nfqlb_queue* q);
-
 /** nfqlb_queue_fd - the netlink socket. */
 int32_t nfqlb_queue_fd(const struct nfqlb_queue* q);
+
+/** nfqlb_queue_counters - copy up to n counters (enum nfqlb_counter order). */
+void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n);
 
 /**
  * nfqlb_queue_serve - wait up to timeout_ms for packets, then receive one
@@ -530,43 +594,10 @@ int32_t nfqlb_queue_fd(const struct nfqlb_queue* q);
  */
 int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t timeout_ms);
 
-/** Packets and bytes accepted with one fwmark, by one queue (24 bytes, in the counters shm). */
-struct nfqlb_target_stat {
-	int32_t fwmark;
-	uint32_t used;
-	uint64_t packets;
-	uint64_t bytes;
-};
-
-/**
- * nfqlb_queue_set_stats - keep this queue's counters (NFQLB_C_COUNT u64) in
- * `counters` from now on (the current values are copied there), and count
- * accepted packets and bytes per fwmark in `tstats` (ntstats slots, a power
- * of 2; NULL: off). Both usually live in the lb's counters shm, so `nfqlb
- * stats --all` and the metrics endpoint read them live. Call before serving.
- */
-void nfqlb_queue_set_stats(struct nfqlb_queue* q, uint64_t* counters, struct nfqlb_target_stat* tstats,
-			   uint32_t ntstats);
-
-/**
- * nfqlb_target_stats_add - count one accepted packet of `bytes` for `mark`
- * in a per-target table of ntstats (a power of 2) slots; a full table counts
- * NFQLB_C_TARGET_OVERFLOW in counters. Single writer.
- */
-void nfqlb_target_stats_add(struct nfqlb_target_stat* tstats, uint32_t ntstats, int32_t mark, uint32_t bytes,
-			    uint64_t* counters);
-
-/** nfqlb_queue_counters - copy up to n counters (enum nfqlb_counter order). */
-void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n);
-
 /* ----------------------------------------------------------------------------
- * flowset.c - the flow matcher of `flowlb` (upstream flow.c + match.c), indexed.
- *
- * A flow set holds n flows in priority order (flow 0 first: the caller sorts
- * as upstream, priority descending, ties in insertion order). Each flow comes
- * as a binary spec (below; core/flow/encode.ts encodes it). Once built, a
- * set is immutable except for its match counters, and any number of threads
- * may match against it at once without locks.
+ * flow.c - one flow of a flowlb flow set: its binary spec (below;
+ * core/flow/encode.ts encodes it), parsed and validated, and its match
+ * (upstream flowMatch + match.c). flowset.c calls these; none is exported.
  *
  * Spec, little-endian u32 words (NFQLB_FLOW_SPEC_WORDS header words, then
  * the arrays in this order; speclen must be exactly 4 * total words):
@@ -599,7 +630,6 @@ void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n
 #define NFQLB_FLOW_MAX_CIDRS 32u
 #define NFQLB_FLOW_MAX_RANGES 65536u
 #define NFQLB_FLOW_MAX_MATCH 1024u
-#define NFQLB_FLOWSET_MAX (1u << 20) /* flows per set */
 
 #define NFQLB_FLOW_F_PROTOCOLS 1u
 #define NFQLB_FLOW_F_DSTS 2u
@@ -609,7 +639,19 @@ void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n
 #define NFQLB_FLOW_F_MATCH 32u
 #define NFQLB_FLOW_F_TARGET 64u /* clear: a `#name` udpencap companion flow */
 
+/* ----------------------------------------------------------------------------
+ * flowset.c - the flow matcher of `flowlb` (upstream flowLookup), indexed.
+ *
+ * A flow set holds n flows in priority order (flow 0 first: the caller sorts
+ * as upstream, priority descending, ties in insertion order), each given as
+ * a spec (flow.c above). Once built, a set is immutable except for its
+ * match counters, and any number of threads may match against it at once
+ * without locks.
+ * ------------------------------------------------------------------------- */
+
 struct nfqlb_flowset;
+
+#define NFQLB_FLOWSET_MAX (1u << 20) /* flows per set */
 
 /** nfqlb_flowset_new - an empty set of nflows slots (<= NFQLB_FLOWSET_MAX); NULL on bad size or no memory. */
 struct nfqlb_flowset* nfqlb_flowset_new(uint32_t nflows);
@@ -620,6 +662,10 @@ struct nfqlb_flowset* nfqlb_flowset_new(uint32_t nflows);
  * defined, set already built, no memory).
  */
 int32_t nfqlb_flowset_add(struct nfqlb_flowset* fs, uint32_t i, const uint8_t* spec, uint32_t speclen);
+
+/** nfqlb_flowset_match_linear - the same result and counting by a plain walk over every flow (reference). */
+int32_t nfqlb_flowset_match_linear(const struct nfqlb_flowset* fs, const uint8_t* key, const uint8_t* pkt,
+				   uint32_t len, uint32_t promiscuous, uint32_t* udpencap);
 
 /**
  * nfqlb_flowset_build - build the index once every slot is defined. Returns
@@ -656,10 +702,6 @@ int32_t nfqlb_flowset_build(struct nfqlb_flowset* fs);
  */
 int32_t nfqlb_flowset_match(const struct nfqlb_flowset* fs, const uint8_t* key, const uint8_t* pkt, uint32_t len,
 			    uint32_t promiscuous, uint32_t* udpencap);
-
-/** nfqlb_flowset_match_linear - the same result and counting by a plain walk over every flow (reference). */
-int32_t nfqlb_flowset_match_linear(const struct nfqlb_flowset* fs, const uint8_t* key, const uint8_t* pkt,
-				   uint32_t len, uint32_t promiscuous, uint32_t* udpencap);
 
 /** nfqlb_flowset_matches - matches_count of flow i (0 when out of range). */
 uint32_t nfqlb_flowset_matches(const struct nfqlb_flowset* fs, uint32_t i);
@@ -855,17 +897,6 @@ int32_t nfqlb_ctnl_set_mark(const uint8_t* key, uint32_t len, uint32_t mark);
 #define NFQLB_CT_F_OFFLOADED 2u /* the flow is handled elsewhere (informational for now) */
 #define NFQLB_CT_F_CTX 4u       /* the entry has a context (record only) */
 
-/* What nfqlb_ct_admin_set changes (bits). */
-#define NFQLB_CT_SET_FWMARK 1u     /* fwmark and row */
-#define NFQLB_CT_SET_PIN 2u
-#define NFQLB_CT_CLEAR_PIN 4u      /* also restarts the idle time */
-#define NFQLB_CT_SET_OFFLOAD 8u
-#define NFQLB_CT_CLEAR_OFFLOAD 16u
-#define NFQLB_CT_SET_LIFETIME 32u  /* lifetime_ms (0 = by protocol again); restarts the idle time */
-#define NFQLB_CT_SET_CTX 64u       /* ctx[0..ctx_len) */
-#define NFQLB_CT_CLEAR_CTX 128u
-#define NFQLB_CT_SET_CREATE 256u   /* create a missing entry (fwmark, row), without the flood guard */
-
 /* Counters, indexes into nfqlb_ct_admin_stats' output. */
 enum nfqlb_ct_stat {
 	NFQLB_CT_STAT_ENTRIES = 0,  /* live entries (expired ones count until reclaimed) */
@@ -887,6 +918,112 @@ enum nfqlb_ct_stat {
 	NFQLB_CT_STAT_BYTES,        /* file size */
 	NFQLB_CT_STATS_ALL
 };
+
+/**
+ * nfqlb_ct_lookup - the fwmark of the live entry for key[40], or -1. A hit
+ * refreshes its last-seen time and counts one packet of `bytes`; *row (may
+ * be NULL) gets its row or -1. A matching expired entry is reclaimed. Hot path.
+ */
+int32_t nfqlb_ct_lookup(uint8_t* base, const uint8_t* key, uint64_t now_ns, uint32_t bytes, int32_t* row);
+
+/**
+ * nfqlb_ct_prefetch - hash key[40] and prefetch its bucket descriptor and
+ * home way, changing nothing: a later lookup/insert of the key then finds
+ * them in cache (the dataplane calls it for a whole batch of packets before
+ * deciding them). A bad key is ignored.
+ */
+void nfqlb_ct_prefetch(uint8_t* base, const uint8_t* key);
+
+/**
+ * nfqlb_ct_prefetch_ways - the second stage after nfqlb_ct_prefetch (call
+ * it a few keys later, when the descriptor has arrived): prefetch the
+ * entries whose tag matches key[40]'s, and when none does and the bucket
+ * is full, every entry (the insert that follows a miss reads them all to
+ * choose one to recycle). Changes nothing; a bad key is ignored.
+ */
+void nfqlb_ct_prefetch_ways(uint8_t* base, const uint8_t* key);
+
+/**
+ * nfqlb_ct_lookup_batch - nfqlb_ct_lookup of the n keys at keys[40 * i],
+ * pipelined (VPP's flowtable, DPDK's lookup_bulk): per round of up to 64
+ * keys, hash them all and prefetch each bucket descriptor and home way,
+ * then prefetch the other ways whose tag matches, then look each up in
+ * order under its bucket lock. So the memory latencies of a round overlap
+ * instead of adding up. Results as n single lookups in order with the same
+ * now_ns (a key twice in a batch: the second finds the first's refresh):
+ * fw_out[i] (fwmark or -1), row_out[i]; bytes[i] is counted on a hit (bytes
+ * NULL: 0). Returns the hits. The hit/miss counters of a round go to one
+ * stats shard (their sums are what nfqlb_ct_admin_stats reports).
+ */
+uint32_t nfqlb_ct_lookup_batch(uint8_t* base, const uint8_t* keys, uint32_t n, uint64_t now_ns,
+			       const uint32_t* bytes, int32_t* fw_out, int32_t* row_out);
+
+/**
+ * nfqlb_ct_insert_batch - nfqlb_ct_insert of the n keys at keys[40 * i] with
+ * fwmarks[i], rows[i], pipelined as nfqlb_ct_lookup_batch (a full bucket
+ * also has all its ways prefetched: recycling reads them). rc_out[i] (may
+ * be NULL) is each insert's result; returns how many were 0.
+ */
+uint32_t nfqlb_ct_insert_batch(uint8_t* base, const uint8_t* keys, uint32_t n, const int32_t* fwmarks,
+			       const int32_t* rows, uint64_t now_ns, int32_t* rc_out);
+
+/**
+ * nfqlb_ct_insert - remember fwmark/row for key[40]. Returns 0 (inserted;
+ * or the key was live: its fwmark/row are replaced unless pinned, last-seen
+ * refreshed), 1 when skipped by the flood guard (a new key over the limit of
+ * its second), -1 on a bad key or when all 8 entries of the key's bucket are
+ * pinned. A full bucket first drops its expired entries, then recycles the
+ * live entry closest to expiry (NFQLB_CT_STAT_RECYCLES).
+ */
+int32_t nfqlb_ct_insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns);
+
+/**
+ * nfqlb_ct_insert_admitted - nfqlb_ct_insert without the flood guard, for a
+ * new flow already admitted by nfqlb_ct_flood_take (the lb's schedulers).
+ */
+int32_t nfqlb_ct_insert_admitted(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns);
+
+/**
+ * nfqlb_ct_flood_take - the flood guard alone: 0 when one more new flow may
+ * be inserted in now_ns's second (and counts it), 1 when over the limit
+ * (counted in NFQLB_CT_STAT_FLOOD_SKIPS). Always 0 without a limit.
+ */
+int32_t nfqlb_ct_flood_take(uint8_t* base, uint64_t now_ns);
+
+/**
+ * nfqlb_ct_sweep - reclaim the expired entries among about n entries (whole
+ * buckets: at least one, at most the table) from entry index *cursor on;
+ * *cursor moves past them and wraps to 0 at the end. Keeps the per-row counts
+ * from staying inflated by expired entries nobody touches. Returns the number
+ * reclaimed (counted as expirations). Locks one bucket at a time.
+ */
+uint32_t nfqlb_ct_sweep(uint8_t* base, uint32_t* cursor, uint32_t n, uint64_t now_ns);
+
+/** nfqlb_ct_row_count - the count of one row (0 for row >= 65535). */
+uint32_t nfqlb_ct_row_count(const uint8_t* base, uint32_t row);
+
+/** nfqlb_ct_position_next - fetch-and-increment the table's shared scheduler position. */
+uint64_t nfqlb_ct_position_next(uint8_t* base);
+
+/** nfqlb_ct_scheduler - the table's scheduler id (enum nfqlb_sched). */
+uint32_t nfqlb_ct_scheduler(const uint8_t* base);
+
+/* ----------------------------------------------------------------------------
+ * ct_admin.c - the control plane of the connection table (the CLI, through
+ * core/conntrack_shm.ts): size, format and check a table; list, get, set and
+ * delete entries; counters, per-row counts, the scheduler id, the clock.
+ * ------------------------------------------------------------------------- */
+
+/* What nfqlb_ct_admin_set changes (bits). */
+#define NFQLB_CT_SET_FWMARK 1u     /* fwmark and row */
+#define NFQLB_CT_SET_PIN 2u
+#define NFQLB_CT_CLEAR_PIN 4u      /* also restarts the idle time */
+#define NFQLB_CT_SET_OFFLOAD 8u
+#define NFQLB_CT_CLEAR_OFFLOAD 16u
+#define NFQLB_CT_SET_LIFETIME 32u  /* lifetime_ms (0 = by protocol again); restarts the idle time */
+#define NFQLB_CT_SET_CTX 64u       /* ctx[0..ctx_len) */
+#define NFQLB_CT_CLEAR_CTX 128u
+#define NFQLB_CT_SET_CREATE 256u   /* create a missing entry (fwmark, row), without the flood guard */
 
 /** One listed entry (nfqlb_ct_admin_list / nfqlb_ct_admin_get), 344 bytes, fixed offsets. */
 struct nfqlb_ct_record {
@@ -923,80 +1060,6 @@ int32_t nfqlb_ct_admin_format(uint8_t* base, uint64_t size, uint32_t capacity, u
 
 /** nfqlb_ct_admin_check - validate a mapped table of `size` bytes: 0 or NFQLB_ETRUNC/EMAGIC/EVERSION/ELAYOUT. */
 int32_t nfqlb_ct_admin_check(const uint8_t* base, uint64_t size);
-
-/**
- * nfqlb_ct_lookup - the fwmark of the live entry for key[40], or -1. A hit
- * refreshes its last-seen time and counts one packet of `bytes`; *row (may
- * be NULL) gets its row or -1. A matching expired entry is reclaimed. Hot path.
- */
-int32_t nfqlb_ct_lookup(uint8_t* base, const uint8_t* key, uint64_t now_ns, uint32_t bytes, int32_t* row);
-
-/**
- * nfqlb_ct_insert - remember fwmark/row for key[40]. Returns 0 (inserted;
- * or the key was live: its fwmark/row are replaced unless pinned, last-seen
- * refreshed), 1 when skipped by the flood guard (a new key over the limit of
- * its second), -1 on a bad key or when all 8 entries of the key's bucket are
- * pinned. A full bucket first drops its expired entries, then recycles the
- * live entry closest to expiry (NFQLB_CT_STAT_RECYCLES).
- */
-int32_t nfqlb_ct_insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns);
-
-/**
- * nfqlb_ct_lookup_batch - nfqlb_ct_lookup of the n keys at keys[40 * i],
- * pipelined (VPP's flowtable, DPDK's lookup_bulk): per round of up to 64
- * keys, hash them all and prefetch each bucket descriptor and home way,
- * then prefetch the other ways whose tag matches, then look each up in
- * order under its bucket lock. So the memory latencies of a round overlap
- * instead of adding up. Results as n single lookups in order with the same
- * now_ns (a key twice in a batch: the second finds the first's refresh):
- * fw_out[i] (fwmark or -1), row_out[i]; bytes[i] is counted on a hit (bytes
- * NULL: 0). Returns the hits. The hit/miss counters of a round go to one
- * stats shard (their sums are what nfqlb_ct_admin_stats reports).
- */
-uint32_t nfqlb_ct_lookup_batch(uint8_t* base, const uint8_t* keys, uint32_t n, uint64_t now_ns,
-			       const uint32_t* bytes, int32_t* fw_out, int32_t* row_out);
-
-/**
- * nfqlb_ct_insert_batch - nfqlb_ct_insert of the n keys at keys[40 * i] with
- * fwmarks[i], rows[i], pipelined as nfqlb_ct_lookup_batch (a full bucket
- * also has all its ways prefetched: recycling reads them). rc_out[i] (may
- * be NULL) is each insert's result; returns how many were 0.
- */
-uint32_t nfqlb_ct_insert_batch(uint8_t* base, const uint8_t* keys, uint32_t n, const int32_t* fwmarks,
-			       const int32_t* rows, uint64_t now_ns, int32_t* rc_out);
-
-/**
- * nfqlb_ct_prefetch - hash key[40] and prefetch its bucket descriptor and
- * home way, changing nothing: a later lookup/insert of the key then finds
- * them in cache (the dataplane calls it for a whole batch of packets before
- * deciding them). A bad key is ignored.
- */
-void nfqlb_ct_prefetch(uint8_t* base, const uint8_t* key);
-
-/**
- * nfqlb_ct_prefetch_ways - the second stage after nfqlb_ct_prefetch (call
- * it a few keys later, when the descriptor has arrived): prefetch the
- * entries whose tag matches key[40]'s, and when none does and the bucket
- * is full, every entry (the insert that follows a miss reads them all to
- * choose one to recycle). Changes nothing; a bad key is ignored.
- */
-void nfqlb_ct_prefetch_ways(uint8_t* base, const uint8_t* key);
-
-/**
- * nfqlb_lb_prefetch - (lb.c) when the classifier keeps a connection table
- * (lb, not flowlb): compute the packet's key into key[40] and
- * nfqlb_ct_prefetch it; returns 1 (key holds a key for
- * nfqlb_lb_prefetch_ways), else 0 (nothing to prefetch: no table, a
- * malformed packet or a non-first fragment). nfqlb_queue_serve runs it a
- * few packets ahead of the decision when nfqlb_lb_prefetches(lb) is 1.
- */
-int32_t nfqlb_lb_prefetch(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len, uint8_t* key);
-
-/** nfqlb_lb_prefetch_ways - (lb.c) nfqlb_ct_prefetch_ways on the classifier's table (none: nothing). */
-void nfqlb_lb_prefetch_ways(struct nfqlb_lb* lb, const uint8_t* key);
-
-/** nfqlb_lb_prefetches - (lb.c) 1 when nfqlb_lb_prefetch does anything for this classifier, else 0. */
-int32_t nfqlb_lb_prefetches(const struct nfqlb_lb* lb);
 
 /** nfqlb_ct_admin_delete - remove the entry of key[40] (live or not). 0, or -1 when there is none. */
 int32_t nfqlb_ct_admin_delete(uint8_t* base, const uint8_t* key);
@@ -1039,45 +1102,14 @@ void nfqlb_ct_admin_stats(uint8_t* base, uint64_t* out, uint32_t n);
 uint32_t nfqlb_ct_admin_count_by_row(uint8_t* base, uint32_t* counts, uint32_t n, uint64_t now_ns);
 
 /**
- * nfqlb_ct_insert_admitted - nfqlb_ct_insert without the flood guard, for a
- * new flow already admitted by nfqlb_ct_flood_take (the lb's schedulers).
- */
-int32_t nfqlb_ct_insert_admitted(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns);
-
-/**
- * nfqlb_ct_flood_take - the flood guard alone: 0 when one more new flow may
- * be inserted in now_ns's second (and counts it), 1 when over the limit
- * (counted in NFQLB_CT_STAT_FLOOD_SKIPS). Always 0 without a limit.
- */
-int32_t nfqlb_ct_flood_take(uint8_t* base, uint64_t now_ns);
-
-/**
- * nfqlb_ct_sweep - reclaim the expired entries among about n entries (whole
- * buckets: at least one, at most the table) from entry index *cursor on;
- * *cursor moves past them and wraps to 0 at the end. Keeps the per-row counts
- * from staying inflated by expired entries nobody touches. Returns the number
- * reclaimed (counted as expirations). Locks one bucket at a time.
- */
-uint32_t nfqlb_ct_sweep(uint8_t* base, uint32_t* cursor, uint32_t n, uint64_t now_ns);
-
-/**
  * nfqlb_ct_admin_row_counts - counts[r] = entries with row r (r < n; rows >= 65535
  * get 0), kept up to date by every change: O(n), no lock. Unlike
  * nfqlb_ct_admin_count_by_row, expired entries count until they are reclaimed.
  */
 void nfqlb_ct_admin_row_counts(uint8_t* base, uint32_t* counts, uint32_t n);
 
-/** nfqlb_ct_row_count - the count of one row (0 for row >= 65535). */
-uint32_t nfqlb_ct_row_count(const uint8_t* base, uint32_t row);
-
-/** nfqlb_ct_position_next - fetch-and-increment the table's shared scheduler position. */
-uint64_t nfqlb_ct_position_next(uint8_t* base);
-
 /** nfqlb_ct_admin_set_scheduler - set the scheduler id (enum nfqlb_sched): 0, or -1 when unknown. */
 int32_t nfqlb_ct_admin_set_scheduler(uint8_t* base, uint32_t scheduler);
-
-/** nfqlb_ct_scheduler - the table's scheduler id (enum nfqlb_sched). */
-uint32_t nfqlb_ct_scheduler(const uint8_t* base);
 
 /** nfqlb_ct_admin_clock_ns - CLOCK_MONOTONIC in ns, the dataplane's now_ns (for the CLI). */
 uint64_t nfqlb_ct_admin_clock_ns(void);
@@ -1112,13 +1144,6 @@ enum nfqlb_sched {
 #define NFQLB_SCHED_WRR_MAX 65536u /* longest wrr sequence; larger weight sums are scaled */
 
 struct nfqlb_ct_sched;
-
-/**
- * nfqlb_tshm_stamp - identifies the current buffer's contents of a target
- * table (its index and seqlock count; changes with every commit) and stores
- * N in *n (may be NULL). Defined in tshm.c.
- */
-uint32_t nfqlb_tshm_stamp(const uint8_t* base, uint32_t* n);
 
 /** nfqlb_ct_sched_create - scheduler state sized for `rows` rows (grows when needed). NULL: no memory. */
 struct nfqlb_ct_sched* nfqlb_ct_sched_create(uint32_t rows);
