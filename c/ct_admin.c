@@ -139,6 +139,11 @@ int32_t nfqlb_ct_admin_delete(uint8_t* base, const uint8_t* key)
 	return w >= 0 ? 0 : -1;
 }
 
+/* The longest lifetime of one entry: in seconds, 15 bits. */
+_Static_assert((NFQLB_CT_MAX_LIFETIME_MS + 999u) / 1000u < LIFETIME_SECONDS &&
+		       (NFQLB_CT_MAX_LIFETIME_MS + 1u + 999u) / 1000u >= LIFETIME_SECONDS,
+	       "NFQLB_CT_MAX_LIFETIME_MS is what encode_lifetime takes");
+
 static int32_t encode_lifetime(uint32_t ms, uint16_t* out)
 {
 	if (ms == 0)

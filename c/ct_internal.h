@@ -74,6 +74,7 @@ struct ct_header {
 	uint32_t reserved[4];  /* 112..127 */
 };
 _Static_assert(sizeof(struct ct_header) == HEADER, "header is 128 bytes");
+_Static_assert(offsetof(struct ct_header, version) == NFQLB_CT_OFF_VERSION, "header layout");
 
 struct ct_bucket {
 	uint32_t lock; /* 0 free, else the owner's kernel tid */

@@ -18,6 +18,13 @@
  * nfqlb_ct_lookup: ct.c), and declared in its section in the order of the
  * file. <object>_internal.h headers are private to the files of one object.
  * tests/unit/c_names_test.ts checks all of this.
+ *
+ * The contract with TypeScript: a comment whose text starts with `ts:`
+ * exports what follows it to TypeScript: a run of #defines (up to the first
+ * line that is not one), an enum (its members) or a struct (the byte offset
+ * of each field, and its size). scripts/gen_consts.ts writes them to
+ * ffi/consts.ts with their comments (`deno task consts`); `deno task check`
+ * fails when that file is stale. Layouts are described once, in docs/.
  */
 #ifndef NFQLB_H
 #define NFQLB_H
@@ -86,7 +93,7 @@ int32_t nfqlb_maglev_params(uint32_t M, uint32_t N, uint32_t* out);
 int32_t nfqlb_maglev_populate(uint32_t M, uint32_t N, const uint32_t* params,
 			      const int32_t* active, int32_t* lookup);
 
-/** The largest row weight (activate --weight). */
+/** ts: The largest row weight (activate --weight). */
 #define NFQLB_MAX_WEIGHT 65535u
 
 /**
@@ -115,6 +122,7 @@ int32_t nfqlb_maglev_populate_weighted(uint32_t M, uint32_t N, const uint32_t* p
  *   IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d).
  * ------------------------------------------------------------------------- */
 
+/* ts: Bytes of a key. */
 #define NFQLB_KEY_LEN 40
 
 /** nfqlb_hash_djb2 - h = 5381; h = h*33 + byte, 32-bit wrap. */
@@ -144,12 +152,20 @@ uint32_t nfqlb_hash_addresses(const uint8_t* key, uint32_t len);
  * is odd while it is written, so a reader that raced two updates retries.
  * ------------------------------------------------------------------------- */
 
+/* ts: The target table's file. */
 #define NFQLB_TSHM_MAGIC 0x424c514eu /* "NQLB" */
 #define NFQLB_TSHM_VERSION 2u /* 2: weights in each buffer */
-#define NFQLB_TSHM_HEADER 64u
+#define NFQLB_TSHM_HEADER 64u /* header bytes; the permutation parameters follow */
 #define NFQLB_TSHM_MAX_BYTES (1ull << 31) /* 2 GiB */
 
-/* Errors returned (negative) by nfqlb_tshm_check. */
+/* ts: Offsets of the header fields that TypeScript reads (tshm.c asserts them). */
+#define NFQLB_TSHM_OFF_VERSION 4u       /* u16 */
+#define NFQLB_TSHM_OFF_M 16u            /* u32 lookup table size */
+#define NFQLB_TSHM_OFF_N 20u            /* u32 rows */
+#define NFQLB_TSHM_OFF_OWN_FWMARK 24u   /* i32 */
+#define NFQLB_TSHM_OFF_REPLACED 40u     /* u32, 1 once init has replaced the file */
+
+/* ts: Errors returned (negative) by nfqlb_tshm_check (and nfqlb_ct_admin_check). */
 #define NFQLB_ETRUNC -1   /* shorter than its header or than its size field */
 #define NFQLB_EMAGIC -2   /* not an nfqlb-deno target shm */
 #define NFQLB_EVERSION -3 /* a layout version this build does not know */
@@ -249,7 +265,7 @@ int32_t nfqlb_file_unmap(void* addr, uint64_t size);
  * packet.c - the key of a packet (upstream getHashKey, with fixes).
  * ------------------------------------------------------------------------- */
 
-/* Result bits of nfqlb_packet_key (upstream's values). */
+/* ts: Result bits of nfqlb_packet_key (upstream's values). */
 #define NFQLB_PKT_FIRST_FRAG 1 /* first fragment: fkey holds the fragment key */
 #define NFQLB_PKT_FRAG 2       /* non-first fragment: only fkey is valid */
 #define NFQLB_PKT_UDPENCAP 4   /* SCTP over UDP, key has the SCTP ports */
@@ -278,7 +294,28 @@ int32_t nfqlb_packet_fraginfo(uint32_t hw_proto, const uint8_t* pkt, uint32_t le
  * ft.c - fwmark per fragmented datagram.
  * ------------------------------------------------------------------------- */
 
-#define NFQLB_FTSTATS_LEN 72 /* upstream's struct fragStats, kept in the ftshm */
+/* ts: The ftshm record: upstream's struct fragStats, kept byte for byte. */
+#define NFQLB_FTSTATS_LEN 72 /* bytes */
+
+/* ts: Offsets of its fields, u32 each but the u64 TTL (in ns). */
+enum nfqlb_ftstat {
+	NFQLB_FTSTATS_TTL = 0,
+	NFQLB_FTSTATS_SIZE = 8,
+	NFQLB_FTSTATS_ACTIVE = 12,
+	NFQLB_FTSTATS_COLLISIONS = 16,
+	NFQLB_FTSTATS_INSERTS = 20,
+	NFQLB_FTSTATS_REJECTED = 24,
+	NFQLB_FTSTATS_LOOKUPS = 28,
+	NFQLB_FTSTATS_OBJGC = 32,
+	NFQLB_FTSTATS_MTU = 40,
+	NFQLB_FTSTATS_BUCKETSMAX = 44,
+	NFQLB_FTSTATS_BUCKETSALLOC = 48,
+	NFQLB_FTSTATS_BUCKETSUSED = 52,
+	NFQLB_FTSTATS_FRAGSMAX = 56,
+	NFQLB_FTSTATS_FRAGSDISCARDED = 60,
+	NFQLB_FTSTATS_FRAGSALLOC = 64,
+	NFQLB_FTSTATS_REASSEMBLED = 68
+};
 
 struct nfqlb_fragtable;
 
@@ -341,7 +378,7 @@ int32_t nfqlb_tun_close(int32_t fd);
  * lb.c - the per-packet decision of `lb`.
  * ------------------------------------------------------------------------- */
 
-/* Per-queue counters (u64 each), indexes into the counters array. */
+/* ts: Per-queue counters (u64 each), indexes into the counters array. */
 enum nfqlb_counter {
 	NFQLB_C_RECEIVED = 0,
 	NFQLB_C_ACCEPTED,
@@ -531,7 +568,7 @@ const uint8_t* nfqlb_flows_pick(struct nfqlb_flows* f, uint32_t hw_proto, const 
  * open-addressing table in the lb's counters shm (core/counters_shm.ts).
  * ------------------------------------------------------------------------- */
 
-/** Packets and bytes accepted with one fwmark, by one queue (24 bytes, in the counters shm). */
+/** ts: Packets and bytes accepted with one fwmark, by one queue (24 bytes, in the counters shm). */
 struct nfqlb_target_stat {
 	int32_t fwmark;
 	uint32_t used;
@@ -551,6 +588,7 @@ void nfqlb_target_stats_add(struct nfqlb_target_stat* tstats, uint32_t ntstats, 
  * queue.c - batched NFQUEUE I/O (libmnl, libnetfilter_queue).
  * ------------------------------------------------------------------------- */
 
+/* ts: Flags of nfqlb_queue_open. */
 #define NFQLB_QF_FAIL_OPEN 1u /* NFQA_CFG_F_FAIL_OPEN: accept when the queue is full */
 
 struct nfqlb_queue;
@@ -625,12 +663,14 @@ int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t t
  * matches either; an empty match list matches everything.
  * ------------------------------------------------------------------------- */
 
+/* ts: The spec's header, and the limits of its arrays. */
 #define NFQLB_FLOW_SPEC_MAGIC 0x31574c46u /* "FLW1" */
 #define NFQLB_FLOW_SPEC_WORDS 9u          /* header words */
-#define NFQLB_FLOW_MAX_CIDRS 32u
-#define NFQLB_FLOW_MAX_RANGES 65536u
-#define NFQLB_FLOW_MAX_MATCH 1024u
+#define NFQLB_FLOW_MAX_CIDRS 32u          /* dsts, srcs */
+#define NFQLB_FLOW_MAX_RANGES 65536u      /* dports, sports */
+#define NFQLB_FLOW_MAX_MATCH 1024u        /* byte-match statements */
 
+/* ts: Spec flags (w1): which criteria a flow has. */
 #define NFQLB_FLOW_F_PROTOCOLS 1u
 #define NFQLB_FLOW_F_DSTS 2u
 #define NFQLB_FLOW_F_SRCS 4u
@@ -651,7 +691,8 @@ int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t t
 
 struct nfqlb_flowset;
 
-#define NFQLB_FLOWSET_MAX (1u << 20) /* flows per set */
+/* ts: Flows per set. */
+#define NFQLB_FLOWSET_MAX (1u << 20)
 
 /** nfqlb_flowset_new - an empty set of nflows slots (<= NFQLB_FLOWSET_MAX); NULL on bad size or no memory. */
 struct nfqlb_flowset* nfqlb_flowset_new(uint32_t nflows);
@@ -709,7 +750,7 @@ uint32_t nfqlb_flowset_matches(const struct nfqlb_flowset* fs, uint32_t i);
 /** nfqlb_flowset_set_matches - set the counter of flow i (carry counts over to a rebuilt set). */
 void nfqlb_flowset_set_matches(struct nfqlb_flowset* fs, uint32_t i, uint32_t n);
 
-/* Index dimensions, bits of nfqlb_flowset_index_dims. */
+/* ts: Index dimensions, bits of nfqlb_flowset_index_dims. */
 #define NFQLB_FLOWIX_DPORT 1u
 #define NFQLB_FLOWIX_SPORT 2u
 #define NFQLB_FLOWIX_DST 4u
@@ -739,7 +780,7 @@ void nfqlb_flowset_free(struct nfqlb_flowset* fs);
  * ring drops records and counts them: tracing never blocks nor allocates.
  * ------------------------------------------------------------------------- */
 
-/* Trace mask bits (upstream's, `nfqlb trace --selection`). */
+/* ts: Trace mask bits (upstream's, `nfqlb trace --selection`). */
 #define NFQLB_TRACE_LOG 0x01u
 #define NFQLB_TRACE_PACKET 0x02u
 #define NFQLB_TRACE_FRAG 0x04u
@@ -748,7 +789,7 @@ void nfqlb_flowset_free(struct nfqlb_flowset* fs);
 #define NFQLB_TRACE_TARGET 0x20u
 #define NFQLB_TRACE_FLOWS 0x40u
 
-/* Record events (what happened to the packet), bits of nfqlb_trace_rec.events. */
+/* ts: Record events (what happened to the packet), bits of nfqlb_trace_rec.events. */
 #define NFQLB_TEV_MALFORMED 0x0001u     /* no key (rc < 0): dropped */
 #define NFQLB_TEV_TIER 0x0002u          /* fragment forwarded to its LB in the tier (fw) */
 #define NFQLB_TEV_FRAG_STORED 0x0004u   /* non-first fragment kept until its first */
@@ -767,7 +808,7 @@ void nfqlb_flowset_free(struct nfqlb_flowset* fs);
 #define NFQLB_TEV_ICMP 0x8000u          /* an ICMP/ICMPv6 packet: icmp_* are valid */
 #define NFQLB_TEV_FLOWLB 0x10000u       /* the classifier is flowlb's */
 
-/** One traced packet, 96 bytes, little-endian fields at fixed offsets. */
+/** ts: One traced packet, 96 bytes, little-endian fields at fixed offsets. */
 struct nfqlb_trace_rec {
 	uint32_t events;   /* 0  NFQLB_TEV_* */
 	int32_t rc;        /* 4  nfqlb_packet_key result (first key) */
@@ -789,9 +830,10 @@ struct nfqlb_trace_rec {
 	uint32_t inject_failed;     /* 92 */
 };
 
-#define NFQLB_TRACE_REC_LEN 96u
-#define NFQLB_TRACE_RING_HEADER 16u
-#define NFQLB_TRACE_RING_MAX 65536u
+/* ts: Sizes of a record and of a ring. */
+#define NFQLB_TRACE_REC_LEN 96u       /* bytes of a record (sizeof struct nfqlb_trace_rec) */
+#define NFQLB_TRACE_RING_HEADER 16u   /* bytes before the records of a ring */
+#define NFQLB_TRACE_RING_MAX 65536u   /* records of a ring, at most */
 
 /** A record ring: the header, then cap records. Single thread: filled by classify, emptied by its caller. */
 struct nfqlb_trace_ring {
@@ -884,20 +926,23 @@ int32_t nfqlb_ctnl_set_mark(const uint8_t* key, uint32_t len, uint32_t mark);
  * locked. All users must share a PID namespace.
  * ------------------------------------------------------------------------- */
 
+/* ts: The connection table's file, and its limits. */
 #define NFQLB_CT_MAGIC 0x5843514eu /* "NQCX" */
 #define NFQLB_CT_VERSION 2u /* 2: scheduler id, rr position, per-row counts */
+#define NFQLB_CT_OFF_VERSION 4u           /* u16 version in the header (ct_internal.h asserts it) */
 #define NFQLB_CT_ENTRY_BYTES 64u
 #define NFQLB_CT_CTX_MAX 256u             /* bytes of opaque context per entry */
 #define NFQLB_CT_MAX_CAPACITY (1u << 28)  /* entries (16 GiB) */
 #define NFQLB_CT_MAX_CTX (1u << 24)       /* context records */
-#define NFQLB_CT_MAX_TTL_MS 0x7fffffffu
+#define NFQLB_CT_MAX_TTL_MS 0x7fffffffu   /* lifetime of a protocol */
+#define NFQLB_CT_MAX_LIFETIME_MS 32767000u /* lifetime of one entry (32767 s; pin for longer) */
 
-/* Entry flags (nfqlb_ct_record.flags). */
+/* ts: Entry flags (nfqlb_ct_record.flags). */
 #define NFQLB_CT_F_PINNED 1u    /* fwmark set by the operator: never expires, never recycled */
 #define NFQLB_CT_F_OFFLOADED 2u /* the flow is handled elsewhere (informational for now) */
 #define NFQLB_CT_F_CTX 4u       /* the entry has a context (record only) */
 
-/* Counters, indexes into nfqlb_ct_admin_stats' output. */
+/* ts: Counters, indexes into nfqlb_ct_admin_stats' output. */
 enum nfqlb_ct_stat {
 	NFQLB_CT_STAT_ENTRIES = 0,  /* live entries (expired ones count until reclaimed) */
 	NFQLB_CT_STAT_INSERTS,      /* new entries */
@@ -1014,7 +1059,7 @@ uint32_t nfqlb_ct_scheduler(const uint8_t* base);
  * delete entries; counters, per-row counts, the scheduler id, the clock.
  * ------------------------------------------------------------------------- */
 
-/* What nfqlb_ct_admin_set changes (bits). */
+/* ts: What nfqlb_ct_admin_set changes (bits). */
 #define NFQLB_CT_SET_FWMARK 1u     /* fwmark and row */
 #define NFQLB_CT_SET_PIN 2u
 #define NFQLB_CT_CLEAR_PIN 4u      /* also restarts the idle time */
@@ -1025,7 +1070,7 @@ uint32_t nfqlb_ct_scheduler(const uint8_t* base);
 #define NFQLB_CT_CLEAR_CTX 128u
 #define NFQLB_CT_SET_CREATE 256u   /* create a missing entry (fwmark, row), without the flood guard */
 
-/** One listed entry (nfqlb_ct_admin_list / nfqlb_ct_admin_get), 344 bytes, fixed offsets. */
+/** ts: One listed entry (nfqlb_ct_admin_list / nfqlb_ct_admin_get), 344 bytes, fixed offsets. */
 struct nfqlb_ct_record {
 	uint8_t key[NFQLB_KEY_LEN]; /* 0   byte 35 is 0 */
 	int32_t fwmark;             /* 40 */
@@ -1040,6 +1085,7 @@ struct nfqlb_ct_record {
 	uint32_t ctx_len;           /* 84 */
 	uint8_t ctx[NFQLB_CT_CTX_MAX]; /* 88 */
 };
+/* ts: Bytes of a record (sizeof struct nfqlb_ct_record). */
 #define NFQLB_CT_RECORD_BYTES 344u
 
 /**
@@ -1131,6 +1177,7 @@ uint32_t nfqlb_ct_admin_record_bytes(void);
  * is allocated per packet. See docs/conntrack.md "Schedulers".
  * ------------------------------------------------------------------------- */
 
+/* ts: Scheduler ids (the table's header; init --scheduler). */
 enum nfqlb_sched {
 	NFQLB_SCHED_MAGLEV = 0,
 	NFQLB_SCHED_RR,
@@ -1140,6 +1187,7 @@ enum nfqlb_sched {
 	NFQLB_SCHED_COUNT
 };
 
+/* ts: Limits of the schedulers. */
 #define NFQLB_SCHED_ROWS 65535u   /* rows a connection table can store */
 #define NFQLB_SCHED_WRR_MAX 65536u /* longest wrr sequence; larger weight sums are scaled */
 
