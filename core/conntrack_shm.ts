@@ -14,11 +14,34 @@ import { shmPath } from "./shm_dir.ts";
 import { formatIPv6 } from "./flow/parse.ts";
 import { mapIPv4, parseIPv4, parseIPv6 } from "./inet.ts";
 import { buildKey, KEY_LEN } from "./key.ts";
-
-const ETRUNC = -1, EMAGIC = -2, EVERSION = -3, ELAYOUT = -4;
+import {
+  NFQLB_CT_CLEAR_CTX,
+  NFQLB_CT_CLEAR_OFFLOAD,
+  NFQLB_CT_CLEAR_PIN,
+  NFQLB_CT_F_CTX,
+  NFQLB_CT_F_OFFLOADED,
+  NFQLB_CT_F_PINNED,
+  NFQLB_CT_OFF_VERSION,
+  NFQLB_CT_RECORD_BYTES,
+  NFQLB_CT_RECORD_OFF,
+  NFQLB_CT_SET_CREATE,
+  NFQLB_CT_SET_CTX,
+  NFQLB_CT_SET_FWMARK,
+  NFQLB_CT_SET_LIFETIME,
+  NFQLB_CT_SET_OFFLOAD,
+  NFQLB_CT_SET_PIN,
+  type NFQLB_CT_STATS_ALL,
+  NFQLB_CT_VERSION,
+  NFQLB_ELAYOUT,
+  NFQLB_EMAGIC,
+  NFQLB_ETRUNC,
+  NFQLB_EVERSION,
+  type NFQLB_SCHED_COUNT,
+  NFQLB_SCHED_ROWS,
+} from "../ffi/consts.ts";
 
 /** Size of one listed record (c/nfqlb.h struct nfqlb_ct_record). */
-export const RECORD_BYTES = 344;
+export const RECORD_BYTES = NFQLB_CT_RECORD_BYTES;
 import {
   CTX_MAX,
   MAX_CAPACITY,
@@ -29,29 +52,38 @@ import {
 export { CTX_MAX, MAX_CAPACITY, MAX_CTX_SLOTS, MAX_ENTRY_LIFETIME_MS, MAX_TTL_MS };
 
 /** Entry flags (NFQLB_CT_F_*). */
-export const CT_F = { pinned: 1, offloaded: 2, ctx: 4 } as const;
+export const CT_F = {
+  pinned: NFQLB_CT_F_PINNED,
+  offloaded: NFQLB_CT_F_OFFLOADED,
+  ctx: NFQLB_CT_F_CTX,
+} as const;
 /** nfqlb_ct_admin_set `what` bits (NFQLB_CT_SET_*). */
 const SET = {
-  fwmark: 1,
-  pin: 2,
-  unpin: 4,
-  offload: 8,
-  unoffload: 16,
-  lifetime: 32,
-  ctx: 64,
-  clearCtx: 128,
-  create: 256,
+  fwmark: NFQLB_CT_SET_FWMARK,
+  pin: NFQLB_CT_SET_PIN,
+  unpin: NFQLB_CT_CLEAR_PIN,
+  offload: NFQLB_CT_SET_OFFLOAD,
+  unoffload: NFQLB_CT_CLEAR_OFFLOAD,
+  lifetime: NFQLB_CT_SET_LIFETIME,
+  ctx: NFQLB_CT_SET_CTX,
+  clearCtx: NFQLB_CT_CLEAR_CTX,
+  create: NFQLB_CT_SET_CREATE,
 } as const;
 
-/** The layout version this build writes (NFQLB_CT_VERSION in c/nfqlb.h). */
-export const CT_VERSION = 2;
+/** The layout version this build writes. */
+export const CT_VERSION = NFQLB_CT_VERSION;
 
-/** Schedulers of new flows, in c/nfqlb.h enum nfqlb_sched order (the id is the index). */
+/**
+ * Schedulers of new flows, in c/nfqlb.h enum nfqlb_sched order (the id is the
+ * index; tests/unit/consts_test.ts compares the names with the enum's).
+ */
 export const SCHEDULERS = ["maglev", "rr", "wrr", "lc", "wlc"] as const;
 /** A scheduler's name. */
 export type Scheduler = (typeof SCHEDULERS)[number];
-/** Rows with a per-row connection count (row 65535 is "none"). */
-export const COUNTED_ROWS = 65535;
+/** As many names as scheduler ids: compiles only while the counts agree. */
+const _schedulers: typeof NFQLB_SCHED_COUNT = SCHEDULERS.length;
+/** Rows with a per-row connection count (the next row number is "none"). */
+export const COUNTED_ROWS = NFQLB_SCHED_ROWS;
 
 /** The table's counters, in c/nfqlb.h enum nfqlb_ct_stat order. */
 export const STAT_NAMES = [
@@ -73,6 +105,8 @@ export const STAT_NAMES = [
   "ttlOtherMs",
   "bytes",
 ] as const;
+/** One name per counter: compiles only while the counts agree. */
+const _stats: typeof NFQLB_CT_STATS_ALL = STAT_NAMES.length;
 
 /** Counters and parameters of a table (see {@link STAT_NAMES}). */
 export type ConntrackStats = Record<(typeof STAT_NAMES)[number], number>;
@@ -211,13 +245,14 @@ function formatAddr(a: Uint8Array): string {
   return mapped ? `${a[12]}.${a[13]}.${a[14]}.${a[15]}` : formatIPv6(a);
 }
 
-/** Decodes one 344-byte record. */
+/** Decodes one record (struct nfqlb_ct_record). */
 export function decodeRecord(rec: Uint8Array): ConntrackEntry {
+  const O = NFQLB_CT_RECORD_OFF;
   const v = new DataView(rec.buffer, rec.byteOffset, RECORD_BYTES);
-  const key = rec.slice(0, KEY_LEN);
+  const key = rec.slice(O.key, O.key + KEY_LEN);
   const proto = key[34];
-  const flags = v.getUint32(48, true);
-  const ctxLen = v.getUint32(84, true);
+  const flags = v.getUint32(O.flags, true);
+  const ctxLen = v.getUint32(O.ctx_len, true);
   const e: ConntrackEntry = {
     src: formatAddr(key.subarray(0, 16)),
     dst: formatAddr(key.subarray(16, 32)),
@@ -226,37 +261,37 @@ export function decodeRecord(rec: Uint8Array): ConntrackEntry {
     sport: (key[36] << 8) | key[37],
     dport: (key[38] << 8) | key[39],
     ud: (key[32] << 8) | key[33],
-    fwmark: v.getInt32(40, true),
-    row: v.getInt32(44, true),
-    lifetimeMs: v.getUint32(52, true),
-    ageMs: v.getUint32(56, true),
-    idleMs: v.getUint32(60, true),
-    packets: Number(v.getBigUint64(64, true)),
-    bytes: Number(v.getBigUint64(72, true)),
+    fwmark: v.getInt32(O.fwmark, true),
+    row: v.getInt32(O.row, true),
+    lifetimeMs: v.getUint32(O.lifetime_ms, true),
+    ageMs: v.getUint32(O.age_ms, true),
+    idleMs: v.getUint32(O.idle_ms, true),
+    packets: Number(v.getBigUint64(O.packets, true)),
+    bytes: Number(v.getBigUint64(O.bytes, true)),
     pinned: (flags & CT_F.pinned) !== 0,
     offloaded: (flags & CT_F.offloaded) !== 0,
-    slot: v.getUint32(80, true),
+    slot: v.getUint32(O.slot, true),
     key,
   };
   if (flags & CT_F.ctx) {
-    e.contextBytes = rec.slice(88, 88 + Math.min(ctxLen, CTX_MAX));
+    e.contextBytes = rec.slice(O.ctx, O.ctx + Math.min(ctxLen, CTX_MAX));
     e.context = new TextDecoder().decode(e.contextBytes);
   }
   return e;
 }
 
-/** The version field (u16 at offset 4) of a mapped file with our magic. */
+/** The version field of a mapped file with our magic. */
 function fileVersion(m: Mapping): number {
-  return new Deno.UnsafePointerView(m.ptr).getUint16(4);
+  return new Deno.UnsafePointerView(m.ptr).getUint16(NFQLB_CT_OFF_VERSION);
 }
 
 function checkText(rc: number, name: string, version = 0): string {
   switch (rc) {
-    case ETRUNC:
+    case NFQLB_ETRUNC:
       return "truncated file";
-    case EMAGIC:
+    case NFQLB_EMAGIC:
       return "not an nfqlb connection table (bad magic)";
-    case EVERSION: {
+    case NFQLB_EVERSION: {
       // an older layout of ours: init --conntrack replaces it
       const target = name.endsWith("-ct") ? name.slice(0, -3) : name;
       return version >= 1 && version < CT_VERSION
@@ -264,7 +299,7 @@ function checkText(rc: number, name: string, version = 0): string {
           `re-create it with: nfqlb init --shm=${target} --conntrack=MAX`
         : "unsupported connection table version";
     }
-    case ELAYOUT:
+    case NFQLB_ELAYOUT:
       return "corrupt connection table header";
     default:
       return `invalid connection table (${rc})`;
@@ -340,10 +375,10 @@ export class ConntrackShm {
     const existing = mapFile(path, false);
     if (typeof existing !== "number") {
       const rc = lib().nfqlb_ct_admin_check(existing.ptr, existing.size);
-      const version = existing.size >= 6 ? fileVersion(existing) : 0;
+      const version = existing.size >= NFQLB_CT_OFF_VERSION + 2 ? fileVersion(existing) : 0;
       unmap(existing);
       // an older table of ours may be replaced; anything else is never overwritten
-      const older = rc === EVERSION && version >= 1 && version < CT_VERSION;
+      const older = rc === NFQLB_EVERSION && version >= 1 && version < CT_VERSION;
       if (rc !== 0 && !(older && o.replace)) {
         throw new NfqlbError(`conntrack ${name}: exists and is ${checkText(rc, name, version)}`);
       }

@@ -5,6 +5,7 @@
  * unbind their queues; then we exit 0.
  */
 import { cstring, lib } from "../ffi/lib.ts";
+import { NFQLB_QF_FAIL_OPEN } from "../ffi/consts.ts";
 import { NfqlbError, strerror } from "../core/errors.ts";
 import { closeFragStatsShm, createFragStatsShm } from "../core/frag_stats.ts";
 import { TargetShm } from "../core/target_shm.ts";
@@ -166,7 +167,7 @@ export function startQueues(
       cfg.mtu,
       copyRange,
       cfg.qlength,
-      cfg.failOpen ? 1 : 0,
+      cfg.failOpen ? NFQLB_QF_FAIL_OPEN : 0,
       cfg.batch,
       err,
       rcvbuf,

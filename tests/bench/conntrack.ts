@@ -37,6 +37,7 @@ import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { ConntrackShm } from "../../core/conntrack_shm.ts";
 import type { SectionResult } from "./lookup.ts";
 import { type Goal, goal, type Row, summarize, timeMs } from "./report.ts";
+import { NFQLB_KEY_LEN } from "../../ffi/consts.ts";
 
 const N = 1_000_000, CAP = 1_310_720, MORE = 200_000, LOOKUPS = 2_000_000, FFI_KEYS = 65_536, REPS = 5;
 const NOW = 1_000_000_000_000n; // virtual time: nothing expires during the bench
@@ -137,11 +138,11 @@ export async function benchConntrack(root: string, outDir = `${root}/bench-resul
 }
 
 function keyPointers(C: LoopSymbols, first: number, n: number) {
-  const flat = new Uint8Array(n * 40);
-  const one = new Uint8Array(40);
+  const flat = new Uint8Array(n * NFQLB_KEY_LEN);
+  const one = new Uint8Array(NFQLB_KEY_LEN);
   for (let i = 0; i < n; i++) {
     C.bench_ct_key(first + i, one);
-    flat.set(one, i * 40);
+    flat.set(one, i * NFQLB_KEY_LEN);
   }
   const base = Deno.UnsafePointer.of(flat)!;
   const ptrs: Deno.PointerValue[] = [];

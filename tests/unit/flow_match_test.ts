@@ -21,10 +21,23 @@ import {
 import { readPcap } from "../helpers/pcap.ts";
 import { TESTDATA } from "../helpers/run.ts";
 import { xorshift32 } from "../helpers/models.ts";
+import {
+  NFQLB_FLOWIX_DPORT,
+  NFQLB_FLOWIX_DST,
+  NFQLB_FLOWIX_JOINT,
+  NFQLB_FLOWIX_SPORT,
+  NFQLB_FLOWIX_SRC,
+} from "../../ffi/consts.ts";
 
 type Buf = Uint8Array<ArrayBuffer>;
 /** Index dimensions (NFQLB_FLOWIX_*). */
-const DIM = { dport: 1, sport: 2, dst: 4, src: 8, joint: 16 };
+const DIM = {
+  dport: NFQLB_FLOWIX_DPORT,
+  sport: NFQLB_FLOWIX_SPORT,
+  dst: NFQLB_FLOWIX_DST,
+  src: NFQLB_FLOWIX_SRC,
+  joint: NFQLB_FLOWIX_JOINT,
+};
 const EMPTY: Buf = new Uint8Array(0);
 
 /** A built flow set; free with `using`. */

@@ -23,6 +23,7 @@ import { type PcapPacket, readPcap } from "../helpers/pcap.ts";
 import { Classifier, keyOf, MS, T0, withSport } from "../helpers/classifier.ts";
 import { nfqlb, TESTDATA } from "../helpers/run.ts";
 import { libSandbox } from "../helpers/shm.ts";
+import { NFQLB_KEY_LEN } from "../../ffi/consts.ts";
 
 const TABLE = "sched";
 const SYN = readPcap(`${TESTDATA}/pcap/telnet-ipv4.pcap`)[0];
@@ -164,7 +165,7 @@ for (const sched of ["lc", "wlc"] as const) {
     using lb = new Classifier(t.table, t.ct);
     // row 0 starts with 5 flows (made by the operator at T0, row 0)
     for (let i = 0; i < 5; i++) {
-      t.ct.set(new Uint8Array(40).fill(i + 1, 0, 16), { fwmark: 101, row: 0, create: true }, T0);
+      t.ct.set(new Uint8Array(NFQLB_KEY_LEN).fill(i + 1, 0, 16), { fwmark: 101, row: 0, create: true }, T0);
     }
     assert.deepEqual([...t.ct.rowCounts(4)], [5, 0, 0, 0]);
     let position = 0;
