@@ -3,26 +3,17 @@
  * that ct_admin.c uses. Private to those two files: not part of nfqlb.h, and
  * the ct_* functions are hidden (not exported by libnfqlb.so).
  *
- * Layout (docs/conntrack.md), version 2, little-endian, offsets in bytes:
- *   0     header (128): magic "NQCX", version, sizes, TTLs, flood limit, seed,
- *         flood window, ctx lock, scheduler id (ct_sched.c)
- *   128   16 stats shards of 64 bytes (8 u64 each; a bucket counts into
- *         shard bucket % 16, so threads rarely share a counter line)
- *   1152  nbuckets bucket descriptors of 16 bytes: u32 lock, u8 tag[8], u32 pad
- *   ...   nbuckets * 8 entries of 64 bytes (64-aligned), bucket b owns
- *         entries 8b..8b+7 (set-associative: a key lives only in its bucket)
- *   ...   ctx area: ctx_slots records of 264 bytes {u32 owner, u32 len, u8[256]}
- *   ...   (64-aligned, header sched_off) scheduler line (64): u64 position of
- *         rr/wrr (and the lc/wlc tie rotation), shared by every worker; alone
- *         on its line because every new flow fetch-adds it
- *   +64   65536 u32 live-entry counts per row (rows 0..65534; 65535 = none
- *         is never counted): +1 when an entry gets a row, -1 when it loses it
- *         (deleted, expired and reclaimed, recycled, moved). Expired entries
- *         count until reclaimed (nfqlb_ct_sweep). For lc/wlc.
+ * layout: docs/conntrack.md#layout-version-2-little-endian (the structs below
+ * follow it field by field)
  *
- * A slot is in use when its tag (8 bits of the hash, never 0) is non-zero;
- * a lookup compares the 8 tags of its bucket (one cache line holds 4
- * descriptors) and reads only the entries whose tag matches.
+ * A bucket b owns entries 8b..8b+7 (set-associative: a key lives only in its
+ * bucket) and counts into stats shard b % 16, so threads rarely share a
+ * counter line. The per-row counts are +1 when an entry gets a row, -1 when
+ * it loses it (deleted, expired and reclaimed, recycled, moved); expired
+ * entries count until reclaimed (nfqlb_ct_sweep). A slot is in use when its
+ * tag (8 bits of the hash, never 0) is non-zero; a lookup compares the 8 tags
+ * of its bucket (one cache line holds 4 descriptors) and reads only the
+ * entries whose tag matches.
  */
 #ifndef NFQLB_CT_INTERNAL_H
 #define NFQLB_CT_INTERNAL_H

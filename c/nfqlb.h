@@ -139,17 +139,11 @@ uint32_t nfqlb_hash_key(const uint8_t* key, uint32_t len, uint32_t hash_mode);
 uint32_t nfqlb_hash_addresses(const uint8_t* key, uint32_t len);
 
 /* ----------------------------------------------------------------------------
- * tshm.c - the target (Maglev) shared-memory layout. See docs/shm.md.
- *
- *   0   magic "NQLB"   4 version   6 header size   8 file size (u64)
- *   16  M   20 N   24 own fwmark   28 current buffer (0/1)
- *   32  seq[0]  36 seq[1]  40 replaced  44 generation  48..63 reserved
- *   64  params: N x {offset, skip}
- *   then two buffers, each { i32 active[N]; u32 weight[N]; i32 lookup[M]; }
- *
- * Writers fill the buffer that is not current, then publish it by storing
- * its index in `current` (release). Each buffer has a sequence number that
- * is odd while it is written, so a reader that raced two updates retries.
+ * tshm.c - the target (Maglev) table in shared memory. Writers fill the
+ * buffer that is not current, then publish it by storing its index in
+ * `current` (release). Each buffer has a sequence number that is odd while
+ * it is written, so a reader that raced two updates retries.
+ * layout: docs/shm.md#the-target-table-init-activate-deactivate-show-lb
  * ------------------------------------------------------------------------- */
 
 /* ts: The target table's file. */
@@ -291,7 +285,8 @@ int32_t nfqlb_packet_key(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, ui
 int32_t nfqlb_packet_fraginfo(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, uint32_t* out);
 
 /* ----------------------------------------------------------------------------
- * ft.c - fwmark per fragmented datagram.
+ * ft.c - fwmark per fragmented datagram, and its counters in the ftshm.
+ * layout: docs/shm.md#ftshm-fragment-table-statistics-upstreams-layout
  * ------------------------------------------------------------------------- */
 
 /* ts: The ftshm record: upstream's struct fragStats, kept byte for byte. */
@@ -633,34 +628,10 @@ void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n
 int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t timeout_ms);
 
 /* ----------------------------------------------------------------------------
- * flow.c - one flow of a flowlb flow set: its binary spec (below;
- * core/flow/encode.ts encodes it), parsed and validated, and its match
+ * flow.c - one flow of a flowlb flow set: its binary spec
+ * (core/flow/encode.ts encodes it), parsed and validated, and its match
  * (upstream flowMatch + match.c). flowset.c calls these; none is exported.
- *
- * Spec, little-endian u32 words (NFQLB_FLOW_SPEC_WORDS header words, then
- * the arrays in this order; speclen must be exactly 4 * total words):
- *   w0  NFQLB_FLOW_SPEC_MAGIC ("FLW1")
- *   w1  flags, NFQLB_FLOW_F_*; a criterion whose flag is clear is not set
- *       (matches everything) and its count must be 0
- *   w2  protocols bitmask: 1 tcp, 2 udp, 4 sctp (non-zero with
- *       NFQLB_FLOW_F_PROTOCOLS, 0 without)
- *   w3  udpencap, 0..65535 (0 = none)
- *   w4  ndsts (<= 32)   w5 nsrcs (<= 32)
- *   w6  ndports (<= 65536)   w7 nsports (<= 65536)
- *   w8  nmatch (<= NFQLB_FLOW_MAX_MATCH)
- *   dsts:   ndsts x 5 words: 16 address bytes as stored in the key (IPv4
- *           mapped ::ffff:a.b.c.d), then the prefix length 0..128 (IPv4:
- *           +96); host bits must be 0
- *   srcs:   nsrcs x 5 words, the same
- *   dports: ndports x 1 word: first | last << 16 (host order ports),
- *           first <= last, sorted with first > previous last
- *   sports: nsports x 1 word, the same
- *   match:  nmatch x 5 words: proto (6, 17, 132), offset, nbytes (1, 2, 4;
- *           offset + nbytes <= 20 tcp, 8 udp, 12 sctp), mask (0 = none),
- *           value
- * With NFQLB_FLOW_F_DPORTS/SPORTS and a count of 0 the port set is empty and
- * never matches (upstream's empty `dports:`); an empty CIDR list never
- * matches either; an empty match list matches everything.
+ * layout: docs/flows.md#the-flow-spec
  * ------------------------------------------------------------------------- */
 
 /* ts: The spec's header, and the limits of its arrays. */
@@ -893,17 +864,9 @@ int32_t nfqlb_ctnl_set_mark(const uint8_t* key, uint32_t len, uint32_t mark);
  * ct.c - an optional connection table (flow key -> fwmark/row) in a
  * caller-provided region, normally a shm file beside the target table, shared
  * by every queue worker thread and the CLI process. Used by lb when the file
- * exists (nfqlb_lb_set_conntrack); not by flowlb yet. See docs/conntrack.md.
- *
- *   0     header (128): magic "NQCX", version (2), header size (1152), file
- *         size, capacity, buckets, ctx slots, flood limit, ttl_ms[3], ways,
- *         seed..., scheduler id (enum nfqlb_sched) at 96, sched_off at 104
- *   128   16 x 64-byte stats shards (NFQLB_CT_STAT_* u64 counters, summed)
- *   1152  buckets x 16: u32 lock (owner tid), u8 tag[8], u32 pad
- *   ...   capacity x 64-byte entries (64-aligned), 8 ways per bucket
- *   ...   ctx_slots x 264-byte context records
- *   ...   sched_off (64-aligned): scheduler line (64), u64 shared position
- *   +64   65536 x u32 entries per row (row 65535 = none, never counted)
+ * exists (nfqlb_lb_set_conntrack), by flowlb per flow target
+ * (nfqlb_flows_publish_ct). See docs/conntrack.md.
+ * layout: docs/conntrack.md#layout-version-2-little-endian
  *
  * Keys are the 40-byte keys of hash.c; byte 35 (the high byte of the
  * little-endian proto) must be 0 (every IP protocol fits one byte): the

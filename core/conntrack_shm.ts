@@ -2,9 +2,9 @@
  * The connection table in shared memory (c/ct_admin.c): create, open, list,
  * set, delete, stats. The table normally sits beside a target table, named
  * `<target shm>-ct` ({@link conntrackName}). The layout, locking and expiry
- * live in C; this file does the file, validation and decoding. lb uses the
- * table when it exists (c/lb.c), and its scheduler for new flows
- * (c/ct_sched.c); flowlb does not yet. See docs/conntrack.md.
+ * live in C (layout: docs/conntrack.md); this file does the file, validation
+ * and decoding. lb uses the table when it exists (c/lb.c), flowlb per flow
+ * target (c/flows.c), both with its scheduler for new flows (c/ct_sched.c).
  */
 import { z } from "zod";
 import { lib } from "../ffi/lib.ts";
