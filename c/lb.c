@@ -17,8 +17,8 @@ struct nfqlb_lb {
 	uint32_t hash_mode;
 	uint32_t sctp_encap;
 	int32_t notargets_fwmark;
-	uint8_t* ct; /* connection table (conntrack.c), or NULL; lb only (flowlb: the picked flow's) */
-	struct nfqlb_ct_sched* sched; /* with ct: the schedulers' cache (scheduler.c); NULL: Maglev only */
+	uint8_t* ct; /* connection table (ct.c), or NULL; lb only (flowlb: the picked flow's) */
+	struct nfqlb_ct_sched* sched; /* with ct: the schedulers' cache (ct_sched.c); NULL: Maglev only */
 	/* flowlb */
 	struct nfqlb_flows* flows;
 	uint32_t slot;
@@ -355,7 +355,7 @@ int32_t nfqlb_lb_classify(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t*
 	return nfqlb_lb_decide(lb, hw_proto, pkt, len, len, now_ns, counters);
 }
 
-/* Additions for the connection table's prefetch pipeline (nfqueue.c's pre-pass). */
+/* Additions for the connection table's prefetch pipeline (queue.c's pre-pass). */
 
 int32_t nfqlb_lb_prefetches(const struct nfqlb_lb* lb) { return lb->ct != NULL && lb->flows == NULL; }
 

@@ -11,6 +11,20 @@
  * Compatibility: the random sequence, the Maglev permutation and population,
  * the 40-byte key and the djb2 hash reproduce upstream nfqlb 1.2.0 bit for bit
  * (see docs/maglev.md).
+ *
+ * Organisation (as libmnl's): one section per C file, named after the object
+ * its functions work on. nfqlb_<object>_<verb> is defined in <object>.c, the
+ * longest file name its name starts with (nfqlb_ct_sched_pick: ct_sched.c,
+ * nfqlb_ct_lookup: ct.c), and declared in its section in the order of the
+ * file. <object>_internal.h headers are private to the files of one object.
+ * tests/unit/c_names_test.ts checks all of this.
+ *
+ * The contract with TypeScript: a comment whose text starts with `ts:`
+ * exports what follows it to TypeScript: a run of #defines (up to the first
+ * line that is not one), an enum (its members) or a struct (the byte offset
+ * of each field, and its size). scripts/gen_consts.ts writes them to
+ * ffi/consts.ts with their comments (`deno task consts`); `deno task check`
+ * fails when that file is stale. Layouts are described once, in docs/.
  */
 #ifndef NFQLB_H
 #define NFQLB_H
@@ -79,7 +93,7 @@ int32_t nfqlb_maglev_params(uint32_t M, uint32_t N, uint32_t* out);
 int32_t nfqlb_maglev_populate(uint32_t M, uint32_t N, const uint32_t* params,
 			      const int32_t* active, int32_t* lookup);
 
-/** The largest row weight (activate --weight). */
+/** ts: The largest row weight (activate --weight). */
 #define NFQLB_MAX_WEIGHT 65535u
 
 /**
@@ -108,10 +122,11 @@ int32_t nfqlb_maglev_populate_weighted(uint32_t M, uint32_t N, const uint32_t* p
  *   IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d).
  * ------------------------------------------------------------------------- */
 
+/* ts: Bytes of a key. */
 #define NFQLB_KEY_LEN 40
 
-/** nfqlb_djb2 - h = 5381; h = h*33 + byte, 32-bit wrap. */
-uint32_t nfqlb_djb2(const uint8_t* p, uint32_t len);
+/** nfqlb_hash_djb2 - h = 5381; h = h*33 + byte, 32-bit wrap. */
+uint32_t nfqlb_hash_djb2(const uint8_t* p, uint32_t len);
 
 /**
  * nfqlb_hash_key - hash of a 40-byte key: for proto 132 (SCTP) with
@@ -124,25 +139,27 @@ uint32_t nfqlb_hash_key(const uint8_t* key, uint32_t len, uint32_t hash_mode);
 uint32_t nfqlb_hash_addresses(const uint8_t* key, uint32_t len);
 
 /* ----------------------------------------------------------------------------
- * tshm.c - the target (Maglev) shared-memory layout. See docs/shm.md.
- *
- *   0   magic "NQLB"   4 version   6 header size   8 file size (u64)
- *   16  M   20 N   24 own fwmark   28 current buffer (0/1)
- *   32  seq[0]  36 seq[1]  40 replaced  44 generation  48..63 reserved
- *   64  params: N x {offset, skip}
- *   then two buffers, each { i32 active[N]; u32 weight[N]; i32 lookup[M]; }
- *
- * Writers fill the buffer that is not current, then publish it by storing
- * its index in `current` (release). Each buffer has a sequence number that
- * is odd while it is written, so a reader that raced two updates retries.
+ * tshm.c - the target (Maglev) table in shared memory. Writers fill the
+ * buffer that is not current, then publish it by storing its index in
+ * `current` (release). Each buffer has a sequence number that is odd while
+ * it is written, so a reader that raced two updates retries.
+ * layout: docs/shm.md#the-target-table-init-activate-deactivate-show-lb
  * ------------------------------------------------------------------------- */
 
+/* ts: The target table's file. */
 #define NFQLB_TSHM_MAGIC 0x424c514eu /* "NQLB" */
 #define NFQLB_TSHM_VERSION 2u /* 2: weights in each buffer */
-#define NFQLB_TSHM_HEADER 64u
+#define NFQLB_TSHM_HEADER 64u /* header bytes; the permutation parameters follow */
 #define NFQLB_TSHM_MAX_BYTES (1ull << 31) /* 2 GiB */
 
-/* Errors returned (negative) by nfqlb_tshm_check. */
+/* ts: Offsets of the header fields that TypeScript reads (tshm.c asserts them). */
+#define NFQLB_TSHM_OFF_VERSION 4u       /* u16 */
+#define NFQLB_TSHM_OFF_M 16u            /* u32 lookup table size */
+#define NFQLB_TSHM_OFF_N 20u            /* u32 rows */
+#define NFQLB_TSHM_OFF_OWN_FWMARK 24u   /* i32 */
+#define NFQLB_TSHM_OFF_REPLACED 40u     /* u32, 1 once init has replaced the file */
+
+/* ts: Errors returned (negative) by nfqlb_tshm_check (and nfqlb_ct_admin_check). */
 #define NFQLB_ETRUNC -1   /* shorter than its header or than its size field */
 #define NFQLB_EMAGIC -2   /* not an nfqlb-deno target shm */
 #define NFQLB_EVERSION -3 /* a layout version this build does not know */
@@ -183,18 +200,6 @@ uint32_t nfqlb_tshm_read(const uint8_t* base, int32_t* lookup, uint32_t nlookup,
 			 uint32_t* weights);
 
 /**
- * nfqlb_tshm_lookup - the fwmark for a hash: active[lookup[hash % M]] of
- * the current buffer, or -1 when that slot has no target. Hot path.
- */
-int32_t nfqlb_tshm_lookup(const uint8_t* base, uint32_t hash);
-
-/**
- * nfqlb_tshm_lookup_key - hash a 40-byte key (nfqlb_hash_key) and look it
- * up: one FFI crossing per key for callers outside the C dataplane.
- */
-int32_t nfqlb_tshm_lookup_key(const uint8_t* base, const uint8_t* key, uint32_t len, uint32_t hash_mode);
-
-/**
  * nfqlb_tshm_lookup_row - like nfqlb_tshm_lookup but also stores the row
  * index (or -1) in *row; for `nfqlb fwmark`.
  */
@@ -207,8 +212,17 @@ int32_t nfqlb_tshm_lookup_row(const uint8_t* base, uint32_t hash, int32_t* row);
  */
 int32_t nfqlb_tshm_row_fwmark(const uint8_t* base, int32_t row);
 
-/** nfqlb_tshm_own_fwmark - the table's own fwmark (init --ownfw; LB tier). */
-int32_t nfqlb_tshm_own_fwmark(const uint8_t* base);
+/**
+ * nfqlb_tshm_lookup - the fwmark for a hash: active[lookup[hash % M]] of
+ * the current buffer, or -1 when that slot has no target. Hot path.
+ */
+int32_t nfqlb_tshm_lookup(const uint8_t* base, uint32_t hash);
+
+/**
+ * nfqlb_tshm_lookup_key - hash a 40-byte key (nfqlb_hash_key) and look it
+ * up: one FFI crossing per key for callers outside the C dataplane.
+ */
+int32_t nfqlb_tshm_lookup_key(const uint8_t* base, const uint8_t* key, uint32_t len, uint32_t hash_mode);
 
 /**
  * nfqlb_tshm_count_empty - number of lookup slots of the current buffer
@@ -217,8 +231,18 @@ int32_t nfqlb_tshm_own_fwmark(const uint8_t* base);
  */
 uint32_t nfqlb_tshm_count_empty(const uint8_t* base);
 
+/** nfqlb_tshm_own_fwmark - the table's own fwmark (init --ownfw; LB tier). */
+int32_t nfqlb_tshm_own_fwmark(const uint8_t* base);
+
+/**
+ * nfqlb_tshm_stamp - identifies the current buffer's contents of a target
+ * table (its index and seqlock count; changes with every commit) and stores
+ * N in *n (may be NULL).
+ */
+uint32_t nfqlb_tshm_stamp(const uint8_t* base, uint32_t* n);
+
 /* ----------------------------------------------------------------------------
- * shmfile.c - map files (POSIX shm lives in /dev/shm) with mmap.
+ * file.c - map files (POSIX shm lives in /dev/shm) with mmap.
  * ------------------------------------------------------------------------- */
 
 /**
@@ -235,7 +259,7 @@ int32_t nfqlb_file_unmap(void* addr, uint64_t size);
  * packet.c - the key of a packet (upstream getHashKey, with fixes).
  * ------------------------------------------------------------------------- */
 
-/* Result bits of nfqlb_packet_key (upstream's values). */
+/* ts: Result bits of nfqlb_packet_key (upstream's values). */
 #define NFQLB_PKT_FIRST_FRAG 1 /* first fragment: fkey holds the fragment key */
 #define NFQLB_PKT_FRAG 2       /* non-first fragment: only fkey is valid */
 #define NFQLB_PKT_UDPENCAP 4   /* SCTP over UDP, key has the SCTP ports */
@@ -253,11 +277,40 @@ int32_t nfqlb_file_unmap(void* addr, uint64_t size);
 int32_t nfqlb_packet_key(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, uint32_t udpencap,
 			 uint8_t* key, uint8_t* fkey);
 
+/**
+ * nfqlb_packet_fraginfo - for a fragment: out[0] = byte offset, out[1] = data
+ * length, out[2] = more-fragments flag, from the headers. 0, or -1 when the
+ * packet is not a (well-formed) fragment.
+ */
+int32_t nfqlb_packet_fraginfo(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, uint32_t* out);
+
 /* ----------------------------------------------------------------------------
- * fragtable.c - fwmark per fragmented datagram.
+ * ft.c - fwmark per fragmented datagram, and its counters in the ftshm.
+ * layout: docs/shm.md#ftshm-fragment-table-statistics-upstreams-layout
  * ------------------------------------------------------------------------- */
 
-#define NFQLB_FTSTATS_LEN 72 /* upstream's struct fragStats, kept in the ftshm */
+/* ts: The ftshm record: upstream's struct fragStats, kept byte for byte. */
+#define NFQLB_FTSTATS_LEN 72 /* bytes */
+
+/* ts: Offsets of its fields, u32 each but the u64 TTL (in ns). */
+enum nfqlb_ftstat {
+	NFQLB_FTSTATS_TTL = 0,
+	NFQLB_FTSTATS_SIZE = 8,
+	NFQLB_FTSTATS_ACTIVE = 12,
+	NFQLB_FTSTATS_COLLISIONS = 16,
+	NFQLB_FTSTATS_INSERTS = 20,
+	NFQLB_FTSTATS_REJECTED = 24,
+	NFQLB_FTSTATS_LOOKUPS = 28,
+	NFQLB_FTSTATS_OBJGC = 32,
+	NFQLB_FTSTATS_MTU = 40,
+	NFQLB_FTSTATS_BUCKETSMAX = 44,
+	NFQLB_FTSTATS_BUCKETSALLOC = 48,
+	NFQLB_FTSTATS_BUCKETSUSED = 52,
+	NFQLB_FTSTATS_FRAGSMAX = 56,
+	NFQLB_FTSTATS_FRAGSDISCARDED = 60,
+	NFQLB_FTSTATS_FRAGSALLOC = 64,
+	NFQLB_FTSTATS_REASSEMBLED = 68
+};
 
 struct nfqlb_fragtable;
 
@@ -303,13 +356,6 @@ int32_t nfqlb_ft_next(struct nfqlb_fragtable* ft, const uint8_t* fkey, uint64_t 
  */
 uint32_t nfqlb_ft_inject(struct nfqlb_fragtable* ft, int32_t chain, int32_t tun_fd, uint32_t* failed);
 
-/**
- * nfqlb_packet_fraginfo - for a fragment: out[0] = byte offset, out[1] = data
- * length, out[2] = more-fragments flag, from the headers. 0, or -1 when the
- * packet is not a (well-formed) fragment.
- */
-int32_t nfqlb_packet_fraginfo(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, uint32_t* out);
-
 /* ----------------------------------------------------------------------------
  * tun.c
  * ------------------------------------------------------------------------- */
@@ -320,14 +366,14 @@ int32_t nfqlb_packet_fraginfo(uint32_t hw_proto, const uint8_t* pkt, uint32_t le
  */
 int32_t nfqlb_tun_open(const char* name);
 
-/** nfqlb_fd_close - close(2); returns 0 or -errno. */
-int32_t nfqlb_fd_close(int32_t fd);
+/** nfqlb_tun_close - close(2) a tun fd of nfqlb_tun_open; returns 0 or -errno. */
+int32_t nfqlb_tun_close(int32_t fd);
 
 /* ----------------------------------------------------------------------------
  * lb.c - the per-packet decision of `lb`.
  * ------------------------------------------------------------------------- */
 
-/* Per-queue counters (u64 each), indexes into the counters array. */
+/* ts: Per-queue counters (u64 each), indexes into the counters array. */
 enum nfqlb_counter {
 	NFQLB_C_RECEIVED = 0,
 	NFQLB_C_ACCEPTED,
@@ -359,13 +405,6 @@ struct nfqlb_lb;
  */
 struct nfqlb_lb* nfqlb_lb_create(const uint8_t* tshm, struct nfqlb_fragtable* ft, uint32_t hash_mode,
 				 uint32_t sctp_encap, int32_t notargets_fwmark);
-
-/**
- * nfqlb_lb_set_frag - fragment handling beyond the table: lbshm, the LB-tier
- * table (NULL: no tier), tun_fd for re-injecting stored fragments (-1: none),
- * reassembler (feed fragment offsets to the table's reassembler).
- */
-void nfqlb_lb_set_frag(struct nfqlb_lb* lb, const uint8_t* lbshm, int32_t tun_fd, uint32_t reassembler);
 
 struct nfqlb_flows;
 
@@ -401,8 +440,15 @@ void nfqlb_lb_set_trace(struct nfqlb_lb* lb, const uint32_t* mask, struct nfqlb_
 			struct nfqlb_flows* tflows);
 
 /**
+ * nfqlb_lb_set_frag - fragment handling beyond the table: lbshm, the LB-tier
+ * table (NULL: no tier), tun_fd for re-injecting stored fragments (-1: none),
+ * reassembler (feed fragment offsets to the table's reassembler).
+ */
+void nfqlb_lb_set_frag(struct nfqlb_lb* lb, const uint8_t* lbshm, int32_t tun_fd, uint32_t reassembler);
+
+/**
  * nfqlb_lb_set_conntrack - consult the connection table mapped at `ct`
- * (conntrack.c; NULL: none, the default) before Maglev: a live entry whose
+ * (ct.c; NULL: none, the default) before Maglev: a live entry whose
  * target is still in the table (active[row] == its fwmark, draining
  * included; or an entry without a row) keeps its fwmark; else Maglev
  * decides and the result is inserted. Non-first fragments are unchanged
@@ -418,13 +464,6 @@ void nfqlb_lb_set_tshm(struct nfqlb_lb* lb, const uint8_t* tshm);
 void nfqlb_lb_destroy(struct nfqlb_lb* lb);
 
 /**
- * nfqlb_lb_classify - fwmark for a packet (>= 0 accept with this mark,
- * < 0 drop). Counts malformed / no-target / dropped fragments in counters[].
- */
-int32_t nfqlb_lb_classify(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
-			  uint64_t now_ns, uint64_t* counters);
-
-/**
  * nfqlb_lb_decide - nfqlb_lb_classify for a copy of `len` bytes of a packet
  * of `orig_len` bytes (NFQUEUE may truncate the copy; a truncated fragment is
  * never stored for re-injection).
@@ -432,24 +471,40 @@ int32_t nfqlb_lb_classify(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t*
 int32_t nfqlb_lb_decide(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
 			uint32_t orig_len, uint64_t now_ns, uint64_t* counters);
 
+/**
+ * nfqlb_lb_classify - fwmark for a packet (>= 0 accept with this mark,
+ * < 0 drop). Counts malformed / no-target / dropped fragments in counters[].
+ */
+int32_t nfqlb_lb_classify(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
+			  uint64_t now_ns, uint64_t* counters);
+
+/** nfqlb_lb_prefetches - 1 when nfqlb_lb_prefetch does anything for this classifier, else 0. */
+int32_t nfqlb_lb_prefetches(const struct nfqlb_lb* lb);
+
+/**
+ * nfqlb_lb_prefetch - when the classifier keeps a connection table
+ * (lb, not flowlb): compute the packet's key into key[40] and
+ * nfqlb_ct_prefetch it; returns 1 (key holds a key for
+ * nfqlb_lb_prefetch_ways), else 0 (nothing to prefetch: no table, a
+ * malformed packet or a non-first fragment). nfqlb_queue_serve runs it a
+ * few packets ahead of the decision when nfqlb_lb_prefetches(lb) is 1.
+ */
+int32_t nfqlb_lb_prefetch(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len, uint8_t* key);
+
+/** nfqlb_lb_prefetch_ways - nfqlb_ct_prefetch_ways on the classifier's table (none: nothing). */
+void nfqlb_lb_prefetch_ways(struct nfqlb_lb* lb, const uint8_t* key);
+
 /* ----------------------------------------------------------------------------
- * flowlb.c - the published flow set of a flowlb, shared by its workers.
+ * flows.c - the published flow set of a flowlb, shared by its workers.
  * ------------------------------------------------------------------------- */
 
-struct nfqlb_flowset; /* flow.c */
+struct nfqlb_flowset; /* flowset.c */
 
 /** nfqlb_flows_create - an empty flow set for `nworkers` queue workers. */
 struct nfqlb_flows* nfqlb_flows_create(uint32_t nworkers);
 
 /** nfqlb_flows_destroy - free it and every flow set it holds (workers stopped). */
 void nfqlb_flows_destroy(struct nfqlb_flows* f);
-
-/**
- * nfqlb_flows_publish - make `fs` (built; ownership passes) current, with
- * tshm[i] = address of flow i's mapped target table (0 for none). The old
- * set is retired. Returns the new generation (0: out of memory, fs kept).
- */
-uint32_t nfqlb_flows_publish(struct nfqlb_flows* f, struct nfqlb_flowset* fs, const uint64_t* tshm, uint32_t n);
 
 /**
  * nfqlb_flows_publish_ct - nfqlb_flows_publish where ct[i] (ct may be NULL)
@@ -460,6 +515,13 @@ uint32_t nfqlb_flows_publish(struct nfqlb_flows* f, struct nfqlb_flowset* fs, co
  */
 uint32_t nfqlb_flows_publish_ct(struct nfqlb_flows* f, struct nfqlb_flowset* fs, const uint64_t* tshm,
 				const uint64_t* ct, uint32_t n);
+
+/**
+ * nfqlb_flows_publish - make `fs` (built; ownership passes) current, with
+ * tshm[i] = address of flow i's mapped target table (0 for none). The old
+ * set is retired. Returns the new generation (0: out of memory, fs kept).
+ */
+uint32_t nfqlb_flows_publish(struct nfqlb_flows* f, struct nfqlb_flowset* fs, const uint64_t* tshm, uint32_t n);
 
 /**
  * nfqlb_flows_reclaim - free retired sets that no worker can be using any
@@ -476,16 +538,7 @@ void nfqlb_flows_enter(struct nfqlb_flows* f, uint32_t slot);
 /** See nfqlb_flows_enter. */
 void nfqlb_flows_leave(struct nfqlb_flows* f, uint32_t slot);
 
-/**
- * nfqlb_flows_pick - the target table of the first matching flow for a
- * packet whose key (udpencap 0) is in key/fkey, or NULL. Re-keys with the
- * flow's UDP encapsulation port when a flow reports one (upstream §5.5); *rc
- * then holds the new nfqlb_packet_key result.
- */
-const uint8_t* nfqlb_flows_pick(struct nfqlb_flows* f, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
-				uint32_t promiscuous, uint8_t* key, uint8_t* fkey, int32_t* rc);
-
-struct nfqlb_ct_sched; /* scheduler.c */
+struct nfqlb_ct_sched; /* ct_sched.c */
 
 /**
  * nfqlb_flows_pick_ct - nfqlb_flows_pick for worker `slot`, also giving the
@@ -496,13 +549,57 @@ const uint8_t* nfqlb_flows_pick_ct(struct nfqlb_flows* f, uint32_t slot, uint32_
 				   uint32_t len, uint32_t promiscuous, uint8_t* key, uint8_t* fkey, int32_t* rc,
 				   uint8_t** ct, struct nfqlb_ct_sched** sched);
 
+/**
+ * nfqlb_flows_pick - the target table of the first matching flow for a
+ * packet whose key (udpencap 0) is in key/fkey, or NULL. Re-keys with the
+ * flow's UDP encapsulation port when a flow reports one (upstream §5.5); *rc
+ * then holds the new nfqlb_packet_key result.
+ */
+const uint8_t* nfqlb_flows_pick(struct nfqlb_flows* f, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
+				uint32_t promiscuous, uint8_t* key, uint8_t* fkey, int32_t* rc);
+
 /* ----------------------------------------------------------------------------
- * nfqueue.c - batched NFQUEUE I/O (libmnl, libnetfilter_queue).
+ * target_stats.c - packets and bytes accepted per fwmark, by one queue: an
+ * open-addressing table in the lb's counters shm (core/counters_shm.ts).
  * ------------------------------------------------------------------------- */
 
+/** ts: Packets and bytes accepted with one fwmark, by one queue (24 bytes, in the counters shm). */
+struct nfqlb_target_stat {
+	int32_t fwmark;
+	uint32_t used;
+	uint64_t packets;
+	uint64_t bytes;
+};
+
+/**
+ * nfqlb_target_stats_add - count one accepted packet of `bytes` for `mark`
+ * in a per-target table of ntstats (a power of 2) slots; a full table counts
+ * NFQLB_C_TARGET_OVERFLOW in counters. Single writer.
+ */
+void nfqlb_target_stats_add(struct nfqlb_target_stat* tstats, uint32_t ntstats, int32_t mark, uint32_t bytes,
+			    uint64_t* counters);
+
+/* ----------------------------------------------------------------------------
+ * queue.c - batched NFQUEUE I/O (libmnl, libnetfilter_queue).
+ * ------------------------------------------------------------------------- */
+
+/* ts: Flags of nfqlb_queue_open. */
 #define NFQLB_QF_FAIL_OPEN 1u /* NFQA_CFG_F_FAIL_OPEN: accept when the queue is full */
 
 struct nfqlb_queue;
+
+/**
+ * nfqlb_queue_set_stats - keep this queue's counters (NFQLB_C_COUNT u64) in
+ * `counters` from now on (the current values are copied there), and count
+ * accepted packets and bytes per fwmark in `tstats` (ntstats slots, a power
+ * of 2; NULL: off). Both usually live in the lb's counters shm, so `nfqlb
+ * stats --all` and the metrics endpoint read them live. Call before serving.
+ */
+void nfqlb_queue_set_stats(struct nfqlb_queue* q, uint64_t* counters, struct nfqlb_target_stat* tstats,
+			   uint32_t ntstats);
+
+/** nfqlb_queue_close - unbind and close. */
+void nfqlb_queue_close(struct nfqlb_queue* q);
 
 /**
  * nfqlb_queue_open - bind NFQUEUE `queue_num`: copy `copy_range` bytes per
@@ -516,11 +613,11 @@ struct nfqlb_queue;
 struct nfqlb_queue* nfqlb_queue_open(uint32_t queue_num, uint32_t mtu, uint32_t copy_range, uint32_t qlength,
 				     uint32_t flags, uint32_t batch, int32_t* err, uint32_t* rcvbuf);
 
-/** nfqlb_queue_close - unbind and close. */
-void nfqlb_queue_close(struct nfqlb_queue* q);
-
 /** nfqlb_queue_fd - the netlink socket. */
 int32_t nfqlb_queue_fd(const struct nfqlb_queue* q);
+
+/** nfqlb_queue_counters - copy up to n counters (enum nfqlb_counter order). */
+void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n);
 
 /**
  * nfqlb_queue_serve - wait up to timeout_ms for packets, then receive one
@@ -530,77 +627,21 @@ int32_t nfqlb_queue_fd(const struct nfqlb_queue* q);
  */
 int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t timeout_ms);
 
-/** Packets and bytes accepted with one fwmark, by one queue (24 bytes, in the counters shm). */
-struct nfqlb_target_stat {
-	int32_t fwmark;
-	uint32_t used;
-	uint64_t packets;
-	uint64_t bytes;
-};
-
-/**
- * nfqlb_queue_set_stats - keep this queue's counters (NFQLB_C_COUNT u64) in
- * `counters` from now on (the current values are copied there), and count
- * accepted packets and bytes per fwmark in `tstats` (ntstats slots, a power
- * of 2; NULL: off). Both usually live in the lb's counters shm, so `nfqlb
- * stats --all` and the metrics endpoint read them live. Call before serving.
- */
-void nfqlb_queue_set_stats(struct nfqlb_queue* q, uint64_t* counters, struct nfqlb_target_stat* tstats,
-			   uint32_t ntstats);
-
-/**
- * nfqlb_target_stats_add - count one accepted packet of `bytes` for `mark`
- * in a per-target table of ntstats (a power of 2) slots; a full table counts
- * NFQLB_C_TARGET_OVERFLOW in counters. Single writer.
- */
-void nfqlb_target_stats_add(struct nfqlb_target_stat* tstats, uint32_t ntstats, int32_t mark, uint32_t bytes,
-			    uint64_t* counters);
-
-/** nfqlb_queue_counters - copy up to n counters (enum nfqlb_counter order). */
-void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n);
-
 /* ----------------------------------------------------------------------------
- * flow.c - the flow matcher of `flowlb` (upstream flow.c + match.c), indexed.
- *
- * A flow set holds n flows in priority order (flow 0 first: the caller sorts
- * as upstream, priority descending, ties in insertion order). Each flow comes
- * as a binary spec (below; core/flow/encode.ts encodes it). Once built, a
- * set is immutable except for its match counters, and any number of threads
- * may match against it at once without locks.
- *
- * Spec, little-endian u32 words (NFQLB_FLOW_SPEC_WORDS header words, then
- * the arrays in this order; speclen must be exactly 4 * total words):
- *   w0  NFQLB_FLOW_SPEC_MAGIC ("FLW1")
- *   w1  flags, NFQLB_FLOW_F_*; a criterion whose flag is clear is not set
- *       (matches everything) and its count must be 0
- *   w2  protocols bitmask: 1 tcp, 2 udp, 4 sctp (non-zero with
- *       NFQLB_FLOW_F_PROTOCOLS, 0 without)
- *   w3  udpencap, 0..65535 (0 = none)
- *   w4  ndsts (<= 32)   w5 nsrcs (<= 32)
- *   w6  ndports (<= 65536)   w7 nsports (<= 65536)
- *   w8  nmatch (<= NFQLB_FLOW_MAX_MATCH)
- *   dsts:   ndsts x 5 words: 16 address bytes as stored in the key (IPv4
- *           mapped ::ffff:a.b.c.d), then the prefix length 0..128 (IPv4:
- *           +96); host bits must be 0
- *   srcs:   nsrcs x 5 words, the same
- *   dports: ndports x 1 word: first | last << 16 (host order ports),
- *           first <= last, sorted with first > previous last
- *   sports: nsports x 1 word, the same
- *   match:  nmatch x 5 words: proto (6, 17, 132), offset, nbytes (1, 2, 4;
- *           offset + nbytes <= 20 tcp, 8 udp, 12 sctp), mask (0 = none),
- *           value
- * With NFQLB_FLOW_F_DPORTS/SPORTS and a count of 0 the port set is empty and
- * never matches (upstream's empty `dports:`); an empty CIDR list never
- * matches either; an empty match list matches everything.
+ * flow.c - one flow of a flowlb flow set: its binary spec
+ * (core/flow/encode.ts encodes it), parsed and validated, and its match
+ * (upstream flowMatch + match.c). flowset.c calls these; none is exported.
+ * layout: docs/flows.md#the-flow-spec
  * ------------------------------------------------------------------------- */
 
+/* ts: The spec's header, and the limits of its arrays. */
 #define NFQLB_FLOW_SPEC_MAGIC 0x31574c46u /* "FLW1" */
 #define NFQLB_FLOW_SPEC_WORDS 9u          /* header words */
-#define NFQLB_FLOW_MAX_CIDRS 32u
-#define NFQLB_FLOW_MAX_RANGES 65536u
-#define NFQLB_FLOW_MAX_MATCH 1024u
-#define NFQLB_FLOWSET_MAX (1u << 20) /* flows per set */
+#define NFQLB_FLOW_MAX_CIDRS 32u          /* dsts, srcs */
+#define NFQLB_FLOW_MAX_RANGES 65536u      /* dports, sports */
+#define NFQLB_FLOW_MAX_MATCH 1024u        /* byte-match statements */
 
+/* ts: Spec flags (w1): which criteria a flow has. */
 #define NFQLB_FLOW_F_PROTOCOLS 1u
 #define NFQLB_FLOW_F_DSTS 2u
 #define NFQLB_FLOW_F_SRCS 4u
@@ -609,7 +650,20 @@ void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n
 #define NFQLB_FLOW_F_MATCH 32u
 #define NFQLB_FLOW_F_TARGET 64u /* clear: a `#name` udpencap companion flow */
 
+/* ----------------------------------------------------------------------------
+ * flowset.c - the flow matcher of `flowlb` (upstream flowLookup), indexed.
+ *
+ * A flow set holds n flows in priority order (flow 0 first: the caller sorts
+ * as upstream, priority descending, ties in insertion order), each given as
+ * a spec (flow.c above). Once built, a set is immutable except for its
+ * match counters, and any number of threads may match against it at once
+ * without locks.
+ * ------------------------------------------------------------------------- */
+
 struct nfqlb_flowset;
+
+/* ts: Flows per set. */
+#define NFQLB_FLOWSET_MAX (1u << 20)
 
 /** nfqlb_flowset_new - an empty set of nflows slots (<= NFQLB_FLOWSET_MAX); NULL on bad size or no memory. */
 struct nfqlb_flowset* nfqlb_flowset_new(uint32_t nflows);
@@ -621,11 +675,15 @@ struct nfqlb_flowset* nfqlb_flowset_new(uint32_t nflows);
  */
 int32_t nfqlb_flowset_add(struct nfqlb_flowset* fs, uint32_t i, const uint8_t* spec, uint32_t speclen);
 
+/** nfqlb_flowset_match_linear - the same result and counting by a plain walk over every flow (reference). */
+int32_t nfqlb_flowset_match_linear(const struct nfqlb_flowset* fs, const uint8_t* key, const uint8_t* pkt,
+				   uint32_t len, uint32_t promiscuous, uint32_t* udpencap);
+
 /**
  * nfqlb_flowset_build - build the index once every slot is defined. Returns
  * 0 (also when already built) or -1 (a slot is undefined, no memory). An
  * index dimension that would exceed its memory budget is left out (the
- * result is the same, only slower); see flow.c for the worst cases.
+ * result is the same, only slower); see flowset.c for the worst cases.
  */
 int32_t nfqlb_flowset_build(struct nfqlb_flowset* fs);
 
@@ -642,7 +700,7 @@ int32_t nfqlb_flowset_build(struct nfqlb_flowset* fs);
  * its criteria (a promiscuous-ping match never sets it). So on -1 with
  * *udpencap != 0 and a UDP key whose dport equals it, the caller re-keys the
  * packet with that UDP-encapsulation port and matches again (upstream §5.5;
- * c/flowlb.c nfqlb_flows_pick does).
+ * c/flows.c nfqlb_flows_pick does).
  * key: the 40-byte key (nfqlb_packet_key); pkt/len: the IP packet for
  * byte-match statements (len 0: statements are not evaluated, as upstream
  * without packet data); promiscuous: flowlb --promiscuous_ping.
@@ -657,17 +715,13 @@ int32_t nfqlb_flowset_build(struct nfqlb_flowset* fs);
 int32_t nfqlb_flowset_match(const struct nfqlb_flowset* fs, const uint8_t* key, const uint8_t* pkt, uint32_t len,
 			    uint32_t promiscuous, uint32_t* udpencap);
 
-/** nfqlb_flowset_match_linear - the same result and counting by a plain walk over every flow (reference). */
-int32_t nfqlb_flowset_match_linear(const struct nfqlb_flowset* fs, const uint8_t* key, const uint8_t* pkt,
-				   uint32_t len, uint32_t promiscuous, uint32_t* udpencap);
-
 /** nfqlb_flowset_matches - matches_count of flow i (0 when out of range). */
 uint32_t nfqlb_flowset_matches(const struct nfqlb_flowset* fs, uint32_t i);
 
 /** nfqlb_flowset_set_matches - set the counter of flow i (carry counts over to a rebuilt set). */
 void nfqlb_flowset_set_matches(struct nfqlb_flowset* fs, uint32_t i, uint32_t n);
 
-/* Index dimensions, bits of nfqlb_flowset_index_dims. */
+/* ts: Index dimensions, bits of nfqlb_flowset_index_dims. */
 #define NFQLB_FLOWIX_DPORT 1u
 #define NFQLB_FLOWIX_SPORT 2u
 #define NFQLB_FLOWIX_DST 4u
@@ -697,7 +751,7 @@ void nfqlb_flowset_free(struct nfqlb_flowset* fs);
  * ring drops records and counts them: tracing never blocks nor allocates.
  * ------------------------------------------------------------------------- */
 
-/* Trace mask bits (upstream's, `nfqlb trace --selection`). */
+/* ts: Trace mask bits (upstream's, `nfqlb trace --selection`). */
 #define NFQLB_TRACE_LOG 0x01u
 #define NFQLB_TRACE_PACKET 0x02u
 #define NFQLB_TRACE_FRAG 0x04u
@@ -706,7 +760,7 @@ void nfqlb_flowset_free(struct nfqlb_flowset* fs);
 #define NFQLB_TRACE_TARGET 0x20u
 #define NFQLB_TRACE_FLOWS 0x40u
 
-/* Record events (what happened to the packet), bits of nfqlb_trace_rec.events. */
+/* ts: Record events (what happened to the packet), bits of nfqlb_trace_rec.events. */
 #define NFQLB_TEV_MALFORMED 0x0001u     /* no key (rc < 0): dropped */
 #define NFQLB_TEV_TIER 0x0002u          /* fragment forwarded to its LB in the tier (fw) */
 #define NFQLB_TEV_FRAG_STORED 0x0004u   /* non-first fragment kept until its first */
@@ -725,7 +779,7 @@ void nfqlb_flowset_free(struct nfqlb_flowset* fs);
 #define NFQLB_TEV_ICMP 0x8000u          /* an ICMP/ICMPv6 packet: icmp_* are valid */
 #define NFQLB_TEV_FLOWLB 0x10000u       /* the classifier is flowlb's */
 
-/** One traced packet, 96 bytes, little-endian fields at fixed offsets. */
+/** ts: One traced packet, 96 bytes, little-endian fields at fixed offsets. */
 struct nfqlb_trace_rec {
 	uint32_t events;   /* 0  NFQLB_TEV_* */
 	int32_t rc;        /* 4  nfqlb_packet_key result (first key) */
@@ -747,9 +801,10 @@ struct nfqlb_trace_rec {
 	uint32_t inject_failed;     /* 92 */
 };
 
-#define NFQLB_TRACE_REC_LEN 96u
-#define NFQLB_TRACE_RING_HEADER 16u
-#define NFQLB_TRACE_RING_MAX 65536u
+/* ts: Sizes of a record and of a ring. */
+#define NFQLB_TRACE_REC_LEN 96u       /* bytes of a record (sizeof struct nfqlb_trace_rec) */
+#define NFQLB_TRACE_RING_HEADER 16u   /* bytes before the records of a ring */
+#define NFQLB_TRACE_RING_MAX 65536u   /* records of a ring, at most */
 
 /** A record ring: the header, then cap records. Single thread: filled by classify, emptied by its caller. */
 struct nfqlb_trace_ring {
@@ -792,7 +847,7 @@ int32_t nfqlb_trace_icmp(uint32_t hw_proto, const uint8_t* pkt, uint32_t len, st
 uint32_t nfqlb_trace_categories(uint32_t events, uint32_t proto);
 
 /* ----------------------------------------------------------------------------
- * ctnetlink.c - the kernel's conntrack over NETLINK_NETFILTER (control plane).
+ * ctnl.c - the kernel's conntrack over NETLINK_NETFILTER (control plane).
  * ------------------------------------------------------------------------- */
 
 /**
@@ -806,27 +861,19 @@ uint32_t nfqlb_trace_categories(uint32_t events, uint32_t proto);
 int32_t nfqlb_ctnl_set_mark(const uint8_t* key, uint32_t len, uint32_t mark);
 
 /* ----------------------------------------------------------------------------
- * conntrack.c - an optional connection table (flow key -> fwmark/row) in a
+ * ct.c - an optional connection table (flow key -> fwmark/row) in a
  * caller-provided region, normally a shm file beside the target table, shared
  * by every queue worker thread and the CLI process. Used by lb when the file
- * exists (nfqlb_lb_set_conntrack); not by flowlb yet. See docs/conntrack.md.
- *
- *   0     header (128): magic "NQCX", version (2), header size (1152), file
- *         size, capacity, buckets, ctx slots, flood limit, ttl_ms[3], ways,
- *         seed..., scheduler id (enum nfqlb_sched) at 96, sched_off at 104
- *   128   16 x 64-byte stats shards (NFQLB_CT_STAT_* u64 counters, summed)
- *   1152  buckets x 16: u32 lock (owner tid), u8 tag[8], u32 pad
- *   ...   capacity x 64-byte entries (64-aligned), 8 ways per bucket
- *   ...   ctx_slots x 264-byte context records
- *   ...   sched_off (64-aligned): scheduler line (64), u64 shared position
- *   +64   65536 x u32 entries per row (row 65535 = none, never counted)
+ * exists (nfqlb_lb_set_conntrack), by flowlb per flow target
+ * (nfqlb_flows_publish_ct). See docs/conntrack.md.
+ * layout: docs/conntrack.md#layout-version-2-little-endian
  *
  * Keys are the 40-byte keys of hash.c; byte 35 (the high byte of the
  * little-endian proto) must be 0 (every IP protocol fits one byte): the
  * stored copy keeps the entry's flags there. Keys with byte 35 != 0 are
  * refused (insert/set/delete -1, lookup a miss).
  *
- * Time: now_ns is CLOCK_MONOTONIC in ns (nfqlb_ct_clock_ns); entries keep
+ * Time: now_ns is CLOCK_MONOTONIC in ns (nfqlb_ct_admin_clock_ns); entries keep
  * milliseconds mod 2^32, so ages and idle times are exact to the ms and wrap
  * after 49.7 days. An entry expires when its idle time is strictly greater
  * than its lifetime (per protocol: TCP 6, UDP 17, other; or set per entry);
@@ -842,31 +889,23 @@ int32_t nfqlb_ctnl_set_mark(const uint8_t* key, uint32_t len, uint32_t mark);
  * locked. All users must share a PID namespace.
  * ------------------------------------------------------------------------- */
 
+/* ts: The connection table's file, and its limits. */
 #define NFQLB_CT_MAGIC 0x5843514eu /* "NQCX" */
 #define NFQLB_CT_VERSION 2u /* 2: scheduler id, rr position, per-row counts */
+#define NFQLB_CT_OFF_VERSION 4u           /* u16 version in the header (ct_internal.h asserts it) */
 #define NFQLB_CT_ENTRY_BYTES 64u
 #define NFQLB_CT_CTX_MAX 256u             /* bytes of opaque context per entry */
 #define NFQLB_CT_MAX_CAPACITY (1u << 28)  /* entries (16 GiB) */
 #define NFQLB_CT_MAX_CTX (1u << 24)       /* context records */
-#define NFQLB_CT_MAX_TTL_MS 0x7fffffffu
+#define NFQLB_CT_MAX_TTL_MS 0x7fffffffu   /* lifetime of a protocol */
+#define NFQLB_CT_MAX_LIFETIME_MS 32767000u /* lifetime of one entry (32767 s; pin for longer) */
 
-/* Entry flags (nfqlb_ct_record.flags). */
+/* ts: Entry flags (nfqlb_ct_record.flags). */
 #define NFQLB_CT_F_PINNED 1u    /* fwmark set by the operator: never expires, never recycled */
 #define NFQLB_CT_F_OFFLOADED 2u /* the flow is handled elsewhere (informational for now) */
 #define NFQLB_CT_F_CTX 4u       /* the entry has a context (record only) */
 
-/* What nfqlb_ct_set changes (bits). */
-#define NFQLB_CT_SET_FWMARK 1u     /* fwmark and row */
-#define NFQLB_CT_SET_PIN 2u
-#define NFQLB_CT_CLEAR_PIN 4u      /* also restarts the idle time */
-#define NFQLB_CT_SET_OFFLOAD 8u
-#define NFQLB_CT_CLEAR_OFFLOAD 16u
-#define NFQLB_CT_SET_LIFETIME 32u  /* lifetime_ms (0 = by protocol again); restarts the idle time */
-#define NFQLB_CT_SET_CTX 64u       /* ctx[0..ctx_len) */
-#define NFQLB_CT_CLEAR_CTX 128u
-#define NFQLB_CT_SET_CREATE 256u   /* create a missing entry (fwmark, row), without the flood guard */
-
-/* Counters, indexes into nfqlb_ct_stats' output. */
+/* ts: Counters, indexes into nfqlb_ct_admin_stats' output. */
 enum nfqlb_ct_stat {
 	NFQLB_CT_STAT_ENTRIES = 0,  /* live entries (expired ones count until reclaimed) */
 	NFQLB_CT_STAT_INSERTS,      /* new entries */
@@ -875,7 +914,7 @@ enum nfqlb_ct_stat {
 	NFQLB_CT_STAT_RECYCLES,     /* live entries dropped to make room (closest to expiry first) */
 	NFQLB_CT_STAT_FLOOD_SKIPS,  /* inserts skipped by the flood guard */
 	NFQLB_CT_STAT_EXPIRATIONS,  /* expired entries reclaimed */
-	NFQLB_CT_STAT_DELETES,      /* nfqlb_ct_delete */
+	NFQLB_CT_STAT_DELETES,      /* nfqlb_ct_admin_delete */
 	NFQLB_CT_STAT_LOCK_STEALS,  /* locks taken over from a dead thread */
 	NFQLB_CT_STAT_CAPACITY,
 	NFQLB_CT_STAT_CTX_SLOTS,
@@ -888,82 +927,12 @@ enum nfqlb_ct_stat {
 	NFQLB_CT_STATS_ALL
 };
 
-/** One listed entry (nfqlb_ct_list / nfqlb_ct_get), 344 bytes, fixed offsets. */
-struct nfqlb_ct_record {
-	uint8_t key[NFQLB_KEY_LEN]; /* 0   byte 35 is 0 */
-	int32_t fwmark;             /* 40 */
-	int32_t row;                /* 44  -1: none */
-	uint32_t flags;             /* 48  NFQLB_CT_F_* */
-	uint32_t lifetime_ms;       /* 52  effective lifetime; 0 when pinned */
-	uint32_t age_ms;            /* 56  since created */
-	uint32_t idle_ms;           /* 60  since last seen */
-	uint64_t packets;           /* 64  saturates at 2^24-1 */
-	uint64_t bytes;             /* 72  saturates at 2^40-1 */
-	uint32_t slot;              /* 80  entry index */
-	uint32_t ctx_len;           /* 84 */
-	uint8_t ctx[NFQLB_CT_CTX_MAX]; /* 88 */
-};
-#define NFQLB_CT_RECORD_BYTES 344u
-
-/**
- * nfqlb_ct_bytes - size of a table of `capacity` entries (rounded up to a
- * multiple of 8) and `ctx_slots` context records; 0 when capacity is 0 or
- * above NFQLB_CT_MAX_CAPACITY, or ctx_slots above NFQLB_CT_MAX_CTX.
- */
-uint64_t nfqlb_ct_bytes(uint32_t capacity, uint32_t ctx_slots);
-
-/**
- * nfqlb_ct_format - write an empty table into base[0..size). ttl_ms: the
- * lifetimes of TCP, UDP and other flows (each <= NFQLB_CT_MAX_TTL_MS);
- * flood_per_s: max new entries per second (of now_ns) by nfqlb_ct_insert,
- * 0 = no limit. The hash seed is random. Returns 0, or -1 (bad sizes).
- */
-int32_t nfqlb_ct_format(uint8_t* base, uint64_t size, uint32_t capacity, uint32_t ctx_slots, const uint32_t* ttl_ms,
-			uint32_t flood_per_s);
-
-/** nfqlb_ct_check - validate a mapped table of `size` bytes: 0 or NFQLB_ETRUNC/EMAGIC/EVERSION/ELAYOUT. */
-int32_t nfqlb_ct_check(const uint8_t* base, uint64_t size);
-
 /**
  * nfqlb_ct_lookup - the fwmark of the live entry for key[40], or -1. A hit
  * refreshes its last-seen time and counts one packet of `bytes`; *row (may
  * be NULL) gets its row or -1. A matching expired entry is reclaimed. Hot path.
  */
 int32_t nfqlb_ct_lookup(uint8_t* base, const uint8_t* key, uint64_t now_ns, uint32_t bytes, int32_t* row);
-
-/**
- * nfqlb_ct_insert - remember fwmark/row for key[40]. Returns 0 (inserted;
- * or the key was live: its fwmark/row are replaced unless pinned, last-seen
- * refreshed), 1 when skipped by the flood guard (a new key over the limit of
- * its second), -1 on a bad key or when all 8 entries of the key's bucket are
- * pinned. A full bucket first drops its expired entries, then recycles the
- * live entry closest to expiry (NFQLB_CT_STAT_RECYCLES).
- */
-int32_t nfqlb_ct_insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns);
-
-/**
- * nfqlb_ct_lookup_batch - nfqlb_ct_lookup of the n keys at keys[40 * i],
- * pipelined (VPP's flowtable, DPDK's lookup_bulk): per round of up to 64
- * keys, hash them all and prefetch each bucket descriptor and home way,
- * then prefetch the other ways whose tag matches, then look each up in
- * order under its bucket lock. So the memory latencies of a round overlap
- * instead of adding up. Results as n single lookups in order with the same
- * now_ns (a key twice in a batch: the second finds the first's refresh):
- * fw_out[i] (fwmark or -1), row_out[i]; bytes[i] is counted on a hit (bytes
- * NULL: 0). Returns the hits. The hit/miss counters of a round go to one
- * stats shard (their sums are what nfqlb_ct_stats reports).
- */
-uint32_t nfqlb_ct_lookup_batch(uint8_t* base, const uint8_t* keys, uint32_t n, uint64_t now_ns,
-			       const uint32_t* bytes, int32_t* fw_out, int32_t* row_out);
-
-/**
- * nfqlb_ct_insert_batch - nfqlb_ct_insert of the n keys at keys[40 * i] with
- * fwmarks[i], rows[i], pipelined as nfqlb_ct_lookup_batch (a full bucket
- * also has all its ways prefetched: recycling reads them). rc_out[i] (may
- * be NULL) is each insert's result; returns how many were 0.
- */
-uint32_t nfqlb_ct_insert_batch(uint8_t* base, const uint8_t* keys, uint32_t n, const int32_t* fwmarks,
-			       const int32_t* rows, uint64_t now_ns, int32_t* rc_out);
 
 /**
  * nfqlb_ct_prefetch - hash key[40] and prefetch its bucket descriptor and
@@ -983,59 +952,38 @@ void nfqlb_ct_prefetch(uint8_t* base, const uint8_t* key);
 void nfqlb_ct_prefetch_ways(uint8_t* base, const uint8_t* key);
 
 /**
- * nfqlb_lb_prefetch - (lb.c) when the classifier keeps a connection table
- * (lb, not flowlb): compute the packet's key into key[40] and
- * nfqlb_ct_prefetch it; returns 1 (key holds a key for
- * nfqlb_lb_prefetch_ways), else 0 (nothing to prefetch: no table, a
- * malformed packet or a non-first fragment). nfqlb_queue_serve runs it a
- * few packets ahead of the decision when nfqlb_lb_prefetches(lb) is 1.
+ * nfqlb_ct_lookup_batch - nfqlb_ct_lookup of the n keys at keys[40 * i],
+ * pipelined (VPP's flowtable, DPDK's lookup_bulk): per round of up to 64
+ * keys, hash them all and prefetch each bucket descriptor and home way,
+ * then prefetch the other ways whose tag matches, then look each up in
+ * order under its bucket lock. So the memory latencies of a round overlap
+ * instead of adding up. Results as n single lookups in order with the same
+ * now_ns (a key twice in a batch: the second finds the first's refresh):
+ * fw_out[i] (fwmark or -1), row_out[i]; bytes[i] is counted on a hit (bytes
+ * NULL: 0). Returns the hits. The hit/miss counters of a round go to one
+ * stats shard (their sums are what nfqlb_ct_admin_stats reports).
  */
-int32_t nfqlb_lb_prefetch(struct nfqlb_lb* lb, uint32_t hw_proto, const uint8_t* pkt, uint32_t len, uint8_t* key);
-
-/** nfqlb_lb_prefetch_ways - (lb.c) nfqlb_ct_prefetch_ways on the classifier's table (none: nothing). */
-void nfqlb_lb_prefetch_ways(struct nfqlb_lb* lb, const uint8_t* key);
-
-/** nfqlb_lb_prefetches - (lb.c) 1 when nfqlb_lb_prefetch does anything for this classifier, else 0. */
-int32_t nfqlb_lb_prefetches(const struct nfqlb_lb* lb);
-
-/** nfqlb_ct_delete - remove the entry of key[40] (live or not). 0, or -1 when there is none. */
-int32_t nfqlb_ct_delete(uint8_t* base, const uint8_t* key);
+uint32_t nfqlb_ct_lookup_batch(uint8_t* base, const uint8_t* keys, uint32_t n, uint64_t now_ns,
+			       const uint32_t* bytes, int32_t* fw_out, int32_t* row_out);
 
 /**
- * nfqlb_ct_set - change the entry of key[40]; `what` is NFQLB_CT_SET_* bits:
- * fwmark/row, pin, offload, lifetime_ms (< 32768 exact in ms, else rounded up
- * to seconds, at most 32767 s; longer: pin), context ctx[0..ctx_len) with
- * ctx_len <= NFQLB_CT_CTX_MAX. With NFQLB_CT_SET_CREATE a missing entry is
- * created first (room made as by insert). Returns 0; -1 bad arguments or no
- * such entry; -2 no room (bucket all pinned, or no free context record; the
- * entry is then left unchanged).
+ * nfqlb_ct_insert_batch - nfqlb_ct_insert of the n keys at keys[40 * i] with
+ * fwmarks[i], rows[i], pipelined as nfqlb_ct_lookup_batch (a full bucket
+ * also has all its ways prefetched: recycling reads them). rc_out[i] (may
+ * be NULL) is each insert's result; returns how many were 0.
  */
-int32_t nfqlb_ct_set(uint8_t* base, const uint8_t* key, uint32_t what, int32_t fwmark, int32_t row,
-		     uint32_t lifetime_ms, const uint8_t* ctx, uint32_t ctx_len, uint64_t now_ns);
+uint32_t nfqlb_ct_insert_batch(uint8_t* base, const uint8_t* keys, uint32_t n, const int32_t* fwmarks,
+			       const int32_t* rows, uint64_t now_ns, int32_t* rc_out);
 
 /**
- * nfqlb_ct_list - copy up to `max` live entries, from entry index *cursor
- * on, into out[]; *cursor moves past them (start at 0; done when it reaches
- * the capacity or the call returns 0). Expired entries met are reclaimed.
- * Returns the number of records written.
+ * nfqlb_ct_insert - remember fwmark/row for key[40]. Returns 0 (inserted;
+ * or the key was live: its fwmark/row are replaced unless pinned, last-seen
+ * refreshed), 1 when skipped by the flood guard (a new key over the limit of
+ * its second), -1 on a bad key or when all 8 entries of the key's bucket are
+ * pinned. A full bucket first drops its expired entries, then recycles the
+ * live entry closest to expiry (NFQLB_CT_STAT_RECYCLES).
  */
-uint32_t nfqlb_ct_list(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out, uint32_t max);
-
-/** nfqlb_ct_next - nfqlb_ct_list of one record: 1 with *out filled, 0 at the end. */
-int32_t nfqlb_ct_next(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out);
-
-/** nfqlb_ct_get - the record of key[40]'s live entry: 0, or -1 when there is none. */
-int32_t nfqlb_ct_get(uint8_t* base, const uint8_t* key, uint64_t now_ns, struct nfqlb_ct_record* out);
-
-/** nfqlb_ct_stats - copy the first n of the NFQLB_CT_STATS_ALL values (enum nfqlb_ct_stat order). */
-void nfqlb_ct_stats(uint8_t* base, uint64_t* out, uint32_t n);
-
-/**
- * nfqlb_ct_count_by_row - counts[r] = live entries with row r, for r < n
- * (zeroed first; for least-connection schedulers). Returns all live entries
- * (with or without a row). Locks each bucket in turn: O(capacity).
- */
-uint32_t nfqlb_ct_count_by_row(uint8_t* base, uint32_t* counts, uint32_t n, uint64_t now_ns);
+int32_t nfqlb_ct_insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns);
 
 /**
  * nfqlb_ct_insert_admitted - nfqlb_ct_insert without the flood guard, for a
@@ -1059,33 +1007,127 @@ int32_t nfqlb_ct_flood_take(uint8_t* base, uint64_t now_ns);
  */
 uint32_t nfqlb_ct_sweep(uint8_t* base, uint32_t* cursor, uint32_t n, uint64_t now_ns);
 
-/**
- * nfqlb_ct_row_counts - counts[r] = entries with row r (r < n; rows >= 65535
- * get 0), kept up to date by every change: O(n), no lock. Unlike
- * nfqlb_ct_count_by_row, expired entries count until they are reclaimed.
- */
-void nfqlb_ct_row_counts(uint8_t* base, uint32_t* counts, uint32_t n);
-
 /** nfqlb_ct_row_count - the count of one row (0 for row >= 65535). */
 uint32_t nfqlb_ct_row_count(const uint8_t* base, uint32_t row);
 
-/** nfqlb_ct_sched_next - fetch-and-increment the table's shared scheduler position. */
-uint64_t nfqlb_ct_sched_next(uint8_t* base);
-
-/** nfqlb_ct_set_scheduler - set the scheduler id (enum nfqlb_sched): 0, or -1 when unknown. */
-int32_t nfqlb_ct_set_scheduler(uint8_t* base, uint32_t scheduler);
+/** nfqlb_ct_position_next - fetch-and-increment the table's shared scheduler position. */
+uint64_t nfqlb_ct_position_next(uint8_t* base);
 
 /** nfqlb_ct_scheduler - the table's scheduler id (enum nfqlb_sched). */
 uint32_t nfqlb_ct_scheduler(const uint8_t* base);
 
-/** nfqlb_ct_clock_ns - CLOCK_MONOTONIC in ns, the dataplane's now_ns (for the CLI). */
-uint64_t nfqlb_ct_clock_ns(void);
+/* ----------------------------------------------------------------------------
+ * ct_admin.c - the control plane of the connection table (the CLI, through
+ * core/conntrack_shm.ts): size, format and check a table; list, get, set and
+ * delete entries; counters, per-row counts, the scheduler id, the clock.
+ * ------------------------------------------------------------------------- */
 
-/** nfqlb_ct_record_bytes - sizeof(struct nfqlb_ct_record) (NFQLB_CT_RECORD_BYTES). */
-uint32_t nfqlb_ct_record_bytes(void);
+/* ts: What nfqlb_ct_admin_set changes (bits). */
+#define NFQLB_CT_SET_FWMARK 1u     /* fwmark and row */
+#define NFQLB_CT_SET_PIN 2u
+#define NFQLB_CT_CLEAR_PIN 4u      /* also restarts the idle time */
+#define NFQLB_CT_SET_OFFLOAD 8u
+#define NFQLB_CT_CLEAR_OFFLOAD 16u
+#define NFQLB_CT_SET_LIFETIME 32u  /* lifetime_ms (0 = by protocol again); restarts the idle time */
+#define NFQLB_CT_SET_CTX 64u       /* ctx[0..ctx_len) */
+#define NFQLB_CT_CLEAR_CTX 128u
+#define NFQLB_CT_SET_CREATE 256u   /* create a missing entry (fwmark, row), without the flood guard */
+
+/** ts: One listed entry (nfqlb_ct_admin_list / nfqlb_ct_admin_get), 344 bytes, fixed offsets. */
+struct nfqlb_ct_record {
+	uint8_t key[NFQLB_KEY_LEN]; /* 0   byte 35 is 0 */
+	int32_t fwmark;             /* 40 */
+	int32_t row;                /* 44  -1: none */
+	uint32_t flags;             /* 48  NFQLB_CT_F_* */
+	uint32_t lifetime_ms;       /* 52  effective lifetime; 0 when pinned */
+	uint32_t age_ms;            /* 56  since created */
+	uint32_t idle_ms;           /* 60  since last seen */
+	uint64_t packets;           /* 64  saturates at 2^24-1 */
+	uint64_t bytes;             /* 72  saturates at 2^40-1 */
+	uint32_t slot;              /* 80  entry index */
+	uint32_t ctx_len;           /* 84 */
+	uint8_t ctx[NFQLB_CT_CTX_MAX]; /* 88 */
+};
+/* ts: Bytes of a record (sizeof struct nfqlb_ct_record). */
+#define NFQLB_CT_RECORD_BYTES 344u
+
+/**
+ * nfqlb_ct_admin_bytes - size of a table of `capacity` entries (rounded up to a
+ * multiple of 8) and `ctx_slots` context records; 0 when capacity is 0 or
+ * above NFQLB_CT_MAX_CAPACITY, or ctx_slots above NFQLB_CT_MAX_CTX.
+ */
+uint64_t nfqlb_ct_admin_bytes(uint32_t capacity, uint32_t ctx_slots);
+
+/**
+ * nfqlb_ct_admin_format - write an empty table into base[0..size). ttl_ms: the
+ * lifetimes of TCP, UDP and other flows (each <= NFQLB_CT_MAX_TTL_MS);
+ * flood_per_s: max new entries per second (of now_ns) by nfqlb_ct_insert,
+ * 0 = no limit. The hash seed is random. Returns 0, or -1 (bad sizes).
+ */
+int32_t nfqlb_ct_admin_format(uint8_t* base, uint64_t size, uint32_t capacity, uint32_t ctx_slots,
+			      const uint32_t* ttl_ms, uint32_t flood_per_s);
+
+/** nfqlb_ct_admin_check - validate a mapped table of `size` bytes: 0 or NFQLB_ETRUNC/EMAGIC/EVERSION/ELAYOUT. */
+int32_t nfqlb_ct_admin_check(const uint8_t* base, uint64_t size);
+
+/** nfqlb_ct_admin_delete - remove the entry of key[40] (live or not). 0, or -1 when there is none. */
+int32_t nfqlb_ct_admin_delete(uint8_t* base, const uint8_t* key);
+
+/**
+ * nfqlb_ct_admin_set - change the entry of key[40]; `what` is NFQLB_CT_SET_* bits:
+ * fwmark/row, pin, offload, lifetime_ms (< 32768 exact in ms, else rounded up
+ * to seconds, at most 32767 s; longer: pin), context ctx[0..ctx_len) with
+ * ctx_len <= NFQLB_CT_CTX_MAX. With NFQLB_CT_SET_CREATE a missing entry is
+ * created first (room made as by insert). Returns 0; -1 bad arguments or no
+ * such entry; -2 no room (bucket all pinned, or no free context record; the
+ * entry is then left unchanged).
+ */
+int32_t nfqlb_ct_admin_set(uint8_t* base, const uint8_t* key, uint32_t what, int32_t fwmark, int32_t row,
+		     uint32_t lifetime_ms, const uint8_t* ctx, uint32_t ctx_len, uint64_t now_ns);
+
+/**
+ * nfqlb_ct_admin_list - copy up to `max` live entries, from entry index *cursor
+ * on, into out[]; *cursor moves past them (start at 0; done when it reaches
+ * the capacity or the call returns 0). Expired entries met are reclaimed.
+ * Returns the number of records written.
+ */
+uint32_t nfqlb_ct_admin_list(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out,
+			     uint32_t max);
+
+/** nfqlb_ct_admin_next - nfqlb_ct_admin_list of one record: 1 with *out filled, 0 at the end. */
+int32_t nfqlb_ct_admin_next(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out);
+
+/** nfqlb_ct_admin_get - the record of key[40]'s live entry: 0, or -1 when there is none. */
+int32_t nfqlb_ct_admin_get(uint8_t* base, const uint8_t* key, uint64_t now_ns, struct nfqlb_ct_record* out);
+
+/** nfqlb_ct_admin_stats - copy the first n of the NFQLB_CT_STATS_ALL values (enum nfqlb_ct_stat order). */
+void nfqlb_ct_admin_stats(uint8_t* base, uint64_t* out, uint32_t n);
+
+/**
+ * nfqlb_ct_admin_count_by_row - counts[r] = live entries with row r, for r < n
+ * (zeroed first; for least-connection schedulers). Returns all live entries
+ * (with or without a row). Locks each bucket in turn: O(capacity).
+ */
+uint32_t nfqlb_ct_admin_count_by_row(uint8_t* base, uint32_t* counts, uint32_t n, uint64_t now_ns);
+
+/**
+ * nfqlb_ct_admin_row_counts - counts[r] = entries with row r (r < n; rows >= 65535
+ * get 0), kept up to date by every change: O(n), no lock. Unlike
+ * nfqlb_ct_admin_count_by_row, expired entries count until they are reclaimed.
+ */
+void nfqlb_ct_admin_row_counts(uint8_t* base, uint32_t* counts, uint32_t n);
+
+/** nfqlb_ct_admin_set_scheduler - set the scheduler id (enum nfqlb_sched): 0, or -1 when unknown. */
+int32_t nfqlb_ct_admin_set_scheduler(uint8_t* base, uint32_t scheduler);
+
+/** nfqlb_ct_admin_clock_ns - CLOCK_MONOTONIC in ns, the dataplane's now_ns (for the CLI). */
+uint64_t nfqlb_ct_admin_clock_ns(void);
+
+/** nfqlb_ct_admin_record_bytes - sizeof(struct nfqlb_ct_record) (NFQLB_CT_RECORD_BYTES). */
+uint32_t nfqlb_ct_admin_record_bytes(void);
 
 /* ----------------------------------------------------------------------------
- * scheduler.c - who gets a new flow when lb uses the connection table: the
+ * ct_sched.c - who gets a new flow when lb uses the connection table: the
  * table's scheduler (its header; set by `init --scheduler`). Maglev is the
  * hash as without the table; the others are LVS's, over the eligible rows of
  * the target table's current buffer (active[row] >= 0 and weight > 0, row <
@@ -1098,6 +1140,7 @@ uint32_t nfqlb_ct_record_bytes(void);
  * is allocated per packet. See docs/conntrack.md "Schedulers".
  * ------------------------------------------------------------------------- */
 
+/* ts: Scheduler ids (the table's header; init --scheduler). */
 enum nfqlb_sched {
 	NFQLB_SCHED_MAGLEV = 0,
 	NFQLB_SCHED_RR,
@@ -1107,17 +1150,11 @@ enum nfqlb_sched {
 	NFQLB_SCHED_COUNT
 };
 
+/* ts: Limits of the schedulers. */
 #define NFQLB_SCHED_ROWS 65535u   /* rows a connection table can store */
 #define NFQLB_SCHED_WRR_MAX 65536u /* longest wrr sequence; larger weight sums are scaled */
 
 struct nfqlb_ct_sched;
-
-/**
- * nfqlb_tshm_stamp - identifies the current buffer's contents of a target
- * table (its index and seqlock count; changes with every commit) and stores
- * N in *n (may be NULL). Defined in tshm.c.
- */
-uint32_t nfqlb_tshm_stamp(const uint8_t* base, uint32_t* n);
 
 /** nfqlb_ct_sched_create - scheduler state sized for `rows` rows (grows when needed). NULL: no memory. */
 struct nfqlb_ct_sched* nfqlb_ct_sched_create(uint32_t rows);

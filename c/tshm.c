@@ -17,6 +17,11 @@ struct tshm_header {
 	uint32_t reserved[4];
 };
 _Static_assert(sizeof(struct tshm_header) == NFQLB_TSHM_HEADER, "header is 64 bytes");
+_Static_assert(offsetof(struct tshm_header, version) == NFQLB_TSHM_OFF_VERSION, "header layout");
+_Static_assert(offsetof(struct tshm_header, M) == NFQLB_TSHM_OFF_M, "header layout");
+_Static_assert(offsetof(struct tshm_header, N) == NFQLB_TSHM_OFF_N, "header layout");
+_Static_assert(offsetof(struct tshm_header, own_fwmark) == NFQLB_TSHM_OFF_OWN_FWMARK, "header layout");
+_Static_assert(offsetof(struct tshm_header, replaced) == NFQLB_TSHM_OFF_REPLACED, "header layout");
 
 static uint64_t params_off(void) { return NFQLB_TSHM_HEADER; }
 /* Buffer b: { i32 active[N]; u32 weight[N]; i32 lookup[M]; } */

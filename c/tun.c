@@ -28,4 +28,4 @@ int32_t nfqlb_tun_open(const char* name)
 	return fd;
 }
 
-int32_t nfqlb_fd_close(int32_t fd) { return close(fd) == 0 ? 0 : -errno; }
+int32_t nfqlb_tun_close(int32_t fd) { return close(fd) == 0 ? 0 : -errno; }

@@ -1,12 +1,19 @@
-/** Limits of the connection table (c/conntrack.c), without its code: for the CLI's help texts. */
+/** Limits of the connection table (c/nfqlb.h), without its code: for the CLI's help texts. */
+import {
+  NFQLB_CT_CTX_MAX,
+  NFQLB_CT_MAX_CAPACITY,
+  NFQLB_CT_MAX_CTX,
+  NFQLB_CT_MAX_LIFETIME_MS,
+  NFQLB_CT_MAX_TTL_MS,
+} from "../ffi/consts.ts";
 
 /** Max bytes of context per entry. */
-export const CTX_MAX = 256;
+export const CTX_MAX = NFQLB_CT_CTX_MAX;
 /** Max entries of one table. */
-export const MAX_CAPACITY = 2 ** 28;
+export const MAX_CAPACITY = NFQLB_CT_MAX_CAPACITY;
 /** Max context records of one table. */
-export const MAX_CTX_SLOTS = 2 ** 24;
+export const MAX_CTX_SLOTS = NFQLB_CT_MAX_CTX;
 /** Max lifetime (ms) of a protocol; per-entry lifetimes stop at 32767 s (pin for longer). */
-export const MAX_TTL_MS = 0x7fffffff;
-/** Max per-entry lifetime (ms) that nfqlb_ct_set accepts. */
-export const MAX_ENTRY_LIFETIME_MS = 32767 * 1000;
+export const MAX_TTL_MS = NFQLB_CT_MAX_TTL_MS;
+/** Max per-entry lifetime (ms) that nfqlb_ct_admin_set accepts. */
+export const MAX_ENTRY_LIFETIME_MS = NFQLB_CT_MAX_LIFETIME_MS;

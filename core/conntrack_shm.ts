@@ -1,10 +1,10 @@
 /**
- * The connection table in shared memory (c/conntrack.c): create, open, list,
+ * The connection table in shared memory (c/ct_admin.c): create, open, list,
  * set, delete, stats. The table normally sits beside a target table, named
  * `<target shm>-ct` ({@link conntrackName}). The layout, locking and expiry
- * live in C; this file does the file, validation and decoding. lb uses the
- * table when it exists (c/lb.c), and its scheduler for new flows
- * (c/scheduler.c); flowlb does not yet. See docs/conntrack.md.
+ * live in C (layout: docs/conntrack.md); this file does the file, validation
+ * and decoding. lb uses the table when it exists (c/lb.c), flowlb per flow
+ * target (c/flows.c), both with its scheduler for new flows (c/ct_sched.c).
  */
 import { z } from "zod";
 import { lib } from "../ffi/lib.ts";
@@ -15,11 +15,34 @@ import { formatIPv6 } from "./inet.ts";
 import { IP_PROTOCOL_NAMES, IP_PROTOCOLS, protocolName } from "./ip_protocols.ts";
 import { mapIPv4, parseIPv4, parseIPv6 } from "./inet.ts";
 import { buildKey, KEY_LEN } from "./key.ts";
-
-const ETRUNC = -1, EMAGIC = -2, EVERSION = -3, ELAYOUT = -4;
+import {
+  NFQLB_CT_CLEAR_CTX,
+  NFQLB_CT_CLEAR_OFFLOAD,
+  NFQLB_CT_CLEAR_PIN,
+  NFQLB_CT_F_CTX,
+  NFQLB_CT_F_OFFLOADED,
+  NFQLB_CT_F_PINNED,
+  NFQLB_CT_OFF_VERSION,
+  NFQLB_CT_RECORD_BYTES,
+  NFQLB_CT_RECORD_OFF,
+  NFQLB_CT_SET_CREATE,
+  NFQLB_CT_SET_CTX,
+  NFQLB_CT_SET_FWMARK,
+  NFQLB_CT_SET_LIFETIME,
+  NFQLB_CT_SET_OFFLOAD,
+  NFQLB_CT_SET_PIN,
+  type NFQLB_CT_STATS_ALL,
+  NFQLB_CT_VERSION,
+  NFQLB_ELAYOUT,
+  NFQLB_EMAGIC,
+  NFQLB_ETRUNC,
+  NFQLB_EVERSION,
+  type NFQLB_SCHED_COUNT,
+  NFQLB_SCHED_ROWS,
+} from "../ffi/consts.ts";
 
 /** Size of one listed record (c/nfqlb.h struct nfqlb_ct_record). */
-export const RECORD_BYTES = 344;
+export const RECORD_BYTES = NFQLB_CT_RECORD_BYTES;
 import {
   CTX_MAX,
   MAX_CAPACITY,
@@ -30,29 +53,38 @@ import {
 export { CTX_MAX, MAX_CAPACITY, MAX_CTX_SLOTS, MAX_ENTRY_LIFETIME_MS, MAX_TTL_MS };
 
 /** Entry flags (NFQLB_CT_F_*). */
-export const CT_F = { pinned: 1, offloaded: 2, ctx: 4 } as const;
-/** nfqlb_ct_set `what` bits (NFQLB_CT_SET_*). */
+export const CT_F = {
+  pinned: NFQLB_CT_F_PINNED,
+  offloaded: NFQLB_CT_F_OFFLOADED,
+  ctx: NFQLB_CT_F_CTX,
+} as const;
+/** nfqlb_ct_admin_set `what` bits (NFQLB_CT_SET_*). */
 const SET = {
-  fwmark: 1,
-  pin: 2,
-  unpin: 4,
-  offload: 8,
-  unoffload: 16,
-  lifetime: 32,
-  ctx: 64,
-  clearCtx: 128,
-  create: 256,
+  fwmark: NFQLB_CT_SET_FWMARK,
+  pin: NFQLB_CT_SET_PIN,
+  unpin: NFQLB_CT_CLEAR_PIN,
+  offload: NFQLB_CT_SET_OFFLOAD,
+  unoffload: NFQLB_CT_CLEAR_OFFLOAD,
+  lifetime: NFQLB_CT_SET_LIFETIME,
+  ctx: NFQLB_CT_SET_CTX,
+  clearCtx: NFQLB_CT_CLEAR_CTX,
+  create: NFQLB_CT_SET_CREATE,
 } as const;
 
-/** The layout version this build writes (NFQLB_CT_VERSION in c/nfqlb.h). */
-export const CT_VERSION = 2;
+/** The layout version this build writes. */
+export const CT_VERSION = NFQLB_CT_VERSION;
 
-/** Schedulers of new flows, in c/nfqlb.h enum nfqlb_sched order (the id is the index). */
+/**
+ * Schedulers of new flows, in c/nfqlb.h enum nfqlb_sched order (the id is the
+ * index; tests/unit/consts_test.ts compares the names with the enum's).
+ */
 export const SCHEDULERS = ["maglev", "rr", "wrr", "lc", "wlc"] as const;
 /** A scheduler's name. */
 export type Scheduler = (typeof SCHEDULERS)[number];
-/** Rows with a per-row connection count (row 65535 is "none"). */
-export const COUNTED_ROWS = 65535;
+/** As many names as scheduler ids: compiles only while the counts agree. */
+const _schedulers: typeof NFQLB_SCHED_COUNT = SCHEDULERS.length;
+/** Rows with a per-row connection count (the next row number is "none"). */
+export const COUNTED_ROWS = NFQLB_SCHED_ROWS;
 
 /** The table's counters, in c/nfqlb.h enum nfqlb_ct_stat order. */
 export const STAT_NAMES = [
@@ -74,6 +106,8 @@ export const STAT_NAMES = [
   "ttlOtherMs",
   "bytes",
 ] as const;
+/** One name per counter: compiles only while the counts agree. */
+const _stats: typeof NFQLB_CT_STATS_ALL = STAT_NAMES.length;
 
 /** Counters and parameters of a table (see {@link STAT_NAMES}). */
 export type ConntrackStats = Record<(typeof STAT_NAMES)[number], number>;
@@ -208,13 +242,14 @@ function formatAddr(a: Uint8Array): string {
   return mapped ? `${a[12]}.${a[13]}.${a[14]}.${a[15]}` : formatIPv6(a);
 }
 
-/** Decodes one 344-byte record. */
+/** Decodes one record (struct nfqlb_ct_record). */
 export function decodeRecord(rec: Uint8Array): ConntrackEntry {
+  const O = NFQLB_CT_RECORD_OFF;
   const v = new DataView(rec.buffer, rec.byteOffset, RECORD_BYTES);
-  const key = rec.slice(0, KEY_LEN);
+  const key = rec.slice(O.key, O.key + KEY_LEN);
   const proto = key[34];
-  const flags = v.getUint32(48, true);
-  const ctxLen = v.getUint32(84, true);
+  const flags = v.getUint32(O.flags, true);
+  const ctxLen = v.getUint32(O.ctx_len, true);
   const e: ConntrackEntry = {
     src: formatAddr(key.subarray(0, 16)),
     dst: formatAddr(key.subarray(16, 32)),
@@ -223,37 +258,37 @@ export function decodeRecord(rec: Uint8Array): ConntrackEntry {
     sport: (key[36] << 8) | key[37],
     dport: (key[38] << 8) | key[39],
     ud: (key[32] << 8) | key[33],
-    fwmark: v.getInt32(40, true),
-    row: v.getInt32(44, true),
-    lifetimeMs: v.getUint32(52, true),
-    ageMs: v.getUint32(56, true),
-    idleMs: v.getUint32(60, true),
-    packets: Number(v.getBigUint64(64, true)),
-    bytes: Number(v.getBigUint64(72, true)),
+    fwmark: v.getInt32(O.fwmark, true),
+    row: v.getInt32(O.row, true),
+    lifetimeMs: v.getUint32(O.lifetime_ms, true),
+    ageMs: v.getUint32(O.age_ms, true),
+    idleMs: v.getUint32(O.idle_ms, true),
+    packets: Number(v.getBigUint64(O.packets, true)),
+    bytes: Number(v.getBigUint64(O.bytes, true)),
     pinned: (flags & CT_F.pinned) !== 0,
     offloaded: (flags & CT_F.offloaded) !== 0,
-    slot: v.getUint32(80, true),
+    slot: v.getUint32(O.slot, true),
     key,
   };
   if (flags & CT_F.ctx) {
-    e.contextBytes = rec.slice(88, 88 + Math.min(ctxLen, CTX_MAX));
+    e.contextBytes = rec.slice(O.ctx, O.ctx + Math.min(ctxLen, CTX_MAX));
     e.context = new TextDecoder().decode(e.contextBytes);
   }
   return e;
 }
 
-/** The version field (u16 at offset 4) of a mapped file with our magic. */
+/** The version field of a mapped file with our magic. */
 function fileVersion(m: Mapping): number {
-  return new Deno.UnsafePointerView(m.ptr).getUint16(4);
+  return new Deno.UnsafePointerView(m.ptr).getUint16(NFQLB_CT_OFF_VERSION);
 }
 
 function checkText(rc: number, name: string, version = 0): string {
   switch (rc) {
-    case ETRUNC:
+    case NFQLB_ETRUNC:
       return "truncated file";
-    case EMAGIC:
+    case NFQLB_EMAGIC:
       return "not an nfqlb connection table (bad magic)";
-    case EVERSION: {
+    case NFQLB_EVERSION: {
       // an older layout of ours: init --conntrack replaces it
       const target = name.endsWith("-ct") ? name.slice(0, -3) : name;
       return version >= 1 && version < CT_VERSION
@@ -261,7 +296,7 @@ function checkText(rc: number, name: string, version = 0): string {
           `re-create it with: nfqlb init --shm=${target} --conntrack=MAX`
         : "unsupported connection table version";
     }
-    case ELAYOUT:
+    case NFQLB_ELAYOUT:
       return "corrupt connection table header";
     default:
       return `invalid connection table (${rc})`;
@@ -313,7 +348,7 @@ export class ConntrackShm {
 
   /** File size of a table (0: invalid sizes). */
   static bytes(capacity: number, ctxSlots = 0): number {
-    return Number(lib().nfqlb_ct_bytes(capacity >>> 0, ctxSlots >>> 0));
+    return Number(lib().nfqlb_ct_admin_bytes(capacity >>> 0, ctxSlots >>> 0));
   }
 
   /**
@@ -332,15 +367,15 @@ export class ConntrackShm {
     }
     const o = r.data;
     const path = shmPath(name);
-    const size = lib().nfqlb_ct_bytes(o.capacity, o.ctxSlots);
+    const size = lib().nfqlb_ct_admin_bytes(o.capacity, o.ctxSlots);
     if (size === 0n) throw new NfqlbError(`conntrack ${name}: invalid size`);
     const existing = mapFile(path, false);
     if (typeof existing !== "number") {
-      const rc = lib().nfqlb_ct_check(existing.ptr, existing.size);
-      const version = existing.size >= 6 ? fileVersion(existing) : 0;
+      const rc = lib().nfqlb_ct_admin_check(existing.ptr, existing.size);
+      const version = existing.size >= NFQLB_CT_OFF_VERSION + 2 ? fileVersion(existing) : 0;
       unmap(existing);
       // an older table of ours may be replaced; anything else is never overwritten
-      const older = rc === EVERSION && version >= 1 && version < CT_VERSION;
+      const older = rc === NFQLB_EVERSION && version >= 1 && version < CT_VERSION;
       if (rc !== 0 && !(older && o.replace)) {
         throw new NfqlbError(`conntrack ${name}: exists and is ${checkText(rc, name, version)}`);
       }
@@ -351,8 +386,8 @@ export class ConntrackShm {
     createByRename(path, name, "ct", size, `conntrack ${name}`, (m) => {
       const ttls = new Uint32Array([o.ttlMs.tcp, o.ttlMs.udp, o.ttlMs.other]);
       if (
-        lib().nfqlb_ct_format(m.ptr, m.size, o.capacity, o.ctxSlots, ttls, o.floodPerSecond) !== 0 ||
-        lib().nfqlb_ct_set_scheduler(m.ptr, SCHEDULERS.indexOf(o.scheduler)) !== 0
+        lib().nfqlb_ct_admin_format(m.ptr, m.size, o.capacity, o.ctxSlots, ttls, o.floodPerSecond) !== 0 ||
+        lib().nfqlb_ct_admin_set_scheduler(m.ptr, SCHEDULERS.indexOf(o.scheduler)) !== 0
       ) {
         throw new NfqlbError(`conntrack ${name}: format failed`);
       }
@@ -365,7 +400,7 @@ export class ConntrackShm {
     if (typeof m === "number") {
       throw new NfqlbError(`conntrack ${name}: ${m === 0 ? "empty file" : strerror(m)}`);
     }
-    const rc = lib().nfqlb_ct_check(m.ptr, m.size);
+    const rc = lib().nfqlb_ct_admin_check(m.ptr, m.size);
     if (rc !== 0) {
       const version = m.size >= 6 ? fileVersion(m) : 0;
       unmap(m);
@@ -376,7 +411,7 @@ export class ConntrackShm {
 
   /** CLOCK_MONOTONIC in ns: the dataplane's clock. */
   static now(): bigint {
-    return lib().nfqlb_ct_clock_ns();
+    return lib().nfqlb_ct_admin_clock_ns();
   }
 
   /** fwmark of the live entry for key (counting a packet of `bytes`), or -1. */
@@ -397,7 +432,7 @@ export class ConntrackShm {
 
   /** Removes the entry of key; false when there was none. */
   delete(key: Uint8Array): boolean {
-    return lib().nfqlb_ct_delete(this.pointer, keyBuffer(key)) === 0;
+    return lib().nfqlb_ct_admin_delete(this.pointer, keyBuffer(key)) === 0;
   }
 
   /**
@@ -432,7 +467,7 @@ export class ConntrackShm {
       what |= SET.ctx;
     }
     if (c.create) what |= SET.create;
-    const rc = lib().nfqlb_ct_set(
+    const rc = lib().nfqlb_ct_admin_set(
       this.pointer,
       keyBuffer(key),
       what,
@@ -450,7 +485,7 @@ export class ConntrackShm {
   /** The live entry of key, or undefined. */
   get(key: Uint8Array, now: bigint = ConntrackShm.now()): ConntrackEntry | undefined {
     const rec = new Uint8Array(RECORD_BYTES);
-    if (lib().nfqlb_ct_get(this.pointer, keyBuffer(key), now, rec) !== 0) return undefined;
+    if (lib().nfqlb_ct_admin_get(this.pointer, keyBuffer(key), now, rec) !== 0) return undefined;
     return decodeRecord(rec);
   }
 
@@ -464,7 +499,7 @@ export class ConntrackShm {
     const out: ConntrackEntry[] = [];
     while (out.length < limit) {
       const want = Math.min(BATCH, limit - out.length);
-      const n = lib().nfqlb_ct_list(this.pointer, cursor, now, buf, want);
+      const n = lib().nfqlb_ct_admin_list(this.pointer, cursor, now, buf, want);
       for (let i = 0; i < n; i++) {
         out.push(decodeRecord(buf.subarray(i * RECORD_BYTES, (i + 1) * RECORD_BYTES)));
       }
@@ -476,7 +511,7 @@ export class ConntrackShm {
   /** Counters and parameters. */
   stats(): ConntrackStats {
     const raw = new BigUint64Array(STAT_NAMES.length);
-    lib().nfqlb_ct_stats(this.pointer, raw, STAT_NAMES.length);
+    lib().nfqlb_ct_admin_stats(this.pointer, raw, STAT_NAMES.length);
     const out = {} as ConntrackStats;
     STAT_NAMES.forEach((n, i) => (out[n] = Number(BigInt.asIntN(64, raw[i]))));
     return out;
@@ -493,7 +528,7 @@ export class ConntrackShm {
    */
   rowCounts(n: number = COUNTED_ROWS): Uint32Array {
     const counts = new Uint32Array(Math.max(n, 1));
-    lib().nfqlb_ct_row_counts(this.pointer, counts, n >>> 0);
+    lib().nfqlb_ct_admin_row_counts(this.pointer, counts, n >>> 0);
     return counts.subarray(0, n);
   }
 
@@ -511,7 +546,7 @@ export class ConntrackShm {
   /** Live entries per row 0..n-1 (least-connection schedulers). */
   countByRow(n: number, now: bigint = ConntrackShm.now()): Uint32Array {
     const counts = new Uint32Array(Math.max(n, 1));
-    lib().nfqlb_ct_count_by_row(this.pointer, counts, n >>> 0, now);
+    lib().nfqlb_ct_admin_count_by_row(this.pointer, counts, n >>> 0, now);
     return counts.subarray(0, n);
   }
 

@@ -3,16 +3,12 @@
  * fragment stats: `${ft_shm}-counters`. The C queue workers count straight
  * into it (nfqlb_queue_set_stats), without locks: one writer per queue, and
  * readers sum the queues. `nfqlb stats --all/--watch` and the metrics
- * endpoint read it. Layout (little-endian, ours; docs/observability.md):
- *
- *   0  magic "NQCT"  4 version  6 header size  8 nqueues  12 ncounters
- *   16 target slots per queue  20 pid  24 started (unix ms, u64)  32 kind (0 lb, 1 flowlb)
- *   64 queue numbers (u32 each, padded to 8 bytes)
- *   then per queue: u64 counters[ncounters], then slots x {i32 fwmark, u32 used, u64 packets, u64 bytes}
+ * endpoint read it. Layout: docs/observability.md, "Where the counters live".
  */
 import { errorText, NfqlbError, strerror } from "./errors.ts";
 import { shmPath } from "./shm_dir.ts";
 import { mapFile, readShmBytes, unmap } from "./shm_file.ts";
+import { type NFQLB_C_COUNT, NFQLB_TARGET_STAT_OFF, NFQLB_TARGET_STAT_SIZEOF } from "../ffi/consts.ts";
 
 /** "NQCT" */
 const MAGIC = 0x5443514e;
@@ -20,7 +16,8 @@ const VERSION = 1;
 const HEADER = 64;
 /** Per-target slots per queue (a power of 2). */
 export const TARGET_SLOTS = 256;
-const SLOT_BYTES = 24;
+/** One target slot (struct nfqlb_target_stat). */
+const SLOT_BYTES = NFQLB_TARGET_STAT_SIZEOF;
 
 /** Counter names, in the order of enum nfqlb_counter (c/nfqlb.h). */
 export const COUNTER_NAMES = [
@@ -43,6 +40,11 @@ export const COUNTER_NAMES = [
   "nolb",
   "target_overflow",
 ] as const;
+/**
+ * One name per counter: compiles only while the counts agree
+ * (tests/unit/consts_test.ts compares the names with the enum's).
+ */
+const _counters: typeof NFQLB_C_COUNT = COUNTER_NAMES.length;
 
 /** One counter name. */
 export type CounterName = (typeof COUNTER_NAMES)[number];
@@ -151,11 +153,11 @@ export function readCounters(name: string): CountersSnapshot {
     const targets: TargetCount[] = [];
     for (let s = 0; s < slots; s++) {
       const o = base + 8 * nc + SLOT_BYTES * s;
-      if (v.getUint32(o + 4, true) === 0) continue;
+      if (v.getUint32(o + NFQLB_TARGET_STAT_OFF.used, true) === 0) continue;
       targets.push({
-        fwmark: v.getInt32(o, true),
-        packets: v.getBigUint64(o + 8, true),
-        bytes: v.getBigUint64(o + 16, true),
+        fwmark: v.getInt32(o + NFQLB_TARGET_STAT_OFF.fwmark, true),
+        packets: v.getBigUint64(o + NFQLB_TARGET_STAT_OFF.packets, true),
+        bytes: v.getBigUint64(o + NFQLB_TARGET_STAT_OFF.bytes, true),
       });
     }
     targets.sort((a, b) => a.fwmark - b.fwmark);

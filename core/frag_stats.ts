@@ -1,13 +1,31 @@
 /**
- * The fragment-table statistics shm (`ftshm`), upstream's 72-byte layout so
+ * The fragment-table statistics shm (`ftshm`), upstream's layout (docs/shm.md) so
  * that `nfqlb stats` reads what our lb and upstream's lb write alike.
  */
 import { errorText, NfqlbError, strerror } from "./errors.ts";
 import { shmPath } from "./shm_dir.ts";
 import { mapFile, type Mapping, readShmBytes, unmap } from "./shm_file.ts";
+import {
+  NFQLB_FTSTATS_BUCKETSALLOC,
+  NFQLB_FTSTATS_BUCKETSMAX,
+  NFQLB_FTSTATS_BUCKETSUSED,
+  NFQLB_FTSTATS_COLLISIONS,
+  NFQLB_FTSTATS_FRAGSALLOC,
+  NFQLB_FTSTATS_FRAGSDISCARDED,
+  NFQLB_FTSTATS_FRAGSMAX,
+  NFQLB_FTSTATS_INSERTS,
+  NFQLB_FTSTATS_LEN,
+  NFQLB_FTSTATS_LOOKUPS,
+  NFQLB_FTSTATS_MTU,
+  NFQLB_FTSTATS_OBJGC,
+  NFQLB_FTSTATS_REASSEMBLED,
+  NFQLB_FTSTATS_REJECTED,
+  NFQLB_FTSTATS_SIZE,
+  NFQLB_FTSTATS_TTL,
+} from "../ffi/consts.ts";
 
 /** Size of the stats record. */
-export const FRAG_STATS_BYTES = 72;
+export const FRAG_STATS_BYTES = NFQLB_FTSTATS_LEN;
 
 /** The counters, by upstream's printed names. */
 export interface FragStats {
@@ -43,26 +61,26 @@ export interface FragStats {
   reAssembled: number;
 }
 
-/** Decodes the 72-byte record. */
+/** Decodes the record (c/nfqlb.h enum nfqlb_ftstat). */
 export function decodeFragStats(b: Uint8Array): FragStats {
   const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const u = (o: number) => v.getUint32(o, true);
   return {
-    hsize: u(8),
-    ttlMillis: Number(v.getBigUint64(0, true) / 1000000n),
-    collisions: u(16),
-    inserts: u(20),
-    rejected: u(24),
-    lookups: u(28),
-    objGC: u(32),
-    mtu: u(40),
-    bucketsMax: u(44),
-    bucketsAllocated: u(48),
-    bucketsUsed: u(52),
-    fragsMax: u(56),
-    fragsAllocated: u(64),
-    fragsDiscarded: u(60),
-    reAssembled: u(68),
+    hsize: u(NFQLB_FTSTATS_SIZE),
+    ttlMillis: Number(v.getBigUint64(NFQLB_FTSTATS_TTL, true) / 1000000n),
+    collisions: u(NFQLB_FTSTATS_COLLISIONS),
+    inserts: u(NFQLB_FTSTATS_INSERTS),
+    rejected: u(NFQLB_FTSTATS_REJECTED),
+    lookups: u(NFQLB_FTSTATS_LOOKUPS),
+    objGC: u(NFQLB_FTSTATS_OBJGC),
+    mtu: u(NFQLB_FTSTATS_MTU),
+    bucketsMax: u(NFQLB_FTSTATS_BUCKETSMAX),
+    bucketsAllocated: u(NFQLB_FTSTATS_BUCKETSALLOC),
+    bucketsUsed: u(NFQLB_FTSTATS_BUCKETSUSED),
+    fragsMax: u(NFQLB_FTSTATS_FRAGSMAX),
+    fragsAllocated: u(NFQLB_FTSTATS_FRAGSALLOC),
+    fragsDiscarded: u(NFQLB_FTSTATS_FRAGSDISCARDED),
+    reAssembled: u(NFQLB_FTSTATS_REASSEMBLED),
   };
 }
 

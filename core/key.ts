@@ -3,9 +3,10 @@
  * u16 user-defined, u16 proto (little-endian), sport, dport (network order).
  */
 import { lib } from "../ffi/lib.ts";
+import { NFQLB_KEY_LEN } from "../ffi/consts.ts";
 
 /** Key length in bytes. */
-export const KEY_LEN = 40;
+export const KEY_LEN = NFQLB_KEY_LEN;
 
 /** Builds a key from parts. */
 export function buildKey(

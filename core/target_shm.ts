@@ -5,20 +5,37 @@
  * does the files, locking and errors. See docs/shm.md.
  */
 import { lib } from "../ffi/lib.ts";
+import {
+  NFQLB_ELAYOUT,
+  NFQLB_EMAGIC,
+  NFQLB_ETRUNC,
+  NFQLB_EUPSTREAM,
+  NFQLB_EVERSION,
+  NFQLB_KEY_LEN,
+  NFQLB_MAX_WEIGHT,
+  NFQLB_TSHM_HEADER,
+  NFQLB_TSHM_MAX_BYTES,
+  NFQLB_TSHM_OFF_M,
+  NFQLB_TSHM_OFF_N,
+  NFQLB_TSHM_OFF_OWN_FWMARK,
+  NFQLB_TSHM_OFF_REPLACED,
+  NFQLB_TSHM_OFF_VERSION,
+  NFQLB_TSHM_VERSION,
+} from "../ffi/consts.ts";
 import { createByRename, mapFile, type Mapping, unmap } from "./shm_file.ts";
 import { errorText, NfqlbError, strerror } from "./errors.ts";
 import { shmPath } from "./shm_dir.ts";
 
-const ETRUNC = -1, EMAGIC = -2, EVERSION = -3, ELAYOUT = -4, EUPSTREAM = -5;
+/** The layout version this build writes. */
+export const TSHM_VERSION = NFQLB_TSHM_VERSION;
+/** The largest row weight. */
+export const MAX_WEIGHT = NFQLB_MAX_WEIGHT;
+/** The `replaced` word of the header, as an index into its u32s. */
+const REPLACED_WORD = NFQLB_TSHM_OFF_REPLACED / 4;
 
-/** The layout version this build writes (NFQLB_TSHM_VERSION in c/nfqlb.h). */
-export const TSHM_VERSION = 2;
-/** The largest row weight (NFQLB_MAX_WEIGHT). */
-export const MAX_WEIGHT = 65535;
-
-/** The version field (u16 at offset 4) of a mapped file with our magic. */
+/** The version field of a mapped file with our magic. */
 function fileVersion(m: Mapping): number {
-  return new Deno.UnsafePointerView(m.ptr).getUint16(4);
+  return new Deno.UnsafePointerView(m.ptr).getUint16(NFQLB_TSHM_OFF_VERSION);
 }
 
 /** A consistent copy of the current table. */
@@ -35,18 +52,18 @@ export interface TargetSnapshot {
 
 function checkText(rc: number, name: string, version = 0): string {
   switch (rc) {
-    case ETRUNC:
+    case NFQLB_ETRUNC:
       return "truncated file";
-    case EMAGIC:
+    case NFQLB_EMAGIC:
       return "not an nfqlb target table (bad magic)";
-    case EVERSION:
+    case NFQLB_EVERSION:
       // an older layout of ours (v1 had no weights): init replaces it
       return version >= 1 && version < TSHM_VERSION
         ? `unsupported table version ${version} (older nfqlb-deno); re-create it with: nfqlb init --shm=${name}`
         : "unsupported table version";
-    case ELAYOUT:
+    case NFQLB_ELAYOUT:
       return "corrupt table header";
-    case EUPSTREAM:
+    case NFQLB_EUPSTREAM:
       return `an upstream nfqlb 1.x table; re-create it with: nfqlb init --shm=${name}`;
     default:
       return `invalid table (${rc})`;
@@ -87,17 +104,17 @@ export class TargetShm {
   #map: Mapping | undefined;
   #header: Uint32Array;
   /** Scratch key for lookupKey, with its pointer taken once (no allocation per lookup). */
-  #key = new Uint8Array(40);
+  #key = new Uint8Array(NFQLB_KEY_LEN);
   #keyPtr = Deno.UnsafePointer.of(this.#key);
 
   private constructor(name: string, map: Mapping) {
     this.name = name;
     this.#map = map;
     const view = new Deno.UnsafePointerView(map.ptr);
-    this.M = view.getUint32(16);
-    this.N = view.getUint32(20);
-    this.ownFwmark = view.getInt32(24);
-    this.#header = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(map.ptr, 64));
+    this.M = view.getUint32(NFQLB_TSHM_OFF_M);
+    this.N = view.getUint32(NFQLB_TSHM_OFF_N);
+    this.ownFwmark = view.getInt32(NFQLB_TSHM_OFF_OWN_FWMARK);
+    this.#header = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(map.ptr, NFQLB_TSHM_HEADER));
   }
 
   /** The mapped base address, for the dataplane's C lookups. */
@@ -119,7 +136,7 @@ export class TargetShm {
     }
     const rc = lib().nfqlb_tshm_check(m.ptr, m.size);
     if (rc !== 0) {
-      const version = rc === EVERSION ? fileVersion(m) : 0;
+      const version = rc === NFQLB_EVERSION ? fileVersion(m) : 0;
       unmap(m);
       throw new NfqlbError(`FAILED mapSharedData: ${name}: ${checkText(rc, name, version)}`);
     }
@@ -139,9 +156,11 @@ export class TargetShm {
     if (lib().nfqlb_tshm_bytes(opts.M, opts.N, sizeOut) !== 0) {
       if (opts.N > opts.M) throw new NfqlbError("N can't be larger than M");
       if (opts.N < 1) throw new NfqlbError(`N must be at least 1; ${opts.N}`);
-      const mib = Math.ceil((64 + 8 * opts.N + 8 * (2 * opts.N + opts.M)) / 1048576);
+      const mib = Math.ceil((NFQLB_TSHM_HEADER + 8 * opts.N + 8 * (2 * opts.N + opts.M)) / 1048576);
       throw new NfqlbError(
-        `Table too large; M=${opts.M}, N=${opts.N} needs ${mib} MiB, the limit is 2048 MiB`,
+        `Table too large; M=${opts.M}, N=${opts.N} needs ${mib} MiB, the limit is ${
+          NFQLB_TSHM_MAX_BYTES / 1048576
+        } MiB`,
       );
     }
     const size = sizeOut[0];
@@ -150,11 +169,12 @@ export class TargetShm {
     const existing = mapFile(path, true);
     if (typeof existing !== "number") {
       const rc = lib().nfqlb_tshm_check(existing.ptr, existing.size);
-      const older = rc === EVERSION && fileVersion(existing) >= 1 && fileVersion(existing) < TSHM_VERSION;
+      const older = rc === NFQLB_EVERSION && fileVersion(existing) >= 1 &&
+        fileVersion(existing) < TSHM_VERSION;
       if (rc === 0) old = existing;
       else {
         unmap(existing);
-        if (rc !== EUPSTREAM && rc !== ETRUNC && !older) {
+        if (rc !== NFQLB_EUPSTREAM && rc !== NFQLB_ETRUNC && !older) {
           throw new NfqlbError(
             `createSharedData: ${name}: exists and is ${
               checkText(rc, name)
@@ -181,9 +201,9 @@ export class TargetShm {
       });
     } finally {
       if (old) {
-        // Tell LBs that map the old table to re-map (offset 40: replaced).
-        const hdr = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(old.ptr, 64));
-        Atomics.store(hdr, 10, 1);
+        // Tell LBs that map the old table to re-map (the header's `replaced`).
+        const hdr = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(old.ptr, NFQLB_TSHM_HEADER));
+        Atomics.store(hdr, REPLACED_WORD, 1);
         unmap(old);
       }
       lock?.close();
@@ -260,9 +280,9 @@ export class TargetShm {
 
   /** The fwmark for a 40-byte key (hashed as upstream's hashKey), in one FFI call. */
   lookupKey(key: Uint8Array, hashMode = 1): number {
-    if (key.length < 40) return -1;
-    this.#key.set(key.subarray(0, 40));
-    return lib().nfqlb_tshm_lookup_key(this.pointer, this.#keyPtr, 40, hashMode >>> 0);
+    if (key.length < NFQLB_KEY_LEN) return -1;
+    this.#key.set(key.subarray(0, NFQLB_KEY_LEN));
+    return lib().nfqlb_tshm_lookup_key(this.pointer, this.#keyPtr, NFQLB_KEY_LEN, hashMode >>> 0);
   }
 
   /** Row index and fwmark for a hash (both -1 when none). */
@@ -279,7 +299,7 @@ export class TargetShm {
 
   /** Whether `init` has replaced this table with a new file since it was opened. */
   get replaced(): boolean {
-    return Atomics.load(this.#header, 10) !== 0;
+    return Atomics.load(this.#header, REPLACED_WORD) !== 0;
   }
 
   /** Unmaps the table. */

@@ -3,8 +3,8 @@
  * highest-priority matching one), and the flow names the target table.
  *
  * The flow server (dataplane/flow_server.ts) edits a FlowTable; every change is
- * compiled here into an immutable C flow set (c/flow.c: indexed matching) and
- * published atomically to the workers (c/flowlb.c), so a packet sees the old
+ * compiled here into an immutable C flow set (c/flowset.c: indexed matching) and
+ * published atomically to the workers (c/flows.c), so a packet sees the old
  * set or the new one, never a mix. Flows are saved after every change and
  * restored at start (upstream forgets them). Target tables are mapped once
  * per name, shared by flows, and unmapped only when no published set can
@@ -52,7 +52,7 @@ export function buildFlowSet(flows: readonly Flow[], trace = false): Deno.Pointe
 }
 
 /**
- * A flow set published to the workers (c/flowlb.c), with matches_count
+ * A flow set published to the workers (c/flows.c), with matches_count
  * carried over by flow id. `value(f)` is what the C set returns for flow f:
  * its target table's address (flows) or its id (trace flows); `ct(f)` the
  * address of its target's connection table (0n: none).

@@ -5,6 +5,7 @@
  * unbind their queues; then we exit 0.
  */
 import { cstring, lib } from "../ffi/lib.ts";
+import { NFQLB_QF_FAIL_OPEN } from "../ffi/consts.ts";
 import { NfqlbError, strerror } from "../core/errors.ts";
 import { closeFragStatsShm, createFragStatsShm } from "../core/frag_stats.ts";
 import { TargetShm } from "../core/target_shm.ts";
@@ -125,7 +126,7 @@ export function startQueues(
     cleanup();
     throw e;
   }
-  if (tunFd >= 0) release.push(() => c.nfqlb_fd_close(tunFd));
+  if (tunFd >= 0) release.push(() => c.nfqlb_tun_close(tunFd));
   // Without a tun device nothing could be re-injected, so nothing is stored (as upstream).
   const frags = tunFd >= 0 ? cfg.ftFrag : 0;
   const ft = c.nfqlb_ft_create(
@@ -161,7 +162,7 @@ export function startQueues(
       cfg.mtu,
       copyRange,
       cfg.qlength,
-      cfg.failOpen ? 1 : 0,
+      cfg.failOpen ? NFQLB_QF_FAIL_OPEN : 0,
       cfg.batch,
       err,
       rcvbuf,
@@ -297,7 +298,7 @@ function openTun(name: string, mtu: number): number {
     tunMtu = Number(Deno.readTextFileSync(`/sys/class/net/${name}/mtu`).trim());
   } catch { /* unknown: checked as 0 */ }
   if (tunMtu < mtu) {
-    lib().nfqlb_fd_close(fd);
+    lib().nfqlb_tun_close(fd);
     throw new NfqlbError(`Tun mtu too small; ${tunMtu} < ${mtu}`);
   }
   return fd;

@@ -15,39 +15,67 @@
 import { formatIPv6 } from "../core/inet.ts";
 import { IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_UDP, protocolName } from "../core/ip_protocols.ts";
 import { TRACE_REC_LEN } from "./worker_protocol.ts";
+import {
+  NFQLB_KEY_LEN,
+  NFQLB_TEV_FIRST,
+  NFQLB_TEV_FIRST_FAILED,
+  NFQLB_TEV_FLOWLB,
+  NFQLB_TEV_FRAG_DROPPED,
+  NFQLB_TEV_FRAG_LOCAL,
+  NFQLB_TEV_FRAG_STORED,
+  NFQLB_TEV_ICMP,
+  NFQLB_TEV_INJECT,
+  NFQLB_TEV_LB,
+  NFQLB_TEV_MALFORMED,
+  NFQLB_TEV_NOLB,
+  NFQLB_TEV_NOLB_UDPENCAP,
+  NFQLB_TEV_NOTARGET,
+  NFQLB_TEV_REKEY_FAILED,
+  NFQLB_TEV_TFLOW,
+  NFQLB_TEV_TIER,
+  NFQLB_TEV_UDPENCAP,
+  NFQLB_TRACE_FLOW_CONF,
+  NFQLB_TRACE_FLOWS,
+  NFQLB_TRACE_FRAG,
+  NFQLB_TRACE_LOG,
+  NFQLB_TRACE_PACKET,
+  NFQLB_TRACE_REC_OFF,
+  NFQLB_TRACE_SCTP,
+  NFQLB_TRACE_TARGET,
+} from "../ffi/consts.ts";
 
 export { TRACE_REC_LEN, TRACE_RING_HEADER } from "./worker_protocol.ts";
 
 /** Trace mask bits, as upstream (`nfqlb trace --selection`). */
 export const TRACE = {
-  log: 0x01,
-  packet: 0x02,
-  frag: 0x04,
-  flowConf: 0x08,
-  sctp: 0x10,
-  target: 0x20,
-  flows: 0x40,
+  log: NFQLB_TRACE_LOG,
+  packet: NFQLB_TRACE_PACKET,
+  frag: NFQLB_TRACE_FRAG,
+  flowConf: NFQLB_TRACE_FLOW_CONF,
+  sctp: NFQLB_TRACE_SCTP,
+  target: NFQLB_TRACE_TARGET,
+  flows: NFQLB_TRACE_FLOWS,
 } as const;
 
 /** Record events (NFQLB_TEV_*). */
 export const TEV = {
-  MALFORMED: 0x0001,
-  TIER: 0x0002,
-  FRAG_STORED: 0x0004,
-  FRAG_DROPPED: 0x0008,
-  FRAG_LOCAL: 0x0010,
-  FIRST: 0x0020,
-  FIRST_FAILED: 0x0040,
-  INJECT: 0x0080,
-  NOLB: 0x0100,
-  NOTARGET: 0x0200,
-  LB: 0x0400,
-  UDPENCAP: 0x0800,
-  REKEY_FAILED: 0x1000,
-  NOLB_UDPENCAP: 0x2000,
-  TFLOW: 0x4000,
-  ICMP: 0x8000,
-  FLOWLB: 0x10000,
+  MALFORMED: NFQLB_TEV_MALFORMED,
+  TIER: NFQLB_TEV_TIER,
+  FRAG_STORED: NFQLB_TEV_FRAG_STORED,
+  FRAG_DROPPED: NFQLB_TEV_FRAG_DROPPED,
+  FRAG_LOCAL: NFQLB_TEV_FRAG_LOCAL,
+  FIRST: NFQLB_TEV_FIRST,
+  FIRST_FAILED: NFQLB_TEV_FIRST_FAILED,
+  INJECT: NFQLB_TEV_INJECT,
+  NOLB: NFQLB_TEV_NOLB,
+  NOTARGET: NFQLB_TEV_NOTARGET,
+  LB: NFQLB_TEV_LB,
+  UDPENCAP: NFQLB_TEV_UDPENCAP,
+  REKEY_FAILED: NFQLB_TEV_REKEY_FAILED,
+  NOLB_UDPENCAP: NFQLB_TEV_NOLB_UDPENCAP,
+  TFLOW: NFQLB_TEV_TFLOW,
+  ICMP: NFQLB_TEV_ICMP,
+  FLOWLB: NFQLB_TEV_FLOWLB,
 } as const;
 
 /** A decoded record. */
@@ -79,25 +107,26 @@ export interface TraceRecord {
 export function decodeRecord(bytes: Uint8Array, i: number): TraceRecord {
   const o = i * TRACE_REC_LEN;
   const v = new DataView(bytes.buffer, bytes.byteOffset + o, TRACE_REC_LEN);
+  const O = NFQLB_TRACE_REC_OFF;
   return {
-    events: v.getUint32(0, true),
-    rc: v.getInt32(4, true),
-    fw: v.getInt32(8, true),
-    verdict: v.getInt32(12, true),
-    len: v.getUint32(16, true),
-    hwProto: v.getUint16(20, true),
-    proto: v.getUint16(22, true),
-    target: v.getBigUint64(24, true),
-    tflow: v.getUint32(32, true),
-    udpencap: v.getUint16(36, true),
-    icmpType: v.getUint8(38),
-    icmpCode: v.getUint8(39),
-    icmpId: v.getUint16(40, true),
-    icmpSeq: v.getUint16(42, true),
-    icmpMtu: v.getUint32(44, true),
-    key: bytes.slice(o + 48, o + 88),
-    injectOk: v.getUint32(88, true),
-    injectFailed: v.getUint32(92, true),
+    events: v.getUint32(O.events, true),
+    rc: v.getInt32(O.rc, true),
+    fw: v.getInt32(O.fw, true),
+    verdict: v.getInt32(O.verdict, true),
+    len: v.getUint32(O.len, true),
+    hwProto: v.getUint16(O.hw_proto, true),
+    proto: v.getUint16(O.proto, true),
+    target: v.getBigUint64(O.target, true),
+    tflow: v.getUint32(O.tflow, true),
+    udpencap: v.getUint16(O.udpencap, true),
+    icmpType: v.getUint8(O.icmp_type),
+    icmpCode: v.getUint8(O.icmp_code),
+    icmpId: v.getUint16(O.icmp_id, true),
+    icmpSeq: v.getUint16(O.icmp_seq, true),
+    icmpMtu: v.getUint32(O.icmp_mtu, true),
+    key: bytes.slice(o + O.key, o + O.key + NFQLB_KEY_LEN),
+    injectOk: v.getUint32(O.inject_ok, true),
+    injectFailed: v.getUint32(O.inject_failed, true),
   };
 }
 

@@ -1,7 +1,8 @@
 /** Messages between the lb process (main thread) and its queue workers. */
+import { NFQLB_TRACE_REC_LEN, NFQLB_TRACE_RING_HEADER } from "../ffi/consts.ts";
 
-/** Bytes of one trace record (c/nfqlb.h NFQLB_TRACE_REC_LEN) and of a record ring's header. */
-export const TRACE_REC_LEN = 96, TRACE_RING_HEADER = 16;
+/** Bytes of one trace record and of a record ring's header. */
+export const TRACE_REC_LEN = NFQLB_TRACE_REC_LEN, TRACE_RING_HEADER = NFQLB_TRACE_RING_HEADER;
 
 /** Main → worker: start serving. Pointers travel as their addresses. */
 export interface WorkerStart {

@@ -72,7 +72,7 @@ type SymbolName = keyof typeof SYMBOLS;
  * used: `nfqlb activate` binds the table functions, not the dataplane's.
  */
 function partOf(name: string): string {
-  const m = /^nfqlb_(queue|lb|ft|packet|tun|fd|target_stats|flowset|flows|trace|ctnl|ct)_?/.exec(name);
+  const m = /^nfqlb_(queue|lb|ft|packet|tun|target_stats|flowset|flows|trace|ctnl|ct)_?/.exec(name);
   if (!m) return "core";
   if (m[1] === "flowset" || m[1] === "flows") return "flows";
   if (m[1] === "trace" || m[1] === "ct" || m[1] === "ctnl") return m[1];

@@ -13,7 +13,7 @@ export const SYMBOLS = {
     parameters: ["u32", "u32", "buffer", "buffer", "buffer", "buffer"],
     result: "i32",
   },
-  nfqlb_djb2: { parameters: ["buffer", "u32"], result: "u32" },
+  nfqlb_hash_djb2: { parameters: ["buffer", "u32"], result: "u32" },
   nfqlb_hash_key: { parameters: ["buffer", "u32", "u32"], result: "u32" },
   nfqlb_hash_addresses: { parameters: ["buffer", "u32"], result: "u32" },
   nfqlb_tshm_bytes: { parameters: ["u32", "u32", "buffer"], result: "i32" },
@@ -29,7 +29,7 @@ export const SYMBOLS = {
   nfqlb_tshm_count_empty: { parameters: ["pointer"], result: "u32" },
   nfqlb_file_map: { parameters: ["buffer", "i32", "buffer", "buffer"], result: "pointer" },
   nfqlb_file_unmap: { parameters: ["pointer", "u64"], result: "i32" },
-  // dataplane (c/packet.c, c/fragtable.c, c/lb.c, c/nfqueue.c)
+  // dataplane (c/packet.c, c/ft.c, c/lb.c, c/queue.c)
   nfqlb_packet_key: { parameters: ["u32", "buffer", "u32", "u32", "buffer", "buffer"], result: "i32" },
   nfqlb_packet_fraginfo: { parameters: ["u32", "buffer", "u32", "buffer"], result: "i32" },
   nfqlb_ft_create: { parameters: ["u32", "u32", "u32", "u32", "u32", "u32", "pointer"], result: "pointer" },
@@ -41,7 +41,7 @@ export const SYMBOLS = {
   },
   nfqlb_ft_inject: { parameters: ["pointer", "i32", "i32", "buffer"], result: "u32" },
   nfqlb_tun_open: { parameters: ["buffer"], result: "i32" },
-  nfqlb_fd_close: { parameters: ["i32"], result: "i32" },
+  nfqlb_tun_close: { parameters: ["i32"], result: "i32" },
   nfqlb_tshm_own_fwmark: { parameters: ["pointer"], result: "i32" },
   nfqlb_lb_create: { parameters: ["pointer", "pointer", "u32", "u32", "i32"], result: "pointer" },
   nfqlb_lb_set_tshm: { parameters: ["pointer", "pointer"], result: "void" },
@@ -75,7 +75,8 @@ export const SYMBOLS = {
   nfqlb_queue_serve: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
   nfqlb_queue_set_stats: { parameters: ["pointer", "pointer", "pointer", "u32"], result: "void" },
   nfqlb_queue_counters: { parameters: ["pointer", "buffer", "u32"], result: "void" },
-  // flow matcher (c/flow.c); specs from core/flow/encode.ts encodeFlowSpec (of a parsed FlowDefinition)
+  // flow matcher (c/flowset.c; one flow, its spec and match: c/flow.c); specs from core/flow/encode.ts
+  // encodeFlowSpec (of a parsed FlowDefinition)
   nfqlb_flowset_new: { parameters: ["u32"], result: "pointer" },
   nfqlb_flowset_add: { parameters: ["pointer", "u32", "buffer", "u32"], result: "i32" },
   nfqlb_flowset_build: { parameters: ["pointer"], result: "i32" },
@@ -98,12 +99,12 @@ export const SYMBOLS = {
   nfqlb_trace_ring_free: { parameters: ["pointer"], result: "void" },
   nfqlb_trace_icmp: { parameters: ["u32", "buffer", "u32", "buffer"], result: "i32" },
   nfqlb_trace_categories: { parameters: ["u32", "u32"], result: "u32" },
-  // kernel conntrack mark over ctnetlink (c/ctnetlink.c; ct-set --offload): control plane, not the hot path
+  // kernel conntrack mark over ctnetlink (c/ctnl.c; ct-set --offload): control plane, not the hot path
   nfqlb_ctnl_set_mark: { parameters: ["buffer", "u32", "u32"], result: "i32" },
-  // connection table (c/conntrack.c; core/conntrack_shm.ts; used by c/lb.c)
-  nfqlb_ct_bytes: { parameters: ["u32", "u32"], result: "u64" },
-  nfqlb_ct_format: { parameters: ["pointer", "u64", "u32", "u32", "buffer", "u32"], result: "i32" },
-  nfqlb_ct_check: { parameters: ["pointer", "u64"], result: "i32" },
+  // connection table (c/ct.c per packet, c/ct_admin.c control plane; core/conntrack_shm.ts; used by c/lb.c)
+  nfqlb_ct_admin_bytes: { parameters: ["u32", "u32"], result: "u64" },
+  nfqlb_ct_admin_format: { parameters: ["pointer", "u64", "u32", "u32", "buffer", "u32"], result: "i32" },
+  nfqlb_ct_admin_check: { parameters: ["pointer", "u64"], result: "i32" },
   nfqlb_ct_lookup: { parameters: ["pointer", "buffer", "u64", "u32", "buffer"], result: "i32" },
   nfqlb_ct_insert: { parameters: ["pointer", "buffer", "i32", "i32", "u64"], result: "i32" },
   nfqlb_ct_lookup_batch: {
@@ -116,27 +117,27 @@ export const SYMBOLS = {
   },
   nfqlb_ct_prefetch: { parameters: ["pointer", "buffer"], result: "void" },
   nfqlb_ct_prefetch_ways: { parameters: ["pointer", "buffer"], result: "void" },
-  nfqlb_ct_delete: { parameters: ["pointer", "buffer"], result: "i32" },
-  nfqlb_ct_set: {
+  nfqlb_ct_admin_delete: { parameters: ["pointer", "buffer"], result: "i32" },
+  nfqlb_ct_admin_set: {
     parameters: ["pointer", "buffer", "u32", "i32", "i32", "u32", "buffer", "u32", "u64"],
     result: "i32",
   },
-  nfqlb_ct_list: { parameters: ["pointer", "buffer", "u64", "buffer", "u32"], result: "u32" },
-  nfqlb_ct_next: { parameters: ["pointer", "buffer", "u64", "buffer"], result: "i32" },
-  nfqlb_ct_get: { parameters: ["pointer", "buffer", "u64", "buffer"], result: "i32" },
-  nfqlb_ct_stats: { parameters: ["pointer", "buffer", "u32"], result: "void" },
-  nfqlb_ct_count_by_row: { parameters: ["pointer", "buffer", "u32", "u64"], result: "u32" },
-  nfqlb_ct_clock_ns: { parameters: [], result: "u64" },
-  nfqlb_ct_record_bytes: { parameters: [], result: "u32" },
+  nfqlb_ct_admin_list: { parameters: ["pointer", "buffer", "u64", "buffer", "u32"], result: "u32" },
+  nfqlb_ct_admin_next: { parameters: ["pointer", "buffer", "u64", "buffer"], result: "i32" },
+  nfqlb_ct_admin_get: { parameters: ["pointer", "buffer", "u64", "buffer"], result: "i32" },
+  nfqlb_ct_admin_stats: { parameters: ["pointer", "buffer", "u32"], result: "void" },
+  nfqlb_ct_admin_count_by_row: { parameters: ["pointer", "buffer", "u32", "u64"], result: "u32" },
+  nfqlb_ct_admin_clock_ns: { parameters: [], result: "u64" },
+  nfqlb_ct_admin_record_bytes: { parameters: [], result: "u32" },
   nfqlb_ct_insert_admitted: { parameters: ["pointer", "buffer", "i32", "i32", "u64"], result: "i32" },
   nfqlb_ct_flood_take: { parameters: ["pointer", "u64"], result: "i32" },
   nfqlb_ct_sweep: { parameters: ["pointer", "buffer", "u32", "u64"], result: "u32" },
-  nfqlb_ct_row_counts: { parameters: ["pointer", "buffer", "u32"], result: "void" },
+  nfqlb_ct_admin_row_counts: { parameters: ["pointer", "buffer", "u32"], result: "void" },
   nfqlb_ct_row_count: { parameters: ["pointer", "u32"], result: "u32" },
-  nfqlb_ct_sched_next: { parameters: ["pointer"], result: "u64" },
-  nfqlb_ct_set_scheduler: { parameters: ["pointer", "u32"], result: "i32" },
+  nfqlb_ct_position_next: { parameters: ["pointer"], result: "u64" },
+  nfqlb_ct_admin_set_scheduler: { parameters: ["pointer", "u32"], result: "i32" },
   nfqlb_ct_scheduler: { parameters: ["pointer"], result: "u32" },
-  // schedulers of new flows (c/scheduler.c); per-lb state, used by c/lb.c, here for tests and tools
+  // schedulers of new flows (c/ct_sched.c); per-lb state, used by c/lb.c, here for tests and tools
   nfqlb_ct_sched_create: { parameters: ["u32"], result: "pointer" },
   nfqlb_ct_sched_destroy: { parameters: ["pointer"], result: "void" },
   nfqlb_ct_sched_reset: { parameters: ["pointer"], result: "void" },

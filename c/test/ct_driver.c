@@ -1,5 +1,5 @@
 /*
- * ct_driver.c - exercises c/conntrack.c under the sanitizers
+ * ct_driver.c - exercises c/ct.c and c/ct_admin.c under the sanitizers
  * (tests/unit/conntrack_test.ts builds it with ASan+UBSan and with TSan).
  *
  *   ct_driver check ITER   one thread, random operations on a small table
@@ -53,10 +53,10 @@ static int32_t row_of(uint32_t i) { return (int32_t)(i % 7); }
 
 static uint8_t* table(uint32_t cap, uint32_t ctx, uint32_t flood)
 {
-	uint64_t size = nfqlb_ct_bytes(cap, ctx);
+	uint64_t size = nfqlb_ct_admin_bytes(cap, ctx);
 	uint8_t* base = aligned_alloc(64, (size_t)size);
 	uint32_t ttl[3] = { 3000, 1000, 500 };
-	if (!base || nfqlb_ct_format(base, size, cap, ctx, ttl, flood) != 0 || nfqlb_ct_check(base, size) != 0)
+	if (!base || nfqlb_ct_admin_format(base, size, cap, ctx, ttl, flood) != 0 || nfqlb_ct_admin_check(base, size) != 0)
 		FAIL("format");
 	return base;
 }
@@ -67,7 +67,7 @@ static uint32_t walk(uint8_t* base, uint64_t now, uint32_t* with_ctx)
 	struct nfqlb_ct_record rec[7];
 	uint32_t cursor = 0, n, total = 0;
 	*with_ctx = 0;
-	while ((n = nfqlb_ct_list(base, &cursor, now, rec, 7)) > 0) {
+	while ((n = nfqlb_ct_admin_list(base, &cursor, now, rec, 7)) > 0) {
 		for (uint32_t j = 0; j < n; j++) {
 			uint32_t i = (uint32_t)rec[j].key[14] << 8 | rec[j].key[15] | (uint32_t)rec[j].key[36] << 24 |
 				     (uint32_t)rec[j].key[37] << 16;
@@ -142,18 +142,18 @@ static int check(uint32_t iters)
 					FAIL("lookup %d for key %u", fw, i);
 			}
 		} else if (op < 82) {
-			nfqlb_ct_delete(base, k);
+			nfqlb_ct_admin_delete(base, k);
 		} else if (op < 90) {
-			int32_t r = nfqlb_ct_set(base, k, NFQLB_CT_SET_CTX, 0, 0, 0, (const uint8_t*)&i, 4, now);
+			int32_t r = nfqlb_ct_admin_set(base, k, NFQLB_CT_SET_CTX, 0, 0, 0, (const uint8_t*)&i, 4, now);
 			if (r != 0 && r != -1 && r != -2)
 				FAIL("set ctx");
 		} else if (op < 93) {
-			nfqlb_ct_set(base, k, NFQLB_CT_CLEAR_CTX | NFQLB_CT_SET_LIFETIME, 0, 0, 40000 + i, NULL, 0, now);
+			nfqlb_ct_admin_set(base, k, NFQLB_CT_CLEAR_CTX | NFQLB_CT_SET_LIFETIME, 0, 0, 40000 + i, NULL, 0, now);
 		} else if (op < 95) {
-			nfqlb_ct_set(base, k, NFQLB_CT_SET_PIN | NFQLB_CT_SET_FWMARK | NFQLB_CT_SET_CREATE, 999, 3, 0, NULL,
+			nfqlb_ct_admin_set(base, k, NFQLB_CT_SET_PIN | NFQLB_CT_SET_FWMARK | NFQLB_CT_SET_CREATE, 999, 3, 0, NULL,
 				     0, now);
 		} else if (op < 97) {
-			nfqlb_ct_set(base, k, NFQLB_CT_CLEAR_PIN | NFQLB_CT_SET_FWMARK, fw_of(i), row_of(i), 0, NULL, 0,
+			nfqlb_ct_admin_set(base, k, NFQLB_CT_CLEAR_PIN | NFQLB_CT_SET_FWMARK, fw_of(i), row_of(i), 0, NULL, 0,
 				     now);
 		} else {
 			uint32_t wc, counts[7], kept[7], cur = 0;
@@ -161,14 +161,14 @@ static int check(uint32_t iters)
 			nfqlb_ct_sweep(base, &cur, UINT32_MAX, now);
 			uint32_t listed = walk(base, now, &wc);
 			uint64_t s[NFQLB_CT_STATS_ALL];
-			nfqlb_ct_stats(base, s, NFQLB_CT_STATS_ALL);
+			nfqlb_ct_admin_stats(base, s, NFQLB_CT_STATS_ALL);
 			if (s[NFQLB_CT_STAT_ENTRIES] != listed)
 				FAIL("entries %llu, listed %u", (unsigned long long)s[NFQLB_CT_STAT_ENTRIES], listed);
 			if (s[NFQLB_CT_STAT_CTX_USED] != wc)
 				FAIL("ctx used %llu, listed with ctx %u", (unsigned long long)s[NFQLB_CT_STAT_CTX_USED], wc);
-			if (nfqlb_ct_count_by_row(base, counts, 7, now) != listed)
+			if (nfqlb_ct_admin_count_by_row(base, counts, 7, now) != listed)
 				FAIL("count_by_row");
-			nfqlb_ct_row_counts(base, kept, 7);
+			nfqlb_ct_admin_row_counts(base, kept, 7);
 			if (memcmp(kept, counts, sizeof(counts)) != 0)
 				FAIL("row counts %u %u %u %u %u %u %u, scan %u %u %u %u %u %u %u", kept[0], kept[1], kept[2],
 				     kept[3], kept[4], kept[5], kept[6], counts[0], counts[1], counts[2], counts[3],
@@ -176,7 +176,7 @@ static int check(uint32_t iters)
 		}
 	}
 	uint64_t s[NFQLB_CT_STATS_ALL];
-	nfqlb_ct_stats(base, s, NFQLB_CT_STATS_ALL);
+	nfqlb_ct_admin_stats(base, s, NFQLB_CT_STATS_ALL);
 	printf("ok check iterations=%u hits=%u inserts=%llu recycles=%llu expirations=%llu\n", iters, hits,
 	       (unsigned long long)s[NFQLB_CT_STAT_INSERTS], (unsigned long long)s[NFQLB_CT_STAT_RECYCLES],
 	       (unsigned long long)s[NFQLB_CT_STAT_EXPIRATIONS]);
@@ -230,12 +230,12 @@ static void* work(void* arg)
 					FAIL("thread %u: key %u gave %d/%d", w->id, i, fw, row);
 			}
 		} else if (op < 95) {
-			nfqlb_ct_delete(w->base, k);
+			nfqlb_ct_admin_delete(w->base, k);
 		} else if (op < 98) {
-			nfqlb_ct_set(w->base, k, NFQLB_CT_SET_CTX | NFQLB_CT_SET_OFFLOAD, 0, 0, 0, (const uint8_t*)&i, 4,
+			nfqlb_ct_admin_set(w->base, k, NFQLB_CT_SET_CTX | NFQLB_CT_SET_OFFLOAD, 0, 0, 0, (const uint8_t*)&i, 4,
 				     now);
 		} else {
-			nfqlb_ct_set(w->base, k, NFQLB_CT_CLEAR_CTX, 0, 0, 0, NULL, 0, now);
+			nfqlb_ct_admin_set(w->base, k, NFQLB_CT_CLEAR_CTX, 0, 0, 0, NULL, 0, now);
 		}
 	}
 	return NULL;
@@ -254,7 +254,7 @@ static void* list_loop(void* arg)
 	while (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
 		walk(l->base, 1000000000ull, &wc);
 		nfqlb_ct_sweep(l->base, &cur, 64, 1000000000ull);
-		nfqlb_ct_count_by_row(l->base, counts, 7, 1000000000ull);
+		nfqlb_ct_admin_count_by_row(l->base, counts, 7, 1000000000ull);
 		l->walks++;
 	}
 	return NULL;
@@ -284,7 +284,7 @@ static int stress(uint32_t threads, uint32_t iters)
 	uint64_t now = 1000000000ull; /* nothing expired yet at the workers' start time */
 	uint32_t listed = walk(base, now, &wc);
 	uint64_t s[NFQLB_CT_STATS_ALL];
-	nfqlb_ct_stats(base, s, NFQLB_CT_STATS_ALL);
+	nfqlb_ct_admin_stats(base, s, NFQLB_CT_STATS_ALL);
 	if (s[NFQLB_CT_STAT_ENTRIES] != listed)
 		FAIL("entries %llu, listed %u", (unsigned long long)s[NFQLB_CT_STAT_ENTRIES], listed);
 	if (s[NFQLB_CT_STAT_CTX_USED] != wc)

@@ -1,5 +1,5 @@
 /*
- * flow_fuzz.c - the flow matcher (c/flow.c) under AddressSanitizer/UBSan,
+ * flow_fuzz.c - the flow matcher (c/flowset.c) under AddressSanitizer/UBSan,
  * built by tests/unit/flow_sanitize_test.ts. Each round builds a random flow
  * set (valid specs over a small universe so that flows overlap, plus
  * corrupted, truncated and random specs that must be rejected), then

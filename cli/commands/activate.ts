@@ -37,7 +37,7 @@ export const activate: Command = {
     { name: "shm", help: "Shared memory" },
     { name: "index", help: "Index in the active table (<= N)" },
     // ours: hidden, so `activate --help` stays upstream's
-    { name: "weight", help: "Weight of the targets, 0..65535 (default 1; 0 = drain)", hidden: true },
+    { name: "weight", help: `Weight of the targets, 0..${MAX_WEIGHT} (default 1; 0 = drain)`, hidden: true },
   ],
   run(inv) {
     const name = inv.opts.get("shm") ?? "nfqlb";

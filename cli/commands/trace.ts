@@ -5,16 +5,25 @@ import { INT32_MAX, INT32_MIN, parseInteger, parseStrtol0 } from "../numbers.ts"
 import { errorText, NfqlbError } from "../../core/errors.ts";
 import { connectTo, parseSocketAddress } from "../../core/address.ts";
 import { logLevel, traceMask } from "../../core/trace_shm.ts";
+import {
+  NFQLB_TRACE_FLOW_CONF,
+  NFQLB_TRACE_FLOWS,
+  NFQLB_TRACE_FRAG,
+  NFQLB_TRACE_LOG,
+  NFQLB_TRACE_PACKET,
+  NFQLB_TRACE_SCTP,
+  NFQLB_TRACE_TARGET,
+} from "../../ffi/consts.ts";
 
 /** Trace selection names → mask bits, as upstream. */
 export const TRACE_BITS: Record<string, number> = {
-  log: 0x01,
-  packet: 0x02,
-  frag: 0x04,
-  "flow-conf": 0x08,
-  sctp: 0x10,
-  target: 0x20,
-  flows: 0x40,
+  log: NFQLB_TRACE_LOG,
+  packet: NFQLB_TRACE_PACKET,
+  frag: NFQLB_TRACE_FRAG,
+  "flow-conf": NFQLB_TRACE_FLOW_CONF,
+  sctp: NFQLB_TRACE_SCTP,
+  target: NFQLB_TRACE_TARGET,
+  flows: NFQLB_TRACE_FLOWS,
 };
 
 /** Default trace server address. */

@@ -1,5 +1,5 @@
 /**
- * Bench section `conntrack`: the connection table (c/conntrack.c) at 1 M
+ * Bench section `conntrack`: the connection table (c/ct.c) at 1 M
  * entries, in a shm file (temp NFQLB_SHM_DIR under /dev/shm) of capacity
  * 1.25 Mi entries (1 M fill 76 % of it; 8-way buckets then overflow now and
  * then, so the fill recycles a little).
@@ -38,11 +38,12 @@ import { ConntrackShm } from "../../core/conntrack_shm.ts";
 import type { SectionResult } from "./lookup.ts";
 import { type Goal, goal, type Row, summarize, timeMs } from "./report.ts";
 import { ROOT } from "../harness/paths.ts";
+import { NFQLB_KEY_LEN } from "../../ffi/consts.ts";
 
 const N = 1_000_000, CAP = 1_310_720, MORE = 200_000, LOOKUPS = 2_000_000, FFI_KEYS = 65_536, REPS = 5;
 const NOW = 1_000_000_000_000n; // virtual time: nothing expires during the bench
 const BATCHES = [16, 32, 64] as const;
-/** The prefetch distance of nfqueue.c's pre-pass (PREFETCH_DIST there). */
+/** The prefetch distance of queue.c's pre-pass (PREFETCH_DIST there). */
 const DIST = 8;
 /** The decide part: packets per timed loop, and the target table (as the classify bench). */
 const DECIDE_ITERS = 1_000_000, M = 9973, TARGETS = 10;
@@ -138,11 +139,11 @@ export async function benchConntrack(root: string, outDir = `${root}/bench-resul
 }
 
 function keyPointers(C: LoopSymbols, first: number, n: number) {
-  const flat = new Uint8Array(n * 40);
-  const one = new Uint8Array(40);
+  const flat = new Uint8Array(n * NFQLB_KEY_LEN);
+  const one = new Uint8Array(NFQLB_KEY_LEN);
   for (let i = 0; i < n; i++) {
     C.bench_ct_key(first + i, one);
-    flat.set(one, i * 40);
+    flat.set(one, i * NFQLB_KEY_LEN);
   }
   const base = Deno.UnsafePointer.of(flat)!;
   const ptrs: Deno.PointerValue[] = [];

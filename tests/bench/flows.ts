@@ -1,5 +1,5 @@
 /**
- * Bench `flows`: classifying a packet against a flow set (c/flow.c,
+ * Bench `flows`: classifying a packet against a flow set (c/flowset.c,
  * nfqlb_flowset_match) when the matching flow is the last of 1, 10, 100 and
  * 1000 flows. Upstream walks every flow per packet (its throughput drops
  * ~10 % at ~250 flows); ours goes through the index, so the goal is that
@@ -28,6 +28,7 @@ import { flowSpec, type FlowText } from "../helpers/flow_spec.ts";
 import type { SectionResult } from "./lookup.ts";
 import { type Goal, goal, type Row, summarize, timeMs } from "./report.ts";
 import { ROOT } from "../harness/paths.ts";
+import { NFQLB_FLOWIX_DPORT, NFQLB_FLOWIX_DST, NFQLB_FLOWIX_JOINT } from "../../ffi/consts.ts";
 
 /** Repetitions (interleaved), keys per set, calls per timed repetition of an indexed loop. */
 const REPS = 7, NKEYS = 64, ITERS = 500_000;
@@ -258,10 +259,10 @@ function measure(
   checks["flows: every key matches the last flow"] = allLast;
   checks["flows: indexed lookup equals the linear walk"] = same;
   checks["flows: the C loop gives the same flows"] = loopOk;
-  // NFQLB_FLOWIX_*: dport 1, dst 4, joint dport x dst 16
   const dims = cases.map((c) => lib().nfqlb_flowset_index_dims(c.fs));
+  const joint = NFQLB_FLOWIX_DPORT | NFQLB_FLOWIX_DST | NFQLB_FLOWIX_JOINT;
   checks["flows: the 1000-flow sets are indexed by dport x dst"] = dims.slice(3).every((d) =>
-    (d & 21) === 21
+    (d & joint) === joint
   );
 
   const samples: Record<string, number[]> = {};

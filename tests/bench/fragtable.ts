@@ -8,6 +8,7 @@
 import { lib } from "../../ffi/lib.ts";
 import { type Row, summarize, timeMs } from "./report.ts";
 import type { SectionResult } from "./lookup.ts";
+import { NFQLB_KEY_LEN } from "../../ffi/consts.ts";
 
 const N = 16384;
 const REPS = 7;
@@ -15,7 +16,7 @@ const REPS = 7;
 function keys(): Uint8Array<ArrayBuffer>[] {
   const out: Uint8Array<ArrayBuffer>[] = [];
   for (let i = 0; i < N; i++) {
-    const k = new Uint8Array(40);
+    const k = new Uint8Array(NFQLB_KEY_LEN);
     k[10] = k[11] = 0xff;
     k.set([10, 0, (i >> 8) & 0xff, i & 0xff], 12); // src 10.0.x.y
     k[26] = k[27] = 0xff;

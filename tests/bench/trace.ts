@@ -30,6 +30,7 @@ import { readPcap } from "../helpers/pcap.ts";
 import { ROOT, TESTDATA } from "../harness/paths.ts";
 import type { SectionResult } from "./lookup.ts";
 import { goal, type Row, summarize, timeMs } from "./report.ts";
+import { NFQLB_TRACE_PACKET, NFQLB_TRACE_RING_HEADER, NFQLB_TRACE_RING_MAX } from "../../ffi/consts.ts";
 
 /** Short repetitions, many of them, interleaved in rotating order: the machine is noisy. */
 const ITERS = 200_000, REPS = 41;
@@ -181,9 +182,10 @@ function measure(B: CommonSymbols, T: TracedSymbols, tshm: Deno.PointerObject): 
     return lb;
   };
   const word = T.nfqlb_trace_mask_create()!, wordOn = T.nfqlb_trace_mask_create()!;
-  T.nfqlb_trace_mask_set(wordOn, 0x02);
-  const ring = T.nfqlb_trace_ring_create(65536)!, ringOn = T.nfqlb_trace_ring_create(65536)!;
-  const ringHead = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(ringOn, 16));
+  T.nfqlb_trace_mask_set(wordOn, NFQLB_TRACE_PACKET);
+  const ring = T.nfqlb_trace_ring_create(NFQLB_TRACE_RING_MAX)!;
+  const ringOn = T.nfqlb_trace_ring_create(NFQLB_TRACE_RING_MAX)!;
+  const ringHead = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(ringOn, NFQLB_TRACE_RING_HEADER));
   const lbBase = lbOf(B), lbPlain = lbOf(T), lbIdle = lbOf(T), lbOn = lbOf(T);
   T.nfqlb_lb_set_trace(lbIdle, word, ring, null);
   T.nfqlb_lb_set_trace(lbOn, wordOn, ringOn, null);

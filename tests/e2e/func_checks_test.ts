@@ -127,7 +127,7 @@ interface FragProblems {
  * for the same source and destination within the lb fragment table's 200 ms
  * TTL (a capture showed 21 reuses in 2000 datagrams, some 5-60 ms apart).
  * Upstream drops a first fragment that meets a valid entry of another
- * fwmark; the project lets the new datagram win (c/fragtable.c,
+ * fwmark; the project lets the new datagram win (c/ft.c,
  * nfqlb_ft_first), so these sequential datagrams should all arrive, but
  * which ids the client's kernel picks is outside the test's control, and the
  * harness-based test this replaces allowed such a loss a repeat. A wrong

@@ -9,6 +9,7 @@ import type { ConntrackShm } from "../../core/conntrack_shm.ts";
 import type { TargetShm } from "../../core/target_shm.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import type { PcapPacket } from "./pcap.ts";
+import { NFQLB_KEY_LEN } from "../../ffi/consts.ts";
 
 /** One millisecond in the classifier's nanosecond clock. */
 export const MS = 1_000_000n;
@@ -17,7 +18,7 @@ export const T0 = 10_000n * MS;
 
 /** The 40-byte key of a packet (nfqlb_packet_key). */
 export function keyOf(p: PcapPacket): Uint8Array<ArrayBuffer> {
-  const key = new Uint8Array(40), fkey = new Uint8Array(40);
+  const key = new Uint8Array(NFQLB_KEY_LEN), fkey = new Uint8Array(NFQLB_KEY_LEN);
   assert.ok(lib().nfqlb_packet_key(p.hwProto, p.data, p.data.length, 0, key, fkey) >= 0);
   return key;
 }

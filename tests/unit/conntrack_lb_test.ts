@@ -14,6 +14,7 @@ import { readPcap } from "../helpers/pcap.ts";
 import { Classifier, keyOf, MS, T0, withSport } from "../helpers/classifier.ts";
 import { TESTDATA } from "../harness/paths.ts";
 import { libSandbox } from "../helpers/shm.ts";
+import { NFQLB_FTSTATS_LEN } from "../../ffi/consts.ts";
 
 const PCAP = `${TESTDATA}/pcap`;
 const TABLE = "ctlb";
@@ -145,7 +146,7 @@ Deno.test("conntrack in lb: fragments of one datagram go where the table sends t
   ConntrackShm.create(conntrackName(TABLE), { capacity: 64 });
   const table = TargetShm.open(TABLE);
   const ct = ConntrackShm.open(conntrackName(TABLE));
-  const stats = new Uint8Array(72);
+  const stats = new Uint8Array(NFQLB_FTSTATS_LEN);
   const ft = lib().nfqlb_ft_create(109, 100, 200, 1500, 0, 0, Deno.UnsafePointer.of(stats))!;
   try {
     const frags = readPcap(`${PCAP}/udp-ipv4.pcap`).slice(0, 21);

@@ -1,5 +1,5 @@
 /**
- * The connection table (c/conntrack.c through core/conntrack_shm.ts) in
+ * The connection table (c/ct.c through core/conntrack_shm.ts) in
  * a sandboxed shm directory, with virtual time (passed in, ms resolution):
  * lookups and counts, lifetimes per protocol, lazy expiry, recycling order,
  * the flood guard, pin/offload/lifetime/context, delete, persistence across
@@ -61,7 +61,7 @@ function table(opts: Partial<ConntrackOptions> = {}, name = "t-ct"): ConntrackSh
 }
 
 Deno.test("conntrack: layout sizes, record size, 4 M entries in 256 MiB", () => {
-  assert.equal(lib().nfqlb_ct_record_bytes(), RECORD_BYTES);
+  assert.equal(lib().nfqlb_ct_admin_record_bytes(), RECORD_BYTES);
   assert.equal(ConntrackShm.bytes(0), 0);
   assert.equal(ConntrackShm.bytes(2 ** 28 + 1), 0);
   // 64-byte entries + 2 bytes of bucket descriptor per entry + header
@@ -278,14 +278,14 @@ Deno.test("conntrack: delete, count by row", () => {
   for (let i = 0; i < 30; i++) ct.insert(tcp(i), 100 + (i % 3), i % 3, T0);
   ct.insert(udp(0), 5, -1, T0);
   assert.deepEqual([...ct.countByRow(3, T0)], [10, 10, 10]);
-  assert.equal(lib().nfqlb_ct_count_by_row(ct.pointer, new Uint32Array(1), 1, T0), 31);
+  assert.equal(lib().nfqlb_ct_admin_count_by_row(ct.pointer, new Uint32Array(1), 1, T0), 31);
   assert.equal(ct.delete(tcp(0)), true);
   assert.equal(ct.delete(tcp(0)), false);
   assert.equal(ct.lookup(tcp(0), 0, T0), -1);
   assert.deepEqual([...ct.countByRow(3, T0)], [9, 10, 10]);
   // the udp flows expire first
   assert.deepEqual([...ct.countByRow(3, T0 + 600n * MS)], [9, 10, 10]);
-  assert.equal(lib().nfqlb_ct_count_by_row(ct.pointer, new Uint32Array(1), 1, T0 + 600n * MS), 29);
+  assert.equal(lib().nfqlb_ct_admin_count_by_row(ct.pointer, new Uint32Array(1), 1, T0 + 600n * MS), 29);
   const s = ct.stats();
   assert.equal(s.deletes, 1);
   assert.equal(s.entries, 30);
@@ -365,7 +365,7 @@ async function run(bin: string, args: string[]): Promise<string> {
 Deno.test("conntrack: C code clean under ASan/UBSan (random operations, invariants, threads)", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "nfqlb-ct-" });
   try {
-    const bin = await buildSanitized(dir, "ct_driver", ["conntrack.c"]);
+    const bin = await buildSanitized(dir, "ct_driver", ["ct.c", "ct_admin.c"]);
     const out = await run(bin, ["check", "300000"]);
     const m = /recycles=(\d+) expirations=(\d+)/.exec(out)!;
     assert.ok(Number(m[1]) > 0 && Number(m[2]) > 0, out);
@@ -378,7 +378,7 @@ Deno.test("conntrack: C code clean under ASan/UBSan (random operations, invarian
 Deno.test("conntrack: 4 threads + a lister at once, clean under ThreadSanitizer", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "nfqlb-ct-" });
   try {
-    const bin = await buildSanitized(dir, "ct_driver", ["conntrack.c"], "thread");
+    const bin = await buildSanitized(dir, "ct_driver", ["ct.c", "ct_admin.c"], "thread");
     const out = await run(bin, ["stress", "4", "100000"]);
     const m = /hits=(\d+) listed=(\d+) walks=(\d+)/.exec(out)!;
     assert.ok(Number(m[1]) > 10000 && Number(m[3]) > 0, out);

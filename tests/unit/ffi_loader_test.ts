@@ -34,7 +34,7 @@ Deno.test("openFromBytes() loads the library from its bytes and leaves no file b
       assert.equal(l.symbols.nfqlb_prime_below(1000), 997);
       assert.equal(l.symbols.nfqlb_prime_below(10000), 9973);
       const key = cstring("");
-      assert.equal(l.symbols.nfqlb_djb2(key, 0), 5381);
+      assert.equal(l.symbols.nfqlb_hash_djb2(key, 0), 5381);
     } finally {
       l.close();
     }

@@ -1,5 +1,5 @@
 /**
- * The C flow matcher (c/flow.c) through FFI, with specs built as flowlb
+ * The C flow matcher (c/flowset.c, one flow in c/flow.c) through FFI, with specs built as flowlb
  * builds them (text through core/flow/parse.ts, then core/flow/encode.ts;
  * tests/helpers/flow_spec.ts): upstream's flow-test and match-test vectors
  * (§9), priority and companion-flow (udpencap) semantics (§5.5, §6.2, §6.3),
@@ -25,10 +25,23 @@ import { flowSpec, type FlowText } from "../helpers/flow_spec.ts";
 import { readPcap } from "../helpers/pcap.ts";
 import { TESTDATA } from "../harness/paths.ts";
 import { xorshift32 } from "../helpers/models.ts";
+import {
+  NFQLB_FLOWIX_DPORT,
+  NFQLB_FLOWIX_DST,
+  NFQLB_FLOWIX_JOINT,
+  NFQLB_FLOWIX_SPORT,
+  NFQLB_FLOWIX_SRC,
+} from "../../ffi/consts.ts";
 
 type Buf = Uint8Array<ArrayBuffer>;
 /** Index dimensions (NFQLB_FLOWIX_*). */
-const DIM = { dport: 1, sport: 2, dst: 4, src: 8, joint: 16 };
+const DIM = {
+  dport: NFQLB_FLOWIX_DPORT,
+  sport: NFQLB_FLOWIX_SPORT,
+  dst: NFQLB_FLOWIX_DST,
+  src: NFQLB_FLOWIX_SRC,
+  joint: NFQLB_FLOWIX_JOINT,
+};
 const EMPTY: Buf = new Uint8Array(0);
 
 /** A built flow set; free with `using`. */

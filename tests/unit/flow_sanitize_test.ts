@@ -1,5 +1,5 @@
 /**
- * Builds the flow matcher (c/flow.c, with c/packet.c for real keys) and the
+ * Builds the flow matcher (c/flowset.c, with c/packet.c for real keys) and the
  * driver c/test/flow_fuzz.c with AddressSanitizer + UBSan, and runs 150 000
  * lookups on random flow sets (valid, corrupted and random specs) with keys
  * and mutated / truncated packets from the real captures. The driver aborts
@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import { buildSanitized, captureSeeds, writeSeeds } from "../helpers/sanitize.ts";
 
-const SOURCES = ["flow.c", "packet.c"];
+const SOURCES = ["flowset.c", "flow.c", "packet.c"];
 
 async function fuzz(bin: string, lookups: number, seeds: string[]): Promise<RegExpExecArray> {
   const run = await new Deno.Command(bin, {

@@ -1,5 +1,5 @@
 /**
- * Connection tables in flowlb (c/flowlb.c nfqlb_flows_publish_ct, c/lb.c):
+ * Connection tables in flowlb (c/flows.c nfqlb_flows_publish_ct, c/lb.c):
  * through a flowlb classifier (nfqlb_lb_create_flows + nfqlb_lb_classify) on
  * a real capture, with two flows to two target tables, one with a connection
  * table and one without. The first keeps its flows on their stored target

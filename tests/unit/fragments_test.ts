@@ -14,6 +14,7 @@ import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { type PcapPacket, readPcap } from "../helpers/pcap.ts";
 import { TESTDATA } from "../harness/paths.ts";
 import { libSandbox } from "../helpers/shm.ts";
+import { NFQLB_FTSTATS_LEN, NFQLB_KEY_LEN } from "../../ffi/consts.ts";
 
 const libc = Deno.dlopen("libc.so.6", {
   socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
@@ -32,7 +33,7 @@ interface Options {
 
 /** A classifier with a fragment table whose re-injections land in a socketpair. */
 class Rig implements Disposable {
-  readonly stats = new Uint8Array(72);
+  readonly stats = new Uint8Array(NFQLB_FTSTATS_LEN);
   readonly counters = new BigUint64Array(COUNTER_NAMES.length);
   readonly ft: Deno.PointerObject;
   readonly lb: Deno.PointerObject;
@@ -154,7 +155,7 @@ function run(
 /** The fwmark each datagram's first fragment gets from the table. */
 function firstMarks(rig: Rig, packets: PcapPacket[]): Map<string, number> {
   const m = new Map<string, number>();
-  const key = new Uint8Array(40), fkey = new Uint8Array(40);
+  const key = new Uint8Array(NFQLB_KEY_LEN), fkey = new Uint8Array(NFQLB_KEY_LEN);
   for (const p of packets.filter(isFirst)) {
     lib().nfqlb_packet_key(p.hwProto, p.data, p.data.length, 0, key, fkey);
     m.set(fragId(p), rig.table.lookup(lib().nfqlb_hash_key(key, 40, 1)));

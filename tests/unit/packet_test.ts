@@ -9,6 +9,7 @@ import { TargetShm } from "../../core/target_shm.ts";
 import { hex, readPcap } from "../helpers/pcap.ts";
 import { TESTDATA } from "../harness/paths.ts";
 import { shmSandbox } from "../helpers/shm.ts";
+import { NFQLB_KEY_LEN } from "../../ffi/consts.ts";
 
 const PCAP = `${TESTDATA}/pcap`;
 
@@ -25,7 +26,7 @@ interface KeyResult {
 
 function keyOf(hwProto: number, pkt: Uint8Array<ArrayBuffer>, udpencap = 0, hashMode = 1): KeyResult {
   const c = lib();
-  const key = new Uint8Array(40), fkey = new Uint8Array(40);
+  const key = new Uint8Array(NFQLB_KEY_LEN), fkey = new Uint8Array(NFQLB_KEY_LEN);
   const rc = c.nfqlb_packet_key(hwProto, pkt, pkt.length, udpencap, key, fkey);
   const v = new DataView(key.buffer);
   return {

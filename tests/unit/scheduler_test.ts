@@ -1,5 +1,5 @@
 /**
- * Schedulers of new flows when lb keeps a connection table (c/scheduler.c,
+ * Schedulers of new flows when lb keeps a connection table (c/ct_sched.c,
  * `init --scheduler`): each one's picks against its definition (rr's exact
  * cycle, wrr's interleaved sequence and shares, lc/wlc against a reference
  * model of the least loaded row with the rotating tie rule), drained and
@@ -24,6 +24,7 @@ import { Classifier, keyOf, MS, T0, withSport } from "../helpers/classifier.ts";
 import { TESTDATA } from "../harness/paths.ts";
 import { nfqlb } from "../harness/nfqlb.ts";
 import { libSandbox } from "../helpers/shm.ts";
+import { NFQLB_KEY_LEN } from "../../ffi/consts.ts";
 
 const TABLE = "sched";
 const SYN = readPcap(`${TESTDATA}/pcap/telnet-ipv4.pcap`)[0];
@@ -165,7 +166,7 @@ for (const sched of ["lc", "wlc"] as const) {
     using lb = new Classifier(t.table, t.ct);
     // row 0 starts with 5 flows (made by the operator at T0, row 0)
     for (let i = 0; i < 5; i++) {
-      t.ct.set(new Uint8Array(40).fill(i + 1, 0, 16), { fwmark: 101, row: 0, create: true }, T0);
+      t.ct.set(new Uint8Array(NFQLB_KEY_LEN).fill(i + 1, 0, 16), { fwmark: 101, row: 0, create: true }, T0);
     }
     assert.deepEqual([...t.ct.rowCounts(4)], [5, 0, 0, 0]);
     let position = 0;
@@ -261,7 +262,7 @@ Deno.test("scheduler maglev (default): decisions are the hash's, the position ne
   using lb = new Classifier(t.table, t.ct);
   using plain = new Classifier(t.table);
   for (let i = 0; i < 50; i++) assert.equal(lb.classify(flow(100 + i)), plain.classify(flow(100 + i)));
-  assert.equal(lib().nfqlb_ct_sched_next(t.ct.pointer), 0n);
+  assert.equal(lib().nfqlb_ct_position_next(t.ct.pointer), 0n);
   const counts = t.ct.rowCounts(3);
   assert.equal(counts[0] + counts[1] + counts[2], 50);
   assert.deepEqual([...counts], [...t.ct.countByRow(3, T0)]);

@@ -1,5 +1,5 @@
 /*
- * fragtable.c - remembers, per fragmented datagram (src, dst, fragment id),
+ * ft.c - remembers, per fragmented datagram (src, dst, fragment id),
  * the fwmark its first fragment got, so later fragments follow it.
  *
  * Sized at creation, no allocation afterwards: `size` main slots (bucket =
@@ -69,13 +69,6 @@ struct nfqlb_fragtable {
 	struct pool hpool;
 };
 
-/* ftshm offsets (upstream struct fragStats) */
-enum {
-	FS_TTL = 0, FS_SIZE = 8, FS_ACTIVE = 12, FS_COLLISIONS = 16, FS_INSERTS = 20, FS_REJECTED = 24,
-	FS_LOOKUPS = 28, FS_OBJGC = 32, FS_MTU = 40, FS_BUCKETSMAX = 44, FS_BUCKETSALLOC = 48,
-	FS_BUCKETSUSED = 52, FS_FRAGSMAX = 56, FS_FRAGSDISCARDED = 60, FS_FRAGSALLOC = 64, FS_REASSEMBLED = 68
-};
-
 static void stat_add(struct nfqlb_fragtable* ft, uint32_t off, int32_t v)
 {
 	__atomic_fetch_add((uint32_t*)(ft->stats + off), (uint32_t)v, __ATOMIC_RELAXED);
@@ -125,9 +118,9 @@ static int32_t extra_take(struct nfqlb_fragtable* ft)
 	if (i >= 0) {
 		ft->epool.head = ft->extra[i].next;
 		ft->epool.used++;
-		stat_set(ft, FS_BUCKETSALLOC, ft->epool.used);
-		if (ft->epool.used > __atomic_load_n((uint32_t*)(ft->stats + FS_BUCKETSUSED), __ATOMIC_RELAXED))
-			stat_set(ft, FS_BUCKETSUSED, ft->epool.used);
+		stat_set(ft, NFQLB_FTSTATS_BUCKETSALLOC, ft->epool.used);
+		if (ft->epool.used > __atomic_load_n((uint32_t*)(ft->stats + NFQLB_FTSTATS_BUCKETSUSED), __ATOMIC_RELAXED))
+			stat_set(ft, NFQLB_FTSTATS_BUCKETSUSED, ft->epool.used);
 	}
 	unlock(&ft->epool.lock);
 	return i;
@@ -139,7 +132,7 @@ static void extra_give(struct nfqlb_fragtable* ft, int32_t i)
 	ft->extra[i].next = ft->epool.head;
 	ft->epool.head = i;
 	ft->epool.used--;
-	stat_set(ft, FS_BUCKETSALLOC, ft->epool.used);
+	stat_set(ft, NFQLB_FTSTATS_BUCKETSALLOC, ft->epool.used);
 	unlock(&ft->epool.lock);
 }
 static int32_t hole_take(struct nfqlb_fragtable* ft)
@@ -218,11 +211,11 @@ struct nfqlb_fragtable* nfqlb_ft_create(uint32_t size, uint32_t buckets, uint32_
 	ft->hpool.head = reassembler ? 0 : -1;
 	memset(ft->stats, 0, NFQLB_FTSTATS_LEN);
 	uint64_t ttl = ft->ttl_ns;
-	memcpy(ft->stats + FS_TTL, &ttl, 8);
-	stat_set(ft, FS_SIZE, size);
-	stat_set(ft, FS_MTU, mtu);
-	stat_set(ft, FS_BUCKETSMAX, buckets);
-	stat_set(ft, FS_FRAGSMAX, frags);
+	memcpy(ft->stats + NFQLB_FTSTATS_TTL, &ttl, 8);
+	stat_set(ft, NFQLB_FTSTATS_SIZE, size);
+	stat_set(ft, NFQLB_FTSTATS_MTU, mtu);
+	stat_set(ft, NFQLB_FTSTATS_BUCKETSMAX, buckets);
+	stat_set(ft, NFQLB_FTSTATS_FRAGSMAX, frags);
 	return ft;
 }
 
@@ -250,12 +243,12 @@ static void entry_clear(struct nfqlb_fragtable* ft, struct entry* e)
 {
 	uint32_t n = frags_free(ft, e->stored);
 	if (n)
-		stat_add(ft, FS_FRAGSDISCARDED, (int32_t)n);
+		stat_add(ft, NFQLB_FTSTATS_FRAGSDISCARDED, (int32_t)n);
 	e->stored = -1;
 	if (e->holes >= 0)
 		holes_free(ft, e->holes);
 	e->holes = HOLES_NONE;
-	stat_add(ft, FS_ACTIVE, -1);
+	stat_add(ft, NFQLB_FTSTATS_ACTIVE, -1);
 }
 
 /* Remove entry e from the bucket whose main slot is head (bucket lock held). */
@@ -282,7 +275,7 @@ static void gc_bucket(struct nfqlb_fragtable* ft, struct entry* head, uint64_t n
 	if (head->state != ST_FREE && expired(ft, head, now)) {
 		entry_clear(ft, head);
 		head->state = ST_FREE;
-		stat_add(ft, FS_OBJGC, 1);
+		stat_add(ft, NFQLB_FTSTATS_OBJGC, 1);
 	}
 	int32_t* link = &head->next;
 	while (*link >= 0) {
@@ -291,7 +284,7 @@ static void gc_bucket(struct nfqlb_fragtable* ft, struct entry* head, uint64_t n
 			int32_t i = *link;
 			*link = e->next;
 			entry_clear(ft, e);
-			stat_add(ft, FS_OBJGC, 1);
+			stat_add(ft, NFQLB_FTSTATS_OBJGC, 1);
 			extra_give(ft, i);
 		} else {
 			link = &e->next;
@@ -307,7 +300,7 @@ static struct entry* find_or_create(struct nfqlb_fragtable* ft, struct entry* he
 				    uint64_t now, int* created)
 {
 	*created = 0;
-	stat_add(ft, FS_LOOKUPS, 1);
+	stat_add(ft, NFQLB_FTSTATS_LOOKUPS, 1);
 	gc_bucket(ft, head, now);
 	if (head->state != ST_FREE && memcmp(head->key, key, NFQLB_KEY_LEN) == 0)
 		return head;
@@ -318,14 +311,14 @@ static struct entry* find_or_create(struct nfqlb_fragtable* ft, struct entry* he
 	if (head->state == ST_FREE) {
 		e = head;
 		if (head->next >= 0)
-			stat_add(ft, FS_COLLISIONS, 1);
+			stat_add(ft, NFQLB_FTSTATS_COLLISIONS, 1);
 	} else {
 		int32_t i = extra_take(ft);
 		if (i < 0) {
-			stat_add(ft, FS_REJECTED, 1);
+			stat_add(ft, NFQLB_FTSTATS_REJECTED, 1);
 			return NULL;
 		}
-		stat_add(ft, FS_COLLISIONS, 1);
+		stat_add(ft, NFQLB_FTSTATS_COLLISIONS, 1);
 		e = &ft->extra[i];
 		e->next = head->next;
 		head->next = i;
@@ -336,8 +329,8 @@ static struct entry* find_or_create(struct nfqlb_fragtable* ft, struct entry* he
 	e->last_ns = now;
 	e->stored = -1;
 	e->holes = HOLES_NONE;
-	stat_add(ft, FS_INSERTS, 1);
-	stat_add(ft, FS_ACTIVE, 1);
+	stat_add(ft, NFQLB_FTSTATS_INSERTS, 1);
+	stat_add(ft, NFQLB_FTSTATS_ACTIVE, 1);
 	*created = 1;
 	return e;
 }
@@ -422,7 +415,7 @@ int32_t nfqlb_ft_first(struct nfqlb_fragtable* ft, const uint8_t* key, int32_t f
 		       const uint32_t* info, int32_t* inject)
 {
 	*inject = -1;
-	uint32_t b = nfqlb_djb2(key, NFQLB_KEY_LEN) % ft->size;
+	uint32_t b = nfqlb_hash_djb2(key, NFQLB_KEY_LEN) % ft->size;
 	lock(&ft->locks[b]);
 	int created;
 	struct entry* head = &ft->main[b];
@@ -439,7 +432,7 @@ int32_t nfqlb_ft_first(struct nfqlb_fragtable* ft, const uint8_t* key, int32_t f
 			e->stored = -1;
 			rc = 0;
 			if (reassemble(ft, e, info, 1) == 1) {
-				stat_add(ft, FS_REASSEMBLED, 1);
+				stat_add(ft, NFQLB_FTSTATS_REASSEMBLED, 1);
 				entry_remove(ft, head, e);
 			}
 		} else if (e->state == ST_VALID && e->fwmark == fwmark) {
@@ -450,7 +443,7 @@ int32_t nfqlb_ft_first(struct nfqlb_fragtable* ft, const uint8_t* key, int32_t f
 			 * (seen within 5 ms). The new datagram wins; upstream drops it. */
 			uint32_t n = frags_free(ft, e->stored);
 			if (n)
-				stat_add(ft, FS_FRAGSDISCARDED, (int32_t)n);
+				stat_add(ft, NFQLB_FTSTATS_FRAGSDISCARDED, (int32_t)n);
 			e->stored = -1;
 			if (e->holes >= 0)
 				holes_free(ft, e->holes);
@@ -459,7 +452,7 @@ int32_t nfqlb_ft_first(struct nfqlb_fragtable* ft, const uint8_t* key, int32_t f
 			e->fwmark = fwmark;
 			rc = 0;
 			if (reassemble(ft, e, info, 1) == 1) {
-				stat_add(ft, FS_REASSEMBLED, 1);
+				stat_add(ft, NFQLB_FTSTATS_REASSEMBLED, 1);
 				entry_remove(ft, head, e);
 			}
 		}
@@ -471,7 +464,7 @@ int32_t nfqlb_ft_first(struct nfqlb_fragtable* ft, const uint8_t* key, int32_t f
 int32_t nfqlb_ft_next(struct nfqlb_fragtable* ft, const uint8_t* key, uint64_t now, const uint8_t* pkt,
 		      uint32_t len, const uint32_t* info, int32_t* fwmark)
 {
-	uint32_t b = nfqlb_djb2(key, NFQLB_KEY_LEN) % ft->size;
+	uint32_t b = nfqlb_hash_djb2(key, NFQLB_KEY_LEN) % ft->size;
 	lock(&ft->locks[b]);
 	int created;
 	struct entry* head = &ft->main[b];
@@ -485,7 +478,7 @@ int32_t nfqlb_ft_next(struct nfqlb_fragtable* ft, const uint8_t* key, uint64_t n
 			*fwmark = e->fwmark;
 			rc = 0;
 			if (reassemble(ft, e, info, 0) == 1) {
-				stat_add(ft, FS_REASSEMBLED, 1);
+				stat_add(ft, NFQLB_FTSTATS_REASSEMBLED, 1);
 				entry_remove(ft, head, e);
 			}
 		} else if (e->state == ST_STORING) {
@@ -495,7 +488,7 @@ int32_t nfqlb_ft_next(struct nfqlb_fragtable* ft, const uint8_t* key, uint64_t n
 				/* cannot keep it: the datagram is lost, free what it holds */
 				uint32_t n = frags_free(ft, e->stored);
 				if (n)
-					stat_add(ft, FS_FRAGSDISCARDED, (int32_t)n);
+					stat_add(ft, NFQLB_FTSTATS_FRAGSDISCARDED, (int32_t)n);
 				e->stored = -1;
 				e->state = ST_POISONED;
 			} else {
@@ -503,7 +496,7 @@ int32_t nfqlb_ft_next(struct nfqlb_fragtable* ft, const uint8_t* key, uint64_t n
 				ft->fraglen[f] = len;
 				ft->fragnext[f] = e->stored;
 				e->stored = f;
-				stat_add(ft, FS_FRAGSALLOC, 1);
+				stat_add(ft, NFQLB_FTSTATS_FRAGSALLOC, 1);
 				rc = 1;
 			}
 		}

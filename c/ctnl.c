@@ -1,5 +1,5 @@
 /*
- * ctnetlink.c - set the mark of an existing kernel conntrack entry over
+ * ctnl.c - set the mark of an existing kernel conntrack entry over
  * NETLINK_NETFILTER (libmnl), for `ct-set --offload` (docs/conntrack.md,
  * "Offload"). A control-plane call: one socket per call, nothing shared.
  *

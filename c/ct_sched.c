@@ -1,5 +1,5 @@
 /*
- * scheduler.c - who gets a new flow when lb keeps a connection table
+ * ct_sched.c - who gets a new flow when lb keeps a connection table
  * (docs/conntrack.md "Schedulers"): rr, wrr, lc, wlc as in LVS, over the
  * eligible rows of the target table's current buffer (active[row] >= 0 and
  * weight > 0). Maglev needs none of this: lb.c hashes as before.
@@ -8,7 +8,7 @@
  * eligible rows, their fwmarks and weights, and the wrr sequence. They are
  * rebuilt when the target table's current buffer changes (nfqlb_tshm_stamp),
  * so a pick costs O(1) for rr/wrr and O(eligible) for lc/wlc. The position
- * that rr/wrr advance lives in the connection table (nfqlb_ct_sched_next),
+ * that rr/wrr advance lives in the connection table (nfqlb_ct_position_next),
  * so the workers of one lb, and lbs sharing the table, follow one sequence
  * together. Memory grows only when a larger table shows up (at a rebuild,
  * never per packet).
@@ -236,7 +236,7 @@ int32_t nfqlb_ct_sched_pick(struct nfqlb_ct_sched* s, uint8_t* ct, const uint8_t
 		return -1;
 	if (scheduler == NFQLB_SCHED_WRR && !s->seq_ok && build_wrr(s) != 0)
 		return -1;
-	uint64_t p = nfqlb_ct_sched_next(ct);
+	uint64_t p = nfqlb_ct_position_next(ct);
 	uint32_t i;
 	switch (scheduler) {
 	case NFQLB_SCHED_RR:

@@ -1,5 +1,5 @@
 /*
- * conntrack.c - an optional connection table in front of the Maglev hash
+ * ct.c - an optional connection table in front of the Maglev hash
  * (Maglev §3.3, Katran's LRU, VPP's flowtable): flow key -> fwmark/row, with
  * per-protocol lifetimes, recycling of the entry closest to expiry, a flood
  * guard (max new flows per second) and an opaque per-flow context.
@@ -8,120 +8,19 @@
  * worker thread of an lb and the CLI process reach the same table and it
  * survives an lb restart. No allocation, no global state (see the lock note
  * below for the one per-thread cache). Time is passed in (CLOCK_MONOTONIC in
- * the dataplane; nfqlb_ct_clock_ns gives the CLI the same clock).
+ * the dataplane; nfqlb_ct_admin_clock_ns gives the CLI the same clock).
  *
- * Layout (docs/conntrack.md), version 2, little-endian, offsets in bytes:
- *   0     header (128): magic "NQCX", version, sizes, TTLs, flood limit, seed,
- *         flood window, ctx lock, scheduler id (scheduler.c)
- *   128   16 stats shards of 64 bytes (8 u64 each; a bucket counts into
- *         shard bucket % 16, so threads rarely share a counter line)
- *   1152  nbuckets bucket descriptors of 16 bytes: u32 lock, u8 tag[8], u32 pad
- *   ...   nbuckets * 8 entries of 64 bytes (64-aligned), bucket b owns
- *         entries 8b..8b+7 (set-associative: a key lives only in its bucket)
- *   ...   ctx area: ctx_slots records of 264 bytes {u32 owner, u32 len, u8[256]}
- *   ...   (64-aligned, header sched_off) scheduler line (64): u64 position of
- *         rr/wrr (and the lc/wlc tie rotation), shared by every worker; alone
- *         on its line because every new flow fetch-adds it
- *   +64   65536 u32 live-entry counts per row (rows 0..65534; 65535 = none
- *         is never counted): +1 when an entry gets a row, -1 when it loses it
- *         (deleted, expired and reclaimed, recycled, moved). Expired entries
- *         count until reclaimed (nfqlb_ct_sweep). For lc/wlc.
- *
- * A slot is in use when its tag (8 bits of the hash, never 0) is non-zero;
- * a lookup compares the 8 tags of its bucket (one cache line holds 4
- * descriptors) and reads only the entries whose tag matches.
+ * This file: locks, keys, entries and the per-packet path (lookup, insert,
+ * their batches and prefetches, the flood guard, sweep, what the schedulers
+ * read). The control plane (size, format, check, list, get, set, delete,
+ * stats) is ct_admin.c; the layout is in ct_internal.h.
  */
 #define _GNU_SOURCE
-#include "nfqlb.h"
+#include "ct_internal.h"
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
 #include <unistd.h>
-
-#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "conntrack.c assumes a little-endian machine (the shm layout is little-endian)"
-#endif
-
-#define WAYS 8u
-#define HEADER 128u
-#define SHARDS 16u
-#define SHARD_BYTES 64u
-#define BUCKETS_OFF (HEADER + SHARDS * SHARD_BYTES) /* 1152 */
-#define SCHED_BYTES 64u
-#define ROW_SLOTS 65536u
-#define CTX_REC 264u
-#define SHARDED 8u /* counters per shard: NFQLB_CT_STAT_ENTRIES..DELETES */
-#define FLAGS_BYTE 35 /* key byte 35 (proto high byte, always 0) holds the flags */
-#define ROW_NONE 0xffffu
-#define LIFETIME_SECONDS 0x8000u
-#define SPIN_BEFORE_CHECK (1u << 16) /* spins before asking whether the owner is alive */
-
-/* Internal flag (never reported): the slot holds a context record. */
-#define F_HAS_CTX 0x80u
-
-struct ct_header {
-	uint32_t magic;        /* 0 */
-	uint16_t version;      /* 4 */
-	uint16_t header_size;  /* 6  offset of the buckets (1152) */
-	uint64_t file_size;    /* 8 */
-	uint32_t capacity;     /* 16 slots (nbuckets * 8) */
-	uint32_t nbuckets;     /* 20 */
-	uint32_t ctx_slots;    /* 24 */
-	uint32_t flood_per_s;  /* 28 0 = no flood guard */
-	uint32_t ttl_ms[3];    /* 32 tcp, udp, other */
-	uint32_t ways;         /* 44 */
-	uint64_t seed;         /* 48 hash seed */
-	uint64_t flood;        /* 56 second << 32 | new flows in that second */
-	uint32_t ctx_lock;     /* 64 */
-	uint32_t ctx_used;     /* 68 */
-	uint64_t entries_off;  /* 72 */
-	uint64_t ctx_off;      /* 80 */
-	uint64_t lock_steals;  /* 88 */
-	uint32_t scheduler;    /* 96 enum nfqlb_sched (scheduler.c) */
-	uint32_t reserved0;    /* 100 */
-	uint64_t sched_off;    /* 104 the scheduler line; the row counts follow */
-	uint32_t reserved[4];  /* 112..127 */
-};
-_Static_assert(sizeof(struct ct_header) == HEADER, "header is 128 bytes");
-
-struct ct_bucket {
-	uint32_t lock; /* 0 free, else the owner's kernel tid */
-	uint8_t tag[WAYS];
-	uint32_t pad;
-};
-_Static_assert(sizeof(struct ct_bucket) == 16, "bucket descriptor is 16 bytes");
-
-/* The core entry: one cache line. */
-struct ct_entry {
-	uint8_t key[NFQLB_KEY_LEN]; /* 0  byte 35 = flags (NFQLB_CT_F_* | F_HAS_CTX) */
-	int32_t fwmark;             /* 40 */
-	uint16_t row;               /* 44 ROW_NONE = none */
-	uint16_t lifetime;          /* 46 0 = by protocol; else ms, or seconds with bit 15 */
-	uint32_t last;              /* 48 last seen, ms (CLOCK_MONOTONIC / 1e6, mod 2^32) */
-	uint32_t created;           /* 52 ms, the same clock */
-	uint64_t counts;            /* 56 packets << 40 | bytes, each saturating */
-};
-_Static_assert(sizeof(struct ct_entry) == NFQLB_CT_ENTRY_BYTES, "entry is 64 bytes");
-
-struct ct_ctx {
-	uint32_t owner; /* 0 free, CTX_TOMB deleted, else entry index + 1 */
-	uint32_t len;
-	uint8_t data[NFQLB_CT_CTX_MAX];
-};
-_Static_assert(sizeof(struct ct_ctx) == CTX_REC, "ctx record is 264 bytes");
-#define CTX_TOMB 0xffffffffu
-
-_Static_assert(sizeof(struct nfqlb_ct_record) == NFQLB_CT_RECORD_BYTES, "record size");
-
-static struct ct_header* H(uint8_t* base) { return (struct ct_header*)base; }
-_Static_assert(SHARDED * 8 == SHARD_BYTES, "a shard holds the sharded counters");
-_Static_assert(SHARDED == NFQLB_CT_STAT_LOCK_STEALS, "sharded counters come first");
-
-#define PKT_SHIFT 40
-#define BYTES_MASK ((1ull << PKT_SHIFT) - 1)
-#define PKT_MAX ((1ull << (64 - PKT_SHIFT)) - 1)
 
 /* ---------------------------------------------------------------------------
  * Locks. A lock word holds the owner's kernel thread id. A waiter spins; every
@@ -150,17 +49,11 @@ static inline void cpu_relax(void)
 #endif
 }
 
-static uint64_t* shard(uint8_t* base, uint32_t b)
-{
-	return (uint64_t*)(base + HEADER + (b % SHARDS) * SHARD_BYTES);
-}
 static void stat_add(uint8_t* base, uint32_t b, uint32_t which, int64_t v)
 {
 	__atomic_fetch_add(&shard(base, b)[which], (uint64_t)v, __ATOMIC_RELAXED);
 }
 
-/* Live entries per row (rows < ROW_NONE); relaxed atomics: threads and processes share them. */
-static uint32_t* row_counts(uint8_t* base) { return (uint32_t*)(base + H(base)->sched_off + SCHED_BYTES); }
 static void row_inc(uint8_t* base, uint16_t r)
 {
 	if (r != ROW_NONE)
@@ -208,49 +101,6 @@ static inline void lock(uint8_t* base, uint32_t* l)
 		return;
 	lock_slow(base, l, me);
 }
-static inline void unlock(uint32_t* l) { __atomic_store_n(l, 0u, __ATOMIC_RELEASE); }
-
-/* ---------------------------------------------------------------------------
- * Layout helpers.
- * ------------------------------------------------------------------------- */
-
-static struct ct_bucket* bucket(uint8_t* base, uint32_t b)
-{
-	return (struct ct_bucket*)(base + BUCKETS_OFF) + b;
-}
-static struct ct_entry* entry(uint8_t* base, uint32_t i)
-{
-	return (struct ct_entry*)(base + H(base)->entries_off) + i;
-}
-static struct ct_ctx* ctxrec(uint8_t* base, uint32_t i)
-{
-	return (struct ct_ctx*)(base + H(base)->ctx_off) + i;
-}
-
-static uint64_t align64(uint64_t v) { return (v + 63u) & ~63ull; }
-
-struct layout {
-	uint32_t nbuckets;
-	uint64_t entries_off, ctx_off, sched_off, size;
-};
-
-static int layout_of(uint32_t capacity, uint32_t ctx_slots, struct layout* L)
-{
-	if (capacity == 0 || capacity > NFQLB_CT_MAX_CAPACITY || ctx_slots > NFQLB_CT_MAX_CTX)
-		return -1;
-	L->nbuckets = (capacity + WAYS - 1) / WAYS;
-	L->entries_off = align64(BUCKETS_OFF + 16ull * L->nbuckets);
-	L->ctx_off = L->entries_off + (uint64_t)L->nbuckets * WAYS * sizeof(struct ct_entry);
-	L->sched_off = align64(L->ctx_off + (uint64_t)ctx_slots * CTX_REC);
-	L->size = L->sched_off + SCHED_BYTES + ROW_SLOTS * 4u;
-	return 0;
-}
-
-uint64_t nfqlb_ct_bytes(uint32_t capacity, uint32_t ctx_slots)
-{
-	struct layout L;
-	return layout_of(capacity, ctx_slots, &L) == 0 ? L.size : 0;
-}
 
 /* ---------------------------------------------------------------------------
  * Keys: compared and hashed as 5 little-endian u64 words; byte 35 (the high
@@ -259,10 +109,6 @@ uint64_t nfqlb_ct_bytes(uint32_t capacity, uint32_t ctx_slots)
  * ------------------------------------------------------------------------- */
 
 #define W4_MASK 0xffffffff00ffffffull
-
-struct kw {
-	uint64_t w[5];
-};
 
 static inline void load_key(const uint8_t* key, struct kw* k)
 {
@@ -301,8 +147,6 @@ static inline uint32_t bucket_of(uint64_t h, uint32_t nbuckets)
 	return (uint32_t)(((h & 0xffffffffull) * nbuckets) >> 32);
 }
 static inline uint8_t tag_of(uint64_t h) { return (uint8_t)((h >> 56) | 1u); }
-
-static inline uint32_t ms_of(uint64_t now_ns) { return (uint32_t)(now_ns / 1000000u); }
 
 /* ---------------------------------------------------------------------------
  * Entries.
@@ -355,24 +199,6 @@ static int64_t ctx_find(uint8_t* base, uint32_t idx)
 	}
 	return -1;
 }
-static int64_t ctx_alloc(uint8_t* base, uint32_t idx)
-{
-	struct ct_header* h = H(base);
-	uint32_t n = h->ctx_slots;
-	if (n == 0 || h->ctx_used >= n)
-		return -1;
-	uint32_t i = (uint32_t)(((uint64_t)(idx * 2654435761u) * n) >> 32);
-	for (uint32_t k = 0; k < n; k++, i = i + 1 == n ? 0 : i + 1) {
-		uint32_t o = ctxrec(base, i)->owner;
-		if (o == 0 || o == CTX_TOMB) {
-			ctxrec(base, i)->owner = idx + 1;
-			h->ctx_used++;
-			return i;
-		}
-	}
-	return -1;
-}
-
 /* Drop the context of slot idx (bucket lock held). */
 static void ctx_free(uint8_t* base, uint32_t idx)
 {
@@ -435,87 +261,9 @@ static inline void count(struct ct_entry* e, uint32_t bytes)
 	e->counts = p << PKT_SHIFT | by;
 }
 
-static inline uint16_t row_store(int32_t row) { return row < 0 || row >= (int32_t)ROW_NONE ? ROW_NONE : (uint16_t)row; }
-static inline int32_t row_load(uint16_t r) { return r == ROW_NONE ? -1 : (int32_t)r; }
-
-static int key_ok(const uint8_t* key) { return key != NULL && key[FLAGS_BYTE] == 0; }
-
-/* ---------------------------------------------------------------------------
- * Format / check.
- * ------------------------------------------------------------------------- */
-
-int32_t nfqlb_ct_format(uint8_t* base, uint64_t size, uint32_t capacity, uint32_t ctx_slots, const uint32_t* ttl_ms,
-			uint32_t flood_per_s)
-{
-	struct layout L;
-	if (base == NULL || ttl_ms == NULL || layout_of(capacity, ctx_slots, &L) != 0 || size < L.size)
-		return -1;
-	for (int i = 0; i < 3; i++)
-		if (ttl_ms[i] > NFQLB_CT_MAX_TTL_MS)
-			return -1;
-	memset(base, 0, BUCKETS_OFF + 16ull * L.nbuckets);
-	/* entries need no init (tag 0 = free); the ctx owners must be 0 */
-	memset(base + L.ctx_off, 0, (size_t)ctx_slots * CTX_REC);
-	memset(base + L.sched_off, 0, SCHED_BYTES + ROW_SLOTS * 4u);
-	struct ct_header* h = H(base);
-	h->version = NFQLB_CT_VERSION;
-	h->header_size = BUCKETS_OFF;
-	h->file_size = L.size;
-	h->capacity = L.nbuckets * WAYS;
-	h->nbuckets = L.nbuckets;
-	h->ctx_slots = ctx_slots;
-	h->flood_per_s = flood_per_s;
-	memcpy(h->ttl_ms, ttl_ms, sizeof(h->ttl_ms));
-	h->ways = WAYS;
-	uint64_t seed = 0;
-	if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed))
-		seed = (uint64_t)(uintptr_t)base ^ 0x5851f42d4c957f2dull;
-	h->seed = seed;
-	h->entries_off = L.entries_off;
-	h->ctx_off = L.ctx_off;
-	h->sched_off = L.sched_off;
-	__atomic_store_n(&h->magic, NFQLB_CT_MAGIC, __ATOMIC_RELEASE); /* last: complete */
-	return 0;
-}
-
-int32_t nfqlb_ct_check(const uint8_t* base, uint64_t size)
-{
-	if (base == NULL || size < 4)
-		return NFQLB_EMAGIC;
-	const struct ct_header* h = (const struct ct_header*)base;
-	if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != NFQLB_CT_MAGIC)
-		return NFQLB_EMAGIC;
-	if (size < BUCKETS_OFF)
-		return NFQLB_ETRUNC;
-	if (h->version != NFQLB_CT_VERSION)
-		return NFQLB_EVERSION;
-	struct layout L;
-	if (h->header_size != BUCKETS_OFF || h->ways != WAYS || h->capacity % WAYS != 0 ||
-	    layout_of(h->capacity, h->ctx_slots, &L) != 0 || L.nbuckets != h->nbuckets || L.size != h->file_size ||
-	    L.entries_off != h->entries_off || L.ctx_off != h->ctx_off || L.sched_off != h->sched_off ||
-	    h->ttl_ms[0] > NFQLB_CT_MAX_TTL_MS ||
-	    h->ttl_ms[1] > NFQLB_CT_MAX_TTL_MS || h->ttl_ms[2] > NFQLB_CT_MAX_TTL_MS ||
-	    h->scheduler >= NFQLB_SCHED_COUNT)
-		return NFQLB_ELAYOUT;
-	if (size < h->file_size)
-		return NFQLB_ETRUNC;
-	return 0;
-}
-
 /* ---------------------------------------------------------------------------
  * Hot path.
  * ------------------------------------------------------------------------- */
-
-/*
- * Where a key lives: its hash, bucket and tag. The batch functions compute
- * these for a whole batch first (stage 1), so the memory of every key is
- * requested before any of it is needed.
- */
-struct probe {
-	struct kw k;
-	uint32_t b; /* UINT32_MAX: a bad key (byte 35 != 0), skipped */
-	uint8_t tag;
-};
 
 static inline void probe_of(const struct ct_header* h, const uint8_t* key, struct probe* p)
 {
@@ -857,238 +605,8 @@ int32_t nfqlb_ct_flood_take(uint8_t* base, uint64_t now_ns)
 }
 
 /* ---------------------------------------------------------------------------
- * Control.
+ * Upkeep (the dataplane sweeps), and what the schedulers (ct_sched.c) read.
  * ------------------------------------------------------------------------- */
-
-int32_t nfqlb_ct_delete(uint8_t* base, const uint8_t* key)
-{
-	struct ct_header* h = H(base);
-	if (!key_ok(key))
-		return -1;
-	struct kw k;
-	load_key(key, &k);
-	uint64_t hv = key_hash(h->seed, &k);
-	uint32_t b = bucket_of(hv, h->nbuckets);
-	struct ct_bucket* bk = bucket(base, b);
-	lock(base, &bk->lock);
-	int w = find(base, b, tag_of(hv), &k, 0, 0);
-	if (w >= 0)
-		slot_free(base, b, (uint32_t)w, NFQLB_CT_STAT_DELETES);
-	unlock(&bk->lock);
-	return w >= 0 ? 0 : -1;
-}
-
-static int32_t encode_lifetime(uint32_t ms, uint16_t* out)
-{
-	if (ms == 0)
-		*out = 0;
-	else if (ms < LIFETIME_SECONDS)
-		*out = (uint16_t)ms;
-	else if ((ms + 999u) / 1000u < LIFETIME_SECONDS)
-		*out = (uint16_t)(LIFETIME_SECONDS | ((ms + 999u) / 1000u));
-	else
-		return -1;
-	return 0;
-}
-
-int32_t nfqlb_ct_set(uint8_t* base, const uint8_t* key, uint32_t what, int32_t fwmark, int32_t row,
-		     uint32_t lifetime_ms, const uint8_t* ctx, uint32_t ctx_len, uint64_t now_ns)
-{
-	struct ct_header* h = H(base);
-	uint16_t lt = 0;
-	if (!key_ok(key) || ((what & NFQLB_CT_SET_LIFETIME) && encode_lifetime(lifetime_ms, &lt) != 0) ||
-	    ((what & NFQLB_CT_SET_CTX) && (ctx_len > NFQLB_CT_CTX_MAX || (ctx == NULL && ctx_len > 0))))
-		return -1;
-	struct kw k;
-	load_key(key, &k);
-	uint64_t hv = key_hash(h->seed, &k);
-	uint32_t b = bucket_of(hv, h->nbuckets), now = ms_of(now_ns);
-	uint8_t tag = tag_of(hv);
-	struct ct_bucket* bk = bucket(base, b);
-	int32_t rc = 0;
-	lock(base, &bk->lock);
-	int w = find(base, b, tag, &k, now, 1);
-	if (w < 0) {
-		if (!(what & NFQLB_CT_SET_CREATE)) {
-			rc = -1;
-			goto out;
-		}
-		if ((w = make_room(base, b, tag, now)) < 0) {
-			rc = -2;
-			goto out;
-		}
-		fill(base, b, (uint32_t)w, tag, key, fwmark, row, now, 0);
-	}
-	uint32_t idx = b * WAYS + (uint32_t)w;
-	struct ct_entry* e = entry(base, idx);
-	uint8_t f = e->key[FLAGS_BYTE];
-	if (what & NFQLB_CT_SET_CTX) {
-		lock(base, &h->ctx_lock);
-		int64_t c = (f & F_HAS_CTX) ? ctx_find(base, idx) : -1;
-		if (c < 0)
-			c = ctx_alloc(base, idx);
-		if (c >= 0) {
-			struct ct_ctx* r = ctxrec(base, (uint32_t)c);
-			if (ctx_len)
-				memcpy(r->data, ctx, ctx_len);
-			r->len = ctx_len;
-			f |= F_HAS_CTX;
-		}
-		unlock(&h->ctx_lock);
-		if (c < 0) {
-			rc = -2; /* no context slot free: nothing else is changed */
-			goto out;
-		}
-	}
-	if ((what & NFQLB_CT_CLEAR_CTX) && (f & F_HAS_CTX)) {
-		ctx_free(base, idx);
-		f &= (uint8_t)~F_HAS_CTX;
-	}
-	if (what & NFQLB_CT_SET_FWMARK)
-		move(base, e, fwmark, row);
-	if (what & NFQLB_CT_SET_LIFETIME)
-		e->lifetime = lt;
-	if (what & NFQLB_CT_SET_PIN)
-		f |= NFQLB_CT_F_PINNED;
-	if (what & NFQLB_CT_CLEAR_PIN)
-		f &= (uint8_t)~NFQLB_CT_F_PINNED;
-	if (what & NFQLB_CT_SET_OFFLOAD)
-		f |= NFQLB_CT_F_OFFLOADED;
-	if (what & NFQLB_CT_CLEAR_OFFLOAD)
-		f &= (uint8_t)~NFQLB_CT_F_OFFLOADED;
-	if (what & (NFQLB_CT_CLEAR_PIN | NFQLB_CT_SET_LIFETIME))
-		e->last = now; /* the new lifetime counts from now */
-	e->key[FLAGS_BYTE] = f;
-out:
-	unlock(&bk->lock);
-	return rc;
-}
-
-static void to_record(uint8_t* base, uint32_t idx, const struct ct_entry* e, uint32_t now, struct nfqlb_ct_record* r)
-{
-	struct ct_header* h = H(base);
-	memset(r, 0, sizeof(*r));
-	memcpy(r->key, e->key, NFQLB_KEY_LEN);
-	r->key[FLAGS_BYTE] = 0;
-	uint8_t f = e->key[FLAGS_BYTE];
-	r->fwmark = e->fwmark;
-	r->row = row_load(e->row);
-	r->flags = f & (NFQLB_CT_F_PINNED | NFQLB_CT_F_OFFLOADED);
-	r->lifetime_ms = (f & NFQLB_CT_F_PINNED) ? 0 : lifetime_ms(h, e);
-	int32_t age = (int32_t)(now - e->created), idle = (int32_t)(now - e->last);
-	r->age_ms = age < 0 ? 0 : (uint32_t)age;
-	r->idle_ms = idle < 0 ? 0 : (uint32_t)idle;
-	r->packets = e->counts >> PKT_SHIFT;
-	r->bytes = e->counts & BYTES_MASK;
-	r->slot = idx;
-	if (f & F_HAS_CTX) {
-		lock(base, &h->ctx_lock);
-		int64_t c = ctx_find(base, idx);
-		if (c >= 0) {
-			const struct ct_ctx* x = ctxrec(base, (uint32_t)c);
-			r->ctx_len = x->len;
-			r->flags |= NFQLB_CT_F_CTX;
-			memcpy(r->ctx, x->data, x->len);
-		}
-		unlock(&h->ctx_lock);
-	}
-}
-
-uint32_t nfqlb_ct_list(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out, uint32_t max)
-{
-	struct ct_header* h = H(base);
-	uint32_t n = 0, now = ms_of(now_ns), cap = h->capacity;
-	uint32_t i = *cursor;
-	while (n < max && i < cap) {
-		uint32_t b = i / WAYS;
-		struct ct_bucket* bk = bucket(base, b);
-		lock(base, &bk->lock);
-		/* a bucket at a time, so the records of one bucket are one snapshot */
-		for (uint32_t w = i % WAYS; w < WAYS && n < max; w++, i++) {
-			if (bk->tag[w] == 0)
-				continue;
-			struct ct_entry* e = entry(base, b * WAYS + w);
-			if (expired(h, e, now)) {
-				slot_free(base, b, w, NFQLB_CT_STAT_EXPIRATIONS);
-				continue;
-			}
-			to_record(base, b * WAYS + w, e, now, &out[n++]);
-		}
-		unlock(&bk->lock);
-	}
-	*cursor = i;
-	return n;
-}
-
-int32_t nfqlb_ct_next(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out)
-{
-	return nfqlb_ct_list(base, cursor, now_ns, out, 1) == 1 ? 1 : 0;
-}
-
-int32_t nfqlb_ct_get(uint8_t* base, const uint8_t* key, uint64_t now_ns, struct nfqlb_ct_record* out)
-{
-	struct ct_header* h = H(base);
-	if (!key_ok(key))
-		return -1;
-	struct kw k;
-	load_key(key, &k);
-	uint64_t hv = key_hash(h->seed, &k);
-	uint32_t b = bucket_of(hv, h->nbuckets), now = ms_of(now_ns);
-	struct ct_bucket* bk = bucket(base, b);
-	lock(base, &bk->lock);
-	int w = find(base, b, tag_of(hv), &k, now, 1);
-	if (w >= 0)
-		to_record(base, b * WAYS + (uint32_t)w, entry(base, b * WAYS + (uint32_t)w), now, out);
-	unlock(&bk->lock);
-	return w >= 0 ? 0 : -1;
-}
-
-void nfqlb_ct_stats(uint8_t* base, uint64_t* out, uint32_t n)
-{
-	struct ct_header* h = H(base);
-	uint64_t s[NFQLB_CT_STATS_ALL] = { 0 };
-	for (uint32_t i = 0; i < SHARDS; i++) {
-		const uint64_t* sh = shard(base, i);
-		for (uint32_t j = 0; j < SHARDED; j++)
-			s[j] += __atomic_load_n(&sh[j], __ATOMIC_RELAXED);
-	}
-	s[NFQLB_CT_STAT_LOCK_STEALS] = __atomic_load_n(&h->lock_steals, __ATOMIC_RELAXED);
-	s[NFQLB_CT_STAT_CAPACITY] = h->capacity;
-	s[NFQLB_CT_STAT_CTX_SLOTS] = h->ctx_slots;
-	s[NFQLB_CT_STAT_CTX_USED] = __atomic_load_n(&h->ctx_used, __ATOMIC_RELAXED);
-	s[NFQLB_CT_STAT_FLOOD_PER_S] = h->flood_per_s;
-	s[NFQLB_CT_STAT_TTL_TCP] = h->ttl_ms[0];
-	s[NFQLB_CT_STAT_TTL_UDP] = h->ttl_ms[1];
-	s[NFQLB_CT_STAT_TTL_OTHER] = h->ttl_ms[2];
-	s[NFQLB_CT_STAT_BYTES] = h->file_size;
-	for (uint32_t j = 0; j < n && j < NFQLB_CT_STATS_ALL; j++)
-		out[j] = s[j];
-}
-
-uint32_t nfqlb_ct_count_by_row(uint8_t* base, uint32_t* counts, uint32_t n, uint64_t now_ns)
-{
-	struct ct_header* h = H(base);
-	uint32_t now = ms_of(now_ns), total = 0;
-	if (counts && n)
-		memset(counts, 0, (size_t)n * sizeof(uint32_t));
-	for (uint32_t b = 0; b < h->nbuckets; b++) {
-		struct ct_bucket* bk = bucket(base, b);
-		lock(base, &bk->lock);
-		for (uint32_t w = 0; w < WAYS; w++) {
-			if (bk->tag[w] == 0)
-				continue;
-			struct ct_entry* e = entry(base, b * WAYS + w);
-			if (expired(h, e, now))
-				continue;
-			int32_t r = row_load(e->row);
-			if (r >= 0 && (uint32_t)r < n)
-				counts[r]++;
-			total++;
-		}
-		unlock(&bk->lock);
-	}
-	return total;
-}
 
 uint32_t nfqlb_ct_sweep(uint8_t* base, uint32_t* cursor, uint32_t n, uint64_t now_ns)
 {
@@ -1117,15 +635,6 @@ uint32_t nfqlb_ct_sweep(uint8_t* base, uint32_t* cursor, uint32_t n, uint64_t no
 	return reclaimed;
 }
 
-void nfqlb_ct_row_counts(uint8_t* base, uint32_t* counts, uint32_t n)
-{
-	const uint32_t* c = row_counts(base);
-	for (uint32_t r = 0; r < n && r < ROW_NONE; r++)
-		counts[r] = __atomic_load_n(&c[r], __ATOMIC_RELAXED);
-	for (uint32_t r = ROW_NONE; r < n; r++)
-		counts[r] = 0;
-}
-
 uint32_t nfqlb_ct_row_count(const uint8_t* base, uint32_t row)
 {
 	const struct ct_header* h = (const struct ct_header*)base;
@@ -1133,17 +642,9 @@ uint32_t nfqlb_ct_row_count(const uint8_t* base, uint32_t row)
 	return row < ROW_NONE ? __atomic_load_n(&c[row], __ATOMIC_RELAXED) : 0;
 }
 
-uint64_t nfqlb_ct_sched_next(uint8_t* base)
+uint64_t nfqlb_ct_position_next(uint8_t* base)
 {
 	return __atomic_fetch_add((uint64_t*)(base + H(base)->sched_off), 1ull, __ATOMIC_RELAXED);
-}
-
-int32_t nfqlb_ct_set_scheduler(uint8_t* base, uint32_t scheduler)
-{
-	if (scheduler >= NFQLB_SCHED_COUNT)
-		return -1;
-	__atomic_store_n(&H(base)->scheduler, scheduler, __ATOMIC_RELAXED);
-	return 0;
 }
 
 uint32_t nfqlb_ct_scheduler(const uint8_t* base)
@@ -1151,11 +652,26 @@ uint32_t nfqlb_ct_scheduler(const uint8_t* base)
 	return __atomic_load_n(&((const struct ct_header*)base)->scheduler, __ATOMIC_RELAXED);
 }
 
-uint64_t nfqlb_ct_clock_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
+/* ---------------------------------------------------------------------------
+ * What ct_admin.c uses (ct_internal.h): the static functions above, called
+ * through these so the per-packet path keeps its own inlined copies.
+ * ------------------------------------------------------------------------- */
 
-uint32_t nfqlb_ct_record_bytes(void) { return (uint32_t)sizeof(struct nfqlb_ct_record); }
+void ct_probe(uint8_t* base, const uint8_t* key, struct probe* p) { probe_of(H(base), key, p); }
+void ct_lock(uint8_t* base, uint32_t* l) { lock(base, l); }
+int ct_find(uint8_t* base, uint32_t b, uint8_t tag, const struct kw* k, uint32_t now, int reclaim)
+{
+	return find(base, b, tag, k, now, reclaim);
+}
+void ct_slot_free(uint8_t* base, uint32_t b, uint32_t w, uint32_t stat) { slot_free(base, b, w, stat); }
+int ct_make_room(uint8_t* base, uint32_t b, uint8_t tag, uint32_t now) { return make_room(base, b, tag, now); }
+void ct_fill(uint8_t* base, uint32_t b, uint32_t w, uint8_t tag, const uint8_t* key, int32_t fwmark, int32_t row,
+	     uint32_t now)
+{
+	fill(base, b, w, tag, key, fwmark, row, now, 0);
+}
+void ct_move(uint8_t* base, struct ct_entry* e, int32_t fwmark, int32_t row) { move(base, e, fwmark, row); }
+int64_t ct_ctx_find(uint8_t* base, uint32_t idx) { return ctx_find(base, idx); }
+void ct_ctx_free(uint8_t* base, uint32_t idx) { ctx_free(base, idx); }
+uint32_t ct_lifetime_ms(const struct ct_header* h, const struct ct_entry* e) { return lifetime_ms(h, e); }
+int ct_expired(const struct ct_header* h, const struct ct_entry* e, uint32_t now) { return expired(h, e, now); }

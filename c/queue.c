@@ -1,5 +1,5 @@
 /*
- * nfqueue.c - NFQUEUE I/O on libmnl + libnetfilter_queue, batched.
+ * queue.c - NFQUEUE I/O on libmnl + libnetfilter_queue, batched.
  *
  *   recvmmsg (block for the first, take up to `batch`) ─► classify each in C
  *        ─► one sendto carrying all the verdict messages
@@ -75,30 +75,6 @@ void nfqlb_queue_set_stats(struct nfqlb_queue* q, uint64_t* counters, struct nfq
 	}
 	q->tstats = (ntstats & (ntstats - 1)) == 0 ? tstats : NULL;
 	q->ntstats = q->tstats ? ntstats : 0;
-}
-
-/* Packets and bytes per fwmark. One writer (this queue's worker); readers in
- * other processes see each slot's fwmark before its counts (release). */
-void nfqlb_target_stats_add(struct nfqlb_target_stat* tstats, uint32_t ntstats, int32_t mark, uint32_t bytes,
-			    uint64_t* counters)
-{
-	uint32_t mask = ntstats - 1, h = ((uint32_t)mark * 2654435761u) & mask;
-	for (uint32_t i = 0; i < ntstats; i++) {
-		struct nfqlb_target_stat* t = &tstats[(h + i) & mask];
-		if (t->used && t->fwmark == mark) {
-			t->packets++;
-			t->bytes += bytes;
-			return;
-		}
-		if (!t->used) {
-			t->fwmark = mark;
-			t->packets = 1;
-			t->bytes = bytes;
-			__atomic_store_n(&t->used, 1u, __ATOMIC_RELEASE);
-			return;
-		}
-	}
-	counters[NFQLB_C_TARGET_OVERFLOW]++;
 }
 
 static uint64_t now_ns(void)

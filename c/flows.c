@@ -1,5 +1,5 @@
 /*
- * flowlb.c - the flow set of a running `flowlb`, shared by its queue workers.
+ * flows.c - the flow set of a running `flowlb`, shared by its queue workers.
  *
  * The control plane (the flow server, in TypeScript) builds a new immutable
  * flow set with its target tables and publishes it with one atomic pointer

@@ -1,0 +1,177 @@
+/*
+ * ct_internal.h - the connection table's layout, and the operations of ct.c
+ * that ct_admin.c uses. Private to those two files: not part of nfqlb.h, and
+ * the ct_* functions are hidden (not exported by libnfqlb.so).
+ *
+ * layout: docs/conntrack.md#layout-version-2-little-endian (the structs below
+ * follow it field by field)
+ *
+ * A bucket b owns entries 8b..8b+7 (set-associative: a key lives only in its
+ * bucket) and counts into stats shard b % 16, so threads rarely share a
+ * counter line. The per-row counts are +1 when an entry gets a row, -1 when
+ * it loses it (deleted, expired and reclaimed, recycled, moved); expired
+ * entries count until reclaimed (nfqlb_ct_sweep). A slot is in use when its
+ * tag (8 bits of the hash, never 0) is non-zero; a lookup compares the 8 tags
+ * of its bucket (one cache line holds 4 descriptors) and reads only the
+ * entries whose tag matches.
+ */
+#ifndef NFQLB_CT_INTERNAL_H
+#define NFQLB_CT_INTERNAL_H
+
+#include "nfqlb.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the connection table assumes a little-endian machine (the shm layout is little-endian)"
+#endif
+
+#define WAYS 8u
+#define HEADER 128u
+#define SHARDS 16u
+#define SHARD_BYTES 64u
+#define BUCKETS_OFF (HEADER + SHARDS * SHARD_BYTES) /* 1152 */
+#define SCHED_BYTES 64u
+#define ROW_SLOTS 65536u
+#define CTX_REC 264u
+#define SHARDED 8u /* counters per shard: NFQLB_CT_STAT_ENTRIES..DELETES */
+#define FLAGS_BYTE 35 /* key byte 35 (proto high byte, always 0) holds the flags */
+#define ROW_NONE 0xffffu
+#define LIFETIME_SECONDS 0x8000u
+#define SPIN_BEFORE_CHECK (1u << 16) /* spins before asking whether the owner is alive */
+
+/* Internal flag (never reported): the slot holds a context record. */
+#define F_HAS_CTX 0x80u
+
+struct ct_header {
+	uint32_t magic;        /* 0 */
+	uint16_t version;      /* 4 */
+	uint16_t header_size;  /* 6  offset of the buckets (1152) */
+	uint64_t file_size;    /* 8 */
+	uint32_t capacity;     /* 16 slots (nbuckets * 8) */
+	uint32_t nbuckets;     /* 20 */
+	uint32_t ctx_slots;    /* 24 */
+	uint32_t flood_per_s;  /* 28 0 = no flood guard */
+	uint32_t ttl_ms[3];    /* 32 tcp, udp, other */
+	uint32_t ways;         /* 44 */
+	uint64_t seed;         /* 48 hash seed */
+	uint64_t flood;        /* 56 second << 32 | new flows in that second */
+	uint32_t ctx_lock;     /* 64 */
+	uint32_t ctx_used;     /* 68 */
+	uint64_t entries_off;  /* 72 */
+	uint64_t ctx_off;      /* 80 */
+	uint64_t lock_steals;  /* 88 */
+	uint32_t scheduler;    /* 96 enum nfqlb_sched (ct_sched.c) */
+	uint32_t reserved0;    /* 100 */
+	uint64_t sched_off;    /* 104 the scheduler line; the row counts follow */
+	uint32_t reserved[4];  /* 112..127 */
+};
+_Static_assert(sizeof(struct ct_header) == HEADER, "header is 128 bytes");
+_Static_assert(offsetof(struct ct_header, version) == NFQLB_CT_OFF_VERSION, "header layout");
+
+struct ct_bucket {
+	uint32_t lock; /* 0 free, else the owner's kernel tid */
+	uint8_t tag[WAYS];
+	uint32_t pad;
+};
+_Static_assert(sizeof(struct ct_bucket) == 16, "bucket descriptor is 16 bytes");
+
+/* The core entry: one cache line. */
+struct ct_entry {
+	uint8_t key[NFQLB_KEY_LEN]; /* 0  byte 35 = flags (NFQLB_CT_F_* | F_HAS_CTX) */
+	int32_t fwmark;             /* 40 */
+	uint16_t row;               /* 44 ROW_NONE = none */
+	uint16_t lifetime;          /* 46 0 = by protocol; else ms, or seconds with bit 15 */
+	uint32_t last;              /* 48 last seen, ms (CLOCK_MONOTONIC / 1e6, mod 2^32) */
+	uint32_t created;           /* 52 ms, the same clock */
+	uint64_t counts;            /* 56 packets << 40 | bytes, each saturating */
+};
+_Static_assert(sizeof(struct ct_entry) == NFQLB_CT_ENTRY_BYTES, "entry is 64 bytes");
+
+struct ct_ctx {
+	uint32_t owner; /* 0 free, CTX_TOMB deleted, else entry index + 1 */
+	uint32_t len;
+	uint8_t data[NFQLB_CT_CTX_MAX];
+};
+_Static_assert(sizeof(struct ct_ctx) == CTX_REC, "ctx record is 264 bytes");
+#define CTX_TOMB 0xffffffffu
+
+static inline struct ct_header* H(uint8_t* base) { return (struct ct_header*)base; }
+_Static_assert(SHARDED * 8 == SHARD_BYTES, "a shard holds the sharded counters");
+_Static_assert(SHARDED == NFQLB_CT_STAT_LOCK_STEALS, "sharded counters come first");
+
+#define PKT_SHIFT 40
+#define BYTES_MASK ((1ull << PKT_SHIFT) - 1)
+#define PKT_MAX ((1ull << (64 - PKT_SHIFT)) - 1)
+
+#define NFQLB_HIDDEN __attribute__((visibility("hidden")))
+
+static inline uint64_t* shard(uint8_t* base, uint32_t b)
+{
+	return (uint64_t*)(base + HEADER + (b % SHARDS) * SHARD_BYTES);
+}
+
+/* Live entries per row (rows < ROW_NONE); relaxed atomics: threads and processes share them. */
+static inline uint32_t* row_counts(uint8_t* base) { return (uint32_t*)(base + H(base)->sched_off + SCHED_BYTES); }
+
+static inline struct ct_bucket* bucket(uint8_t* base, uint32_t b)
+{
+	return (struct ct_bucket*)(base + BUCKETS_OFF) + b;
+}
+static inline struct ct_entry* entry(uint8_t* base, uint32_t i)
+{
+	return (struct ct_entry*)(base + H(base)->entries_off) + i;
+}
+static inline struct ct_ctx* ctxrec(uint8_t* base, uint32_t i)
+{
+	return (struct ct_ctx*)(base + H(base)->ctx_off) + i;
+}
+
+static inline uint32_t ms_of(uint64_t now_ns) { return (uint32_t)(now_ns / 1000000u); }
+
+static inline uint16_t row_store(int32_t row) { return row < 0 || row >= (int32_t)ROW_NONE ? ROW_NONE : (uint16_t)row; }
+static inline int32_t row_load(uint16_t r) { return r == ROW_NONE ? -1 : (int32_t)r; }
+
+static inline int key_ok(const uint8_t* key) { return key != NULL && key[FLAGS_BYTE] == 0; }
+
+static inline void unlock(uint32_t* l) { __atomic_store_n(l, 0u, __ATOMIC_RELEASE); }
+
+/* A key as compared and hashed: 5 little-endian u64 words (ct.c). */
+struct kw {
+	uint64_t w[5];
+};
+
+/*
+ * Where a key lives: its hash, bucket and tag. The batch functions compute
+ * these for a whole batch first (stage 1), so the memory of every key is
+ * requested before any of it is needed.
+ */
+struct probe {
+	struct kw k;
+	uint32_t b; /* UINT32_MAX: a bad key (byte 35 != 0), skipped */
+	uint8_t tag;
+};
+
+/* probe_of: hash key[40] (key_ok) into *p. */
+NFQLB_HIDDEN void ct_probe(uint8_t* base, const uint8_t* key, struct probe* p);
+/* Take a bucket lock (or the ctx lock); a lock held by a dead thread is taken over. Release: unlock. */
+NFQLB_HIDDEN void ct_lock(uint8_t* base, uint32_t* l);
+/* The way 0..7 of key k in bucket b (lock held), or -1; with reclaim, an expired match is freed (-1). */
+NFQLB_HIDDEN int ct_find(uint8_t* base, uint32_t b, uint8_t tag, const struct kw* k, uint32_t now, int reclaim);
+/* Free way w of bucket b (lock held), counting `stat` (NFQLB_CT_STAT_*). */
+NFQLB_HIDDEN void ct_slot_free(uint8_t* base, uint32_t b, uint32_t w, uint32_t stat);
+/* A free way of bucket b for a new entry (lock held), reclaiming or recycling as insert does; -1: all pinned. */
+NFQLB_HIDDEN int ct_make_room(uint8_t* base, uint32_t b, uint8_t tag, uint32_t now);
+/* Write a new entry into way w of bucket b (lock held), no flags. */
+NFQLB_HIDDEN void ct_fill(uint8_t* base, uint32_t b, uint32_t w, uint8_t tag, const uint8_t* key, int32_t fwmark,
+			  int32_t row, uint32_t now);
+/* Give entry e (bucket lock held) a new fwmark and row, moving its row count. */
+NFQLB_HIDDEN void ct_move(uint8_t* base, struct ct_entry* e, int32_t fwmark, int32_t row);
+/* The context record of entry idx, or -1 (ctx lock held). */
+NFQLB_HIDDEN int64_t ct_ctx_find(uint8_t* base, uint32_t idx);
+/* Drop the context of entry idx (bucket lock held; takes the ctx lock). */
+NFQLB_HIDDEN void ct_ctx_free(uint8_t* base, uint32_t idx);
+/* The entry's effective lifetime, ms. */
+NFQLB_HIDDEN uint32_t ct_lifetime_ms(const struct ct_header* h, const struct ct_entry* e);
+/* 1 when the entry's idle time is over its lifetime (pinned: never). */
+NFQLB_HIDDEN int ct_expired(const struct ct_header* h, const struct ct_entry* e, uint32_t now);
+
+#endif
