@@ -1,5 +1,5 @@
 /**
- * The log of `lb` and `flowlb` (upstream §7.1): levels as upstream (warning
+ * The log of `lb` and `flowlb`, as upstream's: levels as upstream (warning
  * 4, notice 5, info 6, debug 7; ours: error 3), the level read from the
  * `nfqlb-trace` shm on every call (so `nfqlb loglevel N` takes effect at
  * once), lines to stderr, and a copy to the trace clients whose mask has the

@@ -1,7 +1,7 @@
 /**
- * The flow-command server of `flowlb` (upstream §6.5): listens on the flow
- * address (`unix:<name>`, a Linux abstract socket, or `tcp:<addr>:<port>`),
- * reads one request per connection, applies it to the flow table or the
+ * The flow-command server of `flowlb` (upstream's flow request protocol,
+ * core/flow/wire.ts): listens on the flow address (`unix:<name>`, a Linux
+ * abstract socket, or `tcp:<addr>:<port>`), reads one request per connection, applies it to the flow table or the
  * trace-flow table, replies and closes. Bad input never takes it down: every
  * connection is handled on its own, lines are bounded, idle clients are cut
  * off, and errors end only that connection.

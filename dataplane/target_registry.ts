@@ -1,7 +1,7 @@
 /**
  * The target tables a flowlb has mapped, shared by flows by name and
- * reference counted (upstream §6.3). A table no flow uses any more is
- * unmapped only once no published flow set can still point at it (the
+ * reference counted as upstream's flow targets. A table no flow uses any
+ * more is unmapped only once no published flow set can still point at it (the
  * caller says when: {@link TargetRegistry.sweep} after a complete reclaim).
  *
  * A target table `X` whose connection table `X-ct` exists when X is first

@@ -1,6 +1,6 @@
 /**
  * Trace records (c/nfqlb.h `struct nfqlb_trace_rec`, 96 bytes, filled by the
- * C classifier) → upstream's trace lines (§7.3), each tagged with the trace
+ * C classifier) → upstream's trace lines, each tagged with the trace
  * bits it belongs to, so the trace server sends every client exactly the
  * lines its mask selects. Pure: no I/O, no FFI.
  *

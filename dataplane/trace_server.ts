@@ -1,5 +1,5 @@
 /**
- * The trace server of `lb` and `flowlb` (upstream §7.3), in the main thread.
+ * The trace server of `lb` and `flowlb` (upstream's trace lines), in the main thread.
  *
  * - Listens on `--trace_address` (`unix:<name>`: a Linux abstract socket;
  *   default `unix:nfqlb-trace`; or `tcp:<addr>:<port>`). A bind failure ends

@@ -1,6 +1,7 @@
 /**
  * flow-set, flow-delete, flow-list, flow-list-names and their trace-flow
- * variants: clients of a running flowlb (upstream §2.12–2.14, §2.17, §6.5).
+ * variants: clients of a running flowlb, as upstream's flow commands, over
+ * upstream's flow request protocol (core/flow/wire.ts).
  */
 import type { Command } from "../command.ts";
 import type { OptionSpec } from "../getopt.ts";

@@ -1,6 +1,6 @@
 /**
- * The client side of the flow-command protocol (upstream §6.5): one request
- * to a running flowlb, everything it answers until it closes. Used by the
+ * The client side of the flow-command protocol (upstream's, ./wire.ts): one
+ * request to a running flowlb, everything it answers until it closes. Used by the
  * flow-* commands and by `nfqlb apply` (flows by diff).
  */
 import { connectTo, parseSocketAddress } from "../address.ts";

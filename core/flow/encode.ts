@@ -1,8 +1,8 @@
 /**
  * Flow specs for the C flow matcher (c/flow.c, `nfqlb_flowset_add`).
  *
- * A parsed flow definition (./parse.ts; upstream §6.1) is encoded into the
- * binary spec that c/nfqlb.h documents: little-endian u32 words
+ * A parsed flow definition (./parse.ts; a flow as upstream's flow-set defines
+ * it) is encoded into the binary spec that c/nfqlb.h documents: little-endian u32 words
  *
  *   w0 magic 0x31574c46 ("FLW1")   w1 flags (FLOW_F_*)   w2 protocols (1 tcp, 2 udp, 4 sctp)
  *   w3 udpencap   w4 ndsts   w5 nsrcs   w6 ndports   w7 nsports   w8 nmatch

@@ -1,7 +1,7 @@
 /**
- * Flow definitions of `flowlb` from text (upstream §6.1–6.4): the one parser
- * of CIDRs, port lists, protocol lists and byte-match statements, and the
- * validation of a whole request (zod schemas with upstream's exact error
+ * Flow definitions of `flowlb` from text, read as upstream reads them: the
+ * one parser of CIDRs, port lists, protocol lists and byte-match statements,
+ * and the validation of a whole request (zod schemas with upstream's exact error
  * texts), which gives a {@link FlowDefinition}. The types are in ./types.ts;
  * the way back to text is ./render.ts.
  */
@@ -149,7 +149,7 @@ function matchNumber(s: string): number | undefined {
 }
 
 /**
- * Parses one byte-match statement as upstream (§6.4): the POSIX ERE
+ * Parses one byte-match statement as upstream does: the POSIX ERE
  * `^(sctp|tcp|udp)\[[0-9]+ *: *[124]\]( *& *0x[0-9a-f]+)? *= *([0-9]+|0x[0-9a-f]+)$`,
  * at most MAX_MATCH characters, numbers as strtol(…, 0) (`010` is 8) but
  * strictly (`08` and values over 32 bits are errors), offset + nbytes within

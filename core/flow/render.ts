@@ -1,7 +1,7 @@
 /**
- * Flow definitions as text (upstream §6.6): the canonical forms of CIDRs,
- * port ranges and byte-match statements, the JSON object `flow-list` prints
- * for a flow, and the canonical request of a definition (what is saved and
+ * Flow definitions as text, as upstream prints them: the canonical forms of
+ * CIDRs, port ranges and byte-match statements, the JSON object `flow-list`
+ * prints for a flow, and the canonical request of a definition (what is saved and
  * what `nfqlb apply` compares).
  */
 import { formatIPv6 } from "../inet.ts";
@@ -40,7 +40,7 @@ export function canonicalRequest(d: FlowDefinition): FlowRequest {
 }
 
 // ---------------------------------------------------------------------------
-// JSON (§6.6)
+// JSON (upstream's flow-list output)
 
 function jsonList(key: string, items: readonly string[]): string {
   return `,\n  "${key}": [\n${items.map((i) => `    "${i}"`).join(",\n")}\n  ]`;

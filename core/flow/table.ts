@@ -1,6 +1,6 @@
 /**
  * The flows of a flowlb (or its trace flows) as an ordered table with
- * upstream's set/delete semantics (§6.2, §6.3): priority order, the
+ * upstream's set/delete semantics: priority order, the
  * UDP-encapsulation companions `#name`, target references, restore of saved
  * flows. No I/O here: targets are reached through {@link FlowTableHooks}.
  */
@@ -40,7 +40,7 @@ function makeFlow(d: FlowDefinition, active: boolean, companionOf: string | null
   return { ...d, id: nextId++, active, companionOf };
 }
 
-/** The `#<name>` udp flow that catches the UDP-encapsulated packets of SCTP flow `d` (§6.3). */
+/** The `#<name>` udp flow that catches the UDP-encapsulated packets of SCTP flow `d` (upstream's udpencap companion). */
 function companionDefinition(d: FlowDefinition): FlowDefinition {
   return {
     name: `#${d.name}`,
@@ -68,7 +68,7 @@ function upsert(flows: Flow[], f: Flow): Flow[] {
 /**
  * The flows of a flowlb (or its trace flows), in match order: priority
  * highest first, ties in insertion order, a redefined flow keeping its slot
- * before the re-sort (§6.2). Every method answers with upstream's texts.
+ * before the re-sort (as upstream's flow-set keeps it). Every method answers with upstream's texts.
  * A failed set changes nothing.
  *
  * @example

@@ -1,5 +1,5 @@
 /**
- * The flow model of `flowlb` (upstream §6.1–6.4): what a flow request says,
+ * The flow model of `flowlb`, after upstream's: what a flow request says,
  * the validated definition it becomes, a flow in a table, and the limits and
  * reply texts they are checked with. Types and constants only: parsing is in
  * ./parse.ts, printing in ./render.ts, the table in ./table.ts, the C
@@ -22,7 +22,7 @@ export interface Cidr {
 /** An inclusive port range [low, high], 1 ≤ low ≤ high ≤ 65535. */
 export type PortRange = readonly [number, number];
 
-/** A byte-match statement (§6.4): `(header[offset..offset+nbytes] & mask) == value` (mask 0 = none). */
+/** A byte-match statement (upstream's `--match`): `(header[offset..offset+nbytes] & mask) == value` (mask 0 = none). */
 export interface MatchStatement {
   /** IP protocol number of the header it reads: 6 tcp, 17 udp, 132 sctp. */
   readonly proto: PortProtocolNumber;
@@ -37,7 +37,7 @@ export interface MatchStatement {
 }
 
 /**
- * A flow definition as it travels in the remote protocol (§6.5): every field
+ * A flow definition as it travels in the flow request protocol (./wire.ts): every field
  * is the text after `key:`; an absent field is undefined.
  */
 export interface FlowRequest {
@@ -92,7 +92,7 @@ export interface Flow extends FlowDefinition {
   /**
    * Unique per definition: a redefinition gets a new id, so a dataplane that
    * keys its counters by id starts the redefined flow's matches_count at 0
-   * (§6.2).
+   * (as upstream's flow-set does).
    */
   readonly id: number;
   /**

@@ -1,6 +1,6 @@
 /**
  * The remote-command protocol between the flow clients (`flow-set`, …) and
- * `flowlb` (upstream §6.5): one request per stream connection, lines
+ * `flowlb`, as upstream's: one request per stream connection, lines
  * `key:value\n` ended by a line starting with `eoc:`; the reply is a C string
  * with its terminating NUL (set, delete, errors) or raw JSON (lists); then the
  * server closes.

@@ -1,7 +1,8 @@
 /**
  * End-to-end tests of fragment handling in `nfqlb lb` on the real kernel
- * (upstream §5.4, §5.6): big UDP datagrams fragmented by the client's
- * kernel, and crafted fragments sent out of order on raw sockets. With
+ * (upstream's fragment table and reassembler; docs/dataplane.md,
+ * "Fragments"): big UDP datagrams fragmented by the client's kernel, and
+ * crafted fragments sent out of order on raw sockets. With
  * `--tun=nfqlb0` (a tun device in the lb netns), fragments that come before
  * their first fragment are stored and, once the first arrives, written to the
  * tun device: they re-enter the kernel there, hit the NFQUEUE rule again and

@@ -1,5 +1,5 @@
 /**
- * End-to-end test of the LB tier (upstream §5.4 `--lbshm`, §8): two load
+ * End-to-end test of the LB tier (upstream's `--lbshm`): two load
  * balancers share the fragments of every datagram by a hash of the
  * addresses only, so all fragments of a datagram end up at one LB (its
  * "owner") even when the network hands them to different LBs.

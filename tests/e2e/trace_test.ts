@@ -1,5 +1,5 @@
 /**
- * End-to-end tests of tracing (upstream §7) on the real kernel: `nfqlb
+ * End-to-end tests of tracing (upstream's log and trace lines) on the real kernel: `nfqlb
  * trace` clients against a running `lb` / `flowlb` in the load-balancer
  * netns, traffic from the client netns through iptables NFQUEUE.
  *

@@ -147,7 +147,7 @@ export interface FragNeededOptions {
   from: string;
   /** Next-hop MTU in the error. */
   mtu?: number;
-  /** Compute checksums (default true; false reproduces the inventory's §13.4 vector). */
+  /** Compute checksums (default true; false reproduces the frag-needed vector of tests/unit/packet_test.ts). */
   checksums?: boolean;
   /** Total-length field of the quoted header (default: its real length, 28). */
   quotedTotalLength?: number;

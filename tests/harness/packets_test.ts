@@ -10,7 +10,7 @@ import {
   sctpInit,
 } from "./packets.ts";
 
-Deno.test("harness packets: ICMP frag-needed reproduces the inventory §13.4 vector", () => {
+Deno.test("harness packets: ICMP frag-needed reproduces the synthetic vector of packet_test.ts", () => {
   const pkt = icmpFragNeeded(
     { vip: "10.0.0.0", vipPort: 80, client: "20.0.0.1", clientPort: 40000, proto: "tcp" },
     { from: "192.168.2.1", mtu: 1400, checksums: false, quotedTotalLength: 0x29 },

@@ -1,6 +1,7 @@
 /**
  * Independent TypeScript models of upstream nfqlb's algorithms, written from
- * the spec (upstream-inventory §4.2, §4.3, §5.3), not from c/. Tests compare
+ * upstream's algorithms (Maglev permutation and population as docs/maglev.md
+ * describes them, djb2), not from c/. Tests compare
  * the C library against these.
  */
 
@@ -45,7 +46,7 @@ export interface MaglevRowParams {
   skip: number;
 }
 
-/** Upstream §4.2: rand() seeded 1, offset = rand() % M, skip = rand() % (M-1) + 1 per row. */
+/** Upstream's Maglev permutation: glibc rand() seeded 1, offset = rand() % M, skip = rand() % (M-1) + 1 per row. */
 export function modelParams(M: number, N: number): MaglevRowParams[] {
   const r = new GlibcRand(1);
   const rows: MaglevRowParams[] = [];
@@ -66,8 +67,8 @@ export function modelPermutation(M: number, p: MaglevRowParams, j: number): numb
 }
 
 /**
- * Upstream §4.3 population over the flat N*M permutation array (row-major),
- * where next[i] may run past M into the following rows. Where the flat index
+ * Upstream's Maglev population loop (docs/maglev.md, "Population") over the
+ * flat N*M permutation array (row-major), where next[i] may run past M into the following rows. Where the flat index
  * would pass N*M, the walk continues with the exact permutation of row i,
  * (offset_i + (j mod M)*skip_i) % M without overflow, from j = 0.
  * Returns lookup[0..M-1] (row index, or -1 when no row is active);

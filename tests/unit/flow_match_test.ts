@@ -2,7 +2,7 @@
  * The C flow matcher (c/flowset.c, one flow in c/flow.c) through FFI, with specs built as flowlb
  * builds them (text through core/flow/parse.ts, then core/flow/encode.ts;
  * tests/helpers/flow_spec.ts): upstream's flow-test and match-test vectors
- * (§9), priority and companion-flow (udpencap) semantics (§5.5, §6.2, §6.3),
+ * (its own unit tests), upstream's priority and companion-flow (udpencap) semantics,
  * promiscuous ping, empty port sets, the spec's byte layout and validation,
  * the parser's text forms, and a randomized property test: the indexed
  * lookup equals the linear walk (flow, udpencap and match counters) for
@@ -139,7 +139,7 @@ function countMatches(file: string, flow: FlowText, udpencap = 0): number {
 }
 
 // ---------------------------------------------------------------------------
-// upstream flow-test (§9)
+// upstream's own unit test flow-test
 
 Deno.test("flow-test: CIDR 10.10.10.10/16 matches ::ffff:10.10.222.4, not 10.11.0.1", () => {
   using fs = new FlowSet([{ dsts: "10.10.10.10/16" }]);
@@ -203,7 +203,7 @@ Deno.test("flow-test: udpencap is reported with the match", () => {
 });
 
 // ---------------------------------------------------------------------------
-// upstream match-test (§9): byte-match over the real captures
+// upstream's own unit test match-test: byte-match over the real captures
 
 Deno.test("match-test: telnet-ipv4 (empty set 20, tcp[2:2] = 23 10, SYN 2)", () => {
   assert.equal(countMatches("telnet-ipv4", { protocols: "tcp" }), 20);
@@ -266,7 +266,7 @@ Deno.test("byte-match: IPv6 fragments never match; extension headers advance by 
 // ---------------------------------------------------------------------------
 // companions, promiscuous ping, empty port sets, counters
 
-Deno.test("companion flow (#name, no target): counted, never wins, reports udpencap (§5.5)", () => {
+Deno.test("companion flow (#name, no target): counted, never wins, reports udpencap, as upstream", () => {
   // what flowlb defines for `flow-set --name=sctp --proto=sctp --udpencap=9899 --dport=6000`
   const dsts = "10.0.0.0/32,1000::/128";
   const companion: FlowText = {

@@ -2,7 +2,8 @@
  * core/flow/wire.ts and the server's dispatch: request encoding in
  * upstream's order, the incremental line reader (first/last wins, unknown
  * keys, `eoc:`, lines without `:`, EOF, long lines, arbitrary chunking) and
- * the replies of §13.6 item 12.
+ * upstream's exact replies to raw requests (step 12 of the flow session
+ * recorded from upstream).
  */
 import assert from "node:assert/strict";
 import {
@@ -158,7 +159,7 @@ function serve(text: string, table = new FlowTable("flow"), trace = new FlowTabl
   return r.kind === "text" ? r.text + "\0" : r.text;
 }
 
-Deno.test("§13.6-12: raw requests and their exact replies", () => {
+Deno.test("upstream flow session, step 12: raw requests and their exact replies", () => {
   assert.equal(serve("action:bogus\neoc:\n"), "FAIL: action unknown\0");
   assert.equal(serve("eoc:\n"), "FAIL: no action\0");
   assert.equal(serve("action:delete\neoc:\n"), "FAIL: no name\0");

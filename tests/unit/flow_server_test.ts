@@ -1,8 +1,10 @@
 /**
  * dataplane/flow_server.ts, core/flow/store.ts and the flow clients: a real
- * server on a unique abstract socket (or TCP), driven with raw bytes
- * (§13.6 item 12) and by the real CLI (§13.6 items 1–11), plus persistence
- * (round trip, corrupt file, restored flows whose target is missing).
+ * server on a unique abstract socket (or TCP), driven through the flow
+ * session recorded from upstream: step 12 with raw bytes, steps 1–11 with the
+ * real CLI (tests/unit/flows_test.ts checks the steps at table level), plus
+ * persistence (round trip, corrupt file, restored flows whose target is
+ * missing).
  */
 import assert from "node:assert/strict";
 import { FlowTable } from "../../core/flow/table.ts";
@@ -54,7 +56,7 @@ async function raw(address: string, request: string | Uint8Array): Promise<Uint8
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
-Deno.test("server: §13.6-12 raw replies, byte for byte", async () => {
+Deno.test("server: upstream flow session step 12, raw replies byte for byte", async () => {
   using _sb = libSandbox();
   const s = server();
   try {
@@ -121,7 +123,7 @@ Deno.test("server: address and bind errors are one line", async () => {
   }
 });
 
-Deno.test("CLI: the §13.6 session against a real server", async () => {
+Deno.test("CLI: the upstream flow session (steps 1–11) against a real server", async () => {
   using sb = libSandbox();
   const s = server();
   const env = { ...sb.env, NFQLB_FLOW_ADDRESS: s.address };

@@ -1,8 +1,10 @@
 /**
- * core/flow/ (parse.ts, render.ts, table.ts, shm_targets.ts): the §13.6 flow
- * vectors at table level (exact JSON), every validation error as its exact
- * one-line text, priority order, companions, target references, atomic sets,
- * restore/inactive flows, and glibc's inet_ntop text for CIDRs.
+ * core/flow/ (parse.ts, render.ts, table.ts, shm_targets.ts): the flow
+ * session recorded from upstream (scripted flow-set/flow-list steps with
+ * exact outputs; tests/unit/flow_server_test.ts runs it through the real CLI)
+ * step by step at table level (exact JSON), every validation error as its
+ * exact one-line text, priority order, companions, target references,
+ * atomic sets, restore/inactive flows, and glibc's inet_ntop text for CIDRs.
  */
 import assert from "node:assert/strict";
 import type { Flow, FlowDefinition, FlowRequest } from "../../core/flow/types.ts";
@@ -121,14 +123,14 @@ const SCTP_PAIR = `{
 }]
 `;
 
-Deno.test("§13.6-1: an empty table lists [] and no names", () => {
+Deno.test("upstream flow session, step 1: an empty table lists [] and no names", () => {
   const t = new FlowTable("flow");
   assert.equal(t.list(), "[]\n");
   assert.equal(t.listNames(), "[]\n");
   assert.equal(t.list("x"), "");
 });
 
-Deno.test("§13.6-2: flow-1 is listed exactly as upstream, without a trailing newline", () => {
+Deno.test("upstream flow session, step 2: flow-1 is listed exactly as upstream, without a trailing newline", () => {
   const t = new FlowTable("flow");
   assert.equal(t.set(FLOW1), "OK");
   assert.equal(t.list("flow-1"), FLOW1_JSON);
@@ -137,7 +139,7 @@ Deno.test("§13.6-2: flow-1 is listed exactly as upstream, without a trailing ne
   assert.deepEqual(JSON.parse(t.list()).length, 1);
 });
 
-Deno.test("§13.6-3: udpencap adds the #companion first; names in priority then insertion order", () => {
+Deno.test("upstream flow session, step 3: udpencap adds the #companion first; names in priority then insertion order", () => {
   const r = recorder();
   const t = new FlowTable("flow", r.hooks);
   assert.equal(t.set(FLOW1), "OK");
@@ -154,7 +156,7 @@ Deno.test("§13.6-3: udpencap adds the #companion first; names in priority then 
   assert.equal(companion.udpencap, 9899);
 });
 
-Deno.test("§13.6-4/5: udpencap cannot change; delete removes the companion; unknown names delete OK", () => {
+Deno.test("upstream flow session, steps 4 and 5: udpencap cannot change; delete removes the companion; unknown names delete OK", () => {
   const r = recorder();
   const t = new FlowTable("flow", r.hooks);
   t.set(FLOW1);
@@ -174,7 +176,7 @@ Deno.test("§13.6-4/5: udpencap cannot change; delete removes the companion; unk
   assert.equal(r.refs.get("nfqlb"), 2);
 });
 
-Deno.test("§13.6-6: an unknown target fails and changes nothing", () => {
+Deno.test("upstream flow session, step 6: an unknown target fails and changes nothing", () => {
   const r = recorder();
   const t = new FlowTable("flow", r.hooks);
   assert.equal(t.set({ name: "x", target: "nosuch" }), "FAIL: Couldn't create load-balancer");
@@ -299,7 +301,7 @@ Deno.test("parsing: empty values, repeats, case, separators", () => {
   assert.equal(tr.definition.udpencap, 0);
 });
 
-Deno.test("§13.6-8: match statements print canonically (hex, octal 010 = 8, masks)", () => {
+Deno.test("upstream flow session, step 8: match statements print canonically (hex, octal 010 = 8, masks)", () => {
   const t = new FlowTable("flow");
   assert.equal(
     t.set({
@@ -326,7 +328,7 @@ Deno.test("§13.6-8: match statements print canonically (hex, octal 010 = 8, mas
   assert.deepEqual(m, { proto: 6, offset: 2, nbytes: 2, mask: 0, value: 0x1389 });
 });
 
-Deno.test("§13.6-9: prio -1 prints as 4294967295 and sorts last", () => {
+Deno.test("upstream flow session, step 9: prio -1 prints as 4294967295 and sorts last", () => {
   const t = new FlowTable("flow");
   t.set({ name: "low", target: "nfqlb", priority: "-1" });
   t.set({ name: "zero", target: "nfqlb" });
@@ -337,7 +339,7 @@ Deno.test("§13.6-9: prio -1 prints as 4294967295 and sorts last", () => {
   assert.match(t.list("min"), /"priority": 2147483648,/);
 });
 
-Deno.test("§13.6-10: 64 port ranges are all listed", () => {
+Deno.test("upstream flow session, step 10: 64 port ranges are all listed", () => {
   const ranges = ["80-500", "5000-5010"];
   for (let i = 0; i < 62; i++) ranges.push(`${10000 + 20 * i}-${10010 + 20 * i}`);
   const t = new FlowTable("flow");
@@ -345,7 +347,7 @@ Deno.test("§13.6-10: 64 port ranges are all listed", () => {
   assert.equal(JSON.parse(t.list("port64")).dports.length, 64);
 });
 
-Deno.test("§13.6-11: trace flows are listed without user_ref", () => {
+Deno.test("upstream flow session, step 11: trace flows are listed without user_ref", () => {
   const t = new FlowTable("trace");
   assert.equal(t.set({ name: "t", srcs: "20.0.0.0/24" }), "OK");
   assert.equal(

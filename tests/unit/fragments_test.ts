@@ -166,7 +166,7 @@ function firstMarks(rig: Rig, packets: PcapPacket[]): Map<string, number> {
 for (const fam of ["ipv4", "ipv6"] as const) {
   const packets = readPcap(`${TESTDATA}/pcap/udp-${fam}.pcap`);
 
-  Deno.test(`fragments ${fam}: file order, reassembler on: every fragment follows its first; stats as upstream (§13.5)`, () => {
+  Deno.test(`fragments ${fam}: file order, reassembler on: every fragment follows its first; stats as upstream's run of the same file`, () => {
     using _sb = libSandbox();
     using table = makeTable(997, 32, [101, 102, 103]);
     using rig = new Rig(table, { reassembler: 200 });

@@ -1,6 +1,7 @@
 /**
- * cli/getopt.ts: glibc getopt_long_only semantics and messages (upstream-
- * inventory §1.2), tested on small tables and on the real command tables.
+ * cli/getopt.ts: glibc getopt_long_only semantics and messages, as upstream
+ * parses options (docs/cli.md, "Option parsing"), tested on small tables and
+ * on the real command tables.
  */
 import assert from "node:assert/strict";
 import { GetoptError, getoptLongOnly, helpText, missingRequired, type OptionSpec } from "../../cli/getopt.ts";

@@ -1,6 +1,7 @@
 /**
- * The 40-byte key, djb2 and the fwmark vectors (upstream-inventory §5.1,
- * §5.3, §13.3), and the address parser of `fwmark --src/--dst`.
+ * Upstream's 40-byte key and djb2 hash, the fwmark vectors recorded from
+ * upstream (`nfqlb fwmark` for address pairs), and the address parser of
+ * `fwmark --src/--dst`.
  */
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
@@ -22,7 +23,7 @@ function fwmarkHash(src: string, dst: string, proto?: string, hashMode = 1): num
 const V4 = ["10.0.0.1:1234", "10.0.0.2:80"] as const;
 const V6 = ["[1000::1]:5000", "[2000::2]:80"] as const;
 
-// §13.3: [src, dst, proto, hash_mode, hash, lookupindex, activeindex, fwmark] for M=997, N=32, active 101 102 103
+// recorded from upstream's `nfqlb fwmark`: [src, dst, proto, hash_mode, hash, lookupindex, activeindex, fwmark] for M=997, N=32, active 101 102 103
 const VECTORS: [string, string, string | undefined, number, number, number, number, number][] = [
   [...V4, undefined, 1, 3489125464, 336, 2, 103],
   [...V4, "tcp", 1, 4250357572, 13, 1, 102],
@@ -39,7 +40,7 @@ const MORE: [string, string, string, number][] = [
   ["20.0.0.1:40000", "10.0.0.0:80", "tcp", 784814994],
 ];
 
-Deno.test("fwmark hashes from §13.3 through buildKey/hashKey/hashAddresses", () => {
+Deno.test("fwmark hashes recorded from upstream through buildKey/hashKey/hashAddresses", () => {
   for (const [src, dst, proto, mode, hash] of VECTORS) {
     assert.equal(fwmarkHash(src, dst, proto, mode), hash, `${src} ${dst} ${proto} mode ${mode}`);
   }
@@ -48,7 +49,7 @@ Deno.test("fwmark hashes from §13.3 through buildKey/hashKey/hashAddresses", ()
   }
 });
 
-Deno.test("fwmark lookups from §13.3 (M=997, N=32, active 101 102 103) through TargetShm.lookupRow", () => {
+Deno.test("fwmark lookups recorded from upstream (M=997, N=32, active 101 102 103) through TargetShm.lookupRow", () => {
   using _sb = libSandbox();
   TargetShm.create("nfqlb", { M: 997, N: 32, ownFwmark: 0 });
   const t = TargetShm.open("nfqlb");
@@ -67,7 +68,7 @@ Deno.test("fwmark lookups from §13.3 (M=997, N=32, active 101 102 103) through 
   }
 });
 
-Deno.test("nfqlb fwmark prints §13.3's lines, with and without --shm", async () => {
+Deno.test("nfqlb fwmark prints upstream's lines, with and without --shm", async () => {
   using sb = libSandbox();
   const plain = await nfqlb(["fwmark", `--src=${V4[0]}`, `--dst=${V4[1]}`], sb.env);
   assert.deepEqual([plain.code, plain.stdout, plain.stderr], [0, '{ "hash": 3489125464 }\n', ""]);
@@ -129,7 +130,7 @@ Deno.test('djb2: "" is 5381; C equals the model for random inputs; 1000 ids give
     for (let i = 0; i < b.length; i++) b[i] = Math.floor(rnd() * 256);
     assert.equal(l.nfqlb_hash_djb2(b, b.length), djb2(b));
   }
-  // §13.4: keys with only the LE id 0..999 (bytes 32..39), into 1000 buckets
+  // upstream's vector: keys with only the LE id 0..999 (bytes 32..39), into 1000 buckets
   const buckets = new Set<number>();
   for (let id = 0; id < 1000; id++) {
     const key = new Uint8Array(40);
@@ -147,7 +148,7 @@ Deno.test("parseAddrPort: IPv4 is mapped, [IPv6] with scope and embedded IPv4, p
   assert.deepEqual(parseAddrPort("[::ffff:10.0.0.1]:1234"), parseAddrPort("10.0.0.1:1234"));
   assert.deepEqual(parseAddrPort("[fe80::1%eth0]:80").addr, parseIPv6("fe80::1"));
   assert.deepEqual(parseAddrPort("[::]:1").addr, new Uint8Array(16));
-  // same hash for the two spellings (§13.3 vectors with embedded IPv4)
+  // same hash for the two spellings (upstream's fwmark vectors with embedded IPv4)
   assert.equal(
     fwmarkHash("[1000::1:c0a8:1c9]:33818", "[1000::1:c0a8:101]:6001", "udp"),
     6110650,

@@ -1,7 +1,7 @@
 /**
  * nfqlb_maglev_params / nfqlb_maglev_populate against an independent TS
- * model of upstream's algorithm (tests/helpers/models.ts), the published
- * tables (upstream-inventory §4.4, §13.2), and Maglev's properties.
+ * model of upstream's algorithm (tests/helpers/models.ts), the lookup
+ * tables upstream publishes and prints, and Maglev's properties.
  */
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
@@ -70,7 +70,7 @@ Deno.test("nfqlb_maglev_params() rejects M < 3", () => {
   assert.equal(lib().nfqlb_maglev_params(0, 1, out), -1);
 });
 
-Deno.test("model permutations for M=19, N=5 equal upstream's printed rows (§13.2 case 6)", () => {
+Deno.test("model permutations for M=19, N=5 equal upstream's printed rows", () => {
   const want = [
     "2 0 17 15 13 11 9 7 5 3 1 18 16 14 12 10 8 6 4",
     "3 11 0 8 16 5 13 2 10 18 7 15 4 12 1 9 17 6 14",
@@ -83,7 +83,7 @@ Deno.test("model permutations for M=19, N=5 equal upstream's printed rows (§13.
 });
 
 // ---------------------------------------------------------------------------
-// Published tables (§4.4, §13.2): C and model
+// Upstream's published lookup tables: C and model
 
 const PUBLISHED: { M: number; N: number; rows: number[]; lookup: string; full?: boolean }[] = [
   { M: 19, N: 5, rows: [0, 1, 2, 3, 4], lookup: "0 1 0 1 3 3 4 2 4 2 2 1 4 0 3 0 1 3 2", full: true },

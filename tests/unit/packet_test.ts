@@ -1,7 +1,7 @@
 /**
- * Packet → key → hash → fwmark in C, against upstream's vectors
- * (upstream-inventory §13.4), with the real captures in tests/testdata/pcap.
- * Table as §13.2 case 5: M=997, N=32, active 101 102 103.
+ * Packet → key → hash → fwmark in C, against the vectors
+ * recorded from upstream, with the real captures in tests/testdata/pcap
+ * (see tests/testdata/README.md). Table: M=997, N=32, active 101 102 103.
  */
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";

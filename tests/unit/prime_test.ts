@@ -1,4 +1,4 @@
-/** nfqlb_prime_below / primeBelow: the largest prime <= n, capped at 994009 (upstream §4.1). */
+/** nfqlb_prime_below / primeBelow: the largest prime <= n, capped at 994009 (upstream's; docs/maglev.md, "primeBelow"). */
 import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
 import { MAX_M, primeBelow } from "../../core/prime.ts";

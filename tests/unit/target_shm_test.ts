@@ -27,7 +27,7 @@ function activate(name: string, fws: number[]): void {
   });
 }
 
-/** An upstream 1.x table file (§3.1): own, M, N, len, lookup, permutations, active; size 4 + len. */
+/** An upstream 1.x table file (docs/shm.md, "Upstream files"): own, M, N, len, lookup, permutations, active; size 4 + len. */
 function upstreamTable(M: number, N: number, own: number): Uint8Array {
   const len = 12 + 4 * (3 + M * N) + 4 * (M + N);
   const b = new Uint8Array(4 + len);
@@ -73,7 +73,7 @@ Deno.test("TargetShm.create/open: fields, an empty table, then activate and look
     assert.deepEqual(Array.from(s.active.subarray(0, 4)), [101, 102, 103, -1]);
     assert.equal(s.generation, 1);
     assert.equal(t.countEmpty(), 0);
-    // §13.3: hash 3489125464 → lookup index 336 → row 2 → fwmark 103
+    // upstream's fwmark vector: hash 3489125464 → lookup index 336 → row 2 → fwmark 103
     assert.deepEqual(t.lookupRow(3489125464), { row: 2, fwmark: 103 });
     assert.equal(t.lookup(3489125464), 103);
     assert.equal(t.lookup(4250357572), 102);
@@ -262,7 +262,7 @@ Deno.test("a foreign file: show/activate refuse it, init will not clobber it", a
 Deno.test("an upstream 1.x table is recognised, refused by show/activate, and replaced by init", async () => {
   using sb = libSandbox();
   Deno.writeFileSync(sb.path("up"), upstreamTable(997, 32, 0));
-  assert.equal(sb.bytes("up")!.length, 131760, "upstream size for M=997, N=32 (§13.2)");
+  assert.equal(sb.bytes("up")!.length, 131760, "upstream size for M=997, N=32");
   const msg = "FAILED mapSharedData: up: an upstream nfqlb 1.x table; re-create it with: nfqlb init --shm=up";
   assertThrowsLine(() => TargetShm.open("up"), msg);
   for (const args of [["show", "--shm=up"], ["activate", "--shm=up", "5"]]) {

@@ -1,7 +1,7 @@
 /**
  * Trace records from the C classifier (c/lb.c + c/trace.c) through FFI,
- * formatted by dataplane/trace_format.ts: the exact lines of upstream's
- * §7.3 for lb and flowlb, the `flows` block with its ICMP lines (the inner
+ * formatted by dataplane/trace_format.ts: the exact trace lines of
+ * upstream for lb and flowlb, the `flows` block with its ICMP lines (the inner
  * packet of ICMP errors), per-bit selection, and nothing at all with mask 0.
  */
 import assert from "node:assert/strict";
