@@ -1,6 +1,6 @@
 /*
  * ct.c - an optional connection table in front of the Maglev hash
- * (Maglev §3.3, Katran's LRU, VPP's flowtable): flow key -> fwmark/row, with
+ * (the Maglev paper's connection tracking, Katran's LRU, VPP's flowtable): flow key -> fwmark/row, with
  * per-protocol lifetimes, recycling of the entry closest to expiry, a flood
  * guard (max new flows per second) and an opaque per-flow context.
  *

@@ -1,5 +1,5 @@
 /*
- * lb.c - the per-packet decision of `nfqlb lb` (upstream §5.4): key, hash,
+ * lb.c - the per-packet decision of `nfqlb lb` (as upstream's lb): key, hash,
  * Maglev lookup in the mapped target table, fragment bookkeeping (LB tier,
  * stored fragments and their re-injection, reassembler), and the trace
  * records of each decision (trace.c) when a trace client wants them.
@@ -229,7 +229,7 @@ static inline __attribute__((always_inline)) int32_t decide(struct nfqlb_lb* lb,
 		tshm = nfqlb_flows_pick_ct(lb->flows, lb->slot, hw_proto, pkt, len, lb->promiscuous, key, fkey, &rc,
 					   &ct, &sched);
 		if (tm) {
-			/* pick re-keyed with a flow's udpencap port (upstream §5.5) */
+			/* pick re-keyed with a flow's udpencap port (as upstream's flowlb) */
 			if (rc < 0 || (rc & NFQLB_PKT_UDPENCAP)) {
 				tr->events |= NFQLB_TEV_UDPENCAP;
 				tr->udpencap = (uint16_t)((tr->key[38] << 8) | tr->key[39]);

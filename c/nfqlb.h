@@ -552,7 +552,7 @@ const uint8_t* nfqlb_flows_pick_ct(struct nfqlb_flows* f, uint32_t slot, uint32_
 /**
  * nfqlb_flows_pick - the target table of the first matching flow for a
  * packet whose key (udpencap 0) is in key/fkey, or NULL. Re-keys with the
- * flow's UDP encapsulation port when a flow reports one (upstream §5.5); *rc
+ * flow's UDP encapsulation port when a flow reports one (as upstream's flowlb); *rc
  * then holds the new nfqlb_packet_key result.
  */
 const uint8_t* nfqlb_flows_pick(struct nfqlb_flows* f, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
@@ -699,7 +699,7 @@ int32_t nfqlb_flowset_build(struct nfqlb_flowset* fs);
  * flow wins, the last matching companion's; 0 when no flow matched on all
  * its criteria (a promiscuous-ping match never sets it). So on -1 with
  * *udpencap != 0 and a UDP key whose dport equals it, the caller re-keys the
- * packet with that UDP-encapsulation port and matches again (upstream §5.5;
+ * packet with that UDP-encapsulation port and matches again (as upstream's flowlb;
  * c/flows.c nfqlb_flows_pick does).
  * key: the 40-byte key (nfqlb_packet_key); pkt/len: the IP packet for
  * byte-match statements (len 0: statements are not evaluated, as upstream
@@ -738,7 +738,7 @@ uint64_t nfqlb_flowset_index_bytes(const struct nfqlb_flowset* fs);
 void nfqlb_flowset_free(struct nfqlb_flowset* fs);
 
 /* ----------------------------------------------------------------------------
- * trace.c - per-packet trace records (upstream's trace lines, §7).
+ * trace.c - per-packet trace records (upstream's trace lines).
  *
  * The classifier checks one u32, the process's trace mask, per packet. It is
  * the union of the masks of the connected trace clients (the control thread

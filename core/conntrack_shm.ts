@@ -162,7 +162,7 @@ function address(s: string): Uint8Array {
   throw new NfqlbError(`Invalid address [${s}]`);
 }
 
-/** The 40-byte key (c/nfqlb.h §key) of a flow given by its parts. */
+/** The 40-byte key (c/nfqlb.h, hash.c: the 40-byte key) of a flow given by its parts. */
 export function flowKey(input: FlowKeyInput): Uint8Array<ArrayBuffer> {
   const r = FlowKeySchema.safeParse(input);
   if (!r.success) throw new NfqlbError(`Invalid flow: ${r.error.issues.map((i) => i.message).join("; ")}`);

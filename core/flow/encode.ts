@@ -1,16 +1,7 @@
 /**
- * Flow specs for the C flow matcher (c/flow.c, `nfqlb_flowset_add`).
- *
- * A parsed flow definition (./parse.ts; a flow as upstream's flow-set defines
- * it) is encoded into the binary spec that c/nfqlb.h documents: little-endian u32 words
- *
- *   w0 magic 0x31574c46 ("FLW1")   w1 flags (FLOW_F_*)   w2 protocols (1 tcp, 2 udp, 4 sctp)
- *   w3 udpencap   w4 ndsts   w5 nsrcs   w6 ndports   w7 nsports   w8 nmatch
- *   dsts:   ndsts × [16 address bytes (IPv4 mapped), prefix length (IPv4: +96)], host bits cleared
- *   srcs:   nsrcs × the same
- *   dports: ndports × (first | last << 16), merged and sorted
- *   sports: nsports × the same
- *   match:  nmatch × [proto (6/17/132), offset, nbytes (1/2/4), mask (0 = none), value]
+ * Flow specs for the C flow matcher (c/flow.c, `nfqlb_flowset_add`): a parsed flow definition (./parse.ts) is
+ * encoded into the binary spec whose layout docs/flows.md ("The flow spec") describes; the constants come from
+ * c/nfqlb.h through ffi/consts.ts.
  *
  * A criterion that is not set (null) matches everything: its flag is clear.
  * An empty `dports`/`sports` list is an empty port set that never matches.
@@ -19,25 +10,17 @@
  * ranges and cleared the host bits; the C side checks the spec again.
  */
 import type { FlowDefinition, Protocol } from "./types.ts";
-
-/** Magic word, spec version 1. */
-export const FLOW_SPEC_MAGIC = 0x31574c46;
-/** Header words of a spec. */
-export const FLOW_SPEC_WORDS = 9;
-/** Flags (w1). */
-export const FLOW_F_PROTOCOLS = 1;
-/** dsts given. */
-export const FLOW_F_DSTS = 2;
-/** srcs given. */
-export const FLOW_F_SRCS = 4;
-/** dports given. */
-export const FLOW_F_DPORTS = 8;
-/** sports given. */
-export const FLOW_F_SPORTS = 16;
-/** match statements given. */
-export const FLOW_F_MATCH = 32;
-/** The flow has a target; clear for upstream's `#name` udpencap companion flow. */
-export const FLOW_F_TARGET = 64;
+import {
+  NFQLB_FLOW_F_DPORTS,
+  NFQLB_FLOW_F_DSTS,
+  NFQLB_FLOW_F_MATCH,
+  NFQLB_FLOW_F_PROTOCOLS,
+  NFQLB_FLOW_F_SPORTS,
+  NFQLB_FLOW_F_SRCS,
+  NFQLB_FLOW_F_TARGET,
+  NFQLB_FLOW_SPEC_MAGIC,
+  NFQLB_FLOW_SPEC_WORDS,
+} from "../../ffi/consts.ts";
 
 /** Bits of w2 (the spec's own protocol bits, not IP protocol numbers). */
 const PROTO_BITS: Readonly<Record<Protocol, number>> = { tcp: 1, udp: 2, sctp: 4 };
@@ -46,7 +29,7 @@ const PROTO_BITS: Readonly<Record<Protocol, number>> = { tcp: 1, udp: 2, sctp: 4
  * Encodes a flow definition into the binary spec of `nfqlb_flowset_add`
  * (layout in the module comment and c/nfqlb.h).
  * @param d the definition, as parseFlowDefinition gives it (or a table's flow)
- * @param wins whether the flow can win a match (FLOW_F_TARGET): by default
+ * @param wins whether the flow can win a match (NFQLB_FLOW_F_TARGET): by default
  *   when it has a target, so not for a `#name` companion; trace flows have no
  *   target but are each a winner of their own, so flowlb passes true for them
  *
@@ -60,22 +43,22 @@ export function encodeFlowSpec(
   d: FlowDefinition,
   wins: boolean = d.target !== null,
 ): Uint8Array<ArrayBuffer> {
-  let flags = wins ? FLOW_F_TARGET : 0;
+  let flags = wins ? NFQLB_FLOW_F_TARGET : 0;
   let protomask = 0;
   // empty lists are "not set", as upstream's empty values (the parser gives null for them)
   if (d.protocols && d.protocols.length > 0) {
-    flags |= FLOW_F_PROTOCOLS;
+    flags |= NFQLB_FLOW_F_PROTOCOLS;
     for (const p of d.protocols) protomask |= PROTO_BITS[p];
   }
   const dsts = d.dsts ?? [], srcs = d.srcs ?? [];
-  if (dsts.length > 0) flags |= FLOW_F_DSTS;
-  if (srcs.length > 0) flags |= FLOW_F_SRCS;
+  if (dsts.length > 0) flags |= NFQLB_FLOW_F_DSTS;
+  if (srcs.length > 0) flags |= NFQLB_FLOW_F_SRCS;
   const dports = d.dports ?? [], sports = d.sports ?? [];
-  if (d.dports) flags |= FLOW_F_DPORTS;
-  if (d.sports) flags |= FLOW_F_SPORTS;
+  if (d.dports) flags |= NFQLB_FLOW_F_DPORTS;
+  if (d.sports) flags |= NFQLB_FLOW_F_SPORTS;
   const match = d.match ?? [];
-  if (match.length > 0) flags |= FLOW_F_MATCH;
-  const words = FLOW_SPEC_WORDS + 5 * (dsts.length + srcs.length) + dports.length + sports.length +
+  if (match.length > 0) flags |= NFQLB_FLOW_F_MATCH;
+  const words = NFQLB_FLOW_SPEC_WORDS + 5 * (dsts.length + srcs.length) + dports.length + sports.length +
     5 * match.length;
   const out = new Uint8Array(words * 4);
   const v = new DataView(out.buffer);
@@ -86,7 +69,7 @@ export function encodeFlowSpec(
   };
   for (
     const x of [
-      FLOW_SPEC_MAGIC,
+      NFQLB_FLOW_SPEC_MAGIC,
       flags,
       protomask,
       d.udpencap,

@@ -7,6 +7,7 @@
  */
 
 import type { PortProtocol, PortProtocolNumber } from "../ip_protocols.ts";
+import { NFQLB_FLOW_MAX_CIDRS } from "../../ffi/consts.ts";
 
 /** An L4 protocol a flow can select: tcp, udp or sctp (core/ip_protocols.ts). */
 export type Protocol = PortProtocol;
@@ -114,8 +115,8 @@ export type FlowKind = "flow" | "trace";
 export const MAX_NAME = 1000;
 /** Longest target name (upstream client check). */
 export const MAX_TARGET = 255;
-/** Most CIDRs in dsts or srcs. */
-export const MAX_CIDRS = 32;
+/** Most CIDRs in dsts or srcs (upstream's limit, and the C matcher's: c/nfqlb.h). */
+export const MAX_CIDRS = NFQLB_FLOW_MAX_CIDRS;
 /** Longest byte-match statement. */
 export const MAX_MATCH = 64;
 

@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
 import { buildKey, KEY_LEN } from "../../core/key.ts";
 import { mapIPv4, parseIPv4, parseIPv6 } from "../../core/inet.ts";
-import { FLOW_SPEC_MAGIC } from "../../core/flow/encode.ts";
+import { NFQLB_FLOW_SPEC_MAGIC as FLOW_SPEC_MAGIC } from "../../ffi/consts.ts";
 import { PORT_PROTOCOLS } from "../../core/ip_protocols.ts";
 import {
   parseCidr,
