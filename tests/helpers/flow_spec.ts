@@ -10,27 +10,17 @@
  */
 import { parseCidrs, parseMatches, parsePorts, parseProtocols } from "../../core/flow/parse.ts";
 import { encodeFlowSpec } from "../../core/flow/encode.ts";
-import type { FlowDefinition } from "../../core/flow/types.ts";
+import type { FlowDefinition, FlowRequest } from "../../core/flow/types.ts";
 
-/** A flow's matching fields as flow-set takes them (text); absent: not set. */
-export interface FlowText {
-  /** Whether the flow can win (has a target); default true, false for a `#name` companion. */
+/**
+ * A flow's matching fields as flow-set takes them (the text of a {@link FlowRequest}; absent: not set), with
+ * what only flowlb decides: whether the flow can win (has a target; default true, false for a `#name`
+ * companion), and the udpencap port as a number (0..65535, default 0).
+ */
+export type FlowText = Pick<FlowRequest, "protocols" | "dsts" | "srcs" | "dports" | "sports" | "match"> & {
   target?: boolean;
-  /** `tcp,udp`, any case. */
-  protocols?: string;
-  /** Destination CIDRs, comma or space separated. */
-  dsts?: string;
-  /** Source CIDRs. */
-  srcs?: string;
-  /** Destination ports and ranges (`22-30, 1025`); "" is an empty set. */
-  dports?: string;
-  /** Source ports and ranges. */
-  sports?: string;
-  /** Byte-match statements, comma separated. */
-  match?: string;
-  /** UDP encapsulation port, 0..65535 (default 0). */
   udpencap?: number;
-}
+};
 
 function parsed<T>(what: string, text: string, v: T | undefined): T {
   if (v === undefined) throw new RangeError(`flow spec: invalid ${what} ${JSON.stringify(text)}`);
