@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "nfqlb.h"
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -46,4 +47,16 @@ int32_t nfqlb_file_unmap(void* addr, uint64_t size)
 	if (addr == NULL)
 		return 0;
 	return munmap(addr, (size_t)size) == 0 ? 0 : -errno;
+}
+
+int32_t nfqlb_file_reserve(const char* path, uint64_t size)
+{
+	if (size > (uint64_t)INT64_MAX)
+		return -EFBIG;
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int e = posix_fallocate(fd, 0, (off_t)size); /* returns the error, does not set errno */
+	close(fd);
+	return -e;
 }

@@ -255,6 +255,15 @@ void* nfqlb_file_map(const char* path, int32_t writable, uint64_t* size, int32_t
 /** nfqlb_file_unmap - munmap; returns 0 or -errno. */
 int32_t nfqlb_file_unmap(void* addr, uint64_t size);
 
+/**
+ * nfqlb_file_reserve - give the existing file `path` `size` bytes of real
+ * storage (posix_fallocate). Why: a file merely truncated to its size is
+ * sparse, and on a full tmpfs the first write through a mapping of it kills
+ * the process with SIGBUS; reserving first turns that into -ENOSPC here.
+ * Returns 0 or -errno.
+ */
+int32_t nfqlb_file_reserve(const char* path, uint64_t size);
+
 /* ----------------------------------------------------------------------------
  * packet.c - the key of a packet (upstream getHashKey, with fixes).
  * ------------------------------------------------------------------------- */

@@ -50,15 +50,13 @@ export function createByRename(
   const tmp = `${path.slice(0, path.lastIndexOf("/"))}/.${name.slice(0, 48)}.${tag}-${Deno.pid}`;
   try {
     try {
-      const f = Deno.openSync(tmp, { read: true, write: true, createNew: true, mode: 0o600 });
-      try {
-        f.truncateSync(Number(size));
-      } finally {
-        f.close();
-      }
+      Deno.openSync(tmp, { read: true, write: true, createNew: true, mode: 0o600 }).close();
     } catch (e) {
       throw new NfqlbError(`${what}: ${errorText(e)}`);
     }
+    // real storage before the first write: on a full /dev/shm this is ENOSPC here, not SIGBUS in format()
+    const rc = lib().nfqlb_file_reserve(cstring(tmp), size);
+    if (rc < 0) throw new NfqlbError(`${what}: ${strerror(-rc)}`);
     const m = mapFile(tmp, true);
     if (typeof m === "number") throw new NfqlbError(`${what}: ${strerror(m)}`);
     try {

@@ -29,6 +29,7 @@ export const SYMBOLS = {
   nfqlb_tshm_count_empty: { parameters: ["pointer"], result: "u32" },
   nfqlb_file_map: { parameters: ["buffer", "i32", "buffer", "buffer"], result: "pointer" },
   nfqlb_file_unmap: { parameters: ["pointer", "u64"], result: "i32" },
+  nfqlb_file_reserve: { parameters: ["buffer", "u64"], result: "i32" },
   // dataplane (c/packet.c, c/ft.c, c/lb.c, c/queue.c)
   nfqlb_packet_key: { parameters: ["u32", "buffer", "u32", "u32", "buffer", "buffer"], result: "i32" },
   nfqlb_packet_fraginfo: { parameters: ["u32", "buffer", "u32", "buffer"], result: "i32" },
