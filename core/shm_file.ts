@@ -56,6 +56,9 @@ export function createByRename(
     }
     // real storage before the first write: on a full /dev/shm this is ENOSPC here, not SIGBUS in format()
     const rc = lib().nfqlb_file_reserve(cstring(tmp), size);
+    if (rc === -28) { // ENOSPC: say how much, so the operator can size /dev/shm
+      throw new NfqlbError(`${what}: ${strerror(28)} (needs ${(Number(size) / 1e6).toFixed(1)} MB)`);
+    }
     if (rc < 0) throw new NfqlbError(`${what}: ${strerror(-rc)}`);
     const m = mapFile(tmp, true);
     if (typeof m === "number") throw new NfqlbError(`${what}: ${strerror(m)}`);
