@@ -3,6 +3,10 @@
 NFQLB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NFQLB_DENO_VERSION="2.9.6"
 NFQLB_TOOLS="$NFQLB_ROOT/.tools"
+# Deno's cache (the npm packages zod and yaml, and the type-check cache) lives in the project unless the
+# caller chose one: filled by bootstrap.sh, readable by every user, so scripts/nfqlb runs for a non-root user
+# and inside a network namespace with no network, fetching nothing at run time.
+export DENO_DIR="${DENO_DIR:-$NFQLB_TOOLS/deno-dir}"
 
 # nfqlb_deno prints the path of a usable deno (PATH first, then the project-local copy).
 nfqlb_deno() {
