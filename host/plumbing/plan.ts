@@ -192,7 +192,11 @@ function planFamily(s: NormalSpec, family: 4 | 6, nftQueue: boolean): PlumbingOb
       rule({ table: "nat", chain: sn, matches, target: ["-j", "SNAT", "--to-source", t.snat] });
     }
     for (const v of vips) {
-      const matches = ["-m", "conntrack", "--ctstate", "DNAT", "--ctorigdst", v.cidr];
+      // a host VIP without its /32 (/128): iptables-save prints it so, and iptables (1.8.9, nft) deletes a
+      // conntrack match added as `A/32` only when given `A/32` again, so the saved form would not delete it
+      const host = v.cidr.endsWith(family === 4 ? "/32" : "/128");
+      const orig = host ? v.cidr.slice(0, v.cidr.lastIndexOf("/")) : v.cidr;
+      const matches = ["-m", "conntrack", "--ctstate", "DNAT", "--ctorigdst", orig];
       rule({ table: "nat", chain: "POSTROUTING", matches, target: ["-j", sn] });
     }
   }

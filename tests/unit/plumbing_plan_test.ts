@@ -134,10 +134,10 @@ Deno.test("plumbing plan: full NAT is NAT's DNAT plus, by fwmark, SNAT in POSTRO
     'ip6tables -w -t nat -A NFQLB-fn-SN -m mark --mark 1 -m comment --comment "nfqlb:fn H" -j SNAT --to-source fd02::254',
     'iptables -w -t nat -A PREROUTING -d 10.0.0.1/32 -m comment --comment "nfqlb:fn H" -j NFQLB-fn',
     'iptables -w -t nat -A OUTPUT -d 10.0.0.1/32 -m comment --comment "nfqlb:fn H" -j NFQLB-fn',
-    'iptables -w -t nat -A POSTROUTING -m conntrack --ctstate DNAT --ctorigdst 10.0.0.1/32 -m comment --comment "nfqlb:fn H" -j NFQLB-fn-SN',
+    'iptables -w -t nat -A POSTROUTING -m conntrack --ctstate DNAT --ctorigdst 10.0.0.1 -m comment --comment "nfqlb:fn H" -j NFQLB-fn-SN',
     'ip6tables -w -t nat -A PREROUTING -d fd00::1/128 -m comment --comment "nfqlb:fn H" -j NFQLB-fn',
     'ip6tables -w -t nat -A OUTPUT -d fd00::1/128 -m comment --comment "nfqlb:fn H" -j NFQLB-fn',
-    'ip6tables -w -t nat -A POSTROUTING -m conntrack --ctstate DNAT --ctorigdst fd00::1/128 -m comment --comment "nfqlb:fn H" -j NFQLB-fn-SN',
+    'ip6tables -w -t nat -A POSTROUTING -m conntrack --ctstate DNAT --ctorigdst fd00::1 -m comment --comment "nfqlb:fn H" -j NFQLB-fn-SN',
   ]);
   // no ip rule or route: full NAT routes by the main table, as NAT does
   assert.ok(!l.some((x) => x.startsWith("ip ") || x.includes("-RT")));
