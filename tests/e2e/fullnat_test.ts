@@ -8,14 +8,16 @@
  * and cannot answer; with `mode: fullnat` the same flows are answered, IPv4
  * and IPv6, UDP and TCP, spread over every target, and iptables counters in
  * the targets show that every packet they got came from the LB's SNAT
- * address, none from a client. Teardown leaves the lb netns as it was before
- * the first apply (iptables, ip rules, routes of both families). Needs root.
+ * address, none from a client; so do a client's on the LB itself (hook
+ * output). Teardown leaves the lb netns as it was before the first apply
+ * (iptables, ip rules, routes of both families). Needs root.
  */
 import assert from "node:assert/strict";
 import { type Family, targetAddr, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
 import { HostUnderTest } from "../harness/host.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
 import { pidRunning } from "../harness/process.ts";
+import type { ProbeResult } from "../harness/agent/types.ts";
 import type { Topology } from "../harness/topology.ts";
 import { assertAllAnswered } from "./checks.ts";
 
@@ -54,6 +56,8 @@ function config(mode: "nat" | "fullnat"): string {
     ...(full ? [`    snat: { ipv4: ${lbSide(4, 1)}, ipv6: "${lbSide(6, 1)}" }`] : []),
     "    targets:",
     ...[1, 2, 3].map(target),
+    // output: clients on the LB itself too
+    "dataplane: { hooks: [prerouting, output] }",
     "",
   ].join("\n");
 }
@@ -117,6 +121,10 @@ Deno.test({
     const names = await topo.startNatServers(NAT_PORT);
     await cutRoutesToClients(topo);
     await addSourceCounters(topo);
+    // a local client's first route lookup needs a route to the VIP (a real LB has its default route);
+    // the lb's mark and the DNAT then re-route the packets to a target
+    await topo.exec(topo.ns.lb, ["ip", "route", "add", `${VIP[4]}/32`, "via", topo.clientAddrs(4)[0]]);
+    await topo.exec(topo.ns.lb, ["ip", "-6", "route", "add", `${VIP[6]}/128`, "via", topo.clientAddrs(6)[0]]);
     const before = await h.snapshot();
 
     await t.step("the targets have no route to the client network, only their link to the LB", async () => {
@@ -203,6 +211,29 @@ Deno.test({
         },
       );
     }
+
+    await t.step(
+      "a client on the LB itself (hook output) gets its UDP answered by every target",
+      async () => {
+        for (const fam of [4, 6] as Family[]) {
+          const src = fam === 4 ? "10.213.0.254" : "fd13::254";
+          const flows = Array.from({ length: 30 }, (_, i) => ({ src, sport: 27000 + i }));
+          const c0 = await sourceCounts(topo);
+          const r = await topo.agent<ProbeResult>(topo.ns.lb, {
+            cmd: "udp",
+            dst: VIP[fam],
+            port: UDP_PORT,
+            flows,
+          });
+          assertAllAnswered(r.targets, names, `local udp ipv${fam}`);
+          const c1 = await sourceCounts(topo);
+          c1.forEach((c, k) => {
+            assert.ok(c.snat > c0[k].snat, `${names[k]} got packets from ${lbSide(fam, k + 1)}`);
+            assert.equal(c.other, c0[k].other, `${names[k]}: only the SNAT source`);
+          });
+        }
+      },
+    );
 
     await t.step("a second apply changes nothing", async () => {
       const snap = await h.snapshot();
