@@ -49,7 +49,8 @@ function serviceLines(s: ServiceConfig, out: string[]): number {
     snap.active.forEach((fw, i) => fw >= 0 && rows.set(fw, snap.weights[i]));
     for (const tg of s.targets) {
       const addr = [tg.ipv4, tg.ipv6].filter((a) => a !== null).join(" ");
-      const where = `${tg.mode}${tg.port !== null ? ` port ${tg.port}` : ""} ${addr}`;
+      const snat = tg.snat ? ` snat ${[tg.snat.ipv4, tg.snat.ipv6].filter((a) => a !== null).join(" ")}` : "";
+      const where = `${tg.mode}${tg.port !== null ? ` port ${tg.port}` : ""} ${addr}${snat}`;
       const w = rows.get(tg.fwmark);
       rows.delete(tg.fwmark);
       if (!tg.active) {

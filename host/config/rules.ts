@@ -22,6 +22,7 @@ import type {
   HostConfig,
   PortSelector,
   ServiceConfig,
+  SnatAddresses,
   TargetConfig,
   Vip,
 } from "./types.ts";
@@ -76,6 +77,69 @@ function parseNet(text: string): Net | undefined {
 
 type ParsedService = HostConfigParsed["services"][number];
 type ParsedTarget = ParsedService["targets"][number];
+type ParsedSnat = NonNullable<ParsedService["snat"]>;
+
+const FAMILY_NAME = { ipv4: "IPv4", ipv6: "IPv6" } as const;
+
+/**
+ * Whether an address can be a source on the wire: not unspecified, loopback,
+ * multicast (nor IPv4's reserved 240/4 and broadcast).
+ */
+function isUnicast(n: Net): boolean {
+  if (n.family === "ipv4") {
+    const first = Number(n.address.split(".")[0]);
+    return first !== 0 && first !== 127 && first < 224;
+  }
+  return n.address !== "::" && n.address !== "::1" && !/^ff[0-9a-f]{2}:/.test(n.address);
+}
+
+/** A checked `snat` mapping: the canonical addresses, and the families whose address was refused. */
+interface CheckedSnat {
+  addresses: SnatAddresses;
+  bad: Set<Family>;
+}
+
+/**
+ * Checks a `snat` mapping (of a service or a target): at least one family,
+ * each a unicast address of its key's family, and only families the
+ * service's VIPs have (`families`; null when the VIPs are bad).
+ */
+function checkSnat(
+  snat: ParsedSnat,
+  families: Set<Family> | null,
+  at: DataPath,
+  issues: Issue[],
+): CheckedSnat {
+  const addresses = { ipv4: null as string | null, ipv6: null as string | null };
+  const bad = new Set<Family>();
+  if (snat.ipv4 === undefined && snat.ipv6 === undefined) {
+    // refused as a whole: a family missing because of it is not reported again
+    bad.add("ipv4").add("ipv6");
+    issues.push({ path: at, expected: "expected a mapping with ipv4 and/or ipv6 (the source addresses)" });
+  }
+  for (const f of ["ipv4", "ipv6"] as const) {
+    const text = snat[f];
+    if (text === undefined) continue;
+    const n = parseNet(text);
+    const name = FAMILY_NAME[f];
+    if (!n || text.includes("/") || n.family !== f || !isUnicast(n)) {
+      bad.add(f);
+      issues.push({
+        path: [...at, f],
+        expected: `expected a unicast ${name} address (${
+          f === "ipv4" ? "not 0.x, 127.x, multicast or broadcast" : "not ::, ::1 or multicast"
+        })`,
+      });
+    } else if (families && !families.has(f)) {
+      bad.add(f);
+      issues.push({
+        path: [...at, f],
+        expected: `expected no ${name} address (the service has no ${name} VIPs)`,
+      });
+    } else addresses[f] = n.address;
+  }
+  return { addresses, bad };
+}
 
 function checkVips(s: ParsedService, at: DataPath, issues: Issue[]): Vip[] {
   const vips: Vip[] = [];
@@ -150,25 +214,66 @@ function checkAddresses(
   return out;
 }
 
+/**
+ * The source addresses of a fullnat target: per VIP family, the target's own
+ * `snat` address, else its service's. A family with neither is an issue at
+ * the target's `snat` (or at its `mode` when it has none); a family whose
+ * address was refused already is not reported twice.
+ */
+function resolveSnat(
+  t: ParsedTarget,
+  service: CheckedSnat | null,
+  families: Set<Family> | null,
+  at: DataPath,
+  issues: Issue[],
+): SnatAddresses {
+  const own = t.snat ? checkSnat(t.snat, families, [...at, "snat"], issues) : null;
+  const snat = {
+    ipv4: own?.addresses.ipv4 ?? service?.addresses.ipv4 ?? null,
+    ipv6: own?.addresses.ipv6 ?? service?.addresses.ipv6 ?? null,
+  };
+  for (const f of families ?? []) {
+    // the target's own refused address, or a refused service address it would inherit
+    const inherited = (own?.addresses[f] ?? null) === null;
+    const refused = own?.bad.has(f) || (inherited && service?.bad.has(f));
+    if (snat[f] !== null || refused) continue;
+    const name = FAMILY_NAME[f];
+    issues.push({
+      path: [...at, t.snat ? "snat" : "mode"],
+      expected: `expected an ${name} source address with fullnat (snat.${f} on the target or its service; ` +
+        `the service has ${name} VIPs)`,
+    });
+  }
+  return snat;
+}
+
 function checkTarget(
   t: ParsedTarget,
   families: Set<Family> | null,
+  serviceSnat: CheckedSnat | null,
   at: DataPath,
   issues: Issue[],
 ): TargetConfig {
   const addr = checkAddresses(t, families, at, issues);
-  if (t.port !== undefined && t.mode !== "nat") {
+  if (t.port !== undefined && t.mode === "dsr") {
     issues.push({
       path: [...at, "port"],
-      expected: "expected no port with mode dsr (port translation needs mode: nat)",
+      expected: "expected no port with mode dsr (port translation needs mode: nat or fullnat)",
     });
   }
+  if (t.snat !== undefined && t.mode !== "fullnat") {
+    issues.push({
+      path: [...at, "snat"],
+      expected: `expected no snat with mode ${t.mode} (source translation needs mode: fullnat)`,
+    });
+  }
+  const snat = t.mode === "fullnat" ? resolveSnat(t, serviceSnat, families, at, issues) : null;
   let table: number | null = null;
-  if (t.mode === "nat") {
+  if (t.mode !== "dsr") {
     if (t.table !== undefined) {
       issues.push({
         path: [...at, "table"],
-        expected: "expected no table with mode nat (NAT'ed packets are routed by the main table)",
+        expected: `expected no table with mode ${t.mode} (NAT'ed packets are routed by the main table)`,
       });
     }
   } else {
@@ -188,6 +293,7 @@ function checkTarget(
     weight: t.weight,
     mode: t.mode,
     table,
+    snat,
     active: t.active,
   };
 }
@@ -212,6 +318,13 @@ function checkService(s: ParsedService, at: DataPath, issues: Issue[]): ServiceC
   const vips = checkVips(s, at, issues);
   // with a bad VIP the families are unknown: judging the targets' addresses would only add noise
   const families = issues.length === before ? new Set(vips.map((v) => v.family)) : null;
+  const snat = s.snat ? checkSnat(s.snat, families, [...at, "snat"], issues) : null;
+  if (s.snat && s.targets.length > 0 && !s.targets.some((t) => t.mode === "fullnat")) {
+    issues.push({
+      path: [...at, "snat"],
+      expected: "expected a target with mode: fullnat in the service (snat is for fullnat targets)",
+    });
+  }
   const active = s.targets.filter((t) => t.active).length;
   if (active > s.n) {
     issues.push({
@@ -232,7 +345,7 @@ function checkService(s: ParsedService, at: DataPath, issues: Issue[]): ServiceC
       : null,
     vips,
     ports: checkPorts(s, at, issues),
-    targets: s.targets.map((t, j) => checkTarget(t, families, [...at, "targets", j], issues)),
+    targets: s.targets.map((t, j) => checkTarget(t, families, snat, [...at, "targets", j], issues)),
   };
 }
 

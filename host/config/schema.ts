@@ -112,6 +112,19 @@ export const PortSelectorSchema = mapping({
 
 const ADDRESS = "an IP address, or a list of one IPv4 and one IPv6 address";
 
+/** The modes of a target: how its packets get there (docs/config.md). */
+export const MODES = ["dsr", "nat", "fullnat"] as const;
+
+/**
+ * Schema of a `snat` mapping: per family, the source address that fullnat
+ * targets see (on a service: the default of its fullnat targets; on a
+ * target: overrides the service's, per family).
+ */
+export const SnatFileSchema = mapping({
+  ipv4: text("an IPv4 address").optional().describe("Source address of IPv4 packets to fullnat targets."),
+  ipv6: text("an IPv6 address").optional().describe("Source address of IPv6 packets to fullnat targets."),
+}, "a mapping of ipv4 and/or ipv6 (the source addresses)");
+
 /** Schema of one target (one fwmark, one row of the Maglev table). */
 export const TargetFileSchema = mapping({
   fwmark: int(1, MAX_FWMARK).describe("The target's fwmark, 1..2^31-1, unique across all services."),
@@ -119,18 +132,21 @@ export const TargetFileSchema = mapping({
     z.string({ error: `expected ${ADDRESS}` }),
     list(z.string({ error: `expected ${ADDRESS}` }), ADDRESS, 1).max(2, { error: `expected ${ADDRESS}` }),
   ], { error: `expected ${ADDRESS}` }).describe(
-    "DSR: the next hop; NAT: the DNAT destination. One per VIP family.",
+    "DSR: the next hop; NAT and full NAT: the DNAT destination. One per VIP family.",
   ),
-  port: portNumber.optional().describe("NAT only: the destination port after translation."),
+  port: portNumber.optional().describe("nat and fullnat only: the destination port after translation."),
   weight: int(0, MAX_WEIGHT).default(1).describe("Maglev weight, 0 = drain (activate --weight)."),
-  mode: oneOf(["dsr", "nat"]).default("dsr").describe(
-    "dsr: route to the target unchanged; nat: DNAT to address[:port].",
+  mode: oneOf(MODES).default("dsr").describe(
+    "dsr: route to the target unchanged; nat: DNAT to address[:port]; fullnat: DNAT and SNAT to the snat address.",
   ),
   table: int(1, MAX_TABLE).optional().describe(
     "DSR only: the routing table of the fwmark (default: the fwmark).",
   ),
+  snat: SnatFileSchema.optional().describe(
+    "fullnat only: the source address per family, overriding the service's snat.",
+  ),
   active: bool.default(true).describe("false: kept in the file but not in the table."),
-}, "a mapping with fwmark and address (and port, weight, mode, table, active)");
+}, "a mapping with fwmark and address (and port, weight, mode, table, snat, active)");
 
 /** Schedulers; all but maglev decide per connection and so need a connection table. */
 export const SCHEDULERS = ["maglev", "rr", "wrr", "lc", "wlc"] as const;
@@ -151,8 +167,11 @@ export const ServiceFileSchema = mapping({
   ports: list(PortSelectorSchema, "a list of {protocol, port} (at least one)", 1).optional().describe(
     "Queue only these protocols/ports to the VIPs; absent: all traffic.",
   ),
+  snat: SnatFileSchema.optional().describe(
+    "The source address per family of the service's fullnat targets (a target's own snat wins).",
+  ),
   targets: list(TargetFileSchema, "a list of targets", 0).describe("The targets."),
-}, "a mapping with name, vips and targets (and m, n, scheduler, conntrack, ports)");
+}, "a mapping with name, vips and targets (and m, n, scheduler, conntrack, ports, snat)");
 
 const flowText = z.string({ error: "expected a string" });
 const flowPorts = list(

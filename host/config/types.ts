@@ -37,22 +37,38 @@ export interface ConntrackConfig {
   readonly contexts: number;
 }
 
+/** How a target's packets get there: routed unchanged, DNAT, or DNAT plus SNAT. */
+export type TargetMode = "dsr" | "nat" | "fullnat";
+
+/** Source addresses per family (a fullnat target's SNAT); null: none for that family. */
+export interface SnatAddresses {
+  /** IPv4 source address. */
+  readonly ipv4: string | null;
+  /** IPv6 source address. */
+  readonly ipv6: string | null;
+}
+
 /** One target: a fwmark in the service's table, and where that fwmark goes. */
 export interface TargetConfig {
   /** fwmark, 1..2^31-1, unique across all services. */
   readonly fwmark: number;
-  /** IPv4 address (DSR next hop or NAT destination); present when the service has IPv4 VIPs. */
+  /** IPv4 address (DSR next hop or (full) NAT destination); present when the service has IPv4 VIPs. */
   readonly ipv4: string | null;
   /** IPv6 address; present when the service has IPv6 VIPs. */
   readonly ipv6: string | null;
-  /** NAT: destination port after translation; null keeps the port (always null for dsr). */
+  /** nat, fullnat: destination port after translation; null keeps the port (always null for dsr). */
   readonly port: number | null;
   /** Maglev weight 0..65535 (0 = drain). */
   readonly weight: number;
-  /** dsr or nat. */
-  readonly mode: "dsr" | "nat";
-  /** DSR: the routing table for `ip rule fwmark F table T` (default: the fwmark); null for nat. */
+  /** dsr, nat or fullnat. */
+  readonly mode: TargetMode;
+  /** DSR: the routing table for `ip rule fwmark F table T` (default: the fwmark); null otherwise. */
   readonly table: number | null;
+  /**
+   * fullnat: the source address of each VIP family (the target's own snat,
+   * else the service's), canonical; null for dsr and nat.
+   */
+  readonly snat: SnatAddresses | null;
   /** false: not put in the table (kept in the file only). */
   readonly active: boolean;
 }
