@@ -56,13 +56,17 @@ function canonicalOrder(r: FlowRequest): [string, string][] {
   return Object.entries(r).filter(([, v]) => v !== undefined).sort(([a], [b]) => a.localeCompare(b));
 }
 
-/** The flows a running flowlb has, by name, as canonical requests. Throws when it does not answer. */
+/**
+ * The flows a running flowlb has, by name, as canonical requests. Throws when it does not answer
+ * (flowExchange: no reply is an error, never an empty list).
+ */
 export async function listFlows(address?: string): Promise<Map<string, FlowRequest | undefined>> {
   const reply = await flowExchange({ action: "list" }, address);
   const text = new TextDecoder().decode(reply).trim();
   let listed: ListedFlow[];
   try {
-    listed = text === "" ? [] : JSON.parse(text) as ListedFlow[];
+    listed = JSON.parse(text) as ListedFlow[];
+    if (!Array.isArray(listed)) throw new Error("not a list");
   } catch {
     throw new NfqlbError(`flow-list: unexpected answer from flowlb: ${text.slice(0, 80)}`);
   }
