@@ -11,6 +11,7 @@ import { parseFlowDefinition } from "../../core/flow/parse.ts";
 import { PORTS_WITHOUT_PROTOCOLS } from "../../core/flow/types.ts";
 import type { FlowRequest } from "../../core/flow/types.ts";
 import { listDir, shmSandbox } from "../helpers/shm.ts";
+import { nfqlb } from "../harness/nfqlb.ts";
 
 /** A store file with these entries (raw JSON values). */
 function storeFile(dir: string, flows: unknown[]): string {
@@ -129,4 +130,30 @@ Deno.test("store: a long bad entry is quoted in at most 200 characters", () => {
   const quoted = line.slice(line.indexOf("; skipped: ") + "; skipped: ".length);
   assert.equal(quoted.length, 200);
   assert.ok(quoted.endsWith("..."));
+});
+
+Deno.test("flowlb --flow_store: full name only, and a bad value is one line, exit 1, before anything starts", async () => {
+  using sb = shmSandbox();
+  const cases: [string, string][] = [
+    ["--flow_store=", "flowlb: invalid --flow_store value '' (expected a file path)"],
+    [
+      `--flow_store=${sb.dir}/no/such/flows.json`,
+      `flowlb: invalid --flow_store value '${sb.dir}/no/such/flows.json' (no directory ${sb.dir}/no/such)`,
+    ],
+    [
+      `--flow_store=${sb.dir}`,
+      `flowlb: invalid --flow_store value '${sb.dir}' (a directory, expected a file)`,
+    ],
+    // ours match only by their full name: upstream's abbreviations keep their meaning
+    ["--flow=x", "flowlb: unrecognized option '--flow=x'"],
+    ["--flow_s=x", "flowlb: unrecognized option '--flow_s=x'"],
+  ];
+  for (const [arg, line] of cases) {
+    const r = await nfqlb(["flowlb", arg], sb.env);
+    assert.deepEqual([r.code, r.stdout, r.stderr], [1, "", line + "\n"], arg);
+  }
+  // nothing was created: no trace shm, no counters, no store
+  assert.deepEqual(listDir(sb.dir), []);
+  // and --help is upstream's text, without it
+  assert.doesNotMatch((await nfqlb(["flowlb", "--help"], sb.env)).stdout, /flow_store/);
 });
