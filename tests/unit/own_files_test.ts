@@ -149,4 +149,10 @@ Deno.test("a file at an old name is not read: ct-*, stats --all and lb use only 
   assert.equal((await nfqlb(["ct-stats", "--shm=t"], env)).code, 0);
   assert.equal((await nfqlb(["delete", "--shm=t-ct"], env)).code, 0);
   assert.deepEqual(shmFiles(sb.dir), [own("t-ct"), "ftshm", "ftshm-counters", "t"]);
+  // delete unlinks files only, as shm_unlink: our directory stays, with what other processes keep in it
+  const del = await nfqlb(["delete", `--shm=${OWN_DIR_NAME}`], env);
+  assert.deepEqual([del.code, del.stderr], [1, "Is a directory\n"]);
+  Deno.removeSync(sb.path(own("t-ct")));
+  assert.equal((await nfqlb(["delete", `--shm=${OWN_DIR_NAME}`], env)).code, 1, "not even when empty");
+  assert.ok(Deno.statSync(sb.path(OWN_DIR_NAME)).isDirectory);
 });
