@@ -1,17 +1,20 @@
 /**
- * The live counters of a running lb/flowlb, in shared memory beside its
- * fragment stats: `${ft_shm}-counters`. The C queue workers count straight
+ * The live counters of a running lb/flowlb, in shared memory: the file
+ * `${ft_shm}-counters` in our own directory (`<shm dir>/.nfqlb-deno/`, not
+ * beside the fragment stats: `ftshm-counters` there would look like a target
+ * table `tshm-…` to tools that list the shm directory; docs/shm.md). The C queue workers count straight
  * into it (nfqlb_queue_set_stats), without locks: one writer per queue, and
  * readers sum the queues. `nfqlb stats --all/--watch` and the metrics
  * endpoint read it. Layout: docs/observability.md, "Where the counters live".
  */
 import { errorText, NfqlbError, strerror } from "./errors.ts";
-import { shmPath } from "./shm_dir.ts";
+import { ensureOwnDir, ownPath } from "./shm_dir.ts";
 import { mapFile, readShmBytes, unmap } from "./shm_file.ts";
 import { type NFQLB_C_COUNT, NFQLB_TARGET_STAT_OFF, NFQLB_TARGET_STAT_SIZEOF } from "../ffi/consts.ts";
 
-/** "NQCT" */
-const MAGIC = 0x5443514e;
+/** "NQCT": the first four bytes of a counters file (also recognised by core/shm_kinds.ts). */
+export const COUNTERS_MAGIC = 0x5443514e;
+const MAGIC = COUNTERS_MAGIC;
 const VERSION = 1;
 const HEADER = 64;
 /** Per-target slots per queue (a power of 2). */
@@ -49,7 +52,7 @@ const _counters: typeof NFQLB_C_COUNT = COUNTER_NAMES.length;
 /** One counter name. */
 export type CounterName = (typeof COUNTER_NAMES)[number];
 
-/** The counters shm name of an lb whose fragment stats shm is `ftShm`. */
+/** The counters file name of an lb whose fragment stats shm is `ftShm` (in our own directory: {@link ownPath}). */
 export function countersShmName(ftShm: string): string {
   return `${ftShm}-counters`;
 }
@@ -73,7 +76,7 @@ export interface CountersShm {
 
 /** Creates (truncating) the counters shm of an lb with these queues. */
 export function createCountersShm(name: string, queues: number[], kind: "lb" | "flowlb"): CountersShm {
-  const path = shmPath(name);
+  const path = ownPath(name);
   const l = layout(queues.length, COUNTER_NAMES.length);
   const bytes = new Uint8Array(l.size);
   const v = new DataView(bytes.buffer);
@@ -88,6 +91,7 @@ export function createCountersShm(name: string, queues: number[], kind: "lb" | "
   v.setUint32(32, kind === "lb" ? 0 : 1, true);
   queues.forEach((q, i) => v.setUint32(l.queuesOff + 4 * i, q, true));
   try {
+    ensureOwnDir();
     Deno.writeFileSync(path, bytes, { mode: 0o600 });
   } catch (e) {
     throw new NfqlbError(`createSharedData: ${name}: ${errorText(e)}`);
@@ -126,9 +130,9 @@ export interface CountersSnapshot {
   queues: QueueCounters[];
 }
 
-/** Reads the counters shm `name`; errors as upstream's `FAILED mapSharedData: <name>`. */
+/** Reads the counters file `name` (in our own directory); errors as upstream's `FAILED mapSharedData: <name>`. */
 export function readCounters(name: string): CountersSnapshot {
-  const bytes = readShmBytes(name);
+  const bytes = readShmBytes(name, ownPath(name));
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (bytes.length < HEADER || v.getUint32(0, true) !== MAGIC || v.getUint16(4, true) !== VERSION) {
     throw new NfqlbError(`FAILED mapSharedData: ${name}: not an nfqlb counters shm`);

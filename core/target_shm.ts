@@ -25,6 +25,10 @@ import {
 import { createByRename, mapFile, type Mapping, unmap } from "./shm_file.ts";
 import { errorText, NfqlbError, strerror } from "./errors.ts";
 import { shmPath } from "./shm_dir.ts";
+import { describeNonTable } from "./shm_kinds.ts";
+
+/** errno of nfqlb_file_map for a path that is not a regular file. */
+const EINVAL = 22;
 
 /** The layout version this build writes. */
 export const TSHM_VERSION = NFQLB_TSHM_VERSION;
@@ -132,13 +136,25 @@ export class TargetShm {
     const m = mapFile(path, opts.writable ?? false);
     if (typeof m === "number") {
       if (m === 2) throw new NfqlbError(`FAILED mapSharedData: ${name}`);
-      throw new NfqlbError(`FAILED mapSharedData: ${name}: ${m === 0 ? "empty file" : strerror(m)}`);
+      // EINVAL: not a regular file (a directory: ours, .nfqlb-deno, says what it is)
+      const what = m === EINVAL ? describeNonTable(name, path) : undefined;
+      throw new NfqlbError(
+        `FAILED mapSharedData: ${name}: ${
+          what ? `not a target table: ${what}` : m === 0 ? "empty file" : strerror(m)
+        }`,
+      );
     }
     const rc = lib().nfqlb_tshm_check(m.ptr, m.size);
     if (rc !== 0) {
       const version = rc === NFQLB_EVERSION ? fileVersion(m) : 0;
       unmap(m);
-      throw new NfqlbError(`FAILED mapSharedData: ${name}: ${checkText(rc, name, version)}`);
+      // a file of another kind we know (our counters, the fragment stats, ...) says what it is
+      const what = rc === NFQLB_EMAGIC || rc === NFQLB_ETRUNC ? describeNonTable(name, path) : undefined;
+      throw new NfqlbError(
+        `FAILED mapSharedData: ${name}: ${
+          what ? `not a target table: ${what}` : checkText(rc, name, version)
+        }`,
+      );
     }
     return new TargetShm(name, m);
   }

@@ -10,7 +10,7 @@ import { NfqlbError, strerror } from "../core/errors.ts";
 import { closeFragStatsShm, createFragStatsShm } from "../core/frag_stats.ts";
 import { TargetShm } from "../core/target_shm.ts";
 import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
-import { shmExists } from "../core/shm_dir.ts";
+import { ownExists } from "../core/shm_dir.ts";
 import { hasNetAdmin } from "./capabilities.ts";
 import { type LbConfig, LbConfigSchema, type QueueConfig } from "../core/lb_options.ts";
 import type { WorkerReport, WorkerStart } from "./worker_protocol.ts";
@@ -83,7 +83,7 @@ export const CT_SWEEP_ENTRIES = 65536;
 /** The connection table of target table `tshm` if its file exists, else undefined. */
 function openConntrack(tshm: string): ConntrackShm | undefined {
   const name = conntrackName(tshm);
-  if (!shmExists(name)) return undefined;
+  if (!ownExists(name)) return undefined;
   const ct = ConntrackShm.open(name); // a file that is not a valid table is an error
   log.notice(`lb: using connection table ${name}`);
   return ct;

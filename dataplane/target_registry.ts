@@ -10,7 +10,7 @@
  */
 import { TargetShm } from "../core/target_shm.ts";
 import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
-import { shmExists } from "../core/shm_dir.ts";
+import { ownExists } from "../core/shm_dir.ts";
 import { log } from "../core/log.ts";
 
 interface Entry {
@@ -22,7 +22,7 @@ interface Entry {
 /** The connection table of target table `name` if its file exists and is valid, else undefined. */
 function openConntrack(name: string): ConntrackShm | undefined {
   const ctName = conntrackName(name);
-  if (!shmExists(ctName)) return undefined;
+  if (!ownExists(ctName)) return undefined;
   try {
     const ct = ConntrackShm.open(ctName);
     log.notice(`flowlb: target ${name} uses connection table ${ctName}`);

@@ -39,7 +39,8 @@ export function listedToRequest(f: Omit<ListedFlow, "matches_count">): FlowReque
   // flowlb prints the int32 priority as unsigned (upstream's %u)
   const prio = f.priority > 0x7fffffff ? f.priority - 0x100000000 : f.priority;
   const req: FlowRequest = { name: f.name, target: f.user_ref, priority: String(prio) };
-  if (f.protocols) req.protocols = f.protocols.join(",");
+  // no protocols listed is any protocol: `--protocols=`, which ports need (as flow-set's request had it)
+  req.protocols = (f.protocols ?? []).join(",");
   if (f.dests) req.dsts = f.dests.join(",");
   if (f.srcs) req.srcs = f.srcs.join(",");
   if (f.dports) req.dports = f.dports.join(",");

@@ -9,7 +9,7 @@ import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
 import { kernelQueues } from "../core/counters_shm.ts";
 import { errorText } from "../core/errors.ts";
 import { statusPlumbing } from "./plumbing/kernel_sync.ts";
-import { shmExists } from "../core/shm_dir.ts";
+import { ownExists, shmExists } from "../core/shm_dir.ts";
 import { TargetShm } from "../core/target_shm.ts";
 import { dataplaneArgs, isDataplane } from "./dataplane_process.ts";
 import { listFlows, planFlows } from "./flow_sync.ts";
@@ -66,7 +66,7 @@ function serviceLines(s: ServiceConfig, out: string[]): number {
   }
   const ctName = conntrackName(s.name);
   if (s.conntrack) {
-    if (!shmExists(ctName)) bad(`connection table ${ctName} missing`);
+    if (!ownExists(ctName)) bad(`connection table ${ctName} missing`);
     else {
       const ct = ConntrackShm.open(ctName);
       try {
@@ -81,7 +81,7 @@ function serviceLines(s: ServiceConfig, out: string[]): number {
         ct.close();
       }
     }
-  } else if (shmExists(ctName)) bad(`connection table ${ctName} exists, the file has none`);
+  } else if (ownExists(ctName)) bad(`connection table ${ctName} exists, the file has none`);
   return drift;
 }
 

@@ -51,6 +51,8 @@ export const FLOWLB_OPTIONS: OptionSpec[] = [
   { name: "notargets_fwmark", help: "Set when there are no targets" },
   { name: "nolb_fwmark", help: "Set when there is no matching LB" },
   ...QUEUE_OPTS,
+  // ours (docs/cli.md): opt-in persistence; without it flowlb starts empty, as upstream
+  { name: "flow_store", help: "Save the flows in FILE and restore them at start", hidden: true },
 ];
 
 /** Used by commands whose feature has not landed yet: one plain line, exit 1. */
@@ -112,6 +114,28 @@ export const lb: Command = {
   },
 };
 
+/**
+ * flowlb's `--flow_store=FILE`: a non-empty path whose directory exists and
+ * that is not itself a directory (checked before anything starts).
+ */
+export function parseFlowStore(v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  const bad = (why: string) => new NfqlbError(`flowlb: invalid --flow_store value '${v}' (${why})`);
+  if (v === "" || v.includes("\0")) throw bad("expected a file path");
+  const dir = v.includes("/") ? v.slice(0, v.lastIndexOf("/")) || "/" : ".";
+  let isDir = false;
+  try {
+    isDir = Deno.statSync(dir).isDirectory;
+  } catch { /* missing: below */ }
+  if (!isDir) throw bad(`no directory ${dir}`);
+  try {
+    if (Deno.statSync(v).isDirectory) throw bad("a directory, expected a file");
+  } catch (e) {
+    if (e instanceof NfqlbError) throw e;
+  }
+  return v;
+}
+
 /** `flowlb`. */
 export const flowlb: Command = {
   name: "flowlb",
@@ -129,6 +153,7 @@ export const flowlb: Command = {
       ),
       promiscuous: opts.has("promiscuous_ping"),
       flowAddress: flowAddress(),
+      flowStore: parseFlowStore(opts.get("flow_store")),
     };
     const { runFlowLb } = await import("../../dataplane/flowlb.ts");
     return runFlowLb(cfg, (line) => out(line + "\n"));

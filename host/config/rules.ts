@@ -12,8 +12,6 @@ import { formatIPv6 } from "../../core/inet.ts";
 import { parseMetricsAddress, parseSocketAddress } from "../../core/address.ts";
 import { primeBelow } from "../../core/prime.ts";
 import { TRACE_SHM } from "../../core/trace_shm.ts";
-import { countersShmName } from "../../core/counters_shm.ts";
-import { conntrackName } from "../../core/conntrack_shm.ts";
 import type { DataPath } from "./source.ts";
 import type { HostConfigParsed } from "./schema.ts";
 import type {
@@ -383,16 +381,10 @@ function checkGlobalUniqueness(services: readonly ServiceConfig[], issues: Issue
       } else tables.set(t.table, here);
     });
   });
-  // another service's connection table, or a dataplane shm, would be clobbered
+  // the trace shm would be clobbered (connection tables are in our own directory: no clash with a service)
   services.forEach((s, i) => {
-    const owner = services.find((o) => o.conntrack && conntrackName(o.name) === s.name);
-    if (owner || s.name === TRACE_SHM) {
-      issues.push({
-        path: ["services", i, "name"],
-        expected: `expected a name that is not ${
-          owner ? `the connection table of service ${owner.name}` : "the trace shm"
-        }`,
-      });
+    if (s.name === TRACE_SHM) {
+      issues.push({ path: ["services", i, "name"], expected: "expected a name that is not the trace shm" });
     }
   });
 }
@@ -521,7 +513,7 @@ function checkDataplane(cfg: HostConfigParsed, flows: boolean, issues: Issue[]):
   }
   const ftShm = o.ftShm ?? "ftshm";
   cfg.services.forEach((s, i) => {
-    if (s.name === ftShm || s.name === countersShmName(ftShm)) {
+    if (s.name === ftShm) {
       issues.push({
         path: ["services", i, "name"],
         expected: `expected a name that is not the fragment table's (${ftShm})`,

@@ -557,13 +557,18 @@ const BAD: { name: string; text: string; file?: string; message: string }[] = [
     message: 'hosts.yaml:9: dataplane.hooks[0]: expected one of prerouting, output, got "input"',
   },
   {
-    name: "service named as another's connection table",
+    name: "service named as the trace shm",
     text: lbFile(
-      "    conntrack: {capacity: 10}\n",
-      "  - name: web-ct\n    vips: [10.0.0.2]\n    targets: [{fwmark: 102, address: 192.168.1.9}]\nflows: []\n",
+      "",
+      "  - name: nfqlb-trace\n    vips: [10.0.0.2]\n    targets: [{fwmark: 102, address: 192.168.1.9}]\nflows: []\n",
     ),
+    message: 'hosts.yaml:8: services[1].name: expected a name that is not the trace shm, got "nfqlb-trace"',
+  },
+  {
+    name: "service named as the fragment table",
+    text: lbFile("", "dataplane:\n  options: {ftShm: web}\n"),
     message:
-      'hosts.yaml:9: services[1].name: expected a name that is not the connection table of service web, got "web-ct"',
+      'hosts.yaml:3: services[0].name: expected a name that is not the fragment table\'s (web), got "web"',
   },
   {
     name: "JSON file: line numbers too",
