@@ -26,12 +26,13 @@ import { kernelQueues } from "../../core/counters_shm.ts";
 import { errorText, NfqlbError } from "../../core/errors.ts";
 import { applyHost } from "../apply.ts";
 import { exitOf, isDataplane } from "../dataplane_process.ts";
-import { type HostState, readState } from "../state.ts";
+import { type HostState, logPath, readState } from "../state.ts";
 import { type HostStatus, hostStatus } from "../status.ts";
 import { teardownHost } from "../teardown.ts";
 import type { AgentLog } from "./agent_log.ts";
 import { type AdminServer, startAdmin } from "./admin_server.ts";
 import { dataplaneMetrics, renderAgentMetrics } from "./metrics.ts";
+import { LogTail } from "./log_tail.ts";
 import { ConfigWatcher, type FileContent, readConfig } from "./reload.ts";
 import { monotonicUsec, SdNotify } from "./sd_notify.ts";
 import { backoffMs, type DataplaneExit, DataplaneWatch, STABLE_MS } from "./supervisor.ts";
@@ -94,6 +95,7 @@ class HostAgent {
   #restartDue: number | undefined;
   #admin: AdminServer | undefined;
   #watcher: ConfigWatcher | undefined;
+  #tail: LogTail | undefined;
   #stopping = false;
   #queue: Promise<unknown> = Promise.resolve();
   #done: Promise<number>;
@@ -149,6 +151,7 @@ class HostAgent {
     const first = await this.#serial(() => this.#start());
     if (first !== 0) {
       if (this.#stopping) return await this.#done;
+      this.#tail?.close();
       await this.#admin?.close();
       this.#unlisten();
       return first;
@@ -187,6 +190,12 @@ class HostAgent {
     log.notice(`admin server on http://${address}/ (/metrics, /healthz, /ready)`);
     if (this.#stopping) return 0;
     this.#sd(`STATUS=applying ${file}`);
+    // the dataplane's lines from here on (its start-up lines included) in our log
+    this.#tail = new LogTail(
+      logPath(cfg.name),
+      (l) => log.info(`${(this.#cfg ?? cfg).dataplane.program}: ${l}`),
+    );
+    this.#tail.start();
     const t0 = performance.now();
     try {
       const n = await applyHost(cfg, { file: this.#abs, say: (l) => log.info(l) });
@@ -393,6 +402,7 @@ class HostAgent {
     this.#serial(async () => {
       let code = 0;
       const cfg = this.#cfg;
+      this.#tail?.close();
       if (cfg && keep) {
         const dp = running(cfg);
         this.#log.notice(

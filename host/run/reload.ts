@@ -83,9 +83,21 @@ export class ConfigWatcher {
     this.#warn = o.warn ?? (() => {});
   }
 
-  /** The directories to watch now: of the path as given and of what it resolves to. */
+  /**
+   * The directories to watch now: of the path as given, of each symlink it
+   * leads through (a link to a ConfigMap's link), and of what it resolves to.
+   */
   dirs(): string[] {
     const out = new Set([dirname(this.#path)]);
+    let p = this.#path;
+    for (let i = 0; i < 16; i++) { // bounded: a loop of links ends here too
+      try {
+        p = resolve(dirname(p), Deno.readLinkSync(p));
+      } catch {
+        break; // not a link (or gone)
+      }
+      out.add(dirname(p));
+    }
     try {
       out.add(dirname(Deno.realPathSync(this.#path)));
     } catch { /* missing for a moment (a swap, a rename): the given path's directory still sees it come */ }
