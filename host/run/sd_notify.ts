@@ -13,12 +13,19 @@
  * that. Sent from this process, every message is ours, with no process per
  * watchdog tick. libc is opened on first use; without NOTIFY_SOCKET nothing
  * is opened or sent.
+ *
+ * A send never blocks (MSG_DONTWAIT): a unix datagram socket whose reader
+ * lags holds only `net.unix.max_dgram_qlen` (10) messages, and a blocking
+ * sendto would then stop the agent, and with it the supervision of the
+ * dataplane, until systemd reads. A message that does not fit is dropped and
+ * reported (EAGAIN); the next one says the state again.
  */
 
 const AF_UNIX = 1;
 const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
 const MSG_NOSIGNAL = 0x4000;
+const MSG_DONTWAIT = 0x40;
 const CLOCK_MONOTONIC = 1;
 /** sizeof(sockaddr_un.sun_path). */
 const SUN_PATH = 108;
@@ -113,7 +120,7 @@ export class SdNotify {
       return false;
     }
     try {
-      const n = c().sendto(fd, msg, BigInt(msg.length), MSG_NOSIGNAL, this.#addr, this.#len);
+      const n = c().sendto(fd, msg, BigInt(msg.length), MSG_NOSIGNAL | MSG_DONTWAIT, this.#addr, this.#len);
       if (Number(n) !== msg.length) {
         this.lastErrno = errno();
         return false;

@@ -1,8 +1,10 @@
 /**
  * A NOTIFY_SOCKET for tests: an AF_UNIX datagram socket bound to a path,
  * which receives what a program sends to systemd (`READY=1`, `STATUS=…`) as
- * systemd's own socket would. Reads never block: {@link NotifySocket.waitFor}
- * polls, bounded in time. The socket is a path, not an abstract name, so a
+ * systemd's own socket would. Reads never block; like systemd, it reads what
+ * arrives every 20 ms (`drainEveryMs`), so a sender never finds it full
+ * unless a test wants that ({@link NotifySocket.bind} with 0);
+ * {@link NotifySocket.waitFor} polls, bounded in time. The socket is a path, not an abstract name, so a
  * process in another network namespace reaches it too (abstract names are
  * per network namespace).
  */
@@ -24,16 +26,18 @@ export class NotifySocket {
   /** Its path (the NOTIFY_SOCKET value). */
   readonly path: string;
   readonly #fd: number;
+  #timer: ReturnType<typeof setInterval> | undefined;
   /** Every message received so far, in order. */
   readonly messages: string[] = [];
 
-  private constructor(path: string, fd: number) {
+  private constructor(path: string, fd: number, drainEveryMs: number) {
     this.path = path;
     this.#fd = fd;
+    if (drainEveryMs > 0) this.#timer = setInterval(() => this.drain(), drainEveryMs);
   }
 
-  /** Binds a new socket at `path` (which must not exist; at most 107 bytes). */
-  static bind(path: string): NotifySocket {
+  /** Binds a new socket at `path` (which must not exist; at most 107 bytes); 0: no reads but the test's. */
+  static bind(path: string, drainEveryMs = 20): NotifySocket {
     const name = new TextEncoder().encode(path);
     if (name.length > 107) throw new Error(`${path}: too long for a unix socket`);
     const sa = new Uint8Array(110);
@@ -45,7 +49,7 @@ export class NotifySocket {
       c().close(fd);
       throw new Error(`bind ${path} failed`);
     }
-    return new NotifySocket(path, fd);
+    return new NotifySocket(path, fd, drainEveryMs);
   }
 
   /** Reads every datagram waiting (bounded); returns the new ones. */
@@ -64,12 +68,10 @@ export class NotifySocket {
   /** The first message (already received or arriving within `timeoutMs`) for which `pred` holds. */
   async waitFor(pred: (m: string) => boolean, timeoutMs: number): Promise<string | undefined> {
     const end = Date.now() + timeoutMs;
-    let seen = 0;
     for (let i = 0; i < Math.ceil(timeoutMs / 20) + 1; i++) {
       this.drain();
-      const hit = this.messages.slice(seen).find(pred);
+      const hit = this.messages.find(pred);
       if (hit !== undefined) return hit;
-      seen = this.messages.length;
       if (Date.now() >= end) break;
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -78,6 +80,7 @@ export class NotifySocket {
 
   /** Closes the socket and removes its file. */
   close(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
     c().close(this.#fd);
     try {
       Deno.removeSync(this.path);

@@ -44,7 +44,13 @@ export class RunAgent {
   /** Starts `nfqlb run -f FILE [args]` in the host's lb netns. */
   static start(host: HostUnderTest, o: RunAgentOptions = {}): RunAgent {
     const args = [NFQLB, "run", "-f", o.file ?? host.file, ...(o.args ?? [])];
-    const proc = host.topo.spawn(host.topo.ns.lb, `nfqlb run ${++runs}`, args, { ...host.env, ...o.env });
+    // systemd's variables of whatever runs the tests must not reach the agent: it would notify that systemd
+    const quiet = { NOTIFY_SOCKET: "", WATCHDOG_USEC: "", WATCHDOG_PID: "", JOURNAL_STREAM: "" };
+    const proc = host.topo.spawn(host.topo.ns.lb, `nfqlb run ${++runs}`, args, {
+      ...host.env,
+      ...quiet,
+      ...o.env,
+    });
     return new RunAgent(host, proc, o.admin ?? "127.0.0.1:9110");
   }
 
@@ -99,6 +105,11 @@ export class RunAgent {
     const pid = this.host.pid();
     if (pid !== undefined) this.#dataplanes.add(pid);
     return pid;
+  }
+
+  /** Forgets the dataplanes seen so far (left running on purpose, `--keep`): disposing does not kill them. */
+  release(): void {
+    this.#dataplanes.clear();
   }
 
   /** Sends `sig` and waits (bounded) for the exit; SIGKILL after `graceMs`. */

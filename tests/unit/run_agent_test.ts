@@ -102,6 +102,19 @@ Deno.test("run: sd_notify sends each message as one datagram to NOTIFY_SOCKET (p
     assert.equal(gone.lastErrno, 2); // ENOENT
   } finally {
     sock.close();
+  }
+  // a reader that does not read: the queue fills (net.unix.max_dgram_qlen) and send says so at once, never blocks
+  const stuck = NotifySocket.bind(`${dir}/stuck.sock`, 0);
+  try {
+    const sd = SdNotify.fromEnv(stuck.path)!;
+    const t0 = performance.now();
+    const sent = Array.from({ length: 2000 }, (_, i) => sd.send(`STATUS=${i}`));
+    assert.ok(performance.now() - t0 < 10_000);
+    assert.ok(sent.includes(false), "a full queue refuses");
+    assert.equal(sd.lastErrno, 11); // EAGAIN
+    assert.equal(stuck.drain().length, sent.filter((x) => x).length);
+  } finally {
+    stuck.close();
     Deno.removeSync(dir, { recursive: true });
   }
 });
