@@ -28,7 +28,7 @@
  */
 import assert from "node:assert/strict";
 import { dirname } from "node:path";
-import { type Family, targetAddr, VIP } from "../harness/addresses.ts";
+import { type Family, targetAddr, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
 import type { StreamResult } from "../harness/agent/types.ts";
 import { HostUnderTest } from "../harness/host.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
@@ -497,6 +497,109 @@ Deno.test({
       assert.equal(st.code, 0, second.proc.describe());
       assert.ok(!pidRunning(pid));
       assert.deepEqual(await h.snapshot(), before);
+    });
+  },
+});
+
+Deno.test({
+  name:
+    "e2e run: flowlb: a killed flowlb comes back with its flows; a file that fails while applied is rolled back, traffic on",
+  ignore,
+  async fn(t) {
+    await using h = await HostUnderTest.create({ name: "e2e-runflow" });
+    const { topo } = h;
+    const target = (i: number, address = targetAddr(4, i)) =>
+      `      - { fwmark: ${100 + i}, address: ${address} }`;
+    const file = (extraA: string[] = []) =>
+      [
+        "version: 1",
+        "name: e2e-runflow",
+        "services:",
+        "  - name: a",
+        `    vips: [${VIP[4]}]`,
+        `    ports: [{ protocol: udp, port: ${UDP_PORT} }]`,
+        "    targets:",
+        target(1),
+        target(2),
+        ...extraA,
+        "  - name: b",
+        `    vips: [${VIP[4]}]`,
+        `    ports: [{ protocol: tcp, port: ${TCP_PORT} }]`,
+        "    targets:",
+        target(3),
+        "flows:",
+        `  - { name: udp-a, service: a, protocols: [udp], dsts: [${VIP[4]}/32], dports: [${UDP_PORT}] }`,
+        `  - { name: tcp-b, service: b, protocols: [tcp], dsts: [${VIP[4]}/32], dports: [${TCP_PORT}] }`,
+        "",
+      ].join("\n");
+    h.write(file());
+    const before = await h.snapshot();
+    const filesBefore = h.shmFiles();
+    await using agent = RunAgent.start(h);
+    const flowNames = async () => {
+      const r = await h.nfqlb(["flow-list"]);
+      assert.equal(r.code, 0, r.stderr);
+      return (JSON.parse(r.stdout) as { name: string }[]).map((f) => f.name).sort();
+    };
+    const traffic = async (sport: number) => {
+      assertAllAnswered((await topo.client.udp(4, topo.flows(4, 40, sport))).targets, ["t1", "t2"], "udp");
+      assertAllAnswered((await topo.client.tcp(4, topo.flows(4, 20, sport))).targets, ["t3"], "tcp");
+    };
+
+    await t.step("flowlb with two flows; /metrics has their matches", async () => {
+      assert.ok(await agent.waitLine(/ notice +ready: serving /, 60_000), agent.proc.describe());
+      assert.ok(agent.lines().some((l) => / info +\+ start flowlb --queue=2 /.test(l)));
+      assert.deepEqual(await flowNames(), ["tcp-b", "udp-a"]);
+      await traffic(30000);
+      const m = await metrics(agent);
+      assert.ok((sampleValue(m, "nfqlb_flow_matches_total", { flow: "udp-a" }) ?? 0) >= 40);
+      assert.equal((await agent.get("/ready")).status, 200);
+    });
+
+    await t.step("kill -9 of flowlb: restarted with both flows, traffic as before", async () => {
+      const pid0 = agent.remember()!;
+      const from = agent.lines().length;
+      Deno.kill(pid0, "SIGKILL");
+      assert.ok(await agent.waitLine(/ restarted flowlb: pid \d+/, 30_000, from), agent.proc.describe());
+      assert.notEqual(agent.remember(), pid0);
+      assert.deepEqual(await flowNames(), ["tcp-b", "udp-a"]);
+      await traffic(31000);
+      assert.ok(await waitUntil(async () => (await agent.get("/ready")).status === 200, 10_000));
+    });
+
+    await t.step(
+      "a new target whose route the kernel refuses: rolled back to the previous config",
+      async () => {
+        const pid = agent.remember();
+        const rows = await h.rows("a");
+        const snap = await h.snapshot();
+        const from = agent.lines().length;
+        // valid for the loader, but 10.213.99.1 is on no link: `ip route add ... via` fails while applying
+        h.write(file([target(4, "10.213.99.1")]));
+        const refused = await agent.waitLine(
+          / error +refused: .*; restoring the previous config$/,
+          30_000,
+          from,
+        );
+        assert.ok(refused, agent.proc.describe());
+        assert.match(refused, /ip route add default via 10\.213\.99\.1 table 104/);
+        assert.ok(await agent.waitLine(/ notice +restored the previous config: /, 30_000, from));
+        assert.deepEqual(await h.rows("a"), rows, "target 104 is out of table a again");
+        assert.deepEqual(await h.snapshot(), snap);
+        assert.equal(agent.remember(), pid);
+        await traffic(32000);
+        const m = await metrics(agent);
+        assert.equal(sampleValue(m, "nfqlb_agent_reloads_total", { result: "error" }), 1);
+        assert.equal((await agent.get("/ready")).status, 200);
+      },
+    );
+
+    await t.step("SIGTERM: the host as before, saved flows removed", async () => {
+      const st = await agent.stop("SIGTERM");
+      assert.equal(st.code, 0, agent.proc.describe());
+      assert.deepEqual(await h.snapshot(), before);
+      const left = h.shmFiles().filter((f) => !filesBefore.includes(f) && f !== "nfqlb-trace");
+      assert.deepEqual(left, [], "shm files left");
     });
   },
 });
