@@ -41,9 +41,9 @@ import { assertAllAnswered } from "./checks.ts";
 
 const ignore = skipUnlessRoot();
 
-/** Generous bounds (the figures measured are far below; they are printed). */
+/** Bounds: a generous one for the restart (issue 16 asks for 1 s), issue 16's 2 s for a reload; the figures are printed. */
 const RESTART_BOUND_MS = 3000;
-const RELOAD_BOUND_MS = 5000;
+const RELOAD_BOUND_MS = 2000;
 
 /** A one-service lb config: targets `targets` (1-based), addresses and VIPs of `fams`, weights by target. */
 function config(
