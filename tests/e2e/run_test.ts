@@ -20,7 +20,11 @@
  *   routes of both families, shm files, no lb;
  * - `--keep`: run exits and the lb serves on; `apply` and a new run adopt it
  *   (same pid) and no probe of a stream running across it all is lost; an
- *   adopted lb (not a child) is restarted too; json logs.
+ *   adopted lb (not a child) is restarted too; json logs; the admin server
+ *   on the file's address, `--admin` winning over it;
+ * - flowlb: a killed flowlb comes back with its flows; a file that fails
+ *   while applied (a route the kernel refuses) is rolled back; a new admin
+ *   address in the file moves the server.
  *
  * The figures (restart-to-forwarding, reload time) are printed for the docs.
  * Every step is bounded; the run process, its lb and the namespaces are
@@ -413,12 +417,16 @@ Deno.test({
   async fn(t) {
     await using h = await HostUnderTest.create({ name: "e2e-keep" });
     const { topo } = h;
-    h.write(config("e2e-keep", [1, 2, 3], [4]));
+    const ADMIN = 'admin: { address: "127.0.0.1:9120" }\n';
+    h.write(config("e2e-keep", [1, 2, 3], [4]) + ADMIN);
     const before = await h.snapshot();
     const flows = topo.flows(4, 8, 26000);
     let pid0 = 0;
     const stream = await (async () => {
-      await using first = RunAgent.start(h, { args: ["--keep", "--log-format=json"] });
+      await using first = RunAgent.start(h, {
+        args: ["--keep", "--log-format=json"],
+        admin: "127.0.0.1:9120",
+      });
       assert.ok(await first.waitLine(/"msg":"ready: serving /, 60_000), first.proc.describe());
       pid0 = first.remember()!;
       assertAllAnswered(
@@ -427,6 +435,10 @@ Deno.test({
         "udp",
       );
       const s = await topo.client.startStream(4, flows, { pps: 200, waitMs: 500 });
+      await t.step("the admin server on the file's admin.address", async () => {
+        assert.equal((await first.get("/healthz")).status, 200);
+        assert.equal((await first.get("/healthz", "127.0.0.1:9110")).status, 0, "not on the default address");
+      });
       await t.step("json logs: one object per line with time, level, msg", () => {
         for (const l of first.lines()) {
           const o = JSON.parse(l);
@@ -449,14 +461,15 @@ Deno.test({
       assert.equal(h.pid(), pid0);
     });
 
-    await using second = RunAgent.start(h);
+    await using second = RunAgent.start(h, { args: ["--admin=127.0.0.1:9121"], admin: "127.0.0.1:9121" });
     await t.step("a new run adopts it: same pid, no probe of the stream lost", async () => {
       assert.ok(await second.waitLine(/ notice +ready: serving /, 60_000), second.proc.describe());
       assert.ok(
         second.lines().some((l) => l.includes(`adopted lb pid ${pid0}, started by an earlier run or apply`)),
       );
       assert.equal(second.remember(), pid0);
-      assert.equal((await second.get("/ready")).status, 200);
+      assert.equal((await second.get("/ready")).status, 200, "--admin wins over the file");
+      assert.equal((await second.get("/ready", "127.0.0.1:9120")).status, 0);
       await new Promise((r) => setTimeout(r, 500));
       const s = await stream.stop();
       const n = assertNoLoss(s, "across run --keep, apply and a new run");
@@ -466,7 +479,7 @@ Deno.test({
 
     await t.step("a weight renamed over the plain file: applied, same lb", async () => {
       const from = second.lines().length;
-      Deno.writeTextFileSync(`${h.file}.tmp`, config("e2e-keep", [1, 2, 3], [4], { 1: 0 }));
+      Deno.writeTextFileSync(`${h.file}.tmp`, config("e2e-keep", [1, 2, 3], [4], { 1: 0 }) + ADMIN);
       Deno.renameSync(`${h.file}.tmp`, h.file);
       const line = await second.waitLine(/ notice +reloaded .*: 1 change/, 30_000, from);
       assert.ok(line, second.proc.describe());
@@ -510,7 +523,7 @@ Deno.test({
     const { topo } = h;
     const target = (i: number, address = targetAddr(4, i)) =>
       `      - { fwmark: ${100 + i}, address: ${address} }`;
-    const file = (extraA: string[] = []) =>
+    const file = (extraA: string[] = [], admin = "") =>
       [
         "version: 1",
         "name: e2e-runflow",
@@ -530,6 +543,7 @@ Deno.test({
         "flows:",
         `  - { name: udp-a, service: a, protocols: [udp], dsts: [${VIP[4]}/32], dports: [${UDP_PORT}] }`,
         `  - { name: tcp-b, service: b, protocols: [tcp], dsts: [${VIP[4]}/32], dports: [${TCP_PORT}] }`,
+        ...(admin ? [`admin: { address: "${admin}" }`] : []),
         "",
       ].join("\n");
     h.write(file());
@@ -591,6 +605,23 @@ Deno.test({
         const m = await metrics(agent);
         assert.equal(sampleValue(m, "nfqlb_agent_reloads_total", { result: "error" }), 1);
         assert.equal((await agent.get("/ready")).status, 200);
+      },
+    );
+
+    await t.step(
+      "a new admin.address in the file: the server moves there, nothing else changes",
+      async () => {
+        const from = agent.lines().length;
+        h.write(file([], "127.0.0.1:9130"));
+        assert.ok(
+          await agent.waitLine(/ notice +reloaded .*: nothing to change/, 30_000, from),
+          agent.proc.describe(),
+        );
+        assert.ok(
+          agent.lines().slice(from).some((l) => l.includes("admin server moved to http://127.0.0.1:9130/")),
+        );
+        assert.equal((await agent.get("/ready", "127.0.0.1:9130")).status, 200);
+        assert.equal((await agent.get("/ready")).status, 0, "the old address is closed");
       },
     );
 

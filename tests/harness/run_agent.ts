@@ -84,9 +84,9 @@ export class RunAgent {
     return Date.parse(line.replace(/^<\d>/, "").split(" ")[0]);
   }
 
-  /** GET `path` of the admin server, from inside the lb netns. */
-  async get(path: string): Promise<HttpAnswer> {
-    return await httpGet(run, this.host.topo.ns.lb, `http://${this.admin}${path}`);
+  /** GET `path` of the admin server (or of another address), from inside the lb netns. */
+  async get(path: string, admin = this.admin): Promise<HttpAnswer> {
+    return await httpGet(run, this.host.topo.ns.lb, `http://${admin}${path}`);
   }
 
   /** Asks `path` every `intervalMs` until stopped, keeping each change (in the lb netns). */
