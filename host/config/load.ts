@@ -16,9 +16,10 @@ import { checkRules, type Issue } from "./rules.ts";
 import { type DataPath, isJson, readSource, type Source, SyntaxProblem } from "./source.ts";
 import type { HostConfig } from "./types.ts";
 
-export { HostConfigFileSchema } from "./schema.ts";
+export { DEFAULT_ADMIN_ADDRESS, HostConfigFileSchema } from "./schema.ts";
 export type { HostConfigFile, HostConfigParsed } from "./schema.ts";
 export type {
+  AdminConfig,
   ConntrackConfig,
   DataplaneConfig,
   DataplaneOptions,

@@ -532,6 +532,38 @@ function checkDataplane(cfg: HostConfigParsed, flows: boolean, issues: Issue[]):
   };
 }
 
+/** The admin address parses as the lb's --metrics does, and is not the lb's own metrics address. */
+function checkAdmin(cfg: HostConfigParsed, issues: Issue[]): HostConfig["admin"] {
+  const address = cfg.admin.address, at = ["admin", "address"];
+  let admin: { hostname: string; port: number } | undefined;
+  try {
+    admin = parseMetricsAddress(address);
+  } catch {
+    issues.push({ path: at, expected: "expected ADDR:PORT or [ADDR]:PORT" });
+  }
+  const metrics = cfg.dataplane.options.metrics;
+  if (admin && metrics !== undefined) {
+    try {
+      const m = parseMetricsAddress(metrics);
+      if (
+        m.port === admin.port && (m.hostname === admin.hostname || isAny(m.hostname) || isAny(admin.hostname))
+      ) {
+        issues.push({
+          path: at,
+          expected:
+            `expected an address other than dataplane.options.metrics (${metrics}: the lb serves there)`,
+        });
+      }
+    } catch { /* reported by checkDataplane */ }
+  }
+  return { address };
+}
+
+/** The wildcard address of either family (binds every address, so it clashes with any on its port). */
+function isAny(hostname: string): boolean {
+  return hostname === "0.0.0.0" || hostname === "::";
+}
+
 /**
  * Checks the rules between keys of a file that passed the schema, and builds
  * the {@link HostConfig}. The config is meaningful only when no issue is
@@ -552,5 +584,6 @@ export function checkRules(cfg: HostConfigParsed): { config: HostConfig; issues:
     });
   }
   const dataplane = checkDataplane(cfg, hasFlows, issues);
-  return { config: { version: 1, name: cfg.name, services, flows, dataplane }, issues };
+  const admin = checkAdmin(cfg, issues);
+  return { config: { version: 1, name: cfg.name, services, flows, dataplane, admin }, issues };
 }

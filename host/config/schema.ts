@@ -255,6 +255,16 @@ export const DataplaneFileSchema = mapping({
   ),
 }, "a mapping with queue, bypass, hooks, options, start, offload");
 
+/** Where `nfqlb run` serves /metrics, /healthz and /ready when neither the file nor `--admin` says. */
+export const DEFAULT_ADMIN_ADDRESS = "127.0.0.1:9110";
+
+/** Schema of the admin section: `nfqlb run`'s HTTP server (apply ignores it). */
+export const AdminFileSchema = mapping({
+  address: text("ADDR:PORT or [ADDR]:PORT").default(DEFAULT_ADMIN_ADDRESS).describe(
+    "Where `nfqlb run` serves /metrics, /healthz and /ready; `--admin` wins.",
+  ),
+}, "a mapping with address");
+
 /** Schema of the whole file. */
 export const HostConfigFileSchema = mapping({
   version: z.literal(1, { error: "expected 1 (the only format version)" }).describe("Format version: 1."),
@@ -271,7 +281,8 @@ export const HostConfigFileSchema = mapping({
     "flowlb's flows; absent: lb with one service.",
   ),
   dataplane: DataplaneFileSchema.prefault({}).describe("Queue, rules and process options."),
-}, "a mapping with version, services (and name, flows, dataplane)").meta({
+  admin: AdminFileSchema.prefault({}).describe("`nfqlb run`'s admin HTTP server."),
+}, "a mapping with version, services (and name, flows, dataplane, admin)").meta({
   title: "nfqlb host config, version 1",
   description: "The file of `nfqlb apply -f FILE` (docs/config.md).",
 });

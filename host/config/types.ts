@@ -174,6 +174,12 @@ export interface DataplaneConfig {
   readonly start: boolean;
 }
 
+/** `nfqlb run`'s admin HTTP server (apply ignores it). */
+export interface AdminConfig {
+  /** `ADDR:PORT` or `[ADDR]:PORT` of /metrics, /healthz, /ready (`--admin` wins). */
+  readonly address: string;
+}
+
 /** A validated host config (version 1). */
 export interface HostConfig {
   /** Format version. */
@@ -186,4 +192,6 @@ export interface HostConfig {
   readonly flows: readonly FlowConfig[];
   /** The dataplane. */
   readonly dataplane: DataplaneConfig;
+  /** `nfqlb run`'s admin server. */
+  readonly admin: AdminConfig;
 }

@@ -73,6 +73,7 @@ Deno.test("host config: a minimal YAML file gets every default", () => {
       start: true,
       offload: false,
     },
+    admin: { address: "127.0.0.1:9110" },
   };
   assert.deepEqual(cfg, expected);
 });
@@ -251,7 +252,7 @@ const BAD: { name: string; text: string; file?: string; message: string }[] = [
     name: "not a mapping",
     text: "- 1\n- 2\n",
     message:
-      "hosts.yaml:1: (top level): expected a mapping with version, services (and name, flows, dataplane), got [1,2]",
+      "hosts.yaml:1: (top level): expected a mapping with version, services (and name, flows, dataplane, admin), got [1,2]",
   },
   {
     name: "YAML syntax",
@@ -550,6 +551,22 @@ const BAD: { name: string; text: string; file?: string; message: string }[] = [
     name: "bad queue",
     text: lbFile("", 'dataplane:\n  queue: "3:1"\n'),
     message: 'hosts.yaml:9: dataplane.queue: expected a queue 0..65535 or a range "first:last", got "3:1"',
+  },
+  {
+    name: "bad admin address",
+    text: lbFile("", "admin: {address: localhost:9110}\n"),
+    message: 'hosts.yaml:8: admin.address: expected ADDR:PORT or [ADDR]:PORT, got "localhost:9110"',
+  },
+  {
+    name: "admin address that is the lb's metrics address",
+    text: lbFile("", 'dataplane: {options: {metrics: "0.0.0.0:9110"}}\nadmin: {address: "127.0.0.1:9110"}\n'),
+    message:
+      'hosts.yaml:9: admin.address: expected an address other than dataplane.options.metrics (0.0.0.0:9110: the lb serves there), got "127.0.0.1:9110"',
+  },
+  {
+    name: "unknown admin key",
+    text: lbFile("", "admin: {port: 9110}\n"),
+    message: 'hosts.yaml:8: admin.port: expected one of the keys address, got "port"',
   },
   {
     name: "bad hook",

@@ -263,6 +263,16 @@ export interface StreamFlowResult {
   lastLost: number;
 }
 
+/**
+ * A run of consecutive unanswered probes (over all flows, in send order): `from` is when the first of them
+ * was sent, `to` when the next answered probe was sent (or the stream ended), both Unix ms.
+ */
+export interface StreamGap {
+  from: number;
+  to: number;
+  lost: number;
+}
+
 /** Result of `stream`. */
 export interface StreamResult {
   probes: number;
@@ -270,6 +280,8 @@ export interface StreamResult {
   /** Replies that carried another sequence number (late replies). */
   stale: number;
   flows: StreamFlowResult[];
+  /** The outages, in order (at most 64; the first ones are kept). */
+  gaps: StreamGap[];
   stoppedBy: "file" | "time" | "count";
 }
 
