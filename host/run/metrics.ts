@@ -13,7 +13,7 @@ import { countersShmName } from "../../core/counters_shm.ts";
 import { parseMetricsAddress } from "../../core/address.ts";
 import { flowExchange } from "../../core/flow/client.ts";
 import type { ListedFlow } from "../../core/flow/render.ts";
-import { shmExists } from "../../core/shm_dir.ts";
+import { ownExists } from "../../core/shm_dir.ts";
 import { TargetShm } from "../../core/target_shm.ts";
 import { renderMetrics } from "../../dataplane/metrics.ts";
 import { ftShmOf } from "../dataplane_process.ts";
@@ -103,7 +103,7 @@ export async function dataplaneMetrics(cfg: HostConfig): Promise<string> {
     } catch { /* down or restarting: render it here */ }
   }
   const ftShm = ftShmOf(cfg);
-  if (!shmExists(countersShmName(ftShm))) return "";
+  if (!ownExists(countersShmName(ftShm))) return "";
   const flows = cfg.dataplane.program === "flowlb" ? await flowMatches(cfg) : undefined;
   try {
     return renderMetrics({
