@@ -598,20 +598,39 @@ struct nfqlb_queue;
 void nfqlb_queue_set_stats(struct nfqlb_queue* q, uint64_t* counters, struct nfqlb_target_stat* tstats,
 			   uint32_t ntstats);
 
-/** nfqlb_queue_close - unbind and close. */
+/** nfqlb_queue_close - unbind (when bound) and close. */
 void nfqlb_queue_close(struct nfqlb_queue* q);
 
 /**
- * nfqlb_queue_open - bind NFQUEUE `queue_num`: copy `copy_range` bytes per
- * packet (0 or > mtu: mtu; headers are enough unless fragments are stored),
- * queue max length `qlength`, GSO, optional fail-open, NETLINK_NO_ENOBUFS,
- * receive buffer (qlength*mtu/2)&~0xfff (forced when allowed). Receives up
- * to `batch` packets per call. rcvbuf[0] = SO_RCVBUF read back, rcvbuf[1] =
- * requested. On failure returns NULL with -errno in *err (EPERM: no
- * CAP_NET_ADMIN or bound by another process).
+ * nfqlb_queue_open - the netlink socket and buffers for NFQUEUE `queue_num`,
+ * not bound yet (nfqlb_queue_bind): copy `copy_range` bytes per packet (0 or
+ * > mtu: mtu; headers are enough unless fragments are stored), queue max
+ * length `qlength`, GSO, optional fail-open, NETLINK_NO_ENOBUFS, receive
+ * buffer (qlength*mtu/2)&~0xfff (forced when allowed). Receives up to
+ * `batch` packets per call. rcvbuf[0] = SO_RCVBUF read back, rcvbuf[1] =
+ * requested. On failure returns NULL with -errno in *err.
  */
 struct nfqlb_queue* nfqlb_queue_open(uint32_t queue_num, uint32_t mtu, uint32_t copy_range, uint32_t qlength,
 				     uint32_t flags, uint32_t batch, int32_t* err, uint32_t* rcvbuf);
+
+/**
+ * nfqlb_queue_bind - bind the queue and configure it in one message; from
+ * here on the kernel queues packets to us instead of passing them (rule
+ * with --queue-bypass) or dropping them, so call it last, right before
+ * serving. Packets that come before the kernel's ACK are decided with `lb`
+ * (NULL: dropped, counted NFQLB_C_SETUP_DROPPED). 0, or -errno (EPERM: no
+ * CAP_NET_ADMIN or bound by another process).
+ */
+int32_t nfqlb_queue_bind(struct nfqlb_queue* q, struct nfqlb_lb* lb);
+
+/**
+ * nfqlb_queue_drain - the hand-over before close: the kernel stops queueing
+ * to us (fail-open, then queue length 0: new packets pass unbalanced, as
+ * after the unbind with --queue-bypass), and every packet it had queued is
+ * decided with `lb`, so the unbind drops nothing. Returns the packets decided
+ * meanwhile, or -errno (then close unbinds anyway).
+ */
+int32_t nfqlb_queue_drain(struct nfqlb_queue* q, struct nfqlb_lb* lb);
 
 /** nfqlb_queue_fd - the netlink socket. */
 int32_t nfqlb_queue_fd(const struct nfqlb_queue* q);

@@ -243,7 +243,7 @@ export async function runFlowLb(input: FlowLbConfig, print: (line: string) => vo
     publish(table.activeFlows());
     publishTrace([]);
     server = startFlowServer(cfg.flowAddress, table, traceTable, { store, log: (line) => log.warning(line) });
-    running = startQueues(
+    running = await startQueues(
       cfg,
       {
         kind: "flowlb",

@@ -1,8 +1,9 @@
 /**
  * `nfqlb lb`: map the target table, create the fragment table and its stats
- * shm, bind every queue (here, so errors are reported before we start), and
- * hand each queue to its own Worker. SIGINT/SIGTERM stop the workers, which
- * unbind their queues; then we exit 0.
+ * shm, and hand each queue to its own Worker, which binds it as its last step
+ * before serving (so the kernel never queues packets nobody reads yet; a bind
+ * error still ends lb with one line and status 1). SIGINT/SIGTERM stop the
+ * workers, which drain and unbind their queues; then we exit 0.
  */
 import { cstring, lib } from "../ffi/lib.ts";
 import { NFQLB_QF_FAIL_OPEN } from "../ffi/consts.ts";
@@ -20,7 +21,13 @@ import { startTracing, type TraceService } from "./trace_server.ts";
 
 /** Counter names (enum nfqlb_counter), re-exported for the dataplane's users. */
 export { COUNTER_NAMES } from "../core/counters_shm.ts";
-import { COUNTER_NAMES, countersShmName, createCountersShm, TARGET_SLOTS } from "../core/counters_shm.ts";
+import {
+  COUNTER_NAMES,
+  type CountersShm,
+  countersShmName,
+  createCountersShm,
+  TARGET_SLOTS,
+} from "../core/counters_shm.ts";
 
 /** Bytes copied to user space per packet when no fragment is stored: every header we parse fits. */
 export const HEADER_COPY = 512;
@@ -58,14 +65,18 @@ export type Classifier =
  * `trace`: the trace server whose clients get this lb's per-packet lines.
  * @throws NfqlbError for a missing table, a queue that cannot be bound, etc.
  */
-export function startLb(input: LbConfig, print: (line: string) => void, trace?: TraceService): RunningLb {
+export async function startLb(
+  input: LbConfig,
+  print: (line: string) => void,
+  trace?: TraceService,
+): Promise<RunningLb> {
   const cfg = LbConfigSchema.parse(input);
   const table = TargetShm.open(cfg.tshm); // FAILED mapSharedData: <name>
   table.close(); // each worker maps its own
   // The connection table, opt-in: used when the operator created `<tshm>-ct` (mapped once, shared).
   const conntrack = openConntrack(cfg.tshm);
   try {
-    return startQueues(
+    return await startQueues(
       cfg,
       { kind: "lb", tshm: cfg.tshm, sctpEncap: cfg.sctpEncap, conntrack },
       print,
@@ -91,15 +102,18 @@ function openConntrack(tshm: string): ConntrackShm | undefined {
 
 /**
  * The part of lb and flowlb after their own set-up: LB tier, stats shm, tun,
- * fragment table, queues, one Worker per queue. With `trace`, the workers
- * record packets while a trace client is attached and the records go to it.
+ * fragment table, counters, one Worker per queue, which binds its queue as
+ * the last step before serving it. Resolves once every queue is bound;
+ * rejects with the bind error (after the other workers unbound and stopped)
+ * when one cannot be bound. With `trace`, the workers record packets while a
+ * trace client is attached and the records go to it.
  */
 export function startQueues(
   cfg: QueueConfig,
   classifier: Classifier,
   print: (line: string) => void,
   trace?: TraceService,
-): RunningLb {
+): Promise<RunningLb> {
   const c = lib();
   // The LB-tier table stays mapped for the life of the lb (shared by the workers).
   const tier = cfg.lbshm ? TargetShm.open(cfg.lbshm) : undefined;
@@ -149,67 +163,45 @@ export function startQueues(
   // Hashing needs the headers only (an ICMP error's quoted packet included);
   // whole packets are needed only to store or reassemble fragments.
   const copyRange = tunFd >= 0 || cfg.reassembler > 0 ? cfg.mtu : Math.min(cfg.mtu, HEADER_COPY);
-  const queues: { num: number; ptr: Deno.PointerObject }[] = [];
-  const closeAll = () => {
-    for (const q of queues) c.nfqlb_queue_close(q.ptr);
+  const nums = Array.from({ length: cfg.queues.last - cfg.queues.first + 1 }, (_, i) => cfg.queues.first + i);
+  // Live counters in shm: the C side counts there directly (stats --all, metrics). Published under
+  // its name only once every queue is bound: an lb that cannot bind never replaces a running lb's file.
+  let shmCounters: CountersShm;
+  try {
+    shmCounters = createCountersShm(countersShmName(cfg.ftShm), nums, classifier.kind);
+  } catch (e) {
     cleanup();
-  };
-  for (let num = cfg.queues.first; num <= cfg.queues.last; num++) {
-    const err = new Int32Array(1);
-    const rcvbuf = new Uint32Array(2);
-    const ptr = c.nfqlb_queue_open(
-      num,
-      cfg.mtu,
-      copyRange,
-      cfg.qlength,
-      cfg.failOpen ? NFQLB_QF_FAIL_OPEN : 0,
-      cfg.batch,
-      err,
-      rcvbuf,
-    );
-    if (ptr === null) {
-      closeAll();
-      const errno = -err[0];
-      if (errno === 1) {
-        throw new NfqlbError(
-          hasNetAdmin()
-            ? `lb: queue ${num} is already bound by another process`
-            : `lb: binding queue ${num} needs CAP_NET_ADMIN (run as root)`,
-        );
-      }
-      throw new NfqlbError(`lb: cannot bind queue ${num}: ${strerror(errno)}`);
-    }
-    queues.push({ num, ptr });
-    print(`queue_length=${cfg.qlength}, mtu=${cfg.mtu}, SO_RCVBUF=${rcvbuf[0]} (${rcvbuf[1]})`);
+    throw e;
   }
-
-  // Live counters in shm: the C side counts there directly (stats --all, metrics).
-  const shmCounters = createCountersShm(
-    countersShmName(cfg.ftShm),
-    queues.map((q) => q.num),
-    classifier.kind,
-  );
   release.push(() => shmCounters.close());
-  queues.forEach((q, i) =>
-    c.nfqlb_queue_set_stats(q.ptr, shmCounters.counters(i), shmCounters.targets(i), TARGET_SLOTS)
-  );
   // [0] stop flag, [1] trace records posted by the workers and not yet formatted
   const control = new SharedArrayBuffer(8);
   const stopFlag = new Int32Array(control);
   const counterBufs = new Map<number, BigUint64Array>();
-  let running = queues.length;
+  let running = nums.length;
   let failed = false;
   let resolveDone: (code: number) => void = () => {};
   const done = new Promise<number>((r) => (resolveDone = r));
+  // Start-up: every queue bound (or the first bind error, or every worker gone before that).
+  let unbound = nums.length;
+  let bindError: NfqlbError | undefined;
+  let settleStart: (e?: NfqlbError) => void = () => {};
+  const started = new Promise<void>((resolve, reject) => {
+    settleStart = (e) => e ? reject(e) : resolve();
+  });
+  // upstream's line per queue, in queue order, as each one is bound
+  const boundLines: (string | undefined)[] = [];
+  let printed = 0;
   const workers: Worker[] = [];
   const finish = () => {
     for (const w of workers) w.terminate();
     cleanup();
     resolveDone(failed ? 1 : 0);
+    if (unbound > 0) settleStart(bindError); // never bound: a bind error throws, anything else was logged
   };
-  for (const q of queues) {
+  nums.forEach((num, i) => {
     const counters = new SharedArrayBuffer(8 * COUNTER_NAMES.length);
-    counterBufs.set(q.num, new BigUint64Array(counters));
+    counterBufs.set(num, new BigUint64Array(counters));
     const w = new Worker(new URL("./queue_worker.ts", import.meta.url), { type: "module" });
     w.onmessage = (e: MessageEvent<WorkerReport>) => {
       const r = e.data;
@@ -222,6 +214,22 @@ export function startQueues(
         log.notice(`lb: queue ${r.queue}: ${r.message}`);
         return;
       }
+      if (r.kind === "bound") {
+        boundLines[i] =
+          `queue_length=${cfg.qlength}, mtu=${cfg.mtu}, SO_RCVBUF=${r.rcvbuf} (${r.rcvbufWanted})`;
+        while (printed < nums.length && boundLines[printed] !== undefined) print(boundLines[printed++]!);
+        if (--unbound === 0) {
+          shmCounters.publish();
+          settleStart();
+        }
+        return;
+      }
+      if (r.kind === "bind_failed") {
+        bindError ??= bindFailure(r.queue, r.errno);
+        failed = true;
+        Atomics.store(stopFlag, 0, 1); // the others stop (unbinding what they bound)
+        return;
+      }
       if (r.kind === "error") {
         log.error(`lb: queue ${r.queue}: ${r.message}`);
         failed = true;
@@ -231,22 +239,28 @@ export function startQueues(
     };
     w.onerror = (e) => {
       e.preventDefault();
-      log.error(`lb: queue ${q.num}: worker failed: ${e.message}`);
+      log.error(`lb: queue ${num}: worker failed: ${e.message}`);
       failed = true;
       Atomics.store(stopFlag, 0, 1);
       if (--running === 0) finish();
     };
     const start: WorkerStart = {
       kind: "start",
-      queue: q.num,
-      queuePtr: Deno.UnsafePointer.value(q.ptr) as bigint,
+      queue: num,
+      mtu: cfg.mtu,
+      copyRange,
+      qlength: cfg.qlength,
+      qflags: cfg.failOpen ? NFQLB_QF_FAIL_OPEN : 0,
+      countersPtr: Deno.UnsafePointer.value(shmCounters.counters(i)) as bigint,
+      targetsPtr: Deno.UnsafePointer.value(shmCounters.targets(i)) as bigint,
+      targetSlots: TARGET_SLOTS,
       ftPtr: Deno.UnsafePointer.value(ft) as bigint,
       tshm: classifier.kind === "lb" ? classifier.tshm : "",
       hashMode: cfg.hashMode,
       sctpEncap: classifier.kind === "lb" ? classifier.sctpEncap : 0,
       notargetsFwmark: cfg.notargetsFwmark,
       flowsPtr: classifier.kind === "flowlb" ? Deno.UnsafePointer.value(classifier.flows) as bigint : 0n,
-      slot: q.num - cfg.queues.first,
+      slot: num - cfg.queues.first,
       nolbFwmark: classifier.kind === "flowlb" ? classifier.nolbFwmark : -1,
       promiscuous: classifier.kind === "flowlb" && classifier.promiscuous,
       lbshmPtr: tier ? Deno.UnsafePointer.value(tier.pointer) as bigint : 0n,
@@ -263,8 +277,8 @@ export function startQueues(
     };
     w.postMessage(start);
     workers.push(w);
-  }
-  return {
+  });
+  const lb: RunningLb = {
     counters() {
       const out = new Map<number, Record<(typeof COUNTER_NAMES)[number], bigint>>();
       for (const [q, buf] of counterBufs) {
@@ -284,6 +298,19 @@ export function startQueues(
     },
     done,
   };
+  return started.then(() => lb);
+}
+
+/** The one line for a queue that could not be bound (errno as the kernel or socket(2) gave it). */
+function bindFailure(num: number, errno: number): NfqlbError {
+  if (errno === 1) {
+    return new NfqlbError(
+      hasNetAdmin()
+        ? `lb: queue ${num} is already bound by another process`
+        : `lb: binding queue ${num} needs CAP_NET_ADMIN (run as root)`,
+    );
+  }
+  return new NfqlbError(`lb: cannot bind queue ${num}: ${strerror(errno)}`);
 }
 
 /**
@@ -334,7 +361,7 @@ export async function runLb(cfg: LbConfig, print: (line: string) => void): Promi
   const trace = startTracing(cfg.traceAddress);
   let lb: RunningLb;
   try {
-    lb = startLb(cfg, print, trace);
+    lb = await startLb(cfg, print, trace);
   } catch (e) {
     await trace.close();
     throw e;

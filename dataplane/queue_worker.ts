@@ -5,6 +5,12 @@
  * copies the counters out, re-maps the target table when `init`
  * replaced it, and hands the batch's trace records (if any: only while a
  * trace client is attached) to the main thread.
+ *
+ * The queue is bound here, after everything else is ready and right before
+ * the loop: until then the kernel passes the packets (--queue-bypass)
+ * instead of queueing them for a reader that is not there yet. On stop the
+ * queue is drained before it is unbound (nfqlb_queue_drain), so what the
+ * kernel had queued is answered rather than dropped.
  */
 /// <reference lib="deno.worker" />
 import { lib } from "../ffi/lib.ts";
@@ -26,7 +32,6 @@ function serve(m: WorkerStart): void {
   const stop = new Int32Array(m.control);
   const counters = new BigUint64Array(m.counters);
   const local = new BigUint64Array(counters.length);
-  const queue = Deno.UnsafePointer.create(m.queuePtr);
   const ft = m.ftPtr === 0n ? null : Deno.UnsafePointer.create(m.ftPtr);
   // lb: this worker maps the target table itself; flowlb: the flow set names the tables
   let table = m.flowsPtr === 0n ? TargetShm.open(m.tshm) : undefined;
@@ -41,7 +46,10 @@ function serve(m: WorkerStart): void {
       m.nolbFwmark,
       m.promiscuous ? 1 : 0,
     );
-  if (lb === null || queue === null) throw new Error("out of memory creating the classifier");
+  if (lb === null) {
+    table?.close();
+    throw new Error("out of memory creating the classifier");
+  }
   c.nfqlb_lb_set_frag(
     lb,
     m.lbshmPtr === 0n ? null : Deno.UnsafePointer.create(m.lbshmPtr),
@@ -84,7 +92,28 @@ function serve(m: WorkerStart): void {
     ]);
     traceLost = 0;
   };
+  const err = new Int32Array(1);
+  const rcvbuf = new Uint32Array(2);
+  const queue = c.nfqlb_queue_open(m.queue, m.mtu, m.copyRange, m.qlength, m.qflags, m.batch, err, rcvbuf);
   try {
+    if (queue === null) {
+      report({ kind: "bind_failed", queue: m.queue, errno: -err[0] });
+      return;
+    }
+    c.nfqlb_queue_set_stats(
+      queue,
+      Deno.UnsafePointer.create(m.countersPtr),
+      Deno.UnsafePointer.create(m.targetsPtr),
+      m.targetSlots,
+    );
+    if (Atomics.load(stop, 0) !== 0) return; // stopped while starting: never bind
+    // the last step before the loop: from here on the kernel queues to us
+    const rc = c.nfqlb_queue_bind(queue, lb);
+    if (rc !== 0) {
+      report({ kind: "bind_failed", queue: m.queue, errno: -rc });
+      return;
+    }
+    report({ kind: "bound", queue: m.queue, rcvbuf: rcvbuf[0], rcvbufWanted: rcvbuf[1] });
     while (Atomics.load(stop, 0) === 0) {
       c.nfqlb_queue_serve(queue, lb, POLL_MS);
       if (ringHead && (ringHead[0] | ringHead[2]) !== 0) drainTrace();
@@ -102,7 +131,14 @@ function serve(m: WorkerStart): void {
       }
     }
   } finally {
-    c.nfqlb_queue_close(queue);
+    if (queue !== null) {
+      // hand over: what the kernel queued is decided, not dropped by the unbind (no-op when not bound)
+      c.nfqlb_queue_drain(queue, lb);
+      if (ringHead && (ringHead[0] | ringHead[2]) !== 0) drainTrace();
+      c.nfqlb_queue_counters(queue, local, local.length);
+      counters.set(local);
+      c.nfqlb_queue_close(queue);
+    }
     c.nfqlb_lb_destroy(lb);
     c.nfqlb_trace_ring_free(ring);
     table?.close();

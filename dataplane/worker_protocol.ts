@@ -4,12 +4,24 @@ import { NFQLB_TRACE_REC_LEN, NFQLB_TRACE_RING_HEADER } from "../ffi/consts.ts";
 /** Bytes of one trace record and of a record ring's header. */
 export const TRACE_REC_LEN = NFQLB_TRACE_REC_LEN, TRACE_RING_HEADER = NFQLB_TRACE_RING_HEADER;
 
-/** Main → worker: start serving. Pointers travel as their addresses. */
+/**
+ * Main → worker: start serving. Pointers travel as their addresses. The
+ * worker opens and binds its queue itself, as the last step before its
+ * receive loop (docs/dataplane.md "Life cycle").
+ */
 export interface WorkerStart {
   kind: "start";
   queue: number;
-  /** nfqlb_queue* address. */
-  queuePtr: bigint;
+  /** nfqlb_queue_open's arguments: MTU, bytes copied per packet, queue length, NFQLB_QF_* flags. */
+  mtu: number;
+  copyRange: number;
+  qlength: number;
+  qflags: number;
+  /** This queue's counters (NFQLB_C_COUNT u64) and per-target slots in the counters shm: addresses. */
+  countersPtr: bigint;
+  targetsPtr: bigint;
+  /** Number of per-target slots (a power of 2). */
+  targetSlots: number;
   /** nfqlb_fragtable* address (0n when none). */
   ftPtr: bigint;
   tshm: string;
@@ -44,8 +56,14 @@ export interface WorkerStart {
   counters: SharedArrayBuffer;
 }
 
-/** Worker → main. */
+/**
+ * Worker → main. Every worker ends with one `stopped` or `error`; before
+ * that, `bound` (its queue is bound, SO_RCVBUF read back and requested) or
+ * `bind_failed` (-errno of the socket or the bind).
+ */
 export type WorkerReport =
+  | { kind: "bound"; queue: number; rcvbuf: number; rcvbufWanted: number }
+  | { kind: "bind_failed"; queue: number; errno: number }
   | { kind: "stopped"; queue: number }
   | { kind: "error"; queue: number; message: string }
   | { kind: "notice"; queue: number; message: string }

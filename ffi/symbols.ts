@@ -70,6 +70,8 @@ export const SYMBOLS = {
     parameters: ["u32", "u32", "u32", "u32", "u32", "u32", "buffer", "buffer"],
     result: "pointer",
   },
+  nfqlb_queue_bind: { parameters: ["pointer", "pointer"], result: "i32" },
+  nfqlb_queue_drain: { parameters: ["pointer", "pointer"], result: "i32" },
   nfqlb_queue_close: { parameters: ["pointer"], result: "void" },
   nfqlb_queue_fd: { parameters: ["pointer"], result: "i32" },
   nfqlb_queue_serve: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
