@@ -14,8 +14,12 @@ import { exists } from "../../helpers/fs.ts";
 
 /** Most datagrams one blast may send (bounds its memory: 5 bytes each). */
 const MAX_DATAGRAMS = 4_000_000;
-/** Most datagrams sent at once when the agent fell behind its schedule (a stall is not made up in one burst). */
-const MAX_BURST = 256;
+/**
+ * The most the agent catches up after a stall, in ms of traffic: what it
+ * could not send in a longer stall is skipped, not sent in a burst, so no
+ * window of time carries more than its share plus this.
+ */
+const MAX_CATCH_UP_MS = 10;
 /** Most answers read from one socket per wake-up. */
 const MAX_READS = 64;
 
@@ -42,6 +46,8 @@ export function blast(c: BlastCommand): BlastResult {
   const errors: number[] = [];
   let duplicates = 0, stray = 0, sendErrors = 0, seq = 0;
   let stoppedBy: BlastResult["stoppedBy"] = "time";
+  const burst = Math.max(1, Math.ceil((c.pps * MAX_CATCH_UP_MS) / 1000));
+  let skippedMs = 0; // schedule time given up after stalls
   let sendEnd = -1; // ms after start when sending stopped
   const start = performance.now();
   const t0 = Date.now();
@@ -81,9 +87,14 @@ export function blast(c: BlastCommand): BlastResult {
         stoppedBy = "file";
         sendEnd = now;
       } else {
-        const due = Math.min(total, Math.floor((now * c.pps) / 1000) + 1);
+        let due = Math.floor(((now - skippedMs) * c.pps) / 1000) + 1;
+        if (due - seq > burst) {
+          skippedMs += ((due - seq - burst) * 1000) / c.pps;
+          due = seq + burst;
+        }
+        due = Math.min(total, due);
         const b = Math.min(nBuckets - 1, Math.floor(now / bucketMs));
-        for (let burst = 0; seq < due && burst < MAX_BURST; burst++, seq++) {
+        for (; seq < due; seq++) {
           bucketOf[seq] = b;
           sent[b]++;
           if (!socks[seq % socks.length].send(enc.encode(`b${seq}`))) {
@@ -97,7 +108,7 @@ export function blast(c: BlastCommand): BlastResult {
       break;
     }
     // wait for answers until the next datagram is due (at least 1 ms: poll's resolution)
-    const next = sendEnd < 0 ? ((seq + 1) * 1000) / c.pps - now : 5;
+    const next = sendEnd < 0 ? ((seq + 1) * 1000) / c.pps + skippedMs - now : 5;
     pollIn(fds, Math.min(5, Math.max(1, Math.ceil(next))), ready);
     for (let i = 0; i < socks.length; i++) if (ready[i]) receive(socks[i]);
   }

@@ -22,8 +22,9 @@
  * - `blast` (client): sequence-numbered UDP datagrams at a fixed rate,
  *   round-robin over the flows, without waiting for answers (non-blocking
  *   sockets, poll); counts sent and answered datagrams per time bucket (by
- *   send time) and per target. Ends after `durationMs` or when a stop file
- *   appears, then keeps receiving for `waitMs`.
+ *   send time) and per target. After a stall it catches up at most 10 ms of
+ *   traffic (the rest is skipped, not burst out). Ends after `durationMs` or
+ *   when a stop file appears, then keeps receiving for `waitMs`.
  * - `conns` (client): long-lived TCP connections, one per flow, to an echo
  *   port; round 0 right after connecting, then one round per `go-<n>` file
  *   (see {@link ConnsCommand}): each live connection sends a line and reads
