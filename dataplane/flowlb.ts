@@ -19,7 +19,7 @@ import { encodeFlowSpec } from "../core/flow/encode.ts";
 import { type FlowServer, startFlowServer } from "./flow_server.ts";
 import { FlowStore, flowStorePath } from "../core/flow/store.ts";
 import { SEND_ORDER } from "../core/flow/wire.ts";
-import { type FlowLbConfig, FlowLbConfigSchema } from "../core/lb_options.ts";
+import type { FlowLbConfig } from "../core/lb_options.ts";
 import { activeTargets, CT_SWEEP_ENTRIES, type RunningLb, startQueues, stopOnSignals } from "./lb.ts";
 import { log } from "../core/log.ts";
 import { startTracing, type TraceService } from "./trace_server.ts";
@@ -145,12 +145,25 @@ class TracedFlowTable extends FlowTable {
   }
 }
 
-/** Runs flowlb until SIGINT/SIGTERM; returns the exit status. */
-export async function runFlowLb(input: FlowLbConfig, print: (line: string) => void): Promise<number> {
-  const cfg = FlowLbConfigSchema.parse(input);
+/**
+ * Runs flowlb until SIGINT/SIGTERM; returns the exit status. `cfg` is taken
+ * as it is (checked by the CLI, as lb's: startLb). `workers`: the queue
+ * workers the CLI started early (terminated here if flowlb cannot start).
+ */
+export async function runFlowLb(
+  cfg: FlowLbConfig,
+  print: (line: string) => void,
+  workers: Worker[] = [],
+): Promise<number> {
   const signals = stopOnSignals();
-  // as upstream: the trace shm and server first (a bind failure ends flowlb)
-  const trace = startTracing(cfg.traceAddress);
+  let trace: TraceService;
+  try {
+    // as upstream: the trace shm and server first (a bind failure ends flowlb)
+    trace = startTracing(cfg.traceAddress);
+  } catch (e) {
+    for (const w of workers) w.terminate();
+    throw e;
+  }
   const c = lib();
   const nqueues = cfg.queues.last - cfg.queues.first + 1;
   const flows = c.nfqlb_flows_create(nqueues);
@@ -163,6 +176,7 @@ export async function runFlowLb(input: FlowLbConfig, print: (line: string) => vo
     targets.closeAll();
   };
   if (flows === null || traceFlows === null) {
+    for (const w of workers) w.terminate();
     await cleanup();
     throw new NfqlbError("flowlb: out of memory");
   }
@@ -254,8 +268,10 @@ export async function runFlowLb(input: FlowLbConfig, print: (line: string) => vo
       },
       print,
       trace,
+      workers,
     );
   } catch (e) {
+    for (const w of workers) w.terminate();
     await server?.close();
     await cleanup();
     throw e;

@@ -10,14 +10,16 @@ import { NFQLB_QF_FAIL_OPEN } from "../ffi/consts.ts";
 import { NfqlbError, strerror } from "../core/errors.ts";
 import { closeFragStatsShm, createFragStatsShm } from "../core/frag_stats.ts";
 import { TargetShm } from "../core/target_shm.ts";
-import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
+import type { ConntrackShm } from "../core/conntrack_shm.ts";
+import { conntrackName } from "../core/conntrack_limits.ts";
 import { shmExists } from "../core/shm_dir.ts";
 import { hasNetAdmin } from "./capabilities.ts";
-import { type LbConfig, LbConfigSchema, type QueueConfig } from "../core/lb_options.ts";
+import type { LbConfig, QueueConfig } from "../core/lb_options.ts";
 import type { WorkerReport, WorkerStart } from "./worker_protocol.ts";
 import { startMetrics } from "./metrics.ts";
 import { log } from "../core/log.ts";
 import { startTracing, type TraceService } from "./trace_server.ts";
+import { startQueueWorkers } from "./queue_workers.ts";
 
 /** Counter names (enum nfqlb_counter), re-exported for the dataplane's users. */
 export { COUNTER_NAMES } from "../core/counters_shm.ts";
@@ -62,25 +64,30 @@ export type Classifier =
 
 /**
  * Starts the load-balancer. Prints upstream's start-up lines on stdout.
- * `trace`: the trace server whose clients get this lb's per-packet lines.
+ * `cfg` is taken as it is: the CLI (cli/commands/lb.ts) has checked every
+ * value against LbConfigSchema's bounds, so zod is not loaded before the
+ * queues are bound. `trace`: the trace server whose clients get this lb's
+ * per-packet lines. `workers`: queue workers started early
+ * (startQueueWorkers), one per queue; they are used or terminated.
  * @throws NfqlbError for a missing table, a queue that cannot be bound, etc.
  */
 export async function startLb(
-  input: LbConfig,
+  cfg: LbConfig,
   print: (line: string) => void,
   trace?: TraceService,
+  workers?: Worker[],
 ): Promise<RunningLb> {
-  const cfg = LbConfigSchema.parse(input);
   const table = TargetShm.open(cfg.tshm); // FAILED mapSharedData: <name>
   table.close(); // each worker maps its own
   // The connection table, opt-in: used when the operator created `<tshm>-ct` (mapped once, shared).
-  const conntrack = openConntrack(cfg.tshm);
+  const conntrack = await openConntrack(cfg.tshm);
   try {
     return await startQueues(
       cfg,
       { kind: "lb", tshm: cfg.tshm, sctpEncap: cfg.sctpEncap, conntrack },
       print,
       trace,
+      workers,
     );
   } catch (e) {
     conntrack?.close();
@@ -91,10 +98,14 @@ export async function startLb(
 /** Entries the connection-table sweep visits per second (lb and flowlb). */
 export const CT_SWEEP_ENTRIES = 65536;
 
-/** The connection table of target table `tshm` if its file exists, else undefined. */
-function openConntrack(tshm: string): ConntrackShm | undefined {
+/**
+ * The connection table of target table `tshm` if its file exists, else
+ * undefined. Its code (and zod, which it uses) is loaded only then.
+ */
+async function openConntrack(tshm: string): Promise<ConntrackShm | undefined> {
   const name = conntrackName(tshm);
   if (!shmExists(name)) return undefined;
+  const { ConntrackShm } = await import("../core/conntrack_shm.ts");
   const ct = ConntrackShm.open(name); // a file that is not a valid table is an error
   log.notice(`lb: using connection table ${name}`);
   return ct;
@@ -106,13 +117,16 @@ function openConntrack(tshm: string): ConntrackShm | undefined {
  * the last step before serving it. Resolves once every queue is bound;
  * rejects with the bind error (after the other workers unbound and stopped)
  * when one cannot be bound. With `trace`, the workers record packets while a
- * trace client is attached and the records go to it.
+ * trace client is attached and the records go to it. `pre`: workers started
+ * early (startQueueWorkers), used for the queues in order; the others are
+ * started here.
  */
 export function startQueues(
   cfg: QueueConfig,
   classifier: Classifier,
   print: (line: string) => void,
   trace?: TraceService,
+  pre: Worker[] = [],
 ): Promise<RunningLb> {
   const c = lib();
   // The LB-tier table stays mapped for the life of the lb (shared by the workers).
@@ -202,7 +216,7 @@ export function startQueues(
   nums.forEach((num, i) => {
     const counters = new SharedArrayBuffer(8 * COUNTER_NAMES.length);
     counterBufs.set(num, new BigUint64Array(counters));
-    const w = new Worker(new URL("./queue_worker.ts", import.meta.url), { type: "module" });
+    const w = pre[i] ?? startQueueWorkers(1)[0];
     w.onmessage = (e: MessageEvent<WorkerReport>) => {
       const r = e.data;
       if (r.kind === "trace") {
@@ -354,16 +368,25 @@ export function stopOnSignals(): { onStop(fn: () => void): void } {
   };
 }
 
-/** Runs lb until SIGINT/SIGTERM; returns the exit status. */
-export async function runLb(cfg: LbConfig, print: (line: string) => void): Promise<number> {
+/**
+ * Runs lb until SIGINT/SIGTERM; returns the exit status. `workers`: the
+ * queue workers the CLI started early (terminated here if lb cannot start).
+ */
+export async function runLb(
+  cfg: LbConfig,
+  print: (line: string) => void,
+  workers: Worker[] = [],
+): Promise<number> {
   const signals = stopOnSignals();
-  // as upstream: the trace shm and server first (a bind failure ends lb)
-  const trace = startTracing(cfg.traceAddress);
+  let trace: TraceService | undefined;
   let lb: RunningLb;
   try {
-    lb = await startLb(cfg, print, trace);
+    // as upstream: the trace shm and server first (a bind failure ends lb)
+    trace = startTracing(cfg.traceAddress);
+    lb = await startLb(cfg, print, trace, workers);
   } catch (e) {
-    await trace.close();
+    for (const w of workers) w.terminate();
+    await trace?.close();
     throw e;
   }
   const metrics = cfg.metrics

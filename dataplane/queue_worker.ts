@@ -17,6 +17,27 @@ import { lib } from "../ffi/lib.ts";
 import { TargetShm } from "../core/target_shm.ts";
 import { TRACE_REC_LEN, TRACE_RING_HEADER, type WorkerReport, type WorkerStart } from "./worker_protocol.ts";
 
+// Bound at load, while the main thread still sets up (the CLI starts the workers first:
+// dataplane/queue_workers.ts): the FFI trampolines serve() needs are ready when the start comes.
+{
+  const c = lib();
+  void [
+    c.nfqlb_file_map,
+    c.nfqlb_file_unmap,
+    c.nfqlb_tshm_check,
+    c.nfqlb_lb_create,
+    c.nfqlb_lb_create_flows,
+    c.nfqlb_lb_set_frag,
+    c.nfqlb_lb_set_trace,
+    c.nfqlb_trace_ring_create,
+    c.nfqlb_queue_open,
+    c.nfqlb_queue_set_stats,
+    c.nfqlb_queue_bind,
+    c.nfqlb_queue_serve,
+    c.nfqlb_queue_counters,
+  ];
+}
+
 /** Wait at most this long for packets before looking at the stop flag. */
 const POLL_MS = 100;
 

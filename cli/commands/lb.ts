@@ -7,6 +7,7 @@ import { NfqlbError } from "../../core/errors.ts";
 import type { FlowLbConfig, LbConfig, QueueConfig } from "../../core/lb_options.ts";
 import { flowAddress } from "../../core/flow/wire.ts";
 import { HASH_MODE_HELP } from "./fwmark.ts";
+import { startQueueWorkers } from "../../dataplane/queue_workers.ts";
 
 const QUEUE_OPTS: OptionSpec[] = [
   { name: "hash_mode", help: HASH_MODE_HELP },
@@ -68,22 +69,37 @@ export function parseQueues(v: string): { first: number; last: number } {
   return { first, last };
 }
 
-/** The options shared by lb and flowlb, as a config (strict numbers, upstream defaults). */
+/** A name option's value: as given, or `def` when absent; an empty one is refused in one line. */
+function name(cmd: string, opts: Map<string, string>, option: string, def: string): string;
+function name(cmd: string, opts: Map<string, string>, option: string): string | undefined;
+function name(cmd: string, opts: Map<string, string>, option: string, def?: string): string | undefined {
+  const v = opts.get(option) ?? def;
+  if (v === "") throw new NfqlbError(`${cmd}: invalid --${option} value '' (expected a name)`);
+  return v;
+}
+
+/**
+ * The options shared by lb and flowlb, as a config (strict numbers, upstream
+ * defaults). Every value is checked here against the bounds of
+ * QueueConfigSchema (core/lb_options.ts), so the dataplane takes the config
+ * as it is, without loading zod before it binds its queues
+ * (tests/unit/lb_config_test.ts keeps the two in step).
+ */
 function commonConfig(cmd: string, opts: Map<string, string>): QueueConfig {
   const int = (name: string, def: string, min: number, max: number) =>
     parseInteger(cmd, `--${name} value`, opts.get(name) ?? def, min, max);
   const mtu = int("mtu", "1500", 0, 65535);
   if (mtu < 576) throw new NfqlbError(`Invalid MTU; ${mtu}`);
   return {
-    lbshm: opts.get("lbshm"),
+    lbshm: name(cmd, opts, "lbshm"),
     mtu,
-    tun: opts.get("tun"),
+    tun: name(cmd, opts, "tun"),
     reassembler: int("reassembler", "0", 0, UINT32_MAX),
     notargetsFwmark: int("notargets_fwmark", "-1", INT32_MIN, INT32_MAX),
     hashMode: int("hash_mode", "1", 0, 65535),
     queues: parseQueues(opts.get("queue") ?? "2"),
     qlength: int("qlength", "1024", 1, 1048576),
-    ftShm: opts.get("ft_shm") ?? "ftshm",
+    ftShm: name(cmd, opts, "ft_shm", "ftshm"),
     ftSize: int("ft_size", "500", 1, 16777216),
     ftBuckets: int("ft_buckets", "500", 0, 16777216),
     ftFrag: int("ft_frag", "100", 0, 1048576),
@@ -91,8 +107,40 @@ function commonConfig(cmd: string, opts: Map<string, string>): QueueConfig {
     traceAddress: opts.get("trace_address") ?? "unix:nfqlb-trace",
     failOpen: opts.has("fail_open"),
     batch: int("batch", "64", 1, 1024),
-    metrics: opts.get("metrics"),
+    metrics: name(cmd, opts, "metrics"),
   };
+}
+
+/** `lb`'s config from its options (see commonConfig); throws NfqlbError with one line. */
+export function lbConfig(opts: Map<string, string>): LbConfig {
+  return {
+    ...commonConfig("lb", opts),
+    tshm: name("lb", opts, "tshm", "nfqlb"),
+    sctpEncap: parseInteger("lb", "--sctp_encap value", opts.get("sctp_encap") ?? "0", 0, 65535),
+  };
+}
+
+/** `flowlb`'s config from its options (see commonConfig); throws NfqlbError with one line. */
+export function flowLbConfig(opts: Map<string, string>): FlowLbConfig {
+  const address = flowAddress();
+  if (address === "") throw new NfqlbError("flowlb: invalid flow address '' (expected an address)");
+  return {
+    ...commonConfig("flowlb", opts),
+    nolbFwmark: parseInteger(
+      "flowlb",
+      "--nolb_fwmark value",
+      opts.get("nolb_fwmark") ?? "-1",
+      INT32_MIN,
+      INT32_MAX,
+    ),
+    promiscuous: opts.has("promiscuous_ping"),
+    flowAddress: address,
+  };
+}
+
+/** Number of queues of a config (one worker each). */
+function queueCount(cfg: QueueConfig): number {
+  return cfg.queues.last - cfg.queues.first + 1;
 }
 
 /** `lb`. */
@@ -101,14 +149,12 @@ export const lb: Command = {
   header: "lb [options]\n  Load-balance",
   options: LB_OPTIONS,
   async run({ opts }) {
-    const cfg: LbConfig = {
-      ...commonConfig("lb", opts),
-      tshm: opts.get("tshm") ?? "nfqlb",
-      sctpEncap: parseInteger("lb", "--sctp_encap value", opts.get("sctp_encap") ?? "0", 0, 65535),
-    };
-    // loaded on demand: the dataplane (and zod) would slow every other command's start
+    const cfg = lbConfig(opts);
+    // Started first: each queue's worker boots its isolate and loads its modules on another core while
+    // this thread loads the rest of the dataplane (which other commands never load).
+    const workers = startQueueWorkers(queueCount(cfg));
     const { runLb } = await import("../../dataplane/lb.ts");
-    return runLb(cfg, (line) => out(line + "\n"));
+    return runLb(cfg, (line) => out(line + "\n"), workers);
   },
 };
 
@@ -118,19 +164,9 @@ export const flowlb: Command = {
   header: "flowlb [options]\n  Load-balance with flows",
   options: FLOWLB_OPTIONS,
   async run({ opts }) {
-    const cfg: FlowLbConfig = {
-      ...commonConfig("flowlb", opts),
-      nolbFwmark: parseInteger(
-        "flowlb",
-        "--nolb_fwmark value",
-        opts.get("nolb_fwmark") ?? "-1",
-        INT32_MIN,
-        INT32_MAX,
-      ),
-      promiscuous: opts.has("promiscuous_ping"),
-      flowAddress: flowAddress(),
-    };
+    const cfg = flowLbConfig(opts);
+    const workers = startQueueWorkers(queueCount(cfg)); // as lb
     const { runFlowLb } = await import("../../dataplane/flowlb.ts");
-    return runFlowLb(cfg, (line) => out(line + "\n"));
+    return runFlowLb(cfg, (line) => out(line + "\n"), workers);
   },
 };

@@ -20,8 +20,12 @@
  * does nothing but open the C library and the table and bind the queue
  * (the least any Deno program must do before a verdict).
  *
+ * `--other=PATH` also times another checkout's `scripts/nfqlb lb` in the same
+ * rounds (before/after figures on a noisy machine: only interleaved runs
+ * compare).
+ *
  * Resolution: 1 ms polling plus one datagram interval. Needs root.
- * Run alone: `deno run -A tests/bench/lb_start.ts [--runs=N] [--pps=N]`.
+ * Run alone: `deno run -A tests/bench/lb_start.ts [--runs=N] [--pps=N] [--other=PATH]`.
  */
 import { VIP } from "../harness/addresses.ts";
 import { NFQLB, ROOT } from "../harness/paths.ts";
@@ -33,6 +37,8 @@ import type { SectionResult } from "./lookup.ts";
 import { goal, type Row, summarize } from "./report.ts";
 
 const QUEUE = 2;
+/** UDP port of the targets' echo servers (large receive buffers: nothing is lost at the targets). */
+const ECHO_PORT = 7001;
 /** Longest wait for a first verdict. */
 const START_TIMEOUT_MS = 10_000;
 
@@ -107,6 +113,8 @@ export interface StartOptions {
   pps?: number;
   /** Extra arguments of `nfqlb lb`. */
   lbArgs?: string[];
+  /** Another `scripts/nfqlb` (another checkout) to time in the same rounds. */
+  other?: string;
 }
 
 /** Runs the start bench; root only (otherwise `skipped`). */
@@ -115,12 +123,13 @@ export async function benchLbStart(o: StartOptions = {}): Promise<SectionResult 
   const runs = o.runs ?? 12, pps = o.pps ?? 20_000;
   await using t = await Topology.create({ steering: { mode: "nfqueue", queue: QUEUE, bypass: true } });
   await t.exec(t.ns.lb, w(`ip route add ${VIP[4]}/32 via 10.213.1.1`)); // unbalanced while no lb runs
+  await t.startEchoServers(ECHO_PORT);
   await t.nfqlb.initTargets();
   const holder = t.spawn(t.ns.lb, "netns holder", w("sleep 3600"));
   await sleep(200);
   const deno = Deno.execPath();
-  const lbArgs = [
-    NFQLB,
+  const lbArgs = (nfqlb: string) => [
+    nfqlb,
     ...w(`lb --tshm=${t.shm} --queue=${QUEUE} --ft_shm=${t.ftShm} --trace_address=unix:${t.traceName}`),
     ...(o.lbArgs ?? []),
   ];
@@ -134,11 +143,16 @@ export async function benchLbStart(o: StartOptions = {}): Promise<SectionResult 
   ];
   const emptyArgs = [deno, ...w("run --quiet --no-prompt -A --no-config"), `${ROOT}/tests/bench/empty.ts`];
   // traffic for all the runs (bounded by its duration)
-  const blast = await t.client.startBlast(4, t.flows(4, 48), { pps, durationMs: runs * 3 * 2500 + 30_000 });
-  const lb: StartSample[] = [], floor: StartSample[] = [], empty: number[] = [];
+  const blast = await t.client.startBlast(4, t.flows(4, 48), {
+    pps,
+    durationMs: runs * 4 * 2500 + 30_000,
+    port: ECHO_PORT,
+  });
+  const lb: StartSample[] = [], other: StartSample[] = [], floor: StartSample[] = [], empty: number[] = [];
   try {
     for (let i = 0; i < runs; i++) {
-      lb.push(await timeStart(t, holder.pid, "nfqlb lb", lbArgs));
+      lb.push(await timeStart(t, holder.pid, "nfqlb lb", lbArgs(NFQLB)));
+      if (o.other) other.push(await timeStart(t, holder.pid, "other lb", lbArgs(o.other)));
       floor.push(await timeStart(t, holder.pid, "bind floor", floorArgs));
       empty.push(await timeExit(t, "deno empty", emptyArgs));
     }
@@ -160,11 +174,17 @@ export async function benchLbStart(o: StartOptions = {}): Promise<SectionResult 
   row("lb: spawn → first verdict", lb.map((s) => s.firstMs), true);
   row("lb: spawn → queue bound", lb.map((s) => s.bindMs), true);
   row("lb: kernel queue drops per start", lb.map((s) => s.kernelDrops), true, "pkts");
-  row("bind_floor.ts: spawn → first verdict", floor.map((s) => s.firstMs), false);
-  row("deno run empty.ts: spawn → exit", empty, false);
   const lbMedian = summarize(lb.map((s) => s.firstMs)).median;
-  rows[3].ratio = lbMedian / rows[3].stats.median;
-  rows[4].ratio = lbMedian / rows[4].stats.median;
+  const baseline = (subject: string, samples: number[]) => {
+    row(subject, samples, false);
+    rows[rows.length - 1].ratio = lbMedian / rows[rows.length - 1].stats.median;
+  };
+  if (o.other) {
+    baseline(`${o.other} lb: spawn → first verdict`, other.map((s) => s.firstMs));
+    row(`${o.other} lb: kernel queue drops per start`, other.map((s) => s.kernelDrops), false, "pkts");
+  }
+  baseline("bind_floor.ts: spawn → first verdict", floor.map((s) => s.firstMs));
+  baseline("deno run empty.ts: spawn → exit", empty);
   return {
     rows,
     goals: [goal("lb spawn → first verdict <= 50 ms", lbMedian, 50, "ms")],
@@ -181,6 +201,7 @@ if (import.meta.main) {
     runs: Number(arg("runs") ?? 12),
     pps: Number(arg("pps") ?? 20_000),
     lbArgs: arg("lb-args")?.split(" "),
+    other: arg("other"),
   });
   if (r.skipped) console.log(`start: skipped (${r.skipped})`);
   for (const row of r.rows) {
