@@ -69,13 +69,18 @@ export function parseQueues(v: string): { first: number; last: number } {
   return { first, last };
 }
 
+/** Options that name a shm file: an empty one fails as every shm name does (core/shm_dir.ts). */
+const SHM_OPTIONS = new Set(["tshm", "lbshm", "ft_shm"]);
+
 /** A name option's value: as given, or `def` when absent; an empty one is refused in one line. */
 function name(cmd: string, opts: Map<string, string>, option: string, def: string): string;
 function name(cmd: string, opts: Map<string, string>, option: string): string | undefined;
 function name(cmd: string, opts: Map<string, string>, option: string, def?: string): string | undefined {
   const v = opts.get(option) ?? def;
-  if (v === "") throw new NfqlbError(`${cmd}: invalid --${option} value '' (expected a name)`);
-  return v;
+  if (v !== "") return v;
+  throw new NfqlbError(
+    SHM_OPTIONS.has(option) ? "Invalid shm name []" : `${cmd}: invalid --${option} value '' (expected a name)`,
+  );
 }
 
 /**
