@@ -445,3 +445,14 @@ int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t t
 	flush(q, txlen);
 	return handled;
 }
+
+int32_t nfqlb_queue_serve_until(struct nfqlb_queue* q, struct nfqlb_lb* lb, int32_t* handover, uint32_t max_ms)
+{
+	uint64_t end = now_ns() + (uint64_t)max_ms * 1000000u;
+	int32_t handled = 0;
+	/* bounded: by the hand-over request, or by max_ms (seen within one receive timeout) */
+	while (__atomic_load_n(&handover[0], __ATOMIC_ACQUIRE) == 0 && now_ns() < end)
+		handled += nfqlb_queue_serve(q, lb, NFQLB_SERVE_UNTIL_POLL_MS);
+	__atomic_store_n(&handover[1], 1, __ATOMIC_RELEASE);
+	return handled;
+}

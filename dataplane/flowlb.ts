@@ -147,23 +147,12 @@ class TracedFlowTable extends FlowTable {
 
 /**
  * Runs flowlb until SIGINT/SIGTERM; returns the exit status. `cfg` is taken
- * as it is (checked by the CLI, as lb's: startLb). `workers`: the queue
- * workers the CLI started early (terminated here if flowlb cannot start).
+ * as it is (checked by the CLI, as lb's: startLb).
  */
-export async function runFlowLb(
-  cfg: FlowLbConfig,
-  print: (line: string) => void,
-  workers: Worker[] = [],
-): Promise<number> {
+export async function runFlowLb(cfg: FlowLbConfig, print: (line: string) => void): Promise<number> {
   const signals = stopOnSignals();
-  let trace: TraceService;
-  try {
-    // as upstream: the trace shm and server first (a bind failure ends flowlb)
-    trace = startTracing(cfg.traceAddress);
-  } catch (e) {
-    for (const w of workers) w.terminate();
-    throw e;
-  }
+  // as upstream: the trace shm and server first (a bind failure ends flowlb)
+  const trace = startTracing(cfg.traceAddress);
   const c = lib();
   const nqueues = cfg.queues.last - cfg.queues.first + 1;
   const flows = c.nfqlb_flows_create(nqueues);
@@ -176,7 +165,6 @@ export async function runFlowLb(
     targets.closeAll();
   };
   if (flows === null || traceFlows === null) {
-    for (const w of workers) w.terminate();
     await cleanup();
     throw new NfqlbError("flowlb: out of memory");
   }
@@ -268,10 +256,8 @@ export async function runFlowLb(
       },
       print,
       trace,
-      workers,
     );
   } catch (e) {
-    for (const w of workers) w.terminate();
     await server?.close();
     await cleanup();
     throw e;

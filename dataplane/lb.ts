@@ -19,7 +19,6 @@ import type { WorkerReport, WorkerStart } from "./worker_protocol.ts";
 import { startMetrics } from "./metrics.ts";
 import { log } from "../core/log.ts";
 import { startTracing, type TraceService } from "./trace_server.ts";
-import { startQueueWorkers } from "./queue_workers.ts";
 
 /** Counter names (enum nfqlb_counter), re-exported for the dataplane's users. */
 export { COUNTER_NAMES } from "../core/counters_shm.ts";
@@ -67,15 +66,13 @@ export type Classifier =
  * `cfg` is taken as it is: the CLI (cli/commands/lb.ts) has checked every
  * value against LbConfigSchema's bounds, so zod is not loaded before the
  * queues are bound. `trace`: the trace server whose clients get this lb's
- * per-packet lines. `workers`: queue workers started early
- * (startQueueWorkers), one per queue; they are used or terminated.
+ * per-packet lines.
  * @throws NfqlbError for a missing table, a queue that cannot be bound, etc.
  */
 export async function startLb(
   cfg: LbConfig,
   print: (line: string) => void,
   trace?: TraceService,
-  workers?: Worker[],
 ): Promise<RunningLb> {
   const table = TargetShm.open(cfg.tshm); // FAILED mapSharedData: <name>
   table.close(); // each worker maps its own
@@ -87,7 +84,6 @@ export async function startLb(
       { kind: "lb", tshm: cfg.tshm, sctpEncap: cfg.sctpEncap, conntrack },
       print,
       trace,
-      workers,
     );
   } catch (e) {
     conntrack?.close();
@@ -113,20 +109,19 @@ async function openConntrack(tshm: string): Promise<ConntrackShm | undefined> {
 
 /**
  * The part of lb and flowlb after their own set-up: LB tier, stats shm, tun,
- * fragment table, counters, one Worker per queue, which binds its queue as
- * the last step before serving it. Resolves once every queue is bound;
- * rejects with the bind error (after the other workers unbound and stopped)
- * when one cannot be bound. With `trace`, the workers record packets while a
- * trace client is attached and the records go to it. `pre`: workers started
- * early (startQueueWorkers), used for the queues in order; the others are
- * started here.
+ * fragment table, counters; then each queue is bound as the last step before
+ * a receive loop (in a thread of Deno's), and one Worker per queue takes its
+ * queue over once it has started (docs/dataplane.md "Start and stop without
+ * loss"). Resolves once every queue is bound; throws the bind error (after
+ * the queues bound before were drained and unbound) when one cannot be
+ * bound. With `trace`, the workers record packets while a trace client is
+ * attached and the records go to it.
  */
-export function startQueues(
+export async function startQueues(
   cfg: QueueConfig,
   classifier: Classifier,
   print: (line: string) => void,
   trace?: TraceService,
-  pre: Worker[] = [],
 ): Promise<RunningLb> {
   const c = lib();
   // The LB-tier table stays mapped for the life of the lb (shared by the workers).
@@ -188,35 +183,50 @@ export function startQueues(
     throw e;
   }
   release.push(() => shmCounters.close());
+
+  // Each queue: its classifier, its socket, then the bind, and at once a receive loop in a thread of
+  // Deno's (nfqlb_queue_serve_until) until the queue's Worker has started and takes it over.
+  const started: Started[] = [];
+  for (const [i, num] of nums.entries()) {
+    let s: Started;
+    try {
+      s = bindQueue(cfg, classifier, num, i, { ft, tier, ct, tunFd, copyRange, counters: shmCounters });
+    } catch (e) {
+      await Promise.all(started.map(abandon));
+      cleanup();
+      throw e;
+    }
+    started.push(s);
+    print(`queue_length=${cfg.qlength}, mtu=${cfg.mtu}, SO_RCVBUF=${s.rcvbuf[0]} (${s.rcvbuf[1]})`);
+  }
+  shmCounters.publish();
+
   // [0] stop flag, [1] trace records posted by the workers and not yet formatted
   const control = new SharedArrayBuffer(8);
   const stopFlag = new Int32Array(control);
   const counterBufs = new Map<number, BigUint64Array>();
-  let running = nums.length;
+  let running = started.length;
   let failed = false;
   let resolveDone: (code: number) => void = () => {};
   const done = new Promise<number>((r) => (resolveDone = r));
-  // Start-up: every queue bound (or the first bind error, or every worker gone before that).
-  let unbound = nums.length;
-  let bindError: NfqlbError | undefined;
-  let settleStart: (e?: NfqlbError) => void = () => {};
-  const started = new Promise<void>((resolve, reject) => {
-    settleStart = (e) => e ? reject(e) : resolve();
-  });
-  // upstream's line per queue, in queue order, as each one is bound
-  const boundLines: (string | undefined)[] = [];
-  let printed = 0;
   const workers: Worker[] = [];
   const finish = () => {
     for (const w of workers) w.terminate();
+    for (const s of started) s.table?.close(); // the workers' own mappings are theirs
     cleanup();
     resolveDone(failed ? 1 : 0);
-    if (unbound > 0) settleStart(bindError); // never bound: a bind error throws, anything else was logged
   };
-  nums.forEach((num, i) => {
+  // A worker that ends: if it never took its queue over, the queue is still ours to stop and close.
+  const ended = async (s: Started) => {
+    if (Atomics.load(s.handover, HANDOVER_OWNED) === 0) await abandon(s);
+    if (--running === 0) finish();
+  };
+  // Each Worker's constructor blocks this thread while its isolate boots (13-40 ms); the queues are served
+  // meanwhile by their start-up loops.
+  for (const s of started) {
     const counters = new SharedArrayBuffer(8 * COUNTER_NAMES.length);
-    counterBufs.set(num, new BigUint64Array(counters));
-    const w = pre[i] ?? startQueueWorkers(1)[0];
+    counterBufs.set(s.num, new BigUint64Array(counters));
+    const w = new Worker(new URL("./queue_worker.ts", import.meta.url), { type: "module" });
     w.onmessage = (e: MessageEvent<WorkerReport>) => {
       const r = e.data;
       if (r.kind === "trace") {
@@ -228,20 +238,9 @@ export function startQueues(
         log.notice(`lb: queue ${r.queue}: ${r.message}`);
         return;
       }
-      if (r.kind === "bound") {
-        boundLines[i] =
-          `queue_length=${cfg.qlength}, mtu=${cfg.mtu}, SO_RCVBUF=${r.rcvbuf} (${r.rcvbufWanted})`;
-        while (printed < nums.length && boundLines[printed] !== undefined) print(boundLines[printed++]!);
-        if (--unbound === 0) {
-          shmCounters.publish();
-          settleStart();
-        }
-        return;
-      }
-      if (r.kind === "bind_failed") {
-        bindError ??= bindFailure(r.queue, r.errno);
-        failed = true;
-        Atomics.store(stopFlag, 0, 1); // the others stop (unbinding what they bound)
+      if (r.kind === "serving") {
+        s.table?.close(); // the worker serves with its own mapping now
+        s.table = undefined;
         return;
       }
       if (r.kind === "error") {
@@ -249,39 +248,23 @@ export function startQueues(
         failed = true;
         Atomics.store(stopFlag, 0, 1);
       }
-      if (--running === 0) finish();
+      void ended(s);
     };
     w.onerror = (e) => {
       e.preventDefault();
-      log.error(`lb: queue ${num}: worker failed: ${e.message}`);
+      log.error(`lb: queue ${s.num}: worker failed: ${e.message}`);
       failed = true;
       Atomics.store(stopFlag, 0, 1);
-      if (--running === 0) finish();
+      void ended(s);
     };
     const start: WorkerStart = {
       kind: "start",
-      queue: num,
-      mtu: cfg.mtu,
-      copyRange,
-      qlength: cfg.qlength,
-      qflags: cfg.failOpen ? NFQLB_QF_FAIL_OPEN : 0,
-      countersPtr: Deno.UnsafePointer.value(shmCounters.counters(i)) as bigint,
-      targetsPtr: Deno.UnsafePointer.value(shmCounters.targets(i)) as bigint,
-      targetSlots: TARGET_SLOTS,
-      ftPtr: Deno.UnsafePointer.value(ft) as bigint,
+      queue: s.num,
+      queuePtr: Deno.UnsafePointer.value(s.queue) as bigint,
+      lbPtr: Deno.UnsafePointer.value(s.lb) as bigint,
+      handover: s.handover.buffer as SharedArrayBuffer,
       tshm: classifier.kind === "lb" ? classifier.tshm : "",
-      hashMode: cfg.hashMode,
-      sctpEncap: classifier.kind === "lb" ? classifier.sctpEncap : 0,
-      notargetsFwmark: cfg.notargetsFwmark,
-      flowsPtr: classifier.kind === "flowlb" ? Deno.UnsafePointer.value(classifier.flows) as bigint : 0n,
-      slot: num - cfg.queues.first,
-      nolbFwmark: classifier.kind === "flowlb" ? classifier.nolbFwmark : -1,
-      promiscuous: classifier.kind === "flowlb" && classifier.promiscuous,
-      lbshmPtr: tier ? Deno.UnsafePointer.value(tier.pointer) as bigint : 0n,
-      ctPtr: ct ? Deno.UnsafePointer.value(ct.pointer) as bigint : 0n,
-      tunFd,
       batch: cfg.batch,
-      reassembler: cfg.reassembler,
       traceMaskPtr: trace ? Deno.UnsafePointer.value(trace.maskWord) as bigint : 0n,
       traceFlowsPtr: classifier.kind === "flowlb" && classifier.traceFlows
         ? Deno.UnsafePointer.value(classifier.traceFlows) as bigint
@@ -291,8 +274,8 @@ export function startQueues(
     };
     w.postMessage(start);
     workers.push(w);
-  });
-  const lb: RunningLb = {
+  }
+  return {
     counters() {
       const out = new Map<number, Record<(typeof COUNTER_NAMES)[number], bigint>>();
       for (const [q, buf] of counterBufs) {
@@ -312,7 +295,106 @@ export function startQueues(
     },
     done,
   };
-  return started.then(() => lb);
+}
+
+/** The longest a start-up loop serves a queue before its Worker takes it over (a Worker that never comes). */
+const START_SERVE_MAX_MS = 30_000;
+
+/**
+ * The hand-over words the main thread uses (Int32Array over a
+ * SharedArrayBuffer: [0] take-over request, [1] the start-up loop has
+ * stopped, [2] the worker owns the queue; see WorkerStart.handover).
+ */
+const HANDOVER_REQUEST = 0, HANDOVER_OWNED = 2;
+
+/** A bound queue, served by its start-up loop until its Worker takes it over. */
+interface Started {
+  num: number;
+  queue: Deno.PointerObject;
+  /** Its classifier (handed to the worker with the queue). */
+  lb: Deno.PointerObject;
+  /** lb: the target table the classifier uses until the worker has mapped its own. */
+  table?: TargetShm;
+  /** SO_RCVBUF read back and requested. */
+  rcvbuf: Uint32Array;
+  /** [request, exited, owned by the worker, unused]. */
+  handover: Int32Array;
+  /** The start-up loop (a non-blocking FFI call): resolves when it has stopped. */
+  serving: Promise<number>;
+}
+
+/**
+ * Creates queue `num`'s classifier and socket, binds the queue and starts
+ * serving it in a thread of Deno's. Throws (having freed what it made) a bind
+ * error as one line.
+ */
+function bindQueue(
+  cfg: QueueConfig,
+  classifier: Classifier,
+  num: number,
+  slot: number,
+  o: {
+    ft: Deno.PointerObject;
+    tier?: TargetShm;
+    ct?: ConntrackShm;
+    tunFd: number;
+    copyRange: number;
+    counters: CountersShm;
+  },
+): Started {
+  const c = lib();
+  // lb: the classifier maps the table (the worker later maps its own); flowlb: the flow set names the tables
+  const table = classifier.kind === "lb" ? TargetShm.open(classifier.tshm) : undefined;
+  const lb = classifier.kind === "lb"
+    ? c.nfqlb_lb_create(table!.pointer, o.ft, cfg.hashMode, classifier.sctpEncap, cfg.notargetsFwmark)
+    : c.nfqlb_lb_create_flows(
+      classifier.flows,
+      slot,
+      o.ft,
+      cfg.hashMode,
+      cfg.notargetsFwmark,
+      classifier.nolbFwmark,
+      classifier.promiscuous ? 1 : 0,
+    );
+  if (lb === null) {
+    table?.close();
+    throw new NfqlbError(`lb: queue ${num}: out of memory creating the classifier`);
+  }
+  c.nfqlb_lb_set_frag(lb, o.tier?.pointer ?? null, o.tunFd, cfg.reassembler);
+  if (o.ct) c.nfqlb_lb_set_conntrack(lb, o.ct.pointer);
+  const err = new Int32Array(1);
+  const rcvbuf = new Uint32Array(2);
+  const flags = cfg.failOpen ? NFQLB_QF_FAIL_OPEN : 0;
+  const queue = c.nfqlb_queue_open(num, cfg.mtu, o.copyRange, cfg.qlength, flags, cfg.batch, err, rcvbuf);
+  const rc = queue === null ? err[0] : (c.nfqlb_queue_set_stats(
+    queue,
+    o.counters.counters(slot),
+    o.counters.targets(slot),
+    TARGET_SLOTS,
+  ),
+    c.nfqlb_queue_bind(queue, lb));
+  if (queue === null || rc !== 0) {
+    if (queue !== null) c.nfqlb_queue_close(queue);
+    c.nfqlb_lb_destroy(lb);
+    table?.close();
+    throw bindFailure(num, -rc);
+  }
+  // the receive loop starts at once: from the bind on, the kernel queues this queue's packets to us
+  const handover = new Int32Array(new SharedArrayBuffer(16));
+  const serving = c.nfqlb_queue_serve_until(queue, lb, Deno.UnsafePointer.of(handover), START_SERVE_MAX_MS);
+  return { num, queue, lb, table, rcvbuf, handover, serving };
+}
+
+/** Stops a queue's start-up loop, then drains, unbinds and frees it (its Worker never took it over). */
+async function abandon(s: Started): Promise<void> {
+  Atomics.store(s.handover, HANDOVER_REQUEST, 1);
+  await s.serving;
+  const c = lib();
+  c.nfqlb_queue_drain(s.queue, s.lb);
+  c.nfqlb_queue_close(s.queue);
+  c.nfqlb_lb_destroy(s.lb);
+  s.table?.close();
+  s.table = undefined;
 }
 
 /** The one line for a queue that could not be bound (errno as the kernel or socket(2) gave it). */
@@ -368,24 +450,16 @@ export function stopOnSignals(): { onStop(fn: () => void): void } {
   };
 }
 
-/**
- * Runs lb until SIGINT/SIGTERM; returns the exit status. `workers`: the
- * queue workers the CLI started early (terminated here if lb cannot start).
- */
-export async function runLb(
-  cfg: LbConfig,
-  print: (line: string) => void,
-  workers: Worker[] = [],
-): Promise<number> {
+/** Runs lb until SIGINT/SIGTERM; returns the exit status. */
+export async function runLb(cfg: LbConfig, print: (line: string) => void): Promise<number> {
   const signals = stopOnSignals();
   let trace: TraceService | undefined;
   let lb: RunningLb;
   try {
     // as upstream: the trace shm and server first (a bind failure ends lb)
     trace = startTracing(cfg.traceAddress);
-    lb = await startLb(cfg, print, trace, workers);
+    lb = await startLb(cfg, print, trace);
   } catch (e) {
-    for (const w of workers) w.terminate();
     await trace?.close();
     throw e;
   }

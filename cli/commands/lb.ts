@@ -7,7 +7,6 @@ import { NfqlbError } from "../../core/errors.ts";
 import type { FlowLbConfig, LbConfig, QueueConfig } from "../../core/lb_options.ts";
 import { flowAddress } from "../../core/flow/wire.ts";
 import { HASH_MODE_HELP } from "./fwmark.ts";
-import { startQueueWorkers } from "../../dataplane/queue_workers.ts";
 
 const QUEUE_OPTS: OptionSpec[] = [
   { name: "hash_mode", help: HASH_MODE_HELP },
@@ -79,7 +78,9 @@ function name(cmd: string, opts: Map<string, string>, option: string, def?: stri
   const v = opts.get(option) ?? def;
   if (v !== "") return v;
   throw new NfqlbError(
-    SHM_OPTIONS.has(option) ? "Invalid shm name []" : `${cmd}: invalid --${option} value '' (expected a name)`,
+    SHM_OPTIONS.has(option)
+      ? "Invalid shm name []"
+      : `${cmd}: invalid --${option} value '' (expected a name)`,
   );
 }
 
@@ -143,11 +144,6 @@ export function flowLbConfig(opts: Map<string, string>): FlowLbConfig {
   };
 }
 
-/** Number of queues of a config (one worker each). */
-function queueCount(cfg: QueueConfig): number {
-  return cfg.queues.last - cfg.queues.first + 1;
-}
-
 /** `lb`. */
 export const lb: Command = {
   name: "lb",
@@ -155,11 +151,9 @@ export const lb: Command = {
   options: LB_OPTIONS,
   async run({ opts }) {
     const cfg = lbConfig(opts);
-    // Started first: each queue's worker boots its isolate and loads its modules on another core while
-    // this thread loads the rest of the dataplane (which other commands never load).
-    const workers = startQueueWorkers(queueCount(cfg));
+    // loaded on demand: the dataplane would slow every other command's start
     const { runLb } = await import("../../dataplane/lb.ts");
-    return runLb(cfg, (line) => out(line + "\n"), workers);
+    return runLb(cfg, (line) => out(line + "\n"));
   },
 };
 
@@ -170,8 +164,7 @@ export const flowlb: Command = {
   options: FLOWLB_OPTIONS,
   async run({ opts }) {
     const cfg = flowLbConfig(opts);
-    const workers = startQueueWorkers(queueCount(cfg)); // as lb
     const { runFlowLb } = await import("../../dataplane/flowlb.ts");
-    return runFlowLb(cfg, (line) => out(line + "\n"), workers);
+    return runFlowLb(cfg, (line) => out(line + "\n"));
   },
 };
