@@ -623,20 +623,6 @@ struct nfqlb_queue* nfqlb_queue_open(uint32_t queue_num, uint32_t mtu, uint32_t 
  */
 int32_t nfqlb_queue_bind(struct nfqlb_queue* q, struct nfqlb_lb* lb);
 
-/* ts: How often nfqlb_queue_serve_until looks at its hand-over request when no packet comes (ms). */
-#define NFQLB_SERVE_UNTIL_POLL_MS 2u
-
-/**
- * nfqlb_queue_serve_until - serve the queue (nfqlb_queue_serve with a short
- * timeout) until handover[0] != 0 or for max_ms, then set handover[1] = 1
- * and return the packets handled. lb runs it in a thread of its own (a
- * non-blocking FFI call) from the bind until the queue's Worker has started
- * and takes the queue over: a Worker takes 13-40 ms to start, and the
- * queue must not wait unread meanwhile. The caller uses q and lb again only
- * after seeing handover[1] (release/acquire).
- */
-int32_t nfqlb_queue_serve_until(struct nfqlb_queue* q, struct nfqlb_lb* lb, int32_t* handover, uint32_t max_ms);
-
 /**
  * nfqlb_queue_drain - the hand-over before close: the kernel stops queueing
  * to us (fail-open, then queue length 0: new packets pass unbalanced, as
@@ -659,6 +645,20 @@ void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n
  * are counted in the queue's counters.
  */
 int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t timeout_ms);
+
+/* ts: How often nfqlb_queue_serve_until looks at its hand-over request when no packet comes (ms). */
+#define NFQLB_SERVE_UNTIL_POLL_MS 2u
+
+/**
+ * nfqlb_queue_serve_until - serve the queue (nfqlb_queue_serve with a short
+ * timeout) until handover[0] != 0 or for max_ms, then set handover[1] = 1
+ * and return the packets handled. lb runs it in a thread of its own (a
+ * non-blocking FFI call) from the bind until the queue's Worker has started
+ * and takes the queue over: a Worker takes 13-40 ms to start, and the
+ * queue must not wait unread meanwhile. The caller uses q and lb again only
+ * after seeing handover[1] (release/acquire).
+ */
+int32_t nfqlb_queue_serve_until(struct nfqlb_queue* q, struct nfqlb_lb* lb, int32_t* handover, uint32_t max_ms);
 
 /* ----------------------------------------------------------------------------
  * flow.c - one flow of a flowlb flow set: its binary spec
