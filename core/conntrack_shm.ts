@@ -306,10 +306,8 @@ function checkText(rc: number, name: string, version = 0): string {
   }
 }
 
-/** The connection table name that goes with target table `target` (a file in our own directory, not an shm name). */
-export function conntrackName(target: string): string {
-  return `${target}-ct`;
-}
+/** The connection table of target table `target`: `<target>-ct`, a file in our own directory (not an shm name). */
+export { conntrackName } from "./conntrack_limits.ts";
 
 /** A key as a buffer the library can read (copied when it is a view). */
 function keyBuffer(key: Uint8Array): Uint8Array<ArrayBuffer> {

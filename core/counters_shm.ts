@@ -70,13 +70,22 @@ export interface CountersShm {
   counters(i: number): Deno.PointerObject;
   /** Address of queue i's target slots. */
   targets(i: number): Deno.PointerObject;
-  /** Unmaps (the file stays, so a stopped lb's counters can still be read). */
+  /**
+   * Puts the file in place under its name (a rename over the file of an
+   * earlier lb). Until then it lives beside it under a hidden name, so an lb
+   * that fails to start (its queue bound by a running lb) never replaces the
+   * counters that lb is writing.
+   */
+  publish(): void;
+  /** Unmaps (a published file stays, so a stopped lb's counters can still be read; an unpublished one goes). */
   close(): void;
 }
 
-/** Creates (truncating) the counters shm of an lb with these queues. */
+/** Creates the counters shm of an lb with these queues, unpublished (see {@link CountersShm.publish}). */
 export function createCountersShm(name: string, queues: number[], kind: "lb" | "flowlb"): CountersShm {
   const path = ownPath(name);
+  // in our own directory, as createByRename builds its files (bounded: NAME_MAX)
+  const tmp = `${path.slice(0, path.lastIndexOf("/"))}/tmp.${name.slice(0, 48)}.counters-${Deno.pid}`;
   const l = layout(queues.length, COUNTER_NAMES.length);
   const bytes = new Uint8Array(l.size);
   const v = new DataView(bytes.buffer);
@@ -90,19 +99,42 @@ export function createCountersShm(name: string, queues: number[], kind: "lb" | "
   v.setBigUint64(24, BigInt(Date.now()), true);
   v.setUint32(32, kind === "lb" ? 0 : 1, true);
   queues.forEach((q, i) => v.setUint32(l.queuesOff + 4 * i, q, true));
+  let published = false;
+  const discard = () => {
+    if (published) return;
+    try {
+      Deno.removeSync(tmp);
+    } catch { /* never created */ }
+  };
   try {
     ensureOwnDir();
-    Deno.writeFileSync(path, bytes, { mode: 0o600 });
+    Deno.writeFileSync(tmp, bytes, { mode: 0o600 });
   } catch (e) {
+    discard();
     throw new NfqlbError(`createSharedData: ${name}: ${errorText(e)}`);
   }
-  const m = mapFile(path, true);
-  if (typeof m === "number") throw new NfqlbError(`createSharedData: ${name}: ${strerror(m)}`);
+  const m = mapFile(tmp, true);
+  if (typeof m === "number") {
+    discard();
+    throw new NfqlbError(`createSharedData: ${name}: ${strerror(m)}`);
+  }
   const at = (off: number) => Deno.UnsafePointer.offset(m.ptr, off) as Deno.PointerObject;
   return {
     counters: (i) => at(l.blocksOff + l.block * i),
     targets: (i) => at(l.blocksOff + l.block * i + 8 * COUNTER_NAMES.length),
-    close: () => unmap(m),
+    publish: () => {
+      if (published) return;
+      try {
+        Deno.renameSync(tmp, path);
+        published = true;
+      } catch (e) {
+        throw new NfqlbError(`createSharedData: ${name}: ${errorText(e)}`);
+      }
+    },
+    close: () => {
+      unmap(m);
+      discard();
+    },
   };
 }
 

@@ -20,7 +20,7 @@ import { encodeFlowSpec } from "../core/flow/encode.ts";
 import { type FlowServer, startFlowServer } from "./flow_server.ts";
 import { FlowStore } from "../core/flow/store.ts";
 import { SEND_ORDER } from "../core/flow/wire.ts";
-import { type FlowLbConfig, FlowLbConfigSchema } from "../core/lb_options.ts";
+import type { FlowLbConfig } from "../core/lb_options.ts";
 import { activeTargets, CT_SWEEP_ENTRIES, type RunningLb, startQueues, stopOnSignals } from "./lb.ts";
 import { log } from "../core/log.ts";
 import { startTracing, type TraceService } from "./trace_server.ts";
@@ -146,9 +146,11 @@ class TracedFlowTable extends FlowTable {
   }
 }
 
-/** Runs flowlb until SIGINT/SIGTERM; returns the exit status. */
-export async function runFlowLb(input: FlowLbConfig, print: (line: string) => void): Promise<number> {
-  const cfg = FlowLbConfigSchema.parse(input);
+/**
+ * Runs flowlb until SIGINT/SIGTERM; returns the exit status. `cfg` is taken
+ * as it is (checked by the CLI, as lb's: startLb).
+ */
+export async function runFlowLb(cfg: FlowLbConfig, print: (line: string) => void): Promise<number> {
   const signals = stopOnSignals();
   // as upstream: the trace shm and server first (a bind failure ends flowlb)
   const trace = startTracing(cfg.traceAddress);
@@ -247,7 +249,7 @@ export async function runFlowLb(input: FlowLbConfig, print: (line: string) => vo
     publish(table.activeFlows());
     publishTrace([]);
     server = startFlowServer(cfg.flowAddress, table, traceTable, { store, log: (line) => log.warning(line) });
-    running = startQueues(
+    running = await startQueues(
       cfg,
       {
         kind: "flowlb",

@@ -71,6 +71,14 @@ export const SYMBOLS = {
     parameters: ["u32", "u32", "u32", "u32", "u32", "u32", "buffer", "buffer"],
     result: "pointer",
   },
+  nfqlb_queue_bind: { parameters: ["pointer", "pointer"], result: "i32" },
+  nfqlb_queue_drain: { parameters: ["pointer", "pointer"], result: "i32" },
+  // runs in a thread of Deno's (a Promise) while the queue's Worker starts: docs/dataplane.md
+  nfqlb_queue_serve_until: {
+    parameters: ["pointer", "pointer", "pointer", "u32"],
+    result: "i32",
+    nonblocking: true,
+  },
   nfqlb_queue_close: { parameters: ["pointer"], result: "void" },
   nfqlb_queue_fd: { parameters: ["pointer"], result: "i32" },
   nfqlb_queue_serve: { parameters: ["pointer", "pointer", "u32"], result: "i32" },

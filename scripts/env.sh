@@ -1,6 +1,8 @@
 # Sourced by the other scripts: locates the project root and the pinned Deno.
 # Why a separate file: every entry point (test, demo, nfqlb wrapper, CI) must find the same Deno.
-NFQLB_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# (no dirname: scripts/nfqlb sources this on every start, and lb's start time is a restart's gap)
+case "${BASH_SOURCE[0]}" in */*) NFQLB_ROOT="${BASH_SOURCE[0]%/*}/.." ;; *) NFQLB_ROOT=.. ;; esac
+NFQLB_ROOT="$(cd "$NFQLB_ROOT" && pwd)"
 NFQLB_DENO_VERSION="2.9.6"
 NFQLB_TOOLS="$NFQLB_ROOT/.tools"
 # Deno's cache (the npm packages zod and yaml, and the type-check cache) lives in the project unless the

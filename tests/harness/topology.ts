@@ -54,12 +54,14 @@ import { exists } from "../helpers/fs.ts";
 
 /**
  * How the lb netns steers VIP traffic: `nfqueue` (iptables -j NFQUEUE to one
- * queue or a --queue-balance range, served by `nfqlb lb`), `hmark` (the
- * in-kernel -j HMARK stand-in; no lb process) or `none` (no rule).
+ * queue or a --queue-balance range, served by `nfqlb lb`; with `bypass`, the
+ * rule has --queue-bypass: while no program is bound, packets pass
+ * unbalanced), `hmark` (the in-kernel -j HMARK stand-in; no lb process) or
+ * `none` (no rule).
  */
 export type Steering =
-  | { mode: "nfqueue"; queue: number }
-  | { mode: "nfqueue"; balance: [number, number] }
+  | { mode: "nfqueue"; queue: number; bypass?: boolean }
+  | { mode: "nfqueue"; balance: [number, number]; bypass?: boolean }
   | { mode: "hmark" }
   | { mode: "none" };
 
@@ -306,6 +308,7 @@ export class Topology {
     } else {
       tail = ["-j", "NFQUEUE", "--queue-balance", `${s.balance[0]}:${s.balance[1]}`];
     }
+    if (s.mode === "nfqueue" && s.bypass) tail.push("--queue-bypass");
     await this.exec(this.ns.lb, [...w(`iptables -w -t mangle ${op} PREROUTING -d ${VIP[4]}/32`), ...tail]);
     await this.exec(this.ns.lb, [...w(`ip6tables -w -t mangle ${op} PREROUTING -d ${VIP[6]}/128`), ...tail]);
   }
@@ -363,6 +366,28 @@ export class Topology {
     const up = await waitUntil(() => ready.every((f) => exists(f)), 60_000);
     if (!up) throw new Error("NAT servers not ready after 60 s");
     return names;
+  }
+
+  /**
+   * Starts the agent's `echo` server (libc sockets, large receive buffers:
+   * for fixed-rate `blast` traffic) in every target on the VIPs at UDP
+   * `port`, answering as the servers of setup do; waits until they are ready.
+   */
+  async startEchoServers(port: number): Promise<void> {
+    const ready = this.ns.targets.map((ns, k) => {
+      const readyFile = `${this.workDir}/echo-ready.${port}.${k + 1}`;
+      this.spawnAgent(ns, `echo server t${k + 1}`, {
+        cmd: "echo",
+        name: `t${k + 1}`,
+        addrs: [VIP[4], VIP[6]],
+        port,
+        maxLifeS: 600,
+        readyFile,
+      });
+      return readyFile;
+    });
+    const up = await waitUntil(() => ready.every((f) => exists(f)), 60_000);
+    if (!up) throw new Error(`echo servers on port ${port} not ready after 60 s`);
   }
 
   /** Starts a long-running agent in `ns` (stopped at teardown). */
