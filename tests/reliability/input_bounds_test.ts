@@ -241,6 +241,7 @@ Deno.test("trace server: 8 clients at once, the 9th is refused in one line; a cl
 Deno.test("metrics: only GET/HEAD /metrics; 8 KiB request heads; slow clients cut off; 64 at once, the rest queued", async () => {
   using _sb = libSandbox();
   const counters = createCountersShm("bounds-counters", [2], "lb");
+  counters.publish();
   const ft = createFragStatsShm("bounds-ft");
   const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (probe.addr as Deno.NetAddr).port;

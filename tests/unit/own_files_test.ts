@@ -24,7 +24,11 @@ Deno.test("our files are in .nfqlb-deno/; the shm directory lists only the table
   using sb = libSandbox();
   const r = await nfqlb(["init", "--shm=tshm-x", "--M=97", "--N=4", "--conntrack=64"], sb.env);
   assert.equal(r.code, 0, r.stderr);
-  createCountersShm(countersShmName("ftshm"), [0, 1], "flowlb").close();
+  {
+    const c = createCountersShm(countersShmName("ftshm"), [0, 1], "flowlb");
+    c.publish();
+    c.close();
+  }
   writeState({
     version: 1,
     name: "h",
@@ -78,7 +82,11 @@ Deno.test("show on a file that is not a target table says what it is", async (t)
   using sb = libSandbox();
   const env = sb.env;
   assert.equal((await nfqlb(["init", "--shm=tshm-x", "--M=97", "--N=4", "--conntrack=64"], env)).code, 0);
-  createCountersShm(countersShmName("ftshm"), [0], "lb").close();
+  {
+    const c = createCountersShm(countersShmName("ftshm"), [0], "lb");
+    c.publish();
+    c.close();
+  }
   assert.equal((await nfqlb(["loglevel"], env)).code, 0); // creates nfqlb-trace
   // files an older nfqlb-deno kept at the top of the shm directory
   Deno.copyFileSync(sb.path(own("ftshm-counters")), sb.path("ftshm-counters"));
@@ -135,7 +143,11 @@ Deno.test("a file at an old name is not read: ct-*, stats --all and lb use only 
   using sb = libSandbox();
   const env = sb.env;
   assert.equal((await nfqlb(["init", "--shm=t", "--M=97", "--N=4", "--conntrack=64"], env)).code, 0);
-  createCountersShm(countersShmName("ftshm"), [0], "lb").close();
+  {
+    const c = createCountersShm(countersShmName("ftshm"), [0], "lb");
+    c.publish();
+    c.close();
+  }
   Deno.writeFileSync(sb.path("ftshm"), new Uint8Array(72));
   // move ours to the old names: as after an upgrade from a version that kept them there
   Deno.renameSync(sb.path(own("t-ct")), sb.path("t-ct"));
