@@ -118,6 +118,12 @@ Deno.test({
       /target 101 {2}out of the table \(health check\).*health down since .*ECONNREFUSED/,
     );
     assert.match(st.stdout, /target 102 {2}weight 1 .*health up since/);
+    // nfqlb health: each check once, a table, exit 1 (t2 may be refused by its rule: not asserted)
+    const hc = await host.nfqlb(["health", "-f", host.file]);
+    assert.equal(hc.code, 1, hc.stdout + hc.stderr);
+    assert.match(hc.stdout, /^SERVICE +TARGET +TYPE +CHECKED +RESULT +MS +ERROR$/m);
+    assert.match(hc.stdout, /^web +101 +tcp +10\.213\.100\.1:5003 mark 101 +down .*ECONNREFUSED$/m);
+    assert.match(hc.stdout, /^web +103 +tcp +10\.213\.100\.1:5003 mark 103 +up /m);
     const m = parseExposition((await agent.get("/metrics")).body);
     assert.equal(sampleValue(m, "nfqlb_target_up", { table: "web", target: "101" }), 0);
     assert.equal(sampleValue(m, "nfqlb_target_up", { table: "web", target: "102" }), 1);
