@@ -26,7 +26,7 @@ const MSG_DONTWAIT = 0x40, MSG_NOSIGNAL = 0x4000;
 export const EAGAIN = 11, EINPROGRESS = 115;
 
 /** How often the sockets in flight are polled, ms: the granularity of a check's measured latency. */
-export const TICK_MS = 5;
+export const TICK_MS = 10;
 
 const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
