@@ -37,6 +37,12 @@ export interface ApplyOptions {
   say: (line: string) => void;
   /** The config file's path, recorded for `status`. */
   file: string;
+  /**
+   * The rows of a service's table, when something else than the file decides
+   * them: `nfqlb run`'s health checks (host/health) take down targets out.
+   * Default: the file's active targets with their weights.
+   */
+  wanted?: (s: ServiceConfig) => WantedTarget[];
 }
 
 /** M and N of an existing target table, or undefined when there is none. */
@@ -96,7 +102,7 @@ function applyService(s: ServiceConfig, o: ApplyOptions): { changes: number; ctC
     if (!o.dryRun) TargetShm.create(s.name, { M: s.m, N: s.n, ownFwmark: 0 });
     changes++;
   }
-  const wanted: WantedTarget[] = s.targets.filter((t) => t.active).map((t) => ({
+  const wanted: WantedTarget[] = o.wanted?.(s) ?? s.targets.filter((t) => t.active).map((t) => ({
     fwmark: t.fwmark,
     weight: t.weight,
   }));

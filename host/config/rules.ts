@@ -13,10 +13,11 @@ import { parseMetricsAddress, parseSocketAddress } from "../../core/address.ts";
 import { primeBelow } from "../../core/prime.ts";
 import { TRACE_SHM } from "../../core/trace_shm.ts";
 import type { DataPath } from "./source.ts";
-import type { HostConfigParsed } from "./schema.ts";
+import { HEALTH_DEFAULTS, type HostConfigParsed } from "./schema.ts";
 import type {
   Family,
   FlowConfig,
+  HealthConfig,
   HostConfig,
   PortSelector,
   ServiceConfig,
@@ -245,12 +246,101 @@ function resolveSnat(
   return snat;
 }
 
+type ParsedHealth = NonNullable<ParsedService["health"]>;
+/** Keys of a health mapping that belong to one type only. */
+const HEALTH_TYPE_KEYS = {
+  path: "http",
+  expect: "http",
+  body: "http",
+  payload: "udp",
+  command: "exec",
+} as const;
+
+/**
+ * A target's health check: the service's mapping, overridden key by key by
+ * the target's (when the target changes the type, only the keys common to
+ * every type are inherited), then the defaults. Null when neither has one.
+ */
+function checkHealth(
+  service: ParsedHealth | undefined,
+  own: ParsedHealth | undefined,
+  t: ParsedTarget,
+  servicePorts: PortSelector[] | null,
+  at: DataPath,
+  issues: Issue[],
+): HealthConfig | null {
+  if (!service && !own) return null;
+  const where: DataPath = own ? [...at, "health"] : [...at.slice(0, -2), "health"];
+  let inherited: ParsedHealth = service ?? {};
+  if (own?.type !== undefined && service?.type !== undefined && own.type !== service.type) {
+    const { path: _p, expect: _e, body: _b, payload: _l, command: _c, ...common } = service;
+    inherited = common;
+  }
+  const h = { ...inherited, ...own };
+  if (h.type === undefined) {
+    issues.push({
+      path: where,
+      expected: "expected a health check with a type (tcp, http, udp, icmp, exec)",
+    });
+    return null;
+  }
+  for (const [k, type] of Object.entries(HEALTH_TYPE_KEYS)) {
+    if (h[k as keyof typeof HEALTH_TYPE_KEYS] !== undefined && h.type !== type) {
+      const from = own?.[k as keyof typeof HEALTH_TYPE_KEYS] !== undefined ? [...at, "health"] : where;
+      issues.push({
+        path: [...from, k],
+        expected: `expected no ${k} with type ${h.type} (it is for ${type})`,
+      });
+    }
+  }
+  const intervalMs = h.intervalMs ?? HEALTH_DEFAULTS.intervalMs;
+  const timeoutMs = h.timeoutMs ?? Math.min(HEALTH_DEFAULTS.timeoutMs, intervalMs);
+  if (timeoutMs > intervalMs) {
+    issues.push({
+      path: [...where, "timeoutMs"],
+      expected: `expected a timeout ≤ intervalMs (${intervalMs}): one check at a time per target`,
+      got: String(timeoutMs),
+    });
+  }
+  let port: number | null = null;
+  if (h.type === "tcp" || h.type === "http" || h.type === "udp") {
+    // a NAT target answers on its own port; the check goes where its traffic goes
+    port = t.mode !== "dsr" && t.port !== undefined
+      ? t.port
+      : h.port ?? servicePorts?.[0]?.ports?.first ?? null;
+    if (port === null) {
+      issues.push({
+        path: where,
+        expected: `expected a port in the ${h.type} health check (the service has no ports: to take it from)`,
+      });
+    }
+  }
+  if (h.type === "exec" && h.command === undefined) {
+    issues.push({ path: where, expected: "expected a command with type exec" });
+  }
+  return {
+    type: h.type,
+    port,
+    intervalMs,
+    timeoutMs,
+    rise: h.rise ?? HEALTH_DEFAULTS.rise,
+    fall: h.fall ?? HEALTH_DEFAULTS.fall,
+    onFail: h.onFail ?? HEALTH_DEFAULTS.onFail,
+    path: h.path ?? HEALTH_DEFAULTS.path,
+    expect: h.expect ?? HEALTH_DEFAULTS.expect,
+    body: h.body ?? null,
+    payload: h.payload ?? HEALTH_DEFAULTS.payload,
+    command: h.command ?? [],
+  };
+}
+
 function checkTarget(
   t: ParsedTarget,
   families: Set<Family> | null,
   serviceSnat: CheckedSnat | null,
   at: DataPath,
   issues: Issue[],
+  health: { service: ParsedHealth | undefined; ports: PortSelector[] | null },
 ): TargetConfig {
   const addr = checkAddresses(t, families, at, issues);
   if (t.port !== undefined && t.mode === "dsr") {
@@ -293,6 +383,7 @@ function checkTarget(
     table,
     snat,
     active: t.active,
+    health: checkHealth(health.service, t.health, t, health.ports, at, issues),
   };
 }
 
@@ -332,6 +423,7 @@ function checkService(s: ParsedService, at: DataPath, issues: Issue[]): ServiceC
     });
   }
   const ct = s.conntrack;
+  const ports = checkPorts(s, at, issues);
   return {
     name: s.name,
     m,
@@ -342,8 +434,10 @@ function checkService(s: ParsedService, at: DataPath, issues: Issue[]): ServiceC
       ? { capacity: ct.capacity, ttlMs: ct.ttlMs, floodPerSecond: ct.floodPerSecond, contexts: ct.contexts }
       : null,
     vips,
-    ports: checkPorts(s, at, issues),
-    targets: s.targets.map((t, j) => checkTarget(t, families, snat, [...at, "targets", j], issues)),
+    ports,
+    targets: s.targets.map((t, j) =>
+      checkTarget(t, families, snat, [...at, "targets", j], issues, { service: s.health, ports })
+    ),
   };
 }
 

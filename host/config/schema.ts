@@ -125,6 +125,71 @@ export const SnatFileSchema = mapping({
   ipv6: text("an IPv6 address").optional().describe("Source address of IPv6 packets to fullnat targets."),
 }, "a mapping of ipv4 and/or ipv6 (the source addresses)");
 
+/** Health check types (docs/health.md). */
+export const HEALTH_TYPES = ["tcp", "http", "udp", "icmp", "exec"] as const;
+/** What a target found dead gets: out of the table, or weight 0. */
+export const HEALTH_ON_FAIL = ["remove", "drain"] as const;
+/** Health check defaults (docs/health.md); the schema leaves keys absent so a target's mapping can inherit. */
+export const HEALTH_DEFAULTS = {
+  intervalMs: 1000,
+  timeoutMs: 500,
+  rise: 2,
+  fall: 3,
+  onFail: "remove",
+  path: "/",
+  expect: [200],
+  payload: "nfqlb-health\n",
+} as const;
+/** Bounds of the health timing keys. */
+export const MAX_HEALTH_INTERVAL_MS = 3_600_000, MIN_HEALTH_INTERVAL_MS = 100;
+
+/**
+ * Schema of a health check (on a service; a target's own mapping overrides
+ * it key by key). Defaults are filled in by the rules (rules.ts), after the
+ * merge: `HEALTH_DEFAULTS`.
+ */
+export const HealthFileSchema = mapping(
+  {
+    type: oneOf(HEALTH_TYPES).optional().describe(
+      "tcp: connect; http: GET, expected status; udp: a datagram, any reply; icmp: echo; exec: a command, exit 0. Required on the service (or the target).",
+    ),
+    port: portNumber.optional().describe(
+      "Port checked (tcp, http, udp); default: the service's first `ports:` entry; NAT targets: their `port` wins.",
+    ),
+    intervalMs: int(MIN_HEALTH_INTERVAL_MS, MAX_HEALTH_INTERVAL_MS).optional().describe(
+      "Time between two checks of a target, ms; default 1000.",
+    ),
+    timeoutMs: int(10, MAX_HEALTH_INTERVAL_MS).optional().describe(
+      "A check that has not passed after this long failed, ms; \u2264 intervalMs; default 500.",
+    ),
+    rise: int(1, 100).optional().describe("Passes in a row that bring a down target back; default 2."),
+    fall: int(1, 100).optional().describe("Failures in a row that take an up target out; default 3."),
+    onFail: oneOf(HEALTH_ON_FAIL).optional().describe(
+      "remove: out of the Maglev table (as deactivate); drain: weight 0 (established connections stay); default remove.",
+    ),
+    path: z.string({ error: "expected a path starting with /" }).regex(/^\/[\x21-\x7e]*$/, {
+      error: "expected a path starting with / (no spaces)",
+    }).max(1024, { error: "expected a path of at most 1024 characters" }).optional().describe(
+      "http: the path GET asks; default /.",
+    ),
+    expect: list(
+      int(100, 599, "an HTTP status 100..599"),
+      "a list of HTTP statuses 100..599 (at least one)",
+      1,
+    )
+      .optional().describe("http: the statuses that pass; default [200]."),
+    body: text("a non-empty string").max(1024, { error: "expected at most 1024 characters" }).optional()
+      .describe("http: a substring the answer's first 64 KiB must contain; absent: any body."),
+    payload: text("a non-empty string").max(1024, { error: "expected at most 1024 characters" }).optional()
+      .describe("udp: the datagram sent; default `nfqlb-health\\n`."),
+    command: list(text("a non-empty string"), "a command as a list [program, args...] (at least one)", 1)
+      .optional().describe(
+        "exec: the program and its arguments; the target is in its environment (NFQLB_TARGET_ADDRESS, …).",
+      ),
+  },
+  "a mapping with type (and port, intervalMs, timeoutMs, rise, fall, onFail, path, expect, body, payload, command)",
+);
+
 /** Schema of one target (one fwmark, one row of the Maglev table). */
 export const TargetFileSchema = mapping({
   fwmark: int(1, MAX_FWMARK).describe("The target's fwmark, 1..2^31-1, unique across all services."),
@@ -146,7 +211,10 @@ export const TargetFileSchema = mapping({
     "fullnat only: the source address per family, overriding the service's snat.",
   ),
   active: bool.default(true).describe("false: kept in the file but not in the table."),
-}, "a mapping with fwmark and address (and port, weight, mode, table, snat, active)");
+  health: HealthFileSchema.optional().describe(
+    "This target's health check: its keys override the service's `health` (docs/health.md).",
+  ),
+}, "a mapping with fwmark and address (and port, weight, mode, table, snat, active, health)");
 
 /** Schedulers; all but maglev decide per connection and so need a connection table. */
 export const SCHEDULERS = ["maglev", "rr", "wrr", "lc", "wlc"] as const;
@@ -171,7 +239,10 @@ export const ServiceFileSchema = mapping({
     "The source address per family of the service's fullnat targets (a target's own snat wins).",
   ),
   targets: list(TargetFileSchema, "a list of targets", 0).describe("The targets."),
-}, "a mapping with name, vips and targets (and m, n, scheduler, conntrack, ports, snat)");
+  health: HealthFileSchema.optional().describe(
+    "The targets' health check, done by `nfqlb run` (docs/health.md); absent: none (unless a target has one).",
+  ),
+}, "a mapping with name, vips and targets (and m, n, scheduler, conntrack, ports, snat, health)");
 
 const flowText = z.string({ error: "expected a string" });
 const flowPorts = list(

@@ -48,6 +48,37 @@ export interface SnatAddresses {
   readonly ipv6: string | null;
 }
 
+/** A health check type (docs/health.md). */
+export type HealthType = "tcp" | "http" | "udp" | "icmp" | "exec";
+
+/** A target's health check after the merge of service and target keys, every default applied. */
+export interface HealthConfig {
+  /** What is checked. */
+  readonly type: HealthType;
+  /** Port checked (tcp, http, udp): the NAT target's port, else health.port, else the service's first port; null for icmp, exec. */
+  readonly port: number | null;
+  /** Time between two checks, ms. */
+  readonly intervalMs: number;
+  /** A check that has not passed by then failed, ms (≤ intervalMs). */
+  readonly timeoutMs: number;
+  /** Passes in a row that bring a down target back. */
+  readonly rise: number;
+  /** Failures in a row that take an up target out. */
+  readonly fall: number;
+  /** remove: out of the table; drain: weight 0. */
+  readonly onFail: "remove" | "drain";
+  /** http: path. */
+  readonly path: string;
+  /** http: statuses that pass. */
+  readonly expect: readonly number[];
+  /** http: substring the body must contain; null: any. */
+  readonly body: string | null;
+  /** udp: the datagram. */
+  readonly payload: string;
+  /** exec: program and arguments; empty for other types. */
+  readonly command: readonly string[];
+}
+
 /** One target: a fwmark in the service's table, and where that fwmark goes. */
 export interface TargetConfig {
   /** fwmark, 1..2^31-1, unique across all services. */
@@ -71,6 +102,8 @@ export interface TargetConfig {
   readonly snat: SnatAddresses | null;
   /** false: not put in the table (kept in the file only). */
   readonly active: boolean;
+  /** Its health check (`nfqlb run`); null: none. */
+  readonly health: HealthConfig | null;
 }
 
 /** A scheduler: maglev (stateless), or a per-connection one that needs a connection table. */

@@ -108,6 +108,8 @@ function natDestination(t: NormalTarget, withPort: boolean): string {
 }
 
 const HOOK_CHAIN = { prerouting: "PREROUTING", output: "OUTPUT" } as const;
+/** The match of unmarked packets: local packets with a mark of their own stay out of the queue (output hook). */
+const UNMARKED = ["-m", "mark", "--mark", "0"];
 
 function planFamily(s: NormalSpec, family: 4 | 6, nftQueue: boolean): PlumbingObject[] {
   const vips = s.vips.filter((v) => v.family === family);
@@ -137,7 +139,10 @@ function planFamily(s: NormalSpec, family: 4 | 6, nftQueue: boolean): PlumbingOb
     }
     for (const h of s.hooks) {
       for (const v of vips) {
-        rule({ table: "mangle", chain: HOOK_CHAIN[h], matches: ["-d", v.cidr], target: ["-j", chain] });
+        // a local packet that already carries a mark (SO_MARK: the health checks of `nfqlb run`, which
+        // carry a DSR target's fwmark to be routed to it) is not queued: the lb would pick another target
+        const matches = h === "output" ? ["-d", v.cidr, ...UNMARKED] : ["-d", v.cidr];
+        rule({ table: "mangle", chain: HOOK_CHAIN[h], matches, target: ["-j", chain] });
       }
     }
   }

@@ -20,7 +20,7 @@
  * teardown) runs one at a time, in arrival order, so they never interleave.
  */
 import { resolve } from "node:path";
-import type { HostConfig } from "../config/types.ts";
+import type { HostConfig, ServiceConfig } from "../config/types.ts";
 import { ConfigError, parseHostConfig } from "../config/load.ts";
 import { kernelQueues } from "../../core/counters_shm.ts";
 import { errorText, NfqlbError } from "../../core/errors.ts";
@@ -29,6 +29,7 @@ import { exitOf, isDataplane } from "../dataplane_process.ts";
 import { type HostState, logPath, readState } from "../state.ts";
 import { type HostStatus, hostStatus } from "../status.ts";
 import { teardownHost } from "../teardown.ts";
+import { HealthMonitor } from "../health/monitor.ts";
 import type { AgentLog } from "./agent_log.ts";
 import { type AdminServer, startAdmin } from "./admin_server.ts";
 import { dataplaneMetrics, renderAgentMetrics } from "./metrics.ts";
@@ -102,6 +103,8 @@ class HostAgent {
   #finish: (code: number) => void = () => {};
   #status: { cfg: HostConfig; at: number; value: Promise<HostStatus> } | undefined;
   #signals: [Deno.Signal, () => void][] = [];
+  /** The health checks (docs/health.md); they decide the rows of checked targets. */
+  #health: HealthMonitor | undefined;
 
   constructor(o: RunOptions) {
     this.#o = o;
@@ -109,6 +112,16 @@ class HostAgent {
     this.#notify = o.notify;
     this.#abs = resolve(o.file);
     this.#done = new Promise((r) => this.#finish = r);
+  }
+
+  /** apply's options: the rows of the tables are health's (down targets stay out across reloads and restarts). */
+  #applyOptions() {
+    const health = this.#health;
+    return {
+      file: this.#abs,
+      say: (l: string) => this.#log.info(l),
+      wanted: health ? (s: ServiceConfig) => health.wanted(s) : undefined,
+    };
   }
 
   /** Logs the failure of work nobody awaits (a bug: every expected failure is handled where it happens). */
@@ -202,8 +215,9 @@ class HostAgent {
     );
     this.#tail.start();
     const t0 = performance.now();
+    this.#health = new HealthMonitor(cfg, log);
     try {
-      const n = await applyHost(cfg, { file: this.#abs, say: (l) => log.info(l) });
+      const n = await applyHost(cfg, this.#applyOptions());
       log.notice(
         n === 0
           ? `nothing to change: the host matches ${file}`
@@ -222,9 +236,25 @@ class HostAgent {
     }
     this.#watchDataplane();
     if (this.#stopping) return 0;
+    const health = this.#health;
+    if (health.active) {
+      // the first round runs at once; until it is done /ready says so (systemd's READY=1 waits for it too)
+      log.notice(`health: checking ${this.#checkedText(cfg)}`);
+      await health.start();
+      if (this.#stopping) return 0;
+    }
     this.#sd(`READY=1\nSTATUS=${this.#statusLine()}`);
     log.notice(`ready: ${this.#statusLine()}`, { digest: content.digest });
     return 0;
+  }
+
+  /** `3 targets of web (tcp every 1000 ms)`-like text of what is checked. */
+  #checkedText(cfg: HostConfig): string {
+    return cfg.services.filter((s) => s.targets.some((t) => t.health)).map((s) => {
+      const checked = s.targets.filter((t) => t.health);
+      const kinds = [...new Set(checked.map((t) => `${t.health!.type} every ${t.health!.intervalMs} ms`))];
+      return `${checked.length} target${checked.length === 1 ? "" : "s"} of ${s.name} (${kinds.join(", ")})`;
+    }).join(", ");
   }
 
   #listen(sig: Deno.Signal, fn: () => void): void {
@@ -295,7 +325,7 @@ class HostAgent {
     this.#restarts++;
     const t0 = performance.now();
     try {
-      await applyHost(cfg, { file: this.#abs, say: (l) => this.#log.info(l) });
+      await applyHost(cfg, this.#applyOptions());
       const dp = running(cfg);
       if (!dp) throw new NfqlbError(`${cfg.dataplane.program} is not running after apply`);
       this.#log.notice(`restarted ${dp.program}: pid ${dp.pid}, bound to its queues`, {
@@ -357,8 +387,10 @@ class HostAgent {
       }
       this.#watch?.cancel(); // apply may stop the dataplane on purpose: not a crash
       this.#watch = undefined;
+      // health state of targets checked as before is kept; apply writes the rows health wants
+      this.#health?.update(cfg);
       try {
-        const n = await applyHost(cfg, { file: this.#abs, say: (l) => log.info(l) });
+        const n = await applyHost(cfg, this.#applyOptions());
         this.#cfg = cfg;
         this.#digest = content.digest;
         this.#reloads.ok++;
@@ -378,8 +410,9 @@ class HostAgent {
         this.#reloads.error++;
         await admin?.close();
         log.error(`refused: ${why(e)}; restoring the previous config`);
+        this.#health?.update(old);
         try {
-          const n = await applyHost(old, { file: this.#abs, say: (l) => log.info(l) });
+          const n = await applyHost(old, this.#applyOptions());
           log.notice(`restored the previous config: ${n} change${n === 1 ? "" : "s"}`, { ms: ms(t0) });
         } catch (e2) {
           log.error(`restoring the previous config failed: ${why(e2)}`);
@@ -404,6 +437,7 @@ class HostAgent {
     this.#notify?.stopWatchdog();
     if (this.#restartTimer !== undefined) clearTimeout(this.#restartTimer);
     this.#watch?.cancel();
+    this.#health?.stop();
     const stopped = this.#serial(async () => {
       let code = 0;
       const cfg = this.#cfg;
@@ -442,7 +476,7 @@ class HostAgent {
       config: cfg ? { name: cfg.name, digest: this.#digest } : undefined,
       dataplaneUp: cfg !== undefined && running(cfg) !== undefined,
     });
-    return own + (cfg ? await dataplaneMetrics(cfg) : "");
+    return own + (this.#health?.metrics() ?? "") + (cfg ? await dataplaneMetrics(cfg) : "");
   }
 
   /** /ready: the dataplane runs and has bound its queues, and the host matches the config being served. */
@@ -450,6 +484,9 @@ class HostAgent {
     const cfg = this.#cfg, file = this.#o.file;
     if (this.#stopping) return { ok: false, text: "not ready: stopping" };
     if (!cfg) return { ok: false, text: `not ready: applying ${file}` };
+    if (this.#health && !this.#health.ready) {
+      return { ok: false, text: "not ready: health: the first round of checks is under way" };
+    }
     const d = cfg.dataplane;
     const dp = running(cfg);
     if (d.start) {

@@ -60,6 +60,7 @@ Deno.test("host config: a minimal YAML file gets every default", () => {
         table: 101,
         snat: null,
         active: true,
+        health: null,
       }],
     }],
     flows: [],
@@ -135,6 +136,7 @@ dataplane: {queue: "0:3", hooks: [output, prerouting], options: {mtu: 9000, sctp
     table: 1000,
     snat: null,
     active: true,
+    health: null,
   });
   assert.deepEqual(a.dataplane.queues, { first: 0, last: 3 });
   assert.deepEqual(a.dataplane.options, { mtu: 9000, sctpEncap: 9899 });
@@ -286,7 +288,7 @@ const BAD: { name: string; text: string; file?: string; message: string }[] = [
     name: "unknown key (a typo), and the count of the others",
     text: lbFile("        wieght: 2\n        mode: dnat\n"),
     message:
-      'hosts.yaml:8: services[0].targets[0].wieght: expected one of the keys fwmark, address, port, weight, mode, table, snat, active, got "wieght" (and 1 more)',
+      'hosts.yaml:8: services[0].targets[0].wieght: expected one of the keys fwmark, address, port, weight, mode, table, snat, active, health, got "wieght" (and 1 more)',
   },
   {
     name: "weight out of range",
