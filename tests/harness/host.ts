@@ -13,6 +13,7 @@ import { NFQLB } from "./paths.ts";
 import { pidRunning, type RunResult } from "./process.ts";
 import { Topology, type TopologyOptions } from "./topology.ts";
 import { own, shmFiles } from "../helpers/shm.ts";
+import { derivedFlowAddress } from "../../host/names.ts";
 
 /** Removes the topology's own steering rule and fwmark routing from the lb netns (the plumbing installs them). */
 export async function stripTopologyPlumbing(topo: Topology): Promise<void> {
@@ -31,7 +32,10 @@ export async function stripTopologyPlumbing(topo: Topology): Promise<void> {
 export interface HostOptions {
   /** The config's `name` (its state file, its kernel tag). */
   name: string;
-  /** More environment for every nfqlb command (NFQLB_SHM_DIR and NFQLB_FLOW_ADDRESS are the topology's). */
+  /**
+   * More environment for every nfqlb command (NFQLB_SHM_DIR is the topology's; NFQLB_FLOW_ADDRESS the one
+   * the config's flowlb gets when the file sets none, derived from its name).
+   */
   env?: Record<string, string>;
   /** Topology options besides steering (always `none`). */
   topology?: Omit<TopologyOptions, "steering">;
@@ -53,13 +57,18 @@ export class HostUnderTest {
   /** Environment of every nfqlb command. */
   readonly env: Record<string, string>;
   #pids = new Set<number>();
+  /** Every config file written here (disposing tears each down). */
+  #files = new Set<string>();
+  /** The names of the other configs ({@link writeOther}). */
+  #others = new Set<string>();
 
   private constructor(topo: Topology, o: HostOptions) {
     this.topo = topo;
     this.name = o.name;
     this.file = `${topo.workDir}/${o.name}.yaml`;
-    // the topology's shm dir and flow address: apply must carry NFQLB_FLOW_ADDRESS to flowlb and back
-    this.env = { ...topo.nfqlb.env, ...o.env };
+    this.#files.add(this.file);
+    // the topology's shm dir; the flow-* commands talk to the flowlb apply starts, at its derived address
+    this.env = { ...topo.nfqlb.env, NFQLB_FLOW_ADDRESS: derivedFlowAddress(o.name), ...o.env };
   }
 
   /** Builds the topology and strips its own plumbing; tears it down again if that fails. */
@@ -79,10 +88,22 @@ export class HostUnderTest {
     Deno.writeTextFileSync(this.file, text);
   }
 
-  /** Runs `nfqlb args...` in the lb netns with {@link env}; never throws on a non-zero exit. */
-  async nfqlb(args: string[], timeoutMs = 60_000): Promise<RunResult> {
+  /**
+   * Writes another config file, `<name>.yaml` beside {@link file}, for a second config on the same host;
+   * returns its path. Disposing tears it down too, and kills its dataplane if teardown could not.
+   */
+  writeOther(name: string, text: string): string {
+    const file = `${this.topo.workDir}/${name}.yaml`;
+    Deno.writeTextFileSync(file, text);
+    this.#files.add(file);
+    this.#others.add(name);
+    return file;
+  }
+
+  /** Runs `nfqlb args...` in the lb netns with {@link env} (and `env`); never throws on a non-zero exit. */
+  async nfqlb(args: string[], timeoutMs = 60_000, env: Record<string, string> = {}): Promise<RunResult> {
     const r = await this.topo.exec(this.topo.ns.lb, [NFQLB, ...args], {
-      env: this.env,
+      env: { ...this.env, ...env },
       allowFail: true,
       timeoutMs,
     });
@@ -112,10 +133,10 @@ export class HostUnderTest {
     return shmFiles(this.topo.shmDir);
   }
 
-  /** The pid apply recorded in the state file (undefined: no state file or no process). */
-  pid(): number | undefined {
+  /** The pid apply recorded in the state file of config `name` (undefined: no state file or no process). */
+  pid(name = this.name): number | undefined {
     try {
-      const st = JSON.parse(Deno.readTextFileSync(this.shmFile(own(`host-${this.name}.json`))));
+      const st = JSON.parse(Deno.readTextFileSync(this.shmFile(own(`host-${name}.json`))));
       return typeof st.pid === "number" ? st.pid : undefined;
     } catch {
       return undefined;
@@ -141,8 +162,10 @@ export class HostUnderTest {
   }
 
   #remember(): void {
-    const pid = this.pid();
-    if (pid !== undefined) this.#pids.add(pid);
+    for (const name of [this.name, ...this.#others]) {
+      const pid = this.pid(name);
+      if (pid !== undefined) this.#pids.add(pid);
+    }
   }
 
   /**
@@ -160,10 +183,12 @@ export class HostUnderTest {
 
   /** teardown (bounded), then the kill-by-pid fallback, then the topology. Never throws. */
   async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      await this.nfqlb(["teardown", "-f", this.file], 30_000);
-    } catch (e) {
-      console.error(`teardown of ${this.name}: ${e}`);
+    for (const file of this.#files) {
+      try {
+        await this.nfqlb(["teardown", "-f", file], 30_000);
+      } catch (e) {
+        console.error(`teardown of ${file}: ${e}`);
+      }
     }
     this.killStarted();
     await this.topo.teardown();
