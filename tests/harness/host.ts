@@ -28,6 +28,9 @@ export async function stripTopologyPlumbing(topo: Topology): Promise<void> {
   assert.doesNotMatch(rules, /fwmark/, "the topology's fwmark rules are gone");
 }
 
+/** apply's and status's first line (status: indented): what the config's shm files take, and the room. */
+export const SHM_LINE = /^ *shm: \d+\.\d [kMG]B needed in \S+ \(\d+\.\d [kMG]B free\)$/;
+
 /** Options of {@link HostUnderTest.create}. */
 export interface HostOptions {
   /** The config's `name` (its state file, its kernel tag). */
@@ -116,11 +119,16 @@ export class HostUnderTest {
     return await this.nfqlb(["apply", "-f", this.file, ...extra]);
   }
 
-  /** `nfqlb apply -f FILE`, which must exit 0; returns its stdout lines. */
+  /**
+   * `nfqlb apply -f FILE`, which must exit 0; returns its stdout lines after the first, the `shm: N needed
+   * in DIR (M free)` line, which it checks (the changes, then the summary line).
+   */
   async applyOk(...extra: string[]): Promise<string[]> {
     const r = await this.apply(...extra);
     assert.equal(r.code, 0, `apply failed (${r.code}): ${r.stderr}${r.stdout}`);
-    return r.stdout.trimEnd().split("\n");
+    const lines = r.stdout.trimEnd().split("\n");
+    assert.match(lines[0], SHM_LINE, r.stdout);
+    return lines.slice(1);
   }
 
   /** The path of a file in the topology's shm directory (`.nfqlb-deno/<name>` for one of our own files). */
