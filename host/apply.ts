@@ -38,7 +38,7 @@ import {
 import { applyFlowChange, flowSetLine, listFlows, planFlows } from "./flow_sync.ts";
 import { hostNames } from "./names.ts";
 import { plumbingSpecOf } from "./plumbing_spec.ts";
-import { preflight, type ShmFile, shmLine, shmNeed } from "./preflight.ts";
+import { othersClaims, preflight, type ShmFile, shmLine, shmNeed } from "./preflight.ts";
 import { type HostState, logPath, readState, removeState, stateClaims, writeState } from "./state.ts";
 import {
   applyTargets,
@@ -57,6 +57,8 @@ export interface ApplyOptions {
   say: (line: string) => void;
   /** The config file's path, recorded for `status`. */
   file: string;
+  /** The file as the user named it, for the refusals (default: {@link file}). */
+  label?: string;
   /** The admin address `nfqlb run` serves on (`--admin`); recorded, so no other config takes it. */
   admin?: string;
 }
@@ -355,7 +357,7 @@ export async function applyHost(cfg: HostConfig, o: ApplyOptions): Promise<numbe
 
   // what it will need, before any change
   const need = preflight({
-    file: o.file,
+    file: o.label ?? o.file,
     name: cfg.name,
     claims,
     commands: [...plumbingCommands(spec), ...(startNew ? ["sh"] : [])],
@@ -509,12 +511,38 @@ export async function applyHost(cfg: HostConfig, o: ApplyOptions): Promise<numbe
 
   // applied; tables of services removed from the file go last, once no flow selects them and the lb has
   // moved on: they stay recorded until they are gone, so a failure here leaves them to apply or teardown
+  // and so do the files of a dataplane it stopped that the new one does not use (another ft_shm, or none
+  // started): an earlier version's `ftshm` and `.nfqlb-deno/ftshm-counters`, for one
+  const oldFiles = stopOld && !claims.shm.includes(old.ftShm) ? [old.ftShm] : [];
   const { applying: _done, ...applied } = state;
-  if (!o.dryRun && gone.length > 0) {
+  if (!o.dryRun && gone.length + oldFiles.length > 0) {
     writeState({
       ...applied,
-      claims: { ...claims, shm: [...claims.shm, ...gone], own: [...claims.own, ...gone.map(conntrackName)] },
+      claims: {
+        ...claims,
+        shm: [...claims.shm, ...gone, ...oldFiles],
+        own: [...claims.own, ...gone.map(conntrackName), ...oldFiles.map(countersShmName)],
+      },
     });
+  }
+  const othersHold = new Set(
+    oldFiles.length > 0
+      ? othersClaims(cfg.name).flatMap((c) => [...c.shm, ...c.own.map((f) => `/${f}`)])
+      : [],
+  );
+  for (const ft of oldFiles) {
+    const why = `   (the files of the ${old!.program} it stopped)`;
+    if (shmExists(ft) && !othersHold.has(ft)) {
+      o.say(`- delete --shm=${ft}${why}`);
+      if (!o.dryRun) Deno.removeSync(shmPath(ft));
+      changes++;
+    }
+    const counters = countersShmName(ft);
+    if (ownExists(counters) && !othersHold.has(`/${counters}`)) {
+      o.say(`- delete ${OWN_DIR_NAME}/${counters}${why}`);
+      if (!o.dryRun) Deno.removeSync(ownPath(counters));
+      changes++;
+    }
   }
   for (const name of gone) {
     if (shmExists(name)) {

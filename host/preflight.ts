@@ -9,7 +9,7 @@
 import { NfqlbError } from "../core/errors.ts";
 import { kernelQueues } from "../core/counters_shm.ts";
 import { ownDir, type ShmSpace, shmSpace } from "../core/shm_dir.ts";
-import { type Claims, findClash } from "./claims.ts";
+import { type ClaimingConfig, type Claims, findClash } from "./claims.ts";
 import { listStates, readState, stateClaims } from "./state.ts";
 
 /** How every refusal of the checks ends. */
@@ -69,11 +69,20 @@ export function shmLine(n: ShmNeed): string {
  * {@link findClash}; undefined when none does.
  */
 export function clashWithOthers(name: string, claims: Claims): string | undefined {
-  const others = listStates().filter((n) => n !== name).flatMap((n) => {
+  return findClash({ name, file: "", claims }, recordedOthers(name));
+}
+
+/** The configs recorded on this host other than `name`, with their claims. */
+export function recordedOthers(name: string): ClaimingConfig[] {
+  return listStates().filter((n) => n !== name).flatMap((n) => {
     const st = readState(n);
     return st ? [{ name: st.name, file: st.file, claims: stateClaims(st) }] : [];
   });
-  return findClash({ name, file: "", claims }, others);
+}
+
+/** The claims of the configs recorded on this host other than `name`. */
+export function othersClaims(name: string): Claims[] {
+  return recordedOthers(name).map((c) => c.claims);
 }
 
 /** Whether this process has CAP_NET_ADMIN in its effective set; undefined when /proc does not say. */

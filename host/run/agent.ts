@@ -203,7 +203,12 @@ class HostAgent {
     this.#tail.start();
     const t0 = performance.now();
     try {
-      const n = await applyHost(cfg, { file: this.#abs, admin: this.#o.admin, say: (l) => log.info(l) });
+      const n = await applyHost(cfg, {
+        file: this.#abs,
+        label: this.#o.file,
+        admin: this.#o.admin,
+        say: (l) => log.info(l),
+      });
       log.notice(
         n === 0
           ? `nothing to change: the host matches ${file}`
@@ -295,7 +300,12 @@ class HostAgent {
     this.#restarts++;
     const t0 = performance.now();
     try {
-      await applyHost(cfg, { file: this.#abs, admin: this.#o.admin, say: (l) => this.#log.info(l) });
+      await applyHost(cfg, {
+        file: this.#abs,
+        label: this.#o.file,
+        admin: this.#o.admin,
+        say: (l) => this.#log.info(l),
+      });
       const dp = running(cfg);
       if (!dp) throw new NfqlbError(`${cfg.dataplane.program} is not running after apply`);
       this.#log.notice(`restarted ${dp.program}: pid ${dp.pid}, bound to its queues`, {
@@ -358,7 +368,12 @@ class HostAgent {
       this.#watch?.cancel(); // apply may stop the dataplane on purpose: not a crash
       this.#watch = undefined;
       try {
-        const n = await applyHost(cfg, { file: this.#abs, admin: this.#o.admin, say: (l) => log.info(l) });
+        const n = await applyHost(cfg, {
+          file: this.#abs,
+          label: this.#o.file,
+          admin: this.#o.admin,
+          say: (l) => log.info(l),
+        });
         this.#cfg = cfg;
         this.#digest = content.digest;
         this.#reloads.ok++;
@@ -379,7 +394,12 @@ class HostAgent {
         await admin?.close();
         log.error(`refused: ${why(e)}; restoring the previous config`);
         try {
-          const n = await applyHost(old, { file: this.#abs, admin: this.#o.admin, say: (l) => log.info(l) });
+          const n = await applyHost(old, {
+            file: this.#abs,
+            label: this.#o.file,
+            admin: this.#o.admin,
+            say: (l) => log.info(l),
+          });
           log.notice(`restored the previous config: ${n} change${n === 1 ? "" : "s"}`, { ms: ms(t0) });
         } catch (e2) {
           log.error(`restoring the previous config failed: ${why(e2)}`);

@@ -467,3 +467,58 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    "e2e host apart: an lb an earlier apply started with upstream's names is restarted with its own, its old files removed",
+  ignore,
+  async fn() {
+    await using h = await HostUnderTest.create({ name: "u" });
+    const { topo } = h;
+    const before = await hostStateNoTrace(h);
+    h.write(small("u"));
+    // what an earlier version left: the table, an lb with upstream's ftshm and trace address, a state
+    // without claims
+    assert.equal((await h.nfqlb(["init", "--shm=web-u", "--M=997", "--N=32"])).code, 0);
+    const args = ["--queue=7", "--tshm=web-u"];
+    const old = topo.spawn(topo.ns.lb, "old lb", [NFQLB, "lb", ...args], h.env);
+    try {
+      assert.ok(await waitUntil(() => h.shmFiles().includes(own("ftshm-counters")), 30_000), old.stderr);
+      Deno.writeTextFileSync(
+        h.shmFile(own("host-u.json")),
+        JSON.stringify({
+          version: 1,
+          name: "u",
+          file: h.file,
+          program: "lb",
+          args,
+          pid: old.pid,
+          log: h.shmFile(own("host-u.log")),
+          services: ["web-u"],
+          ftShm: "ftshm",
+        }),
+      );
+      const out = await h.applyOk();
+      assert.ok(
+        out.includes(`- stop lb --queue=7 --tshm=web-u   (pid ${old.pid}; its options changed)`),
+        out.join("\n"),
+      );
+      assert.ok(out.some((l) => l.startsWith("+ start lb --queue=7 --tshm=web-u --ft_shm=ftshm.u ")));
+      assert.ok(out.includes("- delete --shm=ftshm   (the files of the lb it stopped)"), out.join("\n"));
+      assert.ok(
+        out.includes("- delete .nfqlb-deno/ftshm-counters   (the files of the lb it stopped)"),
+        out.join("\n"),
+      );
+      await old.done;
+      const st = await h.nfqlb(["status", "-f", h.file]);
+      assert.equal(st.code, 0, st.stdout);
+      const r = await h.nfqlb(["teardown", "-f", h.file]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(await hostStateNoTrace(h), before);
+    } finally {
+      if (old.status === undefined) old.signal("SIGKILL");
+      await old.done;
+      topo.forget(old);
+    }
+  },
+});
