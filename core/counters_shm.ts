@@ -64,6 +64,11 @@ function layout(nqueues: number, ncounters: number) {
   return { queuesOff, blocksOff, block, size: blocksOff + block * nqueues };
 }
 
+/** File size of the counters of an lb with `nqueues` queues (as {@link createCountersShm} writes it). */
+export function countersBytes(nqueues: number): number {
+  return layout(nqueues, COUNTER_NAMES.length).size;
+}
+
 /** The writer side, held by the lb process. */
 export interface CountersShm {
   /** Address of queue i's u64 counters. */

@@ -11,6 +11,7 @@
  * open them by path, never with shm_open(3), so a subdirectory is fine, and
  * neither `ls` nor a shell glob lists it. docs/shm.md "Our own files".
  */
+import { statfsSync } from "node:fs";
 import { errorText, NfqlbError, strerror } from "./errors.ts";
 
 /** The subdirectory of the shm directory that holds nfqlb-deno's own files. */
@@ -127,4 +128,35 @@ export function shmExists(name: string): boolean {
  */
 export function ownExists(name: string): boolean {
   return exists(ownPath(name), name);
+}
+
+/** Room in the shm directory's file system (statfs(2)). */
+export interface ShmSpace {
+  /** The shm directory. */
+  dir: string;
+  /** Bytes an unprivileged writer may still allocate (f_bavail × f_bsize). */
+  free: number;
+  /** The file system's size (f_blocks × f_bsize). */
+  size: number;
+  /** Allocation unit (f_bsize): a file takes whole blocks (on tmpfs, pages). */
+  blockSize: number;
+}
+
+/**
+ * The room left in the shm directory's file system; throws one line
+ * `<dir>: <reason>` when it cannot be read (a missing directory).
+ */
+export function shmSpace(): ShmSpace {
+  const dir = shmDir();
+  try {
+    const s = statfsSync(dir);
+    const bs = Number(s.bsize) || 4096;
+    return { dir, free: Number(s.bavail) * bs, size: Number(s.blocks) * bs, blockSize: bs };
+  } catch (e) {
+    // node:fs errors carry the negated errno; say it as the C library does
+    const errno = (e as { errno?: number }).errno;
+    throw new NfqlbError(
+      `${dir}: ${typeof errno === "number" && errno < 0 ? strerror(-errno) : errorText(e)}`,
+    );
+  }
 }

@@ -159,6 +159,12 @@ export class TargetShm {
     return new TargetShm(name, m);
   }
 
+  /** File size of a table of M and N (0: sizes init refuses), as {@link create} makes it. */
+  static bytes(M: number, N: number): number {
+    const out = new BigUint64Array(1);
+    return lib().nfqlb_tshm_bytes(M >>> 0, N >>> 0, out) === 0 ? Number(out[0]) : 0;
+  }
+
   /**
    * Creates (or replaces) table `name`: an empty table with no active
    * target. The new file is built beside the old one and renamed over it,

@@ -7,6 +7,8 @@ import { shmPath } from "./shm_dir.ts";
 
 /** shm name, fixed as upstream. */
 export const TRACE_SHM = "nfqlb-trace";
+/** Size of the shm: {int32 level; uint32 mask}. */
+export const TRACE_SHM_BYTES = 8;
 /** Log level of a fresh shm (notice). */
 export const DEFAULT_LOG_LEVEL = 5;
 
@@ -20,8 +22,8 @@ function openOrCreate(): Deno.FsFile {
   const path = shmPath(TRACE_SHM);
   try {
     const f = Deno.openSync(path, { read: true, write: true, create: true, mode: 0o600 });
-    if (f.statSync().size < 8) {
-      const init = new Uint8Array(8);
+    if (f.statSync().size < TRACE_SHM_BYTES) {
+      const init = new Uint8Array(TRACE_SHM_BYTES);
       new DataView(init.buffer).setInt32(0, DEFAULT_LOG_LEVEL, true);
       f.seekSync(0, Deno.SeekMode.Start);
       f.writeSync(init);

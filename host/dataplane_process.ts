@@ -5,6 +5,7 @@
  */
 import type { DataplaneOptions, HostConfig } from "./config/types.ts";
 import { NfqlbError } from "../core/errors.ts";
+import { hostNames } from "./names.ts";
 
 /** How to run this nfqlb again: the compiled binary, scripts/nfqlb, or deno + cli/main.ts. */
 export function selfCommand(): string[] {
@@ -61,15 +62,19 @@ export function dataplaneArgs(cfg: HostConfig): string[] {
   return args;
 }
 
-/** The environment of the dataplane process (the flow server address, when the file sets one). */
+/**
+ * The environment of the dataplane process: flowlb's flow server address
+ * (the file's, else derived from the config's name), never the one apply
+ * itself was given, so that the config's flowlb is where its state says.
+ */
 export function dataplaneEnv(cfg: HostConfig): Record<string, string> {
-  const a = cfg.dataplane.options.flowAddress;
+  const a = hostNames(cfg).flowAddress;
   return a ? { NFQLB_FLOW_ADDRESS: a } : {};
 }
 
-/** The fragment-stats shm the dataplane creates (its --ft_shm; upstream's default `ftshm`). */
+/** The fragment-stats shm the dataplane creates (its --ft_shm: the file's, else `ftshm.<name>`). */
 export function ftShmOf(cfg: HostConfig): string {
-  return cfg.dataplane.options.ftShm ?? "ftshm";
+  return hostNames(cfg).ftShm;
 }
 
 /** The command line of a live process, or undefined when there is no such process. */
@@ -134,7 +139,14 @@ function logTail(log: string, lines = 5): string {
 export async function startDataplane(
   program: "lb" | "flowlb",
   args: readonly string[],
-  o: { log: string; env: Record<string, string>; queues: number; timeoutMs?: number },
+  o: {
+    log: string;
+    env: Record<string, string>;
+    queues: number;
+    timeoutMs?: number;
+    /** Called with the pid as soon as the process exists (apply records it before waiting for the queues). */
+    onSpawn?: (pid: number) => void;
+  },
 ): Promise<number> {
   let before = 0;
   try {
@@ -158,6 +170,7 @@ export async function startDataplane(
     exited = s;
     started.delete(pid);
   });
+  o.onSpawn?.(pid);
   for (let i = 0; i < 3000 && Date.now() < deadline; i++) {
     if (exited) {
       throw new NfqlbError(`${program} exited (${exited.code}) at start: ${logTail(o.log)}`);

@@ -10,6 +10,18 @@
 import { z } from "zod";
 import { errorText, NfqlbError } from "../core/errors.ts";
 import { ensureOwnDir, ownDir } from "../core/shm_dir.ts";
+import { type Claims, claimsOfOldState } from "./claims.ts";
+
+const ClaimsSchema = z.object({
+  queues: z.object({ first: z.number().int(), last: z.number().int() }).strict(),
+  fwmarks: z.array(z.number().int()),
+  tables: z.array(z.number().int()),
+  shm: z.array(z.string()),
+  own: z.array(z.string()),
+  addresses: z.array(
+    z.object({ what: z.enum(["trace", "flow", "metrics", "admin"]), address: z.string() }).strict(),
+  ),
+}).strict();
 
 const StateSchema = z.object({
   version: z.literal(1),
@@ -21,6 +33,16 @@ const StateSchema = z.object({
   log: z.string(),
   services: z.array(z.string()),
   ftShm: z.string(),
+  /**
+   * What the config holds on the host (host/claims.ts); while an apply runs, the old config's and the new
+   * one's together. Absent in states written before it was recorded.
+   */
+  claims: ClaimsSchema.optional(),
+  /**
+   * Set while an apply changes the host (before its first change, cleared after its last): a state that
+   * keeps it after its apply is gone records an interrupted apply. Absent: applied.
+   */
+  applying: z.object({ pid: z.number().int(), since: z.string(), file: z.string() }).strict().optional(),
 }).strict();
 
 /** The record of one applied config. */
@@ -83,4 +105,9 @@ export function listStates(): string[] {
     }
   } catch { /* no directory: no states */ }
   return names.sort();
+}
+
+/** The claims a state records (derived from its other fields for a state written before they were). */
+export function stateClaims(st: HostState): Claims {
+  return st.claims ?? claimsOfOldState(st);
 }

@@ -6,15 +6,19 @@
  */
 import type { HostConfig, ServiceConfig } from "./config/types.ts";
 import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
-import { kernelQueues } from "../core/counters_shm.ts";
+import { countersShmName, kernelQueues } from "../core/counters_shm.ts";
 import { errorText } from "../core/errors.ts";
 import { statusPlumbing } from "./plumbing/kernel_sync.ts";
-import { ownExists, shmExists } from "../core/shm_dir.ts";
+import { OWN_DIR_NAME, ownExists, shmExists } from "../core/shm_dir.ts";
 import { TargetShm } from "../core/target_shm.ts";
-import { dataplaneArgs, isDataplane } from "./dataplane_process.ts";
+import { alive, dataplaneArgs, isDataplane } from "./dataplane_process.ts";
+import { shmStatusLine } from "./apply.ts";
+import { claimsOf } from "./claims.ts";
+import { hostNames } from "./names.ts";
+import { clashWithOthers } from "./preflight.ts";
 import { listFlows, planFlows } from "./flow_sync.ts";
 import { plumbingSpecOf } from "./plumbing_spec.ts";
-import { readState } from "./state.ts";
+import { readState, stateClaims } from "./state.ts";
 import { type HealthRecord, readHealthRecord, type TargetRecord } from "./health/record.ts";
 
 /** What {@link hostStatus} found. */
@@ -126,10 +130,47 @@ export async function hostStatus(cfg: HostConfig, file: string): Promise<HostSta
     drift++;
   };
   const health = readHealthRecord(cfg.name);
+  const st = readState(cfg.name);
+  if (st?.applying) {
+    const a = st.applying;
+    if (alive(a.pid)) out.push(`  apply in progress: pid ${a.pid} since ${a.since} (${a.file})`);
+    else {
+      bad(
+        `an apply of ${a.file} (pid ${a.pid}, ${a.since}) was interrupted: nfqlb apply -f ${a.file} finishes it, nfqlb teardown -f ${a.file} removes what it left`,
+      );
+      const c = stateClaims(st);
+      const left = [
+        ...c.shm.filter((f) => shmExists(f)),
+        ...c.own.filter((f) => ownExists(f)).map((f) => `${OWN_DIR_NAME}/${f}`),
+        ...(st.program !== null && isDataplane(st.pid, st.program, st.args)
+          ? [`${st.program} pid ${st.pid}`]
+          : []),
+      ];
+      out.push(
+        `    left by it: ${
+          left.length > 0 ? left.join(", ") : "no files, no dataplane"
+        } (and its kernel rules)`,
+      );
+    }
+  }
+  try {
+    out.push(`  ${shmStatusLine(cfg)}`);
+  } catch (e) {
+    bad(`shm: ${errorText(e)}`);
+  }
+  const names = hostNames(cfg);
+  // run may serve elsewhere (--admin): the address its apply recorded
+  const admin = st?.claims?.addresses.find((a) => a.what === "admin")?.address ?? cfg.admin.address;
+  out.push(
+    `  names: ft_shm ${names.ftShm}, trace ${names.traceAddress}${
+      names.flowAddress ? `, flows ${names.flowAddress}` : ""
+    }${names.metrics ? `, metrics ${names.metrics}` : ""}, admin ${admin}`,
+  );
+  const clash = clashWithOthers(cfg.name, claimsOf(cfg, admin));
+  if (clash) bad(clash);
   for (const s of cfg.services) drift += serviceLines(s, out, health);
 
   const d = cfg.dataplane;
-  const st = readState(cfg.name);
   const args = dataplaneArgs(cfg);
   const running = st !== undefined && st.program !== null && isDataplane(st.pid, st.program, st.args);
   if (running) {
@@ -137,6 +178,12 @@ export async function hostStatus(cfg: HostConfig, file: string): Promise<HostSta
     if (st.program !== d.program || st.args.join(" ") !== args.join(" ")) {
       bad(`dataplane: pid ${st.pid} runs ${line}; the file says ${d.program} ${args.join(" ")}`);
     } else out.push(`  dataplane: ${line}, pid ${st.pid}, log ${st.log}`);
+    // its files, removed under it (by hand, or by an older teardown of another config): apply restarts it
+    const gone = [
+      ...(shmExists(st.ftShm) ? [] : [st.ftShm]),
+      ...(ownExists(countersShmName(st.ftShm)) ? [] : [`${OWN_DIR_NAME}/${countersShmName(st.ftShm)}`]),
+    ];
+    if (gone.length > 0) bad(`dataplane: its ${gone.join(" and ")} ${gone.length > 1 ? "are" : "is"} gone`);
   } else if (d.start) bad(`dataplane: ${d.program} not running (apply starts it)`);
   else out.push(`  dataplane: not started by apply (dataplane.start: false)`);
   const queues = new Map(kernelQueues().map((q) => [q.queue, q]));

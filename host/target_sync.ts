@@ -112,3 +112,18 @@ export function applyTargets(shm: string, wanted: readonly WantedTarget[]): Targ
   });
   return changes;
 }
+
+/** The targets table `shm` holds now (active rows and their weights), as {@link applyTargets} takes them. */
+export function currentTargets(shm: string): WantedTarget[] {
+  const t = TargetShm.open(shm);
+  try {
+    const s = t.snapshot(0);
+    const out: WantedTarget[] = [];
+    s.active.forEach((fw, i) => {
+      if (fw >= 0) out.push({ fwmark: fw, weight: s.weights[i] });
+    });
+    return out;
+  } finally {
+    t.close();
+  }
+}

@@ -24,7 +24,7 @@ export const apply: Command = {
     const cfg = await load(file);
     const dryRun = opts.has("dry-run");
     const { applyHost } = await import("../../host/apply.ts");
-    const n = await applyHost(cfg, { file: await absolute(file), dryRun, say });
+    const n = await applyHost(cfg, { file: await absolute(file), label: file, dryRun, say });
     const changes = `${n} change${n === 1 ? "" : "s"}`;
     if (n === 0) say(`nothing to change: the host matches ${file}`);
     else say(dryRun ? `dry run: ${changes}, none made` : `applied ${file}: ${changes}`);

@@ -16,7 +16,8 @@ import { checkRules, type Issue } from "./rules.ts";
 import { type DataPath, isJson, readSource, type Source, SyntaxProblem } from "./source.ts";
 import type { HostConfig } from "./types.ts";
 
-export { DEFAULT_ADMIN_ADDRESS, HostConfigFileSchema } from "./schema.ts";
+export { HostConfigFileSchema } from "./schema.ts";
+export { DEFAULT_ADMIN_ADDRESS } from "../names.ts";
 export type { HostConfigFile, HostConfigParsed } from "./schema.ts";
 export type {
   AdminConfig,

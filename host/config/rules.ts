@@ -12,6 +12,7 @@ import { formatIPv6 } from "../../core/inet.ts";
 import { parseMetricsAddress, parseSocketAddress } from "../../core/address.ts";
 import { primeBelow } from "../../core/prime.ts";
 import { TRACE_SHM } from "../../core/trace_shm.ts";
+import { derivedAdminAddress, derivedFlowAddress, derivedFtShm, derivedTraceAddress } from "../names.ts";
 import type { DataPath } from "./source.ts";
 import { HEALTH_DEFAULTS, type HostConfigParsed } from "./schema.ts";
 import type {
@@ -605,7 +606,15 @@ function checkDataplane(cfg: HostConfigParsed, flows: boolean, issues: Issue[]):
       issues.push({ path: [...at, "metrics"], expected: "expected ADDR:PORT or [ADDR]:PORT" });
     }
   }
-  const ftShm = o.ftShm ?? "ftshm";
+  // the names on the host that the file leaves out derive from the config's name (host/names.ts), so two
+  // configs never share them by default; the command line and the state then carry them
+  const ftShm = o.ftShm ?? derivedFtShm(cfg.name);
+  const options = {
+    ...o,
+    ftShm,
+    traceAddress: o.traceAddress ?? derivedTraceAddress(cfg.name),
+    ...(flows ? { flowAddress: o.flowAddress ?? derivedFlowAddress(cfg.name) } : {}),
+  };
   cfg.services.forEach((s, i) => {
     if (s.name === ftShm) {
       issues.push({
@@ -620,7 +629,7 @@ function checkDataplane(cfg: HostConfigParsed, flows: boolean, issues: Issue[]):
     queues: { first, last },
     bypass: d.bypass,
     hooks: d.hooks,
-    options: o,
+    options,
     start: d.start,
     offload: d.offload,
   };
@@ -628,7 +637,7 @@ function checkDataplane(cfg: HostConfigParsed, flows: boolean, issues: Issue[]):
 
 /** The admin address parses as the lb's --metrics does, and is not the lb's own metrics address. */
 function checkAdmin(cfg: HostConfigParsed, issues: Issue[]): HostConfig["admin"] {
-  const address = cfg.admin.address, at = ["admin", "address"];
+  const address = cfg.admin.address ?? derivedAdminAddress(cfg.name), at = ["admin", "address"];
   let admin: { hostname: string; port: number } | undefined;
   try {
     admin = parseMetricsAddress(address);

@@ -17,6 +17,7 @@ import { ConntrackOptionsSchema, MAX_CAPACITY, MAX_CTX_SLOTS, MAX_TTL_MS } from 
 import { MAX_WEIGHT } from "../../core/target_shm.ts";
 import { MAX_M } from "../../core/prime.ts";
 import { PORT_PROTOCOLS } from "../../core/ip_protocols.ts";
+import { DEFAULT_CONFIG_NAME } from "../names.ts";
 
 /** Largest fwmark a target can have: positive int32 (0 is "no mark", negatives mean "none" in the table). */
 export const MAX_FWMARK = 2147483647;
@@ -285,13 +286,13 @@ export const DataplaneOptionsSchema = mapping({
   reassembler: intLike(QQ.reassembler).optional().describe("--reassembler."),
   notargetsFwmark: intLike(QQ.notargetsFwmark).optional().describe("--notargets_fwmark."),
   hashMode: intLike(QQ.hashMode).optional().describe("--hash_mode."),
-  ftShm: text("a shm name").optional().describe("--ft_shm."),
+  ftShm: text("a shm name").optional().describe("--ft_shm; absent: ftshm.<config name>."),
   ftSize: intLike(QQ.ftSize).optional().describe("--ft_size."),
   ftBuckets: intLike(QQ.ftBuckets).optional().describe("--ft_buckets."),
   ftFrag: intLike(QQ.ftFrag).optional().describe("--ft_frag."),
   ftTtl: intLike(QQ.ftTtl).optional().describe("--ft_ttl."),
   traceAddress: text("an address unix:NAME, tcp:IPV4:PORT or tcp:[IPV6]:PORT").optional().describe(
-    "--trace_address.",
+    "--trace_address; absent: unix:nfqlb-trace.<config name>.",
   ),
   failOpen: bool.optional().describe("--fail_open."),
   batch: intLike(QQ.batch).optional().describe("--batch."),
@@ -300,7 +301,7 @@ export const DataplaneOptionsSchema = mapping({
   nolbFwmark: intLike(FQ.nolbFwmark).optional().describe("flowlb only: --nolb_fwmark."),
   promiscuous: bool.optional().describe("flowlb only: --promiscuous_ping."),
   flowAddress: text("an address unix:NAME, tcp:IPV4:PORT or tcp:[IPV6]:PORT").optional().describe(
-    "flowlb only: the flow server's address (NFQLB_FLOW_ADDRESS).",
+    "flowlb only: the flow server's address (NFQLB_FLOW_ADDRESS); absent: unix:nfqlb.<config name>.",
   ),
 }, "a mapping of lb options");
 
@@ -326,13 +327,10 @@ export const DataplaneFileSchema = mapping({
   ),
 }, "a mapping with queue, bypass, hooks, options, start, offload");
 
-/** Where `nfqlb run` serves /metrics, /healthz and /ready when neither the file nor `--admin` says. */
-export const DEFAULT_ADMIN_ADDRESS = "127.0.0.1:9110";
-
-/** Schema of the admin section: `nfqlb run`'s HTTP server (apply ignores it). */
+/** Schema of the admin section: `nfqlb run`'s HTTP server (apply only records it, so two configs never share it). */
 export const AdminFileSchema = mapping({
-  address: text("ADDR:PORT or [ADDR]:PORT").default(DEFAULT_ADMIN_ADDRESS).describe(
-    "Where `nfqlb run` serves /metrics, /healthz and /ready; `--admin` wins.",
+  address: text("ADDR:PORT or [ADDR]:PORT").optional().describe(
+    "Where `nfqlb run` serves /metrics, /healthz and /ready; `--admin` wins. Absent: 127.0.0.1:9110 for the config named nfqlb, else 127.A.B.C:9110 derived from the name (docs/config.md).",
   ),
 }, "a mapping with address");
 
@@ -342,8 +340,8 @@ export const HostConfigFileSchema = mapping({
   name: z.string({ error: "expected a name of 1..32 of A-Z a-z 0-9 . _ + - (not . or ..)" }).regex(
     CONFIG_NAME_RE,
     "expected a name of 1..32 of A-Z a-z 0-9 . _ + - (not . or ..)",
-  ).default("nfqlb").describe(
-    "The config's identity on the host: tags its kernel rules and names its state file; default nfqlb.",
+  ).default(DEFAULT_CONFIG_NAME).describe(
+    "The config's identity on the host: tags its kernel rules, names its state file, and the names it uses on the host derive from it (docs/config.md); default nfqlb.",
   ),
   services: list(ServiceFileSchema, "a list of services (at least one)", 1).describe(
     "Target tables, at least one.",

@@ -207,9 +207,9 @@ export interface DataplaneConfig {
   readonly start: boolean;
 }
 
-/** `nfqlb run`'s admin HTTP server (apply ignores it). */
+/** `nfqlb run`'s admin HTTP server (apply records it, so that no two configs on a host share it). */
 export interface AdminConfig {
-  /** `ADDR:PORT` or `[ADDR]:PORT` of /metrics, /healthz, /ready (`--admin` wins). */
+  /** `ADDR:PORT` or `[ADDR]:PORT` of /metrics, /healthz, /ready (`--admin` wins); derived from the name when the file has none (host/names.ts). */
   readonly address: string;
 }
 

@@ -29,6 +29,25 @@ export interface ApplyResult {
   removed: string[];
   /** Desired objects already present. */
   unchanged: number;
+  /** The objects this run added (none with dryRun): what {@link removeObjects} takes back. */
+  addedObjects: PlumbingObject[];
+}
+
+/**
+ * A failure of {@link applyPlumbing} after which it removed what it had
+ * added: `removedCount` says how many, so that a caller with more to roll
+ * back can say it in one line of its own ({@link detail} is the failure alone).
+ */
+export class PlumbingApplyError extends NfqlbError {
+  /** The failing command and its error, without the rollback clause. */
+  readonly detail: string;
+  /** Objects this run had added and removed again. */
+  readonly removedCount: number;
+  constructor(detail: string, removedCount: number) {
+    super(`${detail}; removed the ${removedCount} object(s) this run had added`);
+    this.detail = detail;
+    this.removedCount = removedCount;
+  }
 }
 
 /** What {@link statusPlumbing} found: lines of desired objects present / missing, and ours not desired. */
@@ -134,6 +153,7 @@ export async function applyPlumbing(
       added: missing.map((m) => m.line),
       removed: addOrder(extra).reverse().map((x) => shellLine(x.del)),
       unchanged,
+      addedObjects: [],
     };
   }
   const removed = await removeAll(extra, o);
@@ -145,16 +165,46 @@ export async function applyPlumbing(
     if (r.code !== 0) {
       for (const a of added.reverse()) await runCommand(a.del, { netns: o.netns });
       const where = o.netns ? ` (netns ${o.netns})` : "";
-      throw new NfqlbError(
+      throw new PlumbingApplyError(
         `plumbing: ${shellLine(argv)}${where} failed (exit ${r.code}): ${
           firstLine(r.stderr) || "no message"
-        }; removed the ${added.length} object(s) this run had added`,
+        }`,
+        added.length,
       );
     }
     added.push(m);
     inPlace.add(m.key);
   }
-  return { added: added.map((a) => a.line), removed, unchanged };
+  return { added: added.map((a) => a.line), removed, unchanged, addedObjects: added };
+}
+
+/**
+ * Removes objects that {@link applyPlumbing} added (a rollback), in reverse
+ * add order, going on past failures (an object someone else removed
+ * meanwhile); returns how many it removed.
+ */
+export async function removeObjects(objects: PlumbingObject[], o: PlumbingOptions = {}): Promise<number> {
+  let n = 0;
+  for (const x of addOrder(objects).reverse()) {
+    if ((await runCommand(x.del, { netns: o.netns })).code === 0) n++;
+  }
+  return n;
+}
+
+/**
+ * The programs applying and reading `spec` runs: both `*tables-save` (the
+ * plumbing is read in both families), the program of every object it may
+ * add or delete, and `ip` when it has DSR targets (their rules and routes are
+ * read back). `nft` is never required: without it, iptables queues.
+ */
+export function plumbingCommands(spec: PlumbingSpec): string[] {
+  const cmds = new Set(["iptables-save", "ip6tables-save"]);
+  for (const x of planPlumbing(spec, { nftQueue: false })) {
+    cmds.add(x.add[0]);
+    cmds.add(x.del[0]);
+  }
+  if (spec.targets.some((t) => t.mode === "dsr")) cmds.add("ip");
+  return [...cmds].sort();
 }
 
 /** Removes every object of id (rules, jumps, chains, records, DSR rules and routes, nft table); returns their delete lines. */

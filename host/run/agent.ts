@@ -119,6 +119,8 @@ class HostAgent {
     const health = this.#health;
     return {
       file: this.#abs,
+      label: this.#o.file,
+      admin: this.#o.admin,
       say: (l: string) => this.#log.info(l),
       wanted: health ? (s: ServiceConfig) => health.wanted(s) : undefined,
     };

@@ -70,7 +70,10 @@ Deno.test({
       assert.equal(changes[0], "+ init --shm=web --M=997 --N=32");
       for (const fw of topo.fwmarks) assert.ok(changes.includes(`+ activate --shm=web --weight=1 ${fw}`));
       assert.equal(
-        changes.filter((l) => /^\+ start lb --queue=2 --tshm=web {3}\(pid \d+, log /.test(l)).length,
+        changes.filter((l) =>
+          /^\+ start lb --queue=2 --tshm=web --ft_shm=ftshm\.e2e-dsr --trace_address=unix:nfqlb-trace\.e2e-dsr {3}\(pid \d+, log /
+            .test(l)
+        ).length,
         1,
       );
       for (const [ipt, vip] of [["iptables", `${VIP[4]}/32`], ["ip6tables", `${VIP[6]}/128`]]) {
@@ -117,7 +120,9 @@ Deno.test({
       assert.ok(!out.some((l) => l.trimStart().startsWith("!")), r.stdout);
       assert.ok(
         out.includes(
-          `  dataplane: lb --queue=2 --tshm=web, pid ${h.pid()}, log ${h.shmFile(own("host-e2e-dsr.log"))}`,
+          `  dataplane: lb --queue=2 --tshm=web --ft_shm=ftshm.e2e-dsr --trace_address=unix:nfqlb-trace.e2e-dsr, pid ${h.pid()}, log ${
+            h.shmFile(own("host-e2e-dsr.log"))
+          }`,
         ),
         r.stdout,
       );
@@ -253,6 +258,7 @@ Deno.test({
   ignore,
   async fn(t) {
     await using h = await HostUnderTest.create({ name: "e2e-down" });
+    const FT = "ftshm.e2e-down"; // its fragment stats: derived from the config's name
     const { topo } = h;
     h.write(lbConfig("e2e-down", [4, 6], { service: ["conntrack: { capacity: 1000 }"] }));
     const before = await h.snapshot();
@@ -260,7 +266,7 @@ Deno.test({
     await h.applyOk();
     const pid = h.pid();
     assert.ok(pid !== undefined && pidRunning(pid), "lb runs");
-    for (const f of ["web", own("web-ct"), "ftshm", own("ftshm-counters"), own("host-e2e-down.json")]) {
+    for (const f of ["web", own("web-ct"), FT, own(`${FT}-counters`), own("host-e2e-down.json")]) {
       assert.ok(h.shmFiles().includes(f), `${f} after apply: ${h.shmFiles()}`);
     }
     assertAllAnswered((await topo.client.udp(4, topo.flows(4, 30, 27000))).targets, topo.targetNames, "udp");
@@ -271,9 +277,14 @@ Deno.test({
       assert.equal(r.code, 0, r.stderr);
       const out = r.stdout.trimEnd().split("\n");
       assert.equal(out.at(-1), `removed ${out.length - 1} things of e2e-down`);
-      assert.ok(out.includes(`- stop lb --queue=2 --tshm=web   (pid ${pid})`), r.stdout);
-      for (const f of ["web", "ftshm"]) assert.ok(out.includes(`- delete --shm=${f}`), f);
-      for (const f of [own("web-ct"), own("ftshm-counters")]) assert.ok(out.includes(`- delete ${f}`), f);
+      assert.ok(
+        out.includes(
+          `- stop lb --queue=2 --tshm=web --ft_shm=${FT} --trace_address=unix:nfqlb-trace.e2e-down   (pid ${pid})`,
+        ),
+        r.stdout,
+      );
+      for (const f of ["web", FT]) assert.ok(out.includes(`- delete --shm=${f}`), f);
+      for (const f of [own("web-ct"), own(`${FT}-counters`)]) assert.ok(out.includes(`- delete ${f}`), f);
       assert.ok(!pidRunning(pid), `lb pid ${pid} is gone`);
       assert.deepEqual(await h.snapshot(), before, "the kernel is as before apply");
       // nfqlb-trace is the host's log-level shm that every lb and `loglevel` share: it stays

@@ -117,13 +117,15 @@ Deno.test({
 
     await t.step("dry run adds nothing and lists every object", async () => {
       const r = await applyPlumbing(SPEC, { ...o, dryRun: true });
-      assert.deepEqual(r, { added: plan.map((p) => p.line), removed: [], unchanged: 0 });
+      assert.deepEqual(r, { added: plan.map((p) => p.line), removed: [], unchanged: 0, addedObjects: [] });
       assert.deepEqual(await snapshot(ns), before);
     });
 
     await t.step("apply adds every object; each one is in the kernel", async () => {
-      const r = await applyPlumbing(SPEC, o);
+      const { addedObjects, ...r } = await applyPlumbing(SPEC, o);
       assert.deepEqual(r, { added: plan.map((p) => p.line), removed: [], unchanged: 0 });
+      // what a rollback of a later step would take back
+      assert.deepEqual(addedObjects.map((x) => x.key), plan.map((p) => p.key));
       for (const p of plan.filter((x) => x.check)) {
         const c = await run(["ip", "netns", "exec", ns, ...p.check!], { allowFail: true });
         assert.equal(c.code, 0, `${p.line}: ${c.stderr}`);
@@ -148,7 +150,12 @@ Deno.test({
 
     await t.step("re-apply changes nothing and says so", async () => {
       const snap = await snapshot(ns);
-      assert.deepEqual(await applyPlumbing(SPEC, o), { added: [], removed: [], unchanged: plan.length });
+      assert.deepEqual(await applyPlumbing(SPEC, o), {
+        added: [],
+        removed: [],
+        unchanged: plan.length,
+        addedObjects: [],
+      });
       assert.deepEqual(await snapshot(ns), snap);
     });
 
@@ -165,7 +172,8 @@ Deno.test({
       const oldKeys = new Set(plan.map((p) => p.key)), newKeys = new Set(want.map((p) => p.key));
       const dry = await applyPlumbing(edited, { ...o, dryRun: true });
       const r = await applyPlumbing(edited, o);
-      assert.deepEqual(r, dry);
+      assert.deepEqual({ ...r, addedObjects: [] }, dry);
+      assert.deepEqual(r.addedObjects.map((x) => x.line), r.added);
       assert.deepEqual(r.added, want.filter((p) => !oldKeys.has(p.key)).map((p) => p.line));
       assert.equal(r.added.length, 1);
       assert.match(r.added[0], /-p udp --dport 5001 .*NFQUEUE/);

@@ -13,6 +13,7 @@ import { NFQLB } from "./paths.ts";
 import { pidRunning, type RunResult } from "./process.ts";
 import { Topology, type TopologyOptions } from "./topology.ts";
 import { own, shmFiles } from "../helpers/shm.ts";
+import { derivedFlowAddress } from "../../host/names.ts";
 
 /** Removes the topology's own steering rule and fwmark routing from the lb netns (the plumbing installs them). */
 export async function stripTopologyPlumbing(topo: Topology): Promise<void> {
@@ -27,11 +28,17 @@ export async function stripTopologyPlumbing(topo: Topology): Promise<void> {
   assert.doesNotMatch(rules, /fwmark/, "the topology's fwmark rules are gone");
 }
 
+/** apply's and status's first line (status: indented): what the config's shm files take, and the room. */
+export const SHM_LINE = /^ *shm: \d+\.\d [kMG]B needed in \S+ \(\d+\.\d [kMG]B free\)$/;
+
 /** Options of {@link HostUnderTest.create}. */
 export interface HostOptions {
   /** The config's `name` (its state file, its kernel tag). */
   name: string;
-  /** More environment for every nfqlb command (NFQLB_SHM_DIR and NFQLB_FLOW_ADDRESS are the topology's). */
+  /**
+   * More environment for every nfqlb command (NFQLB_SHM_DIR is the topology's; NFQLB_FLOW_ADDRESS the one
+   * the config's flowlb gets when the file sets none, derived from its name).
+   */
   env?: Record<string, string>;
   /** Topology options besides steering (always `none`). */
   topology?: Omit<TopologyOptions, "steering">;
@@ -53,13 +60,18 @@ export class HostUnderTest {
   /** Environment of every nfqlb command. */
   readonly env: Record<string, string>;
   #pids = new Set<number>();
+  /** Every config file written here (disposing tears each down). */
+  #files = new Set<string>();
+  /** The names of the other configs ({@link writeOther}). */
+  #others = new Set<string>();
 
   private constructor(topo: Topology, o: HostOptions) {
     this.topo = topo;
     this.name = o.name;
     this.file = `${topo.workDir}/${o.name}.yaml`;
-    // the topology's shm dir and flow address: apply must carry NFQLB_FLOW_ADDRESS to flowlb and back
-    this.env = { ...topo.nfqlb.env, ...o.env };
+    this.#files.add(this.file);
+    // the topology's shm dir; the flow-* commands talk to the flowlb apply starts, at its derived address
+    this.env = { ...topo.nfqlb.env, NFQLB_FLOW_ADDRESS: derivedFlowAddress(o.name), ...o.env };
   }
 
   /** Builds the topology and strips its own plumbing; tears it down again if that fails. */
@@ -79,10 +91,22 @@ export class HostUnderTest {
     Deno.writeTextFileSync(this.file, text);
   }
 
-  /** Runs `nfqlb args...` in the lb netns with {@link env}; never throws on a non-zero exit. */
-  async nfqlb(args: string[], timeoutMs = 60_000): Promise<RunResult> {
+  /**
+   * Writes another config file, `<name>.yaml` beside {@link file}, for a second config on the same host;
+   * returns its path. Disposing tears it down too, and kills its dataplane if teardown could not.
+   */
+  writeOther(name: string, text: string): string {
+    const file = `${this.topo.workDir}/${name}.yaml`;
+    Deno.writeTextFileSync(file, text);
+    this.#files.add(file);
+    this.#others.add(name);
+    return file;
+  }
+
+  /** Runs `nfqlb args...` in the lb netns with {@link env} (and `env`); never throws on a non-zero exit. */
+  async nfqlb(args: string[], timeoutMs = 60_000, env: Record<string, string> = {}): Promise<RunResult> {
     const r = await this.topo.exec(this.topo.ns.lb, [NFQLB, ...args], {
-      env: this.env,
+      env: { ...this.env, ...env },
       allowFail: true,
       timeoutMs,
     });
@@ -95,11 +119,16 @@ export class HostUnderTest {
     return await this.nfqlb(["apply", "-f", this.file, ...extra]);
   }
 
-  /** `nfqlb apply -f FILE`, which must exit 0; returns its stdout lines. */
+  /**
+   * `nfqlb apply -f FILE`, which must exit 0; returns its stdout lines after the first, the `shm: N needed
+   * in DIR (M free)` line, which it checks (the changes, then the summary line).
+   */
   async applyOk(...extra: string[]): Promise<string[]> {
     const r = await this.apply(...extra);
     assert.equal(r.code, 0, `apply failed (${r.code}): ${r.stderr}${r.stdout}`);
-    return r.stdout.trimEnd().split("\n");
+    const lines = r.stdout.trimEnd().split("\n");
+    assert.match(lines[0], SHM_LINE, r.stdout);
+    return lines.slice(1);
   }
 
   /** The path of a file in the topology's shm directory (`.nfqlb-deno/<name>` for one of our own files). */
@@ -112,10 +141,10 @@ export class HostUnderTest {
     return shmFiles(this.topo.shmDir);
   }
 
-  /** The pid apply recorded in the state file (undefined: no state file or no process). */
-  pid(): number | undefined {
+  /** The pid apply recorded in the state file of config `name` (undefined: no state file or no process). */
+  pid(name = this.name): number | undefined {
     try {
-      const st = JSON.parse(Deno.readTextFileSync(this.shmFile(own(`host-${this.name}.json`))));
+      const st = JSON.parse(Deno.readTextFileSync(this.shmFile(own(`host-${name}.json`))));
       return typeof st.pid === "number" ? st.pid : undefined;
     } catch {
       return undefined;
@@ -141,8 +170,10 @@ export class HostUnderTest {
   }
 
   #remember(): void {
-    const pid = this.pid();
-    if (pid !== undefined) this.#pids.add(pid);
+    for (const name of [this.name, ...this.#others]) {
+      const pid = this.pid(name);
+      if (pid !== undefined) this.#pids.add(pid);
+    }
   }
 
   /**
@@ -160,10 +191,12 @@ export class HostUnderTest {
 
   /** teardown (bounded), then the kill-by-pid fallback, then the topology. Never throws. */
   async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      await this.nfqlb(["teardown", "-f", this.file], 30_000);
-    } catch (e) {
-      console.error(`teardown of ${this.name}: ${e}`);
+    for (const file of this.#files) {
+      try {
+        await this.nfqlb(["teardown", "-f", file], 30_000);
+      } catch (e) {
+        console.error(`teardown of ${file}: ${e}`);
+      }
     }
     this.killStarted();
     await this.topo.teardown();

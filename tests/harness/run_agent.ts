@@ -9,6 +9,7 @@
 import type { HostUnderTest } from "./host.ts";
 import { type HttpAnswer, httpGet, httpProbeArgs, HttpWatch } from "./http_probe.ts";
 import { NFQLB } from "./paths.ts";
+import { derivedAdminAddress } from "../../host/names.ts";
 import { type Proc, run, waitUntil } from "./process.ts";
 
 /** Options of {@link RunAgent.start}. */
@@ -19,7 +20,7 @@ export interface RunAgentOptions {
   args?: string[];
   /** More environment (NOTIFY_SOCKET, JOURNAL_STREAM). */
   env?: Record<string, string>;
-  /** The admin address the test asks (default 127.0.0.1:9110, run's default). */
+  /** The admin address the test asks (default: run's default for the host's config name, host/names.ts). */
   admin?: string;
 }
 
@@ -51,7 +52,7 @@ export class RunAgent {
       ...quiet,
       ...o.env,
     });
-    return new RunAgent(host, proc, o.admin ?? "127.0.0.1:9110");
+    return new RunAgent(host, proc, o.admin ?? derivedAdminAddress(host.name));
   }
 
   /** The agent's pid. */

@@ -6,6 +6,13 @@
 import assert from "node:assert/strict";
 import { parseHostConfig } from "../../host/config/load.ts";
 import { dataplaneArgs, dataplaneEnv, ftShmOf, isDataplane } from "../../host/dataplane_process.ts";
+import {
+  derivedAdminAddress,
+  derivedFlowAddress,
+  derivedFtShm,
+  derivedTraceAddress,
+  hostNames,
+} from "../../host/names.ts";
 import { flowSetLine, listedToRequest, planFlows } from "../../host/flow_sync.ts";
 import { plumbingSpecOf } from "../../host/plumbing_spec.ts";
 import { describeTargetChange, planTargets } from "../../host/target_sync.ts";
@@ -88,22 +95,63 @@ dataplane:
 Deno.test("apply dataplane: the command line of a config, in a fixed order, and its environment", () => {
   const cfg = parseHostConfig(FLOWS, "edge.yaml");
   assert.equal(cfg.dataplane.program, "flowlb");
+  // the file's own names, and the trace address it leaves out derived from the config's name
   assert.deepEqual(dataplaneArgs(cfg), [
     "--queue=0:1",
     "--mtu=9000",
     "--ft_shm=edge-ft",
+    "--trace_address=unix:nfqlb-trace.edge",
     "--fail_open",
     "--promiscuous_ping",
   ]);
   assert.deepEqual(dataplaneEnv(cfg), { NFQLB_FLOW_ADDRESS: "unix:edge" });
   assert.equal(ftShmOf(cfg), "edge-ft");
   const lb = parseHostConfig(
-    "version: 1\nservices:\n  - name: web\n    vips: [10.0.0.1]\n    targets: [{fwmark: 1, address: 10.1.1.1}]\n",
+    "version: 1\nname: edge\nservices:\n  - name: web\n    vips: [10.0.0.1]\n    targets: [{fwmark: 1, address: 10.1.1.1}]\n",
     "lb.yaml",
   );
-  assert.deepEqual(dataplaneArgs(lb), ["--queue=2", "--tshm=web"]);
+  assert.deepEqual(dataplaneArgs(lb), [
+    "--queue=2",
+    "--tshm=web",
+    "--ft_shm=ftshm.edge",
+    "--trace_address=unix:nfqlb-trace.edge",
+  ]);
   assert.deepEqual(dataplaneEnv(lb), {});
-  assert.equal(ftShmOf(lb), "ftshm");
+  assert.equal(ftShmOf(lb), "ftshm.edge");
+  // flowlb's flow server address too, whatever NFQLB_FLOW_ADDRESS apply itself has
+  const flowlb = parseHostConfig(FLOWS.replace('flowAddress: "unix:edge", ', ""), "edge.yaml");
+  assert.deepEqual(dataplaneEnv(flowlb), { NFQLB_FLOW_ADDRESS: "unix:nfqlb.edge" });
+});
+
+Deno.test("host names: derived from the config's name; the admin address of nfqlb is 127.0.0.1:9110", () => {
+  assert.equal(derivedFtShm("edge"), "ftshm.edge");
+  assert.ok(!derivedFtShm("edge").includes("tshm-"), "no match for Meridio's grep tshm-");
+  assert.equal(derivedTraceAddress("edge"), "unix:nfqlb-trace.edge");
+  assert.equal(derivedFlowAddress("edge"), "unix:nfqlb.edge");
+  assert.equal(derivedAdminAddress("nfqlb"), "127.0.0.1:9110");
+  const seen = new Set<string>();
+  for (let i = 0; i < 1000; i++) {
+    const a = derivedAdminAddress(`cfg-${i}`);
+    assert.equal(a, derivedAdminAddress(`cfg-${i}`), "the same for every call");
+    const m = /^127\.(\d+)\.(\d+)\.(\d+):9110$/.exec(a);
+    assert.ok(m, a);
+    const [x, y, z] = m.slice(1).map(Number);
+    assert.ok(x <= 255 && y <= 255 && z >= 2 && z <= 254, a);
+    seen.add(a);
+  }
+  assert.ok(seen.size >= 990, `1000 names, ${seen.size} addresses`);
+  const cfg = parseHostConfig(
+    "version: 1\nname: edge\nservices:\n  - name: web\n    vips: [10.0.0.1]\n    targets: [{fwmark: 1, address: 10.1.1.1}]\n",
+    "lb.yaml",
+  );
+  assert.equal(cfg.admin.address, derivedAdminAddress("edge"));
+  assert.deepEqual(hostNames(cfg), {
+    ftShm: "ftshm.edge",
+    counters: "ftshm.edge-counters",
+    traceAddress: "unix:nfqlb-trace.edge",
+    flowAddress: null,
+    metrics: null,
+  });
 });
 
 Deno.test("apply dataplane: a pid is ours only when it runs that program with exactly those arguments", () => {

@@ -70,7 +70,8 @@ Deno.test("host config: a minimal YAML file gets every default", () => {
       queues: { first: 2, last: 2 },
       bypass: true,
       hooks: ["prerouting"],
-      options: {},
+      // the names on the host the file leaves out derive from the config's name (host/names.ts)
+      options: { ftShm: "ftshm.nfqlb", traceAddress: "unix:nfqlb-trace.nfqlb" },
       start: true,
       offload: false,
     },
@@ -139,7 +140,12 @@ dataplane: {queue: "0:3", hooks: [output, prerouting], options: {mtu: 9000, sctp
     health: null,
   });
   assert.deepEqual(a.dataplane.queues, { first: 0, last: 3 });
-  assert.deepEqual(a.dataplane.options, { mtu: 9000, sctpEncap: 9899 });
+  assert.deepEqual(a.dataplane.options, {
+    mtu: 9000,
+    sctpEncap: 9899,
+    ftShm: "ftshm.nfqlb",
+    traceAddress: "unix:nfqlb-trace.nfqlb",
+  });
 });
 
 Deno.test("host config: the examples in docs/examples parse", async () => {
