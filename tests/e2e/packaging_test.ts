@@ -125,6 +125,7 @@ Deno.test({
     const notify = NotifySocket.bind(`${topo.workDir}/notify.sock`);
     const figures: Record<string, number> = {};
     try {
+      const started = performance.now();
       await using agent = RunAgent.start(h, {
         wrap: unitSandbox(caps),
         env: { NOTIFY_SOCKET: notify.path },
@@ -133,6 +134,7 @@ Deno.test({
       await t.step("READY=1, /ready 200, and run and its lb have only the unit's capabilities", async () => {
         const ready = await notify.waitFor((m) => m.split("\n").includes("READY=1"), 60_000);
         assert.ok(ready, `no READY=1: ${notify.messages.join(" | ")}\n${agent.proc.describe()}`);
+        figures["start -> READY=1 (applied, lb bound), ms"] = Math.round(performance.now() - started);
         const r = await agent.get("/ready");
         assert.equal(r.status, 200, r.body);
         const lb = agent.remember()!;
