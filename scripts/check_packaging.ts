@@ -10,15 +10,17 @@
  *    the tracked files of this checkout, ARG/ENV/WORKDIR followed; the metadata instructions are printed;
  * 3. runs the runtime tree as `docker run --network host --cap-drop ALL --cap-add NET_ADMIN --cap-add NET_RAW
  *    --read-only --shm-size 64m` would, in a scratch network namespace, behind tini: ready, the healthcheck
- *    script, status, SIGTERM → exit 0 with nothing left;
+ *    script, UDP datagrams from a client namespace through the lb, SIGTERM → exit 0 with nothing left;
  * 4. adds Debian's systemd to a copy of that tree, boots it with systemd-nspawn in the same namespace and
- *    drives packaging/systemd/nfqlb@.service: start (READY=1), the sandbox in effect, reload, stop (clean),
- *    then keep.conf: restart adopts the same lb, stop leaves it, teardown removes it.
+ *    drives packaging/systemd/nfqlb@.service: start (READY=1), the sandbox in effect, datagrams through the
+ *    lb under its seccomp filter, reload, stop (clean), then keep.conf: restart adopts the same lb, stop
+ *    leaves it, teardown removes it.
  *
  * Prints one line per check and ends with `check_packaging: N passed, M failed`. Needs root, `debootstrap`
- * and `systemd-container` (apt), and the network to reach Debian's archive and the npm registry; takes a few
- * minutes. No traffic is sent. Everything is in one temporary directory and one network namespace, both
- * removed at the end (unless --keep-work), and every process it starts is stopped by its pid.
+ * and `systemd-container` (apt), and the network to reach Debian's archive and the npm registry; takes one
+ * to two minutes. Traffic goes only from its own client namespace to its own load-balancer namespace.
+ * Everything is in one temporary directory and two network namespaces, all removed at the end (unless
+ * --keep-work), and every process it starts is stopped by its pid.
  *
  * @module
  */
@@ -156,6 +158,28 @@ const CONFIG = (name: string) =>
     "",
   ].join("\n");
 
+/**
+ * Sends `n` UDP datagrams to the VIP from the client namespace and returns how many more the lb received
+ * (its queue counter in /metrics). They go on to a target address nobody has: only the lb's count matters.
+ */
+async function throughLb(ns: string, n: number): Promise<number> {
+  const received = async () => {
+    const m = await sh(
+      `ip netns exec ${ns} bash -c 'exec 3<>/dev/tcp/127.0.0.1/9110; printf "GET /metrics HTTP/1.0\\r\\n\\r\\n" >&3; cat <&3'`,
+      { allowFail: true, timeoutMs: 10_000 },
+    );
+    return Number(/nfqlb_queue_packets_total\{queue="2",verdict="received"\} (\d+)/.exec(m.out)?.[1] ?? NaN);
+  };
+  const before = await received();
+  await sh(
+    `ip netns exec ${ns}-c bash -c 'for p in $(seq 1 ${n}); do echo x > /dev/udp/10.213.100.1/$((5000 + p)); done'`,
+    { allowFail: true },
+  );
+  let got = 0;
+  await until(async () => (got = (await received()) - (Number.isNaN(before) ? 0 : before)) >= n, 5_000);
+  return got;
+}
+
 async function ours(ns: string): Promise<number> {
   const ipt = (await sh(`ip netns exec ${ns} iptables-save`, { allowFail: true })).out;
   const rules = (await sh(`ip -n ${ns} rule`, { allowFail: true })).out;
@@ -236,6 +260,8 @@ async function runContainer(img: string, ns: string): Promise<void> {
       { allowFail: true },
     );
     check("image: /ready is 200", rd.code === 0, rd.out);
+    const n = await throughLb(ns, 50);
+    check("image: 50 datagrams to the VIP went through the lb", n === 50, `${n} received`);
     const run = pidsWith("run -f /etc/nfqlb/config.yaml").find((p) => field(p, "Name") === "deno");
     check(
       "image: run has only NET_ADMIN and NET_RAW",
@@ -320,6 +346,12 @@ async function runSystemd(img: string, work: string, ns: string): Promise<void> 
           l.split(" ")[4] === "/" && l.split(" ")[5].split(",").includes("ro")
         ),
     );
+    const sent = await throughLb(ns, 50);
+    check(
+      "systemd: 50 datagrams to the VIP went through the lb (seccomp filter on)",
+      sent === 50,
+      `${sent} received`,
+    );
     const journal = async () => (await S("journalctl -u nfqlb@check --no-pager -o cat")).out;
     const rl = await S("systemctl reload nfqlb@check");
     check(
@@ -393,15 +425,18 @@ async function main(): Promise<number> {
     }
     const v = await sh(`chroot ${img} /usr/local/bin/nfqlb version`, { allowFail: true });
     check("image: nfqlb version in the runtime tree", v.out.trim() === "1.2.0", v.out);
-    await sh(`ip netns add ${ns} && ip -n ${ns} link set lo up`);
+    // the load balancer's namespace, and a client's that sends its datagrams to the VIP through it
+    await sh(`ip netns add ${ns} && ip -n ${ns} link set lo up && ip netns add ${ns}-c`);
+    await sh(`ip -n ${ns} link add v0 type veth peer name v1 netns ${ns}-c && ip -n ${ns} link set v0 up`);
     await sh(
-      `ip -n ${ns} link add v0 type veth peer name v1 && ip -n ${ns} link set v0 up && ip -n ${ns} link set v1 up`,
+      `ip -n ${ns} addr add 10.213.1.254/16 dev v0 && ip netns exec ${ns} sysctl -qw net.ipv4.ip_forward=1`,
     );
-    await sh(`ip -n ${ns} addr add 10.213.1.254/16 dev v0`);
+    await sh(`ip -n ${ns}-c link set v1 up && ip -n ${ns}-c addr add 10.213.9.9/16 dev v1`);
+    await sh(`ip -n ${ns}-c route add 10.213.100.1/32 via 10.213.1.254`);
     await runContainer(img, ns);
     await runSystemd(img, work, ns);
   } finally {
-    await sh(`ip netns del ${ns}`, { allowFail: true });
+    await sh(`ip netns del ${ns}; ip netns del ${ns}-c`, { allowFail: true });
     const mounted = Deno.readTextFileSync("/proc/self/mountinfo").includes(work);
     if (keepWork || mounted) say(`left ${work}${mounted ? " (something is still mounted under it)" : ""}`);
     else Deno.removeSync(work, { recursive: true });
