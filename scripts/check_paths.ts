@@ -64,7 +64,19 @@ export function trackedFiles(root: string): string[] {
 }
 
 /** The repository's top-level folders: a path that starts with one of them names a file of ours. */
-const TOP = ["cli", "host", "dataplane", "core", "ffi", "c", "tests", "scripts", "docs"];
+const TOP = [
+  "cli",
+  "host",
+  "dataplane",
+  "core",
+  "ffi",
+  "c",
+  "tests",
+  "scripts",
+  "docs",
+  "packaging",
+  "deploy",
+];
 const REPO_PATH_RE = new RegExp(
   `(?<![\\w./$-])((?:${TOP.join("|")})/[\\w./-]*\\.(?:ts|c|h|sh|md|json|yaml))\\b`,
   "g",

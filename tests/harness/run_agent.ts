@@ -22,6 +22,11 @@ export interface RunAgentOptions {
   env?: Record<string, string>;
   /** The admin address the test asks (default: run's default for the host's config name, host/names.ts). */
   admin?: string;
+  /**
+   * A command that runs `nfqlb run` (appended to it), such as `setpriv ... --`: it must exec its
+   * arguments, so that the pid stays the agent's.
+   */
+  wrap?: string[];
 }
 
 let runs = 0;
@@ -44,7 +49,7 @@ export class RunAgent {
 
   /** Starts `nfqlb run -f FILE [args]` in the host's lb netns. */
   static start(host: HostUnderTest, o: RunAgentOptions = {}): RunAgent {
-    const args = [NFQLB, "run", "-f", o.file ?? host.file, ...(o.args ?? [])];
+    const args = [...(o.wrap ?? []), NFQLB, "run", "-f", o.file ?? host.file, ...(o.args ?? [])];
     // systemd's variables of whatever runs the tests must not reach the agent: it would notify that systemd
     const quiet = { NOTIFY_SOCKET: "", WATCHDOG_USEC: "", WATCHDOG_PID: "", JOURNAL_STREAM: "" };
     const proc = host.topo.spawn(host.topo.ns.lb, `nfqlb run ${++runs}`, args, {
