@@ -29,6 +29,7 @@ import { NotifySocket } from "../harness/notify_socket.ts";
 import { ROOT } from "../harness/paths.ts";
 import { pidRunning, run } from "../harness/process.ts";
 import { RunAgent } from "../harness/run_agent.ts";
+import { DEFAULT_ADMIN_ADDRESS } from "../../host/names.ts";
 import { parseUnit, values } from "../helpers/packaging.ts";
 import { assertAllAnswered } from "./checks.ts";
 
@@ -126,9 +127,12 @@ Deno.test({
     const figures: Record<string, number> = {};
     try {
       const started = performance.now();
+      // as the image's CMD does: the health check's default address, whatever the config's name
       await using agent = RunAgent.start(h, {
         wrap: unitSandbox(caps),
         env: { NOTIFY_SOCKET: notify.path },
+        args: [`--admin=${DEFAULT_ADMIN_ADDRESS}`],
+        admin: DEFAULT_ADMIN_ADDRESS,
       });
 
       await t.step("READY=1, /ready 200, and run and its lb have only the unit's capabilities", async () => {
