@@ -7,7 +7,15 @@
  */
 import { errorText, NfqlbError, strerror } from "./errors.ts";
 import { shmPath } from "./shm_dir.ts";
-import { mapFile, readShmBytes, unmap } from "./shm_file.ts";
+import {
+  createByRename,
+  fileIdentity,
+  mapFile,
+  mappingFaults,
+  readShmBytes,
+  remapFile,
+  unmap,
+} from "./shm_file.ts";
 import { type NFQLB_C_COUNT, NFQLB_TARGET_STAT_OFF, NFQLB_TARGET_STAT_SIZEOF } from "../ffi/consts.ts";
 
 /** "NQCT" */
@@ -39,6 +47,7 @@ export const COUNTER_NAMES = [
   "frag_tier",
   "nolb",
   "target_overflow",
+  "table_errors",
 ] as const;
 /**
  * One name per counter: compiles only while the counts agree
@@ -67,15 +76,27 @@ export interface CountersShm {
   counters(i: number): Deno.PointerObject;
   /** Address of queue i's target slots. */
   targets(i: number): Deno.PointerObject;
+  /**
+   * What is wrong with the file now, or undefined: truncated (the SIGBUS
+   * guard replaced the mapping), removed, replaced, resized, or its header
+   * overwritten. A damaged file is never a danger to the writers (the
+   * mapping stays valid memory); it only misleads its readers.
+   */
+  damage(): string | undefined;
+  /**
+   * Writes the file again (header and the counts the mapping holds now,
+   * beside it and renamed over) and maps it at the same address, so the C
+   * workers go on counting into it. Throws NfqlbError when it cannot.
+   */
+  repair(): void;
   /** Unmaps (the file stays, so a stopped lb's counters can still be read). */
   close(): void;
 }
 
-/** Creates (truncating) the counters shm of an lb with these queues. */
-export function createCountersShm(name: string, queues: number[], kind: "lb" | "flowlb"): CountersShm {
-  const path = shmPath(name);
+/** The header of a counters shm: what readCounters checks. */
+function headerBytes(queues: number[], kind: "lb" | "flowlb", started: number): Uint8Array<ArrayBuffer> {
   const l = layout(queues.length, COUNTER_NAMES.length);
-  const bytes = new Uint8Array(l.size);
+  const bytes = new Uint8Array(l.blocksOff);
   const v = new DataView(bytes.buffer);
   v.setUint32(0, MAGIC, true);
   v.setUint16(4, VERSION, true);
@@ -84,9 +105,20 @@ export function createCountersShm(name: string, queues: number[], kind: "lb" | "
   v.setUint32(12, COUNTER_NAMES.length, true);
   v.setUint32(16, TARGET_SLOTS, true);
   v.setUint32(20, Deno.pid, true);
-  v.setBigUint64(24, BigInt(Date.now()), true);
+  v.setBigUint64(24, BigInt(started), true);
   v.setUint32(32, kind === "lb" ? 0 : 1, true);
   queues.forEach((q, i) => v.setUint32(l.queuesOff + 4 * i, q, true));
+  return bytes;
+}
+
+/** Creates (truncating) the counters shm of an lb with these queues. */
+export function createCountersShm(name: string, queues: number[], kind: "lb" | "flowlb"): CountersShm {
+  const path = shmPath(name);
+  const l = layout(queues.length, COUNTER_NAMES.length);
+  const started = Date.now();
+  const header = headerBytes(queues, kind, started);
+  const bytes = new Uint8Array(l.size);
+  bytes.set(header);
   try {
     Deno.writeFileSync(path, bytes, { mode: 0o600 });
   } catch (e) {
@@ -94,10 +126,32 @@ export function createCountersShm(name: string, queues: number[], kind: "lb" | "
   }
   const m = mapFile(path, true);
   if (typeof m === "number") throw new NfqlbError(`createSharedData: ${name}: ${strerror(m)}`);
+  let ino = fileIdentity(path)?.ino ?? 0;
+  const mapped = () => new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(m.ptr, Number(m.size)));
   const at = (off: number) => Deno.UnsafePointer.offset(m.ptr, off) as Deno.PointerObject;
   return {
     counters: (i) => at(l.blocksOff + l.block * i),
     targets: (i) => at(l.blocksOff + l.block * i + 8 * COUNTER_NAMES.length),
+    damage() {
+      if (mappingFaults(m) > 0) return "truncated";
+      const id = fileIdentity(path);
+      if (!id) return "removed";
+      if (id.ino !== ino) return "replaced by another file";
+      if (id.size !== l.size) return `resized to ${id.size} bytes`;
+      const now = mapped().subarray(0, header.length);
+      if (now.some((b, i) => b !== header[i])) return "header overwritten";
+      return undefined;
+    },
+    repair() {
+      createByRename(path, name, "counters", BigInt(l.size), `createSharedData: ${name}`, (n) => {
+        const out = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(n.ptr, l.size));
+        out.set(mapped());
+        out.set(header);
+      });
+      const e = remapFile(m, path, true);
+      if (e !== 0) throw new NfqlbError(`createSharedData: ${name}: ${strerror(e)}`);
+      ino = fileIdentity(path)?.ino ?? 0;
+    },
     close: () => unmap(m),
   };
 }

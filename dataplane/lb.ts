@@ -1,14 +1,18 @@
 /**
- * `nfqlb lb`: map the target table, create the fragment table and its stats
- * shm, bind every queue (here, so errors are reported before we start), and
- * hand each queue to its own Worker. SIGINT/SIGTERM stop the workers, which
- * unbind their queues; then we exit 0.
+ * `nfqlb lb`: copy the target table (a private copy the workers refresh per
+ * batch, core/target_view.ts), create the fragment table and its stats shm,
+ * bind every queue (here, so errors are reported before we start), and hand
+ * each queue to its own Worker. SIGINT/SIGTERM stop the workers, which
+ * unbind their queues; then we exit 0. Every 100 ms the main thread follows
+ * the shm files in use (dataplane/table_watch.ts): a damaged one never stops
+ * the workers.
  */
 import { cstring, lib } from "../ffi/lib.ts";
-import { NFQLB_QF_FAIL_OPEN } from "../ffi/consts.ts";
+import { NFQLB_C_TABLE_ERRORS, NFQLB_QF_FAIL_OPEN } from "../ffi/consts.ts";
 import { NfqlbError, strerror } from "../core/errors.ts";
-import { closeFragStatsShm, createFragStatsShm } from "../core/frag_stats.ts";
-import { TargetShm } from "../core/target_shm.ts";
+import { createFragStatsShm } from "../core/frag_stats.ts";
+import { TargetView } from "../core/target_view.ts";
+import { ShmWatch, TableWatch, type WatchContext } from "./table_watch.ts";
 import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
 import { shmExists } from "../core/shm_dir.ts";
 import { hasNetAdmin } from "./capabilities.ts";
@@ -33,13 +37,16 @@ export interface RunningLb {
   stop(): Promise<void>;
   /** Resolves when the lb has stopped (by stop() or a worker failure): 0 or 1. */
   done: Promise<number>;
+  /** Counts one damaged-shm incident in table_errors (the first queue's). */
+  countTableError(): void;
 }
 
 /** How the workers classify: one target table (lb) or a shared flow set (flowlb). */
 export type Classifier =
   | {
     kind: "lb";
-    tshm: string;
+    /** The target table's view (closed with the lb, or when a re-opened one replaces it). */
+    view: TargetView;
     sctpEncap: number;
     /** The connection table (`<tshm>-ct`) when it exists; closed with the lb. */
     conntrack?: ConntrackShm;
@@ -60,19 +67,15 @@ export type Classifier =
  */
 export function startLb(input: LbConfig, print: (line: string) => void, trace?: TraceService): RunningLb {
   const cfg = LbConfigSchema.parse(input);
-  const table = TargetShm.open(cfg.tshm); // FAILED mapSharedData: <name>
-  table.close(); // each worker maps its own
-  // The connection table, opt-in: used when the operator created `<tshm>-ct` (mapped once, shared).
-  const conntrack = openConntrack(cfg.tshm);
+  const view = TargetView.open(cfg.tshm); // FAILED mapSharedData: <name>[: reason]
+  let conntrack: ConntrackShm | undefined;
   try {
-    return startQueues(
-      cfg,
-      { kind: "lb", tshm: cfg.tshm, sctpEncap: cfg.sctpEncap, conntrack },
-      print,
-      trace,
-    );
+    // The connection table, opt-in: used when the operator created `<tshm>-ct` (mapped once, shared).
+    conntrack = openConntrack(cfg.tshm);
+    return startQueues(cfg, { kind: "lb", view, sctpEncap: cfg.sctpEncap, conntrack }, print, trace);
   } catch (e) {
     conntrack?.close();
+    view.close();
     throw e;
   }
 }
@@ -101,16 +104,21 @@ export function startQueues(
   trace?: TraceService,
 ): RunningLb {
   const c = lib();
-  // The LB-tier table stays mapped for the life of the lb (shared by the workers).
-  const tier = cfg.lbshm ? TargetShm.open(cfg.lbshm) : undefined;
-  const stats = createFragStatsShm(cfg.ftShm);
+  // A truncated file we map (stats, counters, connection table) must not kill us: c/file.c.
+  c.nfqlb_file_guard();
+  // The LB-tier table: a view for the life of the lb (shared by the workers), as the target table's.
+  const tier = cfg.lbshm ? TargetView.open(cfg.lbshm) : undefined;
+  const release: (() => void)[] = [() => tier?.close()];
+  let stats: ReturnType<typeof createFragStatsShm>;
+  try {
+    stats = createFragStatsShm(cfg.ftShm);
+  } catch (e) {
+    tier?.close();
+    throw e;
+  }
   let tunFd = -1;
   const ct = classifier.kind === "lb" ? classifier.conntrack : undefined;
-  const release: (() => void)[] = [
-    () => ct?.close(),
-    () => closeFragStatsShm(stats),
-    () => tier?.close(),
-  ];
+  release.push(() => ct?.close(), () => stats.close());
   if (ct) {
     // Expired entries nobody touches would keep counting for lc/wlc: reclaim a slice every second
     // (a full pass over 1 M entries in ~16 s; each call locks one bucket at a time).
@@ -196,6 +204,82 @@ export function startQueues(
   // [0] stop flag, [1] trace records posted by the workers and not yet formatted
   const control = new SharedArrayBuffer(8);
   const stopFlag = new Int32Array(control);
+  const running0 = () => Atomics.load(stopFlag, 0) === 0;
+  // Damaged shm files: counted in table_errors (the workers count their tables' own), logged once.
+  const who = classifier.kind;
+  const ctx: WatchContext = {
+    who,
+    countError: () => {
+      if (running0()) c.nfqlb_queue_count(queues[0].ptr, NFQLB_C_TABLE_ERRORS, 1n);
+    },
+  };
+  // The views in use, by slot: [0] target table, [1] tier; per worker i, [2 + 2i] and [3 + 2i] (what it uses)
+  const views = new SharedArrayBuffer(8 * (2 + 2 * queues.length));
+  const viewSlots = new BigInt64Array(views);
+  const address = (v: TargetView | undefined) => v ? Deno.UnsafePointer.value(v.pointer) as bigint : 0n;
+  const watches: { slot: number; watch: TableWatch }[] = [];
+  if (classifier.kind === "lb") {
+    watches.push({ slot: 0, watch: new TableWatch(classifier.view, "target table", ctx) });
+  }
+  if (tier) watches.push({ slot: 1, watch: new TableWatch(tier, "LB-tier table", ctx) });
+  for (const w of watches) {
+    viewSlots[w.slot] = address(w.watch.view);
+    for (let i = 0; i < queues.length; i++) viewSlots[2 + 2 * i + w.slot] = viewSlots[w.slot];
+  }
+  /** Views replaced by re-opened ones, freed once no worker uses them. */
+  let retired: { slot: number; view: TargetView }[] = [];
+  const shmWatches = [
+    new ShmWatch(
+      `counters shm ${countersShmName(cfg.ftShm)}`,
+      ctx,
+      () => shmCounters.damage(),
+      () => (shmCounters.repair(), undefined),
+      "writing it again",
+    ),
+    new ShmWatch(
+      `fragment stats shm ${cfg.ftShm}`,
+      ctx,
+      () => stats.damage(),
+      () => (stats.repair(), undefined),
+      "writing it again",
+    ),
+  ];
+  if (ct) {
+    shmWatches.push(
+      new ShmWatch(
+        `connection table ${ct.name}`,
+        ctx,
+        () => ct.damage(),
+        () => ct.reattach(),
+        "deciding by Maglev alone until it is valid again",
+      ),
+    );
+  }
+  const housekeeping = setInterval(() => {
+    if (!running0()) return;
+    for (const w of watches) {
+      const old = w.watch.view;
+      const fresh = w.watch.poll();
+      if (fresh) {
+        retired.push({ slot: w.slot, view: old });
+        Atomics.store(viewSlots, w.slot, address(fresh));
+      }
+    }
+    retired = retired.filter((r) => {
+      const a = address(r.view);
+      for (let i = 0; i < queues.length; i++) {
+        if (Atomics.load(viewSlots, 2 + 2 * i + r.slot) === a) return true;
+      }
+      r.view.close();
+      return false;
+    });
+    for (const w of shmWatches) w.poll();
+  }, 100);
+  release.push(() => {
+    clearInterval(housekeeping);
+    for (const w of watches) w.watch.view.close();
+    for (const r of retired) r.view.close();
+  });
   const counterBufs = new Map<number, BigUint64Array>();
   let running = queues.length;
   let failed = false;
@@ -241,7 +325,7 @@ export function startQueues(
       queue: q.num,
       queuePtr: Deno.UnsafePointer.value(q.ptr) as bigint,
       ftPtr: Deno.UnsafePointer.value(ft) as bigint,
-      tshm: classifier.kind === "lb" ? classifier.tshm : "",
+      viewPtr: viewSlots[0],
       hashMode: cfg.hashMode,
       sctpEncap: classifier.kind === "lb" ? classifier.sctpEncap : 0,
       notargetsFwmark: cfg.notargetsFwmark,
@@ -249,7 +333,9 @@ export function startQueues(
       slot: q.num - cfg.queues.first,
       nolbFwmark: classifier.kind === "flowlb" ? classifier.nolbFwmark : -1,
       promiscuous: classifier.kind === "flowlb" && classifier.promiscuous,
-      lbshmPtr: tier ? Deno.UnsafePointer.value(tier.pointer) as bigint : 0n,
+      tierViewPtr: viewSlots[1],
+      views,
+      index: queues.indexOf(q),
       ctPtr: ct ? Deno.UnsafePointer.value(ct.pointer) as bigint : 0n,
       tunFd,
       batch: cfg.batch,
@@ -283,6 +369,7 @@ export function startQueues(
       return done.then(() => {});
     },
     done,
+    countTableError: ctx.countError,
   };
 }
 
@@ -355,10 +442,10 @@ export async function runLb(cfg: LbConfig, print: (line: string) => void): Promi
   }
 }
 
-/** Number of active targets in table `name` (0 when it cannot be read). */
+/** Number of active targets in table `name` (0 when it cannot be read); read, never mapped. */
 export function activeTargets(name: string): number {
   try {
-    const t = TargetShm.open(name);
+    const t = TargetView.open(name);
     try {
       return t.snapshot(0).active.filter((fw) => fw >= 0).length;
     } finally {

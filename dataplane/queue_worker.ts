@@ -1,14 +1,14 @@
 /**
  * One NFQUEUE worker: serves its queue until the stop flag is set. All
  * per-packet work happens in C (nfqlb_queue_serve: receive a batch,
+ * refresh the private copies of the target tables from their files,
  * classify, send the verdicts); this loop only crosses FFI once per batch,
- * copies the counters out, re-maps the target table when `init`
- * replaced it, and hands the batch's trace records (if any: only while a
- * trace client is attached) to the main thread.
+ * copies the counters out, switches to the table views the main thread
+ * re-opened (dataplane/table_watch.ts), and hands the batch's trace records
+ * (if any: only while a trace client is attached) to the main thread.
  */
 /// <reference lib="deno.worker" />
 import { lib } from "../ffi/lib.ts";
-import { TargetShm } from "../core/target_shm.ts";
 import { TRACE_REC_LEN, TRACE_RING_HEADER, type WorkerReport, type WorkerStart } from "./worker_protocol.ts";
 
 /** Wait at most this long for packets before looking at the stop flag. */
@@ -28,10 +28,17 @@ function serve(m: WorkerStart): void {
   const local = new BigUint64Array(counters.length);
   const queue = Deno.UnsafePointer.create(m.queuePtr);
   const ft = m.ftPtr === 0n ? null : Deno.UnsafePointer.create(m.ftPtr);
-  // lb: this worker maps the target table itself; flowlb: the flow set names the tables
-  let table = m.flowsPtr === 0n ? TargetShm.open(m.tshm) : undefined;
-  const lb = table
-    ? c.nfqlb_lb_create(table.pointer, ft, m.hashMode, m.sctpEncap, m.notargetsFwmark)
+  const views = new BigInt64Array(m.views);
+  // lb: the process's view of its target table; flowlb: the flow set names the tables' views
+  let view = m.viewPtr, tier = m.tierViewPtr;
+  const lb = view !== 0n
+    ? c.nfqlb_lb_create(
+      c.nfqlb_tshm_view_table(Deno.UnsafePointer.create(view)),
+      ft,
+      m.hashMode,
+      m.sctpEncap,
+      m.notargetsFwmark,
+    )
     : c.nfqlb_lb_create_flows(
       Deno.UnsafePointer.create(m.flowsPtr),
       m.slot,
@@ -42,12 +49,9 @@ function serve(m: WorkerStart): void {
       m.promiscuous ? 1 : 0,
     );
   if (lb === null || queue === null) throw new Error("out of memory creating the classifier");
-  c.nfqlb_lb_set_frag(
-    lb,
-    m.lbshmPtr === 0n ? null : Deno.UnsafePointer.create(m.lbshmPtr),
-    m.tunFd,
-    m.reassembler,
-  );
+  if (view !== 0n) c.nfqlb_lb_set_view(lb, Deno.UnsafePointer.create(view));
+  c.nfqlb_lb_set_frag(lb, null, m.tunFd, m.reassembler);
+  if (tier !== 0n) c.nfqlb_lb_set_tier_view(lb, Deno.UnsafePointer.create(tier));
   if (m.ctPtr !== 0n) c.nfqlb_lb_set_conntrack(lb, Deno.UnsafePointer.create(m.ctPtr));
   // Trace: one record per packet at most, so a ring of 2 batches never fills within one serve.
   const ringCap = Math.max(64, 2 * m.batch);
@@ -90,22 +94,23 @@ function serve(m: WorkerStart): void {
       if (ringHead && (ringHead[0] | ringHead[2]) !== 0) drainTrace();
       c.nfqlb_queue_counters(queue, local, local.length);
       counters.set(local);
-      if (table?.replaced) {
-        // init made a new table: switch to it; the old one stays mapped until then
-        try {
-          const fresh = TargetShm.open(m.tshm);
-          c.nfqlb_lb_set_tshm(lb, fresh.pointer);
-          table.close();
-          table = fresh;
-          report({ kind: "notice", queue: m.queue, message: `re-mapped target table ${m.tshm}` });
-        } catch { /* the new one is not there (yet): keep serving the old one */ }
+      // the main thread re-opened a table (init replaced it, or a damaged file was re-created)
+      const want = Atomics.load(views, 0), wantTier = Atomics.load(views, 1);
+      if (view !== 0n && want !== view) {
+        c.nfqlb_lb_set_view(lb, Deno.UnsafePointer.create(want));
+        view = want;
+        Atomics.store(views, 2 + 2 * m.index, view); // the old one is free to go
+      }
+      if (tier !== 0n && wantTier !== tier) {
+        c.nfqlb_lb_set_tier_view(lb, Deno.UnsafePointer.create(wantTier));
+        tier = wantTier;
+        Atomics.store(views, 3 + 2 * m.index, tier);
       }
     }
   } finally {
     c.nfqlb_queue_close(queue);
     c.nfqlb_lb_destroy(lb);
     c.nfqlb_trace_ring_free(ring);
-    table?.close();
   }
 }
 

@@ -12,12 +12,22 @@ export interface WorkerStart {
   queuePtr: bigint;
   /** nfqlb_fragtable* address (0n when none). */
   ftPtr: bigint;
-  tshm: string;
+  /** lb: the target table's view (nfqlb_tshm_view*, core/target_view.ts) address; 0n for flowlb. */
+  viewPtr: bigint;
   hashMode: number;
   sctpEncap: number;
   notargetsFwmark: number;
-  /** Mapped LB-tier table address (0n: no tier). */
-  lbshmPtr: bigint;
+  /** The LB-tier table's view address (0n: no tier). */
+  tierViewPtr: bigint;
+  /**
+   * BigInt64Array over it: [0] the target table view to use, [1] the tier's
+   * (set by the main thread when it re-opens a table), then per worker
+   * index i: [2 + 2i], [3 + 2i] the views that worker uses now (it stores
+   * them after switching; the main thread frees a view no slot names).
+   */
+  views: SharedArrayBuffer;
+  /** This worker's index (0.. queues - 1). */
+  index: number;
   /** lb: the mapped connection table (nfqlb_ct, `<tshm>-ct`) address; 0n: none. */
   ctPtr: bigint;
   /** tun device fd for re-injecting stored fragments (-1: none). */

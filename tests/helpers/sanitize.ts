@@ -13,6 +13,7 @@ export const CLASSIFIER_SOURCES = [
   "trace.c",
   "ft.c",
   "tshm.c",
+  "tshm_view.c",
   "ct.c",
   "ct_admin.c",
   "ct_sched.c",
