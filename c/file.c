@@ -162,6 +162,30 @@ void* nfqlb_file_map(const char* path, int32_t writable, uint64_t* size, int32_t
 	return p;
 }
 
+void* nfqlb_file_map_fd(int32_t fd, uint64_t len, int32_t writable, void* at, int32_t* err)
+{
+	*err = 0;
+	struct guarded* g = NULL;
+	if (at != NULL) {
+		g = guard_find((uintptr_t)at);
+		if (g == NULL || g->start != (uintptr_t)at || g->len != len) {
+			*err = EINVAL;
+			return NULL;
+		}
+	}
+	void* p = mmap(at, (size_t)len, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED | (at ? MAP_FIXED : 0), fd,
+		       0);
+	if (p == MAP_FAILED) {
+		*err = errno;
+		return NULL;
+	}
+	if (g)
+		__atomic_store_n(&g->faults, 0u, __ATOMIC_RELAXED);
+	else
+		guard_add(p, len);
+	return p;
+}
+
 int32_t nfqlb_file_unmap(void* addr, uint64_t size)
 {
 	if (addr == NULL)

@@ -312,6 +312,15 @@ int32_t nfqlb_file_guard(void);
  */
 void* nfqlb_file_map(const char* path, int32_t writable, uint64_t* size, int32_t* err);
 
+/**
+ * nfqlb_file_map_fd - map the first len bytes of an open file MAP_SHARED and
+ * register the mapping with the guard; with `at` (a mapping made so, of len
+ * bytes), map over it in place (MAP_FIXED) and clear its faults. NULL with
+ * *err = errno on failure. Bytes past the end of the file read as zero up to
+ * the page end; pages past it fault (the guard's).
+ */
+void* nfqlb_file_map_fd(int32_t fd, uint64_t len, int32_t writable, void* at, int32_t* err);
+
 /** nfqlb_file_unmap - munmap; returns 0 or -errno. */
 int32_t nfqlb_file_unmap(void* addr, uint64_t size);
 

@@ -14,6 +14,7 @@ export const CLASSIFIER_SOURCES = [
   "ft.c",
   "tshm.c",
   "tshm_view.c",
+  "file.c",
   "ct.c",
   "ct_admin.c",
   "ct_sched.c",

@@ -221,11 +221,13 @@ async function stream(t: Topology): Promise<{ stop: () => Promise<StreamResult> 
   return await t.client.startStream(4, t.flows(4, 60), { pps: PPS, waitMs: 150, maxMs: 300_000 });
 }
 
-/** Stops the lb with SIGTERM: it must exit 0. */
+/** Stops the lb with SIGTERM: it must exit 0. Prints what it logged about the files, for the report. */
 async function stopClean(t: Topology): Promise<void> {
   const r = await t.nfqlb.stopLb();
   assert.ok(r, "no lb to stop");
   assert.equal(r.status.code, 0, `exit status on SIGTERM:\n${r.stderr.slice(-3000)}`);
+  const logged = r.stderr.split("\n").filter((l) => /table|shm/.test(l));
+  console.log(`table damage log:\n  ${logged.join("\n  ")}`);
 }
 
 const TABLE_WARNING = (who: string) =>
