@@ -6,6 +6,7 @@
  * endpoint read it. Layout: docs/observability.md, "Where the counters live".
  */
 import { errorText, NfqlbError, strerror } from "./errors.ts";
+import { log } from "./log.ts";
 import { shmPath } from "./shm_dir.ts";
 import {
   createByRename,
@@ -80,7 +81,10 @@ export interface CountersShm {
    * What is wrong with the file now, or undefined: truncated (the SIGBUS
    * guard replaced the mapping), removed, replaced, resized, or its header
    * overwritten. A damaged file is never a danger to the writers (the
-   * mapping stays valid memory); it only misleads its readers.
+   * mapping stays valid memory); it only misleads its readers. A file that
+   * another running lb has written under the name (two lbs given one
+   * --ft_shm) is not damage: this lb leaves the name to it, says so once,
+   * and counts on in its mapping alone.
    */
   damage(): string | undefined;
   /**
@@ -111,6 +115,25 @@ function headerBytes(queues: number[], kind: "lb" | "flowlb", started: number): 
   return bytes;
 }
 
+/** Whether process `pid` runs. */
+function pidAlive(pid: number): boolean {
+  try {
+    return Deno.statSync(`/proc/${pid}`).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+/** The pid in the header of counters shm `name`, or undefined when it is not one. */
+function ownerPid(name: string): number | undefined {
+  try {
+    const s = readCounters(name);
+    return s.pid;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Creates (truncating) the counters shm of an lb with these queues. */
 export function createCountersShm(name: string, queues: number[], kind: "lb" | "flowlb"): CountersShm {
   const path = shmPath(name);
@@ -127,16 +150,28 @@ export function createCountersShm(name: string, queues: number[], kind: "lb" | "
   const m = mapFile(path, true);
   if (typeof m === "number") throw new NfqlbError(`createSharedData: ${name}: ${strerror(m)}`);
   let ino = fileIdentity(path)?.ino ?? 0;
+  let yielded = false;
   const mapped = () => new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(m.ptr, Number(m.size)));
   const at = (off: number) => Deno.UnsafePointer.offset(m.ptr, off) as Deno.PointerObject;
   return {
     counters: (i) => at(l.blocksOff + l.block * i),
     targets: (i) => at(l.blocksOff + l.block * i + 8 * COUNTER_NAMES.length),
     damage() {
+      if (yielded) return undefined;
       if (mappingFaults(m) > 0) return "truncated";
       const id = fileIdentity(path);
       if (!id) return "removed";
-      if (id.ino !== ino) return "replaced by another file";
+      if (id.ino !== ino) {
+        const pid = ownerPid(name);
+        if (pid !== undefined && pid !== Deno.pid && pidAlive(pid)) {
+          yielded = true;
+          log.warning(
+            `${kind}: counters shm ${name}: now written by pid ${pid} (the same --ft_shm?); left to it`,
+          );
+          return undefined;
+        }
+        return "replaced by another file";
+      }
       if (id.size !== l.size) return `resized to ${id.size} bytes`;
       const now = mapped().subarray(0, header.length);
       if (now.some((b, i) => b !== header[i])) return "header overwritten";
@@ -194,10 +229,7 @@ export function readCounters(name: string): CountersSnapshot {
   const l = layout(nq, nc);
   if (bytes.length < l.size) throw new NfqlbError(`FAILED mapSharedData: ${name}: truncated file`);
   const pid = v.getUint32(20, true);
-  let running = false;
-  try {
-    running = Deno.statSync(`/proc/${pid}`).isDirectory;
-  } catch { /* gone */ }
+  const running = pidAlive(pid);
   const queues: QueueCounters[] = [];
   for (let i = 0; i < nq; i++) {
     const base = l.blocksOff + l.block * i;

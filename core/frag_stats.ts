@@ -3,6 +3,7 @@
  * that `nfqlb stats` reads what our lb and upstream's lb write alike.
  */
 import { errorText, NfqlbError, strerror } from "./errors.ts";
+import { log } from "./log.ts";
 import { shmPath } from "./shm_dir.ts";
 import {
   createByRename,
@@ -115,7 +116,11 @@ export function formatFragStats(s: FragStats): string {
 export interface FragStatsShm {
   /** The mapped record, for the C fragment table. */
   ptr: Deno.PointerObject;
-  /** What is wrong with the file now (truncated, removed, replaced, resized), or undefined. */
+  /**
+   * What is wrong with the file now (truncated, removed, replaced, resized),
+   * or undefined. Another stats record under the name (a second lb given the
+   * same --ft_shm writes its own) is left to its writer, said once.
+   */
   damage(): string | undefined;
   /** Writes the file again with the record as mapped now and maps it at the same address. */
   repair(): void;
@@ -139,13 +144,22 @@ export function createFragStatsShm(name: string): FragStatsShm {
   const m = mapFile(path, true);
   if (typeof m === "number") throw new NfqlbError(`createSharedData: ${name}: ${strerror(m)}`);
   let ino = fileIdentity(path)?.ino ?? 0;
+  let yielded = false;
   return {
     ptr: m.ptr,
     damage() {
+      if (yielded) return undefined;
       if (mappingFaults(m) > 0) return "truncated";
       const id = fileIdentity(path);
       if (!id) return "removed";
-      if (id.ino !== ino) return "replaced by another file";
+      if (id.ino !== ino) {
+        if (id.size !== FRAG_STATS_BYTES) return "replaced by another file";
+        yielded = true;
+        log.warning(
+          `fragment stats shm ${name}: another stats record has the name now (the same --ft_shm?); left to it`,
+        );
+        return undefined;
+      }
       if (id.size !== FRAG_STATS_BYTES) return `resized to ${id.size} bytes`;
       return undefined;
     },

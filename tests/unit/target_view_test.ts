@@ -165,3 +165,21 @@ Deno.test("connection table: a damaged header makes every call miss, never an ac
     ct.close();
   }
 });
+
+Deno.test("init replaces a zero-filled table (nothing in it to protect); other garbage is still refused", () => {
+  using sb = libSandbox();
+  table("z", [101]);
+  damageFile(sb.path("z"), "zero");
+  TargetShm.create("z", { M: 997, N: 32, ownFwmark: 0 });
+  const t = TargetShm.open("z");
+  t.close();
+  damageFile(sb.path("z"), "random-header");
+  const before = sb.bytes("z");
+  assert.throws(
+    () => TargetShm.create("z", { M: 997, N: 32, ownFwmark: 0 }),
+    {
+      message: /^createSharedData: z: exists and is not an nfqlb target table \(bad magic\); remove it with/,
+    },
+  );
+  assert.deepEqual(sb.bytes("z"), before, "untouched");
+});
