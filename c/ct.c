@@ -353,12 +353,12 @@ int32_t nfqlb_ct_lookup(uint8_t* base, const uint8_t* key, uint64_t now_ns, uint
 
 void nfqlb_ct_prefetch(uint8_t* base, const uint8_t* key)
 {
+	if (base == NULL || !key_ok(key))
+		return;
+	/* prefetches only: an address from a damaged header is harmless, so the check is saved */
 	struct ct_geo G;
-	if (ct_geo(base, &G) != 0)
-		return;
+	ct_geo_unchecked(base, &G);
 	const struct ct_geo* g = &G;
-	if (!key_ok(key))
-		return;
 	struct probe p;
 	probe_of(g, key, &p);
 	prefetch_home(g, &p);

@@ -144,23 +144,46 @@ static inline int ct_geo(uint8_t* base, struct ct_geo* g)
 	if (base == NULL)
 		return -1;
 	const struct ct_header* h = (const struct ct_header*)base;
-	struct ct_layout L;
+	/* magic, version and header size are the first 8 bytes: one compare (little-endian, ct_internal.h) */
+	const uint64_t first = (uint64_t)NFQLB_CT_MAGIC | (uint64_t)NFQLB_CT_VERSION << 32 | (uint64_t)BUCKETS_OFF << 48;
 	uint32_t capacity = __atomic_load_n(&h->capacity, __ATOMIC_RELAXED);
+	uint32_t nbuckets = __atomic_load_n(&h->nbuckets, __ATOMIC_RELAXED);
 	uint32_t ctx_slots = __atomic_load_n(&h->ctx_slots, __ATOMIC_RELAXED);
-	if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != NFQLB_CT_MAGIC || h->version != NFQLB_CT_VERSION ||
-	    h->header_size != BUCKETS_OFF || h->ways != WAYS || capacity % WAYS != 0 ||
-	    ct_layout_of(capacity, ctx_slots, &L) != 0 || L.nbuckets * WAYS != capacity ||
-	    h->nbuckets != L.nbuckets || h->file_size != L.size || h->entries_off != L.entries_off ||
-	    h->ctx_off != L.ctx_off || h->sched_off != L.sched_off)
+	if (__atomic_load_n((const uint64_t*)base, __ATOMIC_ACQUIRE) != first || h->ways != WAYS || nbuckets == 0 ||
+	    nbuckets > (NFQLB_CT_MAX_CAPACITY + WAYS - 1) / WAYS || capacity != nbuckets * WAYS ||
+	    ctx_slots > NFQLB_CT_MAX_CTX)
+		return -1;
+	/* the layout of ct_layout_of, from nbuckets (capacity is a multiple of WAYS here) */
+	uint64_t entries_off = ct_align64(BUCKETS_OFF + 16ull * nbuckets);
+	uint64_t ctx_off = entries_off + (uint64_t)nbuckets * WAYS * sizeof(struct ct_entry);
+	uint64_t sched_off = ct_align64(ctx_off + (uint64_t)ctx_slots * CTX_REC);
+	if (h->entries_off != entries_off || h->ctx_off != ctx_off || h->sched_off != sched_off ||
+	    h->file_size != sched_off + SCHED_BYTES + ROW_SLOTS * 4u)
 		return -1;
 	g->base = base;
-	g->nbuckets = L.nbuckets;
+	g->nbuckets = nbuckets;
 	g->capacity = capacity;
 	g->ctx_slots = ctx_slots;
-	g->entries_off = L.entries_off;
-	g->ctx_off = L.ctx_off;
-	g->sched_off = L.sched_off;
+	g->entries_off = entries_off;
+	g->ctx_off = ctx_off;
+	g->sched_off = sched_off;
 	return 0;
+}
+
+/*
+ * g from base's header unchecked: only for computing addresses to prefetch,
+ * which never fault whatever they are (nfqlb_ct_prefetch). Never for a load.
+ */
+static inline void ct_geo_unchecked(uint8_t* base, struct ct_geo* g)
+{
+	const struct ct_header* h = (const struct ct_header*)base;
+	g->base = base;
+	g->nbuckets = __atomic_load_n(&h->nbuckets, __ATOMIC_RELAXED);
+	g->capacity = 0;
+	g->ctx_slots = 0;
+	g->entries_off = __atomic_load_n(&h->entries_off, __ATOMIC_RELAXED);
+	g->ctx_off = 0;
+	g->sched_off = 0;
 }
 
 static inline uint64_t* shard(const struct ct_geo* g, uint32_t b)

@@ -29,8 +29,8 @@ import { conntrackName } from "../../core/conntrack_shm.ts";
 
 const notRoot = skipUnlessRoot();
 const QUEUE = 2;
-/** Probes per second of the stream (all flows together). */
-const PPS = 400;
+/** Probes per second of the stream (all flows together); NFQLB_DAMAGE_PPS for a heavier run. */
+const PPS = Number(Deno.env.get("NFQLB_DAMAGE_PPS") ?? 400);
 /** Length of the baseline and of the damage phase. */
 const BASE_MS = 800, DAMAGE_MS = 1200;
 /** The metrics endpoint, on the lb namespace's loopback (the namespace is ours). */
@@ -218,7 +218,12 @@ function initAgain(
 
 /** Starts a UDP stream over 60 flows for the life of a test; stop() returns its result. */
 async function stream(t: Topology): Promise<{ stop: () => Promise<StreamResult> }> {
-  return await t.client.startStream(4, t.flows(4, 60), { pps: PPS, waitMs: 150, maxMs: 300_000 });
+  return await t.client.startStream(4, t.flows(4, 60), {
+    pps: PPS,
+    waitMs: 150,
+    maxMs: 300_000,
+    maxProbes: PPS * 300,
+  });
 }
 
 /** Stops the lb with SIGTERM: it must exit 0. Prints what it logged about the files, for the report. */
