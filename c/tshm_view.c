@@ -57,6 +57,7 @@ struct nfqlb_tshm_view {
 	uint64_t dev, ino;   /* of the file */
 	uint8_t last[NFQLB_TSHM_HEADER]; /* the file's header when the copy was taken */
 	const struct tshm_header* page; /* the file's first page, mapped and guarded; NULL: pread only */
+	uint64_t next_look_ns; /* not good: the file is read again from then on (CLOCK_MONOTONIC) */
 	uint64_t size;       /* of the copy */
 	uint8_t* image;      /* the copy: a table in our layout */
 };
@@ -65,6 +66,17 @@ static struct tshm_header* H(uint8_t* image) { return (struct tshm_header*)image
 
 /* Bytes of the header mapping (one page). */
 #define PAGE 4096u
+
+/* While the file is bad (or replaced), it is read again at most this often: a pread and an fstat per batch
+ * would cost more than the batch. */
+#define BAD_LOOK_NS 1000000ull
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 /* The fields that name the current content of a file (or say it changed shape, or was replaced). */
 static int same_content(const uint8_t* a, const uint8_t* b)
@@ -80,7 +92,6 @@ static int same_content(const uint8_t* a, const uint8_t* b)
 static int page_same(const struct tshm_header* m, const uint8_t* last)
 {
 	struct tshm_header x;
-	memset(&x, 0, sizeof(x));
 	x.magic = __atomic_load_n(&m->magic, __ATOMIC_ACQUIRE);
 	x.version = __atomic_load_n(&m->version, __ATOMIC_RELAXED);
 	x.header_size = __atomic_load_n(&m->header_size, __ATOMIC_RELAXED);
@@ -91,7 +102,6 @@ static int page_same(const struct tshm_header* m, const uint8_t* last)
 	x.current = __atomic_load_n(&m->current, __ATOMIC_ACQUIRE);
 	x.seq[x.current & 1] = __atomic_load_n(&m->seq[x.current & 1], __ATOMIC_ACQUIRE);
 	x.replaced = __atomic_load_n(&m->replaced, __ATOMIC_RELAXED);
-	/* same_content reads only those fields of x: the rest may stay 0 */
 	const struct tshm_header* y = (const struct tshm_header*)last;
 	uint32_t cur = x.current & 1;
 	return x.magic == y->magic && x.version == y->version && x.header_size == y->header_size &&
@@ -277,6 +287,14 @@ int32_t nfqlb_tshm_view_refresh(struct nfqlb_tshm_view* v, uint64_t* counters)
 	if (v->page && v->state == NFQLB_TVIEW_OK && page_same(v->page, v->last)) {
 		__atomic_store_n(&v->busy, 0u, __ATOMIC_RELEASE);
 		return NFQLB_TVIEW_OK;
+	}
+	if (v->state != NFQLB_TVIEW_OK) {
+		uint64_t t = now_ns();
+		if (t < v->next_look_ns) {
+			__atomic_store_n(&v->busy, 0u, __ATOMIC_RELEASE);
+			return v->state;
+		}
+		v->next_look_ns = t + BAD_LOOK_NS;
 	}
 	uint8_t hdr[NFQLB_TSHM_HEADER] = { 0 };
 	ssize_t n = pread(v->fd, hdr, sizeof(hdr), 0);

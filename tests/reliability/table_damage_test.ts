@@ -26,6 +26,7 @@ import type { StreamResult } from "../harness/agent/types.ts";
 import { type Damage, damageFile } from "../helpers/damage.ts";
 import { countersShmName } from "../../core/counters_shm.ts";
 import { conntrackName } from "../../core/conntrack_shm.ts";
+import { TRACE_SHM } from "../../core/trace_shm.ts";
 
 const notRoot = skipUnlessRoot();
 const QUEUE = 2;
@@ -294,7 +295,7 @@ Deno.test({
       for (const how of ["truncate", "zero", "random-header"] as Damage[]) {
         figures.push(
           await damageCase(t, lb, "trace shm", how, {
-            path: shmPath("nfqlb-trace"),
+            path: shmPath(TRACE_SHM),
             warning: /trace shm/,
             incident: false,
           }),
