@@ -321,7 +321,7 @@ int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t t
 	nfqlb_lb_leave(lb); /* blocked: using no flow set */
 	int n = recvmmsg(q->fd, q->msgs, q->batch, MSG_WAITFORONE, NULL);
 	nfqlb_lb_enter(lb);
-	/* the tables as they are now (one pread each when unchanged), also after an idle wake-up */
+	/* the tables as they are now (a few loads each when unchanged), also after an idle wake-up */
 	nfqlb_lb_refresh(lb, q->counters);
 	if (n < 0) {
 		if (errno == ENOBUFS)
