@@ -24,6 +24,7 @@
 #define _GNU_SOURCE
 #include "nfqlb.h"
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -226,4 +227,16 @@ int32_t nfqlb_file_remap(void* addr, uint64_t size, const char* path, int32_t wr
 	}
 	close(fd);
 	return rc;
+}
+
+int32_t nfqlb_file_reserve(const char* path, uint64_t size)
+{
+	if (size > (uint64_t)INT64_MAX)
+		return -EFBIG;
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int e = posix_fallocate(fd, 0, (off_t)size); /* returns the error, does not set errno */
+	close(fd);
+	return -e;
 }

@@ -338,6 +338,15 @@ uint32_t nfqlb_file_faults(const void* addr);
  */
 int32_t nfqlb_file_remap(void* addr, uint64_t size, const char* path, int32_t writable);
 
+/**
+ * nfqlb_file_reserve - give the existing file `path` `size` bytes of real
+ * storage (posix_fallocate). Why: a file merely truncated to its size is
+ * sparse, and on a full tmpfs the first write through a mapping of it kills
+ * the process with SIGBUS; reserving first turns that into -ENOSPC here.
+ * Returns 0 or -errno.
+ */
+int32_t nfqlb_file_reserve(const char* path, uint64_t size);
+
 /* ----------------------------------------------------------------------------
  * packet.c - the key of a packet (upstream getHashKey, with fixes).
  * ------------------------------------------------------------------------- */
@@ -715,20 +724,39 @@ struct nfqlb_queue;
 void nfqlb_queue_set_stats(struct nfqlb_queue* q, uint64_t* counters, struct nfqlb_target_stat* tstats,
 			   uint32_t ntstats);
 
-/** nfqlb_queue_close - unbind and close. */
+/** nfqlb_queue_close - unbind (when bound) and close. */
 void nfqlb_queue_close(struct nfqlb_queue* q);
 
 /**
- * nfqlb_queue_open - bind NFQUEUE `queue_num`: copy `copy_range` bytes per
- * packet (0 or > mtu: mtu; headers are enough unless fragments are stored),
- * queue max length `qlength`, GSO, optional fail-open, NETLINK_NO_ENOBUFS,
- * receive buffer (qlength*mtu/2)&~0xfff (forced when allowed). Receives up
- * to `batch` packets per call. rcvbuf[0] = SO_RCVBUF read back, rcvbuf[1] =
- * requested. On failure returns NULL with -errno in *err (EPERM: no
- * CAP_NET_ADMIN or bound by another process).
+ * nfqlb_queue_open - the netlink socket and buffers for NFQUEUE `queue_num`,
+ * not bound yet (nfqlb_queue_bind): copy `copy_range` bytes per packet (0 or
+ * > mtu: mtu; headers are enough unless fragments are stored), queue max
+ * length `qlength`, GSO, optional fail-open, NETLINK_NO_ENOBUFS, receive
+ * buffer (qlength*mtu/2)&~0xfff (forced when allowed). Receives up to
+ * `batch` packets per call. rcvbuf[0] = SO_RCVBUF read back, rcvbuf[1] =
+ * requested. On failure returns NULL with -errno in *err.
  */
 struct nfqlb_queue* nfqlb_queue_open(uint32_t queue_num, uint32_t mtu, uint32_t copy_range, uint32_t qlength,
 				     uint32_t flags, uint32_t batch, int32_t* err, uint32_t* rcvbuf);
+
+/**
+ * nfqlb_queue_bind - bind the queue and configure it in one message; from
+ * here on the kernel queues packets to us instead of passing them (rule
+ * with --queue-bypass) or dropping them, so call it last, right before
+ * serving. Packets that come before the kernel's ACK are decided with `lb`
+ * (NULL: dropped, counted NFQLB_C_SETUP_DROPPED). 0, or -errno (EPERM: no
+ * CAP_NET_ADMIN or bound by another process).
+ */
+int32_t nfqlb_queue_bind(struct nfqlb_queue* q, struct nfqlb_lb* lb);
+
+/**
+ * nfqlb_queue_drain - the hand-over before close: the kernel stops queueing
+ * to us (fail-open, then queue length 0: new packets pass unbalanced, as
+ * after the unbind with --queue-bypass), and every packet it had queued is
+ * decided with `lb`, so the unbind drops nothing. Returns the packets decided
+ * meanwhile, or -errno (then close unbinds anyway).
+ */
+int32_t nfqlb_queue_drain(struct nfqlb_queue* q, struct nfqlb_lb* lb);
 
 /** nfqlb_queue_fd - the netlink socket. */
 int32_t nfqlb_queue_fd(const struct nfqlb_queue* q);
@@ -749,6 +777,20 @@ void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n
  * are counted in the queue's counters.
  */
 int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t timeout_ms);
+
+/* ts: How often nfqlb_queue_serve_until looks at its hand-over request when no packet comes (ms). */
+#define NFQLB_SERVE_UNTIL_POLL_MS 2u
+
+/**
+ * nfqlb_queue_serve_until - serve the queue (nfqlb_queue_serve with a short
+ * timeout) until handover[0] != 0 or for max_ms, then set handover[1] = 1
+ * and return the packets handled. lb runs it in a thread of its own (a
+ * non-blocking FFI call) from the bind until the queue's Worker has started
+ * and takes the queue over: a Worker takes 13-40 ms to start, and the
+ * queue must not wait unread meanwhile. The caller uses q and lb again only
+ * after seeing handover[1] (release/acquire).
+ */
+int32_t nfqlb_queue_serve_until(struct nfqlb_queue* q, struct nfqlb_lb* lb, int32_t* handover, uint32_t max_ms);
 
 /* ----------------------------------------------------------------------------
  * flow.c - one flow of a flowlb flow set: its binary spec

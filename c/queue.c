@@ -59,6 +59,8 @@ struct nfqlb_queue {
 	uint32_t txcap;
 	uint32_t seq;
 	uint32_t timeout_ms; /* SO_RCVTIMEO now set on the socket */
+	uint32_t copy_range, qlength, flags; /* the configuration nfqlb_queue_bind sends */
+	uint32_t bound;      /* the kernel's queue is ours: close unbinds it */
 	struct pkt_ref* pk;  /* the batch's packets, collected before deciding (batch entries) */
 	uint64_t* counters;  /* own[] or a slice of the lb's counters shm */
 	struct nfqlb_target_stat* tstats; /* per-fwmark packets/bytes, open addressing; NULL: off */
@@ -84,41 +86,83 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* Send one config message with an ACK request and wait for the ACK. 0 or -errno. */
-static int32_t config_acked(struct nfqlb_queue* q, struct nlmsghdr* nlh)
+static void decide_all(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t cnt, uint64_t now, uint32_t* txlen);
+static void flush(struct nfqlb_queue* q, uint32_t len);
+
+/* Bounds of waiting for a config ACK: overall time, and messages read meanwhile (a full queue's backlog, and
+ * packets that keep coming while the kernel works through it, fit many times). */
+#define CONFIG_WAIT_MS 2000
+#define CONFIG_MAX_MSGS (1u << 20)
+
+/*
+ * Packets that come while we wait for a config ACK. With a classifier they are decided as in serve (the ACK
+ * comes after every packet the kernel queued before it applied the config). A packet without payload was
+ * queued in the microseconds between the kernel creating our queue and applying its copy mode: NF_REPEAT
+ * runs the hook again and queues it anew, now with its headers. Without a classifier: dropped, counted.
+ */
+static void setup_packet(struct nfqlb_queue* q, struct nfqlb_lb* lb, struct nlmsghdr* h)
+{
+	struct nlattr* attr[NFQA_MAX + 1] = { 0 };
+	if (nfq_nlmsg_parse(h, attr) < 0 || !attr[NFQA_PACKET_HDR]) {
+		q->counters[NFQLB_C_RECV_ERRORS]++;
+		return;
+	}
+	struct nfqnl_msg_packet_hdr* ph = mnl_attr_get_payload(attr[NFQA_PACKET_HDR]);
+	if (lb && attr[NFQA_PAYLOAD]) {
+		struct pkt_ref* p = &q->pk[0];
+		p->payload = mnl_attr_get_payload(attr[NFQA_PAYLOAD]);
+		p->plen = mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]);
+		p->orig = attr[NFQA_CAP_LEN] ? ntohl(mnl_attr_get_u32(attr[NFQA_CAP_LEN])) : p->plen;
+		p->id = ph->packet_id;
+		p->hw_proto = ntohs(ph->hw_protocol);
+		q->counters[NFQLB_C_RECEIVED]++;
+		uint32_t txlen = 0;
+		nfqlb_lb_enter(lb);
+		decide_all(q, lb, 1, now_ns(), &txlen);
+		nfqlb_lb_leave(lb);
+		flush(q, txlen);
+		return;
+	}
+	char vb[256];
+	struct nlmsghdr* v = nfq_nlmsg_put(vb, NFQNL_MSG_VERDICT, q->queue_num);
+	nfq_nlmsg_verdict_put(v, (int)ntohl(ph->packet_id), lb ? NF_REPEAT : NF_DROP);
+	mnl_socket_sendto(q->nl, v, v->nlmsg_len);
+	if (!lb)
+		q->counters[NFQLB_C_SETUP_DROPPED]++;
+}
+
+/* Send one config message with an ACK request and wait for the ACK, handling the packets that come
+ * meanwhile (setup_packet). 0 or -errno. */
+static int32_t config_acked(struct nfqlb_queue* q, struct nlmsghdr* nlh, struct nfqlb_lb* lb)
 {
 	nlh->nlmsg_flags |= NLM_F_ACK;
 	nlh->nlmsg_seq = ++q->seq;
 	if (mnl_socket_sendto(q->nl, nlh, nlh->nlmsg_len) < 0)
 		return -errno;
-	uint8_t buf[8192];
-	for (int tries = 0; tries < 64; tries++) {
-		struct pollfd pfd = { q->fd, POLLIN, 0 };
-		if (poll(&pfd, 1, 2000) <= 0)
+	uint64_t deadline = now_ns() + (uint64_t)CONFIG_WAIT_MS * 1000000u;
+	for (uint32_t msgs = 0; msgs < CONFIG_MAX_MSGS;) {
+		uint64_t now = now_ns();
+		if (now >= deadline)
 			return -ETIMEDOUT;
-		ssize_t n = recv(q->fd, buf, sizeof(buf), 0);
+		struct pollfd pfd = { q->fd, POLLIN, 0 };
+		if (poll(&pfd, 1, (int)((deadline - now) / 1000000u) + 1) <= 0)
+			return -ETIMEDOUT;
+		/* the receive buffer holds a whole packet message (copy range + headers) */
+		ssize_t n = recv(q->fd, q->rx, q->bufsize, MSG_DONTWAIT);
 		if (n < 0) {
-			if (errno == EINTR || errno == ENOBUFS)
+			if (errno == EINTR || errno == ENOBUFS || errno == EAGAIN)
 				continue;
 			return -errno;
 		}
-		for (struct nlmsghdr* h = (struct nlmsghdr*)buf; mnl_nlmsg_ok(h, (int)n); h = mnl_nlmsg_next(h, (int*)&n)) {
+		int len = (int)n;
+		for (struct nlmsghdr* h = (struct nlmsghdr*)q->rx; mnl_nlmsg_ok(h, len); h = mnl_nlmsg_next(h, &len)) {
+			msgs++;
 			if (h->nlmsg_type == NLMSG_ERROR && h->nlmsg_seq == q->seq) {
 				const struct nlmsgerr* e = mnl_nlmsg_get_payload(h);
 				return e->error; /* 0 = ACK */
 			}
-			if (h->nlmsg_type == ((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET)) {
-				/* traffic while we configure: no classifier yet, drop it (counted) */
-				struct nlattr* attr[NFQA_MAX + 1] = { 0 };
-				if (nfq_nlmsg_parse(h, attr) >= 0 && attr[NFQA_PACKET_HDR]) {
-					struct nfqnl_msg_packet_hdr* ph = mnl_attr_get_payload(attr[NFQA_PACKET_HDR]);
-					char vb[256];
-					struct nlmsghdr* v = nfq_nlmsg_put(vb, NFQNL_MSG_VERDICT, q->queue_num);
-					nfq_nlmsg_verdict_put(v, (int)ntohl(ph->packet_id), NF_DROP);
-					mnl_socket_sendto(q->nl, v, v->nlmsg_len);
-					q->counters[NFQLB_C_SETUP_DROPPED]++;
-				}
-			}
+			if (h->nlmsg_type == ((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET))
+				setup_packet(q, lb, h);
 		}
 	}
 	return -ETIMEDOUT;
@@ -129,10 +173,12 @@ void nfqlb_queue_close(struct nfqlb_queue* q)
 	if (!q)
 		return;
 	if (q->nl) {
-		char buf[256];
-		struct nlmsghdr* nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, q->queue_num);
-		nfq_nlmsg_cfg_put_cmd(nlh, AF_INET, NFQNL_CFG_CMD_UNBIND);
-		mnl_socket_sendto(q->nl, nlh, nlh->nlmsg_len);
+		if (q->bound) {
+			char buf[256];
+			struct nlmsghdr* nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, q->queue_num);
+			nfq_nlmsg_cfg_put_cmd(nlh, AF_INET, NFQNL_CFG_CMD_UNBIND);
+			mnl_socket_sendto(q->nl, nlh, nlh->nlmsg_len);
+		}
 		mnl_socket_close(q->nl);
 	}
 	free(q->rx);
@@ -159,6 +205,9 @@ struct nfqlb_queue* nfqlb_queue_open(uint32_t queue_num, uint32_t mtu, uint32_t 
 	q->batch = batch;
 	if (copy_range == 0 || copy_range > mtu)
 		copy_range = mtu;
+	q->copy_range = copy_range;
+	q->qlength = qlength;
+	q->flags = flags;
 	q->bufsize = (copy_range + 2048 + 63) & ~63u;
 	q->txcap = batch * 64;
 	q->rx = malloc((size_t)q->bufsize * batch);
@@ -205,28 +254,56 @@ struct nfqlb_queue* nfqlb_queue_open(uint32_t queue_num, uint32_t mtu, uint32_t 
 	getsockopt(q->fd, SOL_SOCKET, SO_RCVBUF, &cur, &sl);
 	rcvbuf[0] = (uint32_t)cur;
 	rcvbuf[1] = want;
-
-	char buf[512];
-	struct nlmsghdr* nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, queue_num);
-	nfq_nlmsg_cfg_put_cmd(nlh, AF_INET, NFQNL_CFG_CMD_BIND);
-	int32_t rc = config_acked(q, nlh);
-	if (rc == 0) {
-		nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, queue_num);
-		nfq_nlmsg_cfg_put_params(nlh, NFQNL_COPY_PACKET, (int)copy_range);
-		nfq_nlmsg_cfg_put_qmaxlen(nlh, qlength);
-		uint32_t f = NFQA_CFG_F_GSO | ((flags & NFQLB_QF_FAIL_OPEN) ? NFQA_CFG_F_FAIL_OPEN : 0);
-		mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(f));
-		mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(f));
-		rc = config_acked(q, nlh);
-	}
-	if (rc != 0) {
-		*err = rc;
-		mnl_socket_close(q->nl); /* never bound (or bound by someone else): no UNBIND */
-		q->nl = NULL;
-		nfqlb_queue_close(q);
-		return NULL;
-	}
 	return q;
+}
+
+int32_t nfqlb_queue_bind(struct nfqlb_queue* q, struct nfqlb_lb* lb)
+{
+	if (q->bound)
+		return -EALREADY;
+	/* One message: the kernel creates the queue and applies copy mode, length and flags while handling it,
+	 * so hardly a packet is queued before the copy mode is set (setup_packet handles one that is). */
+	char buf[512];
+	struct nlmsghdr* nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, q->queue_num);
+	nfq_nlmsg_cfg_put_cmd(nlh, AF_INET, NFQNL_CFG_CMD_BIND);
+	nfq_nlmsg_cfg_put_params(nlh, NFQNL_COPY_PACKET, (int)q->copy_range);
+	nfq_nlmsg_cfg_put_qmaxlen(nlh, q->qlength);
+	uint32_t f = NFQA_CFG_F_GSO | ((q->flags & NFQLB_QF_FAIL_OPEN) ? NFQA_CFG_F_FAIL_OPEN : 0);
+	mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(f));
+	mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(f));
+	int32_t rc = config_acked(q, nlh, lb);
+	if (rc == 0) {
+		q->bound = 1;
+		return 0;
+	}
+	/* EPERM: bound by someone else (never ours: no UNBIND); anything else may have bound it */
+	if (rc != -EPERM) {
+		nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, q->queue_num);
+		nfq_nlmsg_cfg_put_cmd(nlh, AF_INET, NFQNL_CFG_CMD_UNBIND);
+		mnl_socket_sendto(q->nl, nlh, nlh->nlmsg_len);
+	}
+	return rc;
+}
+
+int32_t nfqlb_queue_drain(struct nfqlb_queue* q, struct nfqlb_lb* lb)
+{
+	if (!q->bound)
+		return 0;
+	uint64_t before = q->counters[NFQLB_C_RECEIVED];
+	/* Fail-open first, then length 0: in the other order a packet could find the queue full without
+	 * fail-open and be dropped. From the second ACK on the kernel queues nothing more; every packet it
+	 * queued before is in our socket ahead of that ACK, and config_acked decides it. */
+	char buf[256];
+	struct nlmsghdr* nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, q->queue_num);
+	mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(NFQA_CFG_F_FAIL_OPEN));
+	mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(NFQA_CFG_F_FAIL_OPEN));
+	int32_t rc = config_acked(q, nlh, lb);
+	if (rc == 0) {
+		nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, q->queue_num);
+		nfq_nlmsg_cfg_put_qmaxlen(nlh, 0);
+		rc = config_acked(q, nlh, lb);
+	}
+	return rc < 0 ? rc : (int32_t)(q->counters[NFQLB_C_RECEIVED] - before);
 }
 
 int32_t nfqlb_queue_fd(const struct nfqlb_queue* q) { return q->fd; }
@@ -374,5 +451,16 @@ int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t t
 	decide_all(q, lb, cnt, now, &txlen);
 	handled += (int32_t)cnt;
 	flush(q, txlen);
+	return handled;
+}
+
+int32_t nfqlb_queue_serve_until(struct nfqlb_queue* q, struct nfqlb_lb* lb, int32_t* handover, uint32_t max_ms)
+{
+	uint64_t end = now_ns() + (uint64_t)max_ms * 1000000u;
+	int32_t handled = 0;
+	/* bounded: by the hand-over request, or by max_ms (seen within one receive timeout) */
+	while (__atomic_load_n(&handover[0], __ATOMIC_ACQUIRE) == 0 && now_ns() < end)
+		handled += nfqlb_queue_serve(q, lb, NFQLB_SERVE_UNTIL_POLL_MS);
+	__atomic_store_n(&handover[1], 1, __ATOMIC_RELEASE);
 	return handled;
 }

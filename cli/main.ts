@@ -4,8 +4,27 @@
  */
 import { GetoptError, getoptLongOnly, helpText, missingRequired } from "./getopt.ts";
 import { err, out } from "./io.ts";
-import { COMMANDS } from "./registry.ts";
+import type { Command } from "./command.ts";
 import { NfqlbError } from "../core/errors.ts";
+
+/**
+ * The dataplane commands, loaded on their own: their start time is the gap
+ * of a restart (docs/dataplane.md "Start and stop without loss"), and the
+ * registry would load every other command's modules first. Every other
+ * command is found in the registry (cli/registry.ts), loaded on demand.
+ */
+const DATAPLANE: Record<string, () => Promise<Command>> = {
+  lb: async () => (await import("./commands/lb.ts")).lb,
+  flowlb: async () => (await import("./commands/lb.ts")).flowlb,
+};
+
+/** The command named `name`, or undefined. */
+async function findCommand(name: string): Promise<Command | undefined> {
+  const fast = Object.hasOwn(DATAPLANE, name) ? DATAPLANE[name] : undefined;
+  if (fast) return await fast();
+  const { COMMANDS } = await import("./registry.ts");
+  return COMMANDS.find((c) => c.name === name);
+}
 
 /**
  * Runs one nfqlb invocation and returns its exit status.
@@ -14,10 +33,11 @@ import { NfqlbError } from "../core/errors.ts";
  */
 export async function main(args: string[], argv0 = "nfqlb"): Promise<number> {
   if (args.length === 0 || args[0] === "-h" || args[0] === "--help") {
+    const { COMMANDS } = await import("./registry.ts");
     out(`Usage: ${argv0} <command> [opt...]\nCommands:\n${COMMANDS.map((c) => `  ${c.name}\n`).join("")}`);
     return 0;
   }
-  const cmd = COMMANDS.find((c) => c.name === args[0]);
+  const cmd = await findCommand(args[0]);
   if (!cmd) {
     err(`Unknown command [${args[0]}]\n`);
     return 1;

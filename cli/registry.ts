@@ -19,8 +19,9 @@ import {
 } from "./commands/flow.ts";
 import { ctDelete, ctList, ctSet, ctStats } from "./commands/conntrack.ts";
 import { fwmark } from "./commands/fwmark.ts";
-import { apply, status, teardown } from "./commands/host.ts";
+import { apply, health, status, teardown } from "./commands/host.ts";
 import { flowlb, lb } from "./commands/lb.ts";
+import { run } from "./commands/run.ts";
 import { del, init, primebelow, show, stats } from "./commands/shm.ts";
 import { loglevel, trace } from "./commands/trace.ts";
 
@@ -55,4 +56,6 @@ export const COMMANDS: readonly Command[] = [
   apply,
   teardown,
   status,
+  run,
+  health,
 ];

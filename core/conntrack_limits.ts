@@ -1,4 +1,8 @@
-/** Limits of the connection table (c/nfqlb.h), without its code: for the CLI's help texts. */
+/**
+ * Limits and file name of the connection table (c/nfqlb.h), without its code:
+ * for the CLI's help texts, and for lb, which loads the table's code (and
+ * zod) only when the file exists.
+ */
 import {
   NFQLB_CT_CTX_MAX,
   NFQLB_CT_MAX_CAPACITY,
@@ -17,3 +21,8 @@ export const MAX_CTX_SLOTS = NFQLB_CT_MAX_CTX;
 export const MAX_TTL_MS = NFQLB_CT_MAX_TTL_MS;
 /** Max per-entry lifetime (ms) that nfqlb_ct_admin_set accepts. */
 export const MAX_ENTRY_LIFETIME_MS = NFQLB_CT_MAX_LIFETIME_MS;
+
+/** The connection table of target table `target`: `<target>-ct`. */
+export function conntrackName(target: string): string {
+  return `${target}-ct`;
+}

@@ -1,7 +1,10 @@
 /**
  * The connection table in shared memory (c/ct_admin.c): create, open, list,
- * set, delete, stats. The table normally sits beside a target table, named
- * `<target shm>-ct` ({@link conntrackName}). The layout, locking and expiry
+ * set, delete, stats. The table of target table `<target shm>` is the file
+ * `<target shm>-ct` ({@link conntrackName}) in our own directory
+ * (`<shm dir>/.nfqlb-deno/`, core/shm_dir.ts ownPath): beside the target table
+ * `tshm-x-ct` would look like a target table to tools that list the shm
+ * directory (docs/shm.md "Our own files"). The layout, locking and expiry
  * live in C (layout: docs/conntrack.md); this file does the file, validation
  * and decoding. lb uses the table when it exists (c/lb.c), flowlb per flow
  * target (c/flows.c), both with its scheduler for new flows (c/ct_sched.c).
@@ -10,7 +13,7 @@ import { z } from "zod";
 import { lib } from "../ffi/lib.ts";
 import { createByRename, mapFile, type Mapping, mappingFaults, remapFile, unmap } from "./shm_file.ts";
 import { NfqlbError, strerror } from "./errors.ts";
-import { shmPath } from "./shm_dir.ts";
+import { ownPath } from "./shm_dir.ts";
 import { formatIPv6 } from "./inet.ts";
 import { IP_PROTOCOL_NAMES, IP_PROTOCOLS, protocolName } from "./ip_protocols.ts";
 import { mapIPv4, parseIPv4, parseIPv6 } from "./inet.ts";
@@ -303,10 +306,8 @@ function checkText(rc: number, name: string, version = 0): string {
   }
 }
 
-/** The connection table name that goes with target table `target`. */
-export function conntrackName(target: string): string {
-  return `${target}-ct`;
-}
+/** The connection table of target table `target`: `<target>-ct`, a file in our own directory (not an shm name). */
+export { conntrackName } from "./conntrack_limits.ts";
 
 /** A key as a buffer the library can read (copied when it is a view). */
 function keyBuffer(key: Uint8Array): Uint8Array<ArrayBuffer> {
@@ -352,9 +353,9 @@ export class ConntrackShm {
   }
 
   /**
-   * Creates table `name` (empty). An existing connection table is replaced
-   * only with `replace: true`; any other existing file is never touched.
-   * The file is built beside the final name and renamed over it.
+   * Creates table `name` (empty) in our own directory. An existing connection
+   * table is replaced only with `replace: true`; any other existing file is
+   * never touched. The file is built in the same directory and renamed over it.
    */
   static create(name: string, options: ConntrackOptions): void {
     const r = ConntrackOptionsSchema.safeParse(options);
@@ -366,7 +367,7 @@ export class ConntrackShm {
       );
     }
     const o = r.data;
-    const path = shmPath(name);
+    const path = ownPath(name);
     const size = lib().nfqlb_ct_admin_bytes(o.capacity, o.ctxSlots);
     if (size === 0n) throw new NfqlbError(`conntrack ${name}: invalid size`);
     const existing = mapFile(path, false);
@@ -394,9 +395,9 @@ export class ConntrackShm {
     });
   }
 
-  /** Opens table `name` (read-write: even listing takes the bucket locks). */
+  /** Opens table `name` in our own directory (read-write: even listing takes the bucket locks). */
   static open(name: string): ConntrackShm {
-    const m = mapFile(shmPath(name), true);
+    const m = mapFile(ownPath(name), true);
     if (typeof m === "number") {
       throw new NfqlbError(`conntrack ${name}: ${m === 0 ? "empty file" : strerror(m)}`);
     }
@@ -573,7 +574,7 @@ export class ConntrackShm {
   reattach(): string | undefined {
     const m = this.#map;
     if (!m || this.damage() === undefined) return undefined;
-    const path = shmPath(this.name);
+    const path = ownPath(this.name);
     const other = mapFile(path, false);
     if (typeof other === "number") {
       return other === 2 ? "missing" : other === 0 ? "empty file" : strerror(other);

@@ -1,13 +1,15 @@
 /**
- * The live counters of a running lb/flowlb, in shared memory beside its
- * fragment stats: `${ft_shm}-counters`. The C queue workers count straight
+ * The live counters of a running lb/flowlb, in shared memory: the file
+ * `${ft_shm}-counters` in our own directory (`<shm dir>/.nfqlb-deno/`, not
+ * beside the fragment stats: `ftshm-counters` there would look like a target
+ * table `tshm-…` to tools that list the shm directory; docs/shm.md). The C queue workers count straight
  * into it (nfqlb_queue_set_stats), without locks: one writer per queue, and
  * readers sum the queues. `nfqlb stats --all/--watch` and the metrics
  * endpoint read it. Layout: docs/observability.md, "Where the counters live".
  */
 import { errorText, NfqlbError, strerror } from "./errors.ts";
 import { log } from "./log.ts";
-import { shmPath } from "./shm_dir.ts";
+import { ensureOwnDir, ownPath } from "./shm_dir.ts";
 import {
   createByRename,
   fileIdentity,
@@ -19,8 +21,9 @@ import {
 } from "./shm_file.ts";
 import { type NFQLB_C_COUNT, NFQLB_TARGET_STAT_OFF, NFQLB_TARGET_STAT_SIZEOF } from "../ffi/consts.ts";
 
-/** "NQCT" */
-const MAGIC = 0x5443514e;
+/** "NQCT": the first four bytes of a counters file (also recognised by core/shm_kinds.ts). */
+export const COUNTERS_MAGIC = 0x5443514e;
+const MAGIC = COUNTERS_MAGIC;
 const VERSION = 1;
 const HEADER = 64;
 /** Per-target slots per queue (a power of 2). */
@@ -59,7 +62,7 @@ const _counters: typeof NFQLB_C_COUNT = COUNTER_NAMES.length;
 /** One counter name. */
 export type CounterName = (typeof COUNTER_NAMES)[number];
 
-/** The counters shm name of an lb whose fragment stats shm is `ftShm`. */
+/** The counters file name of an lb whose fragment stats shm is `ftShm` (in our own directory: {@link ownPath}). */
 export function countersShmName(ftShm: string): string {
   return `${ftShm}-counters`;
 }
@@ -78,22 +81,29 @@ export interface CountersShm {
   /** Address of queue i's target slots. */
   targets(i: number): Deno.PointerObject;
   /**
-   * What is wrong with the file now, or undefined: truncated (the SIGBUS
-   * guard replaced the mapping), removed, replaced, resized, or its header
-   * overwritten. A damaged file is never a danger to the writers (the
-   * mapping stays valid memory); it only misleads its readers. A file that
-   * another running lb has written under the name (two lbs given one
-   * --ft_shm) is not damage: this lb leaves the name to it, says so once,
-   * and counts on in its mapping alone.
+   * Puts the file in place under its name (a rename over the file of an
+   * earlier lb). Until then it lives beside it under a hidden name, so an lb
+   * that fails to start (its queue bound by a running lb) never replaces the
+   * counters that lb is writing.
+   */
+  publish(): void;
+  /**
+   * What is wrong with the published file now, or undefined (also before
+   * publish()): truncated (the SIGBUS guard replaced the mapping), removed,
+   * replaced, resized, or its header overwritten. A damaged file is never a
+   * danger to the writers (the mapping stays valid memory); it only misleads
+   * its readers. A file that another running lb has written under the name
+   * (two lbs given one --ft_shm) is not damage: this lb leaves the name to
+   * it, says so once, and counts on in its mapping alone.
    */
   damage(): string | undefined;
   /**
-   * Writes the file again (header and the counts the mapping holds now,
-   * beside it and renamed over) and maps it at the same address, so the C
-   * workers go on counting into it. Throws NfqlbError when it cannot.
+   * Writes the published file again (header and the counts the mapping
+   * holds now, beside it and renamed over) and maps it at the same address,
+   * so the C workers go on counting into it. Throws NfqlbError when it cannot.
    */
   repair(): void;
-  /** Unmaps (the file stays, so a stopped lb's counters can still be read). */
+  /** Unmaps (a published file stays, so a stopped lb's counters can still be read; an unpublished one goes). */
   close(): void;
 }
 
@@ -134,30 +144,54 @@ function ownerPid(name: string): number | undefined {
   }
 }
 
-/** Creates (truncating) the counters shm of an lb with these queues. */
+/** Creates the counters shm of an lb with these queues, unpublished (see {@link CountersShm.publish}). */
 export function createCountersShm(name: string, queues: number[], kind: "lb" | "flowlb"): CountersShm {
-  const path = shmPath(name);
+  const path = ownPath(name);
+  // in our own directory, as createByRename builds its files (bounded: NAME_MAX)
+  const tmp = `${path.slice(0, path.lastIndexOf("/"))}/tmp.${name.slice(0, 48)}.counters-${Deno.pid}`;
   const l = layout(queues.length, COUNTER_NAMES.length);
   const started = Date.now();
   const header = headerBytes(queues, kind, started);
   const bytes = new Uint8Array(l.size);
   bytes.set(header);
+  let published = false;
+  const discard = () => {
+    if (published) return;
+    try {
+      Deno.removeSync(tmp);
+    } catch { /* never created */ }
+  };
   try {
-    Deno.writeFileSync(path, bytes, { mode: 0o600 });
+    ensureOwnDir();
+    Deno.writeFileSync(tmp, bytes, { mode: 0o600 });
   } catch (e) {
+    discard();
     throw new NfqlbError(`createSharedData: ${name}: ${errorText(e)}`);
   }
-  const m = mapFile(path, true);
-  if (typeof m === "number") throw new NfqlbError(`createSharedData: ${name}: ${strerror(m)}`);
-  let ino = fileIdentity(path)?.ino ?? 0;
+  const m = mapFile(tmp, true);
+  if (typeof m === "number") {
+    discard();
+    throw new NfqlbError(`createSharedData: ${name}: ${strerror(m)}`);
+  }
+  let ino = 0;
   let yielded = false;
   const mapped = () => new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(m.ptr, Number(m.size)));
   const at = (off: number) => Deno.UnsafePointer.offset(m.ptr, off) as Deno.PointerObject;
   return {
     counters: (i) => at(l.blocksOff + l.block * i),
     targets: (i) => at(l.blocksOff + l.block * i + 8 * COUNTER_NAMES.length),
+    publish: () => {
+      if (published) return;
+      try {
+        Deno.renameSync(tmp, path);
+        published = true;
+      } catch (e) {
+        throw new NfqlbError(`createSharedData: ${name}: ${errorText(e)}`);
+      }
+      ino = fileIdentity(path)?.ino ?? 0; // the rename keeps the inode: ours until someone replaces it
+    },
     damage() {
-      if (yielded) return undefined;
+      if (yielded || !published) return undefined;
       if (mappingFaults(m) > 0) return "truncated";
       const id = fileIdentity(path);
       if (!id) return "removed";
@@ -178,6 +212,7 @@ export function createCountersShm(name: string, queues: number[], kind: "lb" | "
       return undefined;
     },
     repair() {
+      if (!published) return;
       createByRename(path, name, "counters", BigInt(l.size), `createSharedData: ${name}`, (n) => {
         const out = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(n.ptr, l.size));
         out.set(mapped());
@@ -187,7 +222,10 @@ export function createCountersShm(name: string, queues: number[], kind: "lb" | "
       if (e !== 0) throw new NfqlbError(`createSharedData: ${name}: ${strerror(e)}`);
       ino = fileIdentity(path)?.ino ?? 0;
     },
-    close: () => unmap(m),
+    close: () => {
+      unmap(m);
+      discard();
+    },
   };
 }
 
@@ -215,9 +253,9 @@ export interface CountersSnapshot {
   queues: QueueCounters[];
 }
 
-/** Reads the counters shm `name`; errors as upstream's `FAILED mapSharedData: <name>`. */
+/** Reads the counters file `name` (in our own directory); errors as upstream's `FAILED mapSharedData: <name>`. */
 export function readCounters(name: string): CountersSnapshot {
-  const bytes = readShmBytes(name);
+  const bytes = readShmBytes(name, ownPath(name));
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (bytes.length < HEADER || v.getUint32(0, true) !== MAGIC || v.getUint16(4, true) !== VERSION) {
     throw new NfqlbError(`FAILED mapSharedData: ${name}: not an nfqlb counters shm`);

@@ -34,8 +34,12 @@ export function strerror(errno: number): string {
   return ERRNO[errno] ?? `errno ${errno}`;
 }
 
-/** The message of an unknown thrown value, for one-line reports. */
+/**
+ * The message of an unknown thrown value, for one-line reports: the system's reason alone
+ * (`Permission denied`), also for an {@link NfqlbError} that wraps one as its `cause`.
+ */
 export function errorText(e: unknown): string {
+  if (e instanceof NfqlbError && e.cause !== undefined) return errorText(e.cause);
   if (e instanceof Deno.errors.NotFound) return strerror(2);
   if (e instanceof Deno.errors.PermissionDenied) return strerror(13);
   // Deno has no error class for EROFS: it is a plain Error with code "EROFS"

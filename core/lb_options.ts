@@ -56,6 +56,8 @@ export const FlowLbConfigSchema = QueueConfigSchema.extend({
   promiscuous: z.boolean(),
   /** The flow server's address (`unix:nfqlb` or NFQLB_FLOW_ADDRESS). */
   flowAddress: z.string().min(1),
+  /** `--flow_store=FILE`: save the flows there and restore them at start; absent: start empty, as upstream. */
+  flowStore: z.string().min(1).optional(),
 });
 
 /** Configuration of one `flowlb` process. */

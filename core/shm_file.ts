@@ -1,7 +1,7 @@
 /** mmap of shm files through the C library (MAP_SHARED, so every process sees every write). */
 import { cstring, lib } from "../ffi/lib.ts";
 import { errorText, NfqlbError, strerror } from "./errors.ts";
-import { shmPath } from "./shm_dir.ts";
+import { ensureOwnDir, shmPath } from "./shm_dir.ts";
 
 /** A mapped file. */
 export interface Mapping {
@@ -26,11 +26,14 @@ export function unmap(m: Mapping): void {
 }
 
 /**
- * Creates shm file `name` at `path` by building it beside the final path
- * (`.<name>.<tag>-<pid>`, mode 0600, `size` bytes, filled by `format`
- * through a writable mapping) and renaming it over: a process that maps
- * `path` sees the old file or the complete new one, never a half-formatted
- * one. Every failure is one NfqlbError line `<what>: <reason>`; the
+ * Creates shm file `name` at `path` by building it in our own directory
+ * (`<shm dir>/.nfqlb-deno/tmp.<name>.<tag>-<pid>`, mode 0600, `size` bytes,
+ * filled by `format` through a writable mapping) and renaming it over: a
+ * process that maps `path` sees the old file or the complete new one, never a
+ * half-formatted one. The temporary file is never in the shm directory itself,
+ * where a tool listing it could take it for a table (docs/shm.md "Our own
+ * files"); both directories are on the same file system, so the rename is
+ * atomic. Every failure is one NfqlbError line `<what>: <reason>`; the
  * temporary file never stays behind.
  *
  * @example
@@ -46,19 +49,27 @@ export function createByRename(
   what: string,
   format: (m: Mapping) => void,
 ): void {
+  let dir: string;
+  try {
+    dir = ensureOwnDir();
+  } catch (e) {
+    // the system's reason alone (`Read-only file system`), as for the file itself
+    throw new NfqlbError(`${what}: ${errorText(e)}`);
+  }
   // bounded: a 255-byte name plus a suffix would exceed NAME_MAX
-  const tmp = `${path.slice(0, path.lastIndexOf("/"))}/.${name.slice(0, 48)}.${tag}-${Deno.pid}`;
+  const tmp = `${dir}/tmp.${name.slice(0, 48)}.${tag}-${Deno.pid}`;
   try {
     try {
-      const f = Deno.openSync(tmp, { read: true, write: true, createNew: true, mode: 0o600 });
-      try {
-        f.truncateSync(Number(size));
-      } finally {
-        f.close();
-      }
+      Deno.openSync(tmp, { read: true, write: true, createNew: true, mode: 0o600 }).close();
     } catch (e) {
       throw new NfqlbError(`${what}: ${errorText(e)}`);
     }
+    // real storage before the first write: on a full /dev/shm this is ENOSPC here, not SIGBUS in format()
+    const rc = lib().nfqlb_file_reserve(cstring(tmp), size);
+    if (rc === -28) { // ENOSPC: say how much, so the operator can size /dev/shm
+      throw new NfqlbError(`${what}: ${strerror(28)} (needs ${(Number(size) / 1e6).toFixed(1)} MB)`);
+    }
+    if (rc < 0) throw new NfqlbError(`${what}: ${strerror(-rc)}`);
     const m = mapFile(tmp, true);
     if (typeof m === "number") throw new NfqlbError(`${what}: ${strerror(m)}`);
     try {
@@ -79,12 +90,12 @@ export function createByRename(
 }
 
 /**
- * A copy of shm file `name`'s bytes; errors as upstream's
- * `FAILED mapSharedData: <name>` (with the reason unless the file is missing).
+ * A copy of shm file `name`'s bytes (at `path`: by default the shm's, {@link shmPath}); errors as
+ * upstream's `FAILED mapSharedData: <name>` (with the reason unless the file is missing).
  */
-export function readShmBytes(name: string): Uint8Array {
+export function readShmBytes(name: string, path: string = shmPath(name)): Uint8Array {
   try {
-    return Deno.readFileSync(shmPath(name));
+    return Deno.readFileSync(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) throw new NfqlbError(`FAILED mapSharedData: ${name}`);
     throw new NfqlbError(`FAILED mapSharedData: ${name}: ${errorText(e)}`);

@@ -25,6 +25,10 @@ import {
 import { createByRename, mapFile, type Mapping, unmap } from "./shm_file.ts";
 import { errorText, NfqlbError, strerror } from "./errors.ts";
 import { shmPath } from "./shm_dir.ts";
+import { describeNonTable } from "./shm_kinds.ts";
+
+/** errno of nfqlb_file_map for a path that is not a regular file. */
+const EINVAL = 22;
 
 /** The layout version this build writes. */
 export const TSHM_VERSION = NFQLB_TSHM_VERSION;
@@ -136,13 +140,25 @@ export class TargetShm {
     const m = mapFile(path, opts.writable ?? false);
     if (typeof m === "number") {
       if (m === 2) throw new NfqlbError(`FAILED mapSharedData: ${name}`);
-      throw new NfqlbError(`FAILED mapSharedData: ${name}: ${m === 0 ? "empty file" : strerror(m)}`);
+      // EINVAL: not a regular file (a directory: ours, .nfqlb-deno, says what it is)
+      const what = m === EINVAL ? describeNonTable(name, path) : undefined;
+      throw new NfqlbError(
+        `FAILED mapSharedData: ${name}: ${
+          what ? `not a target table: ${what}` : m === 0 ? "empty file" : strerror(m)
+        }`,
+      );
     }
     const rc = lib().nfqlb_tshm_check(m.ptr, m.size);
     if (rc !== 0) {
       const version = rc === NFQLB_EVERSION ? fileVersion(m) : 0;
       unmap(m);
-      throw new NfqlbError(`FAILED mapSharedData: ${name}: ${checkText(rc, name, version)}`);
+      // a file of another kind we know (our counters, the fragment stats, ...) says what it is
+      const what = rc === NFQLB_EMAGIC || rc === NFQLB_ETRUNC ? describeNonTable(name, path) : undefined;
+      throw new NfqlbError(
+        `FAILED mapSharedData: ${name}: ${
+          what ? `not a target table: ${what}` : checkText(rc, name, version)
+        }`,
+      );
     }
     return new TargetShm(name, m);
   }
@@ -206,17 +222,23 @@ export class TargetShm {
         lock.lockSync(true);
       } catch { /* replaced or removed meanwhile: nothing to serialise with */ }
     }
+    let renamed = false;
     try {
       createByRename(path, name, "init", size, `createSharedData: ${name}`, (m) => {
         if (lib().nfqlb_tshm_format(m.ptr, m.size, opts.M, opts.N, opts.ownFwmark) !== 0) {
           throw new NfqlbError(`createSharedData: ${name}: format failed`);
         }
       });
+      renamed = true;
     } finally {
       if (old) {
-        // Tell LBs that map the old table to re-map (the header's `replaced`).
-        const hdr = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(old.ptr, NFQLB_TSHM_HEADER));
-        Atomics.store(hdr, REPLACED_WORD, 1);
+        // Tell LBs that use the old table to open the name again (the header's `replaced`), only once
+        // the new file has the name: an init that failed (e.g. no space) leaves the old table in use, and a
+        // dataplane's view refuses a file marked replaced (core/target_view.ts).
+        if (renamed) {
+          const hdr = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(old.ptr, NFQLB_TSHM_HEADER));
+          Atomics.store(hdr, REPLACED_WORD, 1);
+        }
         unmap(old);
       }
       lock?.close();

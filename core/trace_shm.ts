@@ -10,6 +10,12 @@ export const TRACE_SHM = "nfqlb-trace";
 /** Log level of a fresh shm (notice). */
 export const DEFAULT_LOG_LEVEL = 5;
 
+/**
+ * How the trace server's refusal line starts (ours: it serves a bounded
+ * number of clients); `nfqlb trace` prints that line on stderr and exits 1.
+ */
+export const TRACE_REFUSED_PREFIX = "Trace refused: ";
+
 function openOrCreate(): Deno.FsFile {
   const path = shmPath(TRACE_SHM);
   try {

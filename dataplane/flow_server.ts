@@ -1,16 +1,30 @@
 /**
  * The flow-command server of `flowlb` (upstream's flow request protocol,
  * core/flow/wire.ts): listens on the flow address (`unix:<name>`, a Linux
- * abstract socket, or `tcp:<addr>:<port>`), reads one request per connection, applies it to the flow table or the
- * trace-flow table, replies and closes. Bad input never takes it down: every
- * connection is handled on its own, lines are bounded, idle clients are cut
- * off, and errors end only that connection.
+ * abstract socket, or `tcp:<addr>:<port>`), reads one request per connection,
+ * applies it to the flow table or the trace-flow table, replies and closes.
+ *
+ * Bad or slow clients never take it down nor starve the others
+ * (./bounded_server.ts): up to 256 connections are served at once and later
+ * ones wait in the listen backlog, never refused; a client has 2 s from
+ * accept to send its whole request (lines of at most 1023 bytes, at most
+ * 16 KiB) and 10 s to read the reply; an error ends only its connection; and
+ * the log gets one line for the first bad client and then one summary line
+ * per 10 s.
  */
 import { listenAt } from "../core/address.ts";
 import { errorText } from "../core/errors.ts";
 import type { FlowTable } from "../core/flow/table.ts";
 import { encodeReply, type FlowCommand, type ReadOutcome, RequestReader } from "../core/flow/wire.ts";
 import type { FlowStore } from "../core/flow/store.ts";
+import { type Deadline, failureKind, ProblemLog, serveBounded } from "./bounded_server.ts";
+
+/** Default {@link FlowServerOptions.maxConnections}. */
+export const FLOW_MAX_CONNECTIONS = 256;
+/** Default {@link FlowServerOptions.requestTimeoutMs}: a client sends its whole request at once. */
+export const FLOW_REQUEST_TIMEOUT_MS = 2000;
+/** Default {@link FlowServerOptions.replyTimeoutMs}: a flow-list of thousands of flows to a slow reader. */
+export const FLOW_REPLY_TIMEOUT_MS = 10_000;
 
 /** Options of {@link startFlowServer}. */
 export interface FlowServerOptions {
@@ -18,10 +32,14 @@ export interface FlowServerOptions {
   store?: FlowStore;
   /** Where warnings go, one line each (default: stderr). */
   log?: (line: string) => void;
-  /** A client that has not sent its whole request within this time is disconnected (default 30000 ms). */
-  idleTimeoutMs?: number;
-  /** Connections handled at once; more are closed at once (default 64). */
+  /** A client that has not sent its whole request this long after it was accepted is disconnected. */
+  requestTimeoutMs?: number;
+  /** A client that has not read its whole reply within this time is disconnected. */
+  replyTimeoutMs?: number;
+  /** Connections served at once; later clients wait in the listen backlog until a slot frees. */
   maxConnections?: number;
+  /** Bad and slow clients: one line in full, then one summary line per this many ms (default 10 s; 0: every line). */
+  problemWindowMs?: number;
 }
 
 /** A running flow server. */
@@ -66,10 +84,6 @@ export function handleFlowCommand(cmd: FlowCommand, table: FlowTable, traceTable
   }
 }
 
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  while (data.length > 0) data = data.subarray(await conn.write(data));
-}
-
 /**
  * Starts the server. Before each request the table retries the targets of
  * inactive (restored) flows; after each change of the flow table the store
@@ -93,11 +107,10 @@ export function startFlowServer(
   opts: FlowServerOptions = {},
 ): FlowServer {
   const log = opts.log ?? ((line: string) => console.error(line));
-  const idle = opts.idleTimeoutMs ?? 30000;
-  const max = opts.maxConnections ?? 64;
+  const requestMs = opts.requestTimeoutMs ?? FLOW_REQUEST_TIMEOUT_MS;
+  const replyMs = opts.replyTimeoutMs ?? FLOW_REPLY_TIMEOUT_MS;
   const listener = listenAt(address, "Flow server");
-  const conns = new Set<Deno.Conn>();
-  const tasks = new Set<Promise<void>>();
+  const problems = new ProblemLog(log, "flow server", opts.problemWindowMs);
   let closing = false;
 
   const apply = (cmd: FlowCommand): FlowReply => {
@@ -114,78 +127,66 @@ export function startFlowServer(
     return reply;
   };
 
-  const serve = async (conn: Deno.Conn): Promise<void> => {
-    const timer = setTimeout(() => {
-      log("flow server: client idle, disconnected");
-      try {
-        conn.close();
-      } catch { /* already closed */ }
-    }, idle);
+  /** A read or write failed: the deadline closed it, the peer went away, or close() did. */
+  const failed = (e: unknown, deadline: Deadline, what: string) => {
+    if (closing) return;
+    if (deadline.expired) {
+      const ms = what === "request" ? requestMs : replyMs;
+      problems.report(
+        `${what} timed out`,
+        `flow server: client ${
+          what === "request" ? "sent no complete request" : "did not read its reply"
+        } within ${ms / 1000} s, disconnected`,
+      );
+    } else problems.report(failureKind(e), `flow server: ${what}: ${errorText(e)}`);
+  };
+
+  const serve = async (conn: Deno.Conn, deadline: Deadline): Promise<void> => {
+    const reader = new RequestReader();
+    const buf = new Uint8Array(4096);
+    let outcome: ReadOutcome = { kind: "more" };
     try {
-      const reader = new RequestReader();
-      const buf = new Uint8Array(4096);
-      let outcome: ReadOutcome = { kind: "more" };
       while (outcome.kind === "more") {
         const n = await conn.read(buf);
         outcome = n === null ? reader.end() : reader.push(buf.subarray(0, n));
       }
-      clearTimeout(timer);
-      if (outcome.kind === "error") {
-        log(outcome.warning);
-        if (outcome.reply !== undefined) await writeAll(conn, encodeReply(outcome.reply));
-        return;
-      }
-      for (const key of outcome.command.unknown) log(`readCmd; Unrecognized command [${key}]`);
-      const reply = apply(outcome.command);
-      const bytes = reply.kind === "text" ? encodeReply(reply.text) : new TextEncoder().encode(reply.text);
-      if (bytes.length > 0) await writeAll(conn, bytes);
     } catch (e) {
-      // the peer went away, or the idle timer closed the connection
-      if (!closing && !(e instanceof Deno.errors.BadResource) && !(e instanceof Deno.errors.Interrupted)) {
-        log(`flow server: ${errorText(e)}`);
+      return failed(e, deadline, "request");
+    }
+    deadline.restart(replyMs);
+    let bytes: Uint8Array | undefined;
+    if (outcome.kind === "error") {
+      problems.report(outcome.problem, outcome.warning);
+      if (outcome.reply !== undefined) bytes = encodeReply(outcome.reply);
+    } else {
+      // a client of a newer protocol may send these with every request: counted, not logged each time
+      for (const key of outcome.command.unknown) {
+        problems.report("unknown key", `readCmd; Unrecognized command [${key}]`);
       }
-    } finally {
-      clearTimeout(timer);
-      conns.delete(conn);
-      try {
-        conn.close();
-      } catch { /* closed by the timer or close() */ }
+      const reply = apply(outcome.command);
+      bytes = reply.kind === "text" ? encodeReply(reply.text) : new TextEncoder().encode(reply.text);
+    }
+    try {
+      while (bytes !== undefined && bytes.length > 0) bytes = bytes.subarray(await conn.write(bytes));
+    } catch (e) {
+      failed(e, deadline, "reply");
     }
   };
 
-  const loop = (async () => {
-    try {
-      for await (const conn of listener) {
-        if (conns.size >= max) {
-          log("flow server: too many connections, one refused");
-          conn.close();
-          continue;
-        }
-        conns.add(conn);
-        const task = serve(conn);
-        tasks.add(task);
-        task.finally(() => tasks.delete(task));
-      }
-    } catch (e) {
-      if (!closing) log(`flow server: accept: ${errorText(e)}`);
-    }
-  })();
+  const server = serveBounded(
+    listener,
+    { maxConnections: opts.maxConnections ?? FLOW_MAX_CONNECTIONS, requestMs, replyMs },
+    serve,
+    (e) => problems.report("accept failed", `flow server: accept: ${errorText(e)}`),
+  );
 
   return {
     address,
     async close() {
       if (closing) return;
       closing = true;
-      try {
-        listener.close();
-      } catch { /* already closed */ }
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* already closed */ }
-      }
-      await loop;
-      await Promise.all([...tasks]);
+      await server.close();
+      problems.close();
     },
   };
 }

@@ -5,8 +5,9 @@
  * The flow server (dataplane/flow_server.ts) edits a FlowTable; every change is
  * compiled here into an immutable C flow set (c/flowset.c: indexed matching) and
  * published atomically to the workers (c/flows.c), so a packet sees the old
- * set or the new one, never a mix. Flows are saved after every change and
- * restored at start (upstream forgets them). Target tables are mapped once
+ * set or the new one, never a mix. flowlb starts with no flows, as upstream;
+ * with `--flow_store=FILE` (ours, opt-in) they are saved there after every
+ * change and restored from there at start (core/flow/store.ts). Target tables are mapped once
  * per name, shared by flows, and unmapped only when no published set can
  * still point at them; so is a target's connection table (`<name>-ct`), which
  * the flows of that target then use as lb does (docs/conntrack.md "In flowlb").
@@ -17,9 +18,9 @@ import type { Flow, FlowRequest } from "../core/flow/types.ts";
 import { FlowTable, type FlowTableHooks } from "../core/flow/table.ts";
 import { encodeFlowSpec } from "../core/flow/encode.ts";
 import { type FlowServer, startFlowServer } from "./flow_server.ts";
-import { FlowStore, flowStorePath } from "../core/flow/store.ts";
+import { FlowStore } from "../core/flow/store.ts";
 import { SEND_ORDER } from "../core/flow/wire.ts";
-import { type FlowLbConfig, FlowLbConfigSchema } from "../core/lb_options.ts";
+import type { FlowLbConfig } from "../core/lb_options.ts";
 import { activeTargets, CT_SWEEP_ENTRIES, type RunningLb, startQueues, stopOnSignals } from "./lb.ts";
 import { log } from "../core/log.ts";
 import { startTracing, type TraceService } from "./trace_server.ts";
@@ -149,9 +150,11 @@ class TracedFlowTable extends FlowTable {
   }
 }
 
-/** Runs flowlb until SIGINT/SIGTERM; returns the exit status. */
-export async function runFlowLb(input: FlowLbConfig, print: (line: string) => void): Promise<number> {
-  const cfg = FlowLbConfigSchema.parse(input);
+/**
+ * Runs flowlb until SIGINT/SIGTERM; returns the exit status. `cfg` is taken
+ * as it is (checked by the CLI, as lb's: startLb).
+ */
+export async function runFlowLb(cfg: FlowLbConfig, print: (line: string) => void): Promise<number> {
   const signals = stopOnSignals();
   // as upstream: the trace shm and server first (a bind failure ends flowlb)
   const trace = startTracing(cfg.traceAddress);
@@ -240,14 +243,17 @@ export async function runFlowLb(input: FlowLbConfig, print: (line: string) => vo
   let server: FlowServer | undefined;
   let running: RunningLb;
   try {
-    const store = new FlowStore(flowStorePath(cfg.flowAddress));
-    const loaded = store.load();
-    if (loaded.problem) log.warning(`flowlb: ${loaded.problem}`);
-    for (const p of table.restore(loaded.flows)) log.warning(`flowlb: restore: ${p}`);
+    const store = cfg.flowStore === undefined ? undefined : new FlowStore(cfg.flowStore);
+    if (store) {
+      const loaded = store.load();
+      for (const p of loaded.problems) log.warning(`flowlb: ${p}`);
+      for (const p of table.restore(loaded.flows)) log.warning(`flowlb: restore: ${p}`);
+      log.notice(`flowlb: ${table.definitions().length} flows loaded from ${store.path}`);
+    }
     publish(table.activeFlows());
     publishTrace([]);
     server = startFlowServer(cfg.flowAddress, table, traceTable, { store, log: (line) => log.warning(line) });
-    running = startQueues(
+    running = await startQueues(
       cfg,
       {
         kind: "flowlb",

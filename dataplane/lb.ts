@@ -1,22 +1,24 @@
 /**
- * `nfqlb lb`: copy the target table (a private copy the workers refresh per
- * batch, core/target_view.ts), create the fragment table and its stats shm,
- * bind every queue (here, so errors are reported before we start), and hand
- * each queue to its own Worker. SIGINT/SIGTERM stop the workers, which
- * unbind their queues; then we exit 0. Every 100 ms the main thread follows
- * the shm files in use (dataplane/table_watch.ts): a damaged one never stops
- * the workers.
+ * `nfqlb lb`: copy the target table (a private copy the classifiers refresh
+ * per batch, core/target_view.ts), create the fragment table and its stats
+ * shm, and bind each queue as the last step before serving it (so the kernel
+ * never queues packets nobody reads; a bind error still ends lb with one line
+ * and status 1); each queue's Worker then takes it over. SIGINT/SIGTERM stop
+ * the workers, which drain and unbind their queues; then we exit 0. Every
+ * 100 ms the main thread follows the shm files in use
+ * (dataplane/table_watch.ts): a damaged one never stops the dataplane.
  */
 import { cstring, lib } from "../ffi/lib.ts";
 import { NFQLB_C_TABLE_ERRORS, NFQLB_QF_FAIL_OPEN } from "../ffi/consts.ts";
 import { NfqlbError, strerror } from "../core/errors.ts";
-import { createFragStatsShm } from "../core/frag_stats.ts";
+import { createFragStatsShm, type FragStatsShm } from "../core/frag_stats.ts";
 import { TargetView } from "../core/target_view.ts";
 import { ShmWatch, TableWatch, type WatchContext } from "./table_watch.ts";
-import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
-import { shmExists } from "../core/shm_dir.ts";
+import type { ConntrackShm } from "../core/conntrack_shm.ts";
+import { conntrackName } from "../core/conntrack_limits.ts";
+import { ownExists } from "../core/shm_dir.ts";
 import { hasNetAdmin } from "./capabilities.ts";
-import { type LbConfig, LbConfigSchema, type QueueConfig } from "../core/lb_options.ts";
+import type { LbConfig, QueueConfig } from "../core/lb_options.ts";
 import type { WorkerReport, WorkerStart } from "./worker_protocol.ts";
 import { startMetrics } from "./metrics.ts";
 import { log } from "../core/log.ts";
@@ -24,7 +26,13 @@ import { startTracing, type TraceService } from "./trace_server.ts";
 
 /** Counter names (enum nfqlb_counter), re-exported for the dataplane's users. */
 export { COUNTER_NAMES } from "../core/counters_shm.ts";
-import { COUNTER_NAMES, countersShmName, createCountersShm, TARGET_SLOTS } from "../core/counters_shm.ts";
+import {
+  COUNTER_NAMES,
+  type CountersShm,
+  countersShmName,
+  createCountersShm,
+  TARGET_SLOTS,
+} from "../core/counters_shm.ts";
 
 /** Bytes copied to user space per packet when no fragment is stored: every header we parse fits. */
 export const HEADER_COPY = 512;
@@ -62,17 +70,23 @@ export type Classifier =
 
 /**
  * Starts the load-balancer. Prints upstream's start-up lines on stdout.
- * `trace`: the trace server whose clients get this lb's per-packet lines.
+ * `cfg` is taken as it is: the CLI (cli/commands/lb.ts) has checked every
+ * value against LbConfigSchema's bounds, so zod is not loaded before the
+ * queues are bound. `trace`: the trace server whose clients get this lb's
+ * per-packet lines.
  * @throws NfqlbError for a missing table, a queue that cannot be bound, etc.
  */
-export function startLb(input: LbConfig, print: (line: string) => void, trace?: TraceService): RunningLb {
-  const cfg = LbConfigSchema.parse(input);
+export async function startLb(
+  cfg: LbConfig,
+  print: (line: string) => void,
+  trace?: TraceService,
+): Promise<RunningLb> {
   const view = TargetView.open(cfg.tshm); // FAILED mapSharedData: <name>[: reason]
   let conntrack: ConntrackShm | undefined;
   try {
     // The connection table, opt-in: used when the operator created `<tshm>-ct` (mapped once, shared).
-    conntrack = openConntrack(cfg.tshm);
-    return startQueues(cfg, { kind: "lb", view, sctpEncap: cfg.sctpEncap, conntrack }, print, trace);
+    conntrack = await openConntrack(cfg.tshm);
+    return await startQueues(cfg, { kind: "lb", view, sctpEncap: cfg.sctpEncap, conntrack }, print, trace);
   } catch (e) {
     conntrack?.close();
     view.close();
@@ -83,10 +97,14 @@ export function startLb(input: LbConfig, print: (line: string) => void, trace?: 
 /** Entries the connection-table sweep visits per second (lb and flowlb). */
 export const CT_SWEEP_ENTRIES = 65536;
 
-/** The connection table of target table `tshm` if its file exists, else undefined. */
-function openConntrack(tshm: string): ConntrackShm | undefined {
+/**
+ * The connection table of target table `tshm` if its file exists, else
+ * undefined. Its code (and zod, which it uses) is loaded only then.
+ */
+async function openConntrack(tshm: string): Promise<ConntrackShm | undefined> {
   const name = conntrackName(tshm);
-  if (!shmExists(name)) return undefined;
+  if (!ownExists(name)) return undefined;
+  const { ConntrackShm } = await import("../core/conntrack_shm.ts");
   const ct = ConntrackShm.open(name); // a file that is not a valid table is an error
   log.notice(`lb: using connection table ${name}`);
   return ct;
@@ -94,22 +112,27 @@ function openConntrack(tshm: string): ConntrackShm | undefined {
 
 /**
  * The part of lb and flowlb after their own set-up: LB tier, stats shm, tun,
- * fragment table, queues, one Worker per queue. With `trace`, the workers
- * record packets while a trace client is attached and the records go to it.
+ * fragment table, counters; then each queue is bound as the last step before
+ * a receive loop (in a thread of Deno's), and one Worker per queue takes its
+ * queue over once it has started (docs/dataplane.md "Start and stop without
+ * loss"). Resolves once every queue is bound; throws the bind error (after
+ * the queues bound before were drained and unbound) when one cannot be
+ * bound. With `trace`, the workers record packets while a trace client is
+ * attached and the records go to it.
  */
-export function startQueues(
+export async function startQueues(
   cfg: QueueConfig,
   classifier: Classifier,
   print: (line: string) => void,
   trace?: TraceService,
-): RunningLb {
+): Promise<RunningLb> {
   const c = lib();
   // A truncated file we map (stats, counters, connection table) must not kill us: c/file.c.
   c.nfqlb_file_guard();
   // The LB-tier table: a view for the life of the lb (shared by the workers), as the target table's.
   const tier = cfg.lbshm ? TargetView.open(cfg.lbshm) : undefined;
   const release: (() => void)[] = [() => tier?.close()];
-  let stats: ReturnType<typeof createFragStatsShm>;
+  let stats: FragStatsShm;
   try {
     stats = createFragStatsShm(cfg.ftShm);
   } catch (e) {
@@ -157,50 +180,35 @@ export function startQueues(
   // Hashing needs the headers only (an ICMP error's quoted packet included);
   // whole packets are needed only to store or reassemble fragments.
   const copyRange = tunFd >= 0 || cfg.reassembler > 0 ? cfg.mtu : Math.min(cfg.mtu, HEADER_COPY);
-  const queues: { num: number; ptr: Deno.PointerObject }[] = [];
-  const closeAll = () => {
-    for (const q of queues) c.nfqlb_queue_close(q.ptr);
+  const nums = Array.from({ length: cfg.queues.last - cfg.queues.first + 1 }, (_, i) => cfg.queues.first + i);
+  // Live counters in shm: the C side counts there directly (stats --all, metrics). Published under
+  // its name only once every queue is bound: an lb that cannot bind never replaces a running lb's file.
+  let shmCounters: CountersShm;
+  try {
+    shmCounters = createCountersShm(countersShmName(cfg.ftShm), nums, classifier.kind);
+  } catch (e) {
     cleanup();
-  };
-  for (let num = cfg.queues.first; num <= cfg.queues.last; num++) {
-    const err = new Int32Array(1);
-    const rcvbuf = new Uint32Array(2);
-    const ptr = c.nfqlb_queue_open(
-      num,
-      cfg.mtu,
-      copyRange,
-      cfg.qlength,
-      cfg.failOpen ? NFQLB_QF_FAIL_OPEN : 0,
-      cfg.batch,
-      err,
-      rcvbuf,
-    );
-    if (ptr === null) {
-      closeAll();
-      const errno = -err[0];
-      if (errno === 1) {
-        throw new NfqlbError(
-          hasNetAdmin()
-            ? `lb: queue ${num} is already bound by another process`
-            : `lb: binding queue ${num} needs CAP_NET_ADMIN (run as root)`,
-        );
-      }
-      throw new NfqlbError(`lb: cannot bind queue ${num}: ${strerror(errno)}`);
-    }
-    queues.push({ num, ptr });
-    print(`queue_length=${cfg.qlength}, mtu=${cfg.mtu}, SO_RCVBUF=${rcvbuf[0]} (${rcvbuf[1]})`);
+    throw e;
   }
-
-  // Live counters in shm: the C side counts there directly (stats --all, metrics).
-  const shmCounters = createCountersShm(
-    countersShmName(cfg.ftShm),
-    queues.map((q) => q.num),
-    classifier.kind,
-  );
   release.push(() => shmCounters.close());
-  queues.forEach((q, i) =>
-    c.nfqlb_queue_set_stats(q.ptr, shmCounters.counters(i), shmCounters.targets(i), TARGET_SLOTS)
-  );
+
+  // Each queue: its classifier, its socket, then the bind, and at once a receive loop in a thread of
+  // Deno's (nfqlb_queue_serve_until) until the queue's Worker has started and takes it over.
+  const started: Started[] = [];
+  for (const [i, num] of nums.entries()) {
+    let s: Started;
+    try {
+      s = bindQueue(cfg, classifier, num, i, { ft, tier, ct, tunFd, copyRange, counters: shmCounters });
+    } catch (e) {
+      await Promise.all(started.map(abandon));
+      cleanup();
+      throw e;
+    }
+    started.push(s);
+    print(`queue_length=${cfg.qlength}, mtu=${cfg.mtu}, SO_RCVBUF=${s.rcvbuf[0]} (${s.rcvbuf[1]})`);
+  }
+  shmCounters.publish();
+
   // [0] stop flag, [1] trace records posted by the workers and not yet formatted
   const control = new SharedArrayBuffer(8);
   const stopFlag = new Int32Array(control);
@@ -210,11 +218,12 @@ export function startQueues(
   const ctx: WatchContext = {
     who,
     countError: () => {
-      if (running0()) c.nfqlb_queue_count(queues[0].ptr, NFQLB_C_TABLE_ERRORS, 1n);
+      if (running0()) c.nfqlb_queue_count(started[0].queue, NFQLB_C_TABLE_ERRORS, 1n);
     },
   };
-  // The views in use, by slot: [0] target table, [1] tier; per worker i, [2 + 2i] and [3 + 2i] (what it uses)
-  const views = new SharedArrayBuffer(8 * (2 + 2 * queues.length));
+  // The views in use, by slot: [0] target table, [1] tier; per queue i, [2 + 2i] and [3 + 2i] (what its
+  // classifier uses: its start-up loop's, then its worker's)
+  const views = new SharedArrayBuffer(8 * (2 + 2 * started.length));
   const viewSlots = new BigInt64Array(views);
   const address = (v: TargetView | undefined) => v ? Deno.UnsafePointer.value(v.pointer) as bigint : 0n;
   const watches: { slot: number; watch: TableWatch }[] = [];
@@ -222,9 +231,10 @@ export function startQueues(
     watches.push({ slot: 0, watch: new TableWatch(classifier.view, "target table", ctx) });
   }
   if (tier) watches.push({ slot: 1, watch: new TableWatch(tier, "LB-tier table", ctx) });
-  for (const w of watches) {
-    viewSlots[w.slot] = address(w.watch.view);
-    for (let i = 0; i < queues.length; i++) viewSlots[2 + 2 * i + w.slot] = viewSlots[w.slot];
+  for (const w of watches) viewSlots[w.slot] = address(w.watch.view);
+  for (const [i, s] of started.entries()) {
+    viewSlots[2 + 2 * i] = s.viewPtr;
+    viewSlots[3 + 2 * i] = s.tierViewPtr;
   }
   /** Views replaced by re-opened ones, freed once no worker uses them. */
   let retired: { slot: number; view: TargetView }[] = [];
@@ -267,7 +277,7 @@ export function startQueues(
     }
     retired = retired.filter((r) => {
       const a = address(r.view);
-      for (let i = 0; i < queues.length; i++) {
+      for (let i = 0; i < started.length; i++) {
         if (Atomics.load(viewSlots, 2 + 2 * i + r.slot) === a) return true;
       }
       r.view.close();
@@ -281,7 +291,7 @@ export function startQueues(
     for (const r of retired) r.view.close();
   });
   const counterBufs = new Map<number, BigUint64Array>();
-  let running = queues.length;
+  let running = started.length;
   let failed = false;
   let resolveDone: (code: number) => void = () => {};
   const done = new Promise<number>((r) => (resolveDone = r));
@@ -291,9 +301,16 @@ export function startQueues(
     cleanup();
     resolveDone(failed ? 1 : 0);
   };
-  for (const q of queues) {
+  // A worker that ends: if it never took its queue over, the queue is still ours to stop and close.
+  const ended = async (s: Started) => {
+    if (Atomics.load(s.handover, HANDOVER_OWNED) === 0) await abandon(s);
+    if (--running === 0) finish();
+  };
+  // Each Worker's constructor blocks this thread while its isolate boots (13-40 ms); the queues are served
+  // meanwhile by their start-up loops.
+  for (const [index, s] of started.entries()) {
     const counters = new SharedArrayBuffer(8 * COUNTER_NAMES.length);
-    counterBufs.set(q.num, new BigUint64Array(counters));
+    counterBufs.set(s.num, new BigUint64Array(counters));
     const w = new Worker(new URL("./queue_worker.ts", import.meta.url), { type: "module" });
     w.onmessage = (e: MessageEvent<WorkerReport>) => {
       const r = e.data;
@@ -306,40 +323,32 @@ export function startQueues(
         log.notice(`lb: queue ${r.queue}: ${r.message}`);
         return;
       }
+      if (r.kind === "serving") return; // the worker has taken the queue over
       if (r.kind === "error") {
         log.error(`lb: queue ${r.queue}: ${r.message}`);
         failed = true;
         Atomics.store(stopFlag, 0, 1);
       }
-      if (--running === 0) finish();
+      void ended(s);
     };
     w.onerror = (e) => {
       e.preventDefault();
-      log.error(`lb: queue ${q.num}: worker failed: ${e.message}`);
+      log.error(`lb: queue ${s.num}: worker failed: ${e.message}`);
       failed = true;
       Atomics.store(stopFlag, 0, 1);
-      if (--running === 0) finish();
+      void ended(s);
     };
     const start: WorkerStart = {
       kind: "start",
-      queue: q.num,
-      queuePtr: Deno.UnsafePointer.value(q.ptr) as bigint,
-      ftPtr: Deno.UnsafePointer.value(ft) as bigint,
-      viewPtr: viewSlots[0],
-      hashMode: cfg.hashMode,
-      sctpEncap: classifier.kind === "lb" ? classifier.sctpEncap : 0,
-      notargetsFwmark: cfg.notargetsFwmark,
-      flowsPtr: classifier.kind === "flowlb" ? Deno.UnsafePointer.value(classifier.flows) as bigint : 0n,
-      slot: q.num - cfg.queues.first,
-      nolbFwmark: classifier.kind === "flowlb" ? classifier.nolbFwmark : -1,
-      promiscuous: classifier.kind === "flowlb" && classifier.promiscuous,
-      tierViewPtr: viewSlots[1],
+      queue: s.num,
+      queuePtr: Deno.UnsafePointer.value(s.queue) as bigint,
+      lbPtr: Deno.UnsafePointer.value(s.lb) as bigint,
+      handover: s.handover.buffer as SharedArrayBuffer,
+      viewPtr: s.viewPtr,
+      tierViewPtr: s.tierViewPtr,
       views,
-      index: queues.indexOf(q),
-      ctPtr: ct ? Deno.UnsafePointer.value(ct.pointer) as bigint : 0n,
-      tunFd,
+      index,
       batch: cfg.batch,
-      reassembler: cfg.reassembler,
       traceMaskPtr: trace ? Deno.UnsafePointer.value(trace.maskWord) as bigint : 0n,
       traceFlowsPtr: classifier.kind === "flowlb" && classifier.traceFlows
         ? Deno.UnsafePointer.value(classifier.traceFlows) as bigint
@@ -371,6 +380,119 @@ export function startQueues(
     done,
     countTableError: ctx.countError,
   };
+}
+
+/** The longest a start-up loop serves a queue before its Worker takes it over (a Worker that never comes). */
+const START_SERVE_MAX_MS = 30_000;
+
+/**
+ * The hand-over words the main thread uses (Int32Array over a
+ * SharedArrayBuffer: [0] take-over request, [1] the start-up loop has
+ * stopped, [2] the worker owns the queue; see WorkerStart.handover).
+ */
+const HANDOVER_REQUEST = 0, HANDOVER_OWNED = 2;
+
+/** A bound queue, served by its start-up loop until its Worker takes it over. */
+interface Started {
+  num: number;
+  queue: Deno.PointerObject;
+  /** Its classifier (handed to the worker with the queue). */
+  lb: Deno.PointerObject;
+  /** The addresses of the views its classifier reads (target table: 0n for flowlb; tier: 0n for none). */
+  viewPtr: bigint;
+  tierViewPtr: bigint;
+  /** SO_RCVBUF read back and requested. */
+  rcvbuf: Uint32Array;
+  /** [request, exited, owned by the worker, unused]. */
+  handover: Int32Array;
+  /** The start-up loop (a non-blocking FFI call): resolves when it has stopped. */
+  serving: Promise<number>;
+}
+
+/**
+ * Creates queue `num`'s classifier and socket, binds the queue and starts
+ * serving it in a thread of Deno's. Throws (having freed what it made) a bind
+ * error as one line.
+ */
+function bindQueue(
+  cfg: QueueConfig,
+  classifier: Classifier,
+  num: number,
+  slot: number,
+  o: {
+    ft: Deno.PointerObject;
+    tier?: TargetView;
+    ct?: ConntrackShm;
+    tunFd: number;
+    copyRange: number;
+    counters: CountersShm;
+  },
+): Started {
+  const c = lib();
+  // lb: the classifier reads the table's private copy (never the mapped file, from the first packet on,
+  // start-up loop included); flowlb: the flow set names the tables' views
+  const view = classifier.kind === "lb" ? classifier.view : undefined;
+  const lb = classifier.kind === "lb"
+    ? c.nfqlb_lb_create(classifier.view.table, o.ft, cfg.hashMode, classifier.sctpEncap, cfg.notargetsFwmark)
+    : c.nfqlb_lb_create_flows(
+      classifier.flows,
+      slot,
+      o.ft,
+      cfg.hashMode,
+      cfg.notargetsFwmark,
+      classifier.nolbFwmark,
+      classifier.promiscuous ? 1 : 0,
+    );
+  if (lb === null) {
+    throw new NfqlbError(`lb: queue ${num}: out of memory creating the classifier`);
+  }
+  if (view) c.nfqlb_lb_set_view(lb, view.pointer);
+  c.nfqlb_lb_set_frag(lb, null, o.tunFd, cfg.reassembler);
+  if (o.tier) c.nfqlb_lb_set_tier_view(lb, o.tier.pointer);
+  if (o.ct) c.nfqlb_lb_set_conntrack(lb, o.ct.pointer);
+  const err = new Int32Array(1);
+  const rcvbuf = new Uint32Array(2);
+  const flags = cfg.failOpen ? NFQLB_QF_FAIL_OPEN : 0;
+  const queue = c.nfqlb_queue_open(num, cfg.mtu, o.copyRange, cfg.qlength, flags, cfg.batch, err, rcvbuf);
+  const rc = queue === null ? err[0] : (c.nfqlb_queue_set_stats(
+    queue,
+    o.counters.counters(slot),
+    o.counters.targets(slot),
+    TARGET_SLOTS,
+  ),
+    c.nfqlb_queue_bind(queue, lb));
+  if (queue === null || rc !== 0) {
+    if (queue !== null) c.nfqlb_queue_close(queue);
+    c.nfqlb_lb_destroy(lb);
+    throw bindFailure(num, -rc);
+  }
+  // the receive loop starts at once: from the bind on, the kernel queues this queue's packets to us
+  const handover = new Int32Array(new SharedArrayBuffer(16));
+  const serving = c.nfqlb_queue_serve_until(queue, lb, Deno.UnsafePointer.of(handover), START_SERVE_MAX_MS);
+  const address = (v?: TargetView) => v ? Deno.UnsafePointer.value(v.pointer) as bigint : 0n;
+  return { num, queue, lb, viewPtr: address(view), tierViewPtr: address(o.tier), rcvbuf, handover, serving };
+}
+
+/** Stops a queue's start-up loop, then drains, unbinds and frees it (its Worker never took it over). */
+async function abandon(s: Started): Promise<void> {
+  Atomics.store(s.handover, HANDOVER_REQUEST, 1);
+  await s.serving;
+  const c = lib();
+  c.nfqlb_queue_drain(s.queue, s.lb);
+  c.nfqlb_queue_close(s.queue);
+  c.nfqlb_lb_destroy(s.lb);
+}
+
+/** The one line for a queue that could not be bound (errno as the kernel or socket(2) gave it). */
+function bindFailure(num: number, errno: number): NfqlbError {
+  if (errno === 1) {
+    return new NfqlbError(
+      hasNetAdmin()
+        ? `lb: queue ${num} is already bound by another process`
+        : `lb: binding queue ${num} needs CAP_NET_ADMIN (run as root)`,
+    );
+  }
+  return new NfqlbError(`lb: cannot bind queue ${num}: ${strerror(errno)}`);
 }
 
 /**
@@ -417,13 +539,14 @@ export function stopOnSignals(): { onStop(fn: () => void): void } {
 /** Runs lb until SIGINT/SIGTERM; returns the exit status. */
 export async function runLb(cfg: LbConfig, print: (line: string) => void): Promise<number> {
   const signals = stopOnSignals();
-  // as upstream: the trace shm and server first (a bind failure ends lb)
-  const trace = startTracing(cfg.traceAddress);
+  let trace: TraceService | undefined;
   let lb: RunningLb;
   try {
-    lb = startLb(cfg, print, trace);
+    // as upstream: the trace shm and server first (a bind failure ends lb)
+    trace = startTracing(cfg.traceAddress);
+    lb = await startLb(cfg, print, trace);
   } catch (e) {
-    await trace.close();
+    await trace?.close();
     throw e;
   }
   const metrics = cfg.metrics

@@ -2,9 +2,20 @@
  * Prometheus text exposition of a running lb/flowlb at
  * `http://ADDR:PORT/metrics` (`--metrics=ADDR:PORT`), bound to that address
  * only. Everything is read at scrape time: the counters shm the C workers
- * write, the kernel's queue counters, the target tables, the flows.
+ * write, the kernel's queue counters, the target tables, the flows. The
+ * server is a small bounded HTTP/1.1 one (see {@link startMetrics}) rather
+ * than Deno.serve, which takes any method and waits forever for a slow
+ * client's request.
  */
-import { NfqlbError } from "../core/errors.ts";
+import { errorText, NfqlbError } from "../core/errors.ts";
+import { log } from "../core/log.ts";
+import {
+  type ConnectionLimits,
+  type Deadline,
+  failureKind,
+  ProblemLog,
+  serveBounded,
+} from "./bounded_server.ts";
 import {
   type CounterName,
   counterTotals,
@@ -110,21 +121,136 @@ export function renderMetrics(src: MetricsSource): string {
   return out.join("\n") + "\n";
 }
 
-/** Serves /metrics until close(). */
+/** Longest request head (request line and headers) read, in bytes. */
+export const METRICS_MAX_HEAD = 8192;
+/**
+ * Limits of the metrics endpoint. A scraper sends its request at once and
+ * reads the reply at once; 10 s is Prometheus' default scrape timeout.
+ */
+export const METRICS_LIMITS: ConnectionLimits = { maxConnections: 64, requestMs: 3000, replyMs: 10_000 };
+
+const STATUS: Record<number, string> = {
+  200: "OK",
+  400: "Bad Request",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+};
+
+/** One HTTP/1.1 response that closes the connection. */
+function response(
+  status: number,
+  body: string,
+  opts: { head?: boolean; type?: string; allow?: string } = {},
+) {
+  const bytes = new TextEncoder().encode(body);
+  const lines = [
+    `HTTP/1.1 ${status} ${STATUS[status]}`,
+    `content-type: ${opts.type ?? "text/plain; charset=utf-8"}`,
+    `content-length: ${bytes.length}`,
+    "connection: close",
+  ];
+  if (opts.allow) lines.push(`allow: ${opts.allow}`);
+  const head = new TextEncoder().encode(lines.join("\r\n") + "\r\n\r\n");
+  if (opts.head) return head;
+  const out = new Uint8Array(head.length + bytes.length);
+  out.set(head);
+  out.set(bytes, head.length);
+  return out;
+}
+
+/** The end of the request head (after its blank line) in `buf[0, n)`, or -1. */
+function headEnd(buf: Uint8Array, n: number): number {
+  for (let i = 0; i + 1 < n; i++) {
+    if (buf[i] !== 0x0a) continue;
+    if (buf[i + 1] === 0x0a) return i + 2;
+    if (buf[i + 1] === 0x0d && i + 2 < n && buf[i + 2] === 0x0a) return i + 3;
+  }
+  return -1;
+}
+
+/**
+ * Serves `GET /metrics` (and HEAD) until close(), one request per
+ * connection. Bounded (bounded_server.ts): 64 connections at once, later
+ * ones wait in the listen backlog; 3 s from accept to the whole request
+ * head, at most 8 KiB (431 beyond), and 10 s to write the reply. A request
+ * body is never read. Other methods: 405; other paths: 404; a request line
+ * that does not parse: 400.
+ * @throws NfqlbError `Invalid metrics address [...]`, `Metrics server on <address>: <reason>`
+ */
 export function startMetrics(address: string, src: MetricsSource): { close(): Promise<void> } {
   const { hostname, port } = parseMetricsAddress(address);
-  let server: Deno.HttpServer;
+  let listener: Deno.Listener;
   try {
-    server = Deno.serve({ hostname, port, onListen: () => {} }, (req) => {
-      if (new URL(req.url).pathname !== "/metrics") return new Response("not found\n", { status: 404 });
-      try {
-        return new Response(renderMetrics(src), { headers: { "content-type": "text/plain; version=0.0.4" } });
-      } catch (e) {
-        return new Response(`${e instanceof Error ? e.message : String(e)}\n`, { status: 500 });
-      }
-    });
+    listener = Deno.listen({ hostname, port, transport: "tcp" });
   } catch (e) {
     throw new NfqlbError(`Metrics server on ${address}: ${e instanceof Error ? e.message : String(e)}`);
   }
-  return { close: () => server.shutdown() };
+  const problems = new ProblemLog((line) => log.warning(line), "metrics");
+
+  const answer = (buf: Uint8Array, end: number): Uint8Array => {
+    const line = new TextDecoder().decode(buf.subarray(0, end)).split(/\r?\n/)[0];
+    const m = /^([A-Z]+) (\S+) HTTP\/1\.[01]$/.exec(line);
+    if (!m) {
+      problems.report("bad request", `metrics: bad request line [${line.slice(0, 64)}]`);
+      return response(400, "bad request\n");
+    }
+    const [, method, target] = m;
+    if (method !== "GET" && method !== "HEAD") return response(405, "only GET\n", { allow: "GET, HEAD" });
+    const head = method === "HEAD";
+    if (target.split("?")[0] !== "/metrics") return response(404, "not found\n", { head });
+    try {
+      return response(200, renderMetrics(src), { head, type: "text/plain; version=0.0.4" });
+    } catch (e) {
+      return response(500, `${e instanceof Error ? e.message : String(e)}\n`, { head });
+    }
+  };
+
+  const serve = async (conn: Deno.Conn, deadline: Deadline) => {
+    const buf = new Uint8Array(METRICS_MAX_HEAD);
+    let n = 0, end = -1;
+    try {
+      while (end < 0 && n < buf.length) {
+        const got = await conn.read(buf.subarray(n));
+        if (got === null) return; // closed before a whole request: nothing to answer
+        n += got;
+        end = headEnd(buf, n);
+      }
+    } catch (e) {
+      if (deadline.expired) {
+        problems.report(
+          "timed out",
+          `metrics: client sent no complete request within ${
+            METRICS_LIMITS.requestMs / 1000
+          } s, disconnected`,
+        );
+      } else problems.report(failureKind(e), `metrics: ${errorText(e)}`);
+      return;
+    }
+    deadline.restart(METRICS_LIMITS.replyMs);
+    let reply: Uint8Array;
+    if (end < 0) {
+      problems.report("head too long", `metrics: request head over ${METRICS_MAX_HEAD} bytes`);
+      reply = response(431, "request head too long\n");
+    } else reply = answer(buf, end);
+    try {
+      while (reply.length > 0) reply = reply.subarray(await conn.write(reply));
+    } catch (e) {
+      problems.report(deadline.expired ? "slow reader" : failureKind(e), `metrics: reply: ${errorText(e)}`);
+    }
+  };
+
+  const server = serveBounded(
+    listener,
+    METRICS_LIMITS,
+    serve,
+    (e) => problems.report("accept failed", `metrics: accept: ${errorText(e)}`),
+  );
+  return {
+    async close() {
+      await server.close();
+      problems.close();
+    },
+  };
 }

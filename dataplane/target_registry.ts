@@ -13,7 +13,7 @@
  */
 import { TargetView } from "../core/target_view.ts";
 import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
-import { shmExists } from "../core/shm_dir.ts";
+import { ownExists } from "../core/shm_dir.ts";
 import { log } from "../core/log.ts";
 import { ShmWatch, TableWatch, type WatchContext } from "./table_watch.ts";
 
@@ -27,7 +27,7 @@ interface Entry {
 /** The connection table of target table `name` if its file exists and is valid, else undefined. */
 function openConntrack(name: string): ConntrackShm | undefined {
   const ctName = conntrackName(name);
-  if (!shmExists(ctName)) return undefined;
+  if (!ownExists(ctName)) return undefined;
   try {
     const ct = ConntrackShm.open(ctName);
     log.notice(`flowlb: target ${name} uses connection table ${ctName}`);

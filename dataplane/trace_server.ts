@@ -16,18 +16,36 @@
  *   first client nothing is traced (upstream writes trace to stderr then).
  * - A client that reads too slowly loses lines (counted and reported to it);
  *   it never slows the dataplane (upstream blocks the packet thread).
+ * - Bounds: at most 8 clients at once (one more gets `Trace refused: ...`
+ *   and is closed), 8 MiB of queued output each, and a client can send at
+ *   most one read of 256 bytes (any input ends its session). Refused clients
+ *   and accept errors are logged as one line, then one summary per 10 s.
  */
 import { lib } from "../ffi/lib.ts";
 import { listenAt } from "../core/address.ts";
 import { errorText, NfqlbError } from "../core/errors.ts";
 import { DEFAULT_LOG_TARGET, log, TraceShmView } from "../core/log.ts";
+import { TRACE_REFUSED_PREFIX } from "../core/trace_shm.ts";
 import { formatRecords, TRACE, type TraceLine, type TraceNames } from "./trace_format.ts";
+import { ProblemLog } from "./bounded_server.ts";
 
 /** Default trace address (upstream's DEFAULT_TRACE_ADDRESS). */
 export const DEFAULT_TRACE_ADDRESS = "unix:nfqlb-trace";
 
 /** Output bytes a client may have queued; beyond that its lines are dropped (and counted). */
 const MAX_QUEUED = 8 << 20;
+
+/**
+ * Trace clients at once (upstream: 1). One more is told so in one line and
+ * closed, so the output queues hold at most 8 × 8 MiB.
+ */
+export const MAX_TRACE_CLIENTS = 8;
+
+/** The line a client beyond {@link MAX_TRACE_CLIENTS} gets before the server closes it. */
+export const TRACE_REFUSED = `${TRACE_REFUSED_PREFIX}${MAX_TRACE_CLIENTS} clients already, the most at once`;
+
+/** Input read from a client: any byte ends its session, so one read of this size is all it can send. */
+const INPUT_BYTES = 256;
 
 /** Every per-packet trace bit: a note about lost records goes to clients with any of them. */
 const PACKET_BITS = TRACE.packet | TRACE.frag | TRACE.sctp | TRACE.flows;
@@ -150,7 +168,17 @@ export function startTraceService(address: string, opts: TraceServiceOptions): T
     if (!closing) log.warning("Trace: closed");
   };
 
+  const problems = new ProblemLog((line) => log.warning(line), "Trace");
+
   const session = async (conn: Deno.Conn) => {
+    if (clients.size >= MAX_TRACE_CLIENTS) {
+      problems.report("refused", `Trace: ${MAX_TRACE_CLIENTS} clients already, one refused`);
+      try {
+        await conn.write(enc.encode(TRACE_REFUSED + "\n"));
+      } catch { /* gone already */ }
+      conn.close();
+      return;
+    }
     const cl: Client = {
       conn,
       mask: shm.mask,
@@ -168,22 +196,28 @@ export function startTraceService(address: string, opts: TraceServiceOptions): T
     log.warning(`Trace; active mask=${hex8(cl.mask)}`);
     try {
       // any input, or EOF, ends the session
-      await conn.read(new Uint8Array(256));
+      await conn.read(new Uint8Array(INPUT_BYTES));
     } catch { /* reset or closed: the same */ }
     end(cl);
   };
 
   const loop = (async () => {
     log.info("Started Trace");
-    try {
-      for await (const conn of listener) {
-        log.debug("Trace: accept");
-        const t = session(conn);
-        tasks.add(t);
-        t.finally(() => tasks.delete(t));
+    while (!closing) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (e) {
+        if (closing || e instanceof Deno.errors.BadResource || e instanceof Deno.errors.Interrupted) break;
+        // EMFILE and the like pass: pause, do not end the trace server
+        problems.report("accept failed", `Trace: accept: ${errorText(e)}`);
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
       }
-    } catch (e) {
-      if (!closing) log.warning(`Trace: accept: ${errorText(e)}`);
+      log.debug("Trace: accept");
+      const t = session(conn);
+      tasks.add(t);
+      t.finally(() => tasks.delete(t));
     }
   })();
 
@@ -224,6 +258,7 @@ export function startTraceService(address: string, opts: TraceServiceOptions): T
       for (const cl of [...clients]) end(cl);
       if (had) shm.mask = 0;
       await loop;
+      problems.close();
       await Promise.allSettled([...tasks]);
       c.nfqlb_trace_mask_set(word, 0);
       // the word stays allocated: a worker that is still stopping may read it

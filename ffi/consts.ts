@@ -179,6 +179,10 @@ export const NFQLB_TARGET_STAT_SIZEOF = 24;
 /** NFQA_CFG_F_FAIL_OPEN: accept when the queue is full */
 export const NFQLB_QF_FAIL_OPEN = 1;
 
+// queue.c: How often nfqlb_queue_serve_until looks at its hand-over request when no packet comes (ms).
+/** How often nfqlb_queue_serve_until looks at its hand-over request when no packet comes (ms). */
+export const NFQLB_SERVE_UNTIL_POLL_MS = 2;
+
 // flow.c: The spec's header, and the limits of its arrays.
 /** "FLW1" */
 export const NFQLB_FLOW_SPEC_MAGIC = 0x31574c46;

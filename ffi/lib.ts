@@ -65,33 +65,24 @@ export function openFromBytes(bytes: Uint8Array): Deno.DynamicLibrary<typeof SYM
 
 type SymbolName = keyof typeof SYMBOLS;
 
-/**
- * Which part of the library a symbol belongs to. Deno compiles a call
- * trampoline for every declared symbol when the library is opened (about
- * 0.3 ms each), so each part is bound only when one of its functions is first
- * used: `nfqlb activate` binds the table functions, not the dataplane's.
- */
-function partOf(name: string): string {
-  const m = /^nfqlb_(queue|lb|ft|packet|tun|target_stats|flowset|flows|trace|ctnl|ct)_?/.exec(name);
-  if (!m) return "core";
-  if (m[1] === "flowset" || m[1] === "flows") return "flows";
-  if (m[1] === "trace" || m[1] === "ct" || m[1] === "ctnl") return m[1];
-  return "dataplane";
-}
-
 let symbols: NfqlbSymbols | undefined;
 const handles: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[] = [];
 
-/** Opens one part of the library (all of it when it must be loaded from bytes). */
-function bindPart(target: Record<string, unknown>, part: string): void {
-  const names = (Object.keys(SYMBOLS) as SymbolName[]).filter((n) => partOf(n) === part);
-  const subset = Object.fromEntries(names.map((n) => [n, SYMBOLS[n]])) as Deno.ForeignLibraryInterface;
+/**
+ * Binds one symbol. Deno compiles a call trampoline for every symbol it is
+ * given when the library is opened (0.1–0.3 ms each), so each symbol is
+ * bound on its first use, alone: `nfqlb activate` binds the few table
+ * functions it calls, and `lb` binds the dozen it needs before its first
+ * verdict instead of a hundred (opening the already loaded library again is
+ * cheap: the dynamic loader counts references).
+ */
+function bindSymbol(target: Record<string, unknown>, name: SymbolName): void {
   const path = libraryPath();
   let handle: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>;
   try {
-    handle = Deno.dlopen(path, subset);
+    handle = Deno.dlopen(path, { [name]: SYMBOLS[name] } as Deno.ForeignLibraryInterface);
   } catch (first) {
-    // a compiled binary that cannot dlopen its embedded file: load every part at once from the bytes
+    // a compiled binary that cannot dlopen its embedded file: load every symbol at once from the bytes
     let bytes: Uint8Array;
     try {
       bytes = Deno.readFileSync(path);
@@ -102,6 +93,7 @@ function bindPart(target: Record<string, unknown>, part: string): void {
     const all = openFromBytes(bytes);
     handles.push(all as unknown as Deno.DynamicLibrary<Deno.ForeignLibraryInterface>);
     for (const n of Object.keys(SYMBOLS)) {
+      if (!Object.getOwnPropertyDescriptor(target, n)?.configurable) continue; // bound already
       Object.defineProperty(target, n, {
         value: (all.symbols as Record<string, unknown>)[n],
         enumerable: true,
@@ -110,25 +102,23 @@ function bindPart(target: Record<string, unknown>, part: string): void {
     return;
   }
   handles.push(handle);
-  for (const n of names) {
-    Object.defineProperty(target, n, { value: handle.symbols[n], enumerable: true });
-  }
+  Object.defineProperty(target, name, { value: handle.symbols[name], enumerable: true });
 }
 
 /**
- * The library's symbols, opened once per process (or worker). Each part is
- * bound on first use; after that a symbol is a plain property (no getter on
- * the hot path).
+ * The library's symbols, opened once per process (or worker). Each symbol is
+ * bound on first use; after that it is a plain property (no getter on the
+ * hot path).
  */
 export function lib(): NfqlbSymbols {
   if (symbols) return symbols;
   const target: Record<string, unknown> = {};
-  for (const n of Object.keys(SYMBOLS)) {
+  for (const n of Object.keys(SYMBOLS) as SymbolName[]) {
     Object.defineProperty(target, n, {
       configurable: true,
       enumerable: true,
       get() {
-        bindPart(target, partOf(n));
+        bindSymbol(target, n);
         return target[n];
       },
     });

@@ -38,6 +38,7 @@ export const SYMBOLS = {
   nfqlb_tshm_view_table: { parameters: ["pointer"], result: "pointer" },
   nfqlb_tshm_view_info: { parameters: ["pointer", "buffer", "u32"], result: "void" },
   nfqlb_tshm_view_close: { parameters: ["pointer"], result: "void" },
+  nfqlb_file_reserve: { parameters: ["buffer", "u64"], result: "i32" },
   // dataplane (c/packet.c, c/ft.c, c/lb.c, c/queue.c)
   nfqlb_packet_key: { parameters: ["u32", "buffer", "u32", "u32", "buffer", "buffer"], result: "i32" },
   nfqlb_packet_fraginfo: { parameters: ["u32", "buffer", "u32", "buffer"], result: "i32" },
@@ -86,6 +87,14 @@ export const SYMBOLS = {
   nfqlb_queue_open: {
     parameters: ["u32", "u32", "u32", "u32", "u32", "u32", "buffer", "buffer"],
     result: "pointer",
+  },
+  nfqlb_queue_bind: { parameters: ["pointer", "pointer"], result: "i32" },
+  nfqlb_queue_drain: { parameters: ["pointer", "pointer"], result: "i32" },
+  // runs in a thread of Deno's (a Promise) while the queue's Worker starts: docs/dataplane.md
+  nfqlb_queue_serve_until: {
+    parameters: ["pointer", "pointer", "pointer", "u32"],
+    result: "i32",
+    nonblocking: true,
   },
   nfqlb_queue_close: { parameters: ["pointer"], result: "void" },
   nfqlb_queue_fd: { parameters: ["pointer"], result: "i32" },

@@ -8,7 +8,7 @@ import type { HostConfig, ServiceConfig } from "./config/types.ts";
 import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
 import { NfqlbError } from "../core/errors.ts";
 import { applyPlumbing } from "./plumbing/kernel_sync.ts";
-import { shmExists, shmPath } from "../core/shm_dir.ts";
+import { ensureOwnDir, OWN_DIR_NAME, ownExists, ownPath, shmExists, shmPath } from "../core/shm_dir.ts";
 import { TargetShm } from "../core/target_shm.ts";
 import {
   dataplaneArgs,
@@ -37,6 +37,12 @@ export interface ApplyOptions {
   say: (line: string) => void;
   /** The config file's path, recorded for `status`. */
   file: string;
+  /**
+   * The rows of a service's table, when something else than the file decides
+   * them: `nfqlb run`'s health checks (host/health) take down targets out.
+   * Default: the file's active targets with their weights.
+   */
+  wanted?: (s: ServiceConfig) => WantedTarget[];
 }
 
 /** M and N of an existing target table, or undefined when there is none. */
@@ -96,7 +102,7 @@ function applyService(s: ServiceConfig, o: ApplyOptions): { changes: number; ctC
     if (!o.dryRun) TargetShm.create(s.name, { M: s.m, N: s.n, ownFwmark: 0 });
     changes++;
   }
-  const wanted: WantedTarget[] = s.targets.filter((t) => t.active).map((t) => ({
+  const wanted: WantedTarget[] = o.wanted?.(s) ?? s.targets.filter((t) => t.active).map((t) => ({
     fwmark: t.fwmark,
     weight: t.weight,
   }));
@@ -116,7 +122,7 @@ function applyService(s: ServiceConfig, o: ApplyOptions): { changes: number; ctC
   changes += done.length;
 
   const ctName = conntrackName(s.name);
-  const ctExists = shmExists(ctName);
+  const ctExists = ownExists(ctName);
   if (s.conntrack) {
     const diff = ctExists ? conntrackDiff(s) : "";
     if (!ctExists || diff) {
@@ -140,8 +146,8 @@ function applyService(s: ServiceConfig, o: ApplyOptions): { changes: number; ctC
       ctChanged = true;
     }
   } else if (ctExists) {
-    o.say(`- delete --shm=${ctName}   (the file has no conntrack for ${s.name})`);
-    if (!o.dryRun) Deno.removeSync(shmPath(ctName));
+    o.say(`- delete ${OWN_DIR_NAME}/${ctName}   (the file has no conntrack for ${s.name})`);
+    if (!o.dryRun) Deno.removeSync(ownPath(ctName));
     changes++;
     ctChanged = true;
   }
@@ -193,6 +199,7 @@ export async function applyHost(cfg: HostConfig, o: ApplyOptions): Promise<numbe
   }
   if (d.start && pid === null) {
     if (!o.dryRun) {
+      ensureOwnDir(); // the log file's directory
       pid = await startDataplane(d.program, args, {
         log,
         env: dataplaneEnv(cfg),
@@ -217,8 +224,7 @@ export async function applyHost(cfg: HostConfig, o: ApplyOptions): Promise<numbe
   };
   // services the file no longer has stay recorded until their tables are deleted (below), so that a
   // failure in between leaves them to the next apply or to teardown
-  const kept = new Set([ftShmOf(cfg), `${ftShmOf(cfg)}-counters`]);
-  for (const s of cfg.services) kept.add(s.name).add(conntrackName(s.name));
+  const kept = new Set([ftShmOf(cfg), ...cfg.services.map((s) => s.name)]);
   const gone = (old?.services ?? []).filter((n) => !kept.has(n));
   if (!o.dryRun) writeState({ ...state, services: [...state.services, ...gone] });
 
@@ -256,10 +262,15 @@ export async function applyHost(cfg: HostConfig, o: ApplyOptions): Promise<numbe
 
   // tables of services removed from the file: last, once no flow selects them and lb has moved on
   for (const name of gone) {
-    for (const f of [name, conntrackName(name)]) {
-      if (kept.has(f) || !shmExists(f)) continue;
-      o.say(`- delete --shm=${f}   (service ${name} is no longer in the file)`);
-      if (!o.dryRun) Deno.removeSync(shmPath(f));
+    if (shmExists(name)) {
+      o.say(`- delete --shm=${name}   (service ${name} is no longer in the file)`);
+      if (!o.dryRun) Deno.removeSync(shmPath(name));
+      changes++;
+    }
+    const ct = conntrackName(name);
+    if (ownExists(ct)) {
+      o.say(`- delete ${OWN_DIR_NAME}/${ct}   (service ${name} is no longer in the file)`);
+      if (!o.dryRun) Deno.removeSync(ownPath(ct));
       changes++;
     }
   }

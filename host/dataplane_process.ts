@@ -104,6 +104,18 @@ export function alive(pid: number): boolean {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The exit of every dataplane this process started and that has not exited yet, by pid. */
+const started = new Map<number, Promise<Deno.CommandStatus>>();
+
+/**
+ * Resolves when a dataplane that this process started exits (the supervisor
+ * of `nfqlb run` learns of a crash at once instead of polling); undefined for
+ * a process started elsewhere (an earlier apply or run) or already gone.
+ */
+export function exitOf(pid: number): Promise<Deno.CommandStatus> | undefined {
+  return started.get(pid);
+}
+
 function logTail(log: string, lines = 5): string {
   try {
     const all = Deno.readTextFileSync(log).trimEnd().split("\n");
@@ -141,7 +153,11 @@ export async function startDataplane(
   const pid = child.pid;
   const deadline = Date.now() + (o.timeoutMs ?? 30_000);
   let exited: Deno.CommandStatus | undefined;
-  child.status.then((s) => exited = s);
+  started.set(pid, child.status);
+  child.status.then((s) => {
+    exited = s;
+    started.delete(pid);
+  });
   for (let i = 0; i < 3000 && Date.now() < deadline; i++) {
     if (exited) {
       throw new NfqlbError(`${program} exited (${exited.code}) at start: ${logTail(o.log)}`);

@@ -39,7 +39,8 @@ export function listedToRequest(f: Omit<ListedFlow, "matches_count">): FlowReque
   // flowlb prints the int32 priority as unsigned (upstream's %u)
   const prio = f.priority > 0x7fffffff ? f.priority - 0x100000000 : f.priority;
   const req: FlowRequest = { name: f.name, target: f.user_ref, priority: String(prio) };
-  if (f.protocols) req.protocols = f.protocols.join(",");
+  // no protocols listed is any protocol: `--protocols=`, which ports need (as flow-set's request had it)
+  req.protocols = (f.protocols ?? []).join(",");
   if (f.dests) req.dsts = f.dests.join(",");
   if (f.srcs) req.srcs = f.srcs.join(",");
   if (f.dports) req.dports = f.dports.join(",");
@@ -56,13 +57,17 @@ function canonicalOrder(r: FlowRequest): [string, string][] {
   return Object.entries(r).filter(([, v]) => v !== undefined).sort(([a], [b]) => a.localeCompare(b));
 }
 
-/** The flows a running flowlb has, by name, as canonical requests. Throws when it does not answer. */
+/**
+ * The flows a running flowlb has, by name, as canonical requests. Throws when it does not answer
+ * (flowExchange: no reply is an error, never an empty list).
+ */
 export async function listFlows(address?: string): Promise<Map<string, FlowRequest | undefined>> {
   const reply = await flowExchange({ action: "list" }, address);
   const text = new TextDecoder().decode(reply).trim();
   let listed: ListedFlow[];
   try {
-    listed = text === "" ? [] : JSON.parse(text) as ListedFlow[];
+    listed = JSON.parse(text) as ListedFlow[];
+    if (!Array.isArray(listed)) throw new Error("not a list");
   } catch {
     throw new NfqlbError(`flow-list: unexpected answer from flowlb: ${text.slice(0, 80)}`);
   }

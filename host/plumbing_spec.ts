@@ -5,8 +5,8 @@ import type { PlumbingSpec, PlumbingTarget, PlumbingVip } from "./plumbing/spec.
 /**
  * Maps a validated config to the plumbing spec: every service's VIPs (with
  * its port filters, merged when services share a VIP) go to the one queue; every target of the file (active
- * or not, so a re-activated target finds its route) gets its route or DNAT,
- * one per address family it has.
+ * or not, so a re-activated target finds its route) gets its route, DNAT or
+ * DNAT and SNAT, one per address family it has.
  */
 export function plumbingSpecOf(cfg: HostConfig): PlumbingSpec {
   // services may share a VIP (flows tell them apart by port): one queue rule set per address, queueing
@@ -34,10 +34,13 @@ export function plumbingSpecOf(cfg: HostConfig): PlumbingSpec {
       }
     }
     for (const t of s.targets) {
-      for (const address of [t.ipv4, t.ipv6]) {
+      for (const family of ["ipv4", "ipv6"] as const) {
+        const address = t[family];
         if (address === null) continue;
         const pt: PlumbingTarget = { fwmark: t.fwmark, address, mode: t.mode, table: t.table ?? t.fwmark };
         if (t.port !== null) pt.port = t.port;
+        const snat = t.snat?.[family];
+        if (snat) pt.snat = snat;
         targets.push(pt);
       }
     }

@@ -1,12 +1,15 @@
 /**
  * What `nfqlb apply` remembers between runs, per config name: the dataplane
- * process it started and the services it set up. A small JSON file in the
- * shm directory (tmpfs, like the tables it describes: gone at reboot, as they
- * are). Kernel rules need no record here: they carry the config's tag.
+ * process it started and the services it set up. A small JSON file,
+ * `host-<name>.json`, beside the dataplane's log `host-<name>.log`, in our own
+ * directory of the shm directory (`<shm dir>/.nfqlb-deno/`: tmpfs, like the
+ * tables it describes, so gone at reboot, as they are; and out of the listing of
+ * the shm directory, docs/shm.md "Our own files"). Kernel rules need no record
+ * here: they carry the config's tag.
  */
 import { z } from "zod";
 import { errorText, NfqlbError } from "../core/errors.ts";
-import { shmDir } from "../core/shm_dir.ts";
+import { ensureOwnDir, ownDir } from "../core/shm_dir.ts";
 
 const StateSchema = z.object({
   version: z.literal(1),
@@ -25,12 +28,12 @@ export type HostState = z.infer<typeof StateSchema>;
 
 /** The state file of config `name`. */
 export function statePath(name: string): string {
-  return `${shmDir()}/.nfqlb-host-${name}.json`;
+  return `${ownDir()}/host-${name}.json`;
 }
 
 /** The dataplane's log file of config `name`. */
 export function logPath(name: string): string {
-  return `${shmDir()}/.nfqlb-host-${name}.log`;
+  return `${ownDir()}/host-${name}.log`;
 }
 
 /** The state of config `name`, or undefined when none was recorded (or it is unreadable: then say so). */
@@ -52,6 +55,7 @@ export function readState(name: string): HostState | undefined {
 
 /** Writes the state of a config (atomically: a reader sees the old or the new file). */
 export function writeState(s: HostState): void {
+  ensureOwnDir();
   const path = statePath(s.name);
   const tmp = `${path}.${Deno.pid}`;
   Deno.writeTextFileSync(tmp, JSON.stringify(s, null, 2) + "\n", { mode: 0o600 });
@@ -69,14 +73,14 @@ export function removeState(name: string): void {
   }
 }
 
-/** The names of every config with a state file in the shm directory. */
+/** The names of every config with a state file (in our own directory). */
 export function listStates(): string[] {
   const names: string[] = [];
   try {
-    for (const e of Deno.readDirSync(shmDir())) {
-      const m = /^\.nfqlb-host-(.+)\.json$/.exec(e.name);
+    for (const e of Deno.readDirSync(ownDir())) {
+      const m = /^host-(.+)\.json$/.exec(e.name);
       if (m && e.isFile) names.push(m[1]);
     }
-  } catch { /* no shm directory: no states */ }
+  } catch { /* no directory: no states */ }
   return names.sort();
 }

@@ -9,12 +9,13 @@ import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
 import { kernelQueues } from "../core/counters_shm.ts";
 import { errorText } from "../core/errors.ts";
 import { statusPlumbing } from "./plumbing/kernel_sync.ts";
-import { shmExists } from "../core/shm_dir.ts";
+import { ownExists, shmExists } from "../core/shm_dir.ts";
 import { TargetShm } from "../core/target_shm.ts";
 import { dataplaneArgs, isDataplane } from "./dataplane_process.ts";
 import { listFlows, planFlows } from "./flow_sync.ts";
 import { plumbingSpecOf } from "./plumbing_spec.ts";
 import { readState } from "./state.ts";
+import { type HealthRecord, readHealthRecord, type TargetRecord } from "./health/record.ts";
 
 /** What {@link hostStatus} found. */
 export interface HostStatus {
@@ -24,7 +25,19 @@ export interface HostStatus {
   drift: number;
 }
 
-function serviceLines(s: ServiceConfig, out: string[]): number {
+/** `  health up since 10:00:01 (tcp, 120 checks)` / `down since …: why` of a target, or "". */
+function healthText(h: TargetRecord | undefined): string {
+  if (!h) return "";
+  const since = new Date(h.since).toISOString();
+  const err = !h.up && h.lastError ? `: ${h.lastError}` : "";
+  const last = h.up && h.lastError ? `; last error: ${h.lastError}` : "";
+  const panic = h.effect === "panic" ? " (panic guard: kept in)" : "";
+  return `  health ${
+    h.up ? "up" : "down"
+  } since ${since}${panic} (${h.type}, ${h.checks} checks)${err}${last}`;
+}
+
+function serviceLines(s: ServiceConfig, out: string[], health: HealthRecord | undefined): number {
   let drift = 0;
   const bad = (l: string) => {
     out.push(`  ! ${l}`);
@@ -47,17 +60,29 @@ function serviceLines(s: ServiceConfig, out: string[]): number {
     const snap = t.snapshot(0);
     const rows = new Map<number, number>();
     snap.active.forEach((fw, i) => fw >= 0 && rows.set(fw, snap.weights[i]));
+    const hs = health?.services[s.name]?.targets ?? {};
+    if (health?.services[s.name]?.panic) {
+      out.push(`    health: panic: every target fails its check; all are kept in the table`);
+    }
     for (const tg of s.targets) {
+      const h = hs[String(tg.fwmark)];
       const addr = [tg.ipv4, tg.ipv6].filter((a) => a !== null).join(" ");
-      const where = `${tg.mode}${tg.port !== null ? ` port ${tg.port}` : ""} ${addr}`;
+      const snat = tg.snat ? ` snat ${[tg.snat.ipv4, tg.snat.ipv6].filter((a) => a !== null).join(" ")}` : "";
+      const where = `${tg.mode}${tg.port !== null ? ` port ${tg.port}` : ""} ${addr}${snat}`;
       const w = rows.get(tg.fwmark);
       rows.delete(tg.fwmark);
-      if (!tg.active) {
+      const ht = healthText(h);
+      // what the health checks of a running `nfqlb run` did is no drift from the file
+      if (tg.active && h?.effect === "removed" && w === undefined) {
+        out.push(`    target ${tg.fwmark}  out of the table (health check)  ${where}${ht}`);
+      } else if (tg.active && h?.effect === "drained" && w === 0) {
+        out.push(`    target ${tg.fwmark}  weight 0 (drained by its health check)  ${where}${ht}`);
+      } else if (!tg.active) {
         if (w === undefined) out.push(`    target ${tg.fwmark}  inactive (as the file says)  ${where}`);
         else bad(`target ${tg.fwmark}  active (weight ${w}), the file says inactive`);
       } else if (w === undefined) bad(`target ${tg.fwmark}  not in the table  ${where}`);
       else if (w !== tg.weight) bad(`target ${tg.fwmark}  weight ${w}, the file says ${tg.weight}`);
-      else out.push(`    target ${tg.fwmark}  weight ${w}${w === 0 ? " (draining)" : ""}  ${where}`);
+      else out.push(`    target ${tg.fwmark}  weight ${w}${w === 0 ? " (draining)" : ""}  ${where}${ht}`);
     }
     for (const [fw, w] of rows) bad(`target ${fw}  weight ${w}: in the table, not in the file`);
   } finally {
@@ -65,7 +90,7 @@ function serviceLines(s: ServiceConfig, out: string[]): number {
   }
   const ctName = conntrackName(s.name);
   if (s.conntrack) {
-    if (!shmExists(ctName)) bad(`connection table ${ctName} missing`);
+    if (!ownExists(ctName)) bad(`connection table ${ctName} missing`);
     else {
       const ct = ConntrackShm.open(ctName);
       try {
@@ -80,7 +105,7 @@ function serviceLines(s: ServiceConfig, out: string[]): number {
         ct.close();
       }
     }
-  } else if (shmExists(ctName)) bad(`connection table ${ctName} exists, the file has none`);
+  } else if (ownExists(ctName)) bad(`connection table ${ctName} exists, the file has none`);
   return drift;
 }
 
@@ -100,7 +125,8 @@ export async function hostStatus(cfg: HostConfig, file: string): Promise<HostSta
     out.push(`  ! ${l}`);
     drift++;
   };
-  for (const s of cfg.services) drift += serviceLines(s, out);
+  const health = readHealthRecord(cfg.name);
+  for (const s of cfg.services) drift += serviceLines(s, out, health);
 
   const d = cfg.dataplane;
   const st = readState(cfg.name);

@@ -1,16 +1,17 @@
 /**
  * `nfqlb teardown`: removes what apply set up for a config — the dataplane
  * process it started, every kernel object tagged with the config's name, the
- * tables of its services, the dataplane's own shm files and saved flows, and
- * its state — and nothing else.
+ * tables of its services (and their connection tables), the dataplane's own
+ * shm files, and its state — and nothing else. apply's flowlb saves no flows
+ * (it runs without --flow_store: the config file holds them), so there are
+ * none to remove.
  */
 import type { HostConfig } from "./config/types.ts";
 import { conntrackName } from "../core/conntrack_shm.ts";
 import { errorText, NfqlbError } from "../core/errors.ts";
-import { flowStorePath } from "../core/flow/store.ts";
-import { flowAddress } from "../core/flow/wire.ts";
 import { teardownPlumbing } from "./plumbing/kernel_sync.ts";
-import { shmPath } from "../core/shm_dir.ts";
+import { OWN_DIR_NAME, ownPath, shmPath } from "../core/shm_dir.ts";
+import { countersShmName } from "../core/counters_shm.ts";
 import { ftShmOf, isDataplane, stopDataplane } from "./dataplane_process.ts";
 import { readState, removeState } from "./state.ts";
 
@@ -45,26 +46,29 @@ export async function teardownHost(cfg: HostConfig, say: (line: string) => void)
     say(`- ${line}`);
     n++;
   }
-  const files = new Set<string>();
-  for (const s of cfg.services) files.add(s.name).add(conntrackName(s.name));
-  // and those apply recorded: services removed from the file since, whose tables a failed apply left
-  for (const name of st?.services ?? []) files.add(name).add(conntrackName(name));
+  // shm files (upstream's names, in the shm directory) and our own files (in its .nfqlb-deno/)
+  const shms = new Set<string>(), own = new Set<string>();
+  // the file's services, and those apply recorded: services removed from the file since, whose tables a
+  // failed apply left
+  for (const name of [...cfg.services.map((s) => s.name), ...st?.services ?? []]) {
+    shms.add(name);
+    own.add(conntrackName(name));
+  }
   // the dataplane's own files, when apply ran it for this config
   if (st && st.program !== null) {
     const ft = st.ftShm ?? ftShmOf(cfg);
-    files.add(ft).add(`${ft}-counters`);
+    shms.add(ft);
+    own.add(countersShmName(ft));
   }
-  for (const f of files) {
+  for (const f of shms) {
     if (removeFile(shmPath(f))) {
       say(`- delete --shm=${f}`);
       n++;
     }
   }
-  if (cfg.dataplane.program === "flowlb") {
-    // the address flowlb saved under: the file's, else the NFQLB_FLOW_ADDRESS it inherited from apply
-    const store = flowStorePath(cfg.dataplane.options.flowAddress ?? flowAddress());
-    if (removeFile(store)) {
-      say(`- ${store}   (saved flows)`);
+  for (const f of own) {
+    if (removeFile(ownPath(f))) {
+      say(`- delete ${OWN_DIR_NAME}/${f}`);
       n++;
     }
   }

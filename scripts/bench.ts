@@ -10,11 +10,14 @@
  *       and the same loop in C
  *   (e) `rss`: resident memory of a running `lb` with one queue vs `deno run`
  *       of a script that sleeps (root only: needs a network namespace)
+ *   (g) `start`: `lb` spawn to first verdict with 20 kpps flowing, vs a Deno
+ *       program that only binds and `deno run` of an empty script (root only:
+ *       the netns lab; tests/bench/lb_start.ts)
  *
  * Prints a table and the goals (PASS/MISS), and writes everything to
  * bench-results/bench-<ISO timestamp>.json. Exit status: 0, or 1 when a
  * correctness check failed (a missed goal is reported, not an error).
- * `--only=maglev,lookup,cli,classify,fragtable,flows,trace,conntrack,rss` runs a subset.
+ * `--only=maglev,lookup,cli,classify,fragtable,flows,trace,conntrack,rss,start` runs a subset.
  */
 import { openBenchLib, openPointerLib } from "../tests/bench/c_baseline.ts";
 import { benchClassify } from "../tests/bench/classify.ts";
@@ -27,6 +30,7 @@ import { benchLookup } from "../tests/bench/lookup.ts";
 import { benchMaglev } from "../tests/bench/maglev.ts";
 import { formatReport, type Goal, type Row } from "../tests/bench/report.ts";
 import { benchRss } from "../tests/bench/rss.ts";
+import { benchLbStart } from "../tests/bench/lb_start.ts";
 import { ROOT } from "../tests/harness/paths.ts";
 
 const OUT_DIR = `${ROOT}/bench-results`;
@@ -103,6 +107,12 @@ async function main(): Promise<number> {
     if (want("rss")) {
       const r = await benchRss(ROOT, Deno.execPath());
       if (r.skipped) notes.push(`rss: skipped (${r.skipped})`);
+      rows.push(...r.rows), goals.push(...r.goals), Object.assign(checks, r.checks);
+    }
+    if (want("start")) {
+      const r = await benchLbStart({ runs: 10 });
+      if (r.skipped) notes.push(`start: skipped (${r.skipped})`);
+      notes.push(...(r.notes ?? []).map((n) => `start: ${n}`));
       rows.push(...r.rows), goals.push(...r.goals), Object.assign(checks, r.checks);
     }
   } finally {

@@ -37,5 +37,14 @@ if [ "$have" != "$NFQLB_DENO_VERSION" ]; then
   log "note: using deno $have from PATH (pinned version is $NFQLB_DENO_VERSION)"
 fi
 
+# The npm dependencies (pinned in deno.json and deno.lock) into the project's DENO_DIR, once: every module a
+# command can load, so nothing is fetched at run time; readable by any user (the CLI does not need to write it).
+if [ ! -f "$DENO_DIR/.nfqlb-cached" ] || [ "$NFQLB_ROOT/deno.lock" -nt "$DENO_DIR/.nfqlb-cached" ]; then
+  log "caching the npm dependencies into ${DENO_DIR#"$NFQLB_ROOT"/}"
+  (cd "$NFQLB_ROOT" && "$DENO" cache --quiet cli/main.ts dataplane/queue_worker.ts mod.ts)
+  touch "$DENO_DIR/.nfqlb-cached"
+  chmod -R a+rX "$DENO_DIR" 2>/dev/null || true
+fi
+
 # The C library (rebuilt only when a source is newer than the .so).
 make -s -C "$NFQLB_ROOT/c"

@@ -1,7 +1,8 @@
 /**
  * Ours (not upstream's): the connection-table commands ct-list, ct-set,
  * ct-delete, ct-stats, and the `init` options that create the table. The
- * table of target table `<shm>` is the shm `<shm>-ct` (docs/conntrack.md).
+ * table of target table `<shm>` is the file `<shm>-ct` in our own directory
+ * `<shm dir>/.nfqlb-deno/` (docs/conntrack.md, docs/shm.md "Our own files").
  */
 import { z } from "zod";
 import type { Invocation } from "../command.ts";
@@ -11,7 +12,7 @@ import { NfqlbError } from "../../core/errors.ts";
 import { mapIPv4, parseAddrPort, parseIPv4, parseIPv6 } from "../../core/inet.ts";
 import { buildKey } from "../../core/key.ts";
 import { portProtocolNumber } from "../../core/ip_protocols.ts";
-import { shmExists, shmPath } from "../../core/shm_dir.ts";
+import { ownExists, ownPath } from "../../core/shm_dir.ts";
 import { connmarkErrorText, ENOENT, setKernelConnmark } from "../../host/plumbing/offload_rules.ts";
 import { TargetShm } from "../../core/target_shm.ts";
 import {
@@ -52,7 +53,7 @@ export function parseInitConntrack(opts: Map<string, string>, shm: string): Init
     throw new NfqlbError(`init: --${extra[0]} '${opts.get(extra[0])}' needs --conntrack=MAX (MAX > 0)`);
   }
   if (capacity === undefined) return { kind: "none" };
-  shmPath(conntrackName(shm)); // a name too long with "-ct" errors before any output
+  ownPath(conntrackName(shm)); // a name too long with "-ct" errors before any output
   if (capacity === 0) return { kind: "delete" };
   const options: ConntrackOptions = { capacity, replace: true };
   const ttl = opts.get("ct_ttl");
@@ -92,17 +93,17 @@ export function applyInitConntrack(shm: string, what: InitConntrack): void {
   if (what.kind === "create") ConntrackShm.create(name, what.options);
   if (what.kind === "delete") {
     try {
-      Deno.removeSync(shmPath(name));
+      Deno.removeSync(ownPath(name));
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
   }
 }
 
-/** Opens `<shm>-ct`; a missing file is upstream's `FAILED mapSharedData: <name>`. */
+/** Opens `<shm>-ct` (in our own directory); a missing file is upstream's `FAILED mapSharedData: <name>`. */
 function openCt(shm: string): ConntrackShm {
   const name = conntrackName(shm);
-  if (!shmExists(name)) throw new NfqlbError(`FAILED mapSharedData: ${name}`);
+  if (!ownExists(name)) throw new NfqlbError(`FAILED mapSharedData: ${name}`);
   try {
     return ConntrackShm.open(name);
   } catch (e) {

@@ -7,7 +7,7 @@ import type { Command } from "../command.ts";
 import type { OptionSpec } from "../getopt.ts";
 import { err, out } from "../io.ts";
 import { NfqlbError } from "../../core/errors.ts";
-import { BadFlowAddress, flowExchange } from "../../core/flow/client.ts";
+import { BadFlowAddress, flowExchange, FlowNoReply } from "../../core/flow/client.ts";
 import { decodeReply } from "../../core/flow/wire.ts";
 import { type FlowKind, type FlowRequest, MAX_TARGET } from "../../core/flow/types.ts";
 
@@ -29,12 +29,20 @@ const byteLength = (s: string) => new TextEncoder().encode(s).length;
 /**
  * Sends one request to the flowlb at NFQLB_FLOW_ADDRESS (default
  * `unix:nfqlb`) and returns everything it answers until it closes.
- * Returns a number (the exit status) when the address does not parse.
+ * Returns a number (the exit status) when the address does not parse, or
+ * when flowlb gives no reply: then one line on stderr and `noReplyExit`.
  */
-async function exchange(fields: FlowRequest & { action: string }): Promise<Uint8Array | number> {
+async function exchange(
+  fields: FlowRequest & { action: string },
+  noReplyExit: number,
+): Promise<Uint8Array | number> {
   try {
     return await flowExchange(fields);
   } catch (e) {
+    if (e instanceof FlowNoReply) {
+      err(e.message + "\n");
+      return noReplyExit;
+    }
     if (!(e instanceof BadFlowAddress)) throw e;
     // upstream's text has no newline
     err(e.message);
@@ -42,10 +50,21 @@ async function exchange(fields: FlowRequest & { action: string }): Promise<Uint8
   }
 }
 
-/** set/delete: print the C-string reply and a newline; 0 when it starts with OK, else 255 (no reply: 255). */
+/**
+ * No reply to a set or delete: 255, upstream's status for a reply that is
+ * not OK (its client prints nothing then; ours says why on stderr).
+ */
+const SET_NO_REPLY = 255;
+/**
+ * No reply to a list: 1, as every other failure to reach flowlb
+ * (`Connect failed.`). Upstream exits 0 with empty output, which reads as
+ * "no flows".
+ */
+const LIST_NO_REPLY = 1;
+
+/** set/delete: print the C-string reply and a newline; 0 when it starts with OK, else 255. */
 function printReply(reply: Uint8Array | number): number {
   if (typeof reply === "number") return reply;
-  if (reply.length === 0) return 255;
   const text = decodeReply(reply);
   out(text + "\n");
   return text.startsWith("OK") ? 0 : 255;
@@ -101,7 +120,7 @@ async function setFlow(kind: FlowKind, opts: Map<string, string>): Promise<numbe
     out(parsed.error + "\n");
     return 255;
   }
-  return printReply(await exchange({ action: kind === "flow" ? "set" : "trace-set", ...req }));
+  return printReply(await exchange({ action: kind === "flow" ? "set" : "trace-set", ...req }, SET_NO_REPLY));
 }
 
 /** flow-delete / trace-flow-delete. */
@@ -110,13 +129,13 @@ async function deleteFlow(action: string, name: string): Promise<number> {
     out(`Invalid name [${JSON.stringify(name).slice(1, -1)}]\n`);
     return 255;
   }
-  return printReply(await exchange({ action, name }));
+  return printReply(await exchange({ action, name }, SET_NO_REPLY));
 }
 
 /** flow-list / trace-flow-list (a name no flow can have lists nothing, as an unknown one). */
 async function listFlows(action: string, name: string | undefined): Promise<number> {
   if (name !== undefined && unsendable(name)) return 0;
-  return printList(await exchange({ action, name }));
+  return printList(await exchange({ action, name }, LIST_NO_REPLY));
 }
 
 const SET_HEADER = "[options]\n  Set a flow. An un-defined value means match-all.\n" +

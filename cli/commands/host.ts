@@ -81,3 +81,29 @@ async function absolute(path: string): Promise<string> {
     return path;
   }
 }
+
+/** `health -f FILE`: every health check once, as a table; exit 1 when a target is down. */
+export const health: Command = {
+  name: "health",
+  header:
+    "health --file=FILE\n  Run every health check of a config once and print a table (exit 1 when a target is down)",
+  options: [{
+    name: "file",
+    help: "The config file (YAML or JSON; docs/config.md, docs/health.md)",
+    required: true,
+  }],
+  async run({ opts }) {
+    const file = opts.get("file")!;
+    const cfg = await load(file);
+    const { checkOnce, onceTable } = await import("../../host/health/once.ts");
+    const rows = await checkOnce(cfg);
+    if (rows.length === 0) {
+      say(`no health checks in ${file}`);
+      return 0;
+    }
+    for (const l of onceTable(rows)) say(l);
+    const down = rows.filter((r) => !r.ok).length;
+    say(down === 0 ? `all ${rows.length} targets up` : `${down} of ${rows.length} targets down`);
+    return down === 0 ? 0 : 1;
+  },
+};

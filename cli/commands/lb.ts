@@ -51,6 +51,8 @@ export const FLOWLB_OPTIONS: OptionSpec[] = [
   { name: "notargets_fwmark", help: "Set when there are no targets" },
   { name: "nolb_fwmark", help: "Set when there is no matching LB" },
   ...QUEUE_OPTS,
+  // ours (docs/cli.md): opt-in persistence; without it flowlb starts empty, as upstream
+  { name: "flow_store", help: "Save the flows in FILE and restore them at start", hidden: true },
 ];
 
 /** Used by commands whose feature has not landed yet: one plain line, exit 1. */
@@ -68,22 +70,44 @@ export function parseQueues(v: string): { first: number; last: number } {
   return { first, last };
 }
 
-/** The options shared by lb and flowlb, as a config (strict numbers, upstream defaults). */
+/** Options that name a shm file: an empty one fails as every shm name does (core/shm_dir.ts). */
+const SHM_OPTIONS = new Set(["tshm", "lbshm", "ft_shm"]);
+
+/** A name option's value: as given, or `def` when absent; an empty one is refused in one line. */
+function name(cmd: string, opts: Map<string, string>, option: string, def: string): string;
+function name(cmd: string, opts: Map<string, string>, option: string): string | undefined;
+function name(cmd: string, opts: Map<string, string>, option: string, def?: string): string | undefined {
+  const v = opts.get(option) ?? def;
+  if (v !== "") return v;
+  throw new NfqlbError(
+    SHM_OPTIONS.has(option)
+      ? "Invalid shm name []"
+      : `${cmd}: invalid --${option} value '' (expected a name)`,
+  );
+}
+
+/**
+ * The options shared by lb and flowlb, as a config (strict numbers, upstream
+ * defaults). Every value is checked here against the bounds of
+ * QueueConfigSchema (core/lb_options.ts), so the dataplane takes the config
+ * as it is, without loading zod before it binds its queues
+ * (tests/unit/lb_config_test.ts keeps the two in step).
+ */
 function commonConfig(cmd: string, opts: Map<string, string>): QueueConfig {
   const int = (name: string, def: string, min: number, max: number) =>
     parseInteger(cmd, `--${name} value`, opts.get(name) ?? def, min, max);
   const mtu = int("mtu", "1500", 0, 65535);
   if (mtu < 576) throw new NfqlbError(`Invalid MTU; ${mtu}`);
   return {
-    lbshm: opts.get("lbshm"),
+    lbshm: name(cmd, opts, "lbshm"),
     mtu,
-    tun: opts.get("tun"),
+    tun: name(cmd, opts, "tun"),
     reassembler: int("reassembler", "0", 0, UINT32_MAX),
     notargetsFwmark: int("notargets_fwmark", "-1", INT32_MIN, INT32_MAX),
     hashMode: int("hash_mode", "1", 0, 65535),
     queues: parseQueues(opts.get("queue") ?? "2"),
     qlength: int("qlength", "1024", 1, 1048576),
-    ftShm: opts.get("ft_shm") ?? "ftshm",
+    ftShm: name(cmd, opts, "ft_shm", "ftshm"),
     ftSize: int("ft_size", "500", 1, 16777216),
     ftBuckets: int("ft_buckets", "500", 0, 16777216),
     ftFrag: int("ft_frag", "100", 0, 1048576),
@@ -91,7 +115,35 @@ function commonConfig(cmd: string, opts: Map<string, string>): QueueConfig {
     traceAddress: opts.get("trace_address") ?? "unix:nfqlb-trace",
     failOpen: opts.has("fail_open"),
     batch: int("batch", "64", 1, 1024),
-    metrics: opts.get("metrics"),
+    metrics: name(cmd, opts, "metrics"),
+  };
+}
+
+/** `lb`'s config from its options (see commonConfig); throws NfqlbError with one line. */
+export function lbConfig(opts: Map<string, string>): LbConfig {
+  return {
+    ...commonConfig("lb", opts),
+    tshm: name("lb", opts, "tshm", "nfqlb"),
+    sctpEncap: parseInteger("lb", "--sctp_encap value", opts.get("sctp_encap") ?? "0", 0, 65535),
+  };
+}
+
+/** `flowlb`'s config from its options (see commonConfig); throws NfqlbError with one line. */
+export function flowLbConfig(opts: Map<string, string>): FlowLbConfig {
+  const address = flowAddress();
+  if (address === "") throw new NfqlbError("flowlb: invalid flow address '' (expected an address)");
+  return {
+    ...commonConfig("flowlb", opts),
+    nolbFwmark: parseInteger(
+      "flowlb",
+      "--nolb_fwmark value",
+      opts.get("nolb_fwmark") ?? "-1",
+      INT32_MIN,
+      INT32_MAX,
+    ),
+    promiscuous: opts.has("promiscuous_ping"),
+    flowAddress: address,
+    flowStore: parseFlowStore(opts.get("flow_store")),
   };
 }
 
@@ -101,16 +153,34 @@ export const lb: Command = {
   header: "lb [options]\n  Load-balance",
   options: LB_OPTIONS,
   async run({ opts }) {
-    const cfg: LbConfig = {
-      ...commonConfig("lb", opts),
-      tshm: opts.get("tshm") ?? "nfqlb",
-      sctpEncap: parseInteger("lb", "--sctp_encap value", opts.get("sctp_encap") ?? "0", 0, 65535),
-    };
-    // loaded on demand: the dataplane (and zod) would slow every other command's start
+    const cfg = lbConfig(opts);
+    // loaded on demand: the dataplane would slow every other command's start
     const { runLb } = await import("../../dataplane/lb.ts");
     return runLb(cfg, (line) => out(line + "\n"));
   },
 };
+
+/**
+ * flowlb's `--flow_store=FILE`: a non-empty path whose directory exists and
+ * that is not itself a directory (checked before anything starts).
+ */
+export function parseFlowStore(v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  const bad = (why: string) => new NfqlbError(`flowlb: invalid --flow_store value '${v}' (${why})`);
+  if (v === "" || v.includes("\0")) throw bad("expected a file path");
+  const dir = v.includes("/") ? v.slice(0, v.lastIndexOf("/")) || "/" : ".";
+  let isDir = false;
+  try {
+    isDir = Deno.statSync(dir).isDirectory;
+  } catch { /* missing: below */ }
+  if (!isDir) throw bad(`no directory ${dir}`);
+  try {
+    if (Deno.statSync(v).isDirectory) throw bad("a directory, expected a file");
+  } catch (e) {
+    if (e instanceof NfqlbError) throw e;
+  }
+  return v;
+}
 
 /** `flowlb`. */
 export const flowlb: Command = {
@@ -118,18 +188,7 @@ export const flowlb: Command = {
   header: "flowlb [options]\n  Load-balance with flows",
   options: FLOWLB_OPTIONS,
   async run({ opts }) {
-    const cfg: FlowLbConfig = {
-      ...commonConfig("flowlb", opts),
-      nolbFwmark: parseInteger(
-        "flowlb",
-        "--nolb_fwmark value",
-        opts.get("nolb_fwmark") ?? "-1",
-        INT32_MIN,
-        INT32_MAX,
-      ),
-      promiscuous: opts.has("promiscuous_ping"),
-      flowAddress: flowAddress(),
-    };
+    const cfg = flowLbConfig(opts);
     const { runFlowLb } = await import("../../dataplane/flowlb.ts");
     return runFlowLb(cfg, (line) => out(line + "\n"));
   },

@@ -2,7 +2,7 @@
 import type { Command } from "../command.ts";
 import { out } from "../io.ts";
 import { INT32_MAX, INT32_MIN, parseInteger, UINT32_MAX } from "../numbers.ts";
-import { errorText, NfqlbError } from "../../core/errors.ts";
+import { errorText, NfqlbError, strerror } from "../../core/errors.ts";
 import { primeBelow } from "../../core/prime.ts";
 import { shmPath } from "../../core/shm_dir.ts";
 import { TargetShm } from "../../core/target_shm.ts";
@@ -51,9 +51,13 @@ export const del: Command = {
   options: [{ name: "shm", help: "Target shared memory", required: true }],
   run({ opts }) {
     const name = opts.get("shm")!;
+    const path = shmPath(name);
     try {
-      Deno.removeSync(shmPath(name));
+      // unlink(2), as shm_unlink: never a directory (ours, .nfqlb-deno, holds other processes' files)
+      if (Deno.lstatSync(path).isDirectory) throw new NfqlbError(strerror(21));
+      Deno.removeSync(path);
     } catch (e) {
+      if (e instanceof NfqlbError) throw e;
       if (!(e instanceof Deno.errors.NotFound)) throw new NfqlbError(`${errorText(e)}`);
     }
     return 0;

@@ -4,7 +4,7 @@ import { err, out } from "../io.ts";
 import { INT32_MAX, INT32_MIN, parseInteger, parseStrtol0 } from "../numbers.ts";
 import { errorText, NfqlbError } from "../../core/errors.ts";
 import { connectTo, parseSocketAddress } from "../../core/address.ts";
-import { logLevel, traceMask } from "../../core/trace_shm.ts";
+import { logLevel, TRACE_REFUSED_PREFIX, traceMask } from "../../core/trace_shm.ts";
 import {
   NFQLB_TRACE_FLOW_CONF,
   NFQLB_TRACE_FLOWS,
@@ -25,6 +25,11 @@ export const TRACE_BITS: Record<string, number> = {
   target: NFQLB_TRACE_TARGET,
   flows: NFQLB_TRACE_FLOWS,
 };
+
+const REFUSED = new TextEncoder().encode(TRACE_REFUSED_PREFIX);
+
+const startsWith = (data: Uint8Array, prefix: Uint8Array) =>
+  data.length >= prefix.length && prefix.every((b, i) => data[i] === b);
 
 /** Default trace server address. */
 export const DEFAULT_TRACE_ADDRESS = "unix:nfqlb-trace";
@@ -89,10 +94,18 @@ export const trace: Command = {
       throw new NfqlbError(`Trace client connect to ${address}: ${text}`);
     }
     const buf = new Uint8Array(4096);
+    let first = true;
     for (;;) {
       const n = await conn.read(buf);
       if (n === null) break;
       let data = buf.subarray(0, n);
+      // ours: a server with all its trace slots taken says so in its first line, then closes
+      if (first && startsWith(data, REFUSED)) {
+        conn.close();
+        err(new TextDecoder().decode(data).split("\n")[0] + "\n");
+        return 1;
+      }
+      first = false;
       while (data.length) data = data.subarray(Deno.stdout.writeSync(data));
     }
     conn.close();

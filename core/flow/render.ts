@@ -30,6 +30,8 @@ export function canonicalRequest(d: FlowDefinition): FlowRequest {
   if (d.target !== null) req.target = d.target;
   if (d.priority !== 0) req.priority = String(d.priority);
   if (d.protocols) req.protocols = d.protocols.join(",");
+  // ports need a protocols field, even an empty one (any protocol: Meridio's `--protocols= --dports=8443`)
+  else if (d.dports || d.sports) req.protocols = "";
   if (d.dsts) req.dsts = d.dsts.map(formatCidr).join(",");
   if (d.srcs) req.srcs = d.srcs.map(formatCidr).join(",");
   if (d.dports) req.dports = d.dports.map(formatPortRange).join(",");

@@ -1,34 +1,25 @@
 /**
- * Persistence of a flowlb's flows (ours; upstream starts every flowlb with no
- * flows). The flow set is a JSON file beside the shm files,
- * `<shm dir>/nfqlb-flows-<address>.json`, replaced atomically (temporary file
- * + rename) after every change and validated with zod when flowlb starts.
+ * Persistence of a flowlb's flows: opt-in, ours (upstream starts every
+ * flowlb with no flows, and so do we unless the operator names a file with
+ * `flowlb --flow_store=FILE`). The flow set is a JSON file at exactly that
+ * path, replaced atomically (temporary file beside it + rename) after every
+ * change, and read back when flowlb starts.
  *
- * A file that cannot be used is never silently overwritten: it is renamed to
- * `<file>.corrupt-<time>` (one line says so, and flowlb starts with no flows);
- * if even that fails, saving is disabled for the run.
+ * Nothing in the file's name is derived (no address, no namespace inode: the
+ * kernel reuses inodes, so a new namespace could load a dead one's flows); the
+ * operator's path is the key. On load, every entry is checked by exactly the
+ * validator `flow-set` uses (./parse.ts parseFlowDefinition), so the store
+ * accepts what flow-set accepted; an entry that fails is skipped with one line
+ * naming it (and quoting it, so it can be set again by hand), never the whole
+ * store. Only a file that is not a flow store at all (not JSON, another
+ * format or version) is moved aside to `<file>.corrupt-<time>` (one line says
+ * so, and flowlb starts with no flows); if even that fails, saving is
+ * disabled for the run.
  */
 import { z } from "zod";
 import { errorText, NfqlbError } from "../errors.ts";
 import { parseFlowDefinition, showValue } from "./parse.ts";
 import type { FlowRequest } from "./types.ts";
-import { shmDir } from "../shm_dir.ts";
-import { PORT_PROTOCOLS, type PortProtocol } from "../ip_protocols.ts";
-
-/**
- * The file of the flows of the flowlb listening on `address` in this network
- * namespace (`unix:nfqlb` → `nfqlb-flows-unix_nfqlb-net4026531840.json`).
- * Abstract sockets are per network namespace while /dev/shm may be shared by
- * several, so the namespace (its inode) is part of the name: two flowlbs in
- * two namespaces never restore each other's flows.
- */
-export function flowStorePath(address: string): string {
-  let ns = "";
-  try {
-    ns = `-net${Deno.statSync("/proc/self/ns/net").ino}`;
-  } catch { /* not Linux, or /proc hidden: one file per address */ }
-  return `${shmDir()}/nfqlb-flows-${address.replace(/[^A-Za-z0-9._-]/g, "_")}${ns}.json`;
-}
 
 const strings = z.array(z.string()).optional();
 
@@ -40,8 +31,8 @@ export interface StoredFlow {
   target: string;
   /** Priority (absent: 0). */
   priority?: number;
-  /** Protocols. */
-  protocols?: PortProtocol[];
+  /** Protocols ([] with ports: any protocol, as `--protocols=`). */
+  protocols?: string[];
   /** Destination CIDRs, canonical. */
   dsts?: string[];
   /** Source CIDRs, canonical. */
@@ -56,47 +47,37 @@ export interface StoredFlow {
   udpencap?: number;
 }
 
-/** Schema of one saved flow. */
+/**
+ * The shape of one saved flow: types only (strings, lists of strings,
+ * numbers). Whether the values make a valid flow is parseFlowDefinition's
+ * call, as for flow-set.
+ */
 const StoredFlowSchema: z.ZodType<StoredFlow> = z.object({
   name: z.string(),
   target: z.string(),
-  priority: z.number().int().min(-2147483648).max(2147483647).optional(),
-  protocols: z.array(z.enum(PORT_PROTOCOLS)).optional(),
+  priority: z.number().optional(),
+  protocols: strings,
   dsts: strings,
   srcs: strings,
   dports: strings,
   sports: strings,
   match: strings,
-  udpencap: z.number().int().min(1).max(65535).optional(),
+  udpencap: z.number().optional(),
 }).strict();
 
-/** Schema of the file: the structure, unique names, and every flow a valid definition. */
+/** The file around the flows; the flows are checked one by one. */
 const FlowStoreFileSchema = z.object({
   format: z.literal("nfqlb-deno-flows"),
   version: z.literal(1),
-  flows: z.array(StoredFlowSchema),
-}).strict().superRefine((file, ctx) => {
-  const seen = new Set<string>();
-  file.flows.forEach((f, i) => {
-    if (seen.has(f.name)) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["flows", i, "name"],
-        message: `duplicate flow [${showValue(f.name)}]`,
-      });
-    }
-    seen.add(f.name);
-    const p = parseFlowDefinition(toRequest(f), "flow");
-    if (!p.ok) ctx.addIssue({ code: "custom", path: ["flows", i, p.field], message: p.error });
-  });
-});
+  flows: z.array(z.unknown()),
+}).strict();
 
 /** The saved form of a canonical request. */
 export function toStored(r: FlowRequest): StoredFlow {
   const list = (s: string | undefined) => s === undefined ? undefined : s === "" ? [] : s.split(",");
   const f: StoredFlow = { name: r.name ?? "", target: r.target ?? "" };
   if (r.priority !== undefined) f.priority = Number(r.priority);
-  if (r.protocols !== undefined) f.protocols = list(r.protocols) as StoredFlow["protocols"];
+  if (r.protocols !== undefined) f.protocols = list(r.protocols);
   for (const k of ["dsts", "srcs", "dports", "sports", "match"] as const) {
     if (r[k] !== undefined) f[k] = list(r[k]);
   }
@@ -121,22 +102,31 @@ function pathText(path: readonly PropertyKey[]): string {
   return path.map((p, i) => typeof p === "number" ? `[${p}]` : `${i > 0 ? "." : ""}${String(p)}`).join("");
 }
 
+/** An entry as quoted in a log line: its JSON, at most 200 characters. */
+function quote(entry: unknown): string {
+  const j = JSON.stringify(entry) ?? String(entry);
+  return j.length > 200 ? `${j.slice(0, 197)}...` : j;
+}
+
 /** What {@link FlowStore.load} found. */
 export interface LoadedFlows {
-  /** The saved flows in match order (empty when there is no usable file). */
+  /** The valid saved flows in match order (empty when there is no usable file). */
   flows: FlowRequest[];
-  /** One line when the file was unusable (it was moved aside, or saving is now disabled). */
-  problem?: string;
+  /**
+   * One line per entry skipped (`flow store <file>: entry <i> (flow <name>): <why>; skipped: <json>`), or
+   * one line for a file that was unusable as a whole (moved aside, or saving is now disabled).
+   */
+  problems: string[];
 }
 
 /**
- * The saved flow set of one flowlb.
+ * The saved flow set of one flowlb, in the file the operator named.
  *
  * @example
  * ```ts
- * const store = new FlowStore(flowStorePath("unix:nfqlb"));
- * const { flows, problem } = store.load();
- * if (problem) console.error(problem);
+ * const store = new FlowStore("/var/lib/nfqlb/flows.json"); // flowlb --flow_store=...
+ * const { flows, problems } = store.load();
+ * problems.forEach((p) => console.error(p));
  * table.restore(flows).forEach((p) => console.error(p));
  * // after each change: store.save(table.definitions())
  * ```
@@ -148,7 +138,7 @@ export class FlowStore {
 
   /**
    * A store for one file; nothing is read or written yet.
-   * @param path the file (see {@link flowStorePath})
+   * @param path the file (flowlb's `--flow_store`)
    */
   constructor(path: string) {
     this.path = path;
@@ -159,17 +149,21 @@ export class FlowStore {
     return !this.#disabled;
   }
 
-  /** Reads and validates the file. A missing file is an empty flow set. */
+  /**
+   * Reads the file and checks each entry as flow-set checks a request. A
+   * missing file is an empty flow set. Bad entries are skipped (one line
+   * each); the rest load.
+   */
   load(): LoadedFlows {
     let text: string;
     try {
       text = Deno.readTextFileSync(this.path);
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return { flows: [] };
+      if (e instanceof Deno.errors.NotFound) return { flows: [], problems: [] };
       this.#disabled = true;
       return {
         flows: [],
-        problem: `flow store ${this.path}: ${errorText(e)}; starting with no flows, not saving flows`,
+        problems: [`flow store ${this.path}: ${errorText(e)}; starting with no flows, not saving flows`],
       };
     }
     let json: unknown;
@@ -178,12 +172,36 @@ export class FlowStore {
     } catch (e) {
       return this.#corrupt(`not JSON (${e instanceof Error ? e.message : String(e)})`);
     }
-    const r = FlowStoreFileSchema.safeParse(json);
-    if (!r.success) {
-      const issue = r.error.issues[0];
+    const file = FlowStoreFileSchema.safeParse(json);
+    if (!file.success) {
+      const issue = file.error.issues[0];
       return this.#corrupt(`${pathText(issue.path) || "file"}: ${issue.message}`);
     }
-    return { flows: r.data.flows.map(toRequest) };
+    const flows: FlowRequest[] = [];
+    const problems: string[] = [];
+    const seen = new Map<string, number>();
+    file.data.flows.forEach((entry, i) => {
+      const named = typeof entry === "object" && entry !== null && "name" in entry &&
+          typeof entry.name === "string"
+        ? ` (flow ${showValue(entry.name.slice(0, 64))})`
+        : "";
+      const skip = (why: string) =>
+        problems.push(`flow store ${this.path}: entry ${i}${named}: ${why}; skipped: ${quote(entry)}`);
+      const shape = StoredFlowSchema.safeParse(entry);
+      if (!shape.success) {
+        const issue = shape.error.issues[0];
+        return skip(`${pathText(issue.path) || "entry"}: ${issue.message}`);
+      }
+      const req = toRequest(shape.data);
+      // exactly flow-set's validation: what flow-set accepted loads
+      const parsed = parseFlowDefinition(req, "flow");
+      if (!parsed.ok) return skip(parsed.error);
+      const first = seen.get(parsed.definition.name);
+      if (first !== undefined) return skip(`the name of entry ${first} again`);
+      seen.set(parsed.definition.name, i);
+      flows.push(req);
+    });
+    return { flows, problems };
   }
 
   #corrupt(reason: string): LoadedFlows {
@@ -194,14 +212,16 @@ export class FlowStore {
       this.#disabled = true;
       return {
         flows: [],
-        problem: `flow store ${this.path}: ${reason}; cannot move it aside (${
-          errorText(e)
-        }); starting with no flows, not saving flows`,
+        problems: [
+          `flow store ${this.path}: ${reason}; cannot move it aside (${
+            errorText(e)
+          }); starting with no flows, not saving flows`,
+        ],
       };
     }
     return {
       flows: [],
-      problem: `flow store ${this.path}: ${reason}; moved to ${aside}, starting with no flows`,
+      problems: [`flow store ${this.path}: ${reason}; moved to ${aside}, starting with no flows`],
     };
   }
 

@@ -18,6 +18,14 @@ export function flowAddress(): string {
 /** Longest request line in bytes, newline excluded (upstream reads lines into a 1024-byte buffer). */
 export const MAX_LINE = 1023;
 
+/**
+ * Most bytes a request may have, up to and including its `eoc:` line (ours;
+ * upstream has no bound). The longest request a client can send is the 11
+ * keys at {@link MAX_LINE} bytes each, 11 269 bytes; more means duplicate or
+ * unknown keys, which only a broken or hostile client sends.
+ */
+export const MAX_REQUEST = 16384;
+
 /** The actions a server knows. */
 export const ACTIONS = [
   "set",
@@ -106,19 +114,27 @@ export type ReadOutcome =
   /**
    * A broken request: `warning` is for the log; `reply`, when set, is sent
    * (as a C string) before closing, else the connection closes with no reply.
+   * `problem` names the kind, for a server's summary of bad clients.
    */
-  | { kind: "error"; warning: string; reply?: string };
+  | { kind: "error"; problem: RequestProblem; warning: string; reply?: string };
+
+/** What was wrong with a broken request. */
+export type RequestProblem = "invalid param" | "unexpected eof" | "line too long" | "request too long";
 
 /**
  * Incremental request parser. Upstream's rules: `eoc:` at the start of a
  * line ends the request; a line without `:` closes the connection with no
  * reply; EOF before `eoc:` likewise; unknown keys are ignored. Ours: a line
  * longer than {@link MAX_LINE} bytes gets the reply `FAIL: line too long`
- * (upstream splits it, which usually ends as a line without `:`).
+ * (upstream splits it, which usually ends as a line without `:`), and a
+ * request longer than {@link MAX_REQUEST} bytes `FAIL: request too long`; so
+ * a reader holds at most MAX_LINE pending bytes and reads at most MAX_REQUEST.
  */
 export class RequestReader {
   #pending: Uint8Array[] = [];
   #pendingLen = 0;
+  /** Bytes of the lines already parsed, newlines included. */
+  #consumed = 0;
   #cmd: FlowCommand = { unknown: [] };
   #finished: ReadOutcome | undefined;
   #dec = new TextDecoder();
@@ -133,8 +149,18 @@ export class RequestReader {
       if (this.#pendingLen + end - start > MAX_LINE) {
         return this.#finish({
           kind: "error",
+          problem: "line too long",
           warning: "readFlowCmd; line too long",
           reply: "FAIL: line too long",
+        });
+      }
+      // this line would end (or, unfinished, already lies) beyond the request bound
+      if (this.#consumed + this.#pendingLen + end - start + (nl < 0 ? 0 : 1) > MAX_REQUEST) {
+        return this.#finish({
+          kind: "error",
+          problem: "request too long",
+          warning: "readFlowCmd; request too long",
+          reply: "FAIL: request too long",
         });
       }
       if (nl < 0) {
@@ -145,6 +171,7 @@ export class RequestReader {
         return { kind: "more" };
       }
       const parts = [...this.#pending, chunk.subarray(start, end)];
+      this.#consumed += this.#pendingLen + end - start + 1;
       this.#pending = [];
       this.#pendingLen = 0;
       const r = this.#line(this.#dec.decode(concat(parts)));
@@ -156,7 +183,7 @@ export class RequestReader {
   /** The peer closed its side: a request without `eoc:` is an error with no reply. */
   end(): ReadOutcome {
     if (this.#finished) return this.#finished;
-    return this.#finish({ kind: "error", warning: "readFlowCmd; unexpected eof" });
+    return this.#finish({ kind: "error", problem: "unexpected eof", warning: "readFlowCmd; unexpected eof" });
   }
 
   #finish(r: ReadOutcome): ReadOutcome {
@@ -167,7 +194,13 @@ export class RequestReader {
   #line(line: string): ReadOutcome | undefined {
     if (line.startsWith("eoc:")) return { kind: "done", command: this.#cmd };
     const colon = line.indexOf(":");
-    if (colon < 0) return { kind: "error", warning: `readFlowCmd; invalid param [${visible(line)}]` };
+    if (colon < 0) {
+      return {
+        kind: "error",
+        problem: "invalid param",
+        warning: `readFlowCmd; invalid param [${visible(line)}]`,
+      };
+    }
     const key = line.slice(0, colon), value = line.slice(colon + 1);
     if (!KEYS.has(key)) {
       if (this.#cmd.unknown.length < 16) this.#cmd.unknown.push(key);

@@ -16,9 +16,10 @@ import { checkRules, type Issue } from "./rules.ts";
 import { type DataPath, isJson, readSource, type Source, SyntaxProblem } from "./source.ts";
 import type { HostConfig } from "./types.ts";
 
-export { HostConfigFileSchema } from "./schema.ts";
+export { DEFAULT_ADMIN_ADDRESS, HostConfigFileSchema } from "./schema.ts";
 export type { HostConfigFile, HostConfigParsed } from "./schema.ts";
 export type {
+  AdminConfig,
   ConntrackConfig,
   DataplaneConfig,
   DataplaneOptions,
@@ -43,6 +44,17 @@ export class ConfigError extends NfqlbError {
     this.name = "ConfigError";
   }
 }
+
+/**
+ * Largest config file read, in bytes (1 MiB). A host config is a few KiB
+ * (about 150 bytes per target); a bigger file is refused before it is
+ * parsed, so that no file can make apply, status or teardown take seconds
+ * and gigabytes (a 13 MB file took 18–28 s and 1.6 GB to refuse).
+ */
+export const MAX_CONFIG_BYTES = 1 << 20;
+
+const tooLarge = (file: string) =>
+  new ConfigError(`${file}: too large: more than ${MAX_CONFIG_BYTES} bytes (a config file is at most 1 MiB)`);
 
 /** `services[0].targets[1].weight`; the root is `(top level)`. */
 export function formatPath(path: DataPath): string {
@@ -100,7 +112,8 @@ function report(file: string, src: Source, issues: Issue[]): ConfigError {
  * @param text the file's contents
  * @param file the name used in error messages
  * @throws ConfigError with one line: `<file>:<line>: <path>: <expected>, got <value>`, or
- *   `<file>:<line>:<col>: YAML syntax: <message>` (JSON: `JSON syntax`)
+ *   `<file>:<line>:<col>: YAML syntax: <message>` (JSON: `JSON syntax`), `YAML aliases: ...`,
+ *   `nested deeper than 32 levels`, or `<file>: too large: ...` over {@link MAX_CONFIG_BYTES}
  *
  * @example
  * ```ts
@@ -112,6 +125,11 @@ function report(file: string, src: Source, issues: Issue[]): ConfigError {
  * ```
  */
 export function parseHostConfig(text: string, file: string): HostConfig {
+  // UTF-8 has at least one byte per UTF-16 unit, at most three
+  if (text.length > MAX_CONFIG_BYTES) throw tooLarge(file);
+  if (text.length * 3 > MAX_CONFIG_BYTES && new TextEncoder().encode(text).length > MAX_CONFIG_BYTES) {
+    throw tooLarge(file);
+  }
   if (text.trim() === "") {
     throw new ConfigError(`${file}:1: (top level): expected a mapping with version: 1, got an empty file`);
   }
@@ -138,15 +156,35 @@ export function parseHostConfig(text: string, file: string): HostConfig {
 }
 
 /**
- * Reads and parses a host config file.
- * @throws ConfigError `<path>: cannot read: <reason>`, or as {@link parseHostConfig}
+ * Reads at most MAX_CONFIG_BYTES + 1 bytes of `path` (a pipe or a device
+ * is bounded too), and refuses the file when there are more.
+ * @throws ConfigError `<path>: cannot read: <reason>`, `<path>: too large: ...`
  */
-export async function loadHostConfig(path: string): Promise<HostConfig> {
-  let text: string;
+async function readBounded(path: string): Promise<string> {
+  const buf = new Uint8Array(MAX_CONFIG_BYTES + 1);
+  let n = 0;
   try {
-    text = await Deno.readTextFile(path);
+    using f = await Deno.open(path);
+    const st = await f.stat();
+    if (st.isFile && st.size > MAX_CONFIG_BYTES) throw tooLarge(path);
+    while (n < buf.length) {
+      const got = await f.read(buf.subarray(n));
+      if (got === null) break;
+      n += got;
+    }
   } catch (e) {
+    if (e instanceof ConfigError) throw e;
     throw new ConfigError(`${path}: cannot read: ${errorText(e)}`);
   }
-  return parseHostConfig(text, path);
+  if (n > MAX_CONFIG_BYTES) throw tooLarge(path);
+  return new TextDecoder().decode(buf.subarray(0, n));
+}
+
+/**
+ * Reads and parses a host config file (at most {@link MAX_CONFIG_BYTES}).
+ * @throws ConfigError `<path>: cannot read: <reason>`, `<path>: too large: more than 1048576 bytes
+ *   (a config file is at most 1 MiB)`, or as {@link parseHostConfig}
+ */
+export async function loadHostConfig(path: string): Promise<HostConfig> {
+  return parseHostConfig(await readBounded(path), path);
 }

@@ -12,16 +12,16 @@ import { formatIPv6 } from "../../core/inet.ts";
 import { parseMetricsAddress, parseSocketAddress } from "../../core/address.ts";
 import { primeBelow } from "../../core/prime.ts";
 import { TRACE_SHM } from "../../core/trace_shm.ts";
-import { countersShmName } from "../../core/counters_shm.ts";
-import { conntrackName } from "../../core/conntrack_shm.ts";
 import type { DataPath } from "./source.ts";
-import type { HostConfigParsed } from "./schema.ts";
+import { HEALTH_DEFAULTS, type HostConfigParsed } from "./schema.ts";
 import type {
   Family,
   FlowConfig,
+  HealthConfig,
   HostConfig,
   PortSelector,
   ServiceConfig,
+  SnatAddresses,
   TargetConfig,
   Vip,
 } from "./types.ts";
@@ -76,6 +76,69 @@ function parseNet(text: string): Net | undefined {
 
 type ParsedService = HostConfigParsed["services"][number];
 type ParsedTarget = ParsedService["targets"][number];
+type ParsedSnat = NonNullable<ParsedService["snat"]>;
+
+const FAMILY_NAME = { ipv4: "IPv4", ipv6: "IPv6" } as const;
+
+/**
+ * Whether an address can be a source on the wire: not unspecified, loopback,
+ * multicast (nor IPv4's reserved 240/4 and broadcast).
+ */
+function isUnicast(n: Net): boolean {
+  if (n.family === "ipv4") {
+    const first = Number(n.address.split(".")[0]);
+    return first !== 0 && first !== 127 && first < 224;
+  }
+  return n.address !== "::" && n.address !== "::1" && !/^ff[0-9a-f]{2}:/.test(n.address);
+}
+
+/** A checked `snat` mapping: the canonical addresses, and the families whose address was refused. */
+interface CheckedSnat {
+  addresses: SnatAddresses;
+  bad: Set<Family>;
+}
+
+/**
+ * Checks a `snat` mapping (of a service or a target): at least one family,
+ * each a unicast address of its key's family, and only families the
+ * service's VIPs have (`families`; null when the VIPs are bad).
+ */
+function checkSnat(
+  snat: ParsedSnat,
+  families: Set<Family> | null,
+  at: DataPath,
+  issues: Issue[],
+): CheckedSnat {
+  const addresses = { ipv4: null as string | null, ipv6: null as string | null };
+  const bad = new Set<Family>();
+  if (snat.ipv4 === undefined && snat.ipv6 === undefined) {
+    // refused as a whole: a family missing because of it is not reported again
+    bad.add("ipv4").add("ipv6");
+    issues.push({ path: at, expected: "expected a mapping with ipv4 and/or ipv6 (the source addresses)" });
+  }
+  for (const f of ["ipv4", "ipv6"] as const) {
+    const text = snat[f];
+    if (text === undefined) continue;
+    const n = parseNet(text);
+    const name = FAMILY_NAME[f];
+    if (!n || text.includes("/") || n.family !== f || !isUnicast(n)) {
+      bad.add(f);
+      issues.push({
+        path: [...at, f],
+        expected: `expected a unicast ${name} address (${
+          f === "ipv4" ? "not 0.x, 127.x, multicast or broadcast" : "not ::, ::1 or multicast"
+        })`,
+      });
+    } else if (families && !families.has(f)) {
+      bad.add(f);
+      issues.push({
+        path: [...at, f],
+        expected: `expected no ${name} address (the service has no ${name} VIPs)`,
+      });
+    } else addresses[f] = n.address;
+  }
+  return { addresses, bad };
+}
 
 function checkVips(s: ParsedService, at: DataPath, issues: Issue[]): Vip[] {
   const vips: Vip[] = [];
@@ -150,25 +213,155 @@ function checkAddresses(
   return out;
 }
 
-function checkTarget(
+/**
+ * The source addresses of a fullnat target: per VIP family, the target's own
+ * `snat` address, else its service's. A family with neither is an issue at
+ * the target's `snat` (or at its `mode` when it has none); a family whose
+ * address was refused already is not reported twice.
+ */
+function resolveSnat(
   t: ParsedTarget,
+  service: CheckedSnat | null,
   families: Set<Family> | null,
   at: DataPath,
   issues: Issue[],
-): TargetConfig {
-  const addr = checkAddresses(t, families, at, issues);
-  if (t.port !== undefined && t.mode !== "nat") {
+): SnatAddresses {
+  const own = t.snat ? checkSnat(t.snat, families, [...at, "snat"], issues) : null;
+  const snat = {
+    ipv4: own?.addresses.ipv4 ?? service?.addresses.ipv4 ?? null,
+    ipv6: own?.addresses.ipv6 ?? service?.addresses.ipv6 ?? null,
+  };
+  for (const f of families ?? []) {
+    // the target's own refused address, or a refused service address it would inherit
+    const inherited = (own?.addresses[f] ?? null) === null;
+    const refused = own?.bad.has(f) || (inherited && service?.bad.has(f));
+    if (snat[f] !== null || refused) continue;
+    const name = FAMILY_NAME[f];
     issues.push({
-      path: [...at, "port"],
-      expected: "expected no port with mode dsr (port translation needs mode: nat)",
+      path: [...at, t.snat ? "snat" : "mode"],
+      expected: `expected an ${name} source address with fullnat (snat.${f} on the target or its service; ` +
+        `the service has ${name} VIPs)`,
     });
   }
+  return snat;
+}
+
+type ParsedHealth = NonNullable<ParsedService["health"]>;
+/** Keys of a health mapping that belong to one type only. */
+const HEALTH_TYPE_KEYS = {
+  path: "http",
+  expect: "http",
+  body: "http",
+  payload: "udp",
+  command: "exec",
+} as const;
+
+/**
+ * A target's health check: the service's mapping, overridden key by key by
+ * the target's (when the target changes the type, only the keys common to
+ * every type are inherited), then the defaults. Null when neither has one.
+ */
+function checkHealth(
+  service: ParsedHealth | undefined,
+  own: ParsedHealth | undefined,
+  t: ParsedTarget,
+  servicePorts: PortSelector[] | null,
+  at: DataPath,
+  issues: Issue[],
+): HealthConfig | null {
+  if (!service && !own) return null;
+  const where: DataPath = own ? [...at, "health"] : [...at.slice(0, -2), "health"];
+  let inherited: ParsedHealth = service ?? {};
+  if (own?.type !== undefined && service?.type !== undefined && own.type !== service.type) {
+    const { path: _p, expect: _e, body: _b, payload: _l, command: _c, ...common } = service;
+    inherited = common;
+  }
+  const h = { ...inherited, ...own };
+  if (h.type === undefined) {
+    issues.push({
+      path: where,
+      expected: "expected a health check with a type (tcp, http, udp, icmp, exec)",
+    });
+    return null;
+  }
+  for (const [k, type] of Object.entries(HEALTH_TYPE_KEYS)) {
+    if (h[k as keyof typeof HEALTH_TYPE_KEYS] !== undefined && h.type !== type) {
+      const from = own?.[k as keyof typeof HEALTH_TYPE_KEYS] !== undefined ? [...at, "health"] : where;
+      issues.push({
+        path: [...from, k],
+        expected: `expected no ${k} with type ${h.type} (it is for ${type})`,
+      });
+    }
+  }
+  const intervalMs = h.intervalMs ?? HEALTH_DEFAULTS.intervalMs;
+  const timeoutMs = h.timeoutMs ?? Math.min(HEALTH_DEFAULTS.timeoutMs, intervalMs);
+  if (timeoutMs > intervalMs) {
+    issues.push({
+      path: [...where, "timeoutMs"],
+      expected: `expected a timeout ≤ intervalMs (${intervalMs}): one check at a time per target`,
+      got: String(timeoutMs),
+    });
+  }
+  let port: number | null = null;
+  if (h.type === "tcp" || h.type === "http" || h.type === "udp") {
+    // a NAT target answers on its own port; the check goes where its traffic goes
+    port = t.mode !== "dsr" && t.port !== undefined
+      ? t.port
+      : h.port ?? servicePorts?.[0]?.ports?.first ?? null;
+    if (port === null) {
+      issues.push({
+        path: where,
+        expected: `expected a port in the ${h.type} health check (the service has no ports: to take it from)`,
+      });
+    }
+  }
+  if (h.type === "exec" && h.command === undefined) {
+    issues.push({ path: where, expected: "expected a command with type exec" });
+  }
+  return {
+    type: h.type,
+    port,
+    intervalMs,
+    timeoutMs,
+    rise: h.rise ?? HEALTH_DEFAULTS.rise,
+    fall: h.fall ?? HEALTH_DEFAULTS.fall,
+    onFail: h.onFail ?? HEALTH_DEFAULTS.onFail,
+    path: h.path ?? HEALTH_DEFAULTS.path,
+    expect: h.expect ?? HEALTH_DEFAULTS.expect,
+    body: h.body ?? null,
+    payload: h.payload ?? HEALTH_DEFAULTS.payload,
+    command: h.command ?? [],
+  };
+}
+
+function checkTarget(
+  t: ParsedTarget,
+  families: Set<Family> | null,
+  serviceSnat: CheckedSnat | null,
+  at: DataPath,
+  issues: Issue[],
+  health: { service: ParsedHealth | undefined; ports: PortSelector[] | null },
+): TargetConfig {
+  const addr = checkAddresses(t, families, at, issues);
+  if (t.port !== undefined && t.mode === "dsr") {
+    issues.push({
+      path: [...at, "port"],
+      expected: "expected no port with mode dsr (port translation needs mode: nat or fullnat)",
+    });
+  }
+  if (t.snat !== undefined && t.mode !== "fullnat") {
+    issues.push({
+      path: [...at, "snat"],
+      expected: `expected no snat with mode ${t.mode} (source translation needs mode: fullnat)`,
+    });
+  }
+  const snat = t.mode === "fullnat" ? resolveSnat(t, serviceSnat, families, at, issues) : null;
   let table: number | null = null;
-  if (t.mode === "nat") {
+  if (t.mode !== "dsr") {
     if (t.table !== undefined) {
       issues.push({
         path: [...at, "table"],
-        expected: "expected no table with mode nat (NAT'ed packets are routed by the main table)",
+        expected: `expected no table with mode ${t.mode} (NAT'ed packets are routed by the main table)`,
       });
     }
   } else {
@@ -188,7 +381,9 @@ function checkTarget(
     weight: t.weight,
     mode: t.mode,
     table,
+    snat,
     active: t.active,
+    health: checkHealth(health.service, t.health, t, health.ports, at, issues),
   };
 }
 
@@ -212,6 +407,13 @@ function checkService(s: ParsedService, at: DataPath, issues: Issue[]): ServiceC
   const vips = checkVips(s, at, issues);
   // with a bad VIP the families are unknown: judging the targets' addresses would only add noise
   const families = issues.length === before ? new Set(vips.map((v) => v.family)) : null;
+  const snat = s.snat ? checkSnat(s.snat, families, [...at, "snat"], issues) : null;
+  if (s.snat && s.targets.length > 0 && !s.targets.some((t) => t.mode === "fullnat")) {
+    issues.push({
+      path: [...at, "snat"],
+      expected: "expected a target with mode: fullnat in the service (snat is for fullnat targets)",
+    });
+  }
   const active = s.targets.filter((t) => t.active).length;
   if (active > s.n) {
     issues.push({
@@ -221,6 +423,7 @@ function checkService(s: ParsedService, at: DataPath, issues: Issue[]): ServiceC
     });
   }
   const ct = s.conntrack;
+  const ports = checkPorts(s, at, issues);
   return {
     name: s.name,
     m,
@@ -231,8 +434,10 @@ function checkService(s: ParsedService, at: DataPath, issues: Issue[]): ServiceC
       ? { capacity: ct.capacity, ttlMs: ct.ttlMs, floodPerSecond: ct.floodPerSecond, contexts: ct.contexts }
       : null,
     vips,
-    ports: checkPorts(s, at, issues),
-    targets: s.targets.map((t, j) => checkTarget(t, families, [...at, "targets", j], issues)),
+    ports,
+    targets: s.targets.map((t, j) =>
+      checkTarget(t, families, snat, [...at, "targets", j], issues, { service: s.health, ports })
+    ),
   };
 }
 
@@ -270,16 +475,10 @@ function checkGlobalUniqueness(services: readonly ServiceConfig[], issues: Issue
       } else tables.set(t.table, here);
     });
   });
-  // another service's connection table, or a dataplane shm, would be clobbered
+  // the trace shm would be clobbered (connection tables are in our own directory: no clash with a service)
   services.forEach((s, i) => {
-    const owner = services.find((o) => o.conntrack && conntrackName(o.name) === s.name);
-    if (owner || s.name === TRACE_SHM) {
-      issues.push({
-        path: ["services", i, "name"],
-        expected: `expected a name that is not ${
-          owner ? `the connection table of service ${owner.name}` : "the trace shm"
-        }`,
-      });
+    if (s.name === TRACE_SHM) {
+      issues.push({ path: ["services", i, "name"], expected: "expected a name that is not the trace shm" });
     }
   });
 }
@@ -408,7 +607,7 @@ function checkDataplane(cfg: HostConfigParsed, flows: boolean, issues: Issue[]):
   }
   const ftShm = o.ftShm ?? "ftshm";
   cfg.services.forEach((s, i) => {
-    if (s.name === ftShm || s.name === countersShmName(ftShm)) {
+    if (s.name === ftShm) {
       issues.push({
         path: ["services", i, "name"],
         expected: `expected a name that is not the fragment table's (${ftShm})`,
@@ -425,6 +624,38 @@ function checkDataplane(cfg: HostConfigParsed, flows: boolean, issues: Issue[]):
     start: d.start,
     offload: d.offload,
   };
+}
+
+/** The admin address parses as the lb's --metrics does, and is not the lb's own metrics address. */
+function checkAdmin(cfg: HostConfigParsed, issues: Issue[]): HostConfig["admin"] {
+  const address = cfg.admin.address, at = ["admin", "address"];
+  let admin: { hostname: string; port: number } | undefined;
+  try {
+    admin = parseMetricsAddress(address);
+  } catch {
+    issues.push({ path: at, expected: "expected ADDR:PORT or [ADDR]:PORT" });
+  }
+  const metrics = cfg.dataplane.options.metrics;
+  if (admin && metrics !== undefined) {
+    try {
+      const m = parseMetricsAddress(metrics);
+      if (
+        m.port === admin.port && (m.hostname === admin.hostname || isAny(m.hostname) || isAny(admin.hostname))
+      ) {
+        issues.push({
+          path: at,
+          expected:
+            `expected an address other than dataplane.options.metrics (${metrics}: the lb serves there)`,
+        });
+      }
+    } catch { /* reported by checkDataplane */ }
+  }
+  return { address };
+}
+
+/** The wildcard address of either family (binds every address, so it clashes with any on its port). */
+function isAny(hostname: string): boolean {
+  return hostname === "0.0.0.0" || hostname === "::";
 }
 
 /**
@@ -447,5 +678,6 @@ export function checkRules(cfg: HostConfigParsed): { config: HostConfig; issues:
     });
   }
   const dataplane = checkDataplane(cfg, hasFlows, issues);
-  return { config: { version: 1, name: cfg.name, services, flows, dataplane }, issues };
+  const admin = checkAdmin(cfg, issues);
+  return { config: { version: 1, name: cfg.name, services, flows, dataplane, admin }, issues };
 }

@@ -112,6 +112,84 @@ export const PortSelectorSchema = mapping({
 
 const ADDRESS = "an IP address, or a list of one IPv4 and one IPv6 address";
 
+/** The modes of a target: how its packets get there (docs/config.md). */
+export const MODES = ["dsr", "nat", "fullnat"] as const;
+
+/**
+ * Schema of a `snat` mapping: per family, the source address that fullnat
+ * targets see (on a service: the default of its fullnat targets; on a
+ * target: overrides the service's, per family).
+ */
+export const SnatFileSchema = mapping({
+  ipv4: text("an IPv4 address").optional().describe("Source address of IPv4 packets to fullnat targets."),
+  ipv6: text("an IPv6 address").optional().describe("Source address of IPv6 packets to fullnat targets."),
+}, "a mapping of ipv4 and/or ipv6 (the source addresses)");
+
+/** Health check types (docs/health.md). */
+export const HEALTH_TYPES = ["tcp", "http", "udp", "icmp", "exec"] as const;
+/** What a target found dead gets: out of the table, or weight 0. */
+export const HEALTH_ON_FAIL = ["remove", "drain"] as const;
+/** Health check defaults (docs/health.md); the schema leaves keys absent so a target's mapping can inherit. */
+export const HEALTH_DEFAULTS = {
+  intervalMs: 1000,
+  timeoutMs: 500,
+  rise: 2,
+  fall: 3,
+  onFail: "remove",
+  path: "/",
+  expect: [200],
+  payload: "nfqlb-health\n",
+} as const;
+/** Bounds of the health timing keys. */
+export const MAX_HEALTH_INTERVAL_MS = 3_600_000, MIN_HEALTH_INTERVAL_MS = 100;
+
+/**
+ * Schema of a health check (on a service; a target's own mapping overrides
+ * it key by key). Defaults are filled in by the rules (rules.ts), after the
+ * merge: `HEALTH_DEFAULTS`.
+ */
+export const HealthFileSchema = mapping(
+  {
+    type: oneOf(HEALTH_TYPES).optional().describe(
+      "tcp: connect; http: GET, expected status; udp: a datagram, any reply; icmp: echo; exec: a command, exit 0. Required on the service (or the target).",
+    ),
+    port: portNumber.optional().describe(
+      "Port checked (tcp, http, udp); default: the service's first `ports:` entry; NAT targets: their `port` wins.",
+    ),
+    intervalMs: int(MIN_HEALTH_INTERVAL_MS, MAX_HEALTH_INTERVAL_MS).optional().describe(
+      "Time between two checks of a target, ms; default 1000.",
+    ),
+    timeoutMs: int(10, MAX_HEALTH_INTERVAL_MS).optional().describe(
+      "A check that has not passed after this long failed, ms; \u2264 intervalMs; default 500.",
+    ),
+    rise: int(1, 100).optional().describe("Passes in a row that bring a down target back; default 2."),
+    fall: int(1, 100).optional().describe("Failures in a row that take an up target out; default 3."),
+    onFail: oneOf(HEALTH_ON_FAIL).optional().describe(
+      "remove: out of the Maglev table (as deactivate); drain: weight 0 (established connections stay); default remove.",
+    ),
+    path: z.string({ error: "expected a path starting with /" }).regex(/^\/[\x21-\x7e]*$/, {
+      error: "expected a path starting with / (no spaces)",
+    }).max(1024, { error: "expected a path of at most 1024 characters" }).optional().describe(
+      "http: the path GET asks; default /.",
+    ),
+    expect: list(
+      int(100, 599, "an HTTP status 100..599"),
+      "a list of HTTP statuses 100..599 (at least one)",
+      1,
+    )
+      .optional().describe("http: the statuses that pass; default [200]."),
+    body: text("a non-empty string").max(1024, { error: "expected at most 1024 characters" }).optional()
+      .describe("http: a substring the answer's first 64 KiB must contain; absent: any body."),
+    payload: text("a non-empty string").max(1024, { error: "expected at most 1024 characters" }).optional()
+      .describe("udp: the datagram sent; default `nfqlb-health\\n`."),
+    command: list(text("a non-empty string"), "a command as a list [program, args...] (at least one)", 1)
+      .optional().describe(
+        "exec: the program and its arguments; the target is in its environment (NFQLB_TARGET_ADDRESS, …).",
+      ),
+  },
+  "a mapping with type (and port, intervalMs, timeoutMs, rise, fall, onFail, path, expect, body, payload, command)",
+);
+
 /** Schema of one target (one fwmark, one row of the Maglev table). */
 export const TargetFileSchema = mapping({
   fwmark: int(1, MAX_FWMARK).describe("The target's fwmark, 1..2^31-1, unique across all services."),
@@ -119,18 +197,24 @@ export const TargetFileSchema = mapping({
     z.string({ error: `expected ${ADDRESS}` }),
     list(z.string({ error: `expected ${ADDRESS}` }), ADDRESS, 1).max(2, { error: `expected ${ADDRESS}` }),
   ], { error: `expected ${ADDRESS}` }).describe(
-    "DSR: the next hop; NAT: the DNAT destination. One per VIP family.",
+    "DSR: the next hop; NAT and full NAT: the DNAT destination. One per VIP family.",
   ),
-  port: portNumber.optional().describe("NAT only: the destination port after translation."),
+  port: portNumber.optional().describe("nat and fullnat only: the destination port after translation."),
   weight: int(0, MAX_WEIGHT).default(1).describe("Maglev weight, 0 = drain (activate --weight)."),
-  mode: oneOf(["dsr", "nat"]).default("dsr").describe(
-    "dsr: route to the target unchanged; nat: DNAT to address[:port].",
+  mode: oneOf(MODES).default("dsr").describe(
+    "dsr: route to the target unchanged; nat: DNAT to address[:port]; fullnat: DNAT and SNAT to the snat address.",
   ),
   table: int(1, MAX_TABLE).optional().describe(
     "DSR only: the routing table of the fwmark (default: the fwmark).",
   ),
+  snat: SnatFileSchema.optional().describe(
+    "fullnat only: the source address per family, overriding the service's snat.",
+  ),
   active: bool.default(true).describe("false: kept in the file but not in the table."),
-}, "a mapping with fwmark and address (and port, weight, mode, table, active)");
+  health: HealthFileSchema.optional().describe(
+    "This target's health check: its keys override the service's `health` (docs/health.md).",
+  ),
+}, "a mapping with fwmark and address (and port, weight, mode, table, snat, active, health)");
 
 /** Schedulers; all but maglev decide per connection and so need a connection table. */
 export const SCHEDULERS = ["maglev", "rr", "wrr", "lc", "wlc"] as const;
@@ -151,8 +235,14 @@ export const ServiceFileSchema = mapping({
   ports: list(PortSelectorSchema, "a list of {protocol, port} (at least one)", 1).optional().describe(
     "Queue only these protocols/ports to the VIPs; absent: all traffic.",
   ),
+  snat: SnatFileSchema.optional().describe(
+    "The source address per family of the service's fullnat targets (a target's own snat wins).",
+  ),
   targets: list(TargetFileSchema, "a list of targets", 0).describe("The targets."),
-}, "a mapping with name, vips and targets (and m, n, scheduler, conntrack, ports)");
+  health: HealthFileSchema.optional().describe(
+    "The targets' health check, done by `nfqlb run` (docs/health.md); absent: none (unless a target has one).",
+  ),
+}, "a mapping with name, vips and targets (and m, n, scheduler, conntrack, ports, snat, health)");
 
 const flowText = z.string({ error: "expected a string" });
 const flowPorts = list(
@@ -236,6 +326,16 @@ export const DataplaneFileSchema = mapping({
   ),
 }, "a mapping with queue, bypass, hooks, options, start, offload");
 
+/** Where `nfqlb run` serves /metrics, /healthz and /ready when neither the file nor `--admin` says. */
+export const DEFAULT_ADMIN_ADDRESS = "127.0.0.1:9110";
+
+/** Schema of the admin section: `nfqlb run`'s HTTP server (apply ignores it). */
+export const AdminFileSchema = mapping({
+  address: text("ADDR:PORT or [ADDR]:PORT").default(DEFAULT_ADMIN_ADDRESS).describe(
+    "Where `nfqlb run` serves /metrics, /healthz and /ready; `--admin` wins.",
+  ),
+}, "a mapping with address");
+
 /** Schema of the whole file. */
 export const HostConfigFileSchema = mapping({
   version: z.literal(1, { error: "expected 1 (the only format version)" }).describe("Format version: 1."),
@@ -252,7 +352,8 @@ export const HostConfigFileSchema = mapping({
     "flowlb's flows; absent: lb with one service.",
   ),
   dataplane: DataplaneFileSchema.prefault({}).describe("Queue, rules and process options."),
-}, "a mapping with version, services (and name, flows, dataplane)").meta({
+  admin: AdminFileSchema.prefault({}).describe("`nfqlb run`'s admin HTTP server."),
+}, "a mapping with version, services (and name, flows, dataplane, admin)").meta({
   title: "nfqlb host config, version 1",
   description: "The file of `nfqlb apply -f FILE` (docs/config.md).",
 });

@@ -6,7 +6,42 @@
  * collections with the same offsets; YAML's duplicate-key check catches the
  * keys that JSON.parse silently overwrites.
  */
-import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
+import {
+  CST,
+  isMap,
+  isPair,
+  isScalar,
+  isSeq,
+  Lexer,
+  LineCounter,
+  type Node,
+  type Pair,
+  parseDocument,
+  visit,
+  type YAMLMap,
+} from "yaml";
+
+/**
+ * Deepest nesting of lists and mappings a config may have. The format's own
+ * is 4 (`services[0].targets[0].weight`); 32 leaves room and keeps every
+ * recursive walk (the YAML composer, toJS, zod) far from the stack's end.
+ */
+export const MAX_CONFIG_DEPTH = 32;
+
+/**
+ * Alias resolutions allowed while building the data (npm:yaml's
+ * maxAliasCount: aliases times the aliases inside what they name), so
+ * that a "billion laughs" file is refused instead of expanded.
+ */
+export const MAX_ALIAS_COUNT = 100;
+
+/**
+ * Most values (scalars, aliases, flow lists and mappings) a config may
+ * have: counted by the lexer before the document is built, because building
+ * it costs about 1 KB and 3 µs per value (a 1 MiB list of numbers: 5 s, 640
+ * MB). A config of 1 000 targets has about 5 000; 50 000 parse in about 1 s.
+ */
+export const MAX_CONFIG_VALUES = 50_000;
 
 /** A path in the data: keys and list indexes. */
 export type DataPath = readonly (string | number)[];
@@ -42,6 +77,36 @@ export class SyntaxProblem extends Error {
   }
 }
 
+/** The first node nested deeper than {@link MAX_CONFIG_DEPTH}, as a problem; undefined when none (iterative). */
+function tooDeep(root: unknown, lines: LineCounter): SyntaxProblem | undefined {
+  const stack: [unknown, number][] = [[root, 0]];
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop()!;
+    if (!isMap(node) && !isSeq(node)) continue;
+    if (depth >= MAX_CONFIG_DEPTH) {
+      const pos = lines.linePos(node.range?.[0] ?? 0);
+      return new SyntaxProblem(pos.line, pos.col, `nested deeper than ${MAX_CONFIG_DEPTH} levels`);
+    }
+    for (const item of node.items) {
+      if (isPair(item)) stack.push([item.key, depth + 1], [item.value, depth + 1]);
+      else stack.push([item, depth + 1]);
+    }
+  }
+  return undefined;
+}
+
+/** Whether parsed JSON nests deeper than {@link MAX_CONFIG_DEPTH} (iterative). */
+function dataTooDeep(root: unknown): boolean {
+  const stack: [unknown, number][] = [[root, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== "object") continue;
+    if (depth >= MAX_CONFIG_DEPTH) return true;
+    for (const x of Object.values(v)) stack.push([x, depth + 1]);
+  }
+  return false;
+}
+
 /** Whether the text is JSON: by file name, or by a leading `{`. */
 export function isJson(text: string, file: string): boolean {
   return file.toLowerCase().endsWith(".json") || text.trimStart().startsWith("{");
@@ -52,13 +117,69 @@ function firstLine(msg: string): string {
   return msg.replace(/ at line \d+, column \d+:[\s\S]*$/, "").split("\n")[0];
 }
 
+/** Lexer token types that start a value: a scalar, an alias, a flow list or mapping. */
+const VALUE_TOKENS = new Set([
+  "scalar",
+  "single-quoted-scalar",
+  "double-quoted-scalar",
+  "alias",
+  "flow-seq-start",
+  "flow-map-start",
+]);
+
 /**
- * Parses the text.
- * @throws SyntaxProblem on a YAML or JSON syntax error (or a duplicate key)
+ * Whether the text has more than {@link MAX_CONFIG_VALUES} values, counted
+ * with npm:yaml's lexer (JSON too: it is YAML). The lexer costs a tenth of
+ * composing the document, and stops at the bound.
+ */
+function tooManyValues(text: string): boolean {
+  let n = 0;
+  for (const token of new Lexer().lex(text)) {
+    if (VALUE_TOKENS.has(CST.tokenType(token) ?? "") && ++n > MAX_CONFIG_VALUES) return true;
+  }
+  return false;
+}
+
+/**
+ * The first key that repeats one before it in the same mapping, as a
+ * problem (a Set per mapping: npm:yaml's own check compares each key with
+ * every one before it, so 90 000 keys took 107 s).
+ */
+function duplicateKey(root: unknown, lines: LineCounter, syntax: string): SyntaxProblem | undefined {
+  const stack: unknown[] = [root];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (isSeq(node)) stack.push(...node.items);
+    if (!isMap(node)) continue;
+    const seen = new Set<string>();
+    for (const pair of node.items) {
+      if (isScalar(pair.key)) {
+        const k = String(pair.key.value);
+        if (seen.has(k)) {
+          const pos = lines.linePos(pair.key.range?.[0] ?? 0);
+          return new SyntaxProblem(pos.line, pos.col, `${syntax}: Map keys must be unique`);
+        }
+        seen.add(k);
+      } else stack.push(pair.key);
+      stack.push(pair.value);
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Parses the text. Bounded: at most {@link MAX_CONFIG_VALUES} values,
+ * {@link MAX_CONFIG_DEPTH} levels and {@link MAX_ALIAS_COUNT} alias
+ * resolutions (the caller bounds the size).
+ * @throws SyntaxProblem on a YAML or JSON syntax error (or a duplicate key), or a bound passed
  */
 export function readSource(text: string, json: boolean): Source {
+  if (tooManyValues(text)) {
+    throw new SyntaxProblem(0, 0, `more than ${MAX_CONFIG_VALUES} values (a host config has a few thousand)`);
+  }
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: true, logLevel: "silent" });
+  // duplicate keys are checked below, in linear time
+  const doc = parseDocument(text, { lineCounter, prettyErrors: true, logLevel: "silent", uniqueKeys: false });
   let data: unknown;
   if (json) {
     try {
@@ -72,22 +193,60 @@ export function readSource(text: string, json: boolean): Source {
       const line = lc ? Number(lc[1]) : yamlPos?.line ?? 0, col = lc ? Number(lc[2]) : yamlPos?.col ?? 0;
       throw new SyntaxProblem(line, col, `JSON syntax: ${msg}`);
     }
+    if (dataTooDeep(data)) throw new SyntaxProblem(0, 0, `nested deeper than ${MAX_CONFIG_DEPTH} levels`);
     // a duplicate key is valid JSON, but one of the two values would be lost silently
-    const dup = doc.errors.find((e) => e.code === "DUPLICATE_KEY");
-    if (dup) {
-      const pos = dup.linePos?.[0];
-      throw new SyntaxProblem(pos?.line ?? 0, pos?.col ?? 0, `JSON syntax: ${firstLine(dup.message)}`);
-    }
+    const dup = duplicateKey(doc.contents, lineCounter, "JSON syntax");
+    if (dup) throw dup;
   } else {
     const err = doc.errors[0];
     if (err) {
+      // the composer recurses per level: a file nested a thousand deep runs out of stack there, at no
+      // useful position
+      if (/Maximum call stack/.test(err.message)) {
+        throw new SyntaxProblem(0, 0, `nested deeper than ${MAX_CONFIG_DEPTH} levels`);
+      }
       const pos = err.linePos?.[0];
       throw new SyntaxProblem(pos?.line ?? 1, pos?.col ?? 1, `YAML syntax: ${firstLine(err.message)}`);
     }
-    data = doc.toJS({ maxAliasCount: 100 });
+    const problem = tooDeep(doc.contents, lineCounter) ??
+      duplicateKey(doc.contents, lineCounter, "YAML syntax");
+    if (problem) throw problem;
+    try {
+      data = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+    } catch (e) {
+      // npm:yaml throws ReferenceError for an alias bomb (and an alias it cannot resolve)
+      if (!(e instanceof ReferenceError)) throw e;
+      let at: number | undefined;
+      visit(doc, {
+        Alias(_, node) {
+          at = node.range?.[0];
+          return visit.BREAK;
+        },
+      });
+      const pos = lineCounter.linePos(at ?? 0);
+      const why = /Excessive alias count/.test(e.message)
+        ? `expansion too large (more than ${MAX_ALIAS_COUNT} alias resolutions)`
+        : firstLine(e.message);
+      throw new SyntaxProblem(pos.line, pos.col, `YAML aliases: ${why}`);
+    }
+    // an alias inside what it names (`&a [*a]`) makes a cycle: no config has one, and zod would not end
+    if (dataTooDeep(data)) throw new SyntaxProblem(0, 0, `nested deeper than ${MAX_CONFIG_DEPTH} levels`);
   }
   const place = (offset: number): Place => ({ line: lineCounter.linePos(offset).line, offset });
   const docStart = (doc.contents as Node | null)?.range?.[0] ?? 0;
+  // each mapping's keys, indexed when a path first goes through it (a report may locate thousands of paths)
+  const index = new WeakMap<object, Map<string, Pair>>();
+  const pairOf = (map: YAMLMap, seg: string | number): Pair | undefined => {
+    let m = index.get(map);
+    if (!m) {
+      m = new Map();
+      for (const p of map.items) {
+        if (isScalar(p.key) && !m.has(String(p.key.value))) m.set(String(p.key.value), p);
+      }
+      index.set(map, m);
+    }
+    return m.get(String(seg));
+  };
   return {
     data,
     // the yaml doc has the same structure as data, so a path walks both the same way
@@ -97,9 +256,7 @@ export function readSource(text: string, json: boolean): Source {
       for (let i = 0; i < path.length; i++) {
         const seg = path[i];
         if (isMap(node)) {
-          const pair = node.items.find((p) =>
-            isPair(p) && isScalar(p.key) && String(p.key.value) === String(seg)
-          );
+          const pair = pairOf(node, seg);
           if (!pair) break;
           const k = pair.key as Node;
           at = k.range?.[0] ?? at;

@@ -37,24 +37,73 @@ export interface ConntrackConfig {
   readonly contexts: number;
 }
 
+/** How a target's packets get there: routed unchanged, DNAT, or DNAT plus SNAT. */
+export type TargetMode = "dsr" | "nat" | "fullnat";
+
+/** Source addresses per family (a fullnat target's SNAT); null: none for that family. */
+export interface SnatAddresses {
+  /** IPv4 source address. */
+  readonly ipv4: string | null;
+  /** IPv6 source address. */
+  readonly ipv6: string | null;
+}
+
+/** A health check type (docs/health.md). */
+export type HealthType = "tcp" | "http" | "udp" | "icmp" | "exec";
+
+/** A target's health check after the merge of service and target keys, every default applied. */
+export interface HealthConfig {
+  /** What is checked. */
+  readonly type: HealthType;
+  /** Port checked (tcp, http, udp): the NAT target's port, else health.port, else the service's first port; null for icmp, exec. */
+  readonly port: number | null;
+  /** Time between two checks, ms. */
+  readonly intervalMs: number;
+  /** A check that has not passed by then failed, ms (≤ intervalMs). */
+  readonly timeoutMs: number;
+  /** Passes in a row that bring a down target back. */
+  readonly rise: number;
+  /** Failures in a row that take an up target out. */
+  readonly fall: number;
+  /** remove: out of the table; drain: weight 0. */
+  readonly onFail: "remove" | "drain";
+  /** http: path. */
+  readonly path: string;
+  /** http: statuses that pass. */
+  readonly expect: readonly number[];
+  /** http: substring the body must contain; null: any. */
+  readonly body: string | null;
+  /** udp: the datagram. */
+  readonly payload: string;
+  /** exec: program and arguments; empty for other types. */
+  readonly command: readonly string[];
+}
+
 /** One target: a fwmark in the service's table, and where that fwmark goes. */
 export interface TargetConfig {
   /** fwmark, 1..2^31-1, unique across all services. */
   readonly fwmark: number;
-  /** IPv4 address (DSR next hop or NAT destination); present when the service has IPv4 VIPs. */
+  /** IPv4 address (DSR next hop or (full) NAT destination); present when the service has IPv4 VIPs. */
   readonly ipv4: string | null;
   /** IPv6 address; present when the service has IPv6 VIPs. */
   readonly ipv6: string | null;
-  /** NAT: destination port after translation; null keeps the port (always null for dsr). */
+  /** nat, fullnat: destination port after translation; null keeps the port (always null for dsr). */
   readonly port: number | null;
   /** Maglev weight 0..65535 (0 = drain). */
   readonly weight: number;
-  /** dsr or nat. */
-  readonly mode: "dsr" | "nat";
-  /** DSR: the routing table for `ip rule fwmark F table T` (default: the fwmark); null for nat. */
+  /** dsr, nat or fullnat. */
+  readonly mode: TargetMode;
+  /** DSR: the routing table for `ip rule fwmark F table T` (default: the fwmark); null otherwise. */
   readonly table: number | null;
+  /**
+   * fullnat: the source address of each VIP family (the target's own snat,
+   * else the service's), canonical; null for dsr and nat.
+   */
+  readonly snat: SnatAddresses | null;
   /** false: not put in the table (kept in the file only). */
   readonly active: boolean;
+  /** Its health check (`nfqlb run`); null: none. */
+  readonly health: HealthConfig | null;
 }
 
 /** A scheduler: maglev (stateless), or a per-connection one that needs a connection table. */
@@ -158,6 +207,12 @@ export interface DataplaneConfig {
   readonly start: boolean;
 }
 
+/** `nfqlb run`'s admin HTTP server (apply ignores it). */
+export interface AdminConfig {
+  /** `ADDR:PORT` or `[ADDR]:PORT` of /metrics, /healthz, /ready (`--admin` wins). */
+  readonly address: string;
+}
+
 /** A validated host config (version 1). */
 export interface HostConfig {
   /** Format version. */
@@ -170,4 +225,6 @@ export interface HostConfig {
   readonly flows: readonly FlowConfig[];
   /** The dataplane. */
   readonly dataplane: DataplaneConfig;
+  /** `nfqlb run`'s admin server. */
+  readonly admin: AdminConfig;
 }

@@ -26,7 +26,10 @@ function scriptBody(s: NormalSpec): string[] {
     // the output chain must be of type route so that a new mark re-routes local packets
     const type = hook === "output" ? "route" : "filter";
     out.push(`\tchain ${hook} {`, `\t\ttype ${type} hook ${hook} priority mangle; policy accept;`);
-    for (const v of s.vips) out.push(`\t\t${daddr(v.family, v.cidr)} jump vip`);
+    // output: a local packet with a mark of its own (a health check routed by a DSR target's fwmark) is not
+    // queued, as in the iptables form
+    const unmarked = hook === "output" ? "meta mark 0 " : "";
+    for (const v of s.vips) out.push(`\t\t${unmarked}${daddr(v.family, v.cidr)} jump vip`);
     out.push("\t}");
   }
   out.push("\tchain vip {");

@@ -10,9 +10,13 @@
  *   port), a rule in raw PREROUTING that untracks the TCP SYNs, so TCP
  *   connections can be offloaded under DSR (host/plumbing/offload_rules.ts,
  *   tcpSynNotrack). iptables also with nft queue.
- * - nat chain `NFQLB-<id>`: one DNAT rule per NAT target (per protocol when
- *   it translates the port), by fwmark; jumped to from nat PREROUTING /
- *   OUTPUT for each VIP.
+ * - nat chain `NFQLB-<id>`: one DNAT rule per NAT or full NAT target (per
+ *   protocol when it translates the port), by fwmark; jumped to from nat
+ *   PREROUTING / OUTPUT for each VIP.
+ * - nat chain `NFQLB-<id>-SN`: one SNAT rule per full NAT target, by
+ *   fwmark; jumped to from nat POSTROUTING for each VIP, only for
+ *   connections that were DNATed and whose original destination is the VIP
+ *   (`-m conntrack --ctstate DNAT --ctorigdst VIP`).
  * - per DSR target: `ip rule fwmark F table T`, `ip route default via A
  *   table T` (protocol 110), and a record rule in the never-jumped-to mangle
  *   chain `NFQLB-<id>-RT` saying that this rule and route belong to the id.
@@ -36,8 +40,16 @@ export interface PlanOptions {
 export function ourChains(id: string): Map<string, Set<string>> {
   return new Map([
     ["mangle", new Set([chainName(id), chainName(id, "-RT")])],
-    ["nat", new Set([chainName(id)])],
+    ["nat", new Set([chainName(id), snatChain(id)])],
   ]);
+}
+
+/**
+ * The nat chain of an id's SNAT rules (full NAT). Its suffix is as short as
+ * `-RT`, so a shortened long id still fits iptables' 28 characters.
+ */
+export function snatChain(id: string): string {
+  return chainName(id, "-SN");
 }
 
 /** The record chains of an id (never jumped to; they hold the DSR records). */
@@ -96,11 +108,15 @@ function natDestination(t: NormalTarget, withPort: boolean): string {
 }
 
 const HOOK_CHAIN = { prerouting: "PREROUTING", output: "OUTPUT" } as const;
+/** The match of unmarked packets: local packets with a mark of their own stay out of the queue (output hook). */
+const UNMARKED = ["-m", "mark", "--mark", "0"];
 
 function planFamily(s: NormalSpec, family: 4 | 6, nftQueue: boolean): PlumbingObject[] {
   const vips = s.vips.filter((v) => v.family === family);
   const targets = s.targets.filter((t) => t.family === family);
-  const nat = targets.filter((t) => t.mode === "nat");
+  // full NAT targets get the DNAT of NAT targets, and an SNAT besides
+  const nat = targets.filter((t) => t.mode !== "dsr");
+  const fullnat = targets.filter((t) => t.mode === "fullnat");
   const dsr = targets.filter((t) => t.mode === "dsr");
   const records = recordChains(s.id);
   const out: PlumbingObject[] = [];
@@ -123,7 +139,10 @@ function planFamily(s: NormalSpec, family: 4 | 6, nftQueue: boolean): PlumbingOb
     }
     for (const h of s.hooks) {
       for (const v of vips) {
-        rule({ table: "mangle", chain: HOOK_CHAIN[h], matches: ["-d", v.cidr], target: ["-j", chain] });
+        // a local packet that already carries a mark (SO_MARK: the health checks of `nfqlb run`, which
+        // carry a DSR target's fwmark to be routed to it) is not queued: the lb would pick another target
+        const matches = h === "output" ? ["-d", v.cidr, ...UNMARKED] : ["-d", v.cidr];
+        rule({ table: "mangle", chain: HOOK_CHAIN[h], matches, target: ["-j", chain] });
       }
     }
   }
@@ -162,6 +181,28 @@ function planFamily(s: NormalSpec, family: 4 | 6, nftQueue: boolean): PlumbingOb
       for (const v of vips) {
         rule({ table: "nat", chain: HOOK_CHAIN[h], matches: ["-d", v.cidr], target: ["-j", chain] });
       }
+    }
+  }
+
+  // SNAT is decided on a connection's first packet, after routing (POSTROUTING, forwarded and local
+  // alike); conntrack then rewrites the replies' destination back to the client. The jump only takes
+  // connections DNATed from one of our VIPs, so a foreign packet with a target's fwmark is left alone.
+  if (vips.length && fullnat.length) {
+    const sn = snatChain(s.id);
+    out.push(chainObject(family, "nat", sn));
+    for (const t of fullnat) {
+      // validateSpec gives every full NAT target its source address
+      if (t.snat === undefined) throw new Error(`plan: full NAT target ${t.fwmark} without snat`);
+      const matches = ["-m", "mark", "--mark", String(t.fwmark)];
+      rule({ table: "nat", chain: sn, matches, target: ["-j", "SNAT", "--to-source", t.snat] });
+    }
+    for (const v of vips) {
+      // a host VIP without its /32 (/128): iptables-save prints it so, and iptables (1.8.9, nft) deletes a
+      // conntrack match added as `A/32` only when given `A/32` again, so the saved form would not delete it
+      const host = v.cidr.endsWith(family === 4 ? "/32" : "/128");
+      const orig = host ? v.cidr.slice(0, v.cidr.lastIndexOf("/")) : v.cidr;
+      const matches = ["-m", "conntrack", "--ctstate", "DNAT", "--ctorigdst", orig];
+      rule({ table: "nat", chain: "POSTROUTING", matches, target: ["-j", sn] });
     }
   }
 

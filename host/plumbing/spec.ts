@@ -26,12 +26,17 @@ export interface PlumbingVip {
 export interface PlumbingTarget {
   /** fwmark the lb sets for this target, 1..0xffffffff. */
   fwmark: number;
-  /** The target's own address (DSR: next hop; NAT: new destination). */
+  /** The target's own address (DSR: next hop; NAT, full NAT: new destination). */
   address: string;
-  /** NAT only: new destination port (port translation). */
+  /** NAT and full NAT only: new destination port (port translation). */
   port?: number;
-  /** `dsr`: fwmark → ip rule → table → default via address; `nat`: fwmark → DNAT to address[:port]. */
-  mode: "dsr" | "nat";
+  /**
+   * `dsr`: fwmark → ip rule → table → default via address; `nat`: fwmark →
+   * DNAT to address[:port]; `fullnat`: that DNAT, and SNAT to `snat`.
+   */
+  mode: "dsr" | "nat" | "fullnat";
+  /** Full NAT only (and required there): the source address after SNAT, of the address's family. */
+  snat?: string;
   /** DSR routing table, 1..0xffffffff except 253-255 (default, main, local). Ignored for NAT. */
   table: number;
 }

@@ -30,8 +30,10 @@ export interface NormalTarget {
   /** Canonical address text (what `ip route` prints). */
   address: string;
   port?: number;
-  mode: "dsr" | "nat";
+  mode: "dsr" | "nat" | "fullnat";
   table: number;
+  /** Full NAT: the canonical source address after SNAT (same family). */
+  snat?: string;
 }
 
 /** A checked spec. */
@@ -156,7 +158,9 @@ export function validateSpec(spec: PlumbingSpec): NormalSpec {
     const fwmark = u32("target fwmark", t?.fwmark, 1);
     const a = typeof t.address === "string" ? canonicalAddress(t.address) : undefined;
     if (!a) bad(`address of target ${fwmark}`, t.address);
-    if (t.mode !== "dsr" && t.mode !== "nat") bad(`mode of target ${fwmark} (want dsr or nat)`, t.mode);
+    if (t.mode !== "dsr" && t.mode !== "nat" && t.mode !== "fullnat") {
+      bad(`mode of target ${fwmark} (want dsr, nat or fullnat)`, t.mode);
+    }
     const table = u32(`table of target ${fwmark}`, t.table, 1);
     if (t.mode === "dsr" && table >= 253 && table <= 255) {
       bad(`table of target ${fwmark} (253-255 are default, main, local)`, t.table);
@@ -165,12 +169,24 @@ export function validateSpec(spec: PlumbingSpec): NormalSpec {
       bad(`port of DSR target ${fwmark} (only NAT translates ports)`, t.port);
     }
     const p = t.port === undefined ? undefined : port(`port of target ${fwmark}`, t.port);
+    let snat: string | undefined;
+    if (t.mode === "fullnat") {
+      const sn = typeof t.snat === "string" ? canonicalAddress(t.snat) : undefined;
+      if (!sn || sn.family !== a.family) {
+        bad(`snat of full NAT target ${fwmark} (want an IPv${a.family} address)`, t.snat);
+      }
+      snat = sn.text;
+    } else if (t.snat !== undefined) {
+      bad(`snat of ${t.mode} target ${fwmark} (only full NAT translates the source)`, t.snat);
+    }
     const same = targets.filter((x) => x.family === a.family);
     if (same.some((x) => x.fwmark === fwmark)) bad(`fwmark (twice for IPv${a.family})`, fwmark);
     if (t.mode === "dsr" && same.some((x) => x.mode === "dsr" && x.table === table)) {
       bad(`table of target ${fwmark} (used twice for IPv${a.family})`, table);
     }
-    targets.push({ family: a.family, fwmark, address: a.text, port: p, mode: t.mode, table });
+    const target: NormalTarget = { family: a.family, fwmark, address: a.text, port: p, mode: t.mode, table };
+    if (snat !== undefined) target.snat = snat;
+    targets.push(target);
   }
   if (spec.offload !== undefined && typeof spec.offload !== "boolean") bad("offload", spec.offload);
   return { id, queue, bypass: spec.bypass, hooks, vips, targets, offload: spec.offload ?? false };

@@ -105,7 +105,13 @@ class Frontend {
   }
 
   async startFlowLb(): Promise<void> {
-    await this.topo.nfqlb.startFlowLb(["--promiscuous_ping", `--nolb_fwmark=${NOLB}`, "--qlength=1024"]);
+    // opt-in persistence (ours), so that the restart step below finds its flows again
+    await this.topo.nfqlb.startFlowLb([
+      "--promiscuous_ping",
+      `--nolb_fwmark=${NOLB}`,
+      "--qlength=1024",
+      `--flow_store=${this.topo.workDir}/flows.json`,
+    ]);
   }
 
   /** Sum of the packet counters of rules commented `comment` in `chain` of `ns`, both families. */
@@ -304,7 +310,7 @@ function definitions(list: ListedFlow[]): Omit<ListedFlow, "matches_count">[] {
 
 Deno.test({
   name: "e2e flowlb: Meridio-like frontend: flows by protocol and port pick the stream, nolb, ping, " +
-    "flow-set/flow-delete under traffic, matches_count, restart keeps the flows",
+    "flow-set/flow-delete under traffic, matches_count, restart with --flow_store keeps the flows",
   ignore: notRoot,
   async fn(t) {
     await using topo = await Topology.create({
@@ -467,7 +473,7 @@ Deno.test({
     );
 
     await t.step(
-      "restart (SIGTERM, start again): flows kept, traffic balanced as before without flow-set",
+      "restart (SIGTERM, start again, --flow_store): flows kept, traffic balanced as before without flow-set",
       async () => {
         assert.ok(before.a && before.b, "needs the spread step");
         const names0 = await fe.names();

@@ -5,7 +5,9 @@
  * back; one id's teardown leaves another's alone; nft queue detection; and
  * real traffic through `nfqlb lb` with the plumbing installed by
  * applyPlumbing, in DSR mode (IPv4, IPv6) and NAT mode with port translation
- * (IPv4, IPv6). Needs root (skipped with a message otherwise).
+ * (IPv4, IPv6). The lifecycle spec has full NAT targets too (their SNAT chain
+ * and POSTROUTING jumps come and go with the rest); full NAT with traffic is
+ * tests/e2e/fullnat_test.ts. Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
 import { NfqlbError } from "../../core/errors.ts";
@@ -84,8 +86,10 @@ const SPEC: PlumbingSpec = {
     { fwmark: 101, address: "10.99.1.1", mode: "dsr", table: 101 },
     { fwmark: 102, address: "10.99.1.2", mode: "dsr", table: 102 },
     { fwmark: 103, address: "10.99.1.3", port: 8080, mode: "nat", table: 103 },
+    { fwmark: 105, address: "10.99.1.5", mode: "fullnat", table: 105, snat: "10.99.0.254" },
     { fwmark: 101, address: "fd99::1", mode: "dsr", table: 101 },
     { fwmark: 103, address: "fd99::3", port: 8080, mode: "nat", table: 103 },
+    { fwmark: 105, address: "fd99::5", port: 8080, mode: "fullnat", table: 105, snat: "fd99::254" },
   ],
 };
 

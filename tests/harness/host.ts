@@ -12,6 +12,7 @@ import { parseShowActive, type ShownTarget } from "./nfqlb.ts";
 import { NFQLB } from "./paths.ts";
 import { pidRunning, type RunResult } from "./process.ts";
 import { Topology, type TopologyOptions } from "./topology.ts";
+import { own, shmFiles } from "../helpers/shm.ts";
 
 /** Removes the topology's own steering rule and fwmark routing from the lb netns (the plumbing installs them). */
 export async function stripTopologyPlumbing(topo: Topology): Promise<void> {
@@ -101,20 +102,20 @@ export class HostUnderTest {
     return r.stdout.trimEnd().split("\n");
   }
 
-  /** The path of a file in the topology's shm directory. */
+  /** The path of a file in the topology's shm directory (`.nfqlb-deno/<name>` for one of our own files). */
   shmFile(name: string): string {
     return `${this.topo.shmDir}/${name}`;
   }
 
-  /** The names in the shm directory, sorted. */
+  /** The files in the shm directory, sorted: the top level and our own files as `.nfqlb-deno/<name>`. */
   shmFiles(): string[] {
-    return [...Deno.readDirSync(this.topo.shmDir)].map((e) => e.name).sort();
+    return shmFiles(this.topo.shmDir);
   }
 
   /** The pid apply recorded in the state file (undefined: no state file or no process). */
   pid(): number | undefined {
     try {
-      const st = JSON.parse(Deno.readTextFileSync(this.shmFile(`.nfqlb-host-${this.name}.json`)));
+      const st = JSON.parse(Deno.readTextFileSync(this.shmFile(own(`host-${this.name}.json`))));
       return typeof st.pid === "number" ? st.pid : undefined;
     } catch {
       return undefined;

@@ -15,7 +15,19 @@ export const SOCK_STREAM = 1, SOCK_DGRAM = 2, SOCK_RAW = 3;
 export { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP } from "../../core/ip_protocols.ts";
 /** A raw socket that sends whole IP packets (header included). */
 export const IPPROTO_RAW = 255;
-const SOL_SOCKET = 1, SO_REUSEADDR = 2, SO_LINGER = 13, SO_RCVTIMEO = 20, SO_SNDTIMEO = 21, SO_MARK = 36;
+/** recv(2) flag: do not block. */
+export const MSG_DONTWAIT = 0x40;
+/** errno values the agent tells apart. */
+export const EAGAIN = 11, EINTR = 4;
+const POLLIN = 1;
+const SOL_SOCKET = 1,
+  SO_RCVBUF = 8,
+  SO_RCVBUFFORCE = 33,
+  SO_REUSEADDR = 2,
+  SO_LINGER = 13,
+  SO_RCVTIMEO = 20,
+  SO_SNDTIMEO = 21,
+  SO_MARK = 36;
 
 const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -24,6 +36,8 @@ const SYMBOLS = {
   send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" },
   recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  recvfrom: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "buffer"], result: "isize" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
@@ -104,6 +118,13 @@ export class Socket {
     return this;
   }
 
+  /** A receive buffer of `bytes` (SO_RCVBUFFORCE as root, else SO_RCVBUF, capped by net.core.rmem_max). */
+  rcvbuf(bytes: number): this {
+    const v = new Uint8Array(new Int32Array([bytes]).buffer);
+    if (c().setsockopt(this.fd, SOL_SOCKET, SO_RCVBUFFORCE, v, 4) < 0) this.#opt(SOL_SOCKET, SO_RCVBUF, v);
+    return this;
+  }
+
   /** SO_MARK: the fwmark of what this socket sends (policy routing on the sender). */
   mark(fwmark: number): this {
     this.#opt(SOL_SOCKET, SO_MARK, new Uint8Array(new Uint32Array([fwmark]).buffer));
@@ -164,10 +185,67 @@ export class Socket {
     return buf.subarray(0, n);
   }
 
+  /**
+   * recv(2) into `buf` with `flags` (e.g. {@link MSG_DONTWAIT}): the byte
+   * count, or -1 with `lastErrno` set.
+   */
+  recvInto(buf: Uint8Array<ArrayBuffer>, flags = 0): number {
+    const n = Number(c().recv(this.fd, buf, BigInt(buf.length), flags));
+    if (n < 0) this.lastErrno = errno();
+    return n;
+  }
+
+  /**
+   * recvfrom(2) into `buf`, the sender's address into `from` (128 bytes:
+   * sockaddr_storage) and its length into fromLen[0]: the byte count, or -1
+   * with `lastErrno` set.
+   */
+  recvFrom(
+    buf: Uint8Array<ArrayBuffer>,
+    from: Uint8Array<ArrayBuffer>,
+    fromLen: Uint32Array,
+    flags = 0,
+  ): number {
+    fromLen[0] = from.length;
+    const n = Number(
+      c().recvfrom(this.fd, buf, BigInt(buf.length), flags, from, new Uint8Array(fromLen.buffer)),
+    );
+    if (n < 0) this.lastErrno = errno();
+    return n;
+  }
+
+  /** sendto(2) to a raw sockaddr (`to`, its first `toLen` bytes); false on failure. */
+  sendToAddr(data: Uint8Array<ArrayBuffer>, to: Uint8Array<ArrayBuffer>, toLen: number, flags = 0): boolean {
+    const n = Number(c().sendto(this.fd, data, BigInt(data.length), flags, to, toLen));
+    if (n !== data.length) this.lastErrno = errno();
+    return n === data.length;
+  }
+
   /** close(2), once. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     c().close(this.fd);
   }
+}
+
+/**
+ * poll(2) for input on `fds`, at most `timeoutMs`: per fd whether it is
+ * readable (or has an error to report). A failed or interrupted poll reads
+ * as nothing ready.
+ */
+export function pollIn(
+  fds: readonly number[],
+  timeoutMs: number,
+  ready: Uint8Array = new Uint8Array(fds.length),
+): Uint8Array {
+  const pfd = new Int32Array(fds.length * 2); // struct pollfd { int fd; short events; short revents; }
+  const view = new Int16Array(pfd.buffer);
+  fds.forEach((fd, i) => {
+    pfd[2 * i] = fd;
+    view[4 * i + 2] = POLLIN;
+  });
+  const n = c().poll(new Uint8Array(pfd.buffer), BigInt(fds.length), Math.max(0, Math.floor(timeoutMs)));
+  for (let i = 0; i < fds.length; i++) ready[i] = n > 0 && view[4 * i + 3] !== 0 ? 1 : 0;
+  return ready;
 }

@@ -54,12 +54,14 @@ import { exists } from "../helpers/fs.ts";
 
 /**
  * How the lb netns steers VIP traffic: `nfqueue` (iptables -j NFQUEUE to one
- * queue or a --queue-balance range, served by `nfqlb lb`), `hmark` (the
- * in-kernel -j HMARK stand-in; no lb process) or `none` (no rule).
+ * queue or a --queue-balance range, served by `nfqlb lb`; with `bypass`, the
+ * rule has --queue-bypass: while no program is bound, packets pass
+ * unbalanced), `hmark` (the in-kernel -j HMARK stand-in; no lb process) or
+ * `none` (no rule).
  */
 export type Steering =
-  | { mode: "nfqueue"; queue: number }
-  | { mode: "nfqueue"; balance: [number, number] }
+  | { mode: "nfqueue"; queue: number; bypass?: boolean }
+  | { mode: "nfqueue"; balance: [number, number]; bypass?: boolean }
   | { mode: "hmark" }
   | { mode: "none" };
 
@@ -126,6 +128,9 @@ export class Topology {
   /** The client namespace's side of the traffic: probes, pings, crafted packets, streams to the VIP. */
   readonly client: Client;
   #group: ProcGroup;
+  /** The targets' servers (index = target - 1), for stopServer / startServer. */
+  #servers: (Proc | undefined)[] = [];
+  #serverStarts = 0;
   #teardown: Promise<void> | undefined;
 
   constructor(o: TopologyOptions) {
@@ -306,29 +311,54 @@ export class Topology {
     } else {
       tail = ["-j", "NFQUEUE", "--queue-balance", `${s.balance[0]}:${s.balance[1]}`];
     }
+    if (s.mode === "nfqueue" && s.bypass) tail.push("--queue-bypass");
     await this.exec(this.ns.lb, [...w(`iptables -w -t mangle ${op} PREROUTING -d ${VIP[4]}/32`), ...tail]);
     await this.exec(this.ns.lb, [...w(`ip6tables -w -t mangle ${op} PREROUTING -d ${VIP[6]}/128`), ...tail]);
+  }
+
+  /** Stops the server of target i (1-based), by its pid; its ports then refuse connections. */
+  async stopServer(i: number): Promise<void> {
+    const p = this.#servers[i - 1];
+    if (!p) return;
+    this.#servers[i - 1] = undefined;
+    await p.stop(5000);
+    this.forget(p);
+  }
+
+  /** Starts the server of target i (1-based) again, as setup did; resolves once it is bound. */
+  async startServer(i: number): Promise<void> {
+    if (this.#servers[i - 1]) return;
+    const readyFile = `${this.workDir}/ready.t${i}.${++this.#serverStarts}`;
+    const p = this.#spawnServer(i - 1, readyFile);
+    this.#servers[i - 1] = p;
+    const ok = await waitUntil(() => p.status !== undefined || exists(readyFile), 60_000);
+    if (!ok || p.status) throw new Error(`server t${i} did not start:\n${p.describe()}`);
+  }
+
+  #spawnServer(i: number, readyFile: string): Proc {
+    return this.spawnAgent(this.ns.targets[i], `server t${i + 1}`, {
+      cmd: "serve",
+      name: `t${i + 1}`,
+      addrs: [VIP[4], VIP[6]],
+      udpPort: UDP_PORT,
+      tcpPort: TCP_PORT,
+      maxLifeS: 900,
+      readyFile,
+      extraUdpPorts: this.extraUdpPorts,
+      extraTcpPorts: this.extraTcpPorts,
+      echoTcpPorts: this.echoTcpPorts,
+    });
   }
 
   async #startServers(): Promise<void> {
     const ready: string[] = [];
     const procs: Proc[] = [];
-    this.ns.targets.forEach((ns, i) => {
+    this.ns.targets.forEach((_ns, i) => {
       const readyFile = `${this.workDir}/ready.t${i + 1}`;
       ready.push(readyFile);
-      procs.push(this.spawnAgent(ns, `server t${i + 1}`, {
-        cmd: "serve",
-        name: `t${i + 1}`,
-        addrs: [VIP[4], VIP[6]],
-        udpPort: UDP_PORT,
-        tcpPort: TCP_PORT,
-        maxLifeS: 900,
-        readyFile,
-        extraUdpPorts: this.extraUdpPorts,
-        extraTcpPorts: this.extraTcpPorts,
-        echoTcpPorts: this.echoTcpPorts,
-      }));
+      procs.push(this.#spawnServer(i, readyFile));
     });
+    this.#servers = [...procs];
     const ok = await waitUntil(() => procs.some((p) => p.status) || ready.every((f) => exists(f)), 60_000);
     const dead = procs.find((p) => p.status);
     if (dead) throw new Error(`server agent died:\n${dead.describe()}`);
@@ -363,6 +393,28 @@ export class Topology {
     const up = await waitUntil(() => ready.every((f) => exists(f)), 60_000);
     if (!up) throw new Error("NAT servers not ready after 60 s");
     return names;
+  }
+
+  /**
+   * Starts the agent's `echo` server (libc sockets, large receive buffers:
+   * for fixed-rate `blast` traffic) in every target on the VIPs at UDP
+   * `port`, answering as the servers of setup do; waits until they are ready.
+   */
+  async startEchoServers(port: number): Promise<void> {
+    const ready = this.ns.targets.map((ns, k) => {
+      const readyFile = `${this.workDir}/echo-ready.${port}.${k + 1}`;
+      this.spawnAgent(ns, `echo server t${k + 1}`, {
+        cmd: "echo",
+        name: `t${k + 1}`,
+        addrs: [VIP[4], VIP[6]],
+        port,
+        maxLifeS: 600,
+        readyFile,
+      });
+      return readyFile;
+    });
+    const up = await waitUntil(() => ready.every((f) => exists(f)), 60_000);
+    if (!up) throw new Error(`echo servers on port ${port} not ready after 60 s`);
   }
 
   /** Starts a long-running agent in `ns` (stopped at teardown). */

@@ -8,6 +8,8 @@
 import { type Family, TCP_PORT, UDP_PORT, VIP } from "./addresses.ts";
 import type {
   AgentCommand,
+  BlastCommand,
+  BlastResult,
   Flow,
   IcmpCommand,
   PingCommand,
@@ -139,6 +141,75 @@ export class Client {
       },
     };
   }
+
+  /**
+   * Starts a `blast` from the client to the VIP of `fam` (see the agent):
+   * `pps` datagrams per second round-robin over `flows` for at most
+   * `durationMs`; waits until the first went out.
+   */
+  async startBlast(
+    fam: Family,
+    flows: Flow[],
+    o: { pps: number; durationMs: number; waitMs?: number; bucketMs?: number; port?: number },
+  ): Promise<Blast> {
+    const tag = crypto.randomUUID().slice(0, 8);
+    const c: BlastCommand = {
+      cmd: "blast",
+      dst: VIP[fam],
+      port: o.port ?? UDP_PORT,
+      flows,
+      pps: o.pps,
+      durationMs: o.durationMs,
+      waitMs: o.waitMs ?? 1000,
+      bucketMs: o.bucketMs,
+      startedFile: `${this.#topo.workDir}/blast-${tag}.started`,
+      stopFile: `${this.#topo.workDir}/blast-${tag}.stop`,
+    };
+    const p = this.#topo.spawnAgent(this.#topo.ns.cli, `blast ${tag}`, c);
+    const ok = await waitUntil(() => !!p.status || exists(c.startedFile!), 60_000, 20);
+    if (!ok || p.status) {
+      await p.stop();
+      this.#topo.forget(p);
+      throw new Error(`blast did not start:\n${p.describe()}`);
+    }
+    let result: Promise<BlastResult> | undefined;
+    return {
+      stop: () => Deno.writeTextFileSync(c.stopFile!, "stop\n"),
+      result: () =>
+        result ??= (async () => {
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          const late = new Promise<"late">((r) =>
+            timer = setTimeout(() => r("late"), o.durationMs + c.waitMs + 30_000)
+          );
+          const first = await Promise.race([p.done, late]);
+          clearTimeout(timer);
+          if (first === "late") await p.stop();
+          this.#topo.forget(p);
+          if (p.status?.code !== 0) throw new Error(`blast failed:\n${p.describe()}`);
+          return JSON.parse(p.stdout) as BlastResult;
+        })(),
+    };
+  }
+}
+
+/**
+ * A running `blast` (see the agent): UDP at a fixed rate whatever is answered.
+ * `result()` waits (bounded) until it has sent for its duration (or `stop()`
+ * was called) and received for `waitMs`, and returns its counts.
+ */
+export interface Blast {
+  stop(): void;
+  result(): Promise<BlastResult>;
+}
+
+/** Sums a blast's per-bucket counts over buckets whose time [t0 + k·bucketMs) lies in [from, to) (Date.now() ms). */
+export function blastSum(r: BlastResult, counts: number[], from = -Infinity, to = Infinity): number {
+  let n = 0;
+  counts.forEach((v, k) => {
+    const t = r.t0 + k * r.bucketMs;
+    if (t >= from && t < to) n += v;
+  });
+  return n;
 }
 
 /** Probe protocol. */

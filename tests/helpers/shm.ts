@@ -1,4 +1,5 @@
 /** Test helpers for shm files: private shm directories for the CLI and the library, and file snapshots. */
+import { OWN_DIR_NAME } from "../../core/shm_dir.ts";
 
 /**
  * A fresh directory under /dev/shm (real tmpfs) used as NFQLB_SHM_DIR, so
@@ -61,4 +62,24 @@ export function libSandbox(): LibSandbox {
 /** Names of the files in a directory, sorted. */
 export function listDir(dir: string): string[] {
   return [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+}
+
+/** The name of our own file `name` relative to the shm directory (`.nfqlb-deno/<name>`), for sb.path/sb.bytes. */
+export function own(name: string): string {
+  return `${OWN_DIR_NAME}/${name}`;
+}
+
+/**
+ * Every file in shm directory `dir`: the names at the top (our own directory left out) and our own files as
+ * `.nfqlb-deno/<name>`, sorted. An empty (or missing) own directory adds nothing.
+ */
+export function shmFiles(dir: string): string[] {
+  const top = listDir(dir).filter((n) => n !== OWN_DIR_NAME);
+  let mine: string[] = [];
+  try {
+    mine = listDir(`${dir}/${OWN_DIR_NAME}`).map(own);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return [...top, ...mine].sort();
 }

@@ -1,5 +1,5 @@
 /**
- * A reader process for tests/unit/concurrency_test.ts: maps a target table
+ * A reader process for tests/reliability/racing_writers_test.ts: maps a target table
  * with TargetShm.open and checks it continuously while another process
  * changes it.
  *

@@ -26,6 +26,7 @@ import type { StreamResult } from "../harness/agent/types.ts";
 import { type Damage, damageFile } from "../helpers/damage.ts";
 import { countersShmName } from "../../core/counters_shm.ts";
 import { conntrackName } from "../../core/conntrack_shm.ts";
+import { OWN_DIR_NAME } from "../../core/shm_dir.ts";
 import { TRACE_SHM } from "../../core/trace_shm.ts";
 
 const notRoot = skipUnlessRoot();
@@ -202,7 +203,7 @@ async function damageCase(t: Topology, lb: Proc, file: string, how: Damage, c: C
   return f;
 }
 
-/** Our `init` + `activate` of the topology's table; `delete` first when init refuses the file. */
+/** Our `init` + `activate` of the topology's table; `delete` first when init refuses the file (deleteFirst: paths removed first). */
 function initAgain(
   t: Topology,
   how: Damage,
@@ -210,7 +211,7 @@ function initAgain(
   deleteFirst: string[] = [],
 ): () => Promise<void> {
   return async () => {
-    for (const name of deleteFirst) await t.nfqlb.run(["delete", `--shm=${name}`]);
+    for (const path of deleteFirst) Deno.removeSync(path);
     if (how === "random-header") await t.nfqlb.run(["delete", `--shm=${t.shm}`]);
     await t.nfqlb.run(["init", `--shm=${t.shm}`, "--M=997", "--N=32", ...extra]);
     await t.nfqlb.activate(...t.fwmarks);
@@ -255,6 +256,7 @@ Deno.test({
     const figures: Figures[] = [];
     try {
       const shmPath = (name: string) => `${t.shmDir}/${name}`;
+      const ownPath = (name: string) => `${t.shmDir}/${OWN_DIR_NAME}/${name}`;
       for (const how of TABLE_DAMAGES) {
         figures.push(
           await damageCase(t, lb, "target table", how, {
@@ -274,7 +276,7 @@ Deno.test({
       for (const how of ["truncate", "zero", "random-header"] as Damage[]) {
         figures.push(
           await damageCase(t, lb, "counters shm", how, {
-            path: shmPath(counters),
+            path: ownPath(counters),
             warning: /^lb: counters shm \S+: .*; writing it again$/,
             incident: true,
             // a truncation or zero fill destroyed the counts themselves: they start again (with this incident)
@@ -322,6 +324,7 @@ Deno.test({
   async fn() {
     const t = await lab();
     const ct = conntrackName(t.shm);
+    const ctPath = `${t.shmDir}/${OWN_DIR_NAME}/${ct}`;
     await t.nfqlb.run(["init", `--shm=${t.shm}`, "--M=997", "--N=32", "--conntrack=4096"]);
     await t.nfqlb.activate(...t.fwmarks);
     const lb = await t.nfqlb.startLb();
@@ -333,11 +336,11 @@ Deno.test({
       );
       for (const how of ["truncate", "zero", "random-header"] as Damage[]) {
         await damageCase(t, lb, "connection table", how, {
-          path: `${t.shmDir}/${ct}`,
+          path: ctPath,
           warning: /^lb: connection table \S+: .*; deciding by Maglev alone until it is valid again$/,
           incident: true,
           // a damaged table is not replaced by init: delete it first; init --conntrack makes a new one
-          repair: initAgain(t, "truncate", ["--conntrack=4096"], [ct]),
+          repair: initAgain(t, "truncate", ["--conntrack=4096"], [ctPath]),
         });
         // the new table is used: the stream's flows are inserted into it
         assert.ok(
@@ -360,7 +363,7 @@ Deno.test({
       await s.stop();
     }
     await stopClean(t);
-    await t.nfqlb.run(["delete", `--shm=${ct}`]);
+    await t.nfqlb.run(["init", `--shm=${t.shm}`, "--M=997", "--N=32", "--conntrack=0"]);
   },
 });
 
@@ -385,7 +388,7 @@ Deno.test({
         });
       }
       await damageCase(t, lb, "counters shm", "truncate", {
-        path: `${t.shmDir}/${countersShmName(t.ftShm)}`,
+        path: `${t.shmDir}/${OWN_DIR_NAME}/${countersShmName(t.ftShm)}`,
         warning: /^flowlb: counters shm \S+: .*; writing it again$/,
         incident: true,
         errorsAtLeast: 1,

@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { lib } from "../../ffi/lib.ts";
 import { ConntrackShm, flowKey } from "../../core/conntrack_shm.ts";
 import { PORT_PROTOCOLS } from "../../core/ip_protocols.ts";
-import { libSandbox } from "../helpers/shm.ts";
+import { libSandbox, own } from "../helpers/shm.ts";
 import { xorshift32 } from "../helpers/models.ts";
 
 const MS = 1_000_000n;
@@ -34,7 +34,7 @@ function key(i: number): Uint8Array<ArrayBuffer> {
 function twin(capacity: number, floodPerSecond: number) {
   const sb = libSandbox();
   ConntrackShm.create("a", { capacity, ttlMs: TTL, floodPerSecond, replace: true });
-  Deno.copyFileSync(sb.path("a"), sb.path("b"));
+  Deno.copyFileSync(sb.path(own("a")), sb.path(own("b")));
   const a = ConntrackShm.open("a"), b = ConntrackShm.open("b");
   return {
     a,
@@ -183,11 +183,11 @@ Deno.test("conntrack batch: empty batch, repeats see the first one's refresh, pr
   assert.equal(e.packets, 3);
   assert.equal(e.bytes, 0);
   // the prefetch calls read but never write: the file is unchanged, bad keys ignored
-  const before = Deno.readFileSync(`${Deno.env.get("NFQLB_SHM_DIR")}/b`);
+  const before = Deno.readFileSync(`${Deno.env.get("NFQLB_SHM_DIR")}/${own("b")}`);
   for (const i of [5, 6, -1]) {
     const k = flat([i]);
     L.nfqlb_ct_prefetch(t.b.pointer, k);
     L.nfqlb_ct_prefetch_ways(t.b.pointer, k);
   }
-  assert.deepEqual(Deno.readFileSync(`${Deno.env.get("NFQLB_SHM_DIR")}/b`), before);
+  assert.deepEqual(Deno.readFileSync(`${Deno.env.get("NFQLB_SHM_DIR")}/${own("b")}`), before);
 });

@@ -16,7 +16,7 @@ import {
   RECORD_BYTES,
 } from "../../core/conntrack_shm.ts";
 import { NfqlbError } from "../../core/errors.ts";
-import { libSandbox } from "../helpers/shm.ts";
+import { libSandbox, own } from "../helpers/shm.ts";
 import { buildSanitized } from "../helpers/sanitize.ts";
 
 const MS = 1_000_000n;
@@ -302,7 +302,7 @@ Deno.test("conntrack: the table persists in its file: a new mapping sees the ent
     ct.set(tcp(1), { context: "kept" }, T0);
     ct.close();
   }
-  assert.ok(Deno.statSync(sb.path(name)).size >= ConntrackShm.bytes(100, 4));
+  assert.ok(Deno.statSync(sb.path(own(name))).size >= ConntrackShm.bytes(100, 4));
   {
     const ct = ConntrackShm.open(name);
     assert.equal(ct.lookup(tcp(1), 0, T0 + 1n * MS), 101);
@@ -318,7 +318,7 @@ Deno.test("conntrack: the table persists in its file: a new mapping sees the ent
     assert.equal(ct.lookup(tcp(1), 0, T0), -1);
     ct.close();
   }
-  Deno.writeFileSync(sb.path("other"), new Uint8Array(4096).fill(7));
+  Deno.writeFileSync(sb.path(own("other")), new Uint8Array(4096).fill(7));
   assert.throws(
     () => ConntrackShm.create("other", { capacity: 8, replace: true }),
     /not an nfqlb connection table/,
@@ -326,8 +326,8 @@ Deno.test("conntrack: the table persists in its file: a new mapping sees the ent
   assert.throws(() => ConntrackShm.open("other"), /bad magic/);
   assert.throws(() => ConntrackShm.open("missing"), /No such file/);
   // truncated
-  const bytes = Deno.readFileSync(sb.path(name));
-  Deno.writeFileSync(sb.path("short"), bytes.subarray(0, 4096));
+  const bytes = Deno.readFileSync(sb.path(own(name)));
+  Deno.writeFileSync(sb.path(own("short")), bytes.subarray(0, 4096));
   assert.throws(() => ConntrackShm.open("short"), /truncated/);
   // option validation (zod)
   assert.throws(() => ConntrackShm.create("x", { capacity: 0 }), /capacity/);

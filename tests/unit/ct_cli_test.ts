@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { nfqlb } from "../harness/nfqlb.ts";
-import { libSandbox } from "../helpers/shm.ts";
+import { libSandbox, own } from "../helpers/shm.ts";
 import { ConntrackShm, flowKey } from "../../core/conntrack_shm.ts";
 
 const UPSTREAM_INIT_HELP = "init [options]\n  Initiate shared mem structures\n" +
@@ -27,23 +27,23 @@ Deno.test("ct cli: init --conntrack creates <shm>-ct; init --help unchanged; --c
   using sb = libSandbox();
   assert.equal(await ok(["init", "--help"], sb.env), UPSTREAM_INIT_HELP);
   await ok(["init", "--shm=t", "--M=97", "--N=4"], sb.env);
-  assert.equal(sb.bytes("t-ct"), undefined);
+  assert.equal(sb.bytes(own("t-ct")), undefined);
   await ok(
     ["init", "--shm=t", "--M=97", "--N=4", "--conntrack=64", "--ct_ttl=1000,2000,3000", "--ct_flood=50"],
     sb.env,
   );
-  assert.ok(sb.bytes("t-ct")!.length > 0);
+  assert.ok(sb.bytes(own("t-ct"))!.length > 0);
   const s = JSON.parse(await ok(["ct-stats", "--shm=t"], sb.env));
   assert.equal(s.capacity, 64);
   assert.deepEqual(s.ttl_ms, { tcp: 1000, udp: 2000, other: 3000 });
   assert.equal(s.flood_per_second, 50);
   assert.equal(s.ctx_slots, 0);
   // init without --conntrack leaves the table alone
-  const before = sb.bytes("t-ct")!;
+  const before = sb.bytes(own("t-ct"))!;
   await ok(["init", "--shm=t", "--M=97", "--N=4"], sb.env);
-  assert.deepEqual(sb.bytes("t-ct"), before);
+  assert.deepEqual(sb.bytes(own("t-ct")), before);
   await ok(["init", "--shm=t", "--M=97", "--N=4", "--conntrack=0"], sb.env);
-  assert.equal(sb.bytes("t-ct"), undefined);
+  assert.equal(sb.bytes(own("t-ct")), undefined);
   assert.ok(sb.bytes("t")!.length > 0);
 });
 
@@ -168,7 +168,7 @@ Deno.test("ct cli: bad input exits 1 with one stderr line naming the value; tabl
   using sb = libSandbox();
   await ok(["init", "--shm=t", "--M=97", "--N=4", "--conntrack=64"], sb.env);
   await ok(["ct-set", "--shm=t", ...FLOW, "--fwmark=7", "--pin"], sb.env);
-  const files = ["t", "t-ct"];
+  const files = ["t", own("t-ct")];
   const before = files.map((f) => sb.bytes(f));
   const failures: string[] = [];
   for (const c of BAD) {
@@ -188,5 +188,5 @@ Deno.test("ct cli: bad input exits 1 with one stderr line naming the value; tabl
   assert.deepEqual(failures, []);
   // the missing-table line is exactly upstream's mapSharedData text
   assert.equal((await nfqlb(["ct-stats", "--shm=nope"], sb.env)).stderr, "FAILED mapSharedData: nope-ct\n");
-  assert.equal(sb.bytes("nope-ct"), undefined);
+  assert.equal(sb.bytes(own("nope-ct")), undefined);
 });

@@ -170,6 +170,13 @@ Deno.test("apply flows: listed flows compare by their canonical form; changes ar
   assert.deepEqual(listedA, cfg.flows[0].request);
   // flowlb prints a negative priority as unsigned
   assert.equal(listedToRequest({ name: "n", priority: 0xffffffff, user_ref: "a" })?.priority, "-1");
+  // a flow set with `--protocols= --dports=8443` (Meridio's protocols: []) lists no protocols: any protocol
+  assert.deepEqual(listedToRequest({ name: "m", priority: 0, dports: ["8443"], user_ref: "a" }), {
+    name: "m",
+    target: "a",
+    protocols: "",
+    dports: "8443",
+  });
   const have = new Map([
     ["fa", listedA],
     ["old", listedToRequest({ name: "old", priority: 0, user_ref: "a" })],

@@ -1,12 +1,15 @@
 /**
  * host/config/load.ts: valid YAML and JSON files with their defaults, the
- * shipped examples, a table of bad files each with its exact one-line
+ * shipped examples (each also planned into kernel rules), fullnat's source
+ * addresses, a table of bad files each with its exact one-line
  * message, the read error, and the published JSON Schema being up to date.
  */
 import assert from "node:assert/strict";
 import { ConfigError, type HostConfig, loadHostConfig, parseHostConfig } from "../../host/config/load.ts";
 import { primeBelow } from "../../core/prime.ts";
 import { configJsonSchema, SCHEMA_FILE } from "../../scripts/gen_config_schema.ts";
+import { planPlumbing } from "../../host/plumbing/plan.ts";
+import { plumbingSpecOf } from "../../host/plumbing_spec.ts";
 import { ROOT } from "../harness/paths.ts";
 
 /** A minimal valid lb file; `svc` is added to the service, `top` at the end. */
@@ -55,7 +58,9 @@ Deno.test("host config: a minimal YAML file gets every default", () => {
         weight: 1,
         mode: "dsr",
         table: 101,
+        snat: null,
         active: true,
+        health: null,
       }],
     }],
     flows: [],
@@ -69,6 +74,7 @@ Deno.test("host config: a minimal YAML file gets every default", () => {
       start: true,
       offload: false,
     },
+    admin: { address: "127.0.0.1:9110" },
   };
   assert.deepEqual(cfg, expected);
 });
@@ -128,7 +134,9 @@ dataplane: {queue: "0:3", hooks: [output, prerouting], options: {mtu: 9000, sctp
     weight: 3,
     mode: "dsr",
     table: 1000,
+    snat: null,
     active: true,
+    health: null,
   });
   assert.deepEqual(a.dataplane.queues, { first: 0, last: 3 });
   assert.deepEqual(a.dataplane.options, { mtu: 9000, sctpEncap: 9899 });
@@ -164,11 +172,70 @@ Deno.test("host config: the examples in docs/examples parse", async () => {
   ]);
 });
 
+Deno.test("host config: the fullnat example: every target full NAT, the third with its own source addresses", async () => {
+  const cfg = await loadHostConfig(`${ROOT}/docs/examples/fullnat.yaml`);
+  assert.deepEqual(cfg.services[0].targets.map((t) => [t.fwmark, t.mode, t.port, t.snat]), [
+    [101, "fullnat", 8443, { ipv4: "192.168.1.254", ipv6: "fd00:1::254" }],
+    [102, "fullnat", 8443, { ipv4: "192.168.1.254", ipv6: "fd00:1::254" }],
+    [103, "fullnat", 8443, { ipv4: "192.168.2.254", ipv6: "fd00:2::254" }],
+  ]);
+  const snat = planPlumbing(plumbingSpecOf(cfg)).filter((o) => o.add.includes("SNAT")).map((o) => o.add);
+  assert.deepEqual(snat.map((a) => [a[0], a.at(-1)]), [
+    ["iptables", "192.168.1.254"],
+    ["iptables", "192.168.1.254"],
+    ["iptables", "192.168.2.254"],
+    ["ip6tables", "fd00:1::254"],
+    ["ip6tables", "fd00:1::254"],
+    ["ip6tables", "fd00:2::254"],
+  ]);
+});
+
+Deno.test("host config: every file in docs/examples parses and plans its kernel rules", async () => {
+  const names = [...Deno.readDirSync(`${ROOT}/docs/examples`)].map((e) => e.name).sort();
+  assert.deepEqual(names, ["dsr.yaml", "fullnat.yaml", "nat.yaml"], "a new example: check it above too");
+  for (const name of names) {
+    const cfg = await loadHostConfig(`${ROOT}/docs/examples/${name}`);
+    assert.ok(planPlumbing(plumbingSpecOf(cfg)).length > 0, name);
+  }
+});
+
+Deno.test("host config: fullnat: the service's snat is the default, a target's own wins per family", () => {
+  const text = `version: 1
+services:
+  - name: web
+    vips: [10.0.0.1, "fd00::1"]
+    ports: [{ protocol: udp, port: 53 }]
+    snat: { ipv4: 192.168.0.254, ipv6: "FD01:0::254" }
+    targets:
+      - { fwmark: 101, address: [192.168.1.1, "fd01::1"], mode: fullnat }
+      - { fwmark: 102, address: [192.168.2.1, "fd02::1"], mode: fullnat, port: 5353, snat: { ipv4: 192.168.2.254 } }
+      - { fwmark: 103, address: [192.168.3.1, "fd03::1"], mode: nat }
+`;
+  const cfg = parseHostConfig(text, "h.yaml");
+  const [a, b, c] = cfg.services[0].targets;
+  assert.deepEqual([a.mode, a.table, a.port, a.snat], ["fullnat", null, null, {
+    ipv4: "192.168.0.254",
+    ipv6: "fd01::254", // canonical
+  }]);
+  assert.deepEqual([b.port, b.snat], [5353, { ipv4: "192.168.2.254", ipv6: "fd01::254" }]);
+  assert.deepEqual([c.mode, c.snat], ["nat", null]);
+  // an IPv4-only service needs only an IPv4 source address
+  const v4 = parseHostConfig(
+    lbFile("        mode: fullnat\n        snat: { ipv4: 192.168.1.254 }\n"),
+    "h.yaml",
+  );
+  assert.deepEqual(v4.services[0].targets[0].snat, { ipv4: "192.168.1.254", ipv6: null });
+});
+
 Deno.test("host config: the YAML examples in docs/config.md parse", async () => {
   const md = await Deno.readTextFile(`${ROOT}/docs/config.md`);
   const blocks = [...md.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]);
-  assert.equal(blocks.length, 2);
-  assert.deepEqual(blocks.map((b) => parseHostConfig(b, "config.md").dataplane.program), ["lb", "flowlb"]);
+  assert.equal(blocks.length, 3);
+  assert.deepEqual(blocks.map((b) => parseHostConfig(b, "config.md").dataplane.program), [
+    "lb",
+    "flowlb",
+    "lb",
+  ]);
 });
 
 /** Bad files and their exact messages. */
@@ -187,7 +254,7 @@ const BAD: { name: string; text: string; file?: string; message: string }[] = [
     name: "not a mapping",
     text: "- 1\n- 2\n",
     message:
-      "hosts.yaml:1: (top level): expected a mapping with version, services (and name, flows, dataplane), got [1,2]",
+      "hosts.yaml:1: (top level): expected a mapping with version, services (and name, flows, dataplane, admin), got [1,2]",
   },
   {
     name: "YAML syntax",
@@ -221,7 +288,7 @@ const BAD: { name: string; text: string; file?: string; message: string }[] = [
     name: "unknown key (a typo), and the count of the others",
     text: lbFile("        wieght: 2\n        mode: dnat\n"),
     message:
-      'hosts.yaml:8: services[0].targets[0].wieght: expected one of the keys fwmark, address, port, weight, mode, table, active, got "wieght" (and 1 more)',
+      'hosts.yaml:8: services[0].targets[0].wieght: expected one of the keys fwmark, address, port, weight, mode, table, snat, active, health, got "wieght" (and 1 more)',
   },
   {
     name: "weight out of range",
@@ -310,13 +377,95 @@ const BAD: { name: string; text: string; file?: string; message: string }[] = [
     name: "port with dsr",
     text: lbFile("        port: 8080\n"),
     message:
-      "hosts.yaml:8: services[0].targets[0].port: expected no port with mode dsr (port translation needs mode: nat), got 8080",
+      "hosts.yaml:8: services[0].targets[0].port: expected no port with mode dsr (port translation needs mode: nat or fullnat), got 8080",
   },
   {
     name: "table with nat",
     text: lbFile("        mode: nat\n        table: 7\n"),
     message:
       "hosts.yaml:9: services[0].targets[0].table: expected no table with mode nat (NAT'ed packets are routed by the main table), got 7",
+  },
+  {
+    name: "mode typo",
+    text: lbFile("        mode: full-nat\n"),
+    message: 'hosts.yaml:8: services[0].targets[0].mode: expected one of dsr, nat, fullnat, got "full-nat"',
+  },
+  {
+    name: "fullnat without a source address",
+    text: lbFile("        mode: fullnat\n"),
+    message:
+      'hosts.yaml:8: services[0].targets[0].mode: expected an IPv4 source address with fullnat (snat.ipv4 on the target or its service; the service has IPv4 VIPs), got "fullnat"',
+  },
+  {
+    name: "fullnat: the service's snat lacks a VIP family",
+    text: lbFile("        mode: fullnat\n    snat: { ipv4: 10.0.0.2 }\n")
+      .replace("vips: [10.0.0.1]", 'vips: [10.0.0.1, "fd00::1"]')
+      .replace("address: 192.168.1.1", 'address: [192.168.1.1, "fd00:1::1"]'),
+    message:
+      'hosts.yaml:8: services[0].targets[0].mode: expected an IPv6 source address with fullnat (snat.ipv6 on the target or its service; the service has IPv6 VIPs), got "fullnat"',
+  },
+  {
+    name: "fullnat: the target's snat lacks a VIP family, and the service has none",
+    text: lbFile('        mode: fullnat\n        snat: { ipv6: "fd00::2" }\n')
+      .replace("vips: [10.0.0.1]", 'vips: [10.0.0.1, "fd00::1"]')
+      .replace("address: 192.168.1.1", 'address: [192.168.1.1, "fd00:1::1"]'),
+    message:
+      'hosts.yaml:9: services[0].targets[0].snat: expected an IPv4 source address with fullnat (snat.ipv4 on the target or its service; the service has IPv4 VIPs), got {"ipv6":"fd00::2"}',
+  },
+  {
+    name: "snat of the wrong family",
+    text: lbFile('        mode: fullnat\n        snat: { ipv4: "fd00::2" }\n'),
+    message:
+      'hosts.yaml:9: services[0].targets[0].snat.ipv4: expected a unicast IPv4 address (not 0.x, 127.x, multicast or broadcast), got "fd00::2"',
+  },
+  {
+    name: "snat multicast",
+    text: lbFile("        mode: fullnat\n    snat: { ipv4: 224.0.0.5 }\n"),
+    message:
+      'hosts.yaml:9: services[0].snat.ipv4: expected a unicast IPv4 address (not 0.x, 127.x, multicast or broadcast), got "224.0.0.5"',
+  },
+  {
+    name: "snat unspecified IPv6 (reported once, not again as missing at the target)",
+    text: lbFile('        mode: fullnat\n    snat: { ipv6: "::" }\n')
+      .replace("vips: [10.0.0.1]", 'vips: ["fd00::1"]')
+      .replace("address: 192.168.1.1", 'address: "fd00:1::1"'),
+    message:
+      'hosts.yaml:9: services[0].snat.ipv6: expected a unicast IPv6 address (not ::, ::1 or multicast), got "::"',
+  },
+  {
+    name: "snat of a family the VIPs do not have",
+    text: lbFile('        mode: fullnat\n        snat: { ipv4: 10.0.0.2, ipv6: "fd00::2" }\n'),
+    message:
+      'hosts.yaml:9: services[0].targets[0].snat.ipv6: expected no IPv6 address (the service has no IPv6 VIPs), got "fd00::2"',
+  },
+  {
+    name: "empty snat",
+    text: lbFile("        mode: fullnat\n        snat: {}\n"),
+    message:
+      "hosts.yaml:9: services[0].targets[0].snat: expected a mapping with ipv4 and/or ipv6 (the source addresses), got {}",
+  },
+  {
+    name: "snat key typo",
+    text: lbFile("        mode: fullnat\n        snat: { ip4: 10.0.0.2 }\n"),
+    message: 'hosts.yaml:9: services[0].targets[0].snat.ip4: expected one of the keys ipv4, ipv6, got "ip4"',
+  },
+  {
+    name: "snat on a nat target",
+    text: lbFile("        mode: nat\n        snat: { ipv4: 10.0.0.2 }\n"),
+    message:
+      'hosts.yaml:9: services[0].targets[0].snat: expected no snat with mode nat (source translation needs mode: fullnat), got {"ipv4":"10.0.0.2"}',
+  },
+  {
+    name: "snat on a service without a fullnat target",
+    text: lbFile("    snat: { ipv4: 10.0.0.2 }\n"),
+    message:
+      'hosts.yaml:8: services[0].snat: expected a target with mode: fullnat in the service (snat is for fullnat targets), got {"ipv4":"10.0.0.2"}',
+  },
+  {
+    name: "table with fullnat",
+    text: lbFile("        mode: fullnat\n        snat: { ipv4: 10.0.0.2 }\n        table: 7\n"),
+    message:
+      "hosts.yaml:10: services[0].targets[0].table: expected no table with mode fullnat (NAT'ed packets are routed by the main table), got 7",
   },
   {
     name: "a reserved routing table",
@@ -406,18 +555,39 @@ const BAD: { name: string; text: string; file?: string; message: string }[] = [
     message: 'hosts.yaml:9: dataplane.queue: expected a queue 0..65535 or a range "first:last", got "3:1"',
   },
   {
+    name: "bad admin address",
+    text: lbFile("", "admin: {address: localhost:9110}\n"),
+    message: 'hosts.yaml:8: admin.address: expected ADDR:PORT or [ADDR]:PORT, got "localhost:9110"',
+  },
+  {
+    name: "admin address that is the lb's metrics address",
+    text: lbFile("", 'dataplane: {options: {metrics: "0.0.0.0:9110"}}\nadmin: {address: "127.0.0.1:9110"}\n'),
+    message:
+      'hosts.yaml:9: admin.address: expected an address other than dataplane.options.metrics (0.0.0.0:9110: the lb serves there), got "127.0.0.1:9110"',
+  },
+  {
+    name: "unknown admin key",
+    text: lbFile("", "admin: {port: 9110}\n"),
+    message: 'hosts.yaml:8: admin.port: expected one of the keys address, got "port"',
+  },
+  {
     name: "bad hook",
     text: lbFile("", "dataplane:\n  hooks: [input]\n"),
     message: 'hosts.yaml:9: dataplane.hooks[0]: expected one of prerouting, output, got "input"',
   },
   {
-    name: "service named as another's connection table",
+    name: "service named as the trace shm",
     text: lbFile(
-      "    conntrack: {capacity: 10}\n",
-      "  - name: web-ct\n    vips: [10.0.0.2]\n    targets: [{fwmark: 102, address: 192.168.1.9}]\nflows: []\n",
+      "",
+      "  - name: nfqlb-trace\n    vips: [10.0.0.2]\n    targets: [{fwmark: 102, address: 192.168.1.9}]\nflows: []\n",
     ),
+    message: 'hosts.yaml:8: services[1].name: expected a name that is not the trace shm, got "nfqlb-trace"',
+  },
+  {
+    name: "service named as the fragment table",
+    text: lbFile("", "dataplane:\n  options: {ftShm: web}\n"),
     message:
-      'hosts.yaml:9: services[1].name: expected a name that is not the connection table of service web, got "web-ct"',
+      'hosts.yaml:3: services[0].name: expected a name that is not the fragment table\'s (web), got "web"',
   },
   {
     name: "JSON file: line numbers too",

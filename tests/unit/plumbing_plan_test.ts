@@ -1,6 +1,6 @@
 /**
  * The pure side of the kernel plumbing (host/plumbing): the objects a
- * spec plans to, for IPv4 and IPv6, DSR and NAT, ports, both hooks, offload,
+ * spec plans to, for IPv4 and IPv6, DSR, NAT and full NAT, ports, both hooks, offload,
  * the nft script, validation, and reading iptables-save / ip JSON back.
  */
 import assert from "node:assert/strict";
@@ -9,7 +9,7 @@ import { parseSave, splitSaveLine } from "../../host/plumbing/iptables.ts";
 import { parseRoutes, parseRules } from "../../host/plumbing/iproute.ts";
 import { chainName } from "../../host/plumbing/names.ts";
 import { nftScript, parseNftTable } from "../../host/plumbing/nft.ts";
-import { ourChains, planPlumbing, recordChains } from "../../host/plumbing/plan.ts";
+import { ourChains, planPlumbing, recordChains, snatChain } from "../../host/plumbing/plan.ts";
 import type { PlumbingSpec } from "../../host/plumbing/spec.ts";
 import { canonicalAddress, canonicalCidr, validateSpec } from "../../host/plumbing/validate.ts";
 import { parseCidr } from "../../core/flow/parse.ts";
@@ -72,7 +72,7 @@ Deno.test("plumbing plan: IPv6 NAT with port translation, both hooks, queue bala
     'ip6tables -w -t nat -A NFQLB-v6 -p tcp -m mark --mark 7 -m comment --comment "nfqlb:v6 H" -j DNAT --to-destination [fd01::5]:8080',
     'ip6tables -w -t nat -A NFQLB-v6 -p sctp -m mark --mark 7 -m comment --comment "nfqlb:v6 H" -j DNAT --to-destination [fd01::5]:8080',
     'ip6tables -w -t mangle -A PREROUTING -d fd00::1/128 -m comment --comment "nfqlb:v6 H" -j NFQLB-v6',
-    'ip6tables -w -t mangle -A OUTPUT -d fd00::1/128 -m comment --comment "nfqlb:v6 H" -j NFQLB-v6',
+    'ip6tables -w -t mangle -A OUTPUT -d fd00::1/128 -m mark --mark 0 -m comment --comment "nfqlb:v6 H" -j NFQLB-v6',
     'ip6tables -w -t nat -A PREROUTING -d fd00::1/128 -m comment --comment "nfqlb:v6 H" -j NFQLB-v6',
     'ip6tables -w -t nat -A OUTPUT -d fd00::1/128 -m comment --comment "nfqlb:v6 H" -j NFQLB-v6',
   ]);
@@ -102,6 +102,64 @@ Deno.test("plumbing plan: NAT without a VIP port filter DNATs tcp/udp/sctp with 
   assert.ok(!lines(spec).some((l) => l.startsWith("ip ") || l.includes("-RT")));
   // the VIP's host bits are cleared
   assert.ok(lines(spec).some((l) => l.includes("-A OUTPUT -d 10.1.0.0/16 ")));
+});
+
+Deno.test("plumbing plan: full NAT is NAT's DNAT plus, by fwmark, SNAT in POSTROUTING for connections DNATed from a VIP", () => {
+  const spec: PlumbingSpec = {
+    id: "fn",
+    queue: "2",
+    bypass: true,
+    hooks: ["prerouting", "output"],
+    vips: [{ address: "10.0.0.1", ports: [{ protocol: "udp", port: 53 }] }, { address: "FD00::1" }],
+    targets: [
+      { fwmark: 1, address: "10.2.0.1", port: 5353, mode: "fullnat", table: 1, snat: "10.2.0.254" },
+      { fwmark: 2, address: "10.2.0.2", mode: "nat", table: 2 },
+      { fwmark: 3, address: "10.3.0.1", mode: "fullnat", table: 3, snat: "10.3.0.254" },
+      { fwmark: 1, address: "fd02::1", mode: "fullnat", table: 1, snat: "FD02:0::254" },
+    ],
+  };
+  const l = lines(spec);
+  const nat = l.filter((x) => x.includes(" -t nat "));
+  assert.deepEqual(nat, [
+    "iptables -w -t nat -N NFQLB-fn",
+    "iptables -w -t nat -N NFQLB-fn-SN",
+    "ip6tables -w -t nat -N NFQLB-fn",
+    "ip6tables -w -t nat -N NFQLB-fn-SN",
+    'iptables -w -t nat -A NFQLB-fn -p udp -m mark --mark 1 -m comment --comment "nfqlb:fn H" -j DNAT --to-destination 10.2.0.1:5353',
+    'iptables -w -t nat -A NFQLB-fn -m mark --mark 2 -m comment --comment "nfqlb:fn H" -j DNAT --to-destination 10.2.0.2',
+    'iptables -w -t nat -A NFQLB-fn -m mark --mark 3 -m comment --comment "nfqlb:fn H" -j DNAT --to-destination 10.3.0.1',
+    'iptables -w -t nat -A NFQLB-fn-SN -m mark --mark 1 -m comment --comment "nfqlb:fn H" -j SNAT --to-source 10.2.0.254',
+    'iptables -w -t nat -A NFQLB-fn-SN -m mark --mark 3 -m comment --comment "nfqlb:fn H" -j SNAT --to-source 10.3.0.254',
+    'ip6tables -w -t nat -A NFQLB-fn -m mark --mark 1 -m comment --comment "nfqlb:fn H" -j DNAT --to-destination fd02::1',
+    'ip6tables -w -t nat -A NFQLB-fn-SN -m mark --mark 1 -m comment --comment "nfqlb:fn H" -j SNAT --to-source fd02::254',
+    'iptables -w -t nat -A PREROUTING -d 10.0.0.1/32 -m comment --comment "nfqlb:fn H" -j NFQLB-fn',
+    'iptables -w -t nat -A OUTPUT -d 10.0.0.1/32 -m comment --comment "nfqlb:fn H" -j NFQLB-fn',
+    'iptables -w -t nat -A POSTROUTING -m conntrack --ctstate DNAT --ctorigdst 10.0.0.1 -m comment --comment "nfqlb:fn H" -j NFQLB-fn-SN',
+    'ip6tables -w -t nat -A PREROUTING -d fd00::1/128 -m comment --comment "nfqlb:fn H" -j NFQLB-fn',
+    'ip6tables -w -t nat -A OUTPUT -d fd00::1/128 -m comment --comment "nfqlb:fn H" -j NFQLB-fn',
+    'ip6tables -w -t nat -A POSTROUTING -m conntrack --ctstate DNAT --ctorigdst fd00::1 -m comment --comment "nfqlb:fn H" -j NFQLB-fn-SN',
+  ]);
+  // no ip rule or route: full NAT routes by the main table, as NAT does
+  assert.ok(!l.some((x) => x.startsWith("ip ") || x.includes("-RT")));
+  const objs = planPlumbing(spec);
+  // the POSTROUTING jump is a jump (added last, removed first), the SNAT rules are rules of our chain
+  const post = objs.filter((o) => o.chain === "POSTROUTING");
+  assert.deepEqual(post.map((o) => o.kind), ["jump", "jump"]);
+  assert.ok(
+    objs.filter((o) => o.chain === "NFQLB-fn-SN").every((o) => o.kind === "rule" || o.kind === "chain"),
+  );
+  assert.ok(objs.indexOf(post[0]) > objs.findLastIndex((o) => o.kind !== "jump"));
+  // a changed source address is a new rule (new hash), the rest stays
+  const moved = planPlumbing({
+    ...spec,
+    targets: spec.targets.map((t) => t.fwmark === 3 ? { ...t, snat: "10.3.0.253" } : t),
+  }).map((o) => o.key);
+  assert.deepEqual(objs.map((o) => o.key).filter((k) => !moved.includes(k)).length, 1);
+  // without a full NAT target there is no SNAT chain
+  const natOnly = lines({ ...spec, targets: [spec.targets[1]] });
+  assert.ok(!natOnly.some((x) => x.includes("-SN") || x.includes("SNAT")), natOnly.join("\n"));
+  // nft queue: the NAT objects stay iptables
+  assert.equal(planPlumbing(spec, { nftQueue: true }).filter((o) => o.add.includes("SNAT")).length, 3);
 });
 
 Deno.test("plumbing plan: offload puts connmark restore + accept per VIP before the queue rules", () => {
@@ -152,7 +210,7 @@ Deno.test("plumbing plan: offload untracks the TCP SYNs to DSR VIPs in raw PRERO
   assert.deepEqual(rawObjs[0].del.slice(0, 6), ["iptables", "-w", "-t", "raw", "-D", "PREROUTING"]);
   assert.deepEqual(rawObjs[0].check?.slice(4, 6), ["-C", "PREROUTING"]);
 
-  // none without offload, without the prerouting hook, or where the family has a NAT target
+  // none without offload, without the prerouting hook, or where the family has a (full) NAT target
   const none = (x: PlumbingSpec) => planPlumbing(x).filter((o) => o.table === "raw").map((o) => o.line);
   assert.deepEqual(none({ ...spec, offload: false }), []);
   assert.deepEqual(none({ ...spec, hooks: ["output"] }), []);
@@ -167,6 +225,11 @@ Deno.test("plumbing plan: offload untracks the TCP SYNs to DSR VIPs in raw PRERO
   assert.deepEqual(none(nat4).map((x) => x.replace(/ [0-9a-f]{8}"/, ' H"')), [
     'ip6tables -w -t raw -A PREROUTING -d fd00::1/128 -p tcp --syn -m comment --comment "nfqlb:web H" -j CT --notrack',
   ]);
+  const fullnat4: PlumbingSpec = {
+    ...nat4,
+    targets: [{ ...nat4.targets[0], mode: "fullnat", snat: "192.168.1.254" }, nat4.targets[1]],
+  };
+  assert.deepEqual(none(fullnat4), none(nat4));
   // nft queue: the raw rule stays iptables
   assert.equal(planPlumbing(spec, { nftQueue: true }).filter((o) => o.table === "raw").length, 4);
 });
@@ -229,8 +292,8 @@ Deno.test("plumbing plan: nft queue replaces the iptables queue chain by one ine
       "\t}",
       "\tchain output {",
       "\t\ttype route hook output priority mangle; policy accept;",
-      "\t\tip daddr 10.0.0.1/32 jump vip",
-      "\t\tip6 daddr fd00::1/128 jump vip",
+      "\t\tmeta mark 0 ip daddr 10.0.0.1/32 jump vip",
+      "\t\tmeta mark 0 ip6 daddr fd00::1/128 jump vip",
       "\t}",
       "\tchain vip {",
       "\t\tct mark != 0 meta mark set ct mark",
@@ -270,6 +333,23 @@ Deno.test("plumbing plan: bad specs are one-line errors naming the value", () =>
         { fwmark: 1, address: "1.2.3.5", mode: "nat", table: 2 },
       ],
     }, /fwmark \(twice for IPv4\): 1/],
+    [
+      { targets: [{ fwmark: 1, address: "1.2.3.4", mode: "fullnat", table: 1 }] },
+      /snat of full NAT target 1 .*IPv4/,
+    ],
+    [
+      { targets: [{ fwmark: 1, address: "1.2.3.4", mode: "fullnat", table: 1, snat: "fd00::2" }] },
+      /snat of full NAT target 1 \(want an IPv4 address\): "fd00::2"/,
+    ],
+    [
+      { targets: [{ fwmark: 1, address: "1.2.3.4", mode: "nat", table: 1, snat: "1.2.3.254" }] },
+      /snat of nat target 1 \(only full NAT translates the source\)/,
+    ],
+    [
+      // deno-lint-ignore no-explicit-any
+      { targets: [{ fwmark: 1, address: "1.2.3.4", mode: "snat" as any, table: 1 }] },
+      /mode of target 1 \(want dsr, nat or fullnat\): "snat"/,
+    ],
   ];
   for (const [patch, re] of cases) {
     assert.throws(() => planPlumbing({ ...DSR4, ...patch }), (e: unknown) => {
@@ -285,6 +365,7 @@ Deno.test("plumbing names: long ids get distinct chains within iptables' 28 char
   const a = "a".repeat(32), b = "a".repeat(31) + "b";
   for (const id of [a, b]) {
     assert.ok(chainName(id, "-RT").length <= 28);
+    assert.ok(snatChain(id).length <= 28);
     assert.ok(chainName(id).length <= 28);
   }
   assert.notEqual(chainName(a), chainName(b));
@@ -335,6 +416,13 @@ Deno.test("plumbing read: iptables-save lines of our id only, by comment; ip rul
     '-A NFQLB-web -d 10.0.0.1/32 -p udp -m udp --dport 5000 -m comment --comment "nfqlb:web 11112222" -j NFQUEUE --queue-num 2',
     '-A NFQLB-web-RT -m mark --mark 0x65 -m comment --comment "nfqlb:web 33334444 dsr,101,101,192.168.1.1" -j RETURN',
     "COMMIT",
+    "*nat",
+    ":POSTROUTING ACCEPT [0:0]",
+    ":NFQLB-web - [0:0]",
+    ":NFQLB-web-SN - [0:0]",
+    '-A POSTROUTING -m conntrack --ctstate DNAT --ctorigdst 10.0.0.1 -m comment --comment "nfqlb:web 6666bbbb" -j NFQLB-web-SN',
+    '-A NFQLB-web-SN -m mark --mark 0x65 -m comment --comment "nfqlb:web 7777cccc" -j SNAT --to-source 192.168.1.254',
+    "COMMIT",
     "*raw",
     ":PREROUTING ACCEPT [0:0]",
     '-A PREROUTING -d 10.0.0.1/32 -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment "nfqlb:web 5555aaaa" -j CT --notrack',
@@ -345,11 +433,15 @@ Deno.test("plumbing read: iptables-save lines of our id only, by comment; ip rul
   assert.deepEqual(r.chains.map((c) => c.key), [
     "ipt4 mangle chain NFQLB-web",
     "ipt4 mangle chain NFQLB-web-RT",
+    "ipt4 nat chain NFQLB-web",
+    "ipt4 nat chain NFQLB-web-SN",
   ]);
   assert.deepEqual(r.rules.map((x) => [x.object.kind, x.object.key, x.record]), [
     ["jump", "ipt4 mangle PREROUTING 0123abcd", undefined],
     ["rule", "ipt4 mangle NFQLB-web 11112222", undefined],
     ["record", "ipt4 mangle NFQLB-web-RT 33334444", "dsr,101,101,192.168.1.1"],
+    ["jump", "ipt4 nat POSTROUTING 6666bbbb", undefined],
+    ["rule", "ipt4 nat NFQLB-web-SN 7777cccc", undefined],
     // raw holds no chain of ours: a rule of ours in its PREROUTING is a rule, not a jump
     ["rule", "ipt4 raw PREROUTING 5555aaaa", undefined],
   ]);

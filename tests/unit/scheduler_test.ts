@@ -23,7 +23,7 @@ import { type PcapPacket, readPcap } from "../helpers/pcap.ts";
 import { Classifier, keyOf, MS, T0, withSport } from "../helpers/classifier.ts";
 import { TESTDATA } from "../harness/paths.ts";
 import { nfqlb } from "../harness/nfqlb.ts";
-import { libSandbox } from "../helpers/shm.ts";
+import { libSandbox, own } from "../helpers/shm.ts";
 import { NFQLB_KEY_LEN } from "../../ffi/consts.ts";
 
 const TABLE = "sched";
@@ -305,7 +305,7 @@ Deno.test("scheduler cli: bad --scheduler input exits 1 with one line; existing 
   using sb = libSandbox();
   const r0 = await nfqlb(["init", "--shm=t", "--M=97", "--N=4", "--conntrack=64", "--scheduler=rr"], sb.env);
   assert.equal(r0.code, 0, r0.stderr);
-  const before = [sb.bytes("t"), sb.bytes("t-ct")];
+  const before = [sb.bytes("t"), sb.bytes(own("t-ct"))];
   const cases: { args: string[]; want: RegExp }[] = [
     {
       args: ["--scheduler=bogus", "--conntrack=64"],
@@ -323,14 +323,14 @@ Deno.test("scheduler cli: bad --scheduler input exits 1 with one line; existing 
     assert.equal(r.stdout, "");
     assert.equal(lines.length, 2, r.stderr);
     assert.match(lines[0], c.want);
-    assert.deepEqual([sb.bytes("t"), sb.bytes("t-ct")], before, `${c.args.join(" ")} changed a file`);
+    assert.deepEqual([sb.bytes("t"), sb.bytes(own("t-ct"))], before, `${c.args.join(" ")} changed a file`);
   }
 });
 
 Deno.test("scheduler cli: a version-1 table is refused naming init, and init --conntrack replaces it", async () => {
   using sb = libSandbox();
   assert.equal((await nfqlb(["init", "--shm=t", "--M=97", "--N=4", "--conntrack=64"], sb.env)).code, 0);
-  const f = Deno.openSync(sb.path("t-ct"), { write: true });
+  const f = Deno.openSync(sb.path(own("t-ct")), { write: true });
   try {
     f.seekSync(4, Deno.SeekMode.Start);
     f.writeSync(new Uint8Array([1, 0])); // version 1

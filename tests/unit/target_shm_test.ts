@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { TargetShm } from "../../core/target_shm.ts";
 import { NfqlbError } from "../../core/errors.ts";
 import { nfqlb } from "../harness/nfqlb.ts";
-import { libSandbox, listDir } from "../helpers/shm.ts";
+import { libSandbox, shmFiles } from "../helpers/shm.ts";
 import { upstreamTable } from "../helpers/damage.ts";
 
 /** File size of a table: 64-byte header, N params, two buffers of N active + N weights + M lookup. */
@@ -40,7 +40,7 @@ function assertThrowsLine(fn: () => unknown, line: string): void {
 Deno.test("TargetShm.create/open: fields, an empty table, then activate and lookup", () => {
   using sb = libSandbox();
   TargetShm.create("t", { M: 997, N: 32, ownFwmark: 203 });
-  assert.deepEqual(listDir(sb.dir), ["t"]);
+  assert.deepEqual(shmFiles(sb.dir), ["t"]);
   const t = TargetShm.open("t");
   try {
     assert.deepEqual([t.name, t.M, t.N, t.ownFwmark, t.replaced], ["t", 997, 32, 203, false]);
@@ -192,7 +192,7 @@ Deno.test("re-init replaces the file: the old mapping keeps working and reports 
       fresh.close();
     }
     // no temporary files are left behind
-    assert.deepEqual(listDir(sb.dir), ["r"]);
+    assert.deepEqual(shmFiles(sb.dir), ["r"]);
   } finally {
     old.close();
   }
@@ -213,7 +213,7 @@ Deno.test("a missing shm: `FAILED mapSharedData: <name>` for show, activate, dea
     const r = await nfqlb(args, sb.env);
     assert.deepEqual([r.code, r.stdout, r.stderr], [1, "", "FAILED mapSharedData: nosuch\n"], args.join(" "));
   }
-  assert.deepEqual(listDir(sb.dir), [], "nothing was created");
+  assert.deepEqual(shmFiles(sb.dir), [], "nothing was created");
 });
 
 Deno.test("a foreign file: show/activate refuse it, init will not clobber it", async () => {
@@ -240,7 +240,7 @@ Deno.test("a foreign file: show/activate refuse it, init will not clobber it", a
     ],
   );
   assert.deepEqual(sb.bytes("f"), foreign, "file untouched");
-  assert.deepEqual(listDir(sb.dir), ["f"], "no temporary file left");
+  assert.deepEqual(shmFiles(sb.dir), ["f"], "no temporary file left");
   // delete removes it; then init works
   assert.equal((await nfqlb(["delete", "--shm=f"], sb.env)).code, 0);
   assert.equal((await nfqlb(["init", "--shm=f", "--M=7", "--N=2"], sb.env)).code, 0);
@@ -328,11 +328,11 @@ Deno.test("invalid shm names are rejected before anything is printed or created"
     }
   }
   assertThrowsLine(() => TargetShm.create("a/b", { M: 7, N: 1, ownFwmark: 0 }), "Invalid shm name [a/b]");
-  assert.deepEqual(listDir(sb.dir), []);
+  assert.deepEqual(shmFiles(sb.dir), []);
   // a 255-byte name is fine
   const long = "y".repeat(255);
   assert.equal((await nfqlb(["init", `--shm=${long}`, "--M=7", "--N=1"], sb.env)).code, 0);
-  assert.deepEqual(listDir(sb.dir), [long]);
+  assert.deepEqual(shmFiles(sb.dir), [long]);
 });
 
 Deno.test("init --M=10 --N=11: `M adjusted; 10 -> 7` on stdout, then `N can't be larger than M`", async () => {
@@ -341,7 +341,7 @@ Deno.test("init --M=10 --N=11: `M adjusted; 10 -> 7` on stdout, then `N can't be
   assert.deepEqual([r.code, r.stdout, r.stderr], [1, "M adjusted; 10 -> 7\n", "N can't be larger than M\n"]);
   const eq = await nfqlb(["init", "--shm=n", "--M=7", "--N=8"], sb.env);
   assert.deepEqual([eq.code, eq.stdout, eq.stderr], [1, "", "N can't be larger than M\n"]);
-  assert.deepEqual(listDir(sb.dir), []);
+  assert.deepEqual(shmFiles(sb.dir), []);
   assertThrowsLine(() => TargetShm.create("n", { M: 7, N: 8, ownFwmark: 0 }), "N can't be larger than M");
   assertThrowsLine(() => TargetShm.create("n", { M: 7, N: 0, ownFwmark: 0 }), "N must be at least 1; 0");
   // N == M is allowed
@@ -377,7 +377,7 @@ Deno.test("the largest table the CLI can make (M=N=993997) fits; a > 2 GiB table
       return true;
     },
   );
-  assert.deepEqual(listDir(sb.dir), [], "no file created");
+  assert.deepEqual(shmFiles(sb.dir), [], "no file created");
 });
 
 const isRoot = Deno.uid() === 0;
@@ -417,7 +417,7 @@ Deno.test({
       assert.equal(show.code, 0);
       assert.match(show.stdout, /^ {3}Active: 1\(0\) 2\(1\)$/m);
       assert.deepEqual(Deno.readFileSync(`${mnt}/t`), before);
-      assert.deepEqual(listDir(mnt), ["t"]);
+      assert.deepEqual(shmFiles(mnt), ["t"]);
     } finally {
       const um = new Deno.Command("umount", { args: [mnt], stdout: "null", stderr: "piped" }).outputSync();
       assert.ok(um.success, `umount ${mnt}: ${new TextDecoder().decode(um.stderr)}`);

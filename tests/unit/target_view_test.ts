@@ -18,7 +18,7 @@ import { conntrackName, ConntrackShm, flowKey } from "../../core/conntrack_shm.t
 import { mapFile, mappingFaults, remapFile, unmap } from "../../core/shm_file.ts";
 import { COUNTER_NAMES } from "../../core/counters_shm.ts";
 import { damageFile } from "../helpers/damage.ts";
-import { libSandbox } from "../helpers/shm.ts";
+import { libSandbox, own } from "../helpers/shm.ts";
 
 /** fwmark of 200 hashes: what a classifier would send them to. */
 function marks(table: Deno.PointerObject): number[] {
@@ -147,7 +147,7 @@ Deno.test("connection table: a damaged header makes every call miss, never an ac
     assert.equal(ct.lookup(key), 101);
     assert.equal(ct.damage(), undefined);
     for (const how of ["zero", "random-header"] as const) {
-      damageFile(sb.path(name), how);
+      damageFile(sb.path(own(name)), how);
       assert.match(ct.damage() ?? "", /bad magic|corrupt/);
       assert.equal(ct.lookup(key), -1);
       assert.equal(ct.insert(key, 102, 0), -1);
@@ -157,7 +157,7 @@ Deno.test("connection table: a damaged header makes every call miss, never an ac
       assert.notEqual(ct.reattach(), undefined);
     }
     // a new table of the same size under the name: attached in place
-    Deno.removeSync(sb.path(name));
+    Deno.removeSync(sb.path(own(name)));
     ConntrackShm.create(name, { capacity: 1024, ctxSlots: 4 });
     assert.equal(ct.reattach(), undefined);
     assert.equal(ct.damage(), undefined);

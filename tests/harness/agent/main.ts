@@ -6,11 +6,13 @@
  *
  * It prints one JSON line with the result and exits 0 (or prints a message
  * and exits 2). The commands and results are in types.ts; each protocol's
- * side is in its own file: serve.ts (the targets' servers), udp.ts, tcp.ts,
+ * side is in its own file: serve.ts and echo.ts (the targets' servers), udp.ts, blast.ts, tcp.ts,
  * fragments.ts, icmp.ts, sctp.ts.
  *
  * Every blocking call has a timeout and every loop a count or time bound.
  */
+import { blast } from "./blast.ts";
+import { echo } from "./echo.ts";
 import { sendFrags, sizes } from "./fragments.ts";
 import { ping, sendIcmp } from "./icmp.ts";
 import { sendSctp } from "./sctp.ts";
@@ -25,6 +27,8 @@ async function main(): Promise<void> {
   switch (c.cmd) {
     case "serve":
       return await serve(c);
+    case "echo":
+      return echo(c);
     case "udp":
       result = udpProbe(c);
       break;
@@ -33,6 +37,9 @@ async function main(): Promise<void> {
       break;
     case "stream":
       result = stream(c);
+      break;
+    case "blast":
+      result = blast(c);
       break;
     case "conns":
       result = conns(c);

@@ -10,6 +10,8 @@
  *   writes "<name>\n" and closes. Runs until SIGTERM/SIGINT or `maxLifeS`.
  *   On `echoTcpPorts` TCP answers every line with "<name> <line>\n" and keeps
  *   the connection open until the client closes it (long-lived connections).
+ * - `echo` (targets): a UDP echo server answering as `serve`'s, on libc
+ *   sockets with a large receive buffer (see echo.ts), for `blast` traffic.
  * - `udp` / `tcp` (client): one request per flow (and repetition) from a
  *   fixed source address and port; returns which target answered each.
  *   UDP sockets are connected, so only a reply from VIP:port counts; TCP
@@ -17,6 +19,12 @@
  * - `stream` (client): sequence-numbered UDP probes, round-robin over the
  *   flows, on long-lived connected sockets, until a stop file appears (or a
  *   time/probe bound); counts answered probes per flow and target. No retries.
+ * - `blast` (client): sequence-numbered UDP datagrams at a fixed rate,
+ *   round-robin over the flows, without waiting for answers (non-blocking
+ *   sockets, poll); counts sent and answered datagrams per time bucket (by
+ *   send time) and per target. After a stall it catches up at most 10 ms of
+ *   traffic (the rest is skipped, not burst out). Ends after `durationMs` or
+ *   when a stop file appears, then keeps receiving for `waitMs`.
  * - `conns` (client): long-lived TCP connections, one per flow, to an echo
  *   port; round 0 right after connecting, then one round per `go-<n>` file
  *   (see {@link ConnsCommand}): each live connection sends a line and reads
@@ -67,6 +75,18 @@ export interface ServeCommand {
   echoTcpPorts?: number[];
 }
 
+/** `echo`: a UDP echo server on `addrs` at `port` (see the list above). */
+export interface EchoCommand {
+  cmd: "echo";
+  name: string;
+  addrs: string[];
+  port: number;
+  /** Upper bound of the server's life, seconds. */
+  maxLifeS: number;
+  /** Written once every socket is bound. */
+  readyFile: string;
+}
+
 /** `udp` / `tcp`: one request per flow and repetition. */
 export interface ProbeCommand {
   cmd: "udp" | "tcp";
@@ -98,6 +118,46 @@ export interface StreamCommand {
   /** Hard bounds. */
   maxMs: number;
   maxProbes: number;
+}
+
+/** `blast`: UDP datagrams at `pps` without waiting for answers (see the list above). */
+export interface BlastCommand {
+  cmd: "blast";
+  dst: string;
+  port: number;
+  flows: Flow[];
+  /** Datagrams per second, all flows together. */
+  pps: number;
+  /** Send for at most this long, ms. */
+  durationMs: number;
+  /** Stop sending early when this file exists (looked at every few ms). */
+  stopFile?: string;
+  /** Written once the first datagram went out. */
+  startedFile?: string;
+  /** After the last send, keep receiving answers this long, ms. */
+  waitMs: number;
+  /** Width of the result's time buckets, ms (default 10). */
+  bucketMs?: number;
+}
+
+/** Result of `blast`: per time bucket (bucket k: datagrams sent in [t0 + k·bucketMs, t0 + (k+1)·bucketMs)). */
+export interface BlastResult {
+  /** Wall-clock time (Date.now()) of the first send, ms. */
+  t0: number;
+  bucketMs: number;
+  /** Datagrams sent, per bucket. */
+  sent: number[];
+  /** Datagrams answered (once each), per bucket of their send time. */
+  answered: number[];
+  /** Answered datagrams per target name, per bucket. */
+  byTarget: Record<string, number[]>;
+  /** Answers seen twice, answers that carried no known sequence number. */
+  duplicates: number;
+  stray: number;
+  /** Failed sends (e.g. an ICMP error reported on the connected socket), with up to 10 errnos. */
+  sendErrors: number;
+  errors: number[];
+  stoppedBy: "file" | "time";
 }
 
 /**
@@ -216,8 +276,10 @@ export interface FragsCommand {
 /** Any agent command. */
 export type AgentCommand =
   | ServeCommand
+  | EchoCommand
   | ProbeCommand
   | StreamCommand
+  | BlastCommand
   | ConnsCommand
   | PingCommand
   | IcmpCommand
@@ -263,6 +325,16 @@ export interface StreamFlowResult {
   lastLost: number;
 }
 
+/**
+ * A run of consecutive unanswered probes (over all flows, in send order): `from` is when the first of them
+ * was sent, `to` when the next answered probe was sent (or the stream ended), both Unix ms.
+ */
+export interface StreamGap {
+  from: number;
+  to: number;
+  lost: number;
+}
+
 /** Result of `stream`. */
 export interface StreamResult {
   probes: number;
@@ -270,6 +342,8 @@ export interface StreamResult {
   /** Replies that carried another sequence number (late replies). */
   stale: number;
   flows: StreamFlowResult[];
+  /** The outages, in order (at most 64; the first ones are kept). */
+  gaps: StreamGap[];
   stoppedBy: "file" | "time" | "count";
 }
 

@@ -11,6 +11,7 @@ import type {
   ProbeResult,
   StreamCommand,
   StreamFlowResult,
+  StreamGap,
   StreamResult,
 } from "./types.ts";
 import { exists } from "../../helpers/fs.ts";
@@ -87,6 +88,8 @@ export function stream(c: StreamCommand): StreamResult {
   }));
   const t0 = Date.now();
   let probes = 0, stale = 0;
+  const gaps: StreamGap[] = [];
+  let gap: StreamGap | undefined;
   let stoppedBy: StreamResult["stoppedBy"] = "count";
   try {
     while (probes < c.maxProbes) {
@@ -103,6 +106,7 @@ export function stream(c: StreamCommand): StreamResult {
       }
       const i = probes % c.flows.length;
       const seq = `s${probes}`;
+      const sentAt = Date.now();
       const nth = flows[i].sent;
       probes++;
       flows[i].sent++;
@@ -124,6 +128,13 @@ export function stream(c: StreamCommand): StreamResult {
           stale++;
         }
       }
+      if (!answered && !gap) gap = { from: sentAt, to: sentAt, lost: 0 };
+      if (gap && !answered) gap.lost++;
+      if (gap && answered) {
+        gap.to = sentAt;
+        if (gaps.length < 64) gaps.push(gap);
+        gap = undefined;
+      }
       const fr = flows[i];
       if (answered) {
         if (fr.firstAnswered < 0) fr.firstAnswered = nth;
@@ -138,5 +149,9 @@ export function stream(c: StreamCommand): StreamResult {
   } finally {
     for (const s of socks) s.close();
   }
-  return { probes, ms: Date.now() - t0, stale, flows, stoppedBy };
+  if (gap) {
+    gap.to = Date.now();
+    if (gaps.length < 64) gaps.push(gap);
+  }
+  return { probes, ms: Date.now() - t0, stale, flows, stoppedBy, gaps };
 }

@@ -1,0 +1,118 @@
+/**
+ * What `nfqlb run` serves on `/metrics`: the agent's own metrics (reloads by
+ * result, dataplane restarts, the config being served) and everything the
+ * dataplane exports. The dataplane's part is fetched from its own metrics
+ * server when the file gives it one (`dataplane.options.metrics`), so the two
+ * endpoints agree to the byte; otherwise it is rendered here from the same
+ * shm files with the same code (dataplane/metrics.ts), which also works while
+ * the dataplane is down or restarting (the counters file keeps the last
+ * values).
+ */
+import type { HostConfig } from "../config/types.ts";
+import { countersShmName } from "../../core/counters_shm.ts";
+import { parseMetricsAddress } from "../../core/address.ts";
+import { flowExchange } from "../../core/flow/client.ts";
+import type { ListedFlow } from "../../core/flow/render.ts";
+import { ownExists } from "../../core/shm_dir.ts";
+import { TargetShm } from "../../core/target_shm.ts";
+import { renderMetrics } from "../../dataplane/metrics.ts";
+import { ftShmOf } from "../dataplane_process.ts";
+
+/** The agent's counters. */
+export interface AgentCounters {
+  /** Reloads by result. */
+  reloads: { ok: number; error: number };
+  /** Dataplane restarts after it exited on its own. */
+  restarts: number;
+  /** The config being served (the last one accepted). */
+  config?: { name: string; digest: string };
+  /** Whether the dataplane runs now. */
+  dataplaneUp: boolean;
+}
+
+const esc = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+
+/** The agent's own metric families, Prometheus text format. */
+export function renderAgentMetrics(c: AgentCounters): string {
+  const out: string[] = [];
+  const family = (name: string, type: string, help: string) =>
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+  family("nfqlb_agent_reloads_total", "counter", "Config reloads of nfqlb run, by result (error: refused).");
+  out.push(`nfqlb_agent_reloads_total{result="ok"} ${c.reloads.ok}`);
+  out.push(`nfqlb_agent_reloads_total{result="error"} ${c.reloads.error}`);
+  family(
+    "nfqlb_dataplane_restarts_total",
+    "counter",
+    "Restarts of the dataplane after it exited on its own.",
+  );
+  out.push(`nfqlb_dataplane_restarts_total ${c.restarts}`);
+  family("nfqlb_dataplane_up", "gauge", "1 while the dataplane process runs.");
+  out.push(`nfqlb_dataplane_up ${c.dataplaneUp ? 1 : 0}`);
+  if (c.config) {
+    family("nfqlb_config_info", "gauge", "The config being served: its name and the sha256 of the file.");
+    out.push(`nfqlb_config_info{name="${esc(c.config.name)}",digest="${esc(c.config.digest)}"} 1`);
+  }
+  return out.join("\n") + "\n";
+}
+
+/** The URL of a dataplane's metrics server (a wildcard address is asked on loopback). */
+export function metricsUrl(address: string): string {
+  const { hostname, port } = parseMetricsAddress(address);
+  const host = hostname === "0.0.0.0" ? "127.0.0.1" : hostname === "::" ? "::1" : hostname;
+  return `http://${host.includes(":") ? `[${host}]` : host}:${port}/metrics`;
+}
+
+/** Active targets of a table (0 when it cannot be read), as the lb counts them. */
+function activeTargets(name: string): number {
+  try {
+    const t = TargetShm.open(name);
+    try {
+      return t.snapshot(0).active.filter((fw) => fw >= 0).length;
+    } finally {
+      t.close();
+    }
+  } catch {
+    return 0;
+  }
+}
+
+/** flowlb's matches per flow, from its flow server; none when it does not answer. */
+async function flowMatches(cfg: HostConfig): Promise<{ flow: string; matches: number }[]> {
+  try {
+    const reply = await flowExchange({ action: "list" }, cfg.dataplane.options.flowAddress);
+    const text = new TextDecoder().decode(reply).trim();
+    const listed = text === "" ? [] : JSON.parse(text) as ListedFlow[];
+    return listed.map((f) => ({ flow: f.name, matches: f.matches_count }));
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The dataplane's metrics of a config: fetched from its metrics server
+ * (`dataplane.options.metrics`, 1 s), else rendered from its shm files.
+ * Empty when it never ran (no counters file).
+ */
+export async function dataplaneMetrics(cfg: HostConfig): Promise<string> {
+  const address = cfg.dataplane.options.metrics;
+  if (address !== undefined) {
+    try {
+      const r = await fetch(metricsUrl(address), { signal: AbortSignal.timeout(1000) });
+      const text = await r.text();
+      if (r.ok) return text;
+    } catch { /* down or restarting: render it here */ }
+  }
+  const ftShm = ftShmOf(cfg);
+  if (!ownExists(countersShmName(ftShm))) return "";
+  const flows = cfg.dataplane.program === "flowlb" ? await flowMatches(cfg) : undefined;
+  try {
+    return renderMetrics({
+      counters: countersShmName(ftShm),
+      ftShm,
+      tables: () => cfg.services.map((s) => ({ shm: s.name, active: activeTargets(s.name) })),
+      flows: flows ? () => flows : undefined,
+    });
+  } catch {
+    return ""; // a counters file being replaced by a starting dataplane: the next scrape has it
+  }
+}
