@@ -49,28 +49,28 @@ static inline void cpu_relax(void)
 #endif
 }
 
-static void stat_add(uint8_t* base, uint32_t b, uint32_t which, int64_t v)
+static void stat_add(const struct ct_geo* g, uint32_t b, uint32_t which, int64_t v)
 {
-	__atomic_fetch_add(&shard(base, b)[which], (uint64_t)v, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&shard(g, b)[which], (uint64_t)v, __ATOMIC_RELAXED);
 }
 
-static void row_inc(uint8_t* base, uint16_t r)
+static void row_inc(const struct ct_geo* g, uint16_t r)
 {
 	if (r != ROW_NONE)
-		__atomic_fetch_add(&row_counts(base)[r], 1u, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&row_counts(g)[r], 1u, __ATOMIC_RELAXED);
 }
 /* Never below 0: a count that drifted (a crash between tag and count) must not wrap to 4 G. */
-static void row_dec(uint8_t* base, uint16_t r)
+static void row_dec(const struct ct_geo* g, uint16_t r)
 {
 	if (r == ROW_NONE)
 		return;
-	uint32_t* c = &row_counts(base)[r];
+	uint32_t* c = &row_counts(g)[r];
 	uint32_t v = __atomic_load_n(c, __ATOMIC_RELAXED);
 	while (v > 0 && !__atomic_compare_exchange_n(c, &v, v - 1, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 		;
 }
 
-static void lock_slow(uint8_t* base, uint32_t* l, uint32_t me)
+static void lock_slow(const struct ct_geo* g, uint32_t* l, uint32_t me)
 {
 	uint32_t spins = 0;
 	for (;;) {
@@ -85,7 +85,7 @@ static void lock_slow(uint8_t* base, uint32_t* l, uint32_t me)
 			/* v == me: never re-entered, so a dead thread had our (reused) tid */
 			if (v == me || (kill((pid_t)v, 0) != 0 && errno == ESRCH)) {
 				if (__atomic_compare_exchange_n(l, &v, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-					__atomic_fetch_add(&H(base)->lock_steals, 1, __ATOMIC_RELAXED);
+					__atomic_fetch_add(&H(g->base)->lock_steals, 1, __ATOMIC_RELAXED);
 					return;
 				}
 			}
@@ -94,12 +94,12 @@ static void lock_slow(uint8_t* base, uint32_t* l, uint32_t me)
 	}
 }
 
-static inline void lock(uint8_t* base, uint32_t* l)
+static inline void lock(const struct ct_geo* g, uint32_t* l)
 {
 	uint32_t me = self_tid(), z = 0;
 	if (__builtin_expect(__atomic_compare_exchange_n(l, &z, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED), 1))
 		return;
-	lock_slow(base, l, me);
+	lock_slow(g, l, me);
 }
 
 /* ---------------------------------------------------------------------------
@@ -183,15 +183,14 @@ static inline int expired(const struct ct_header* h, const struct ct_entry* e, u
 }
 
 /* ctx area: open addressing on the entry index, linear probing, tombstones. ctx lock held. */
-static int64_t ctx_find(uint8_t* base, uint32_t idx)
+static int64_t ctx_find(const struct ct_geo* g, uint32_t idx)
 {
-	struct ct_header* h = H(base);
-	uint32_t n = h->ctx_slots;
+	uint32_t n = g->ctx_slots;
 	if (n == 0)
 		return -1;
 	uint32_t i = (uint32_t)(((uint64_t)(idx * 2654435761u) * n) >> 32);
 	for (uint32_t k = 0; k < n; k++, i = i + 1 == n ? 0 : i + 1) {
-		uint32_t o = ctxrec(base, i)->owner;
+		uint32_t o = ctxrec(g, i)->owner;
 		if (o == idx + 1)
 			return i;
 		if (o == 0)
@@ -200,50 +199,50 @@ static int64_t ctx_find(uint8_t* base, uint32_t idx)
 	return -1;
 }
 /* Drop the context of slot idx (bucket lock held). */
-static void ctx_free(uint8_t* base, uint32_t idx)
+static void ctx_free(const struct ct_geo* g, uint32_t idx)
 {
-	struct ct_header* h = H(base);
-	lock(base, &h->ctx_lock);
-	int64_t c = ctx_find(base, idx);
+	struct ct_header* h = H(g->base);
+	lock(g, &h->ctx_lock);
+	int64_t c = ctx_find(g, idx);
 	if (c >= 0) {
-		ctxrec(base, (uint32_t)c)->owner = CTX_TOMB;
-		ctxrec(base, (uint32_t)c)->len = 0;
+		ctxrec(g, (uint32_t)c)->owner = CTX_TOMB;
+		ctxrec(g, (uint32_t)c)->len = 0;
 		h->ctx_used--;
 		if (h->ctx_used == 0) /* empty: clear the tombstones so probes stay short */
-			for (uint32_t i = 0; i < h->ctx_slots; i++)
-				ctxrec(base, i)->owner = 0;
+			for (uint32_t i = 0; i < g->ctx_slots; i++)
+				ctxrec(g, i)->owner = 0;
 	}
 	unlock(&h->ctx_lock);
 }
 
 /* Free slot w of bucket b (bucket lock held); `stat` is the counter to bump. */
-static void slot_free(uint8_t* base, uint32_t b, uint32_t w, uint32_t stat)
+static void slot_free(const struct ct_geo* g, uint32_t b, uint32_t w, uint32_t stat)
 {
-	struct ct_bucket* bk = bucket(base, b);
-	struct ct_entry* e = entry(base, b * WAYS + w);
+	struct ct_bucket* bk = bucket(g, b);
+	struct ct_entry* e = entry(g, b * WAYS + w);
 	/* first: a crash from here on leaves a free slot; atomic: the batches' stage 2 reads tags unlocked */
 	__atomic_store_n(&bk->tag[w], 0, __ATOMIC_RELAXED);
 	if (e->key[FLAGS_BYTE] & F_HAS_CTX)
-		ctx_free(base, b * WAYS + w);
+		ctx_free(g, b * WAYS + w);
 	e->key[FLAGS_BYTE] = 0;
-	row_dec(base, e->row);
-	stat_add(base, b, NFQLB_CT_STAT_ENTRIES, -1);
+	row_dec(g, e->row);
+	stat_add(g, b, NFQLB_CT_STAT_ENTRIES, -1);
 	if (stat < SHARDED)
-		stat_add(base, b, stat, 1);
+		stat_add(g, b, stat, 1);
 }
 
 /* Find key in bucket b (lock held): slot index 0..7, or -1. Reclaims it if expired. */
-static int find(uint8_t* base, uint32_t b, uint8_t tag, const struct kw* k, uint32_t now, int reclaim)
+static int find(const struct ct_geo* g, uint32_t b, uint8_t tag, const struct kw* k, uint32_t now, int reclaim)
 {
-	struct ct_bucket* bk = bucket(base, b);
+	struct ct_bucket* bk = bucket(g, b);
 	for (uint32_t w = 0; w < WAYS; w++) {
 		if (bk->tag[w] != tag)
 			continue;
-		struct ct_entry* e = entry(base, b * WAYS + w);
+		struct ct_entry* e = entry(g, b * WAYS + w);
 		if (!key_eq(e, k))
 			continue;
-		if (reclaim && expired(H(base), e, now)) {
-			slot_free(base, b, w, NFQLB_CT_STAT_EXPIRATIONS);
+		if (reclaim && expired(H(g->base), e, now)) {
+			slot_free(g, b, w, NFQLB_CT_STAT_EXPIRATIONS);
 			return -1;
 		}
 		return (int)w;
@@ -265,11 +264,11 @@ static inline void count(struct ct_entry* e, uint32_t bytes)
  * Hot path.
  * ------------------------------------------------------------------------- */
 
-static inline void probe_of(const struct ct_header* h, const uint8_t* key, struct probe* p)
+static inline void probe_of(const struct ct_geo* g, const uint8_t* key, struct probe* p)
 {
 	load_key(key, &p->k);
-	uint64_t hv = key_hash(h->seed, &p->k);
-	p->b = bucket_of(hv, h->nbuckets);
+	uint64_t hv = key_hash(__atomic_load_n(&H(g->base)->seed, __ATOMIC_RELAXED), &p->k);
+	p->b = bucket_of(hv, g->nbuckets);
 	p->tag = tag_of(hv);
 }
 
@@ -279,10 +278,10 @@ static inline void probe_of(const struct ct_header* h, const uint8_t* key, struc
  * whose only effect is a prefetch for const and deletes its calls.
  */
 #define PF_INLINE static inline __attribute__((always_inline))
-PF_INLINE void prefetch_home(uint8_t* base, const struct probe* p)
+PF_INLINE void prefetch_home(const struct ct_geo* g, const struct probe* p)
 {
-	__builtin_prefetch(bucket(base, p->b), 1);
-	__builtin_prefetch(entry(base, p->b * WAYS + p->tag % WAYS), 1);
+	__builtin_prefetch(bucket(g, p->b), 1);
+	__builtin_prefetch(entry(g, p->b * WAYS + p->tag % WAYS), 1);
 }
 
 /*
@@ -293,9 +292,9 @@ PF_INLINE void prefetch_home(uint8_t* base, const struct probe* p)
  * atomically (writers store them atomically), only to choose what to
  * prefetch: stage 3 reads them again under the lock.
  */
-PF_INLINE void prefetch_ways(uint8_t* base, const struct probe* p, int full)
+PF_INLINE void prefetch_ways(const struct ct_geo* g, const struct probe* p, int full)
 {
-	struct ct_bucket* bk = bucket(base, p->b);
+	struct ct_bucket* bk = bucket(g, p->b);
 	uint32_t home = p->tag % WAYS, used = 0, match = 0;
 	for (uint32_t w = 0; w < WAYS; w++) {
 		uint8_t t = __atomic_load_n(&bk->tag[w], __ATOMIC_RELAXED);
@@ -303,24 +302,24 @@ PF_INLINE void prefetch_ways(uint8_t* base, const struct probe* p, int full)
 		if (t == p->tag) {
 			match++;
 			if (w != home)
-				__builtin_prefetch(entry(base, p->b * WAYS + w), 1);
+				__builtin_prefetch(entry(g, p->b * WAYS + w), 1);
 		}
 	}
 	if (full && used == WAYS && match == 0)
 		for (uint32_t w = 0; w < WAYS; w++)
 			if (w != home)
-				__builtin_prefetch(entry(base, p->b * WAYS + w), 1);
+				__builtin_prefetch(entry(g, p->b * WAYS + w), 1);
 }
 
 /* The lookup proper (stats apart): fwmark or -1, *row. */
-static inline int32_t lookup_at(uint8_t* base, const struct probe* p, uint32_t now, uint32_t bytes, int32_t* row)
+static inline int32_t lookup_at(const struct ct_geo* g, const struct probe* p, uint32_t now, uint32_t bytes, int32_t* row)
 {
-	struct ct_bucket* bk = bucket(base, p->b);
+	struct ct_bucket* bk = bucket(g, p->b);
 	int32_t fw = -1, r = -1;
-	lock(base, &bk->lock);
-	int w = find(base, p->b, p->tag, &p->k, now, 1);
+	lock(g, &bk->lock);
+	int w = find(g, p->b, p->tag, &p->k, now, 1);
 	if (w >= 0) {
-		struct ct_entry* e = entry(base, p->b * WAYS + (uint32_t)w);
+		struct ct_entry* e = entry(g, p->b * WAYS + (uint32_t)w);
 		e->last = now;
 		count(e, bytes);
 		fw = e->fwmark;
@@ -333,19 +332,20 @@ static inline int32_t lookup_at(uint8_t* base, const struct probe* p, uint32_t n
 
 int32_t nfqlb_ct_lookup(uint8_t* base, const uint8_t* key, uint64_t now_ns, uint32_t bytes, int32_t* row)
 {
-	struct ct_header* h = H(base);
-	if (!key_ok(key)) {
+	struct ct_geo G;
+	if (ct_geo(base, &G) != 0 || !key_ok(key)) {
 		if (row)
 			*row = -1;
 		return -1;
 	}
+	const struct ct_geo* g = &G;
 	struct probe p;
-	probe_of(h, key, &p);
+	probe_of(g, key, &p);
 	int32_t r;
 	/* fetch the home way's entry while the bucket line comes: one miss instead of two */
-	prefetch_home(base, &p);
-	int32_t fw = lookup_at(base, &p, ms_of(now_ns), bytes, &r);
-	stat_add(base, p.b, fw >= 0 ? NFQLB_CT_STAT_HITS : NFQLB_CT_STAT_MISSES, 1);
+	prefetch_home(g, &p);
+	int32_t fw = lookup_at(g, &p, ms_of(now_ns), bytes, &r);
+	stat_add(g, p.b, fw >= 0 ? NFQLB_CT_STAT_HITS : NFQLB_CT_STAT_MISSES, 1);
 	if (row)
 		*row = r;
 	return fw;
@@ -353,20 +353,28 @@ int32_t nfqlb_ct_lookup(uint8_t* base, const uint8_t* key, uint64_t now_ns, uint
 
 void nfqlb_ct_prefetch(uint8_t* base, const uint8_t* key)
 {
-	if (!key_ok(key))
+	if (base == NULL || !key_ok(key))
 		return;
+	/* prefetches only: an address from a damaged header is harmless, so the check is saved */
+	struct ct_geo G;
+	ct_geo_unchecked(base, &G);
+	const struct ct_geo* g = &G;
 	struct probe p;
-	probe_of(H(base), key, &p);
-	prefetch_home(base, &p);
+	probe_of(g, key, &p);
+	prefetch_home(g, &p);
 }
 
 void nfqlb_ct_prefetch_ways(uint8_t* base, const uint8_t* key)
 {
+	struct ct_geo G;
+	if (ct_geo(base, &G) != 0)
+		return;
+	const struct ct_geo* g = &G;
 	if (!key_ok(key))
 		return;
 	struct probe p;
-	probe_of(H(base), key, &p);
-	prefetch_ways(base, &p, 1);
+	probe_of(g, key, &p);
+	prefetch_ways(g, &p, 1);
 }
 
 /*
@@ -388,29 +396,33 @@ void nfqlb_ct_prefetch_ways(uint8_t* base, const uint8_t* key)
 _Static_assert(CT_DIST2 <= CT_DIST && CT_DIST < PIPE, "pipeline distances");
 
 /* Stage 1 for key i of keys[]: bad keys get b = UINT32_MAX and are skipped by the later stages. */
-PF_INLINE void stage1(uint8_t* base, const uint8_t* keys, uint32_t i, struct probe* p)
+PF_INLINE void stage1(const struct ct_geo* g, const uint8_t* keys, uint32_t i, struct probe* p)
 {
 	const uint8_t* key = keys + (size_t)i * NFQLB_KEY_LEN;
 	if (!key_ok(key)) {
 		p->b = UINT32_MAX;
 		return;
 	}
-	probe_of(H(base), key, p);
-	prefetch_home(base, p);
+	probe_of(g, key, p);
+	prefetch_home(g, p);
 }
 
 uint32_t nfqlb_ct_lookup_batch(uint8_t* base, const uint8_t* keys, uint32_t n, uint64_t now_ns,
 			       const uint32_t* bytes, int32_t* fw_out, int32_t* row_out)
 {
+	struct ct_geo G;
+	if (ct_geo(base, &G) != 0)
+		return 0;
+	const struct ct_geo* g = &G;
 	struct probe p[PIPE];
 	uint32_t now = ms_of(now_ns), hits = 0, misses = 0, last_b = 0;
-	if (base == NULL || keys == NULL || fw_out == NULL || row_out == NULL)
+	if (keys == NULL || fw_out == NULL || row_out == NULL)
 		return 0;
 	for (uint32_t i = 0; i < n + CT_DIST; i++) {
 		if (i < n)
-			stage1(base, keys, i, &p[i % PIPE]);
+			stage1(g, keys, i, &p[i % PIPE]);
 		if (i >= CT_DIST2 && i - CT_DIST2 < n && p[(i - CT_DIST2) % PIPE].b != UINT32_MAX)
-			prefetch_ways(base, &p[(i - CT_DIST2) % PIPE], 0);
+			prefetch_ways(g, &p[(i - CT_DIST2) % PIPE], 0);
 		if (i < CT_DIST)
 			continue;
 		/* stage 3, in key order: a key seen twice in a batch finds what the first one left */
@@ -420,23 +432,23 @@ uint32_t nfqlb_ct_lookup_batch(uint8_t* base, const uint8_t* keys, uint32_t n, u
 			fw_out[j] = row_out[j] = -1;
 			continue;
 		}
-		fw_out[j] = lookup_at(base, q, now, bytes ? bytes[j] : 0, &row_out[j]);
+		fw_out[j] = lookup_at(g, q, now, bytes ? bytes[j] : 0, &row_out[j]);
 		hits += fw_out[j] >= 0;
 		misses += fw_out[j] < 0; /* a refused key is no miss, as in nfqlb_ct_lookup */
 		last_b = q->b;
 	}
 	/* one stats shard per batch: two atomics instead of one per key (only the sums are read) */
 	if (hits)
-		stat_add(base, last_b, NFQLB_CT_STAT_HITS, hits);
+		stat_add(g, last_b, NFQLB_CT_STAT_HITS, hits);
 	if (misses)
-		stat_add(base, last_b, NFQLB_CT_STAT_MISSES, misses);
+		stat_add(g, last_b, NFQLB_CT_STAT_MISSES, misses);
 	return hits;
 }
 
 /* The flood guard: 1 when this new flow is over the limit of its second. */
-static int flood(uint8_t* base, uint64_t now_ns)
+static int flood(const struct ct_geo* g, uint64_t now_ns)
 {
-	struct ct_header* h = H(base);
+	struct ct_header* h = H(g->base);
 	uint32_t limit = h->flood_per_s;
 	if (limit == 0)
 		return 0;
@@ -457,10 +469,10 @@ static int flood(uint8_t* base, uint64_t now_ns)
  * reclaiming expired entries, else the entry closest to expiry (pinned ones
  * never). -1 when every way is pinned.
  */
-static int make_room(uint8_t* base, uint32_t b, uint8_t tag, uint32_t now)
+static int make_room(const struct ct_geo* g, uint32_t b, uint8_t tag, uint32_t now)
 {
-	struct ct_header* h = H(base);
-	struct ct_bucket* bk = bucket(base, b);
+	struct ct_header* h = H(g->base);
+	struct ct_bucket* bk = bucket(g, b);
 	uint32_t home = tag % WAYS;
 	int free_w = -1, victim = -1;
 	int64_t best = INT64_MAX;
@@ -471,7 +483,7 @@ static int make_room(uint8_t* base, uint32_t b, uint8_t tag, uint32_t now)
 			return (int)w; /* a free way: no need to read the entries */
 	for (uint32_t w = 0; w < WAYS; w++) {
 		if (bk->tag[w] != 0) {
-			struct ct_entry* e = entry(base, b * WAYS + w);
+			struct ct_entry* e = entry(g, b * WAYS + w);
 			int64_t rem = remaining(h, e, now);
 			if (rem >= 0) {
 				if (rem < best) {
@@ -480,7 +492,7 @@ static int make_room(uint8_t* base, uint32_t b, uint8_t tag, uint32_t now)
 				}
 				continue;
 			}
-			slot_free(base, b, w, NFQLB_CT_STAT_EXPIRATIONS);
+			slot_free(g, b, w, NFQLB_CT_STAT_EXPIRATIONS);
 		}
 		if (free_w < 0 || w == home) /* the home way, which lookups prefetch, if free */
 			free_w = (int)w;
@@ -489,26 +501,26 @@ static int make_room(uint8_t* base, uint32_t b, uint8_t tag, uint32_t now)
 		return free_w;
 	if (victim < 0 || best == INT64_MAX)
 		return -1;
-	slot_free(base, b, (uint32_t)victim, NFQLB_CT_STAT_RECYCLES);
+	slot_free(g, b, (uint32_t)victim, NFQLB_CT_STAT_RECYCLES);
 	return victim;
 }
 
 /* Give entry e (bucket lock held) a new fwmark and row, moving its row count. */
-static void move(uint8_t* base, struct ct_entry* e, int32_t fwmark, int32_t row)
+static void move(const struct ct_geo* g, struct ct_entry* e, int32_t fwmark, int32_t row)
 {
 	uint16_t r = row_store(row);
 	e->fwmark = fwmark;
 	if (r != e->row) {
-		row_dec(base, e->row);
+		row_dec(g, e->row);
 		e->row = r;
-		row_inc(base, r);
+		row_inc(g, r);
 	}
 }
 
-static void fill(uint8_t* base, uint32_t b, uint32_t w, uint8_t tag, const uint8_t* key, int32_t fwmark, int32_t row,
+static void fill(const struct ct_geo* g, uint32_t b, uint32_t w, uint8_t tag, const uint8_t* key, int32_t fwmark, int32_t row,
 		 uint32_t now, uint8_t flags)
 {
-	struct ct_entry* e = entry(base, b * WAYS + w);
+	struct ct_entry* e = entry(g, b * WAYS + w);
 	memcpy(e->key, key, NFQLB_KEY_LEN);
 	e->key[FLAGS_BYTE] = flags;
 	e->fwmark = fwmark;
@@ -516,68 +528,72 @@ static void fill(uint8_t* base, uint32_t b, uint32_t w, uint8_t tag, const uint8
 	e->lifetime = 0;
 	e->last = e->created = now;
 	e->counts = 0;
-	__atomic_store_n(&bucket(base, b)->tag[w], tag, __ATOMIC_RELEASE); /* last: the entry is complete */
-	row_inc(base, e->row);
-	stat_add(base, b, NFQLB_CT_STAT_ENTRIES, 1);
-	stat_add(base, b, NFQLB_CT_STAT_INSERTS, 1);
+	__atomic_store_n(&bucket(g, b)->tag[w], tag, __ATOMIC_RELEASE); /* last: the entry is complete */
+	row_inc(g, e->row);
+	stat_add(g, b, NFQLB_CT_STAT_ENTRIES, 1);
+	stat_add(g, b, NFQLB_CT_STAT_INSERTS, 1);
 }
 
 /* The insert proper, the key hashed (p). */
-static int32_t insert_at(uint8_t* base, const uint8_t* key, const struct probe* p, int32_t fwmark, int32_t row,
+static int32_t insert_at(const struct ct_geo* g, const uint8_t* key, const struct probe* p, int32_t fwmark, int32_t row,
 			 uint64_t now_ns, int check_flood)
 {
 	uint32_t b = p->b, now = ms_of(now_ns);
-	struct ct_bucket* bk = bucket(base, b);
+	struct ct_bucket* bk = bucket(g, b);
 	int32_t rc = 0;
-	lock(base, &bk->lock);
-	int w = find(base, b, p->tag, &p->k, now, 1);
+	lock(g, &bk->lock);
+	int w = find(g, b, p->tag, &p->k, now, 1);
 	if (w >= 0) {
 		/* known flow: a new decision replaces the old one unless pinned */
-		struct ct_entry* e = entry(base, b * WAYS + (uint32_t)w);
+		struct ct_entry* e = entry(g, b * WAYS + (uint32_t)w);
 		if (!(e->key[FLAGS_BYTE] & NFQLB_CT_F_PINNED))
-			move(base, e, fwmark, row);
+			move(g, e, fwmark, row);
 		e->last = now;
-	} else if (check_flood && flood(base, now_ns)) {
+	} else if (check_flood && flood(g, now_ns)) {
 		rc = 1;
-		stat_add(base, b, NFQLB_CT_STAT_FLOOD_SKIPS, 1);
-	} else if ((w = make_room(base, b, p->tag, now)) < 0) {
+		stat_add(g, b, NFQLB_CT_STAT_FLOOD_SKIPS, 1);
+	} else if ((w = make_room(g, b, p->tag, now)) < 0) {
 		rc = -1;
 	} else {
-		fill(base, b, (uint32_t)w, p->tag, key, fwmark, row, now, 0);
+		fill(g, b, (uint32_t)w, p->tag, key, fwmark, row, now, 0);
 	}
 	unlock(&bk->lock);
 	return rc;
 }
 
-static int32_t insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns,
+static int32_t insert(const struct ct_geo* g, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns,
 		      int check_flood)
 {
 	if (!key_ok(key))
 		return -1;
 	struct probe p;
-	probe_of(H(base), key, &p);
-	prefetch_home(base, &p);
-	return insert_at(base, key, &p, fwmark, row, now_ns, check_flood);
+	probe_of(g, key, &p);
+	prefetch_home(g, &p);
+	return insert_at(g, key, &p, fwmark, row, now_ns, check_flood);
 }
 
 uint32_t nfqlb_ct_insert_batch(uint8_t* base, const uint8_t* keys, uint32_t n, const int32_t* fwmarks,
 			       const int32_t* rows, uint64_t now_ns, int32_t* rc_out)
 {
+	struct ct_geo G;
+	if (ct_geo(base, &G) != 0)
+		return 0;
+	const struct ct_geo* g = &G;
 	struct probe p[PIPE];
 	uint32_t inserted = 0;
-	if (base == NULL || keys == NULL || fwmarks == NULL || rows == NULL)
+	if (keys == NULL || fwmarks == NULL || rows == NULL)
 		return 0;
 	for (uint32_t i = 0; i < n + CT_DIST; i++) {
 		if (i < n)
-			stage1(base, keys, i, &p[i % PIPE]);
+			stage1(g, keys, i, &p[i % PIPE]);
 		if (i >= CT_DIST2 && i - CT_DIST2 < n && p[(i - CT_DIST2) % PIPE].b != UINT32_MAX)
-			prefetch_ways(base, &p[(i - CT_DIST2) % PIPE], 1);
+			prefetch_ways(g, &p[(i - CT_DIST2) % PIPE], 1);
 		if (i < CT_DIST)
 			continue;
 		uint32_t j = i - CT_DIST;
 		const struct probe* q = &p[j % PIPE];
 		int32_t rc = q->b == UINT32_MAX ? -1
-						: insert_at(base, keys + (size_t)j * NFQLB_KEY_LEN, q, fwmarks[j], rows[j],
+						: insert_at(g, keys + (size_t)j * NFQLB_KEY_LEN, q, fwmarks[j], rows[j],
 							    now_ns, 1);
 		inserted += rc == 0;
 		if (rc_out)
@@ -588,19 +604,31 @@ uint32_t nfqlb_ct_insert_batch(uint8_t* base, const uint8_t* keys, uint32_t n, c
 
 int32_t nfqlb_ct_insert(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns)
 {
-	return insert(base, key, fwmark, row, now_ns, 1);
+	struct ct_geo G;
+	if (ct_geo(base, &G) != 0)
+		return -1;
+	const struct ct_geo* g = &G;
+	return insert(g, key, fwmark, row, now_ns, 1);
 }
 
 int32_t nfqlb_ct_insert_admitted(uint8_t* base, const uint8_t* key, int32_t fwmark, int32_t row, uint64_t now_ns)
 {
-	return insert(base, key, fwmark, row, now_ns, 0);
+	struct ct_geo G;
+	if (ct_geo(base, &G) != 0)
+		return -1;
+	const struct ct_geo* g = &G;
+	return insert(g, key, fwmark, row, now_ns, 0);
 }
 
 int32_t nfqlb_ct_flood_take(uint8_t* base, uint64_t now_ns)
 {
-	if (!flood(base, now_ns))
+	struct ct_geo G;
+	if (ct_geo(base, &G) != 0)
 		return 0;
-	stat_add(base, 0, NFQLB_CT_STAT_FLOOD_SKIPS, 1);
+	const struct ct_geo* g = &G;
+	if (!flood(g, now_ns))
+		return 0;
+	stat_add(g, 0, NFQLB_CT_STAT_FLOOD_SKIPS, 1);
 	return 1;
 }
 
@@ -610,26 +638,30 @@ int32_t nfqlb_ct_flood_take(uint8_t* base, uint64_t now_ns)
 
 uint32_t nfqlb_ct_sweep(uint8_t* base, uint32_t* cursor, uint32_t n, uint64_t now_ns)
 {
-	struct ct_header* h = H(base);
+	struct ct_geo G;
+	if (ct_geo(base, &G) != 0)
+		return 0;
+	const struct ct_geo* g = &G;
+	struct ct_header* h = H(g->base);
 	uint32_t now = ms_of(now_ns), reclaimed = 0;
-	uint32_t b = *cursor < h->capacity ? *cursor / WAYS : 0;
+	uint32_t b = *cursor < g->capacity ? *cursor / WAYS : 0;
 	/* whole buckets, at least one and at most all: bounded work, the cursor always moves */
 	uint32_t visit = (uint32_t)(((uint64_t)n + WAYS - 1) / WAYS);
 	if (visit == 0)
 		visit = 1;
-	if (visit > h->nbuckets)
-		visit = h->nbuckets;
+	if (visit > g->nbuckets)
+		visit = g->nbuckets;
 	for (uint32_t k = 0; k < visit; k++) {
-		struct ct_bucket* bk = bucket(base, b);
-		lock(base, &bk->lock);
+		struct ct_bucket* bk = bucket(g, b);
+		lock(g, &bk->lock);
 		for (uint32_t w = 0; w < WAYS; w++) {
-			if (bk->tag[w] != 0 && expired(h, entry(base, b * WAYS + w), now)) {
-				slot_free(base, b, w, NFQLB_CT_STAT_EXPIRATIONS);
+			if (bk->tag[w] != 0 && expired(h, entry(g, b * WAYS + w), now)) {
+				slot_free(g, b, w, NFQLB_CT_STAT_EXPIRATIONS);
 				reclaimed++;
 			}
 		}
 		unlock(&bk->lock);
-		b = b + 1 == h->nbuckets ? 0 : b + 1;
+		b = b + 1 == g->nbuckets ? 0 : b + 1;
 	}
 	*cursor = b * WAYS;
 	return reclaimed;
@@ -637,18 +669,25 @@ uint32_t nfqlb_ct_sweep(uint8_t* base, uint32_t* cursor, uint32_t n, uint64_t no
 
 uint32_t nfqlb_ct_row_count(const uint8_t* base, uint32_t row)
 {
-	const struct ct_header* h = (const struct ct_header*)base;
-	const uint32_t* c = (const uint32_t*)(base + h->sched_off + SCHED_BYTES);
-	return row < ROW_NONE ? __atomic_load_n(&c[row], __ATOMIC_RELAXED) : 0;
+	struct ct_geo G;
+	if (ct_geo((uint8_t*)base, &G) != 0)
+		return 0;
+	return row < ROW_NONE ? __atomic_load_n(&row_counts(&G)[row], __ATOMIC_RELAXED) : 0;
 }
 
 uint64_t nfqlb_ct_position_next(uint8_t* base)
 {
-	return __atomic_fetch_add((uint64_t*)(base + H(base)->sched_off), 1ull, __ATOMIC_RELAXED);
+	struct ct_geo G;
+	if (ct_geo(base, &G) != 0)
+		return 0;
+	return __atomic_fetch_add((uint64_t*)(G.base + G.sched_off), 1ull, __ATOMIC_RELAXED);
 }
 
 uint32_t nfqlb_ct_scheduler(const uint8_t* base)
 {
+	struct ct_geo G;
+	if (ct_geo((uint8_t*)base, &G) != 0)
+		return NFQLB_SCHED_MAGLEV;
 	return __atomic_load_n(&((const struct ct_header*)base)->scheduler, __ATOMIC_RELAXED);
 }
 
@@ -657,21 +696,21 @@ uint32_t nfqlb_ct_scheduler(const uint8_t* base)
  * through these so the per-packet path keeps its own inlined copies.
  * ------------------------------------------------------------------------- */
 
-void ct_probe(uint8_t* base, const uint8_t* key, struct probe* p) { probe_of(H(base), key, p); }
-void ct_lock(uint8_t* base, uint32_t* l) { lock(base, l); }
-int ct_find(uint8_t* base, uint32_t b, uint8_t tag, const struct kw* k, uint32_t now, int reclaim)
+void ct_probe(const struct ct_geo* g, const uint8_t* key, struct probe* p) { probe_of(g, key, p); }
+void ct_lock(const struct ct_geo* g, uint32_t* l) { lock(g, l); }
+int ct_find(const struct ct_geo* g, uint32_t b, uint8_t tag, const struct kw* k, uint32_t now, int reclaim)
 {
-	return find(base, b, tag, k, now, reclaim);
+	return find(g, b, tag, k, now, reclaim);
 }
-void ct_slot_free(uint8_t* base, uint32_t b, uint32_t w, uint32_t stat) { slot_free(base, b, w, stat); }
-int ct_make_room(uint8_t* base, uint32_t b, uint8_t tag, uint32_t now) { return make_room(base, b, tag, now); }
-void ct_fill(uint8_t* base, uint32_t b, uint32_t w, uint8_t tag, const uint8_t* key, int32_t fwmark, int32_t row,
+void ct_slot_free(const struct ct_geo* g, uint32_t b, uint32_t w, uint32_t stat) { slot_free(g, b, w, stat); }
+int ct_make_room(const struct ct_geo* g, uint32_t b, uint8_t tag, uint32_t now) { return make_room(g, b, tag, now); }
+void ct_fill(const struct ct_geo* g, uint32_t b, uint32_t w, uint8_t tag, const uint8_t* key, int32_t fwmark, int32_t row,
 	     uint32_t now)
 {
-	fill(base, b, w, tag, key, fwmark, row, now, 0);
+	fill(g, b, w, tag, key, fwmark, row, now, 0);
 }
-void ct_move(uint8_t* base, struct ct_entry* e, int32_t fwmark, int32_t row) { move(base, e, fwmark, row); }
-int64_t ct_ctx_find(uint8_t* base, uint32_t idx) { return ctx_find(base, idx); }
-void ct_ctx_free(uint8_t* base, uint32_t idx) { ctx_free(base, idx); }
+void ct_move(const struct ct_geo* g, struct ct_entry* e, int32_t fwmark, int32_t row) { move(g, e, fwmark, row); }
+int64_t ct_ctx_find(const struct ct_geo* g, uint32_t idx) { return ctx_find(g, idx); }
+void ct_ctx_free(const struct ct_geo* g, uint32_t idx) { ctx_free(g, idx); }
 uint32_t ct_lifetime_ms(const struct ct_header* h, const struct ct_entry* e) { return lifetime_ms(h, e); }
 int ct_expired(const struct ct_header* h, const struct ct_entry* e, uint32_t now) { return expired(h, e, now); }

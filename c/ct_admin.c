@@ -17,36 +17,17 @@ _Static_assert(sizeof(struct nfqlb_ct_record) == NFQLB_CT_RECORD_BYTES, "record 
  * Size, format, check.
  * ------------------------------------------------------------------------- */
 
-static uint64_t align64(uint64_t v) { return (v + 63u) & ~63ull; }
-
-struct layout {
-	uint32_t nbuckets;
-	uint64_t entries_off, ctx_off, sched_off, size;
-};
-
-static int layout_of(uint32_t capacity, uint32_t ctx_slots, struct layout* L)
-{
-	if (capacity == 0 || capacity > NFQLB_CT_MAX_CAPACITY || ctx_slots > NFQLB_CT_MAX_CTX)
-		return -1;
-	L->nbuckets = (capacity + WAYS - 1) / WAYS;
-	L->entries_off = align64(BUCKETS_OFF + 16ull * L->nbuckets);
-	L->ctx_off = L->entries_off + (uint64_t)L->nbuckets * WAYS * sizeof(struct ct_entry);
-	L->sched_off = align64(L->ctx_off + (uint64_t)ctx_slots * CTX_REC);
-	L->size = L->sched_off + SCHED_BYTES + ROW_SLOTS * 4u;
-	return 0;
-}
-
 uint64_t nfqlb_ct_admin_bytes(uint32_t capacity, uint32_t ctx_slots)
 {
-	struct layout L;
-	return layout_of(capacity, ctx_slots, &L) == 0 ? L.size : 0;
+	struct ct_layout L;
+	return ct_layout_of(capacity, ctx_slots, &L) == 0 ? L.size : 0;
 }
 
 int32_t nfqlb_ct_admin_format(uint8_t* base, uint64_t size, uint32_t capacity, uint32_t ctx_slots,
 			      const uint32_t* ttl_ms, uint32_t flood_per_s)
 {
-	struct layout L;
-	if (base == NULL || ttl_ms == NULL || layout_of(capacity, ctx_slots, &L) != 0 || size < L.size)
+	struct ct_layout L;
+	if (base == NULL || ttl_ms == NULL || ct_layout_of(capacity, ctx_slots, &L) != 0 || size < L.size)
 		return -1;
 	for (int i = 0; i < 3; i++)
 		if (ttl_ms[i] > NFQLB_CT_MAX_TTL_MS)
@@ -87,9 +68,9 @@ int32_t nfqlb_ct_admin_check(const uint8_t* base, uint64_t size)
 		return NFQLB_ETRUNC;
 	if (h->version != NFQLB_CT_VERSION)
 		return NFQLB_EVERSION;
-	struct layout L;
+	struct ct_layout L;
 	if (h->header_size != BUCKETS_OFF || h->ways != WAYS || h->capacity % WAYS != 0 ||
-	    layout_of(h->capacity, h->ctx_slots, &L) != 0 || L.nbuckets != h->nbuckets || L.size != h->file_size ||
+	    ct_layout_of(h->capacity, h->ctx_slots, &L) != 0 || L.nbuckets != h->nbuckets || L.size != h->file_size ||
 	    L.entries_off != h->entries_off || L.ctx_off != h->ctx_off || L.sched_off != h->sched_off ||
 	    h->ttl_ms[0] > NFQLB_CT_MAX_TTL_MS ||
 	    h->ttl_ms[1] > NFQLB_CT_MAX_TTL_MS || h->ttl_ms[2] > NFQLB_CT_MAX_TTL_MS ||
@@ -105,17 +86,17 @@ int32_t nfqlb_ct_admin_check(const uint8_t* base, uint64_t size)
  * ------------------------------------------------------------------------- */
 
 /* A context record for entry idx, or -1 (ctx lock held; open addressing as ct.c's ctx_find). */
-static int64_t ctx_alloc(uint8_t* base, uint32_t idx)
+static int64_t ctx_alloc(const struct ct_geo* g, uint32_t idx)
 {
-	struct ct_header* h = H(base);
-	uint32_t n = h->ctx_slots;
+	struct ct_header* h = H(g->base);
+	uint32_t n = g->ctx_slots;
 	if (n == 0 || h->ctx_used >= n)
 		return -1;
 	uint32_t i = (uint32_t)(((uint64_t)(idx * 2654435761u) * n) >> 32);
 	for (uint32_t k = 0; k < n; k++, i = i + 1 == n ? 0 : i + 1) {
-		uint32_t o = ctxrec(base, i)->owner;
+		uint32_t o = ctxrec(g, i)->owner;
 		if (o == 0 || o == CTX_TOMB) {
-			ctxrec(base, i)->owner = idx + 1;
+			ctxrec(g, i)->owner = idx + 1;
 			h->ctx_used++;
 			return i;
 		}
@@ -125,16 +106,20 @@ static int64_t ctx_alloc(uint8_t* base, uint32_t idx)
 
 int32_t nfqlb_ct_admin_delete(uint8_t* base, const uint8_t* key)
 {
+	struct ct_geo G;
+	if (ct_geo(base, &G) != 0)
+		return -1;
+	const struct ct_geo* g = &G;
 	if (!key_ok(key))
 		return -1;
 	struct probe p;
-	ct_probe(base, key, &p);
+	ct_probe(g, key, &p);
 	uint32_t b = p.b;
-	struct ct_bucket* bk = bucket(base, b);
-	ct_lock(base, &bk->lock);
-	int w = ct_find(base, b, p.tag, &p.k, 0, 0);
+	struct ct_bucket* bk = bucket(g, b);
+	ct_lock(g, &bk->lock);
+	int w = ct_find(g, b, p.tag, &p.k, 0, 0);
 	if (w >= 0)
-		ct_slot_free(base, b, (uint32_t)w, NFQLB_CT_STAT_DELETES);
+		ct_slot_free(g, b, (uint32_t)w, NFQLB_CT_STAT_DELETES);
 	unlock(&bk->lock);
 	return w >= 0 ? 0 : -1;
 }
@@ -160,40 +145,44 @@ static int32_t encode_lifetime(uint32_t ms, uint16_t* out)
 int32_t nfqlb_ct_admin_set(uint8_t* base, const uint8_t* key, uint32_t what, int32_t fwmark, int32_t row,
 		     uint32_t lifetime_ms, const uint8_t* ctx, uint32_t ctx_len, uint64_t now_ns)
 {
-	struct ct_header* h = H(base);
+	struct ct_geo G;
+	if (ct_geo(base, &G) != 0)
+		return -1;
+	const struct ct_geo* g = &G;
+	struct ct_header* h = H(g->base);
 	uint16_t lt = 0;
 	if (!key_ok(key) || ((what & NFQLB_CT_SET_LIFETIME) && encode_lifetime(lifetime_ms, &lt) != 0) ||
 	    ((what & NFQLB_CT_SET_CTX) && (ctx_len > NFQLB_CT_CTX_MAX || (ctx == NULL && ctx_len > 0))))
 		return -1;
 	struct probe p;
-	ct_probe(base, key, &p);
+	ct_probe(g, key, &p);
 	uint32_t b = p.b, now = ms_of(now_ns);
 	uint8_t tag = p.tag;
-	struct ct_bucket* bk = bucket(base, b);
+	struct ct_bucket* bk = bucket(g, b);
 	int32_t rc = 0;
-	ct_lock(base, &bk->lock);
-	int w = ct_find(base, b, tag, &p.k, now, 1);
+	ct_lock(g, &bk->lock);
+	int w = ct_find(g, b, tag, &p.k, now, 1);
 	if (w < 0) {
 		if (!(what & NFQLB_CT_SET_CREATE)) {
 			rc = -1;
 			goto out;
 		}
-		if ((w = ct_make_room(base, b, tag, now)) < 0) {
+		if ((w = ct_make_room(g, b, tag, now)) < 0) {
 			rc = -2;
 			goto out;
 		}
-		ct_fill(base, b, (uint32_t)w, tag, key, fwmark, row, now);
+		ct_fill(g, b, (uint32_t)w, tag, key, fwmark, row, now);
 	}
 	uint32_t idx = b * WAYS + (uint32_t)w;
-	struct ct_entry* e = entry(base, idx);
+	struct ct_entry* e = entry(g, idx);
 	uint8_t f = e->key[FLAGS_BYTE];
 	if (what & NFQLB_CT_SET_CTX) {
-		ct_lock(base, &h->ctx_lock);
-		int64_t c = (f & F_HAS_CTX) ? ct_ctx_find(base, idx) : -1;
+		ct_lock(g, &h->ctx_lock);
+		int64_t c = (f & F_HAS_CTX) ? ct_ctx_find(g, idx) : -1;
 		if (c < 0)
-			c = ctx_alloc(base, idx);
+			c = ctx_alloc(g, idx);
 		if (c >= 0) {
-			struct ct_ctx* r = ctxrec(base, (uint32_t)c);
+			struct ct_ctx* r = ctxrec(g, (uint32_t)c);
 			if (ctx_len)
 				memcpy(r->data, ctx, ctx_len);
 			r->len = ctx_len;
@@ -206,11 +195,11 @@ int32_t nfqlb_ct_admin_set(uint8_t* base, const uint8_t* key, uint32_t what, int
 		}
 	}
 	if ((what & NFQLB_CT_CLEAR_CTX) && (f & F_HAS_CTX)) {
-		ct_ctx_free(base, idx);
+		ct_ctx_free(g, idx);
 		f &= (uint8_t)~F_HAS_CTX;
 	}
 	if (what & NFQLB_CT_SET_FWMARK)
-		ct_move(base, e, fwmark, row);
+		ct_move(g, e, fwmark, row);
 	if (what & NFQLB_CT_SET_LIFETIME)
 		e->lifetime = lt;
 	if (what & NFQLB_CT_SET_PIN)
@@ -229,9 +218,9 @@ out:
 	return rc;
 }
 
-static void to_record(uint8_t* base, uint32_t idx, const struct ct_entry* e, uint32_t now, struct nfqlb_ct_record* r)
+static void to_record(const struct ct_geo* g, uint32_t idx, const struct ct_entry* e, uint32_t now, struct nfqlb_ct_record* r)
 {
-	struct ct_header* h = H(base);
+	struct ct_header* h = H(g->base);
 	memset(r, 0, sizeof(*r));
 	memcpy(r->key, e->key, NFQLB_KEY_LEN);
 	r->key[FLAGS_BYTE] = 0;
@@ -247,10 +236,10 @@ static void to_record(uint8_t* base, uint32_t idx, const struct ct_entry* e, uin
 	r->bytes = e->counts & BYTES_MASK;
 	r->slot = idx;
 	if (f & F_HAS_CTX) {
-		ct_lock(base, &h->ctx_lock);
-		int64_t c = ct_ctx_find(base, idx);
+		ct_lock(g, &h->ctx_lock);
+		int64_t c = ct_ctx_find(g, idx);
 		if (c >= 0) {
-			const struct ct_ctx* x = ctxrec(base, (uint32_t)c);
+			const struct ct_ctx* x = ctxrec(g, (uint32_t)c);
 			r->ctx_len = x->len;
 			r->flags |= NFQLB_CT_F_CTX;
 			memcpy(r->ctx, x->data, x->len);
@@ -262,23 +251,27 @@ static void to_record(uint8_t* base, uint32_t idx, const struct ct_entry* e, uin
 uint32_t nfqlb_ct_admin_list(uint8_t* base, uint32_t* cursor, uint64_t now_ns, struct nfqlb_ct_record* out,
 			     uint32_t max)
 {
-	struct ct_header* h = H(base);
-	uint32_t n = 0, now = ms_of(now_ns), cap = h->capacity;
+	struct ct_geo G;
+	if (ct_geo(base, &G) != 0)
+		return 0;
+	const struct ct_geo* g = &G;
+	struct ct_header* h = H(g->base);
+	uint32_t n = 0, now = ms_of(now_ns), cap = g->capacity;
 	uint32_t i = *cursor;
 	while (n < max && i < cap) {
 		uint32_t b = i / WAYS;
-		struct ct_bucket* bk = bucket(base, b);
-		ct_lock(base, &bk->lock);
+		struct ct_bucket* bk = bucket(g, b);
+		ct_lock(g, &bk->lock);
 		/* a bucket at a time, so the records of one bucket are one snapshot */
 		for (uint32_t w = i % WAYS; w < WAYS && n < max; w++, i++) {
 			if (bk->tag[w] == 0)
 				continue;
-			struct ct_entry* e = entry(base, b * WAYS + w);
+			struct ct_entry* e = entry(g, b * WAYS + w);
 			if (ct_expired(h, e, now)) {
-				ct_slot_free(base, b, w, NFQLB_CT_STAT_EXPIRATIONS);
+				ct_slot_free(g, b, w, NFQLB_CT_STAT_EXPIRATIONS);
 				continue;
 			}
-			to_record(base, b * WAYS + w, e, now, &out[n++]);
+			to_record(g, b * WAYS + w, e, now, &out[n++]);
 		}
 		unlock(&bk->lock);
 	}
@@ -293,26 +286,32 @@ int32_t nfqlb_ct_admin_next(uint8_t* base, uint32_t* cursor, uint64_t now_ns, st
 
 int32_t nfqlb_ct_admin_get(uint8_t* base, const uint8_t* key, uint64_t now_ns, struct nfqlb_ct_record* out)
 {
+	struct ct_geo G;
+	if (ct_geo(base, &G) != 0)
+		return -1;
+	const struct ct_geo* g = &G;
 	if (!key_ok(key))
 		return -1;
 	struct probe p;
-	ct_probe(base, key, &p);
+	ct_probe(g, key, &p);
 	uint32_t b = p.b, now = ms_of(now_ns);
-	struct ct_bucket* bk = bucket(base, b);
-	ct_lock(base, &bk->lock);
-	int w = ct_find(base, b, p.tag, &p.k, now, 1);
+	struct ct_bucket* bk = bucket(g, b);
+	ct_lock(g, &bk->lock);
+	int w = ct_find(g, b, p.tag, &p.k, now, 1);
 	if (w >= 0)
-		to_record(base, b * WAYS + (uint32_t)w, entry(base, b * WAYS + (uint32_t)w), now, out);
+		to_record(g, b * WAYS + (uint32_t)w, entry(g, b * WAYS + (uint32_t)w), now, out);
 	unlock(&bk->lock);
 	return w >= 0 ? 0 : -1;
 }
 
 void nfqlb_ct_admin_stats(uint8_t* base, uint64_t* out, uint32_t n)
 {
-	struct ct_header* h = H(base);
+	const struct ct_geo G = { .base = base }; /* the shards alone: at fixed offsets */
+	const struct ct_geo* g = &G;
+	struct ct_header* h = H(g->base);
 	uint64_t s[NFQLB_CT_STATS_ALL] = { 0 };
 	for (uint32_t i = 0; i < SHARDS; i++) {
-		const uint64_t* sh = shard(base, i);
+		const uint64_t* sh = shard(g, i);
 		for (uint32_t j = 0; j < SHARDED; j++)
 			s[j] += __atomic_load_n(&sh[j], __ATOMIC_RELAXED);
 	}
@@ -331,17 +330,21 @@ void nfqlb_ct_admin_stats(uint8_t* base, uint64_t* out, uint32_t n)
 
 uint32_t nfqlb_ct_admin_count_by_row(uint8_t* base, uint32_t* counts, uint32_t n, uint64_t now_ns)
 {
-	struct ct_header* h = H(base);
+	struct ct_geo G;
+	if (ct_geo(base, &G) != 0)
+		return 0;
+	const struct ct_geo* g = &G;
+	struct ct_header* h = H(g->base);
 	uint32_t now = ms_of(now_ns), total = 0;
 	if (counts && n)
 		memset(counts, 0, (size_t)n * sizeof(uint32_t));
-	for (uint32_t b = 0; b < h->nbuckets; b++) {
-		struct ct_bucket* bk = bucket(base, b);
-		ct_lock(base, &bk->lock);
+	for (uint32_t b = 0; b < g->nbuckets; b++) {
+		struct ct_bucket* bk = bucket(g, b);
+		ct_lock(g, &bk->lock);
 		for (uint32_t w = 0; w < WAYS; w++) {
 			if (bk->tag[w] == 0)
 				continue;
-			struct ct_entry* e = entry(base, b * WAYS + w);
+			struct ct_entry* e = entry(g, b * WAYS + w);
 			if (ct_expired(h, e, now))
 				continue;
 			int32_t r = row_load(e->row);
@@ -356,7 +359,14 @@ uint32_t nfqlb_ct_admin_count_by_row(uint8_t* base, uint32_t* counts, uint32_t n
 
 void nfqlb_ct_admin_row_counts(uint8_t* base, uint32_t* counts, uint32_t n)
 {
-	const uint32_t* c = row_counts(base);
+	struct ct_geo G;
+	if (ct_geo(base, &G) != 0) {
+		if (counts && n)
+			memset(counts, 0, (size_t)n * sizeof(uint32_t));
+		return;
+	}
+	const struct ct_geo* g = &G;
+	const uint32_t* c = row_counts(g);
 	for (uint32_t r = 0; r < n && r < ROW_NONE; r++)
 		counts[r] = __atomic_load_n(&c[r], __ATOMIC_RELAXED);
 	for (uint32_t r = ROW_NONE; r < n; r++)

@@ -104,25 +104,108 @@ _Static_assert(SHARDED == NFQLB_CT_STAT_LOCK_STEALS, "sharded counters come firs
 
 #define NFQLB_HIDDEN __attribute__((visibility("hidden")))
 
-static inline uint64_t* shard(uint8_t* base, uint32_t b)
+static inline uint64_t ct_align64(uint64_t v) { return (v + 63u) & ~63ull; }
+
+/* Where everything is, from (capacity, ctx_slots): docs/conntrack.md "Layout". */
+struct ct_layout {
+	uint32_t nbuckets;
+	uint64_t entries_off, ctx_off, sched_off, size;
+};
+
+static inline int ct_layout_of(uint32_t capacity, uint32_t ctx_slots, struct ct_layout* L)
 {
-	return (uint64_t*)(base + HEADER + (b % SHARDS) * SHARD_BYTES);
+	if (capacity == 0 || capacity > NFQLB_CT_MAX_CAPACITY || ctx_slots > NFQLB_CT_MAX_CTX)
+		return -1;
+	L->nbuckets = (capacity + WAYS - 1) / WAYS;
+	L->entries_off = ct_align64(BUCKETS_OFF + 16ull * L->nbuckets);
+	L->ctx_off = L->entries_off + (uint64_t)L->nbuckets * WAYS * sizeof(struct ct_entry);
+	L->sched_off = ct_align64(L->ctx_off + (uint64_t)ctx_slots * CTX_REC);
+	L->size = L->sched_off + SCHED_BYTES + ROW_SLOTS * 4u;
+	return 0;
+}
+
+/*
+ * The geometry of a table, read once per call from its header and checked
+ * against the layout (ct_geo): every address a call computes comes from
+ * here, never from the header again. A header zeroed or overwritten while a
+ * dataplane uses the table (or read half-written) then fails the check, and
+ * the call does nothing (a lookup misses), instead of sending an access out
+ * of the file. A truncated file is the SIGBUS guard's (file.c).
+ */
+struct ct_geo {
+	uint8_t* base;
+	uint32_t nbuckets, capacity, ctx_slots;
+	uint64_t entries_off, ctx_off, sched_off;
+};
+
+/* g from base's header: 0, or -1 when the header is not a consistent table (then g is unusable). */
+static inline int ct_geo(uint8_t* base, struct ct_geo* g)
+{
+	if (base == NULL)
+		return -1;
+	const struct ct_header* h = (const struct ct_header*)base;
+	/* magic, version and header size are the first 8 bytes: one compare (little-endian, ct_internal.h) */
+	const uint64_t first = (uint64_t)NFQLB_CT_MAGIC | (uint64_t)NFQLB_CT_VERSION << 32 | (uint64_t)BUCKETS_OFF << 48;
+	uint32_t capacity = __atomic_load_n(&h->capacity, __ATOMIC_RELAXED);
+	uint32_t nbuckets = __atomic_load_n(&h->nbuckets, __ATOMIC_RELAXED);
+	uint32_t ctx_slots = __atomic_load_n(&h->ctx_slots, __ATOMIC_RELAXED);
+	if (__atomic_load_n((const uint64_t*)base, __ATOMIC_ACQUIRE) != first || h->ways != WAYS || nbuckets == 0 ||
+	    nbuckets > (NFQLB_CT_MAX_CAPACITY + WAYS - 1) / WAYS || capacity != nbuckets * WAYS ||
+	    ctx_slots > NFQLB_CT_MAX_CTX)
+		return -1;
+	/* the layout of ct_layout_of, from nbuckets (capacity is a multiple of WAYS here) */
+	uint64_t entries_off = ct_align64(BUCKETS_OFF + 16ull * nbuckets);
+	uint64_t ctx_off = entries_off + (uint64_t)nbuckets * WAYS * sizeof(struct ct_entry);
+	uint64_t sched_off = ct_align64(ctx_off + (uint64_t)ctx_slots * CTX_REC);
+	if (h->entries_off != entries_off || h->ctx_off != ctx_off || h->sched_off != sched_off ||
+	    h->file_size != sched_off + SCHED_BYTES + ROW_SLOTS * 4u)
+		return -1;
+	g->base = base;
+	g->nbuckets = nbuckets;
+	g->capacity = capacity;
+	g->ctx_slots = ctx_slots;
+	g->entries_off = entries_off;
+	g->ctx_off = ctx_off;
+	g->sched_off = sched_off;
+	return 0;
+}
+
+/*
+ * g from base's header unchecked: only for computing addresses to prefetch,
+ * which never fault whatever they are (nfqlb_ct_prefetch). Never for a load.
+ */
+static inline void ct_geo_unchecked(uint8_t* base, struct ct_geo* g)
+{
+	const struct ct_header* h = (const struct ct_header*)base;
+	g->base = base;
+	g->nbuckets = __atomic_load_n(&h->nbuckets, __ATOMIC_RELAXED);
+	g->capacity = 0;
+	g->ctx_slots = 0;
+	g->entries_off = __atomic_load_n(&h->entries_off, __ATOMIC_RELAXED);
+	g->ctx_off = 0;
+	g->sched_off = 0;
+}
+
+static inline uint64_t* shard(const struct ct_geo* g, uint32_t b)
+{
+	return (uint64_t*)(g->base + HEADER + (b % SHARDS) * SHARD_BYTES);
 }
 
 /* Live entries per row (rows < ROW_NONE); relaxed atomics: threads and processes share them. */
-static inline uint32_t* row_counts(uint8_t* base) { return (uint32_t*)(base + H(base)->sched_off + SCHED_BYTES); }
+static inline uint32_t* row_counts(const struct ct_geo* g) { return (uint32_t*)(g->base + g->sched_off + SCHED_BYTES); }
 
-static inline struct ct_bucket* bucket(uint8_t* base, uint32_t b)
+/* Bucket b < g->nbuckets, entry i < g->capacity, context record i < g->ctx_slots. */
+static inline struct ct_bucket* bucket(const struct ct_geo* g, uint32_t b)
 {
-	return (struct ct_bucket*)(base + BUCKETS_OFF) + b;
+	return (struct ct_bucket*)(g->base + BUCKETS_OFF) + b;
 }
-static inline struct ct_entry* entry(uint8_t* base, uint32_t i)
+static inline struct ct_entry* entry(const struct ct_geo* g, uint32_t i)
 {
-	return (struct ct_entry*)(base + H(base)->entries_off) + i;
+	return (struct ct_entry*)(g->base + g->entries_off) + i;
 }
-static inline struct ct_ctx* ctxrec(uint8_t* base, uint32_t i)
+static inline struct ct_ctx* ctxrec(const struct ct_geo* g, uint32_t i)
 {
-	return (struct ct_ctx*)(base + H(base)->ctx_off) + i;
+	return (struct ct_ctx*)(g->base + g->ctx_off) + i;
 }
 
 static inline uint32_t ms_of(uint64_t now_ns) { return (uint32_t)(now_ns / 1000000u); }
@@ -150,25 +233,25 @@ struct probe {
 	uint8_t tag;
 };
 
-/* probe_of: hash key[40] (key_ok) into *p. */
-NFQLB_HIDDEN void ct_probe(uint8_t* base, const uint8_t* key, struct probe* p);
+/* probe_of: hash key[40] (key_ok) into *p. Every ct_* below takes a checked geometry (ct_geo). */
+NFQLB_HIDDEN void ct_probe(const struct ct_geo* g, const uint8_t* key, struct probe* p);
 /* Take a bucket lock (or the ctx lock); a lock held by a dead thread is taken over. Release: unlock. */
-NFQLB_HIDDEN void ct_lock(uint8_t* base, uint32_t* l);
+NFQLB_HIDDEN void ct_lock(const struct ct_geo* g, uint32_t* l);
 /* The way 0..7 of key k in bucket b (lock held), or -1; with reclaim, an expired match is freed (-1). */
-NFQLB_HIDDEN int ct_find(uint8_t* base, uint32_t b, uint8_t tag, const struct kw* k, uint32_t now, int reclaim);
+NFQLB_HIDDEN int ct_find(const struct ct_geo* g, uint32_t b, uint8_t tag, const struct kw* k, uint32_t now, int reclaim);
 /* Free way w of bucket b (lock held), counting `stat` (NFQLB_CT_STAT_*). */
-NFQLB_HIDDEN void ct_slot_free(uint8_t* base, uint32_t b, uint32_t w, uint32_t stat);
+NFQLB_HIDDEN void ct_slot_free(const struct ct_geo* g, uint32_t b, uint32_t w, uint32_t stat);
 /* A free way of bucket b for a new entry (lock held), reclaiming or recycling as insert does; -1: all pinned. */
-NFQLB_HIDDEN int ct_make_room(uint8_t* base, uint32_t b, uint8_t tag, uint32_t now);
+NFQLB_HIDDEN int ct_make_room(const struct ct_geo* g, uint32_t b, uint8_t tag, uint32_t now);
 /* Write a new entry into way w of bucket b (lock held), no flags. */
-NFQLB_HIDDEN void ct_fill(uint8_t* base, uint32_t b, uint32_t w, uint8_t tag, const uint8_t* key, int32_t fwmark,
+NFQLB_HIDDEN void ct_fill(const struct ct_geo* g, uint32_t b, uint32_t w, uint8_t tag, const uint8_t* key, int32_t fwmark,
 			  int32_t row, uint32_t now);
 /* Give entry e (bucket lock held) a new fwmark and row, moving its row count. */
-NFQLB_HIDDEN void ct_move(uint8_t* base, struct ct_entry* e, int32_t fwmark, int32_t row);
+NFQLB_HIDDEN void ct_move(const struct ct_geo* g, struct ct_entry* e, int32_t fwmark, int32_t row);
 /* The context record of entry idx, or -1 (ctx lock held). */
-NFQLB_HIDDEN int64_t ct_ctx_find(uint8_t* base, uint32_t idx);
+NFQLB_HIDDEN int64_t ct_ctx_find(const struct ct_geo* g, uint32_t idx);
 /* Drop the context of entry idx (bucket lock held; takes the ctx lock). */
-NFQLB_HIDDEN void ct_ctx_free(uint8_t* base, uint32_t idx);
+NFQLB_HIDDEN void ct_ctx_free(const struct ct_geo* g, uint32_t idx);
 /* The entry's effective lifetime, ms. */
 NFQLB_HIDDEN uint32_t ct_lifetime_ms(const struct ct_header* h, const struct ct_entry* e);
 /* 1 when the entry's idle time is over its lifetime (pinned: never). */

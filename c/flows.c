@@ -22,7 +22,9 @@
 
 struct conf {
 	struct nfqlb_flowset* fs;
-	const uint8_t** tshm; /* per flow: mapped target table, or NULL (companion flows) */
+	const uint8_t** tshm; /* per flow: target table (a view's copy, or mapped), or NULL (companion flows) */
+	struct nfqlb_tshm_view** views;       /* the distinct views of the tables (refreshed per batch) */
+	uint32_t nviews;
 	uint8_t** ct;         /* per flow: its target's connection table, or NULL */
 	struct nfqlb_ct_sched*** sched;       /* per flow: its table's caches (one per slot), or NULL */
 	struct nfqlb_ct_sched** scheds;       /* the caches: nslots per distinct table */
@@ -62,6 +64,7 @@ static void conf_free(struct conf* c)
 	free((void*)c->sched);
 	free(c->ct);
 	free(c->tshm);
+	free(c->views);
 	free(c);
 }
 
@@ -131,8 +134,36 @@ out:
 	return rc;
 }
 
-uint32_t nfqlb_flows_publish_ct(struct nfqlb_flows* f, struct nfqlb_flowset* fs, const uint64_t* tshm,
-				const uint64_t* ct, uint32_t n)
+/* The distinct views of views[0..n) (0: none), found with a pointer hash as conf_scheds. 0, or -1: no memory. */
+static int conf_views(struct conf* c, const uint64_t* views, uint32_t n)
+{
+	uint32_t cap = 2;
+	while (cap < 2 * n)
+		cap *= 2;
+	uint64_t* keys = calloc(cap, sizeof(*keys));
+	c->views = calloc(n ? n : 1, sizeof(*c->views));
+	if (!keys || !c->views) {
+		free(keys);
+		return -1;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		if (views[i] == 0)
+			continue;
+		uint32_t b = (uint32_t)((views[i] >> 6) * 0x9e3779b97f4a7c15ull >> 32) & (cap - 1);
+		while (keys[b] != 0 && keys[b] != views[i])
+			b = (b + 1) & (cap - 1);
+		if (keys[b] == 0) {
+			keys[b] = views[i];
+			c->views[c->nviews++] = (struct nfqlb_tshm_view*)(uintptr_t)views[i];
+		}
+	}
+	free(keys);
+	return 0;
+}
+
+/* publish_ct and publish_views: tshm[i] the tables, or (tshm NULL) views[i] their views. */
+static uint32_t publish(struct nfqlb_flows* f, struct nfqlb_flowset* fs, const uint64_t* tshm, const uint64_t* views,
+			const uint64_t* ct, uint32_t n)
 {
 	struct conf* c = calloc(1, sizeof(*c));
 	if (!c)
@@ -140,12 +171,13 @@ uint32_t nfqlb_flows_publish_ct(struct nfqlb_flows* f, struct nfqlb_flowset* fs,
 	c->n = n;
 	c->tshm = calloc(n ? n : 1, sizeof(uint8_t*));
 	c->ct = calloc(n ? n : 1, sizeof(uint8_t*));
-	if (!c->tshm || !c->ct) {
+	if (!c->tshm || !c->ct || (views && conf_views(c, views, n) != 0)) {
 		conf_free(c);
 		return 0;
 	}
 	for (uint32_t i = 0; i < n; i++) {
-		c->tshm[i] = (const uint8_t*)(uintptr_t)tshm[i];
+		c->tshm[i] = views ? nfqlb_tshm_view_table((const struct nfqlb_tshm_view*)(uintptr_t)views[i])
+				   : (const uint8_t*)(uintptr_t)tshm[i];
 		/* a table only for a flow with a target table: companions and trace ids have none */
 		c->ct[i] = (ct && c->tshm[i]) ? (uint8_t*)(uintptr_t)ct[i] : NULL;
 	}
@@ -164,9 +196,23 @@ uint32_t nfqlb_flows_publish_ct(struct nfqlb_flows* f, struct nfqlb_flowset* fs,
 	return (uint32_t)c->gen;
 }
 
+uint32_t nfqlb_flows_publish_ct(struct nfqlb_flows* f, struct nfqlb_flowset* fs, const uint64_t* tshm,
+				const uint64_t* ct, uint32_t n)
+{
+	return publish(f, fs, tshm, NULL, ct, n);
+}
+
 uint32_t nfqlb_flows_publish(struct nfqlb_flows* f, struct nfqlb_flowset* fs, const uint64_t* tshm, uint32_t n)
 {
 	return nfqlb_flows_publish_ct(f, fs, tshm, NULL, n);
+}
+
+uint32_t nfqlb_flows_publish_views(struct nfqlb_flows* f, struct nfqlb_flowset* fs, const uint64_t* views,
+				   const uint64_t* ct, uint32_t n)
+{
+	if (views == NULL)
+		return 0;
+	return publish(f, fs, NULL, views, ct, n);
 }
 
 uint32_t nfqlb_flows_reclaim(struct nfqlb_flows* f)
@@ -247,4 +293,14 @@ const uint8_t* nfqlb_flows_pick(struct nfqlb_flows* f, uint32_t hw_proto, const 
 	uint8_t* ct;
 	struct nfqlb_ct_sched* sched;
 	return nfqlb_flows_pick_ct(f, UINT32_MAX, hw_proto, pkt, len, promiscuous, key, fkey, rc, &ct, &sched);
+}
+
+void nfqlb_flows_refresh(struct nfqlb_flows* f, uint64_t* counters)
+{
+	/* the caller has entered: the set it loads here is not freed under it, nor are its views */
+	const struct conf* c = __atomic_load_n(&f->current, __ATOMIC_SEQ_CST);
+	if (!c)
+		return;
+	for (uint32_t i = 0; i < c->nviews; i++)
+		nfqlb_tshm_view_refresh(c->views[i], counters);
 }

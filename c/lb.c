@@ -9,8 +9,10 @@
 #include <string.h>
 
 struct nfqlb_lb {
-	const uint8_t* tshm; /* mapped target table, swapped when init replaces it */
+	const uint8_t* tshm; /* target table: a view's copy (lb) or a mapping (library users) */
 	const uint8_t* lbshm; /* LB-tier table, or NULL */
+	struct nfqlb_tshm_view* view;      /* the view tshm is the copy of (refreshed per batch), or NULL */
+	struct nfqlb_tshm_view* tier_view; /* the same for lbshm */
 	struct nfqlb_fragtable* ft;
 	int32_t tun_fd;
 	uint32_t reassembler;
@@ -125,6 +127,30 @@ void nfqlb_lb_set_tshm(struct nfqlb_lb* lb, const uint8_t* tshm)
 {
 	__atomic_store_n(&lb->tshm, tshm, __ATOMIC_RELEASE);
 	nfqlb_ct_sched_reset(lb->sched);
+}
+
+void nfqlb_lb_set_view(struct nfqlb_lb* lb, struct nfqlb_tshm_view* view)
+{
+	if (view == NULL || lb->flows)
+		return;
+	lb->view = view;
+	nfqlb_lb_set_tshm(lb, nfqlb_tshm_view_table(view));
+}
+
+void nfqlb_lb_set_tier_view(struct nfqlb_lb* lb, struct nfqlb_tshm_view* view)
+{
+	lb->tier_view = view;
+	lb->lbshm = view ? nfqlb_tshm_view_table(view) : NULL;
+}
+
+void nfqlb_lb_refresh(struct nfqlb_lb* lb, uint64_t* counters)
+{
+	if (lb->view)
+		nfqlb_tshm_view_refresh(lb->view, counters);
+	if (lb->tier_view)
+		nfqlb_tshm_view_refresh(lb->tier_view, counters);
+	if (lb->flows)
+		nfqlb_flows_refresh(lb->flows, counters);
 }
 
 void nfqlb_lb_destroy(struct nfqlb_lb* lb)

@@ -242,8 +242,68 @@ int32_t nfqlb_tshm_own_fwmark(const uint8_t* base);
 uint32_t nfqlb_tshm_stamp(const uint8_t* base, uint32_t* n);
 
 /* ----------------------------------------------------------------------------
- * file.c - map files (POSIX shm lives in /dev/shm) with mmap.
+ * tshm_view.c - the dataplane's private copy of a target table file, read
+ * with pread (never mapped: a truncated or rewritten file cannot fault a
+ * load) and refreshed between batches; it keeps the last good table while
+ * the file is bad. The copy has the file's layout: every nfqlb_tshm_*
+ * reader above reads nfqlb_tshm_view_table(). docs/dataplane.md "Damaged
+ * shm files".
  * ------------------------------------------------------------------------- */
+
+/* ts: View states besides the NFQLB_E* errors (the file is bad; the copy is the last good table). */
+#define NFQLB_TVIEW_OK 0       /* the copy is the file's current table */
+#define NFQLB_TVIEW_REPLACED 1 /* init replaced the file, or it has another M or N: open the name again */
+
+/* ts: Indexes into nfqlb_tshm_view_info's output (i64 each). */
+enum nfqlb_tview_info {
+	NFQLB_TVIEW_INFO_STATE = 0,  /* NFQLB_TVIEW_* or NFQLB_E* */
+	NFQLB_TVIEW_INFO_INCIDENTS,  /* times the file went bad (good -> bad) */
+	NFQLB_TVIEW_INFO_LAST_ERROR, /* NFQLB_E* of the latest incident, 0: none */
+	NFQLB_TVIEW_INFO_COPIES,     /* good copies taken */
+	NFQLB_TVIEW_INFO_DEV,        /* st_dev, st_ino of the file opened */
+	NFQLB_TVIEW_INFO_INO,
+	NFQLB_TVIEW_INFO_GENERATION, /* the copy's generation (commits since init) */
+	NFQLB_TVIEW_INFO_COUNT
+};
+
+struct nfqlb_tshm_view;
+
+/**
+ * nfqlb_tshm_view_open - open `path` and copy its table. NULL on failure
+ * with *err: an errno (> 0), 0 for an empty file, or an NFQLB_E* (< 0).
+ */
+struct nfqlb_tshm_view* nfqlb_tshm_view_open(const char* path, int32_t* err);
+
+/**
+ * nfqlb_tshm_view_refresh - look at the file again (one pread when nothing
+ * changed) and copy a new current table; between batches. Returns the state.
+ * A good -> bad transition adds 1 to counters[NFQLB_C_TABLE_ERRORS]
+ * (atomically; counters may be NULL). Any thread; one refreshes at a time.
+ */
+int32_t nfqlb_tshm_view_refresh(struct nfqlb_tshm_view* v, uint64_t* counters);
+
+/** nfqlb_tshm_view_table - the copy, a table every nfqlb_tshm_* reader takes. */
+const uint8_t* nfqlb_tshm_view_table(const struct nfqlb_tshm_view* v);
+
+/** nfqlb_tshm_view_info - up to n values of enum nfqlb_tview_info. */
+void nfqlb_tshm_view_info(const struct nfqlb_tshm_view* v, int64_t* out, uint32_t n);
+
+/** nfqlb_tshm_view_close - close the file and free the copy (no thread may use it any more). */
+void nfqlb_tshm_view_close(struct nfqlb_tshm_view* v);
+
+/* ----------------------------------------------------------------------------
+ * file.c - map files (POSIX shm lives in /dev/shm) with mmap, and the
+ * SIGBUS guard: a registered mapping whose file was truncated becomes zero
+ * pages instead of killing the process (file.c has the details). The
+ * registry of mappings is the library's one global state (a signal handler
+ * reaches nothing else).
+ * ------------------------------------------------------------------------- */
+
+/**
+ * nfqlb_file_guard - install the SIGBUS handler (once per process; the
+ * handler found before is called for any other SIGBUS). 0 or -errno.
+ */
+int32_t nfqlb_file_guard(void);
 
 /**
  * nfqlb_file_map - open `path` (NUL-terminated) and map it MAP_SHARED,
@@ -252,8 +312,31 @@ uint32_t nfqlb_tshm_stamp(const uint8_t* base, uint32_t* n);
  */
 void* nfqlb_file_map(const char* path, int32_t writable, uint64_t* size, int32_t* err);
 
+/**
+ * nfqlb_file_map_fd - map the first len bytes of an open file MAP_SHARED and
+ * register the mapping with the guard; with `at` (a mapping made so, of len
+ * bytes), map over it in place (MAP_FIXED) and clear its faults. NULL with
+ * *err = errno on failure. Bytes past the end of the file read as zero up to
+ * the page end; pages past it fault (the guard's).
+ */
+void* nfqlb_file_map_fd(int32_t fd, uint64_t len, int32_t writable, void* at, int32_t* err);
+
 /** nfqlb_file_unmap - munmap; returns 0 or -errno. */
 int32_t nfqlb_file_unmap(void* addr, uint64_t size);
+
+/**
+ * nfqlb_file_faults - SIGBUS faults the guard turned into zero pages in the
+ * mapping that holds addr since it was mapped (or remapped); 0 when none or
+ * unknown. Once > 0 the mapping is private memory, no longer the file.
+ */
+uint32_t nfqlb_file_faults(const void* addr);
+
+/**
+ * nfqlb_file_remap - map `path` again over the whole mapping that starts at
+ * addr (size bytes, as mapped), at the same address: pointers into it stay
+ * valid. The file must be at least size bytes. 0 or -errno (-ERANGE: short).
+ */
+int32_t nfqlb_file_remap(void* addr, uint64_t size, const char* path, int32_t writable);
 
 /**
  * nfqlb_file_reserve - give the existing file `path` `size` bytes of real
@@ -402,6 +485,7 @@ enum nfqlb_counter {
 	NFQLB_C_FRAG_TIER,     /* forwarded to the LB that owns them (LB tier) */
 	NFQLB_C_NOLB,          /* flowlb: no flow matched */
 	NFQLB_C_TARGET_OVERFLOW, /* accepted, but the per-target table was full */
+	NFQLB_C_TABLE_ERRORS,    /* a shm file in use found damaged (once per incident) */
 	NFQLB_C_COUNT
 };
 
@@ -469,6 +553,23 @@ void nfqlb_lb_set_conntrack(struct nfqlb_lb* lb, uint8_t* ct);
 /** nfqlb_lb_set_tshm - switch to another mapped table (after init replaced it). */
 void nfqlb_lb_set_tshm(struct nfqlb_lb* lb, const uint8_t* tshm);
 
+/**
+ * nfqlb_lb_set_view - lb: classify with the copy of `view` (tshm_view.c),
+ * refreshed by nfqlb_lb_refresh; the previous view is no longer touched once
+ * this returns. From the classifying thread, between batches.
+ */
+void nfqlb_lb_set_view(struct nfqlb_lb* lb, struct nfqlb_tshm_view* view);
+
+/** nfqlb_lb_set_tier_view - the LB-tier table as a view (NULL: no tier); as nfqlb_lb_set_view. */
+void nfqlb_lb_set_tier_view(struct nfqlb_lb* lb, struct nfqlb_tshm_view* view);
+
+/**
+ * nfqlb_lb_refresh - refresh the views the classifier reads (its own, the
+ * tier's, flowlb: those of the current flow set) from their files, before a
+ * batch is classified; incidents count in counters (nfqlb_tshm_view_refresh).
+ */
+void nfqlb_lb_refresh(struct nfqlb_lb* lb, uint64_t* counters);
+
 /** nfqlb_lb_destroy - free the classifier. */
 void nfqlb_lb_destroy(struct nfqlb_lb* lb);
 
@@ -533,6 +634,16 @@ uint32_t nfqlb_flows_publish_ct(struct nfqlb_flows* f, struct nfqlb_flowset* fs,
 uint32_t nfqlb_flows_publish(struct nfqlb_flows* f, struct nfqlb_flowset* fs, const uint64_t* tshm, uint32_t n);
 
 /**
+ * nfqlb_flows_publish_views - nfqlb_flows_publish_ct with views[i] the
+ * address of flow i's target table view (tshm_view.c; 0 for none): flow i
+ * reads that view's copy, and the workers refresh the set's views before
+ * each batch (nfqlb_flows_refresh). A view must outlive every set naming it
+ * (retire it as a table: after nfqlb_flows_reclaim returns 0).
+ */
+uint32_t nfqlb_flows_publish_views(struct nfqlb_flows* f, struct nfqlb_flowset* fs, const uint64_t* views,
+				   const uint64_t* ct, uint32_t n);
+
+/**
  * nfqlb_flows_reclaim - free retired sets that no worker can be using any
  * more; returns how many are still retired (0: every target table that the
  * current set does not name may be unmapped). Control thread only.
@@ -566,6 +677,12 @@ const uint8_t* nfqlb_flows_pick_ct(struct nfqlb_flows* f, uint32_t slot, uint32_
  */
 const uint8_t* nfqlb_flows_pick(struct nfqlb_flows* f, uint32_t hw_proto, const uint8_t* pkt, uint32_t len,
 				uint32_t promiscuous, uint8_t* key, uint8_t* fkey, int32_t* rc);
+
+/**
+ * nfqlb_flows_refresh - nfqlb_tshm_view_refresh of every view of the
+ * current set, by a worker that has entered (nfqlb_lb_refresh calls it).
+ */
+void nfqlb_flows_refresh(struct nfqlb_flows* f, uint64_t* counters);
 
 /* ----------------------------------------------------------------------------
  * target_stats.c - packets and bytes accepted per fwmark, by one queue: an
@@ -643,6 +760,12 @@ int32_t nfqlb_queue_drain(struct nfqlb_queue* q, struct nfqlb_lb* lb);
 
 /** nfqlb_queue_fd - the netlink socket. */
 int32_t nfqlb_queue_fd(const struct nfqlb_queue* q);
+
+/**
+ * nfqlb_queue_count - add n to one counter atomically, from a thread other
+ * than the queue's (the lb's control thread counting NFQLB_C_TABLE_ERRORS).
+ */
+void nfqlb_queue_count(struct nfqlb_queue* q, uint32_t counter, uint64_t n);
 
 /** nfqlb_queue_counters - copy up to n counters (enum nfqlb_counter order). */
 void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n);

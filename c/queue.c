@@ -308,6 +308,12 @@ int32_t nfqlb_queue_drain(struct nfqlb_queue* q, struct nfqlb_lb* lb)
 
 int32_t nfqlb_queue_fd(const struct nfqlb_queue* q) { return q->fd; }
 
+void nfqlb_queue_count(struct nfqlb_queue* q, uint32_t counter, uint64_t n)
+{
+	if (counter < NFQLB_C_COUNT)
+		__atomic_fetch_add(&q->counters[counter], n, __ATOMIC_RELAXED);
+}
+
 void nfqlb_queue_counters(const struct nfqlb_queue* q, uint64_t* out, uint32_t n)
 {
 	for (uint32_t i = 0; i < n && i < NFQLB_C_COUNT; i++)
@@ -392,6 +398,8 @@ int32_t nfqlb_queue_serve(struct nfqlb_queue* q, struct nfqlb_lb* lb, uint32_t t
 	nfqlb_lb_leave(lb); /* blocked: using no flow set */
 	int n = recvmmsg(q->fd, q->msgs, q->batch, MSG_WAITFORONE, NULL);
 	nfqlb_lb_enter(lb);
+	/* the tables as they are now (a few loads each when unchanged), also after an idle wake-up */
+	nfqlb_lb_refresh(lb, q->counters);
 	if (n < 0) {
 		if (errno == ENOBUFS)
 			q->counters[NFQLB_C_ENOBUFS]++; /* overrun: the kernel dropped; go on */

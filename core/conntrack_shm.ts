@@ -11,7 +11,7 @@
  */
 import { z } from "zod";
 import { lib } from "../ffi/lib.ts";
-import { createByRename, mapFile, type Mapping, unmap } from "./shm_file.ts";
+import { createByRename, mapFile, type Mapping, mappingFaults, remapFile, unmap } from "./shm_file.ts";
 import { NfqlbError, strerror } from "./errors.ts";
 import { ownPath } from "./shm_dir.ts";
 import { formatIPv6 } from "./inet.ts";
@@ -549,6 +549,46 @@ export class ConntrackShm {
     const counts = new Uint32Array(Math.max(n, 1));
     lib().nfqlb_ct_admin_count_by_row(this.pointer, counts, n >>> 0, now);
     return counts.subarray(0, n);
+  }
+
+  /**
+   * What is wrong with the table as mapped, or undefined: truncated (the
+   * SIGBUS guard replaced the mapping with zero pages, c/file.c) or a header
+   * that is no longer a table. Either way the C calls only miss (ct.c checks
+   * the header per call), so a dataplane decides by Maglev alone meanwhile.
+   */
+  damage(): string | undefined {
+    const m = this.#map;
+    if (!m) return undefined;
+    if (mappingFaults(m) > 0) return "truncated";
+    const rc = lib().nfqlb_ct_admin_check(m.ptr, m.size);
+    return rc === 0 ? undefined : checkText(rc, this.name, 0);
+  }
+
+  /**
+   * Maps the file that has the table's name now over this mapping, at the
+   * same address, when it is a valid table of the same size: a dataplane
+   * uses it from the next packet on. Returns undefined when it did (or the
+   * mapping is fine as it is), else why not.
+   */
+  reattach(): string | undefined {
+    const m = this.#map;
+    if (!m || this.damage() === undefined) return undefined;
+    const path = ownPath(this.name);
+    const other = mapFile(path, false);
+    if (typeof other === "number") {
+      return other === 2 ? "missing" : other === 0 ? "empty file" : strerror(other);
+    }
+    const rc = lib().nfqlb_ct_admin_check(other.ptr, other.size);
+    const size = other.size;
+    unmap(other);
+    if (rc !== 0) return checkText(rc, this.name, 0);
+    if (size !== m.size) {
+      return `a table of another size now (${size} bytes, mapped ${m.size}): restart to use it`;
+    }
+    const e = remapFile(m, path, true);
+    if (e !== 0) return strerror(e);
+    return this.damage();
   }
 
   /** Unmaps the table. */

@@ -8,8 +8,17 @@
  * endpoint read it. Layout: docs/observability.md, "Where the counters live".
  */
 import { errorText, NfqlbError, strerror } from "./errors.ts";
+import { log } from "./log.ts";
 import { ensureOwnDir, ownPath } from "./shm_dir.ts";
-import { mapFile, readShmBytes, unmap } from "./shm_file.ts";
+import {
+  createByRename,
+  fileIdentity,
+  mapFile,
+  mappingFaults,
+  readShmBytes,
+  remapFile,
+  unmap,
+} from "./shm_file.ts";
 import { type NFQLB_C_COUNT, NFQLB_TARGET_STAT_OFF, NFQLB_TARGET_STAT_SIZEOF } from "../ffi/consts.ts";
 
 /** "NQCT": the first four bytes of a counters file (also recognised by core/shm_kinds.ts). */
@@ -42,6 +51,7 @@ export const COUNTER_NAMES = [
   "frag_tier",
   "nolb",
   "target_overflow",
+  "table_errors",
 ] as const;
 /**
  * One name per counter: compiles only while the counts agree
@@ -82,17 +92,30 @@ export interface CountersShm {
    * counters that lb is writing.
    */
   publish(): void;
+  /**
+   * What is wrong with the published file now, or undefined (also before
+   * publish()): truncated (the SIGBUS guard replaced the mapping), removed,
+   * replaced, resized, or its header overwritten. A damaged file is never a
+   * danger to the writers (the mapping stays valid memory); it only misleads
+   * its readers. A file that another running lb has written under the name
+   * (two lbs given one --ft_shm) is not damage: this lb leaves the name to
+   * it, says so once, and counts on in its mapping alone.
+   */
+  damage(): string | undefined;
+  /**
+   * Writes the published file again (header and the counts the mapping
+   * holds now, beside it and renamed over) and maps it at the same address,
+   * so the C workers go on counting into it. Throws NfqlbError when it cannot.
+   */
+  repair(): void;
   /** Unmaps (a published file stays, so a stopped lb's counters can still be read; an unpublished one goes). */
   close(): void;
 }
 
-/** Creates the counters shm of an lb with these queues, unpublished (see {@link CountersShm.publish}). */
-export function createCountersShm(name: string, queues: number[], kind: "lb" | "flowlb"): CountersShm {
-  const path = ownPath(name);
-  // in our own directory, as createByRename builds its files (bounded: NAME_MAX)
-  const tmp = `${path.slice(0, path.lastIndexOf("/"))}/tmp.${name.slice(0, 48)}.counters-${Deno.pid}`;
+/** The header of a counters shm: what readCounters checks. */
+function headerBytes(queues: number[], kind: "lb" | "flowlb", started: number): Uint8Array<ArrayBuffer> {
   const l = layout(queues.length, COUNTER_NAMES.length);
-  const bytes = new Uint8Array(l.size);
+  const bytes = new Uint8Array(l.blocksOff);
   const v = new DataView(bytes.buffer);
   v.setUint32(0, MAGIC, true);
   v.setUint16(4, VERSION, true);
@@ -101,9 +124,41 @@ export function createCountersShm(name: string, queues: number[], kind: "lb" | "
   v.setUint32(12, COUNTER_NAMES.length, true);
   v.setUint32(16, TARGET_SLOTS, true);
   v.setUint32(20, Deno.pid, true);
-  v.setBigUint64(24, BigInt(Date.now()), true);
+  v.setBigUint64(24, BigInt(started), true);
   v.setUint32(32, kind === "lb" ? 0 : 1, true);
   queues.forEach((q, i) => v.setUint32(l.queuesOff + 4 * i, q, true));
+  return bytes;
+}
+
+/** Whether process `pid` runs. */
+function pidAlive(pid: number): boolean {
+  try {
+    return Deno.statSync(`/proc/${pid}`).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+/** The pid in the header of counters shm `name`, or undefined when it is not one. */
+function ownerPid(name: string): number | undefined {
+  try {
+    const s = readCounters(name);
+    return s.pid;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Creates the counters shm of an lb with these queues, unpublished (see {@link CountersShm.publish}). */
+export function createCountersShm(name: string, queues: number[], kind: "lb" | "flowlb"): CountersShm {
+  const path = ownPath(name);
+  // in our own directory, as createByRename builds its files (bounded: NAME_MAX)
+  const tmp = `${path.slice(0, path.lastIndexOf("/"))}/tmp.${name.slice(0, 48)}.counters-${Deno.pid}`;
+  const l = layout(queues.length, COUNTER_NAMES.length);
+  const started = Date.now();
+  const header = headerBytes(queues, kind, started);
+  const bytes = new Uint8Array(l.size);
+  bytes.set(header);
   let published = false;
   const discard = () => {
     if (published) return;
@@ -123,6 +178,9 @@ export function createCountersShm(name: string, queues: number[], kind: "lb" | "
     discard();
     throw new NfqlbError(`createSharedData: ${name}: ${strerror(m)}`);
   }
+  let ino = 0;
+  let yielded = false;
+  const mapped = () => new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(m.ptr, Number(m.size)));
   const at = (off: number) => Deno.UnsafePointer.offset(m.ptr, off) as Deno.PointerObject;
   return {
     counters: (i) => at(l.blocksOff + l.block * i),
@@ -135,6 +193,39 @@ export function createCountersShm(name: string, queues: number[], kind: "lb" | "
       } catch (e) {
         throw new NfqlbError(`createSharedData: ${name}: ${errorText(e)}`);
       }
+      ino = fileIdentity(path)?.ino ?? 0; // the rename keeps the inode: ours until someone replaces it
+    },
+    damage() {
+      if (yielded || !published) return undefined;
+      if (mappingFaults(m) > 0) return "truncated";
+      const id = fileIdentity(path);
+      if (!id) return "removed";
+      if (id.ino !== ino) {
+        const pid = ownerPid(name);
+        if (pid !== undefined && pid !== Deno.pid && pidAlive(pid)) {
+          yielded = true;
+          log.warning(
+            `${kind}: counters shm ${name}: now written by pid ${pid} (the same --ft_shm?); left to it`,
+          );
+          return undefined;
+        }
+        return "replaced by another file";
+      }
+      if (id.size !== l.size) return `resized to ${id.size} bytes`;
+      const now = mapped().subarray(0, header.length);
+      if (now.some((b, i) => b !== header[i])) return "header overwritten";
+      return undefined;
+    },
+    repair() {
+      if (!published) return;
+      createByRename(path, name, "counters", BigInt(l.size), `createSharedData: ${name}`, (n) => {
+        const out = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(n.ptr, l.size));
+        out.set(mapped());
+        out.set(header);
+      });
+      const e = remapFile(m, path, true);
+      if (e !== 0) throw new NfqlbError(`createSharedData: ${name}: ${strerror(e)}`);
+      ino = fileIdentity(path)?.ino ?? 0;
     },
     close: () => {
       unmap(m);
@@ -181,10 +272,7 @@ export function readCounters(name: string): CountersSnapshot {
   const l = layout(nq, nc);
   if (bytes.length < l.size) throw new NfqlbError(`FAILED mapSharedData: ${name}: truncated file`);
   const pid = v.getUint32(20, true);
-  let running = false;
-  try {
-    running = Deno.statSync(`/proc/${pid}`).isDirectory;
-  } catch { /* gone */ }
+  const running = pidAlive(pid);
   const queues: QueueCounters[] = [];
   for (let i = 0; i < nq; i++) {
     const base = l.blocksOff + l.block * i;

@@ -3,8 +3,17 @@
  * that `nfqlb stats` reads what our lb and upstream's lb write alike.
  */
 import { errorText, NfqlbError, strerror } from "./errors.ts";
+import { log } from "./log.ts";
 import { shmPath } from "./shm_dir.ts";
-import { mapFile, type Mapping, readShmBytes, unmap } from "./shm_file.ts";
+import {
+  createByRename,
+  fileIdentity,
+  mapFile,
+  mappingFaults,
+  readShmBytes,
+  remapFile,
+  unmap,
+} from "./shm_file.ts";
 import {
   NFQLB_FTSTATS_BUCKETSALLOC,
   NFQLB_FTSTATS_BUCKETSMAX,
@@ -103,11 +112,29 @@ export function formatFragStats(s: FragStats): string {
   return `{\n${lines.join("\n")}\n}\n`;
 }
 
+/** The stats shm of a running lb (see {@link createFragStatsShm}). */
+export interface FragStatsShm {
+  /** The mapped record, for the C fragment table. */
+  ptr: Deno.PointerObject;
+  /**
+   * What is wrong with the file now (truncated, removed, replaced, resized),
+   * or undefined. Another stats record under the name (a second lb given the
+   * same --ft_shm writes its own) is left to its writer, said once.
+   */
+  damage(): string | undefined;
+  /** Writes the file again with the record as mapped now and maps it at the same address. */
+  repair(): void;
+  /** Unmaps it (the file stays for `nfqlb stats`). */
+  close(): void;
+}
+
 /**
  * Creates (truncating) stats shm `name` with a zeroed record and maps it
  * read-write for a running lb; the fragment table keeps its counters there.
+ * Upstream's layout has no header: damage() can tell only a truncated,
+ * removed, replaced or resized file, not garbage in its counters.
  */
-export function createFragStatsShm(name: string): Mapping {
+export function createFragStatsShm(name: string): FragStatsShm {
   const path = shmPath(name);
   try {
     Deno.writeFileSync(path, new Uint8Array(FRAG_STATS_BYTES), { mode: 0o600 });
@@ -116,10 +143,35 @@ export function createFragStatsShm(name: string): Mapping {
   }
   const m = mapFile(path, true);
   if (typeof m === "number") throw new NfqlbError(`createSharedData: ${name}: ${strerror(m)}`);
-  return m;
-}
-
-/** Unmaps what {@link createFragStatsShm} mapped (the file stays for `nfqlb stats`). */
-export function closeFragStatsShm(m: Mapping): void {
-  unmap(m);
+  let ino = fileIdentity(path)?.ino ?? 0;
+  let yielded = false;
+  return {
+    ptr: m.ptr,
+    damage() {
+      if (yielded) return undefined;
+      if (mappingFaults(m) > 0) return "truncated";
+      const id = fileIdentity(path);
+      if (!id) return "removed";
+      if (id.ino !== ino) {
+        if (id.size !== FRAG_STATS_BYTES) return "replaced by another file";
+        yielded = true;
+        log.warning(
+          `fragment stats shm ${name}: another stats record has the name now (the same --ft_shm?); left to it`,
+        );
+        return undefined;
+      }
+      if (id.size !== FRAG_STATS_BYTES) return `resized to ${id.size} bytes`;
+      return undefined;
+    },
+    repair() {
+      const now = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(m.ptr, FRAG_STATS_BYTES)).slice();
+      createByRename(path, name, "ftshm", BigInt(FRAG_STATS_BYTES), `createSharedData: ${name}`, (n) => {
+        new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(n.ptr, FRAG_STATS_BYTES)).set(now);
+      });
+      const e = remapFile(m, path, true);
+      if (e !== 0) throw new NfqlbError(`createSharedData: ${name}: ${strerror(e)}`);
+      ino = fileIdentity(path)?.ino ?? 0;
+    },
+    close: () => unmap(m),
+  };
 }

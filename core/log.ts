@@ -12,10 +12,7 @@
  * log.debug("Trace: accept");                  // only at level >= 7
  * ```
  */
-import { cstring, lib } from "../ffi/lib.ts";
-import { logLevel, TRACE_SHM } from "./trace_shm.ts";
-import { shmPath } from "./shm_dir.ts";
-import { NfqlbError } from "./errors.ts";
+import { DEFAULT_LOG_LEVEL, logLevel, traceMask } from "./trace_shm.ts";
 
 /** Log levels: a line is written when the configured level is at least its level. */
 export const LOG_LEVEL = { error: 3, warning: 4, notice: 5, info: 6, debug: 7 } as const;
@@ -24,54 +21,50 @@ export const LOG_LEVEL = { error: 3, warning: 4, notice: 5, info: 6, debug: 7 } 
 export type LogLevelName = keyof typeof LOG_LEVEL;
 
 /**
- * The `nfqlb-trace` shm mapped read-write ({int32 level; uint32 mask}), for
- * processes that read it often (lb, flowlb). Created with level 5 when missing.
+ * The `nfqlb-trace` shm ({int32 level; uint32 mask}) for lb and flowlb.
+ * Read and written through the file on each access, never mapped: a
+ * truncated or replaced file must not fault the process, and a missing or
+ * short one is created again with level 5 and mask 0 (as upstream creates
+ * it). Log lines and trace sessions are rare: a few syscalls each.
  */
 export class TraceShmView {
-  #ptr: Deno.PointerObject;
-  #view: DataView;
-  #size: bigint;
-
-  private constructor(ptr: Deno.PointerObject, size: bigint) {
-    this.#ptr = ptr;
-    this.#size = size;
-    this.#view = new DataView(Deno.UnsafePointerView.getArrayBuffer(ptr, 8));
-  }
+  private constructor() {}
 
   /**
-   * Maps (creating it first when missing) the trace shm.
-   * @throws NfqlbError `createSharedData: nfqlb-trace: <reason>` / `mapSharedData: ...`
+   * Creates the trace shm when it is missing or short.
+   * @throws NfqlbError `createSharedData: nfqlb-trace: <reason>`
    */
   static open(): TraceShmView {
     logLevel(); // creates it, level 5, when missing or short
-    const size = new BigUint64Array(1), err = new Int32Array(1);
-    const p = lib().nfqlb_file_map(cstring(shmPath(TRACE_SHM)), 1, size, err);
-    if (p === null) throw new NfqlbError(`mapSharedData: ${TRACE_SHM}: errno ${err[0]}`);
-    if (size[0] < 8n) {
-      lib().nfqlb_file_unmap(p, size[0]);
-      throw new NfqlbError(`mapSharedData: ${TRACE_SHM}: ${size[0]} bytes`);
-    }
-    return new TraceShmView(p, size[0]);
+    return new TraceShmView();
   }
 
-  /** The log level (upstream: default 5). */
+  /** The log level (upstream: default 5; 5 too when the file cannot be read or made). */
   get level(): number {
-    return this.#view.getInt32(0, true);
+    try {
+      return logLevel();
+    } catch {
+      return DEFAULT_LOG_LEVEL;
+    }
   }
 
-  /** The trace mask as `nfqlb trace` left it. */
+  /** The trace mask as `nfqlb trace` left it (0 when the file cannot be read or made). */
   get mask(): number {
-    return this.#view.getUint32(4, true);
+    try {
+      return traceMask();
+    } catch {
+      return 0;
+    }
   }
 
   set mask(m: number) {
-    this.#view.setUint32(4, m >>> 0, true);
+    try {
+      traceMask(m);
+    } catch { /* nothing to keep it in: the clients' own masks still hold */ }
   }
 
-  /** Unmaps it. */
-  close(): void {
-    lib().nfqlb_file_unmap(this.#ptr, this.#size);
-  }
+  /** Nothing to release (kept for the callers' life cycle). */
+  close(): void {}
 }
 
 /** Where log lines go and where the level comes from. */

@@ -101,3 +101,32 @@ export function readShmBytes(name: string, path: string = shmPath(name)): Uint8A
     throw new NfqlbError(`FAILED mapSharedData: ${name}: ${errorText(e)}`);
   }
 }
+
+/**
+ * SIGBUS faults the guard (c/file.c, installed by lb/flowlb) turned into
+ * zero pages in mapping `m` since it was mapped or remapped. Once > 0 the
+ * mapping is private memory, no longer the file.
+ */
+export function mappingFaults(m: Mapping): number {
+  return lib().nfqlb_file_faults(m.ptr);
+}
+
+/**
+ * Maps `path` again over the whole of `m`, at the same address (pointers
+ * into it stay valid). Returns 0 or an errno (ERANGE: the file is shorter
+ * than the mapping).
+ */
+export function remapFile(m: Mapping, path: string, writable: boolean): number {
+  const rc = lib().nfqlb_file_remap(m.ptr, m.size, cstring(path), writable ? 1 : 0);
+  return rc === 0 ? 0 : -rc;
+}
+
+/** Inode and size of the file at `path`, or undefined when there is none. */
+export function fileIdentity(path: string): { ino: number; size: number } | undefined {
+  try {
+    const st = Deno.statSync(path);
+    return st.isFile ? { ino: st.ino ?? 0, size: st.size } : undefined;
+  } catch {
+    return undefined;
+  }
+}

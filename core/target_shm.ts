@@ -54,7 +54,11 @@ export interface TargetSnapshot {
   generation: number;
 }
 
-function checkText(rc: number, name: string, version = 0): string {
+/**
+ * The reason text of an nfqlb_tshm_check result (NFQLB_E*) for table `name`;
+ * `version`: the file's version field, for a version error.
+ */
+export function checkText(rc: number, name: string, version = 0): string {
   switch (rc) {
     case NFQLB_ETRUNC:
       return "truncated file";
@@ -170,7 +174,8 @@ export class TargetShm {
    * target. The new file is built beside the old one and renamed over it,
    * so a reader never sees a half-written table; a running LB that has the
    * old one mapped sees its `replaced` flag and re-maps.
-   * Refuses to overwrite a file that is not an nfqlb table.
+   * Refuses to overwrite a file that is not an nfqlb table (a file whose
+   * header is all zeros is replaced: it holds nothing).
    */
   static create(name: string, opts: CreateOptions): void {
     const path = shmPath(name);
@@ -193,10 +198,18 @@ export class TargetShm {
       const rc = lib().nfqlb_tshm_check(existing.ptr, existing.size);
       const older = rc === NFQLB_EVERSION && fileVersion(existing) >= 1 &&
         fileVersion(existing) < TSHM_VERSION;
+      // a header of zeros holds nothing to protect (a zero-filled table, or a file never written)
+      const zeroed = rc === NFQLB_EMAGIC &&
+        new Uint8Array(
+          Deno.UnsafePointerView.getArrayBuffer(
+            existing.ptr,
+            Math.min(NFQLB_TSHM_HEADER, Number(existing.size)),
+          ),
+        ).every((b) => b === 0);
       if (rc === 0) old = existing;
       else {
         unmap(existing);
-        if (rc !== NFQLB_EUPSTREAM && rc !== NFQLB_ETRUNC && !older) {
+        if (rc !== NFQLB_EUPSTREAM && rc !== NFQLB_ETRUNC && !older && !zeroed) {
           throw new NfqlbError(
             `createSharedData: ${name}: exists and is ${
               checkText(rc, name)
@@ -215,17 +228,23 @@ export class TargetShm {
         lock.lockSync(true);
       } catch { /* replaced or removed meanwhile: nothing to serialise with */ }
     }
+    let renamed = false;
     try {
       createByRename(path, name, "init", size, `createSharedData: ${name}`, (m) => {
         if (lib().nfqlb_tshm_format(m.ptr, m.size, opts.M, opts.N, opts.ownFwmark) !== 0) {
           throw new NfqlbError(`createSharedData: ${name}: format failed`);
         }
       });
+      renamed = true;
     } finally {
       if (old) {
-        // Tell LBs that map the old table to re-map (the header's `replaced`).
-        const hdr = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(old.ptr, NFQLB_TSHM_HEADER));
-        Atomics.store(hdr, REPLACED_WORD, 1);
+        // Tell LBs that use the old table to open the name again (the header's `replaced`), only once
+        // the new file has the name: an init that failed (e.g. no space) leaves the old table in use, and a
+        // dataplane's view refuses a file marked replaced (core/target_view.ts).
+        if (renamed) {
+          const hdr = new Uint32Array(Deno.UnsafePointerView.getArrayBuffer(old.ptr, NFQLB_TSHM_HEADER));
+          Atomics.store(hdr, REPLACED_WORD, 1);
+        }
         unmap(old);
       }
       lock?.close();

@@ -54,9 +54,10 @@ export function buildFlowSet(flows: readonly Flow[], trace = false): Deno.Pointe
 
 /**
  * A flow set published to the workers (c/flows.c), with matches_count
- * carried over by flow id. `value(f)` is what the C set returns for flow f:
- * its target table's address (flows) or its id (trace flows); `ct(f)` the
- * address of its target's connection table (0n: none).
+ * carried over by flow id. `value(f)` is what the C set gets for flow f: its
+ * target table's view (flows: the set returns the view's copy, and the
+ * workers refresh the views per batch) or its id (trace flows, returned as
+ * is); `ct(f)` the address of its target's connection table (0n: none).
  */
 class Published {
   #ptr: Deno.PointerObject;
@@ -86,7 +87,10 @@ class Published {
     list.forEach((f, i) => (values[i] = this.#value(f)));
     const cts = new BigUint64Array(Math.max(1, list.length));
     if (this.#ct) list.forEach((f, i) => (cts[i] = this.#ct!(f)));
-    if (c.nfqlb_flows_publish_ct(this.#ptr, fs, values, cts, list.length) === 0) {
+    const gen = this.#trace
+      ? c.nfqlb_flows_publish_ct(this.#ptr, fs, values, cts, list.length)
+      : c.nfqlb_flows_publish_views(this.#ptr, fs, values, cts, list.length);
+    if (gen === 0) {
       c.nfqlb_flowset_free(fs);
       throw new NfqlbError("flowlb: out of memory publishing the flows");
     }
@@ -208,7 +212,7 @@ export async function runFlowLb(cfg: FlowLbConfig, print: (line: string) => void
   const main = new Published(
     flows,
     false,
-    (f) => targets.address(f.target),
+    (f) => targets.viewAddress(f.target),
     (f) => targets.conntrackAddress(f.target),
   );
   const traced = new Published(traceFlows, true, (f) => BigInt(f.id));
@@ -261,13 +265,15 @@ export async function runFlowLb(cfg: FlowLbConfig, print: (line: string) => void
       print,
       trace,
     );
+    targets.context = { who: "flowlb", countError: running.countTableError };
   } catch (e) {
     await server?.close();
     await cleanup();
     throw e;
   }
-  // Housekeeping: free retired flow sets, unmap what none can reach, follow
-  // `init` replacing a table, pick up targets of flows restored inactive, and
+  // Housekeeping: free retired flow sets, free copies none can reach, follow
+  // the target tables' files (init replacing one, damage: ./table_watch.ts),
+  // pick up targets of flows restored inactive, and
   // (every second, as lb) reclaim expired connection-table entries, which
   // would otherwise keep counting for the lc/wlc schedulers.
   let ticks = 0;

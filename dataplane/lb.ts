@@ -1,15 +1,19 @@
 /**
- * `nfqlb lb`: map the target table, create the fragment table and its stats
- * shm, and hand each queue to its own Worker, which binds it as its last step
- * before serving (so the kernel never queues packets nobody reads yet; a bind
- * error still ends lb with one line and status 1). SIGINT/SIGTERM stop the
- * workers, which drain and unbind their queues; then we exit 0.
+ * `nfqlb lb`: copy the target table (a private copy the classifiers refresh
+ * per batch, core/target_view.ts), create the fragment table and its stats
+ * shm, and bind each queue as the last step before serving it (so the kernel
+ * never queues packets nobody reads; a bind error still ends lb with one line
+ * and status 1); each queue's Worker then takes it over. SIGINT/SIGTERM stop
+ * the workers, which drain and unbind their queues; then we exit 0. Every
+ * 100 ms the main thread follows the shm files in use
+ * (dataplane/table_watch.ts): a damaged one never stops the dataplane.
  */
 import { cstring, lib } from "../ffi/lib.ts";
-import { NFQLB_QF_FAIL_OPEN } from "../ffi/consts.ts";
+import { NFQLB_C_TABLE_ERRORS, NFQLB_QF_FAIL_OPEN } from "../ffi/consts.ts";
 import { NfqlbError, strerror } from "../core/errors.ts";
-import { closeFragStatsShm, createFragStatsShm } from "../core/frag_stats.ts";
-import { TargetShm } from "../core/target_shm.ts";
+import { createFragStatsShm, type FragStatsShm } from "../core/frag_stats.ts";
+import { TargetView } from "../core/target_view.ts";
+import { ShmWatch, TableWatch, type WatchContext } from "./table_watch.ts";
 import type { ConntrackShm } from "../core/conntrack_shm.ts";
 import { conntrackName } from "../core/conntrack_limits.ts";
 import { ownExists } from "../core/shm_dir.ts";
@@ -41,13 +45,16 @@ export interface RunningLb {
   stop(): Promise<void>;
   /** Resolves when the lb has stopped (by stop() or a worker failure): 0 or 1. */
   done: Promise<number>;
+  /** Counts one damaged-shm incident in table_errors (the first queue's). */
+  countTableError(): void;
 }
 
 /** How the workers classify: one target table (lb) or a shared flow set (flowlb). */
 export type Classifier =
   | {
     kind: "lb";
-    tshm: string;
+    /** The target table's view (closed with the lb, or when a re-opened one replaces it). */
+    view: TargetView;
     sctpEncap: number;
     /** The connection table (`<tshm>-ct`) when it exists; closed with the lb. */
     conntrack?: ConntrackShm;
@@ -74,19 +81,15 @@ export async function startLb(
   print: (line: string) => void,
   trace?: TraceService,
 ): Promise<RunningLb> {
-  const table = TargetShm.open(cfg.tshm); // FAILED mapSharedData: <name>
-  table.close(); // each worker maps its own
-  // The connection table, opt-in: used when the operator created `<tshm>-ct` (mapped once, shared).
-  const conntrack = await openConntrack(cfg.tshm);
+  const view = TargetView.open(cfg.tshm); // FAILED mapSharedData: <name>[: reason]
+  let conntrack: ConntrackShm | undefined;
   try {
-    return await startQueues(
-      cfg,
-      { kind: "lb", tshm: cfg.tshm, sctpEncap: cfg.sctpEncap, conntrack },
-      print,
-      trace,
-    );
+    // The connection table, opt-in: used when the operator created `<tshm>-ct` (mapped once, shared).
+    conntrack = await openConntrack(cfg.tshm);
+    return await startQueues(cfg, { kind: "lb", view, sctpEncap: cfg.sctpEncap, conntrack }, print, trace);
   } catch (e) {
     conntrack?.close();
+    view.close();
     throw e;
   }
 }
@@ -124,16 +127,21 @@ export async function startQueues(
   trace?: TraceService,
 ): Promise<RunningLb> {
   const c = lib();
-  // The LB-tier table stays mapped for the life of the lb (shared by the workers).
-  const tier = cfg.lbshm ? TargetShm.open(cfg.lbshm) : undefined;
-  const stats = createFragStatsShm(cfg.ftShm);
+  // A truncated file we map (stats, counters, connection table) must not kill us: c/file.c.
+  c.nfqlb_file_guard();
+  // The LB-tier table: a view for the life of the lb (shared by the workers), as the target table's.
+  const tier = cfg.lbshm ? TargetView.open(cfg.lbshm) : undefined;
+  const release: (() => void)[] = [() => tier?.close()];
+  let stats: FragStatsShm;
+  try {
+    stats = createFragStatsShm(cfg.ftShm);
+  } catch (e) {
+    tier?.close();
+    throw e;
+  }
   let tunFd = -1;
   const ct = classifier.kind === "lb" ? classifier.conntrack : undefined;
-  const release: (() => void)[] = [
-    () => ct?.close(),
-    () => closeFragStatsShm(stats),
-    () => tier?.close(),
-  ];
+  release.push(() => ct?.close(), () => stats.close());
   if (ct) {
     // Expired entries nobody touches would keep counting for lc/wlc: reclaim a slice every second
     // (a full pass over 1 M entries in ~16 s; each call locks one bucket at a time).
@@ -204,6 +212,84 @@ export async function startQueues(
   // [0] stop flag, [1] trace records posted by the workers and not yet formatted
   const control = new SharedArrayBuffer(8);
   const stopFlag = new Int32Array(control);
+  const running0 = () => Atomics.load(stopFlag, 0) === 0;
+  // Damaged shm files: counted in table_errors (the workers count their tables' own), logged once.
+  const who = classifier.kind;
+  const ctx: WatchContext = {
+    who,
+    countError: () => {
+      if (running0()) c.nfqlb_queue_count(started[0].queue, NFQLB_C_TABLE_ERRORS, 1n);
+    },
+  };
+  // The views in use, by slot: [0] target table, [1] tier; per queue i, [2 + 2i] and [3 + 2i] (what its
+  // classifier uses: its start-up loop's, then its worker's)
+  const views = new SharedArrayBuffer(8 * (2 + 2 * started.length));
+  const viewSlots = new BigInt64Array(views);
+  const address = (v: TargetView | undefined) => v ? Deno.UnsafePointer.value(v.pointer) as bigint : 0n;
+  const watches: { slot: number; watch: TableWatch }[] = [];
+  if (classifier.kind === "lb") {
+    watches.push({ slot: 0, watch: new TableWatch(classifier.view, "target table", ctx) });
+  }
+  if (tier) watches.push({ slot: 1, watch: new TableWatch(tier, "LB-tier table", ctx) });
+  for (const w of watches) viewSlots[w.slot] = address(w.watch.view);
+  for (const [i, s] of started.entries()) {
+    viewSlots[2 + 2 * i] = s.viewPtr;
+    viewSlots[3 + 2 * i] = s.tierViewPtr;
+  }
+  /** Views replaced by re-opened ones, freed once no worker uses them. */
+  let retired: { slot: number; view: TargetView }[] = [];
+  const shmWatches = [
+    new ShmWatch(
+      `counters shm ${countersShmName(cfg.ftShm)}`,
+      ctx,
+      () => shmCounters.damage(),
+      () => (shmCounters.repair(), undefined),
+      "writing it again",
+    ),
+    new ShmWatch(
+      `fragment stats shm ${cfg.ftShm}`,
+      ctx,
+      () => stats.damage(),
+      () => (stats.repair(), undefined),
+      "writing it again",
+    ),
+  ];
+  if (ct) {
+    shmWatches.push(
+      new ShmWatch(
+        `connection table ${ct.name}`,
+        ctx,
+        () => ct.damage(),
+        () => ct.reattach(),
+        "deciding by Maglev alone until it is valid again",
+      ),
+    );
+  }
+  const housekeeping = setInterval(() => {
+    if (!running0()) return;
+    for (const w of watches) {
+      const old = w.watch.view;
+      const fresh = w.watch.poll();
+      if (fresh) {
+        retired.push({ slot: w.slot, view: old });
+        Atomics.store(viewSlots, w.slot, address(fresh));
+      }
+    }
+    retired = retired.filter((r) => {
+      const a = address(r.view);
+      for (let i = 0; i < started.length; i++) {
+        if (Atomics.load(viewSlots, 2 + 2 * i + r.slot) === a) return true;
+      }
+      r.view.close();
+      return false;
+    });
+    for (const w of shmWatches) w.poll();
+  }, 100);
+  release.push(() => {
+    clearInterval(housekeeping);
+    for (const w of watches) w.watch.view.close();
+    for (const r of retired) r.view.close();
+  });
   const counterBufs = new Map<number, BigUint64Array>();
   let running = started.length;
   let failed = false;
@@ -212,7 +298,6 @@ export async function startQueues(
   const workers: Worker[] = [];
   const finish = () => {
     for (const w of workers) w.terminate();
-    for (const s of started) s.table?.close(); // the workers' own mappings are theirs
     cleanup();
     resolveDone(failed ? 1 : 0);
   };
@@ -223,7 +308,7 @@ export async function startQueues(
   };
   // Each Worker's constructor blocks this thread while its isolate boots (13-40 ms); the queues are served
   // meanwhile by their start-up loops.
-  for (const s of started) {
+  for (const [index, s] of started.entries()) {
     const counters = new SharedArrayBuffer(8 * COUNTER_NAMES.length);
     counterBufs.set(s.num, new BigUint64Array(counters));
     const w = new Worker(new URL("./queue_worker.ts", import.meta.url), { type: "module" });
@@ -238,11 +323,7 @@ export async function startQueues(
         log.notice(`lb: queue ${r.queue}: ${r.message}`);
         return;
       }
-      if (r.kind === "serving") {
-        s.table?.close(); // the worker serves with its own mapping now
-        s.table = undefined;
-        return;
-      }
+      if (r.kind === "serving") return; // the worker has taken the queue over
       if (r.kind === "error") {
         log.error(`lb: queue ${r.queue}: ${r.message}`);
         failed = true;
@@ -263,7 +344,10 @@ export async function startQueues(
       queuePtr: Deno.UnsafePointer.value(s.queue) as bigint,
       lbPtr: Deno.UnsafePointer.value(s.lb) as bigint,
       handover: s.handover.buffer as SharedArrayBuffer,
-      tshm: classifier.kind === "lb" ? classifier.tshm : "",
+      viewPtr: s.viewPtr,
+      tierViewPtr: s.tierViewPtr,
+      views,
+      index,
       batch: cfg.batch,
       traceMaskPtr: trace ? Deno.UnsafePointer.value(trace.maskWord) as bigint : 0n,
       traceFlowsPtr: classifier.kind === "flowlb" && classifier.traceFlows
@@ -294,6 +378,7 @@ export async function startQueues(
       return done.then(() => {});
     },
     done,
+    countTableError: ctx.countError,
   };
 }
 
@@ -313,8 +398,9 @@ interface Started {
   queue: Deno.PointerObject;
   /** Its classifier (handed to the worker with the queue). */
   lb: Deno.PointerObject;
-  /** lb: the target table the classifier uses until the worker has mapped its own. */
-  table?: TargetShm;
+  /** The addresses of the views its classifier reads (target table: 0n for flowlb; tier: 0n for none). */
+  viewPtr: bigint;
+  tierViewPtr: bigint;
   /** SO_RCVBUF read back and requested. */
   rcvbuf: Uint32Array;
   /** [request, exited, owned by the worker, unused]. */
@@ -335,7 +421,7 @@ function bindQueue(
   slot: number,
   o: {
     ft: Deno.PointerObject;
-    tier?: TargetShm;
+    tier?: TargetView;
     ct?: ConntrackShm;
     tunFd: number;
     copyRange: number;
@@ -343,10 +429,11 @@ function bindQueue(
   },
 ): Started {
   const c = lib();
-  // lb: the classifier maps the table (the worker later maps its own); flowlb: the flow set names the tables
-  const table = classifier.kind === "lb" ? TargetShm.open(classifier.tshm) : undefined;
+  // lb: the classifier reads the table's private copy (never the mapped file, from the first packet on,
+  // start-up loop included); flowlb: the flow set names the tables' views
+  const view = classifier.kind === "lb" ? classifier.view : undefined;
   const lb = classifier.kind === "lb"
-    ? c.nfqlb_lb_create(table!.pointer, o.ft, cfg.hashMode, classifier.sctpEncap, cfg.notargetsFwmark)
+    ? c.nfqlb_lb_create(classifier.view.table, o.ft, cfg.hashMode, classifier.sctpEncap, cfg.notargetsFwmark)
     : c.nfqlb_lb_create_flows(
       classifier.flows,
       slot,
@@ -357,10 +444,11 @@ function bindQueue(
       classifier.promiscuous ? 1 : 0,
     );
   if (lb === null) {
-    table?.close();
     throw new NfqlbError(`lb: queue ${num}: out of memory creating the classifier`);
   }
-  c.nfqlb_lb_set_frag(lb, o.tier?.pointer ?? null, o.tunFd, cfg.reassembler);
+  if (view) c.nfqlb_lb_set_view(lb, view.pointer);
+  c.nfqlb_lb_set_frag(lb, null, o.tunFd, cfg.reassembler);
+  if (o.tier) c.nfqlb_lb_set_tier_view(lb, o.tier.pointer);
   if (o.ct) c.nfqlb_lb_set_conntrack(lb, o.ct.pointer);
   const err = new Int32Array(1);
   const rcvbuf = new Uint32Array(2);
@@ -376,13 +464,13 @@ function bindQueue(
   if (queue === null || rc !== 0) {
     if (queue !== null) c.nfqlb_queue_close(queue);
     c.nfqlb_lb_destroy(lb);
-    table?.close();
     throw bindFailure(num, -rc);
   }
   // the receive loop starts at once: from the bind on, the kernel queues this queue's packets to us
   const handover = new Int32Array(new SharedArrayBuffer(16));
   const serving = c.nfqlb_queue_serve_until(queue, lb, Deno.UnsafePointer.of(handover), START_SERVE_MAX_MS);
-  return { num, queue, lb, table, rcvbuf, handover, serving };
+  const address = (v?: TargetView) => v ? Deno.UnsafePointer.value(v.pointer) as bigint : 0n;
+  return { num, queue, lb, viewPtr: address(view), tierViewPtr: address(o.tier), rcvbuf, handover, serving };
 }
 
 /** Stops a queue's start-up loop, then drains, unbinds and frees it (its Worker never took it over). */
@@ -393,8 +481,6 @@ async function abandon(s: Started): Promise<void> {
   c.nfqlb_queue_drain(s.queue, s.lb);
   c.nfqlb_queue_close(s.queue);
   c.nfqlb_lb_destroy(s.lb);
-  s.table?.close();
-  s.table = undefined;
 }
 
 /** The one line for a queue that could not be bound (errno as the kernel or socket(2) gave it). */
@@ -479,10 +565,10 @@ export async function runLb(cfg: LbConfig, print: (line: string) => void): Promi
   }
 }
 
-/** Number of active targets in table `name` (0 when it cannot be read). */
+/** Number of active targets in table `name` (0 when it cannot be read); read, never mapped. */
 export function activeTargets(name: string): number {
   try {
-    const t = TargetShm.open(name);
+    const t = TargetView.open(name);
     try {
       return t.snapshot(0).active.filter((fw) => fw >= 0).length;
     } finally {

@@ -79,6 +79,12 @@ export function renderMetrics(src: MetricsSource): string {
   family("nfqlb_drops_total", "counter", "Packets dropped (or not balanced) by reason.");
   const tot = counterTotals(c);
   for (const [k, reason] of DROP_REASONS) out.push(`nfqlb_drops_total{reason="${reason}"} ${tot[k]}`);
+  family(
+    "nfqlb_table_errors_total",
+    "counter",
+    "Damaged shm files met (target tables, counters, fragment stats, connection tables), once per incident.",
+  );
+  out.push(`nfqlb_table_errors_total ${tot.table_errors}`);
   family("nfqlb_fragments_total", "counter", "Fragment handling events.");
   const frag = readFragStats(src.ftShm);
   for (

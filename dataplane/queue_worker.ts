@@ -1,24 +1,25 @@
 /**
  * One NFQUEUE worker: serves its queue until the stop flag is set. All
  * per-packet work happens in C (nfqlb_queue_serve: receive a batch,
+ * refresh the private copies of the target tables from their files,
  * classify, send the verdicts); this loop only crosses FFI once per batch,
- * copies the counters out, re-maps the target table when `init`
- * replaced it, and hands the batch's trace records (if any: only while a
- * trace client is attached) to the main thread.
+ * copies the counters out, switches to the table views the main thread
+ * re-opened (dataplane/table_watch.ts), and hands the batch's trace records
+ * (if any: only while a trace client is attached) to the main thread.
  *
  * The queue comes bound and served: the main thread binds it as the last step
  * before a receive loop that runs in a thread of Deno's
  * (nfqlb_queue_serve_until), because a Worker takes 13-40 ms to start and
- * the kernel must not queue packets for nobody meanwhile. The worker takes
- * it over: asks that loop to stop, waits until it has, and serves from then
- * on. On stop it drains the queue before it unbinds it (nfqlb_queue_drain),
- * so what the kernel had queued is answered rather than dropped
- * (docs/dataplane.md "Start and stop without loss").
+ * the kernel must not queue packets for nobody meanwhile. That loop uses the
+ * same classifier, reading the same private table copies (never the mapped
+ * file). The worker takes it over: asks that loop to stop, waits until it
+ * has, and serves from then on. On stop it drains the queue before it
+ * unbinds it (nfqlb_queue_drain), so what the kernel had queued is answered
+ * rather than dropped (docs/dataplane.md "Start and stop without loss").
  */
 /// <reference lib="deno.worker" />
 import { lib } from "../ffi/lib.ts";
 import { NFQLB_SERVE_UNTIL_POLL_MS } from "../ffi/consts.ts";
-import { TargetShm } from "../core/target_shm.ts";
 import { TRACE_REC_LEN, TRACE_RING_HEADER, type WorkerReport, type WorkerStart } from "./worker_protocol.ts";
 
 // Bound at load, before the start message: the FFI trampolines of the take-over and the loop are then
@@ -26,9 +27,8 @@ import { TRACE_REC_LEN, TRACE_RING_HEADER, type WorkerReport, type WorkerStart }
 {
   const c = lib();
   void [
-    c.nfqlb_file_map,
-    c.nfqlb_tshm_check,
-    c.nfqlb_lb_set_tshm,
+    c.nfqlb_lb_set_view,
+    c.nfqlb_lb_set_tier_view,
     c.nfqlb_lb_set_trace,
     c.nfqlb_trace_ring_create,
     c.nfqlb_queue_serve,
@@ -71,17 +71,15 @@ function serve(m: WorkerStart): void {
   const local = new BigUint64Array(counters.length);
   const queue = Deno.UnsafePointer.create(m.queuePtr)!;
   const lb = Deno.UnsafePointer.create(m.lbPtr)!;
+  const views = new BigInt64Array(m.views);
+  // the views the classifier reads now (set by the main thread before the bind); flowlb: 0n, the flow set
+  // names the tables' views
+  let view = m.viewPtr, tier = m.tierViewPtr;
   takeOver(new Int32Array(m.handover));
-  let table: TargetShm | undefined;
   let ring: Deno.PointerObject | null = null;
   /** Posts the trace records the last batch (or the drain) left in the ring. */
   let flushTrace = () => {};
   try {
-    if (m.tshm !== "") {
-      // lb: our own mapping (the main thread's goes when we report); the classifier switches to it here
-      table = TargetShm.open(m.tshm);
-      c.nfqlb_lb_set_tshm(lb, table.pointer);
-    }
     report({ kind: "serving", queue: m.queue });
     // Trace: one record per packet at most, so a ring of 2 batches never fills within one serve.
     const ringCap = Math.max(64, 2 * m.batch);
@@ -128,15 +126,17 @@ function serve(m: WorkerStart): void {
       if (ringHead && (ringHead[0] | ringHead[2]) !== 0) drainTrace();
       c.nfqlb_queue_counters(queue, local, local.length);
       counters.set(local);
-      if (table?.replaced) {
-        // init made a new table: switch to it; the old one stays mapped until then
-        try {
-          const fresh = TargetShm.open(m.tshm);
-          c.nfqlb_lb_set_tshm(lb, fresh.pointer);
-          table.close();
-          table = fresh;
-          report({ kind: "notice", queue: m.queue, message: `re-mapped target table ${m.tshm}` });
-        } catch { /* the new one is not there (yet): keep serving the old one */ }
+      // the main thread re-opened a table (init replaced it, or a damaged file was re-created)
+      const want = Atomics.load(views, 0), wantTier = Atomics.load(views, 1);
+      if (view !== 0n && want !== view) {
+        c.nfqlb_lb_set_view(lb, Deno.UnsafePointer.create(want));
+        view = want;
+        Atomics.store(views, 2 + 2 * m.index, view); // the old one is free to go
+      }
+      if (tier !== 0n && wantTier !== tier) {
+        c.nfqlb_lb_set_tier_view(lb, Deno.UnsafePointer.create(wantTier));
+        tier = wantTier;
+        Atomics.store(views, 3 + 2 * m.index, tier);
       }
     }
   } finally {
@@ -148,7 +148,6 @@ function serve(m: WorkerStart): void {
     c.nfqlb_queue_close(queue);
     c.nfqlb_lb_destroy(lb);
     c.nfqlb_trace_ring_free(ring);
-    table?.close();
   }
 }
 

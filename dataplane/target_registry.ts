@@ -1,21 +1,26 @@
 /**
- * The target tables a flowlb has mapped, shared by flows by name and
- * reference counted as upstream's flow targets. A table no flow uses any
- * more is unmapped only once no published flow set can still point at it (the
- * caller says when: {@link TargetRegistry.sweep} after a complete reclaim).
+ * The target tables a flowlb uses, shared by flows by name and reference
+ * counted as upstream's flow targets. Each is a private copy the workers
+ * refresh per batch (core/target_view.ts), followed by a TableWatch
+ * (./table_watch.ts). A table no flow uses any more, or one replaced by a
+ * re-opened copy, is freed only once no published flow set can still point at
+ * it (the caller says when: {@link TargetRegistry.sweep} after a complete
+ * reclaim).
  *
  * A target table `X` whose connection table `X-ct` exists when X is first
  * acquired gets it mapped too (docs/conntrack.md "In flowlb"); it lives and
- * dies with X's mapping, as lb's lives with lb.
+ * dies with X's entry, as lb's lives with lb, and is watched for damage.
  */
-import { TargetShm } from "../core/target_shm.ts";
+import { TargetView } from "../core/target_view.ts";
 import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
 import { ownExists } from "../core/shm_dir.ts";
 import { log } from "../core/log.ts";
+import { ShmWatch, TableWatch, type WatchContext } from "./table_watch.ts";
 
 interface Entry {
-  shm: TargetShm;
+  watch: TableWatch;
   ct: ConntrackShm | undefined;
+  ctWatch: ShmWatch | undefined;
   refs: number;
 }
 
@@ -34,25 +39,38 @@ function openConntrack(name: string): ConntrackShm | undefined {
   }
 }
 
-/** Mapped target tables (and their connection tables) by shm name. */
+/** Target tables (and their connection tables) in use, by shm name. */
 export class TargetRegistry {
   #entries = new Map<string, Entry>();
   #dead: { close(): void }[] = [];
+  /** Where damage is logged and counted (flowlb sets the counting once its queues run). */
+  context: WatchContext = { who: "flowlb", countError: () => {} };
 
-  /** Maps `name` (or shares the mapping); false when it does not exist or is not a table. */
+  /** Copies `name` (or shares the copy); false when it does not exist or is not a valid table. */
   acquire(name: string): boolean {
     const e = this.#entries.get(name);
     if (e) {
       e.refs++;
       return true;
     }
-    let shm: TargetShm;
+    let view: TargetView;
     try {
-      shm = TargetShm.open(name);
+      view = TargetView.open(name);
     } catch {
       return false;
     }
-    this.#entries.set(name, { shm, ct: openConntrack(name), refs: 1 });
+    const ctx: WatchContext = { who: "flowlb", countError: () => this.context.countError() };
+    const ct = openConntrack(name);
+    const ctWatch = ct
+      ? new ShmWatch(
+        `connection table ${ct.name}`,
+        ctx,
+        () => ct.damage(),
+        () => ct.reattach(),
+        "deciding by Maglev alone until it is valid again",
+      )
+      : undefined;
+    this.#entries.set(name, { watch: new TableWatch(view, "target table", ctx), ct, ctWatch, refs: 1 });
     return true;
   }
 
@@ -62,15 +80,21 @@ export class TargetRegistry {
     if (!e) return;
     if (--e.refs <= 0) {
       this.#entries.delete(name);
-      this.#dead.push(e.shm);
+      this.#dead.push(e.watch.view);
       if (e.ct) this.#dead.push(e.ct);
     }
   }
 
-  /** The mapped base address of `name`, as a bigint for the C flow set (0n: none). */
+  /** The address of `name`'s copy (what the classifier reads, and trace records name), as a bigint (0n: none). */
   address(name: string | null): bigint {
     const e = name === null ? undefined : this.#entries.get(name);
-    return e ? Deno.UnsafePointer.value(e.shm.pointer) as bigint : 0n;
+    return e ? Deno.UnsafePointer.value(e.watch.view.table) as bigint : 0n;
+  }
+
+  /** The address of `name`'s view, for nfqlb_flows_publish_views (0n: none). */
+  viewAddress(name: string | null): bigint {
+    const e = name === null ? undefined : this.#entries.get(name);
+    return e ? Deno.UnsafePointer.value(e.watch.view.pointer) as bigint : 0n;
   }
 
   /** The mapped base address of `name`'s connection table, as a bigint for the C flow set (0n: none). */
@@ -87,22 +111,23 @@ export class TargetRegistry {
   }
 
   /**
-   * Re-maps the tables that `init` replaced; returns whether any changed (the
-   * caller then publishes a flow set with the new addresses). The old
-   * mappings go to the dead list. A connection table stays as mapped: `init`
+   * Follows the files (TableWatch.poll: logs damage once, re-opens a table
+   * that `init` replaced or re-created); returns whether any copy changed
+   * (the caller then publishes a flow set with the new addresses). The old
+   * copies go to the dead list. A connection table stays as mapped: `init`
    * without `--conntrack` keeps its file, and its entries name rows, which
-   * are checked against the new table per packet.
+   * are checked against the new table per packet. A damaged one is logged
+   * and used again once its name holds a valid one (ShmWatch).
    */
   refresh(): boolean {
     let changed = false;
-    for (const [name, e] of this.#entries) {
-      if (!e.shm.replaced) continue;
-      try {
-        const fresh = TargetShm.open(name);
-        this.#dead.push(e.shm);
-        e.shm = fresh;
+    for (const e of this.#entries.values()) {
+      const old = e.watch.view;
+      if (e.watch.poll()) {
+        this.#dead.push(old);
         changed = true;
-      } catch { /* not there (yet): keep the old one */ }
+      }
+      e.ctWatch?.poll();
     }
     return changed;
   }
@@ -121,7 +146,7 @@ export class TargetRegistry {
   closeAll(): void {
     this.sweep();
     for (const e of this.#entries.values()) {
-      e.shm.close();
+      e.watch.view.close();
       e.ct?.close();
     }
     this.#entries.clear();

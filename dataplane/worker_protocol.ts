@@ -16,12 +16,24 @@ export interface WorkerStart {
   queue: number;
   /** nfqlb_queue* address: bound, served by the start-up loop until the hand-over. */
   queuePtr: bigint;
-  /** nfqlb_lb* address: the queue's classifier (frag, tier, conntrack set). */
+  /** nfqlb_lb* address: the queue's classifier (frag, tier, conntrack, table views set). */
   lbPtr: bigint;
   /** Int32Array over it: [0] take-over request, [1] the start-up loop has stopped, [2] the worker owns the queue. */
   handover: SharedArrayBuffer;
-  /** lb: the target table (the worker maps it and switches the classifier to its mapping); "" for flowlb. */
-  tshm: string;
+  /** lb: the target table's view (nfqlb_tshm_view*, core/target_view.ts) the classifier reads; 0n for flowlb. */
+  viewPtr: bigint;
+  /** The LB-tier table's view the classifier reads (0n: no tier). */
+  tierViewPtr: bigint;
+  /**
+   * BigInt64Array over it: [0] the target table view to use, [1] the tier's
+   * (set by the main thread when it re-opens a table), then per worker
+   * index i: [2 + 2i], [3 + 2i] the views that queue's classifier uses now
+   * (the worker stores them after switching; the main thread frees a view
+   * no slot names).
+   */
+  views: SharedArrayBuffer;
+  /** This worker's index (0.. queues - 1). */
+  index: number;
   /** Packets per receive batch (sizes the trace ring). */
   batch: number;
   /** Trace: address of the process's trace-mask word (0n: no tracing). */
@@ -36,8 +48,7 @@ export interface WorkerStart {
 
 /**
  * Worker → main. Every worker ends with one `stopped` or `error`; before
- * that, `serving` once it serves the queue with its own table mapping (the
- * main thread's can go).
+ * that, `serving` once it has taken the queue over from the start-up loop.
  */
 export type WorkerReport =
   | { kind: "serving"; queue: number }

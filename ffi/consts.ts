@@ -46,6 +46,30 @@ export const NFQLB_ELAYOUT = -4;
 /** an upstream nfqlb 1.x target shm */
 export const NFQLB_EUPSTREAM = -5;
 
+// tshm_view.c: View states besides the NFQLB_E* errors (the file is bad; the copy is the last good table).
+/** the copy is the file's current table */
+export const NFQLB_TVIEW_OK = 0;
+/** init replaced the file, or it has another M or N: open the name again */
+export const NFQLB_TVIEW_REPLACED = 1;
+
+// tshm_view.c, enum nfqlb_tview_info: Indexes into nfqlb_tshm_view_info's output (i64 each).
+/** NFQLB_TVIEW_* or NFQLB_E* */
+export const NFQLB_TVIEW_INFO_STATE = 0;
+/** times the file went bad (good -> bad) */
+export const NFQLB_TVIEW_INFO_INCIDENTS = 1;
+/** NFQLB_E* of the latest incident, 0: none */
+export const NFQLB_TVIEW_INFO_LAST_ERROR = 2;
+/** good copies taken */
+export const NFQLB_TVIEW_INFO_COPIES = 3;
+/** st_dev, st_ino of the file opened */
+export const NFQLB_TVIEW_INFO_DEV = 4;
+/** Indexes into nfqlb_tshm_view_info's output (i64 each). */
+export const NFQLB_TVIEW_INFO_INO = 5;
+/** the copy's generation (commits since init) */
+export const NFQLB_TVIEW_INFO_GENERATION = 6;
+/** Indexes into nfqlb_tshm_view_info's output (i64 each). */
+export const NFQLB_TVIEW_INFO_COUNT = 7;
+
 // packet.c: Result bits of nfqlb_packet_key (upstream's values).
 /** first fragment: fkey holds the fragment key */
 export const NFQLB_PKT_FIRST_FRAG = 1;
@@ -135,8 +159,10 @@ export const NFQLB_C_FRAG_TIER = 15;
 export const NFQLB_C_NOLB = 16;
 /** accepted, but the per-target table was full */
 export const NFQLB_C_TARGET_OVERFLOW = 17;
+/** a shm file in use found damaged (once per incident) */
+export const NFQLB_C_TABLE_ERRORS = 18;
 /** Per-queue counters (u64 each), indexes into the counters array. */
-export const NFQLB_C_COUNT = 18;
+export const NFQLB_C_COUNT = 19;
 
 // target_stats.c, struct nfqlb_target_stat: Packets and bytes accepted with one fwmark, by one queue (24 bytes, in the counters shm).
 /** Byte offsets of the fields. */

@@ -29,6 +29,15 @@ export const SYMBOLS = {
   nfqlb_tshm_count_empty: { parameters: ["pointer"], result: "u32" },
   nfqlb_file_map: { parameters: ["buffer", "i32", "buffer", "buffer"], result: "pointer" },
   nfqlb_file_unmap: { parameters: ["pointer", "u64"], result: "i32" },
+  // damaged shm files (c/file.c guard, c/tshm_view.c private copies)
+  nfqlb_file_guard: { parameters: [], result: "i32" },
+  nfqlb_file_faults: { parameters: ["pointer"], result: "u32" },
+  nfqlb_file_remap: { parameters: ["pointer", "u64", "buffer", "i32"], result: "i32" },
+  nfqlb_tshm_view_open: { parameters: ["buffer", "buffer"], result: "pointer" },
+  nfqlb_tshm_view_refresh: { parameters: ["pointer", "pointer"], result: "i32" },
+  nfqlb_tshm_view_table: { parameters: ["pointer"], result: "pointer" },
+  nfqlb_tshm_view_info: { parameters: ["pointer", "buffer", "u32"], result: "void" },
+  nfqlb_tshm_view_close: { parameters: ["pointer"], result: "void" },
   nfqlb_file_reserve: { parameters: ["buffer", "u64"], result: "i32" },
   // dataplane (c/packet.c, c/ft.c, c/lb.c, c/queue.c)
   nfqlb_packet_key: { parameters: ["u32", "buffer", "u32", "u32", "buffer", "buffer"], result: "i32" },
@@ -58,9 +67,17 @@ export const SYMBOLS = {
     parameters: ["pointer", "pointer", "buffer", "buffer", "u32"],
     result: "u32",
   },
+  nfqlb_flows_publish_views: {
+    parameters: ["pointer", "pointer", "buffer", "buffer", "u32"],
+    result: "u32",
+  },
+  nfqlb_flows_refresh: { parameters: ["pointer", "pointer"], result: "void" },
   nfqlb_flows_reclaim: { parameters: ["pointer"], result: "u32" },
   nfqlb_flows_matches: { parameters: ["pointer", "u32"], result: "u32" },
   nfqlb_lb_set_frag: { parameters: ["pointer", "pointer", "i32", "u32"], result: "void" },
+  nfqlb_lb_set_view: { parameters: ["pointer", "pointer"], result: "void" },
+  nfqlb_lb_set_tier_view: { parameters: ["pointer", "pointer"], result: "void" },
+  nfqlb_lb_refresh: { parameters: ["pointer", "pointer"], result: "void" },
   nfqlb_lb_decide: {
     parameters: ["pointer", "u32", "buffer", "u32", "u32", "u64", "buffer"],
     result: "i32",
@@ -84,6 +101,7 @@ export const SYMBOLS = {
   nfqlb_queue_serve: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
   nfqlb_queue_set_stats: { parameters: ["pointer", "pointer", "pointer", "u32"], result: "void" },
   nfqlb_queue_counters: { parameters: ["pointer", "buffer", "u32"], result: "void" },
+  nfqlb_queue_count: { parameters: ["pointer", "u32", "u64"], result: "void" },
   // flow matcher (c/flowset.c; one flow, its spec and match: c/flow.c); specs from core/flow/encode.ts
   // encodeFlowSpec (of a parsed FlowDefinition)
   nfqlb_flowset_new: { parameters: ["u32"], result: "pointer" },

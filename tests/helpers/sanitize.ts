@@ -13,6 +13,8 @@ export const CLASSIFIER_SOURCES = [
   "trace.c",
   "ft.c",
   "tshm.c",
+  "tshm_view.c",
+  "file.c",
   "ct.c",
   "ct_admin.c",
   "ct_sched.c",

@@ -14,7 +14,7 @@ import { MAX_LINE, MAX_REQUEST, parseRequest, RequestReader } from "../../core/f
 import { MAX_TRACE_CLIENTS, startTracing, TRACE_REFUSED } from "../../dataplane/trace_server.ts";
 import { METRICS_MAX_HEAD, startMetrics } from "../../dataplane/metrics.ts";
 import { createCountersShm } from "../../core/counters_shm.ts";
-import { closeFragStatsShm, createFragStatsShm } from "../../core/frag_stats.ts";
+import { createFragStatsShm } from "../../core/frag_stats.ts";
 import { traceMask } from "../../core/trace_shm.ts";
 import { nfqlb } from "../harness/nfqlb.ts";
 import { ROOT } from "../harness/paths.ts";
@@ -325,6 +325,6 @@ Deno.test("metrics: only GET/HEAD /metrics; 8 KiB request heads; slow clients cu
     }
     await m.close();
     counters.close();
-    closeFragStatsShm(ft);
+    ft.close();
   }
 });

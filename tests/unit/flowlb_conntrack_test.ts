@@ -1,5 +1,5 @@
 /**
- * Connection tables in flowlb (c/flows.c nfqlb_flows_publish_ct, c/lb.c):
+ * Connection tables in flowlb (c/flows.c nfqlb_flows_publish_views, c/lb.c):
  * through a flowlb classifier (nfqlb_lb_create_flows + nfqlb_lb_classify) on
  * a real capture, with two flows to two target tables, one with a connection
  * table and one without. The first keeps its flows on their stored target
@@ -65,18 +65,20 @@ class FlowLb implements Disposable {
     }
   }
 
-  /** Publishes `list` as flowlb does: each flow with its table's and its connection table's address. */
+  /** Publishes `list` as flowlb does: each flow with its table's view and its connection table's address. */
   publish(list: readonly Flow[]): void {
     const names = list.flatMap((f) => f.target === null ? [] : [f.target]);
     for (const n of names) assert.ok(this.registry.acquire(n), n);
     for (const n of this.#names) this.registry.release(n);
     this.#names = names;
-    const tshm = new BigUint64Array(list.map((f) => this.registry.address(f.target)));
+    const views = new BigUint64Array(list.map((f) => this.registry.viewAddress(f.target)));
     const ct = new BigUint64Array(list.map((f) => this.registry.conntrackAddress(f.target)));
-    assert.ok(lib().nfqlb_flows_publish_ct(this.flows, buildFlowSet(list), tshm, ct, list.length) > 0);
+    assert.ok(lib().nfqlb_flows_publish_views(this.flows, buildFlowSet(list), views, ct, list.length) > 0);
   }
 
+  /** One packet as a batch of one: the tables' copies refreshed first, as nfqlb_queue_serve does. */
   classify(p: PcapPacket, now = T0, worker = 0): number {
+    lib().nfqlb_lb_refresh(this.lbs[worker], null);
     return lib().nfqlb_lb_classify(this.lbs[worker], p.hwProto, p.data, p.data.length, now, this.counters);
   }
 

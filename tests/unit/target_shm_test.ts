@@ -7,6 +7,7 @@ import { TargetShm } from "../../core/target_shm.ts";
 import { NfqlbError } from "../../core/errors.ts";
 import { nfqlb } from "../harness/nfqlb.ts";
 import { libSandbox, shmFiles } from "../helpers/shm.ts";
+import { upstreamTable } from "../helpers/damage.ts";
 
 /** File size of a table: 64-byte header, N params, two buffers of N active + N weights + M lookup. */
 function tableBytes(M: number, N: number): number {
@@ -25,20 +26,6 @@ function activate(name: string, fws: number[]): void {
     }
     return changed;
   });
-}
-
-/** An upstream 1.x table file (docs/shm.md, "Upstream files"): own, M, N, len, lookup, permutations, active; size 4 + len. */
-function upstreamTable(M: number, N: number, own: number): Uint8Array {
-  const len = 12 + 4 * (3 + M * N) + 4 * (M + N);
-  const b = new Uint8Array(4 + len);
-  const v = new DataView(b.buffer);
-  v.setInt32(0, own, true);
-  v.setUint32(4, M, true);
-  v.setUint32(8, N, true);
-  v.setUint32(12, len, true);
-  for (let i = 0; i < M; i++) v.setInt32(16 + 4 * i, -1, true);
-  for (let i = 0; i < N; i++) v.setInt32(16 + 4 * M + 4 * M * N + 4 * i, -1, true);
-  return b;
 }
 
 function assertThrowsLine(fn: () => unknown, line: string): void {
