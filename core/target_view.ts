@@ -153,3 +153,26 @@ export class TargetView {
     this.#ptr = null;
   }
 }
+
+/**
+ * Number of active targets in table `name` (0 when it cannot be read): for metrics, read through a private
+ * copy, never mapped, so a damaged file cannot hurt the reader.
+ *
+ * @example
+ * ```ts
+ * import { activeTargets } from "./target_view.ts";
+ * console.log(activeTargets("nfqlb")); // 3, or 0 without a readable table
+ * ```
+ */
+export function activeTargets(name: string): number {
+  try {
+    const t = TargetView.open(name);
+    try {
+      return t.snapshot(0).active.filter((fw) => fw >= 0).length;
+    } finally {
+      t.close();
+    }
+  } catch {
+    return 0;
+  }
+}

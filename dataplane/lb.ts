@@ -12,7 +12,7 @@ import { cstring, lib } from "../ffi/lib.ts";
 import { NFQLB_C_TABLE_ERRORS, NFQLB_QF_FAIL_OPEN } from "../ffi/consts.ts";
 import { NfqlbError, strerror } from "../core/errors.ts";
 import { createFragStatsShm, type FragStatsShm } from "../core/frag_stats.ts";
-import { TargetView } from "../core/target_view.ts";
+import { activeTargets, TargetView } from "../core/target_view.ts";
 import { ShmWatch, TableWatch, type WatchContext } from "./table_watch.ts";
 import type { ConntrackShm } from "../core/conntrack_shm.ts";
 import { conntrackName } from "../core/conntrack_limits.ts";
@@ -562,19 +562,5 @@ export async function runLb(cfg: LbConfig, print: (line: string) => void): Promi
   } finally {
     await metrics?.close();
     await trace.close();
-  }
-}
-
-/** Number of active targets in table `name` (0 when it cannot be read); read, never mapped. */
-export function activeTargets(name: string): number {
-  try {
-    const t = TargetView.open(name);
-    try {
-      return t.snapshot(0).active.filter((fw) => fw >= 0).length;
-    } finally {
-      t.close();
-    }
-  } catch {
-    return 0;
   }
 }

@@ -14,7 +14,7 @@ import { parseMetricsAddress } from "../../core/address.ts";
 import { flowExchange } from "../../core/flow/client.ts";
 import type { ListedFlow } from "../../core/flow/render.ts";
 import { ownExists } from "../../core/shm_dir.ts";
-import { TargetShm } from "../../core/target_shm.ts";
+import { activeTargets } from "../../core/target_view.ts";
 import { renderMetrics } from "../../dataplane/metrics.ts";
 import { ftShmOf } from "../dataplane_process.ts";
 
@@ -60,20 +60,6 @@ export function metricsUrl(address: string): string {
   const { hostname, port } = parseMetricsAddress(address);
   const host = hostname === "0.0.0.0" ? "127.0.0.1" : hostname === "::" ? "::1" : hostname;
   return `http://${host.includes(":") ? `[${host}]` : host}:${port}/metrics`;
-}
-
-/** Active targets of a table (0 when it cannot be read), as the lb counts them. */
-function activeTargets(name: string): number {
-  try {
-    const t = TargetShm.open(name);
-    try {
-      return t.snapshot(0).active.filter((fw) => fw >= 0).length;
-    } finally {
-      t.close();
-    }
-  } catch {
-    return 0;
-  }
 }
 
 /** flowlb's matches per flow, from its flow server; none when it does not answer. */
