@@ -28,16 +28,18 @@ if (Deno.args.includes("--netns")) {
   const ns = `nfqe-${Deno.pid}-hcpu`;
   const sh = (a: string[]) => new Deno.Command(a[0], { args: a.slice(1) }).outputSync();
   sh(["ip", "netns", "add", ns]);
+  let code = 1;
   try {
     sh(["ip", "-n", ns, "link", "set", "lo", "up"]);
     const args = Deno.args.filter((a) => a !== "--netns");
     const st = await new Deno.Command("ip", {
       args: ["netns", "exec", ns, Deno.execPath(), "run", "-A", new URL(import.meta.url).pathname, ...args],
     }).spawn().status;
-    Deno.exit(st.code);
+    code = st.code;
   } finally {
-    sh(["ip", "netns", "del", ns]);
+    sh(["ip", "netns", "del", ns]); // before exiting: Deno.exit skips finally blocks
   }
+  Deno.exit(code);
 }
 
 if (Deno.args.includes("--listen")) {
