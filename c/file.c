@@ -127,39 +127,48 @@ int32_t nfqlb_file_guard(void)
 	return rc;
 }
 
-void* nfqlb_file_map(const char* path, int32_t writable, uint64_t* size, int32_t* err)
+/* Opens `path` when it is a regular file: the descriptor, with its size in *size; or -errno (-EINVAL for a
+ * directory, device or FIFO, which must never be mapped). */
+static int open_regular(const char* path, int32_t writable, uint64_t* size)
 {
 	*size = 0;
-	*err = 0;
 	int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-	if (fd < 0) {
-		*err = errno;
-		return NULL;
-	}
+	if (fd < 0)
+		return -errno;
 	struct stat st;
-	if (fstat(fd, &st) != 0) {
-		*err = errno;
+	int32_t rc = 0;
+	if (fstat(fd, &st) != 0)
+		rc = -errno;
+	else if (!S_ISREG(st.st_mode))
+		rc = -EINVAL;
+	if (rc != 0) {
 		close(fd);
-		return NULL;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		close(fd);
-		*err = EINVAL;
-		return NULL;
+		return rc;
 	}
 	*size = (uint64_t)st.st_size;
-	if (st.st_size == 0) { /* nothing to map; the caller reports a truncated file */
+	return fd;
+}
+
+void* nfqlb_file_map(const char* path, int32_t writable, uint64_t* size, int32_t* err)
+{
+	*err = 0;
+	int fd = open_regular(path, writable, size);
+	if (fd < 0) {
+		*err = -fd;
+		return NULL;
+	}
+	if (*size == 0) { /* nothing to map; the caller reports a truncated file */
 		close(fd);
 		return NULL;
 	}
-	void* p = mmap(NULL, (size_t)st.st_size, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
+	void* p = mmap(NULL, (size_t)*size, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, 0);
 	int e = errno;
 	close(fd);
 	if (p == MAP_FAILED) {
 		*err = e;
 		return NULL;
 	}
-	guard_add(p, (uint64_t)st.st_size);
+	guard_add(p, *size);
 	return p;
 }
 
@@ -206,16 +215,12 @@ int32_t nfqlb_file_remap(void* addr, uint64_t size, const char* path, int32_t wr
 	struct guarded* g = guard_find((uintptr_t)addr);
 	if (g == NULL || g->start != (uintptr_t)addr || g->len != size)
 		return -EINVAL;
-	int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	uint64_t have = 0;
+	int fd = open_regular(path, writable, &have);
 	if (fd < 0)
-		return -errno;
-	struct stat st;
+		return fd;
 	int32_t rc = 0;
-	if (fstat(fd, &st) != 0)
-		rc = -errno;
-	else if (!S_ISREG(st.st_mode))
-		rc = -EINVAL;
-	else if ((uint64_t)st.st_size < size)
+	if (have < size)
 		rc = -ERANGE; /* a shorter file would fault again */
 	if (rc == 0) {
 		void* p = mmap(addr, (size_t)size, PROT_READ | (writable ? PROT_WRITE : 0), MAP_FIXED | MAP_SHARED, fd,
