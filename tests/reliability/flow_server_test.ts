@@ -25,6 +25,7 @@ import { skipUnlessRoot } from "../harness/netns.ts";
 import { waitUntil } from "../harness/process.ts";
 import { Topology } from "../harness/topology.ts";
 import { libSandbox } from "../helpers/shm.ts";
+import { holdSlowClients } from "./slow_flow_clients.ts";
 
 let serial = 0;
 const uniqueAddress = () => `unix:nfqlb-rel-${Deno.pid}-${serial++}`;
@@ -40,31 +41,13 @@ function server(address = uniqueAddress()) {
 }
 
 /**
- * `n` slow clients: each connects and sends one byte, then holds the
- * connection. `done` resolves with how many the server disconnected (read
- * EOF or reset) within `boundMs` of their connect; all are closed by then.
+ * `n` slow clients (slow_flow_clients.ts): each connects and sends one byte, then holds the connection.
+ * `done` resolves with how many the server disconnected (read EOF or reset) within `boundMs`; all are
+ * closed by then.
  */
 async function slowClients(address: string, n: number, boundMs = 15_000) {
-  const conns = await Promise.all(
-    Array.from({ length: n }, () => Deno.connect({ transport: "unix", path: sockPath(address) })),
-  );
-  await Promise.all(conns.map((c) => c.write(new Uint8Array([0x61]))));
-  const done = Promise.all(conns.map(async (c) => {
-    const timer = setTimeout(() => c.close(), boundMs);
-    let cut = false;
-    try {
-      cut = (await c.read(new Uint8Array(16))) === null;
-    } catch (e) {
-      cut = e instanceof Deno.errors.ConnectionReset;
-    } finally {
-      clearTimeout(timer);
-      try {
-        c.close();
-      } catch { /* closed by the bound */ }
-    }
-    return cut;
-  })).then((cut) => cut.filter(Boolean).length);
-  return { conns, done };
+  const { done } = await holdSlowClients(address, n, boundMs);
+  return { done: done.then((at) => at.filter((ms) => ms >= 0).length) };
 }
 
 /**
