@@ -16,7 +16,6 @@ import { COMMANDS } from "../cli/registry.ts";
 import type { Command } from "../cli/command.ts";
 import type { OptionSpec } from "../cli/getopt.ts";
 import { argName, ourOptions, OURS_HEADING, UPSTREAM_COMMANDS } from "../cli/help.ts";
-import { summary } from "../cli/completion.ts";
 import { NFQLB_DENO_VERSION, VERSION } from "../core/version.ts";
 
 /** Paths, relative to the repository root. */
@@ -149,8 +148,8 @@ the second column: upstream's option (and help text); "ours": this project's, wh
 upstream's text under "${OURS_HEADING}". Every command also takes \`--help\` (\`-h\`).
 `;
   for (const c of commands) {
-    const { usage } = headerParts(c);
-    t += `\n### \`${c.name}\`\n\n${usage.map((u) => `\`${u}\``).join(", ")}: ${cell(summary(c))}\n\n`;
+    const { usage, about } = headerParts(c);
+    t += `\n### \`${c.name}\`\n\n${usage.map((u) => `\`${u}\``).join(", ")}: ${cell(about.join(" "))}\n\n`;
     if (c.options.length === 0) {
       t += "No options.\n";
       continue;
