@@ -14,9 +14,14 @@ import { shmSandbox } from "../helpers/shm.ts";
 import { pool } from "../helpers/pool.ts";
 import { OURS_HEADING } from "../../cli/help.ts";
 
-/** What may follow upstream's help text: an empty line, our heading, and one `  --opt  help` line per option. */
+/**
+ * What may follow upstream's help text: an empty line, our heading, and per option one `  --opt  help` line
+ * (and its continuation lines, indented).
+ */
 const OURS_BLOCK = new RegExp(
-  `^\\n${OURS_HEADING.replace(/[().]/g, "\\$&")}\\n(?: {2}--[a-z_-]+(?:\\[?=[A-Z:,_]+\\]?)? {2,}\\S.*\\n)+$`,
+  `^\\n${
+    OURS_HEADING.replace(/[().]/g, "\\$&")
+  }\\n(?: {2}--[a-z_-]+(?:\\[?=[^\\s\\]]+\\]?)? {2,}\\S.*\\n(?: {4,}\\S.*\\n)*)+$`,
 );
 
 /** Whether `got` is upstream's help `want`, byte for byte, followed by our block. */
