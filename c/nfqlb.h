@@ -32,6 +32,11 @@
 #include <stdint.h>
 #include <stddef.h>
 
+/* ts: The C library's version (`nfqlb version --build`). */
+#define NFQLB_LIB_VERSION_MAJOR 0 /* up when a function or an exported constant changes or goes away */
+#define NFQLB_LIB_VERSION_MINOR 1 /* up when one is added */
+#define NFQLB_LIB_VERSION_PATCH 0 /* up for a fix that changes no interface */
+
 /* ----------------------------------------------------------------------------
  * rand.c - glibc random()/rand() TYPE_3 generator, without global state.
  * ------------------------------------------------------------------------- */

@@ -18,10 +18,17 @@ export interface OptionSpec {
   /** Takes an argument only as `--opt=value` (getopt's optional_argument); alone it maps to "". */
   optional?: boolean;
   /**
-   * Ours, not upstream's: parsed like any option but left out of `--help`,
-   * whose text stays byte-identical to upstream (docs/cli.md lists them).
+   * Ours, added to one of upstream's commands: `--help` prints it after
+   * upstream's text, which stays byte-identical, in a block of its own
+   * (cli/help.ts); it matches only by its full name, so every abbreviation
+   * upstream accepts or rejects means the same here. (Options of our own
+   * commands do not set it: they are all ours, and abbreviate as usual.)
    */
-  hidden?: boolean;
+  ours?: boolean;
+  /** The value's placeholder in our help, the man page and docs/cli.md (`FILE`, `ADDR:PORT`); none for flags. */
+  arg?: string;
+  /** The values it takes, when they are a fixed set (offered by shell completion). */
+  choices?: readonly string[];
 }
 
 /** What a successful parse yields. */
@@ -106,9 +113,9 @@ export function getoptLongOnly(cmd: string, args: string[], specs: OptionSpec[])
 function findOption(cmd: string, table: OptionSpec[], name: string, prefix: string, arg: string): OptionSpec {
   const exact = table.find((o) => o.name === name);
   if (exact) return exact;
-  // our extensions (hidden) match only by their full name, so every abbreviation
+  // our extensions to upstream's commands match only by their full name, so every abbreviation
   // upstream accepts or rejects means the same here
-  const matches = name.length > 0 ? table.filter((o) => !o.hidden && o.name.startsWith(name)) : [];
+  const matches = name.length > 0 ? table.filter((o) => !o.ours && o.name.startsWith(name)) : [];
   if (matches.length === 1) return matches[0];
   if (matches.length > 1) {
     const list = matches.map((o) => `'${prefix}${o.name}'`).join(" ");
@@ -120,13 +127,4 @@ function findOption(cmd: string, table: OptionSpec[], name: string, prefix: stri
 /** Names of required options that `parsed` lacks, in table order. */
 export function missingRequired(parsed: ParsedOptions, specs: OptionSpec[]): string[] {
   return specs.filter((o) => o.required && !parsed.values.has(o.name)).map((o) => o.name);
-}
-
-/** The help text as upstream prints it: header, then `  --name= help ` per option. */
-export function helpText(header: string, specs: OptionSpec[]): string {
-  let out = header + "\n";
-  for (const o of specs) {
-    if (!o.hidden) out += `  --${o.name}= ${o.help} ${o.required ? "(required)" : ""}\n`;
-  }
-  return out;
 }

@@ -2,7 +2,7 @@
  * nfqlb command-line entry: dispatch on the first word, parse options with
  * getopt_long_only semantics, run, and map errors to upstream's exit codes.
  */
-import { GetoptError, getoptLongOnly, helpText, missingRequired } from "./getopt.ts";
+import { GetoptError, getoptLongOnly, missingRequired } from "./getopt.ts";
 import { err, out } from "./io.ts";
 import type { Command } from "./command.ts";
 import { NfqlbError } from "../core/errors.ts";
@@ -34,18 +34,30 @@ async function findCommand(name: string): Promise<Command | undefined> {
 export async function main(args: string[], argv0 = "nfqlb"): Promise<number> {
   if (args.length === 0 || args[0] === "-h" || args[0] === "--help") {
     const { COMMANDS } = await import("./registry.ts");
-    out(`Usage: ${argv0} <command> [opt...]\nCommands:\n${COMMANDS.map((c) => `  ${c.name}\n`).join("")}`);
+    const { usageText } = await import("./help.ts");
+    out(usageText(argv0, COMMANDS));
+    return 0;
+  }
+  if (args[0] === "--version") {
+    // ours (upstream: Unknown command); the same line as `version --build`
+    const { buildLine } = await import("../core/version.ts");
+    out(buildLine() + "\n");
     return 0;
   }
   const cmd = await findCommand(args[0]);
   if (!cmd) {
-    err(`Unknown command [${args[0]}]\n`);
+    // upstream's line, and on it (ours) the closest command name when one is close
+    const { COMMANDS } = await import("./registry.ts");
+    const { closestCommand } = await import("./help.ts");
+    const near = closestCommand(args[0], COMMANDS.map((c) => c.name));
+    err(`Unknown command [${args[0]}]${near ? `; did you mean '${near}'?` : ""}\n`);
     return 1;
   }
   try {
     const parsed = getoptLongOnly(cmd.name, args.slice(1), cmd.options);
     if (parsed.help) {
-      out(helpText(cmd.header, cmd.options));
+      const { helpText } = await import("./help.ts");
+      out(helpText(cmd));
       return 0;
     }
     const missing = missingRequired(parsed, cmd.options);

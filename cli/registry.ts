@@ -3,7 +3,7 @@
  * cmd*.c files). Upstream's table holds 20, so its build silently drops
  * trace-flow-list-names; we register it (docs/compatibility.md). Our own
  * commands (the connection table, docs/conntrack.md; the host config,
- * docs/apply.md) come after them.
+ * docs/apply.md), and help and completion, come after them.
  */
 import type { Command } from "./command.ts";
 import { activate, deactivate, version } from "./commands/activate.ts";
@@ -24,6 +24,7 @@ import { flowlb, lb } from "./commands/lb.ts";
 import { run } from "./commands/run.ts";
 import { del, init, primebelow, show, stats } from "./commands/shm.ts";
 import { loglevel, trace } from "./commands/trace.ts";
+import { completion, help } from "./commands/meta.ts";
 
 /** Commands in listing order: upstream's 21, then ours. */
 export const COMMANDS: readonly Command[] = [
@@ -58,4 +59,6 @@ export const COMMANDS: readonly Command[] = [
   status,
   run,
   health,
+  help,
+  completion,
 ];

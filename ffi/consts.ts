@@ -4,6 +4,14 @@
  * fails when it is stale.
  */
 
+// nfqlb.h: The C library's version (`nfqlb version --build`).
+/** up when a function or an exported constant changes or goes away */
+export const NFQLB_LIB_VERSION_MAJOR = 0;
+/** up when one is added */
+export const NFQLB_LIB_VERSION_MINOR = 1;
+/** up for a fix that changes no interface */
+export const NFQLB_LIB_VERSION_PATCH = 0;
+
 // maglev.c: The largest row weight (activate --weight).
 /** The largest row weight (activate --weight). */
 export const NFQLB_MAX_WEIGHT = 65535;

@@ -123,7 +123,8 @@ export function parseHeader(text: string): Group[] {
     } catch { /* not an integer constant (none today); only an error if it is exported */ }
   }
   const groups: Group[] = [];
-  let file = "";
+  // before the first section banner: the header's own constants
+  let file = "nfqlb.h";
   for (let i = 0; i < lines.length; i++) {
     if (!/^\s*\/\*/.test(lines[i])) continue;
     // a comment: a section banner names its file; a `ts:` comment marks what follows

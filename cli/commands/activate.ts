@@ -4,7 +4,7 @@ import { out } from "../io.ts";
 import { INT32_MAX, INT32_MIN, parseInteger } from "../numbers.ts";
 import { NfqlbError } from "../../core/errors.ts";
 import { MAX_WEIGHT, TargetShm } from "../../core/target_shm.ts";
-import { VERSION } from "../../core/version.ts";
+import { buildLine, VERSION } from "../../core/version.ts";
 
 function parseIndex(cmd: string, inv: Invocation): number | undefined {
   const v = inv.opts.get("index");
@@ -36,8 +36,13 @@ export const activate: Command = {
   options: [
     { name: "shm", help: "Shared memory" },
     { name: "index", help: "Index in the active table (<= N)" },
-    // ours: hidden, so `activate --help` stays upstream's
-    { name: "weight", help: `Weight of the targets, 0..${MAX_WEIGHT} (default 1; 0 = drain)`, hidden: true },
+    // ours: printed after upstream's help text
+    {
+      name: "weight",
+      help: `Weight of the targets, 0..${MAX_WEIGHT} (default 1; 0 = drain)`,
+      arg: "W",
+      ours: true,
+    },
   ],
   run(inv) {
     const name = inv.opts.get("shm") ?? "nfqlb";
@@ -113,13 +118,20 @@ export const deactivate: Command = {
   },
 };
 
-/** `version`. */
+/** `version`: upstream's `1.2.0`, for scripts that parse it; ours `--build` says which build this is. */
 export const version: Command = {
   name: "version",
   header: "version\n  Print the version",
-  options: [],
-  run() {
-    out(`${VERSION}\n`);
+  options: [
+    {
+      name: "build",
+      help: "Print nfqlb-deno's version, the nfqlb it is compatible with, Deno's and the C library's",
+      flag: true,
+      ours: true,
+    },
+  ],
+  run({ opts }) {
+    out(`${opts.has("build") ? buildLine() : VERSION}\n`);
     return 0;
   },
 };

@@ -19,7 +19,11 @@ export const fwmark: Command = {
     "  Print hash and fwmark for the specified addresses for debug",
   options: [
     { name: "shm", help: "Shared memory. Required for fwmark printout" },
-    { name: "proto", help: "Protocol, tcp|udp|sctp. NOT specified -> address-only hash" },
+    {
+      name: "proto",
+      help: "Protocol, tcp|udp|sctp. NOT specified -> address-only hash",
+      choices: ["tcp", "udp", "sctp"],
+    },
     { name: "src", help: 'Source addr:port, e.g "[1000::80]:80"', required: true },
     { name: "dst", help: "Destination addr:port", required: true },
     { name: "hash_mode", help: HASH_MODE_HELP },

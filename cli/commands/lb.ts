@@ -1,4 +1,4 @@
-/** `lb` and `flowlb`: option tables as upstream 1.2.0, plus our hidden extensions. */
+/** `lb` and `flowlb`: option tables as upstream 1.2.0, plus our extensions. */
 import type { Command } from "../command.ts";
 import type { OptionSpec } from "../getopt.ts";
 import { out } from "../io.ts";
@@ -23,10 +23,10 @@ const QUEUE_OPTS: OptionSpec[] = [
     name: "fail_open",
     help: "Accept, unbalanced, when a queue is full (NFQA_CFG_F_FAIL_OPEN)",
     flag: true,
-    hidden: true,
+    ours: true,
   },
-  { name: "batch", help: "Packets per receive batch (default 64)", hidden: true },
-  { name: "metrics", help: "Serve Prometheus metrics at ADDR:PORT", hidden: true },
+  { name: "batch", help: "Packets per receive batch, 1..1024 (default 64)", arg: "N", ours: true },
+  { name: "metrics", help: "Serve Prometheus metrics at ADDR:PORT", arg: "ADDR:PORT", ours: true },
 ];
 
 /** Option table of `lb`. */
@@ -52,7 +52,7 @@ export const FLOWLB_OPTIONS: OptionSpec[] = [
   { name: "nolb_fwmark", help: "Set when there is no matching LB" },
   ...QUEUE_OPTS,
   // ours (docs/cli.md): opt-in persistence; without it flowlb starts empty, as upstream
-  { name: "flow_store", help: "Save the flows in FILE and restore them at start", hidden: true },
+  { name: "flow_store", help: "Save the flows in FILE and restore them at start", arg: "FILE", ours: true },
 ];
 
 /** Used by commands whose feature has not landed yet: one plain line, exit 1. */

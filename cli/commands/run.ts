@@ -18,6 +18,7 @@ export const run: Command = {
     { name: "file", help: "The config file (YAML or JSON; docs/config.md)", required: true },
     {
       name: "admin",
+      arg: "ADDR:PORT",
       help: "ADDR:PORT of /metrics /healthz /ready (default: the file's admin.address, 127.0.0.1:9110)",
     },
     {
@@ -25,7 +26,12 @@ export const run: Command = {
       help: "On SIGTERM/SIGINT leave the host serving (as apply does), for a later run to adopt",
       flag: true,
     },
-    { name: "log-format", help: "text (default) or json, one event per line on stderr" },
+    {
+      name: "log-format",
+      help: "text (default) or json, one event per line on stderr",
+      arg: "FORMAT",
+      choices: ["text", "json"],
+    },
   ],
   async run({ opts }) {
     const file = opts.get("file")!;

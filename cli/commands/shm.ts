@@ -10,7 +10,7 @@ import { formatFragStats, readFragStats } from "../../core/frag_stats.ts";
 import { INIT_CT_OPTIONS } from "./conntrack.ts";
 
 /**
- * `init`: create or reset a target table. Ours (hidden, docs/conntrack.md):
+ * `init`: create or reset a target table. Ours (docs/conntrack.md):
  * `--conntrack=MAX` also creates (replaces) `<shm>-ct`, `--conntrack=0`
  * deletes it, without it an existing `<shm>-ct` is left alone.
  */
@@ -96,8 +96,14 @@ export const stats: Command = {
   options: [
     { name: "ft_shm", help: "Frag table; shared memory stats" },
     // ours (docs/observability.md)
-    { name: "all", help: "Every counter of the lb, as JSON", flag: true, hidden: true },
-    { name: "watch", help: "A live table, every N seconds (default 1)", optional: true, hidden: true },
+    { name: "all", help: "Every counter of the lb, as JSON", flag: true, ours: true },
+    {
+      name: "watch",
+      help: "A live table, every N seconds (default 1)",
+      optional: true,
+      arg: "N",
+      ours: true,
+    },
   ],
   async run({ opts }) {
     const ft = opts.get("ft_shm") ?? "ftshm";

@@ -4,7 +4,8 @@
  * on the real command tables.
  */
 import assert from "node:assert/strict";
-import { GetoptError, getoptLongOnly, helpText, missingRequired, type OptionSpec } from "../../cli/getopt.ts";
+import { GetoptError, getoptLongOnly, missingRequired, type OptionSpec } from "../../cli/getopt.ts";
+import { helpText } from "../../cli/help.ts";
 import { COMMANDS } from "../../cli/registry.ts";
 import type { Command } from "../../cli/command.ts";
 import { nfqlb } from "../harness/nfqlb.ts";
@@ -171,27 +172,43 @@ Deno.test("help: --help, -help, -h; -h is help even where hash_mode makes it amb
 });
 
 Deno.test("helpText: header, then `  --name= help ` lines with a trailing space or (required)", () => {
+  const upstreamInit = "init [options]\n  Initiate shared mem structures\n" +
+    "  --ownfw= Own FW mark. Only used in the LB-tier! \n" +
+    "  --shm= Target shared memory \n" +
+    "  --N= Maglev max targets \n" +
+    "  --M= Maglev lookup table size \n";
+  // upstream's text, then our block
+  assert.ok(helpText(cmd("init")).startsWith(upstreamInit + "\nnfqlb-deno options (not in nfqlb 1.2.0):\n"));
   assert.equal(
-    helpText(cmd("init").header, cmd("init").options),
-    "init [options]\n  Initiate shared mem structures\n" +
-      "  --ownfw= Own FW mark. Only used in the LB-tier! \n" +
-      "  --shm= Target shared memory \n" +
-      "  --N= Maglev max targets \n" +
-      "  --M= Maglev lookup table size \n",
-  );
-  assert.equal(
-    helpText(cmd("delete").header, cmd("delete").options),
+    helpText(cmd("delete")),
     "delete [options]\n  Delete shared mem structures\n  --shm= Target shared memory (required)\n",
   );
-  // flags are printed with '=' too
+  // upstream's flag is printed with '=' too, as upstream; ours without
   assert.match(
-    helpText(cmd("flowlb").header, cmd("flowlb").options),
+    helpText(cmd("flowlb")),
     /^ {2}--promiscuous_ping= Accept ping on any flow with an address match $/m,
   );
-  assert.equal(helpText("x\n  y", []), "x\n  y\n");
+  assert.match(helpText(cmd("flowlb")), /^ {2}--fail_open {2,}Accept, unbalanced/m);
+  assert.match(helpText(cmd("apply")), /^ {2}--dry-run {2,}Print what would change/m);
+  assert.doesNotMatch(helpText(cmd("apply")), /--dry-run=/);
+  assert.equal(helpText({ ...cmd("show"), header: "x\n  y", options: [] }), "x\n  y\n");
   assert.equal(
-    helpText("h", [{ name: "a", help: "A", required: true }, { name: "b", help: "B" }]),
+    helpText({
+      ...cmd("show"),
+      header: "h",
+      options: [{ name: "a", help: "A", required: true }, { name: "b", help: "B" }],
+    }),
     "h\n  --a= A (required)\n  --b= B \n",
+  );
+  // an our-own command: aligned, flags without '='
+  assert.equal(
+    helpText({
+      name: "mine",
+      header: "h",
+      options: [{ name: "file", help: "F", required: true }, { name: "x", help: "X", flag: true }],
+      run: () => 0,
+    }),
+    "h\n  --file=FILE  F (required)\n  --x          X\n",
   );
 });
 
@@ -206,10 +223,10 @@ Deno.test("missingRequired: names in table order", () => {
 });
 
 Deno.test("every command table is valid for getopt: unique names, no `help`, at most 31 options", () => {
-  // upstream's 21, then our 4 connection-table commands (docs/conntrack.md) and 5 host commands (docs/apply.md,
-  // docs/run.md, docs/health.md)
-  assert.equal(COMMANDS.length, 30);
-  assert.equal(new Set(COMMANDS.map((c) => c.name)).size, 30);
+  // upstream's 21, then our 4 connection-table commands (docs/conntrack.md), 5 host commands (docs/apply.md,
+  // docs/run.md, docs/health.md), help and completion (docs/cli.md)
+  assert.equal(COMMANDS.length, 32);
+  assert.equal(new Set(COMMANDS.map((c) => c.name)).size, 32);
   assert.deepEqual(COMMANDS.slice(21).map((c) => c.name), [
     "ct-list",
     "ct-set",
@@ -220,6 +237,8 @@ Deno.test("every command table is valid for getopt: unique names, no `help`, at 
     "status",
     "run",
     "health",
+    "help",
+    "completion",
   ]);
   for (const c of COMMANDS) {
     const names = c.options.map((o) => o.name);
