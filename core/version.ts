@@ -9,3 +9,9 @@
  * ```
  */
 export const VERSION = "1.2.0";
+
+/**
+ * This project's own version (deno.json `version`; a unit test keeps the two equal): what `nfqlb_build_info`
+ * carries, so a scrape tells which build answers.
+ */
+export const PROJECT_VERSION = "0.1.0";

@@ -8,8 +8,12 @@ import {
   targetTotals,
 } from "../../core/counters_shm.ts";
 import type { FragStats } from "../../core/frag_stats.ts";
+import { jsonText, snakeKeys } from "../json.ts";
 
-/** Everything as one JSON document (bigints as numbers: counters stay far below 2^53). */
+/**
+ * Everything as one JSON document (bigints as numbers: counters stay far below 2^53), keys in snake_case
+ * (the kernel's queue view and the fragment counters too: `queue_dropped`, `obj_gc`).
+ */
 export function allStatsJson(frag: FragStats, c: CountersSnapshot, kernel: KernelQueue[]): string {
   const num = (b: bigint) => Number(b);
   const totals = counterTotals(c);
@@ -21,11 +25,11 @@ export function allStatsJson(frag: FragStats, c: CountersSnapshot, kernel: Kerne
       queue: q.queue,
       counters: Object.fromEntries(COUNTER_NAMES.map((n) => [n, num(q.counters[n])])),
       targets: q.targets.map((t) => ({ fwmark: t.fwmark, packets: num(t.packets), bytes: num(t.bytes) })),
-      kernel: kernel.find((k) => k.queue === q.queue) ?? null,
+      kernel: snakeKeys(kernel.find((k) => k.queue === q.queue) ?? null),
     })),
-    fragments: frag,
+    fragments: snakeKeys(frag),
   };
-  return JSON.stringify(doc, null, 2) + "\n";
+  return jsonText(doc);
 }
 
 function rate(now: bigint, before: bigint | undefined, seconds: number): string {
