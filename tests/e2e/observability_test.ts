@@ -637,17 +637,22 @@ Deno.test({
           assert.ok(screens() >= 2, `fewer than 2 screens:\n${out}`);
           const last = out.split(CLEAR).at(-1)!;
           assert.match(last, new RegExp(`^nfqlb lb pid ${lb.pid} running since `, "m"), last);
-          assert.match(last, /^target fwmark +packets +pkt\/s +bytes +share$/m, last);
+          assert.match(last, /^target fwmark +weight +expected +packets +pkt\/s +bytes +share$/m, last);
           assert.deepEqual(s.targets.map((x) => x.fwmark), marks, "targets in stats --all");
+          let expected = 0;
           for (const x of s.targets) {
-            const row = new RegExp(`^ +${x.fwmark} +(\\d+) +\\S+ +(\\d+) +[\\d.]+ %`, "m").exec(last);
-            assert.ok(row, `no row for fwmark ${x.fwmark}:\n${last}`);
+            const row = new RegExp(`^ +${x.fwmark} +1 +([\\d.]+) % +(\\d+) +\\S+ +(\\d+) +[\\d.]+ %`, "m")
+              .exec(last);
+            assert.ok(row, `no row for fwmark ${x.fwmark} (weight 1):\n${last}`);
+            expected += Number(row[1]);
             assert.deepEqual(
-              [Number(row[1]), Number(row[2])],
+              [Number(row[2]), Number(row[3])],
               [x.packets, x.bytes],
               `fwmark ${x.fwmark}:\n${last}`,
             );
           }
+          // the expected shares are the lookup table's: 3 equal targets, about a third each, 100 % in all
+          assert.ok(Math.abs(expected - 100) < 0.5, `expected shares add up to ${expected} %:\n${last}`);
           for (const q of s.queues) {
             const row = new RegExp(`^ +${q.queue} +(\\d+) +\\S+ +(\\d+) +(\\d+)`, "m").exec(last);
             assert.ok(row, `no row for queue ${q.queue}:\n${last}`);
@@ -664,6 +669,43 @@ Deno.test({
     });
 
     await t.step(
+      "stats --watch=1 into a pipe: plain screens, no escape codes, exit 0 on SIGINT",
+      async () => {
+        const p = topo.spawn(
+          topo.ns.lb,
+          "stats --watch pipe",
+          [NFQLB, "stats", `--ft_shm=${topo.ftShm}`, "--watch=1"],
+          topo.nfqlb.env,
+        );
+        try {
+          const screens = () => (p.stdout.match(/^--- \d{4}-\d\d-\d\dT/gm) ?? []).length;
+          const ok = await waitUntil(() => !!p.status || screens() >= 2, 30_000, 100);
+          assert.ok(ok && !p.status, `stats --watch in a pipe: ${screens()} screens:\n${p.describe()}`);
+          const watchers = [p.pid, ...descendants(p.pid)].filter((pid) => cmdline(pid).includes("--watch=1"));
+          const watcher = watchers[watchers.length - 1];
+          await signalsHandled(watcher, () => p.describe());
+          Deno.kill(watcher, "SIGINT");
+          const exited = await p.done;
+          assert.deepEqual(
+            { code: exited.code, signal: exited.signal },
+            { code: 0, signal: null },
+            p.describe(),
+          );
+          assert.ok(
+            !p.stdout.includes("\x1b"),
+            `escape codes in a pipe:\n${JSON.stringify(p.stdout.slice(0, 400))}`,
+          );
+          assert.match(p.stdout, /^target fwmark +weight +expected +packets +pkt\/s +bytes +share$/m);
+          for (const fw of marks) {
+            assert.match(p.stdout, new RegExp(`^ +${fw} +1 +[\\d.]+ % `, "m"), p.stdout);
+          }
+        } finally {
+          await p.stop(5000);
+        }
+      },
+    );
+
+    await t.step(
       "after the lb stops (SIGTERM): stats --all still works, running false, counts unchanged",
       async () => {
         const before = await allStats(topo);
@@ -678,7 +720,9 @@ Deno.test({
         assert.equal(after.lb.pid, before.lb.pid);
         assert.deepEqual(figures(after), figures(before), "counts changed by the stop");
         assert.equal(after.totals.accepted, sentTotal);
-        for (const q of after.queues) assert.equal(q.kernel, null, `queue ${q.queue} still bound after stop`);
+        for (const q of after.queues) {
+          assert.equal(q.kernel, null, `queue ${q.queue} still bound after stop`);
+        }
         const x = await httpGet(topo, METRICS_HOST, METRICS_PORT, "/metrics");
         assert.equal(x.ok, false, "the metrics endpoint still answers after the lb stopped");
       },
