@@ -29,6 +29,7 @@ import { readTargets } from "../core/target_view.ts";
 import { conntrackName } from "../core/conntrack_limits.ts";
 import type { ConntrackStats } from "../core/conntrack_shm.ts";
 import { ownExists } from "../core/shm_dir.ts";
+import { lib } from "../ffi/lib.ts";
 import { PROJECT_VERSION, VERSION } from "../core/version.ts";
 import { escapeLabel, familyHeader } from "./metric_families.ts";
 
@@ -87,6 +88,9 @@ async function conntrackStats(tables: string[]): Promise<{ table: string; s: Con
   const have = tables.filter((t) => ownExists(conntrackName(t)));
   if (have.length === 0) return [];
   const { ConntrackShm } = await import("../core/conntrack_shm.ts");
+  // a table truncated while it is mapped here must not kill the scraper (`nfqlb run` renders this too): the
+  // SIGBUS guard of c/file.c (lb/flowlb install it at start; installing it again is a no-op)
+  lib().nfqlb_file_guard();
   const out: { table: string; s: ConntrackStats }[] = [];
   for (const table of have) {
     try {
