@@ -36,10 +36,14 @@ export function strerror(errno: number): string {
 
 /**
  * The message of an unknown thrown value, for one-line reports: the system's reason alone
- * (`Permission denied`), also for an {@link NfqlbError} that wraps one as its `cause`.
+ * (`Permission denied`), also for an {@link NfqlbError} that wraps one as its `cause`; an NfqlbError
+ * without a cause is its whole line.
  */
 export function errorText(e: unknown): string {
   if (e instanceof NfqlbError && e.cause !== undefined) return errorText(e.cause);
+  // a line of ours is already what to print: cutting it at its first colon, as a system error's detail
+  // is cut below, lost its subject (`FAILED mapSharedData: web: truncated file` became `FAILED mapSharedData`)
+  if (e instanceof NfqlbError) return e.message;
   if (e instanceof Deno.errors.NotFound) return strerror(2);
   if (e instanceof Deno.errors.PermissionDenied) return strerror(13);
   // Deno has no error class for EROFS: it is a plain Error with code "EROFS"

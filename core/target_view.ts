@@ -176,3 +176,31 @@ export function activeTargets(name: string): number {
     return 0;
   }
 }
+
+/** The active targets of a table and their weights, as {@link readTargets} returns them. */
+export interface ActiveTarget {
+  fwmark: number;
+  weight: number;
+}
+
+/**
+ * The active targets of table `name` with their weights, read through a private copy (never mapped), or
+ * undefined when the table cannot be read: for metrics (`nfqlb_targets_active`, `nfqlb_target_weight`).
+ */
+export function readTargets(name: string): ActiveTarget[] | undefined {
+  try {
+    const t = TargetView.open(name);
+    try {
+      const s = t.snapshot(0);
+      const out: ActiveTarget[] = [];
+      s.active.forEach((fw, i) => {
+        if (fw >= 0) out.push({ fwmark: fw, weight: s.weights[i] });
+      });
+      return out;
+    } finally {
+      t.close();
+    }
+  } catch {
+    return undefined;
+  }
+}

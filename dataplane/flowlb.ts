@@ -22,7 +22,6 @@ import { FlowStore } from "../core/flow/store.ts";
 import { SEND_ORDER } from "../core/flow/wire.ts";
 import type { FlowLbConfig } from "../core/lb_options.ts";
 import { CT_SWEEP_ENTRIES, type RunningLb, startQueues, stopOnSignals } from "./lb.ts";
-import { activeTargets } from "../core/target_view.ts";
 import { log } from "../core/log.ts";
 import { startTracing, type TraceService } from "./trace_server.ts";
 import { TRACE } from "./trace_format.ts";
@@ -290,9 +289,7 @@ export async function runFlowLb(cfg: FlowLbConfig, print: (line: string) => void
     ? startMetrics(cfg.metrics, {
       counters: countersShmName(cfg.ftShm),
       ftShm: cfg.ftShm,
-      tables: () =>
-        [...new Set(table.flows().flatMap((f) => f.target === null ? [] : [f.target]))]
-          .map((shm) => ({ shm, active: activeTargets(shm) })),
+      tables: () => [...new Set(table.flows().flatMap((f) => f.target === null ? [] : [f.target]))],
       flows: () =>
         table.flows().filter((f) => f.companionOf === null).map((f) => ({
           flow: f.name,

@@ -12,7 +12,7 @@ import { cstring, lib } from "../ffi/lib.ts";
 import { NFQLB_C_TABLE_ERRORS, NFQLB_QF_FAIL_OPEN } from "../ffi/consts.ts";
 import { NfqlbError, strerror } from "../core/errors.ts";
 import { createFragStatsShm, type FragStatsShm } from "../core/frag_stats.ts";
-import { activeTargets, TargetView } from "../core/target_view.ts";
+import { TargetView } from "../core/target_view.ts";
 import { ShmWatch, TableWatch, type WatchContext } from "./table_watch.ts";
 import type { ConntrackShm } from "../core/conntrack_shm.ts";
 import { conntrackName } from "../core/conntrack_limits.ts";
@@ -553,7 +553,7 @@ export async function runLb(cfg: LbConfig, print: (line: string) => void): Promi
     ? startMetrics(cfg.metrics, {
       counters: countersShmName(cfg.ftShm),
       ftShm: cfg.ftShm,
-      tables: () => [{ shm: cfg.tshm, active: activeTargets(cfg.tshm) }],
+      tables: () => [cfg.tshm],
     })
     : undefined;
   signals.onStop(() => lb.stop());

@@ -25,6 +25,13 @@ import {
 } from "../core/counters_shm.ts";
 import { readFragStats } from "../core/frag_stats.ts";
 import { parseMetricsAddress } from "../core/address.ts";
+import { readTargets } from "../core/target_view.ts";
+import { conntrackName } from "../core/conntrack_limits.ts";
+import type { ConntrackStats } from "../core/conntrack_shm.ts";
+import { ownExists } from "../core/shm_dir.ts";
+import { lib } from "../ffi/lib.ts";
+import { NFQLB_DENO_VERSION, VERSION } from "../core/version.ts";
+import { escapeLabel, familyHeader } from "./metric_families.ts";
 
 /** What a scrape needs besides the counters shm. */
 export interface MetricsSource {
@@ -32,60 +39,113 @@ export interface MetricsSource {
   counters: string;
   /** fragment stats shm name. */
   ftShm: string;
-  /** Active targets per target table name. */
-  tables(): { shm: string; active: number }[];
+  /** The target table names in use (a connection table `<name>-ct` is read when it exists). */
+  tables(): string[];
   /** flowlb: matches per flow name. */
   flows?(): { flow: string; matches: number }[];
 }
 
-const esc = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
-
+/** Drop reasons of packets (`nfqlb_dropped_packets_total{reason}`). */
 const DROP_REASONS: [CounterName, string][] = [
   ["malformed", "malformed"],
   ["notarget", "no_target"],
   ["nolb", "no_flow"],
   ["frag_dropped", "fragment"],
+  ["setup_dropped", "startup"],
+];
+
+/**
+ * Socket errors (`nfqlb_queue_errors_total{error}`): events, not packets, so not among the drop reasons
+ * (an overrun's packets are the kernel's user_dropped count).
+ */
+const QUEUE_ERRORS: [CounterName, string][] = [
   ["enobufs", "socket_overrun"],
   ["recv_errors", "receive_error"],
   ["send_errors", "send_error"],
   ["verdict_errors", "verdict_error"],
-  ["setup_dropped", "startup"],
 ];
 
-/** The exposition text for one scrape. */
-export function renderMetrics(src: MetricsSource): string {
-  const out: string[] = [];
-  const family = (name: string, type: string, help: string) =>
-    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-  const c = readCounters(src.counters);
-  family("nfqlb_queue_packets_total", "counter", "Packets per queue by what happened to them.");
-  for (const q of c.queues) {
-    for (const k of ["received", "accepted", "dropped"] as const) {
-      out.push(`nfqlb_queue_packets_total{queue="${q.queue}",verdict="${k}"} ${q.counters[k]}`);
-    }
-  }
-  family("nfqlb_packets_total", "counter", "Packets accepted per queue and target (fwmark).");
-  for (const q of c.queues) {
-    for (const t of q.targets) {
-      out.push(`nfqlb_packets_total{queue="${q.queue}",target="${t.fwmark}"} ${t.packets}`);
-    }
-  }
-  family("nfqlb_bytes_total", "counter", "IP bytes accepted per queue and target (fwmark).");
-  for (const q of c.queues) {
-    for (const t of q.targets) {
-      out.push(`nfqlb_bytes_total{queue="${q.queue}",target="${t.fwmark}"} ${t.bytes}`);
-    }
-  }
-  family("nfqlb_drops_total", "counter", "Packets dropped (or not balanced) by reason.");
-  const tot = counterTotals(c);
-  for (const [k, reason] of DROP_REASONS) out.push(`nfqlb_drops_total{reason="${reason}"} ${tot[k]}`);
-  family(
-    "nfqlb_table_errors_total",
-    "counter",
-    "Damaged shm files met (target tables, counters, fragment stats, connection tables), once per incident.",
+/** The process start time in seconds since the epoch (this process: the one that answers the scrape). */
+const START_SECONDS = Math.round(performance.timeOrigin) / 1000;
+
+/**
+ * The `process` families (metric_families.ts): `nfqlb_build_info` and `process_start_time_seconds` of this
+ * process. `nfqlb run` writes its own and leaves the dataplane's out (one endpoint, one process).
+ */
+export function renderProcessMetrics(): string {
+  const out = [...familyHeader("nfqlb_build_info")];
+  out.push(
+    `nfqlb_build_info{version="${escapeLabel(NFQLB_DENO_VERSION)}",compatible_with="${VERSION}",deno="${
+      escapeLabel(Deno.version.deno)
+    }"} 1`,
   );
+  out.push(...familyHeader("process_start_time_seconds"), `process_start_time_seconds ${START_SECONDS}`);
+  return out.join("\n") + "\n";
+}
+
+/** The connection-table figures of the tables that have one. Its code loads only when one exists. */
+async function conntrackStats(tables: string[]): Promise<{ table: string; s: ConntrackStats }[]> {
+  const have = tables.filter((t) => ownExists(conntrackName(t)));
+  if (have.length === 0) return [];
+  const { ConntrackShm } = await import("../core/conntrack_shm.ts");
+  // a table truncated while it is mapped here must not kill the scraper (`nfqlb run` renders this too): the
+  // SIGBUS guard of c/file.c (lb/flowlb install it at start; installing it again is a no-op)
+  lib().nfqlb_file_guard();
+  const out: { table: string; s: ConntrackStats }[] = [];
+  for (const table of have) {
+    try {
+      const ct = ConntrackShm.open(conntrackName(table));
+      try {
+        out.push({ table, s: ct.stats() });
+      } finally {
+        ct.close();
+      }
+    } catch { /* damaged or being replaced: counted in nfqlb_table_errors_total by the dataplane */ }
+  }
+  return out;
+}
+
+/**
+ * The exposition text for one scrape. `process: false` leaves out the `process` families (for `nfqlb run`,
+ * which writes its own).
+ */
+export async function renderMetrics(src: MetricsSource, opts: { process?: boolean } = {}): Promise<string> {
+  const out: string[] = [];
+  const family = (name: string) => out.push(...familyHeader(name));
+  const c = readCounters(src.counters);
+  if (opts.process ?? true) out.push(renderProcessMetrics().trimEnd());
+  family("nfqlb_queue_received_packets_total");
+  for (const q of c.queues) {
+    out.push(`nfqlb_queue_received_packets_total{queue="${q.queue}"} ${q.counters.received}`);
+  }
+  family("nfqlb_queue_verdict_packets_total");
+  for (const q of c.queues) {
+    for (const k of ["accepted", "dropped"] as const) {
+      out.push(`nfqlb_queue_verdict_packets_total{queue="${q.queue}",verdict="${k}"} ${q.counters[k]}`);
+    }
+  }
+  family("nfqlb_target_packets_total");
+  for (const q of c.queues) {
+    for (const t of q.targets) {
+      out.push(`nfqlb_target_packets_total{queue="${q.queue}",target="${t.fwmark}"} ${t.packets}`);
+    }
+  }
+  family("nfqlb_target_bytes_total");
+  for (const q of c.queues) {
+    for (const t of q.targets) {
+      out.push(`nfqlb_target_bytes_total{queue="${q.queue}",target="${t.fwmark}"} ${t.bytes}`);
+    }
+  }
+  const tot = counterTotals(c);
+  family("nfqlb_dropped_packets_total");
+  for (const [k, reason] of DROP_REASONS) {
+    out.push(`nfqlb_dropped_packets_total{reason="${reason}"} ${tot[k]}`);
+  }
+  family("nfqlb_queue_errors_total");
+  for (const [k, error] of QUEUE_ERRORS) out.push(`nfqlb_queue_errors_total{error="${error}"} ${tot[k]}`);
+  family("nfqlb_table_errors_total");
   out.push(`nfqlb_table_errors_total ${tot.table_errors}`);
-  family("nfqlb_fragments_total", "counter", "Fragment handling events.");
+  family("nfqlb_fragments_total");
   const frag = readFragStats(src.ftShm);
   for (
     const [event, v] of [
@@ -97,29 +157,55 @@ export function renderMetrics(src: MetricsSource): string {
       ["rejected", BigInt(frag.rejected)],
     ] as const
   ) out.push(`nfqlb_fragments_total{event="${event}"} ${v}`);
-  family("nfqlb_targets_active", "gauge", "Active targets per target table.");
-  for (const t of src.tables()) out.push(`nfqlb_targets_active{shm="${esc(t.shm)}"} ${t.active}`);
+  const tables = [...new Set(src.tables())];
+  const targets = tables.map((table) => ({ table, targets: readTargets(table) ?? [] }));
+  family("nfqlb_targets_active");
+  for (const t of targets) {
+    out.push(`nfqlb_targets_active{table="${escapeLabel(t.table)}"} ${t.targets.length}`);
+  }
+  family("nfqlb_target_weight");
+  for (const t of targets) {
+    for (const x of t.targets) {
+      out.push(`nfqlb_target_weight{table="${escapeLabel(t.table)}",target="${x.fwmark}"} ${x.weight}`);
+    }
+  }
+  const cts = await conntrackStats(tables);
+  if (cts.length > 0) {
+    const ctFamilies: [string, (s: ConntrackStats) => number][] = [
+      ["nfqlb_conntrack_entries", (s) => s.entries],
+      ["nfqlb_conntrack_capacity", (s) => s.capacity],
+      ["nfqlb_conntrack_inserts_total", (s) => s.inserts],
+      ["nfqlb_conntrack_recycled_total", (s) => s.recycles],
+    ];
+    for (const [name, get] of ctFamilies) {
+      family(name);
+      for (const x of cts) out.push(`${name}{table="${escapeLabel(x.table)}"} ${get(x.s)}`);
+    }
+  }
   if (src.flows) {
-    family("nfqlb_flow_matches_total", "counter", "Packets that matched each flow.");
-    for (const f of src.flows()) out.push(`nfqlb_flow_matches_total{flow="${esc(f.flow)}"} ${f.matches}`);
+    family("nfqlb_flow_matched_packets_total");
+    for (const f of src.flows()) {
+      out.push(`nfqlb_flow_matched_packets_total{flow="${escapeLabel(f.flow)}"} ${f.matches}`);
+    }
   }
   const kernel = kernelQueues().filter((k) => c.queues.some((q) => q.queue === k.queue));
-  family("nfqlb_kernel_queue_dropped_total", "counter", "Packets the kernel dropped: queue full.");
-  for (const k of kernel) out.push(`nfqlb_kernel_queue_dropped_total{queue="${k.queue}"} ${k.queueDropped}`);
-  family(
-    "nfqlb_kernel_queue_user_dropped_total",
-    "counter",
-    "Packets the kernel dropped: netlink socket full.",
-  );
+  family("nfqlb_kernel_queue_dropped_packets_total");
   for (const k of kernel) {
-    out.push(`nfqlb_kernel_queue_user_dropped_total{queue="${k.queue}"} ${k.userDropped}`);
+    out.push(`nfqlb_kernel_queue_dropped_packets_total{queue="${k.queue}"} ${k.queueDropped}`);
   }
-  family("nfqlb_kernel_queue_waiting", "gauge", "Packets waiting for a verdict.");
-  for (const k of kernel) out.push(`nfqlb_kernel_queue_waiting{queue="${k.queue}"} ${k.waiting}`);
-  family("nfqlb_targets_seen", "gauge", "Targets (fwmarks) that got packets since start.");
+  family("nfqlb_kernel_queue_user_dropped_packets_total");
+  for (const k of kernel) {
+    out.push(`nfqlb_kernel_queue_user_dropped_packets_total{queue="${k.queue}"} ${k.userDropped}`);
+  }
+  family("nfqlb_kernel_queue_waiting_packets");
+  for (const k of kernel) out.push(`nfqlb_kernel_queue_waiting_packets{queue="${k.queue}"} ${k.waiting}`);
+  family("nfqlb_targets_seen");
   out.push(`nfqlb_targets_seen ${targetTotals(c).length}`);
   return out.join("\n") + "\n";
 }
+
+/** The Content-Type of an exposition (text format 0.0.4). */
+export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
 /** Longest request head (request line and headers) read, in bytes. */
 export const METRICS_MAX_HEAD = 8192;
@@ -189,7 +275,7 @@ export function startMetrics(address: string, src: MetricsSource): { close(): Pr
   }
   const problems = new ProblemLog((line) => log.warning(line), "metrics");
 
-  const answer = (buf: Uint8Array, end: number): Uint8Array => {
+  const answer = async (buf: Uint8Array, end: number): Promise<Uint8Array> => {
     const line = new TextDecoder().decode(buf.subarray(0, end)).split(/\r?\n/)[0];
     const m = /^([A-Z]+) (\S+) HTTP\/1\.[01]$/.exec(line);
     if (!m) {
@@ -201,7 +287,7 @@ export function startMetrics(address: string, src: MetricsSource): { close(): Pr
     const head = method === "HEAD";
     if (target.split("?")[0] !== "/metrics") return response(404, "not found\n", { head });
     try {
-      return response(200, renderMetrics(src), { head, type: "text/plain; version=0.0.4" });
+      return response(200, await renderMetrics(src), { head, type: METRICS_CONTENT_TYPE });
     } catch (e) {
       return response(500, `${e instanceof Error ? e.message : String(e)}\n`, { head });
     }
@@ -233,7 +319,7 @@ export function startMetrics(address: string, src: MetricsSource): { close(): Pr
     if (end < 0) {
       problems.report("head too long", `metrics: request head over ${METRICS_MAX_HEAD} bytes`);
       reply = response(431, "request head too long\n");
-    } else reply = answer(buf, end);
+    } else reply = await answer(buf, end);
     try {
       while (reply.length > 0) reply = reply.subarray(await conn.write(reply));
     } catch (e) {

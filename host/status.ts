@@ -27,6 +27,62 @@ export interface HostStatus {
   lines: string[];
   /** Differences from the file (0: the host matches it). */
   drift: number;
+  /** The same, for scripts (`status --json`; snake_case keys). */
+  json: StatusJson;
+}
+
+/** One target of a service as `status --json` shows it. */
+export interface TargetStatusJson {
+  fwmark: number;
+  /** Weight in the table; null: not in it. */
+  weight: number | null;
+  /** What the file says. */
+  file_active: boolean;
+  file_weight: number;
+  /** The health record of `nfqlb run` (null: no check). */
+  health: {
+    up: boolean;
+    since: string;
+    type: string;
+    checks: number;
+    last_error: string | null;
+    effect: string | null;
+  } | null;
+}
+
+/** One service (target table) as `status --json` shows it. */
+export interface ServiceStatusJson {
+  name: string;
+  /** The table's size; null: no readable table. */
+  m: number | null;
+  n: number | null;
+  panic: boolean;
+  targets: TargetStatusJson[];
+  /** Rows in the table that the file does not have. */
+  extra_targets: { fwmark: number; weight: number }[];
+  conntrack: {
+    entries: number;
+    capacity: number;
+    scheduler: string;
+    hit_ratio: number | null;
+    recycled: number;
+    flood_skipped: number;
+  } | null;
+}
+
+/** `status --json` of one config. */
+export interface StatusJson {
+  config: string;
+  file: string;
+  /** The host matches the file (no differences). */
+  matches: boolean;
+  /** Every difference, as the `!` lines say it. */
+  differences: string[];
+  services: ServiceStatusJson[];
+  dataplane: { program: string; args: string[]; pid: number; log: string } | null;
+  queues: { queue: number; packets: number; waiting: number; queue_dropped: number; user_dropped: number }[];
+  flows: string[];
+  kernel: { present: number; missing: number; extra: number };
 }
 
 /** `  health up since 10:00:01 (tcp, 120 checks)` / `down since …: why` of a target, or "". */
@@ -41,12 +97,29 @@ function healthText(h: TargetRecord | undefined): string {
   } since ${since}${panic} (${h.type}, ${h.checks} checks)${err}${last}`;
 }
 
-function serviceLines(s: ServiceConfig, out: string[], health: HealthRecord | undefined): number {
+function serviceLines(
+  s: ServiceConfig,
+  out: string[],
+  health: HealthRecord | undefined,
+  diffs: string[],
+  json: ServiceStatusJson[],
+): number {
   let drift = 0;
   const bad = (l: string) => {
     out.push(`  ! ${l}`);
+    diffs.push(l);
     drift++;
   };
+  const doc: ServiceStatusJson = {
+    name: s.name,
+    m: null,
+    n: null,
+    panic: health?.services[s.name]?.panic ?? false,
+    targets: [],
+    extra_targets: [],
+    conntrack: null,
+  };
+  json.push(doc);
   if (!shmExists(s.name)) {
     bad(`service ${s.name}: no target table (file: M=${s.m} N=${s.n})`);
     return drift;
@@ -60,6 +133,8 @@ function serviceLines(s: ServiceConfig, out: string[], health: HealthRecord | un
   }
   try {
     out.push(`  service ${s.name}: M=${t.M} N=${t.N}, ${s.vips.map((v) => v.cidr).join(" ")}`);
+    doc.m = t.M;
+    doc.n = t.N;
     if (t.M !== s.m || t.N !== s.n) bad(`table size M=${t.M} N=${t.N}, the file says M=${s.m} N=${s.n}`);
     const snap = t.snapshot(0);
     const rows = new Map<number, number>();
@@ -75,6 +150,22 @@ function serviceLines(s: ServiceConfig, out: string[], health: HealthRecord | un
       const where = `${tg.mode}${tg.port !== null ? ` port ${tg.port}` : ""} ${addr}${snat}`;
       const w = rows.get(tg.fwmark);
       rows.delete(tg.fwmark);
+      doc.targets.push({
+        fwmark: tg.fwmark,
+        weight: w ?? null,
+        file_active: tg.active,
+        file_weight: tg.weight,
+        health: h
+          ? {
+            up: h.up,
+            since: new Date(h.since).toISOString(),
+            type: h.type,
+            checks: h.checks,
+            last_error: h.lastError ?? null,
+            effect: h.effect ?? null,
+          }
+          : null,
+      });
       const ht = healthText(h);
       // what the health checks of a running `nfqlb run` did is no drift from the file
       if (tg.active && h?.effect === "removed" && w === undefined) {
@@ -88,7 +179,10 @@ function serviceLines(s: ServiceConfig, out: string[], health: HealthRecord | un
       else if (w !== tg.weight) bad(`target ${tg.fwmark}  weight ${w}, the file says ${tg.weight}`);
       else out.push(`    target ${tg.fwmark}  weight ${w}${w === 0 ? " (draining)" : ""}  ${where}${ht}`);
     }
-    for (const [fw, w] of rows) bad(`target ${fw}  weight ${w}: in the table, not in the file`);
+    for (const [fw, w] of rows) {
+      doc.extra_targets.push({ fwmark: fw, weight: w });
+      bad(`target ${fw}  weight ${w}: in the table, not in the file`);
+    }
   } finally {
     t.close();
   }
@@ -100,6 +194,14 @@ function serviceLines(s: ServiceConfig, out: string[], health: HealthRecord | un
       try {
         const st = ct.stats();
         const looked = st.hits + st.misses;
+        doc.conntrack = {
+          entries: st.entries,
+          capacity: st.capacity,
+          scheduler: ct.scheduler,
+          hit_ratio: looked ? st.hits / looked : null,
+          recycled: st.recycles,
+          flood_skipped: st.floodSkips,
+        };
         out.push(
           `    conntrack: ${st.entries}/${st.capacity} entries, scheduler ${ct.scheduler}, hit ratio ${
             looked ? (st.hits / looked).toFixed(3) : "-"
@@ -124,9 +226,21 @@ function serviceLines(s: ServiceConfig, out: string[], health: HealthRecord | un
  */
 export async function hostStatus(cfg: HostConfig, file: string): Promise<HostStatus> {
   const out: string[] = [`config ${cfg.name} (${file})`];
+  const json: StatusJson = {
+    config: cfg.name,
+    file,
+    matches: false,
+    differences: [],
+    services: [],
+    dataplane: null,
+    queues: [],
+    flows: [],
+    kernel: { present: 0, missing: 0, extra: 0 },
+  };
   let drift = 0;
   const bad = (l: string) => {
     out.push(`  ! ${l}`);
+    json.differences.push(l);
     drift++;
   };
   const health = readHealthRecord(cfg.name);
@@ -168,13 +282,14 @@ export async function hostStatus(cfg: HostConfig, file: string): Promise<HostSta
   );
   const clash = clashWithOthers(cfg.name, claimsOf(cfg, admin));
   if (clash) bad(clash);
-  for (const s of cfg.services) drift += serviceLines(s, out, health);
+  for (const s of cfg.services) drift += serviceLines(s, out, health, json.differences, json.services);
 
   const d = cfg.dataplane;
   const args = dataplaneArgs(cfg);
   const running = st !== undefined && st.program !== null && isDataplane(st.pid, st.program, st.args);
   if (running) {
     const line = `${st.program} ${st.args.join(" ")}`;
+    json.dataplane = { program: st.program!, args: st.args, pid: st.pid!, log: st.log };
     if (st.program !== d.program || st.args.join(" ") !== args.join(" ")) {
       bad(`dataplane: pid ${st.pid} runs ${line}; the file says ${d.program} ${args.join(" ")}`);
     } else out.push(`  dataplane: ${line}, pid ${st.pid}, log ${st.log}`);
@@ -193,6 +308,13 @@ export async function hostStatus(cfg: HostConfig, file: string): Promise<HostSta
       if (running) bad(`queue ${q}: not bound`);
       continue;
     }
+    json.queues.push({
+      queue: q,
+      packets: k.idSequence,
+      waiting: k.waiting,
+      queue_dropped: k.queueDropped,
+      user_dropped: k.userDropped,
+    });
     out.push(
       `    queue ${q}: ${k.idSequence} packets, ${k.waiting} waiting, ${k.queueDropped} dropped (full), ${k.userDropped} dropped (user)`,
     );
@@ -203,7 +325,10 @@ export async function hostStatus(cfg: HostConfig, file: string): Promise<HostSta
       const have = await listFlows(d.options.flowAddress);
       const changes = planFlows(have, cfg.flows);
       for (const f of cfg.flows) {
-        if (!changes.some((c) => c.name === f.name)) out.push(`    flow ${f.name} -> ${f.service}`);
+        if (!changes.some((c) => c.name === f.name)) {
+          out.push(`    flow ${f.name} -> ${f.service}`);
+          json.flows.push(f.name);
+        }
       }
       for (const c of changes) {
         bad(
@@ -218,6 +343,7 @@ export async function hostStatus(cfg: HostConfig, file: string): Promise<HostSta
   }
 
   const p = await statusPlumbing(plumbingSpecOf(cfg));
+  json.kernel = { present: p.present.length, missing: p.missing.length, extra: p.extra.length };
   out.push(
     `  kernel: ${p.present.length} rules and routes present, ${p.missing.length} missing, ${p.extra.length} extra`,
   );
@@ -230,5 +356,6 @@ export async function hostStatus(cfg: HostConfig, file: string): Promise<HostSta
       ? `the host matches ${file}`
       : `${drift} difference${drift === 1 ? "" : "s"} from ${file} (nfqlb apply -f ${file} fixes them)`,
   );
-  return { lines: out, drift };
+  json.matches = drift === 0;
+  return { lines: out, drift, json };
 }

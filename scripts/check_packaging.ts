@@ -168,7 +168,7 @@ async function throughLb(ns: string, n: number): Promise<number> {
       `ip netns exec ${ns} bash -c 'exec 3<>/dev/tcp/127.0.0.1/9110; printf "GET /metrics HTTP/1.0\\r\\n\\r\\n" >&3; cat <&3'`,
       { allowFail: true, timeoutMs: 10_000 },
     );
-    return Number(/nfqlb_queue_packets_total\{queue="2",verdict="received"\} (\d+)/.exec(m.out)?.[1] ?? NaN);
+    return Number(/nfqlb_queue_received_packets_total\{queue="2"\} (\d+)/.exec(m.out)?.[1] ?? NaN);
   };
   const before = await received();
   await sh(

@@ -78,7 +78,10 @@ export const ctDelete: Command = {
 
 export const ctStats: Command = {
   name: "ct-stats",
-  header: "ct-stats [--shm=]\n  Show connection table counters as JSON",
-  options: [{ name: "shm", help: "Target shared memory; the table is <shm>-ct" }],
+  header: "ct-stats [--shm=] [--json]\n  Show connection table counters as JSON",
+  options: [
+    { name: "shm", help: "Target shared memory; the table is <shm>-ct" },
+    { name: "json", help: "JSON (the default; accepted as every command that prints JSON does)", flag: true },
+  ],
   run: async (inv: Invocation) => (await impl()).ctStatsRun(inv),
 };

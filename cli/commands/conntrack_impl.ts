@@ -39,7 +39,7 @@ export type InitConntrack =
 const TTL = /^([0-9]+),([0-9]+),([0-9]+)$/;
 
 /**
- * Parses `init`'s hidden connection-table options, strictly, before anything
+ * Parses `init`'s connection-table options, strictly, before anything
  * is written. `--ct_*` need `--conntrack=MAX` with MAX > 0.
  * @throws NfqlbError one line naming the bad value
  */

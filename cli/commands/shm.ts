@@ -4,10 +4,11 @@ import { out } from "../io.ts";
 import { INT32_MAX, INT32_MIN, parseInteger, UINT32_MAX } from "../numbers.ts";
 import { errorText, NfqlbError, strerror } from "../../core/errors.ts";
 import { primeBelow } from "../../core/prime.ts";
-import { shmPath } from "../../core/shm_dir.ts";
+import { OWN_DIR_NAME, ownExists, shmExists, shmPath } from "../../core/shm_dir.ts";
 import { TargetShm } from "../../core/target_shm.ts";
 import { formatFragStats, readFragStats } from "../../core/frag_stats.ts";
 import { INIT_CT_OPTIONS } from "./conntrack.ts";
+import { jsonText } from "../json.ts";
 
 /**
  * `init`: create or reset a target table. Ours (docs/conntrack.md):
@@ -68,12 +69,33 @@ export const del: Command = {
 export const show: Command = {
   name: "show",
   header: "show [options]\n  Show shared mem structures",
-  options: [{ name: "shm", help: "Shared memory" }],
+  options: [
+    { name: "shm", help: "Shared memory" },
+    // ours (docs/cli.md "JSON output"): printed after upstream's help text
+    { name: "json", help: "The table as JSON (snake_case keys)", flag: true, ours: true },
+  ],
   run({ opts }) {
     const name = opts.get("shm") ?? "nfqlb";
     const t = TargetShm.open(name);
     try {
       const snap = t.snapshot(25);
+      if (opts.has("json")) {
+        const targets: { fwmark: number; row: number; weight: number }[] = [];
+        snap.active.forEach((fw, row) => {
+          if (fw >= 0) targets.push({ fwmark: fw, row, weight: snap.weights[row] });
+        });
+        out(
+          jsonText({
+            table: name,
+            own_fwmark: t.ownFwmark,
+            m: t.M,
+            n: t.N,
+            lookup: [...snap.lookup],
+            targets,
+          }),
+        );
+        return 0;
+      }
       let text = `Shm: ${name}\n  Fw: own=${t.ownFwmark}\n  Maglev: M=${t.M}, N=${t.N}\n   Lookup:`;
       for (const v of snap.lookup) text += ` ${v}`;
       text += "...\n   Active:";
@@ -88,6 +110,17 @@ export const show: Command = {
     return 0;
   },
 };
+
+/**
+ * The error of our own options when the lb/flowlb they read has never run: the config it belongs to (`apply`
+ * names its fragment stats `ftshm.<config>`; otherwise the `--ft_shm` name stands for it) and the missing file.
+ */
+export function noDataplane(ftShm: string, table: string): NfqlbError {
+  const config = /^ftshm\.(.+)$/.exec(ftShm)?.[1] ?? ftShm;
+  return new NfqlbError(
+    `nfqlb: no lb/flowlb is running for config ${config} (its table ${table} does not exist)`,
+  );
+}
 
 /** `stats`: the fragment-table counters, as valid JSON. */
 export const stats: Command = {
@@ -104,23 +137,46 @@ export const stats: Command = {
       arg: "N",
       ours: true,
     },
+    {
+      name: "tshm",
+      help:
+        "--watch: target tables for weights and expected shares, comma-separated (default: the lb's --tshm)",
+      arg: "TABLES",
+      ours: true,
+    },
   ],
-  async run({ opts }) {
+  async run({ opts, args }) {
     const ft = opts.get("ft_shm") ?? "ftshm";
-    const frag = readFragStats(ft);
     if (!opts.has("all") && !opts.has("watch")) {
-      out(formatFragStats(frag));
+      out(formatFragStats(readFragStats(ft)));
       return 0;
     }
+    // ours: the value first (nothing read before a bad --watch is refused), then a missing dataplane
+    // said as what it is, not as upstream's `FAILED mapSharedData` of a table the user never named
+    const w = opts.get("watch");
+    // `--watch 5` leaves 5 a positional (an optional value needs `=`): refused, not a silent 1 s
+    if (w === "" && args.length > 0) {
+      throw new NfqlbError(
+        `stats: invalid --watch value '${args[0]}' (write --watch=N, N an integer 1..3600)`,
+      );
+    }
+    const seconds = w === undefined || w === "" ? 1 : parseInteger("stats", "--watch value", w, 1, 3600);
     const { countersShmName, readCounters } = await import("../../core/counters_shm.ts");
-    const view = await import("./stats_view.ts");
     const name = countersShmName(ft);
+    if (!ownExists(name)) throw noDataplane(ft, `${OWN_DIR_NAME}/${name}`);
+    if (!shmExists(ft)) throw noDataplane(ft, ft);
+    const frag = readFragStats(ft);
+    const view = await import("./stats_view.ts");
     if (opts.has("all")) {
       out(view.allStatsJson(frag, readCounters(name), view.kernelQueues()));
       return 0;
     }
-    const w = opts.get("watch")!;
-    const seconds = w === "" ? 1 : parseInteger("stats", "--watch value", w, 1, 3600);
+    const tshm = opts.get("tshm");
+    const tables = tshm !== undefined
+      ? tshm.split(",").filter((x) => x !== "")
+      : lbTables(readCounters(name).pid);
+    // redrawn in place on a terminal; in a pipe or a file, plain screens one after another (no escape codes)
+    const tty = Deno.stdout.isTerminal();
     let prev: ReturnType<typeof readCounters> | undefined;
     let stop = false;
     const onSig = () => (stop = true);
@@ -129,7 +185,8 @@ export const stats: Command = {
     try {
       while (!stop) {
         const cur = readCounters(name);
-        out("\x1b[H\x1b[2J" + view.watchScreen(cur, prev, seconds, readFragStats(ft)));
+        const screen = view.watchScreen(cur, prev, seconds, readFragStats(ft), view.targetShares(tables));
+        out(tty ? "\x1b[H\x1b[2J" + screen : `--- ${new Date().toISOString()}\n${screen}\n`);
         prev = cur;
         for (let i = 0; i < seconds * 10 && !stop; i++) await new Promise((r) => setTimeout(r, 100));
       }
@@ -140,6 +197,26 @@ export const stats: Command = {
     return 0;
   },
 };
+
+/**
+ * The target table of a running lb (`--tshm`, default `nfqlb`), from its command line; none for a flowlb
+ * (its tables are its flows' targets: `stats --watch --tshm=a,b`) or a process that is gone.
+ */
+function lbTables(pid: number): string[] {
+  let argv: string[];
+  try {
+    argv = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0");
+  } catch {
+    return [];
+  }
+  const at = argv.findIndex((a) => a === "lb");
+  if (at < 0) return [];
+  for (let i = at + 1; i < argv.length; i++) {
+    const m = /^--?tshm(?:=(.*))?$/.exec(argv[i]);
+    if (m) return [m[1] ?? argv[i + 1] ?? "nfqlb"];
+  }
+  return ["nfqlb"];
+}
 
 /** `primebelow <n>`. */
 export const primebelow: Command = {

@@ -8,8 +8,13 @@ import {
   targetTotals,
 } from "../../core/counters_shm.ts";
 import type { FragStats } from "../../core/frag_stats.ts";
+import { jsonText, snakeKeys } from "../json.ts";
+import { TargetView } from "../../core/target_view.ts";
 
-/** Everything as one JSON document (bigints as numbers: counters stay far below 2^53). */
+/**
+ * Everything as one JSON document (bigints as numbers: counters stay far below 2^53), keys in snake_case
+ * (the kernel's queue view and the fragment counters too: `queue_dropped`, `obj_gc`).
+ */
 export function allStatsJson(frag: FragStats, c: CountersSnapshot, kernel: KernelQueue[]): string {
   const num = (b: bigint) => Number(b);
   const totals = counterTotals(c);
@@ -21,11 +26,11 @@ export function allStatsJson(frag: FragStats, c: CountersSnapshot, kernel: Kerne
       queue: q.queue,
       counters: Object.fromEntries(COUNTER_NAMES.map((n) => [n, num(q.counters[n])])),
       targets: q.targets.map((t) => ({ fwmark: t.fwmark, packets: num(t.packets), bytes: num(t.bytes) })),
-      kernel: kernel.find((k) => k.queue === q.queue) ?? null,
+      kernel: snakeKeys(kernel.find((k) => k.queue === q.queue) ?? null),
     })),
-    fragments: frag,
+    fragments: snakeKeys(frag),
   };
-  return JSON.stringify(doc, null, 2) + "\n";
+  return jsonText(doc);
 }
 
 function rate(now: bigint, before: bigint | undefined, seconds: number): string {
@@ -34,12 +39,53 @@ function rate(now: bigint, before: bigint | undefined, seconds: number): string 
   return r >= 1000 ? `${(r / 1000).toFixed(1)}k` : r.toFixed(0);
 }
 
-/** One screen of `stats --watch`: per target and per queue, totals and rates since the previous screen. */
+/** A target's place in its table: its weight and the share of the lookup table it owns. */
+export interface TargetShare {
+  table: string;
+  weight: number;
+  /** Lookup entries that name it / M: the share of new flows Maglev gives it. */
+  expected: number;
+}
+
+/**
+ * The weight and expected share of every active target of `tables`, by fwmark, read through private copies
+ * (core/target_view.ts); a table that cannot be read is left out.
+ */
+export function targetShares(tables: readonly string[]): Map<number, TargetShare> {
+  const out = new Map<number, TargetShare>();
+  for (const table of tables) {
+    let v: TargetView;
+    try {
+      v = TargetView.open(table);
+    } catch {
+      continue;
+    }
+    try {
+      const s = v.snapshot(Number.MAX_SAFE_INTEGER);
+      const perRow = new Map<number, number>();
+      for (const row of s.lookup) if (row >= 0) perRow.set(row, (perRow.get(row) ?? 0) + 1);
+      s.active.forEach((fw, row) => {
+        if (fw >= 0) {
+          out.set(fw, { table, weight: s.weights[row], expected: (perRow.get(row) ?? 0) / s.lookup.length });
+        }
+      });
+    } finally {
+      v.close();
+    }
+  }
+  return out;
+}
+
+/**
+ * One screen of `stats --watch`: per target (weight and expected share from its table, packets, rate,
+ * bytes, share) and per queue, totals and rates since the previous screen.
+ */
 export function watchScreen(
   c: CountersSnapshot,
   prev: CountersSnapshot | undefined,
   seconds: number,
   frag: FragStats,
+  shares: ReadonlyMap<number, TargetShare> = new Map(),
 ): string {
   const lines: string[] = [];
   const t = counterTotals(c), pt = prev ? counterTotals(prev) : undefined;
@@ -49,19 +95,28 @@ export function watchScreen(
   );
   lines.push("");
   const targets = targetTotals(c), prevTargets = prev ? targetTotals(prev) : [];
+  // the table's targets that got nothing yet are rows too: a target at 0 % is what to see
+  for (const fw of shares.keys()) {
+    if (!targets.some((x) => x.fwmark === fw)) targets.push({ fwmark: fw, packets: 0n, bytes: 0n });
+  }
+  targets.sort((a, b) => a.fwmark - b.fwmark);
   const total = targets.reduce((s, x) => s + x.packets, 0n);
-  lines.push("target fwmark      packets      pkt/s        bytes  share");
+  lines.push("target fwmark  weight  expected      packets      pkt/s        bytes  share");
   for (const x of targets) {
     const before = prevTargets.find((p) => p.fwmark === x.fwmark);
     const share = total > 0n ? Number(x.packets * 1000n / total) / 10 : 0;
     const bar = "█".repeat(Math.round(share / 2.5));
+    const sh = shares.get(x.fwmark);
+    const expected = sh ? `${(sh.expected * 100).toFixed(1)} %` : "-";
     lines.push(
-      `${String(x.fwmark).padStart(13)} ${String(x.packets).padStart(12)} ${
-        rate(x.packets, before?.packets, seconds).padStart(10)
-      } ${String(x.bytes).padStart(12)} ${share.toFixed(1).padStart(5)} % ${bar}`,
+      `${String(x.fwmark).padStart(13)} ${String(sh?.weight ?? "-").padStart(7)} ${expected.padStart(9)} ${
+        String(x.packets).padStart(12)
+      } ${rate(x.packets, before?.packets, seconds).padStart(10)} ${String(x.bytes).padStart(12)} ${
+        share.toFixed(1).padStart(5)
+      } % ${bar}`.trimEnd(),
     );
   }
-  if (targets.length === 0) lines.push("  (no packet accepted yet)");
+  if (targets.length === 0) lines.push("  (no target and no packet accepted yet)");
   lines.push("");
   lines.push("queue   received      pkt/s   accepted    dropped  malformed   notarget       nolb    enobufs");
   for (const q of c.queues) {

@@ -14,8 +14,8 @@ import { parseMetricsAddress } from "../../core/address.ts";
 import { flowExchange } from "../../core/flow/client.ts";
 import type { ListedFlow } from "../../core/flow/render.ts";
 import { ownExists } from "../../core/shm_dir.ts";
-import { activeTargets } from "../../core/target_view.ts";
-import { renderMetrics } from "../../dataplane/metrics.ts";
+import { renderMetrics, renderProcessMetrics } from "../../dataplane/metrics.ts";
+import { escapeLabel, familyHeader, METRIC_FAMILIES } from "../../dataplane/metric_families.ts";
 import { ftShmOf } from "../dataplane_process.ts";
 
 /** The agent's counters. */
@@ -30,30 +30,46 @@ export interface AgentCounters {
   dataplaneUp: boolean;
 }
 
-const esc = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
-
-/** The agent's own metric families, Prometheus text format. */
+/**
+ * The agent's own metric families, Prometheus text format, after this process's `nfqlb_build_info` and
+ * `process_start_time_seconds` (the dataplane's are left out of {@link dataplaneMetrics}: one endpoint, one
+ * process).
+ */
 export function renderAgentMetrics(c: AgentCounters): string {
-  const out: string[] = [];
-  const family = (name: string, type: string, help: string) =>
-    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-  family("nfqlb_agent_reloads_total", "counter", "Config reloads of nfqlb run, by result (error: refused).");
+  const out: string[] = [renderProcessMetrics().trimEnd()];
+  const family = (name: string) => out.push(...familyHeader(name));
+  family("nfqlb_agent_reloads_total");
   out.push(`nfqlb_agent_reloads_total{result="ok"} ${c.reloads.ok}`);
   out.push(`nfqlb_agent_reloads_total{result="error"} ${c.reloads.error}`);
-  family(
-    "nfqlb_dataplane_restarts_total",
-    "counter",
-    "Restarts of the dataplane after it exited on its own.",
-  );
+  family("nfqlb_dataplane_restarts_total");
   out.push(`nfqlb_dataplane_restarts_total ${c.restarts}`);
-  family("nfqlb_dataplane_up", "gauge", "1 while the dataplane process runs.");
+  family("nfqlb_dataplane_up");
   out.push(`nfqlb_dataplane_up ${c.dataplaneUp ? 1 : 0}`);
   if (c.config) {
-    family("nfqlb_config_info", "gauge", "The config being served: its name and the sha256 of the file.");
-    out.push(`nfqlb_config_info{name="${esc(c.config.name)}",digest="${esc(c.config.digest)}"} 1`);
+    family("nfqlb_config_info");
+    out.push(
+      `nfqlb_config_info{name="${escapeLabel(c.config.name)}",digest="${escapeLabel(c.config.digest)}"} 1`,
+    );
   }
   return out.join("\n") + "\n";
 }
+
+/**
+ * `text` without the families named in `drop` (their HELP, TYPE and samples): the dataplane's `process`
+ * families, which `nfqlb run` writes for itself.
+ */
+export function withoutFamilies(text: string, drop: ReadonlySet<string>): string {
+  const lines = text.split("\n");
+  const kept = lines.filter((l) => {
+    const m = /^# (?:HELP|TYPE) (\S+)/.exec(l) ?? /^([a-zA-Z_:][a-zA-Z0-9_:]*)/.exec(l);
+    return !(m && drop.has(m[1]));
+  });
+  return kept.join("\n");
+}
+
+const PROCESS_FAMILIES: ReadonlySet<string> = new Set(
+  METRIC_FAMILIES.filter((f) => f.source === "process").map((f) => f.name),
+);
 
 /** The URL of a dataplane's metrics server (a wildcard address is asked on loopback). */
 export function metricsUrl(address: string): string {
@@ -85,19 +101,19 @@ export async function dataplaneMetrics(cfg: HostConfig): Promise<string> {
     try {
       const r = await fetch(metricsUrl(address), { signal: AbortSignal.timeout(1000) });
       const text = await r.text();
-      if (r.ok) return text;
+      if (r.ok) return withoutFamilies(text, PROCESS_FAMILIES);
     } catch { /* down or restarting: render it here */ }
   }
   const ftShm = ftShmOf(cfg);
   if (!ownExists(countersShmName(ftShm))) return "";
   const flows = cfg.dataplane.program === "flowlb" ? await flowMatches(cfg) : undefined;
   try {
-    return renderMetrics({
+    return await renderMetrics({
       counters: countersShmName(ftShm),
       ftShm,
-      tables: () => cfg.services.map((s) => ({ shm: s.name, active: activeTargets(s.name) })),
+      tables: () => cfg.services.map((s) => s.name),
       flows: flows ? () => flows : undefined,
-    });
+    }, { process: false });
   } catch {
     return ""; // a counters file being replaced by a starting dataplane: the next scrape has it
   }

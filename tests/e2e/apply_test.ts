@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { type Family, targetAddr, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
 import { HostUnderTest } from "../harness/host.ts";
 import { own } from "../helpers/shm.ts";
+import { snakeJson } from "../helpers/json_keys.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
 import { pidRunning } from "../harness/process.ts";
 import { tally } from "../harness/traffic.ts";
@@ -126,6 +127,33 @@ Deno.test({
         ),
         r.stdout,
       );
+      // the same as JSON, snake_case at every depth
+      const j = await h.nfqlb(["status", "-f", h.file, "--json"]);
+      assert.equal(j.code, 0, j.stdout + j.stderr);
+      const doc = snakeJson<{
+        matches: boolean;
+        configs: {
+          config: string;
+          differences: string[];
+          services: { name: string; targets: { fwmark: number; weight: number | null }[] }[];
+          dataplane: { program: string; pid: number } | null;
+        }[];
+      }>(j.stdout, "status --json");
+      assert.equal(doc.matches, true);
+      assert.equal(doc.configs[0].config, "e2e-dsr");
+      assert.deepEqual(doc.configs[0].differences, []);
+      assert.deepEqual(doc.configs[0].services[0].targets.map((x) => [x.fwmark, x.weight]), [
+        [101, 1],
+        [102, 1],
+        [103, 1],
+      ]);
+      assert.deepEqual(
+        doc.configs[0].dataplane && [doc.configs[0].dataplane.program, doc.configs[0].dataplane.pid],
+        [
+          "lb",
+          h.pid(),
+        ],
+      );
     });
 
     const snap = await h.snapshot();
@@ -136,6 +164,15 @@ Deno.test({
       assert.deepEqual(await h.snapshot(), snap);
       assert.equal(h.pid(), pid);
       assert.deepEqual(await h.rows("web"), rows);
+      // a dry run without changes exits 0, as JSON too
+      assert.deepEqual(await h.applyOk("--dry-run"), [`nothing to change: the host matches ${h.file}`]);
+      const j = await h.apply("--dry-run", "--json");
+      assert.equal(j.code, 0, j.stderr);
+      const doc = snakeJson<{ change_count: number; changes: unknown[]; dry_run: boolean }>(
+        j.stdout,
+        "apply",
+      );
+      assert.deepEqual([doc.change_count, doc.changes, doc.dry_run], [0, [], true]);
     });
 
     await t.step("--dry-run of a changed file prints the change and changes nothing", async () => {
@@ -145,9 +182,25 @@ Deno.test({
           service: [`ports: [{ protocol: udp, port: ${UDP_PORT} }, { protocol: tcp, port: ${TCP_PORT} }]`],
         }),
       );
+      // exit 2: there are changes (applyOk checks it)
       const out = await h.applyOk("--dry-run");
       const dry = changeLines(out);
       assert.equal(out.at(-1), `dry run: ${dry.length} changes, none made`);
+      const j = await h.apply("--dry-run", "--json");
+      assert.equal(j.code, 2, j.stderr);
+      const plan = snakeJson<
+        { change_count: number; applied: boolean; changes: { op: string; what: string }[] }
+      >(
+        j.stdout,
+        "apply --dry-run --json",
+      );
+      assert.equal(plan.applied, false);
+      assert.equal(plan.change_count, dry.length);
+      assert.deepEqual(
+        plan.changes.map((c) => `${{ add: "+", remove: "-", change: "~" }[c.op]} ${c.what}`),
+        dry,
+        "the JSON plan is the text plan",
+      );
       assert.ok(dry.includes("~ activate --shm=web --weight=2 103   (weight 1 -> 2)"), out.join("\n"));
       // the port-less queue rule of each family goes, one per port comes
       for (const ipt of ["iptables", "ip6tables"]) {
@@ -169,6 +222,11 @@ Deno.test({
       const st = await h.nfqlb(["status", "-f", h.file]);
       assert.equal(st.code, 1, "status of the changed file: it differs");
       assert.match(st.stdout, /! target 103 {2}weight 1, the file says 2/);
+      const sj = await h.nfqlb(["status", "-f", h.file, "--json"]);
+      assert.equal(sj.code, 1);
+      const sdoc = snakeJson<{ matches: boolean; configs: { differences: string[] }[] }>(sj.stdout, "status");
+      assert.equal(sdoc.matches, false);
+      assert.ok(sdoc.configs[0].differences.includes("target 103  weight 1, the file says 2"), sj.stdout);
     });
   },
 });
@@ -298,6 +356,13 @@ Deno.test({
       const again = await h.nfqlb(["teardown", "-f", h.file]);
       assert.equal(again.code, 0, again.stderr);
       assert.equal(again.stdout, "nothing to remove for e2e-down\n");
+      const j = await h.nfqlb(["teardown", "-f", h.file, "--json"]);
+      assert.equal(j.code, 0, j.stderr);
+      const doc = snakeJson<{ config: string; removed_count: number; changes: unknown[] }>(
+        j.stdout,
+        "teardown",
+      );
+      assert.deepEqual([doc.config, doc.removed_count, doc.changes], ["e2e-down", 0, []]);
     });
   },
 });
@@ -398,9 +463,18 @@ Deno.test({
       },
     );
     await t.step("apply's flowlb saves no flows (the file holds them); teardown leaves nothing", async () => {
-      const r = await h.nfqlb(["teardown", "-f", h.file]);
+      // as JSON: what was removed, one change per line the text would say
+      const r = await h.nfqlb(["teardown", "-f", h.file, "--json"]);
       assert.equal(r.code, 0, r.stderr);
-      assert.doesNotMatch(r.stdout, /flow_store|saved flows|\.json/);
+      const doc = snakeJson<
+        { removed_count: number; changes: { op: string; what: string }[]; notes: string[] }
+      >(
+        r.stdout,
+        "teardown --json",
+      );
+      assert.ok(doc.changes.length > 0 && doc.changes.every((c) => c.op === "remove"), r.stdout);
+      assert.ok(doc.changes.some((c) => c.what.startsWith("stop flowlb ")), r.stdout);
+      assert.doesNotMatch(JSON.stringify(doc), /flow_store|saved flows/);
       const left = h.shmFiles().filter((f) => !filesBefore.includes(f) && f !== "nfqlb-trace");
       assert.deepEqual(left, [], "shm files left");
     });

@@ -13,7 +13,8 @@
  * Needs root (skipped with a message otherwise).
  */
 import assert from "node:assert/strict";
-import type { KernelQueue } from "../../core/counters_shm.ts";
+import { METRIC_FAMILIES, RENAMED_METRICS } from "../../dataplane/metric_families.ts";
+import { promtool } from "../helpers/prom_text.ts";
 import { type Family, FWBASE } from "../harness/addresses.ts";
 import type { Flow } from "../harness/agent/types.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
@@ -31,6 +32,18 @@ const OTHER_HOST = "10.213.0.254";
 /** IP + UDP header bytes per family. */
 const HDR: Record<Family, number> = { 4: 20 + 8, 6: 40 + 8 };
 
+/** The kernel's view of a queue in `stats --all` (snake_case keys). */
+interface KernelQueueJson {
+  queue: number;
+  portid: number;
+  waiting: number;
+  copy_mode: number;
+  copy_range: number;
+  queue_dropped: number;
+  user_dropped: number;
+  id_sequence: number;
+}
+
 /** `nfqlb stats --all`, as printed (cli/commands/stats_view.ts). */
 interface TargetCount {
   fwmark: number;
@@ -45,7 +58,7 @@ interface AllStats {
     queue: number;
     counters: Record<string, number>;
     targets: TargetCount[];
-    kernel: KernelQueue | null;
+    kernel: KernelQueueJson | null;
   }[];
   fragments: Record<string, number>;
 }
@@ -398,7 +411,11 @@ Deno.test({
         );
         assert.equal(q.counters.accepted, q.counters.received, `queue ${q.queue}: accepted\n${msg}`);
         assert.ok(q.kernel, `queue ${q.queue}: no kernel view although stats ran in the lb netns`);
-        assert.equal(q.kernel.idSequence, kernelNow.get(q.queue)?.seq, `queue ${q.queue}: kernel.idSequence`);
+        assert.equal(
+          q.kernel.id_sequence,
+          kernelNow.get(q.queue)?.seq,
+          `queue ${q.queue}: kernel.id_sequence`,
+        );
         assert.equal(q.kernel.portid, kernelNow.get(q.queue)?.portid, `queue ${q.queue}: kernel.portid`);
         assert.equal(
           q.targets.reduce((s, x) => s + x.packets, 0),
@@ -475,27 +492,55 @@ Deno.test({
 
         for (
           const [name, type] of [
-            ["nfqlb_queue_packets_total", "counter"],
-            ["nfqlb_packets_total", "counter"],
-            ["nfqlb_bytes_total", "counter"],
-            ["nfqlb_drops_total", "counter"],
+            ["nfqlb_queue_received_packets_total", "counter"],
+            ["nfqlb_queue_verdict_packets_total", "counter"],
+            ["nfqlb_target_packets_total", "counter"],
+            ["nfqlb_target_bytes_total", "counter"],
+            ["nfqlb_dropped_packets_total", "counter"],
+            ["nfqlb_queue_errors_total", "counter"],
             ["nfqlb_targets_active", "gauge"],
-            ["nfqlb_kernel_queue_dropped_total", "counter"],
-            ["nfqlb_kernel_queue_user_dropped_total", "counter"],
-            ["nfqlb_kernel_queue_waiting", "gauge"],
+            ["nfqlb_target_weight", "gauge"],
+            ["nfqlb_build_info", "gauge"],
+            ["process_start_time_seconds", "gauge"],
+            ["nfqlb_kernel_queue_dropped_packets_total", "counter"],
+            ["nfqlb_kernel_queue_user_dropped_packets_total", "counter"],
+            ["nfqlb_kernel_queue_waiting_packets", "gauge"],
           ]
         ) assert.equal(types.get(name), type, `# TYPE ${name}${text}`);
+        // every family is a registered one, with the registered type; no old name is left
+        for (const [name, type] of types) {
+          const f = METRIC_FAMILIES.find((x) => x.name === name);
+          assert.ok(f, `family ${name} is not in METRIC_FAMILIES${text}`);
+          assert.equal(type, f.type, `# TYPE ${name}`);
+        }
+        for (const old of Object.keys(RENAMED_METRICS)) {
+          const bare = old.replace(/\{.*$/, "");
+          if (!METRIC_FAMILIES.some((f) => f.name === bare)) assert.ok(!types.has(bare), `old name ${bare}`);
+        }
+        const checked = await promtool(r.body ?? "");
+        if (checked) assert.equal(checked.code, 0, `promtool check metrics:\n${checked.output}${text}`);
+        else console.log("promtool not installed (Debian package prometheus): check skipped");
 
-        const queuePackets = series(samples, "nfqlb_queue_packets_total");
-        const wantQueue = new Map<string, number>();
+        const received = series(samples, "nfqlb_queue_received_packets_total");
+        const verdicts = series(samples, "nfqlb_queue_verdict_packets_total");
+        const wantReceived = new Map<string, number>(), wantVerdicts = new Map<string, number>();
         for (const q of s.queues) {
-          for (const v of ["received", "accepted", "dropped"]) {
-            wantQueue.set(`queue=${q.queue},verdict=${v}`, q.counters[v]);
+          wantReceived.set(`queue=${q.queue}`, q.counters.received);
+          for (const v of ["accepted", "dropped"]) {
+            wantVerdicts.set(`queue=${q.queue},verdict=${v}`, q.counters[v]);
           }
         }
-        assert.deepEqual(queuePackets, wantQueue, `nfqlb_queue_packets_total${text}`);
+        assert.deepEqual(received, wantReceived, `nfqlb_queue_received_packets_total${text}`);
+        assert.deepEqual(verdicts, wantVerdicts, `nfqlb_queue_verdict_packets_total${text}`);
+        // no double counting: the verdicts add up to what was received
+        assert.equal(
+          [...verdicts.values()].reduce((a, b) => a + b, 0),
+          [...received.values()].reduce((a, b) => a + b, 0),
+          `accepted + dropped = received${text}`,
+        );
 
-        const pk = series(samples, "nfqlb_packets_total"), by = series(samples, "nfqlb_bytes_total");
+        const pk = series(samples, "nfqlb_target_packets_total"),
+          by = series(samples, "nfqlb_target_bytes_total");
         const wantPk = new Map<string, number>(), wantBy = new Map<string, number>();
         for (const q of s.queues) {
           for (const x of q.targets) {
@@ -503,8 +548,8 @@ Deno.test({
             wantBy.set(`queue=${q.queue},target=${x.fwmark}`, x.bytes);
           }
         }
-        assert.deepEqual(pk, wantPk, `nfqlb_packets_total per queue and target${text}`);
-        assert.deepEqual(by, wantBy, `nfqlb_bytes_total per queue and target${text}`);
+        assert.deepEqual(pk, wantPk, `nfqlb_target_packets_total per queue and target${text}`);
+        assert.deepEqual(by, wantBy, `nfqlb_target_bytes_total per queue and target${text}`);
         // summed over queues: the per-target totals (and what the targets answered)
         const perTarget = new Map<number, number>();
         for (const [k, v] of pk) {
@@ -514,21 +559,33 @@ Deno.test({
         assert.deepEqual(perTarget, new Map(s.targets.map((x) => [x.fwmark, x.packets])));
         assert.deepEqual(perTarget, new Map(topo.targetNames.map((n) => [fwmarkOf(n), want.packets[n]])));
 
-        assert.deepEqual(series(samples, "nfqlb_targets_active"), new Map([[`shm=${topo.shm}`, 3]]));
-        const drops = series(samples, "nfqlb_drops_total");
+        assert.deepEqual(series(samples, "nfqlb_targets_active"), new Map([[`table=${topo.shm}`, 3]]));
+        assert.deepEqual(
+          series(samples, "nfqlb_target_weight"),
+          new Map(marks.map((fw) => [`table=${topo.shm},target=${fw}`, 1])),
+          `nfqlb_target_weight${text}`,
+        );
+        const drops = series(samples, "nfqlb_dropped_packets_total");
         assert.equal(drops.get("reason=no_target"), notargetTotal, `no_target drops${text}`);
         assert.equal(drops.get("reason=no_flow"), 0, `no_flow drops${text}`);
 
         for (const q of s.queues) {
           const k = `queue=${q.queue}`;
           assert.ok(q.kernel);
-          assert.equal(series(samples, "nfqlb_kernel_queue_dropped_total").get(k), q.kernel.queueDropped, k);
           assert.equal(
-            series(samples, "nfqlb_kernel_queue_user_dropped_total").get(k),
-            q.kernel.userDropped,
+            series(samples, "nfqlb_kernel_queue_dropped_packets_total").get(k),
+            q.kernel.queue_dropped,
             k,
           );
-          assert.ok(series(samples, "nfqlb_kernel_queue_waiting").has(k), `nfqlb_kernel_queue_waiting{${k}}`);
+          assert.equal(
+            series(samples, "nfqlb_kernel_queue_user_dropped_packets_total").get(k),
+            q.kernel.user_dropped,
+            k,
+          );
+          assert.ok(
+            series(samples, "nfqlb_kernel_queue_waiting_packets").has(k),
+            `nfqlb_kernel_queue_waiting_packets{${k}}`,
+          );
         }
 
         const other = await httpGet(topo, METRICS_HOST, METRICS_PORT, "/other");
@@ -580,17 +637,22 @@ Deno.test({
           assert.ok(screens() >= 2, `fewer than 2 screens:\n${out}`);
           const last = out.split(CLEAR).at(-1)!;
           assert.match(last, new RegExp(`^nfqlb lb pid ${lb.pid} running since `, "m"), last);
-          assert.match(last, /^target fwmark +packets +pkt\/s +bytes +share$/m, last);
+          assert.match(last, /^target fwmark +weight +expected +packets +pkt\/s +bytes +share$/m, last);
           assert.deepEqual(s.targets.map((x) => x.fwmark), marks, "targets in stats --all");
+          let expected = 0;
           for (const x of s.targets) {
-            const row = new RegExp(`^ +${x.fwmark} +(\\d+) +\\S+ +(\\d+) +[\\d.]+ %`, "m").exec(last);
-            assert.ok(row, `no row for fwmark ${x.fwmark}:\n${last}`);
+            const row = new RegExp(`^ +${x.fwmark} +1 +([\\d.]+) % +(\\d+) +\\S+ +(\\d+) +[\\d.]+ %`, "m")
+              .exec(last);
+            assert.ok(row, `no row for fwmark ${x.fwmark} (weight 1):\n${last}`);
+            expected += Number(row[1]);
             assert.deepEqual(
-              [Number(row[1]), Number(row[2])],
+              [Number(row[2]), Number(row[3])],
               [x.packets, x.bytes],
               `fwmark ${x.fwmark}:\n${last}`,
             );
           }
+          // the expected shares are the lookup table's: 3 equal targets, about a third each, 100 % in all
+          assert.ok(Math.abs(expected - 100) < 0.5, `expected shares add up to ${expected} %:\n${last}`);
           for (const q of s.queues) {
             const row = new RegExp(`^ +${q.queue} +(\\d+) +\\S+ +(\\d+) +(\\d+)`, "m").exec(last);
             assert.ok(row, `no row for queue ${q.queue}:\n${last}`);
@@ -607,6 +669,43 @@ Deno.test({
     });
 
     await t.step(
+      "stats --watch=1 into a pipe: plain screens, no escape codes, exit 0 on SIGINT",
+      async () => {
+        const p = topo.spawn(
+          topo.ns.lb,
+          "stats --watch pipe",
+          [NFQLB, "stats", `--ft_shm=${topo.ftShm}`, "--watch=1"],
+          topo.nfqlb.env,
+        );
+        try {
+          const screens = () => (p.stdout.match(/^--- \d{4}-\d\d-\d\dT/gm) ?? []).length;
+          const ok = await waitUntil(() => !!p.status || screens() >= 2, 30_000, 100);
+          assert.ok(ok && !p.status, `stats --watch in a pipe: ${screens()} screens:\n${p.describe()}`);
+          const watchers = [p.pid, ...descendants(p.pid)].filter((pid) => cmdline(pid).includes("--watch=1"));
+          const watcher = watchers[watchers.length - 1];
+          await signalsHandled(watcher, () => p.describe());
+          Deno.kill(watcher, "SIGINT");
+          const exited = await p.done;
+          assert.deepEqual(
+            { code: exited.code, signal: exited.signal },
+            { code: 0, signal: null },
+            p.describe(),
+          );
+          assert.ok(
+            !p.stdout.includes("\x1b"),
+            `escape codes in a pipe:\n${JSON.stringify(p.stdout.slice(0, 400))}`,
+          );
+          assert.match(p.stdout, /^target fwmark +weight +expected +packets +pkt\/s +bytes +share$/m);
+          for (const fw of marks) {
+            assert.match(p.stdout, new RegExp(`^ +${fw} +1 +[\\d.]+ % `, "m"), p.stdout);
+          }
+        } finally {
+          await p.stop(5000);
+        }
+      },
+    );
+
+    await t.step(
       "after the lb stops (SIGTERM): stats --all still works, running false, counts unchanged",
       async () => {
         const before = await allStats(topo);
@@ -621,7 +720,9 @@ Deno.test({
         assert.equal(after.lb.pid, before.lb.pid);
         assert.deepEqual(figures(after), figures(before), "counts changed by the stop");
         assert.equal(after.totals.accepted, sentTotal);
-        for (const q of after.queues) assert.equal(q.kernel, null, `queue ${q.queue} still bound after stop`);
+        for (const q of after.queues) {
+          assert.equal(q.kernel, null, `queue ${q.queue} still bound after stop`);
+        }
         const x = await httpGet(topo, METRICS_HOST, METRICS_PORT, "/metrics");
         assert.equal(x.ok, false, "the metrics endpoint still answers after the lb stopped");
       },

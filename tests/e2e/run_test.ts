@@ -195,7 +195,7 @@ Deno.test({
         assert.equal(sampleValue(m, "nfqlb_dataplane_restarts_total"), 0);
         assert.equal(sampleValue(m, "nfqlb_dataplane_up"), 1);
         assert.ok(
-          (sampleValue(m, "nfqlb_queue_packets_total", { queue: "2", verdict: "received" }) ?? 0) >= 60,
+          (sampleValue(m, "nfqlb_queue_received_packets_total", { queue: "2" }) ?? 0) >= 60,
         );
       });
 
@@ -566,7 +566,7 @@ Deno.test({
       assert.deepEqual(await flowNames(), ["tcp-b", "udp-a"]);
       await traffic(30000);
       const m = await metrics(agent);
-      assert.ok((sampleValue(m, "nfqlb_flow_matches_total", { flow: "udp-a" }) ?? 0) >= 40);
+      assert.ok((sampleValue(m, "nfqlb_flow_matched_packets_total", { flow: "udp-a" }) ?? 0) >= 40);
       assert.equal((await agent.get("/ready")).status, 200);
     });
 

@@ -15,6 +15,7 @@ import { MAX_TRACE_CLIENTS, startTracing, TRACE_REFUSED } from "../../dataplane/
 import { METRICS_MAX_HEAD, startMetrics } from "../../dataplane/metrics.ts";
 import { createCountersShm } from "../../core/counters_shm.ts";
 import { createFragStatsShm } from "../../core/frag_stats.ts";
+import { TargetShm } from "../../core/target_shm.ts";
 import { traceMask } from "../../core/trace_shm.ts";
 import { nfqlb } from "../harness/nfqlb.ts";
 import { ROOT } from "../harness/paths.ts";
@@ -243,13 +244,18 @@ Deno.test("metrics: only GET/HEAD /metrics; 8 KiB request heads; slow clients cu
   const counters = createCountersShm("bounds-counters", [2], "lb");
   counters.publish();
   const ft = createFragStatsShm("bounds-ft");
+  TargetShm.create("t", { M: 997, N: 32, ownFwmark: 0 });
+  TargetShm.update("t", (active) => {
+    active.set([1, 2, 3]);
+    return true;
+  });
   const probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (probe.addr as Deno.NetAddr).port;
   probe.close();
   const m = startMetrics(`127.0.0.1:${port}`, {
     counters: "bounds-counters",
     ftShm: "bounds-ft",
-    tables: () => [{ shm: "t", active: 3 }],
+    tables: () => ["t"],
   });
   /** Sends raw bytes, returns the status line and the body. */
   const http = async (request: string | Uint8Array) => {
@@ -275,8 +281,8 @@ Deno.test("metrics: only GET/HEAD /metrics; 8 KiB request heads; slow clients cu
   try {
     const ok = await http("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert.equal(ok.status, "HTTP/1.1 200 OK");
-    assert.match(ok.head, /content-type: text\/plain; version=0\.0\.4/);
-    assert.match(ok.body, /^nfqlb_targets_active\{shm="t"\} 3$/m);
+    assert.match(ok.head, /content-type: text\/plain; version=0\.0\.4; charset=utf-8/);
+    assert.match(ok.body, /^nfqlb_targets_active\{table="t"\} 3$/m);
     // what fetch() sends works too
     const f = await fetch(`http://127.0.0.1:${port}/metrics`);
     assert.equal(f.status, 200);

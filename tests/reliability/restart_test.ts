@@ -375,10 +375,10 @@ Deno.test({
       assert.ok(q && q.dropped > 0, `the kernel dropped nothing: ${JSON.stringify(q)}`);
       // read while the lb is still frozen: the kernel's counters cannot move meanwhile
       const all = JSON.parse((await t.nfqlb.run(["stats", `--ft_shm=${t.ftShm}`, "--all"])).stdout) as {
-        queues: { queue: number; kernel: { queueDropped: number; userDropped: number } | null }[];
+        queues: { queue: number; kernel: { queue_dropped: number; user_dropped: number } | null }[];
       };
       const shown = all.queues.find((x) => x.queue === QUEUE)?.kernel;
-      assert.deepEqual(shown && { q: shown.queueDropped, u: shown.userDropped }, {
+      assert.deepEqual(shown && { q: shown.queue_dropped, u: shown.user_dropped }, {
         q: q.dropped,
         u: q.userDropped,
       });
@@ -394,8 +394,8 @@ Deno.test({
       const sample = (name: string) =>
         Number(new RegExp(`^${name}\\{queue="${QUEUE}"\\} (\\d+)$`, "m").exec(metrics)?.[1]);
       const after = kernel()!;
-      assert.equal(sample("nfqlb_kernel_queue_dropped_total"), after.dropped, metrics);
-      assert.equal(sample("nfqlb_kernel_queue_user_dropped_total"), after.userDropped, metrics);
+      assert.equal(sample("nfqlb_kernel_queue_dropped_packets_total"), after.dropped, metrics);
+      assert.equal(sample("nfqlb_kernel_queue_user_dropped_packets_total"), after.userDropped, metrics);
       console.log(
         `restart: lb frozen, ${sent} datagrams, --qlength=${qlength}: kernel queue_dropped ${q.dropped}, user_dropped ${q.userDropped}; ` +
           "stats --all and /metrics show the same",
