@@ -143,7 +143,7 @@ t nfqlb completion z
       "complete -F _nfqlb nfqlb",
       "show",
       "--metrics=",
-      "--help --ft_shm= --all --watch",
+      "--help --ft_shm= --all --watch --tshm=",
       "wrr wlc",
       "--scheduler=wrr --scheduler=wlc",
       "host.yaml",

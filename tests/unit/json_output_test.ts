@@ -37,7 +37,7 @@ Deno.test("json: snakeCase and the recursive key check", () => {
   );
 });
 
-Deno.test("json: show --json, ct-stats --json, ct-list --json, stats --all: snake_case keys; plain show unchanged", async () => {
+Deno.test("json: show --json, ct-stats --json, ct-list --json, stats --all: snake_case keys; plain show and show --help keep upstream's text (our --json after it)", async () => {
   using sb = libSandbox();
   await ok(["init", "--shm=t", "--M=97", "--N=4", "--conntrack=64"], sb.env);
   await ok(["activate", "--shm=t", "--weight=2", "101"], sb.env);
@@ -63,7 +63,8 @@ Deno.test("json: show --json, ct-stats --json, ct-list --json, stats --all: snak
   );
   assert.equal(
     await ok(["show", "--help"], sb.env),
-    "show [options]\n  Show shared mem structures\n  --shm= Shared memory \n",
+    "show [options]\n  Show shared mem structures\n  --shm= Shared memory \n\n" +
+      "nfqlb-deno options (not in nfqlb 1.2.0):\n  --json  The table as JSON (snake_case keys)\n",
   );
 
   const ct = snakeJson<{ capacity: number; connections: Record<string, number> }>(
