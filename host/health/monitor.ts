@@ -12,10 +12,11 @@
 import type { HostConfig, ServiceConfig } from "../config/types.ts";
 import { errorText } from "../../core/errors.ts";
 import { applyTargets, describeTargetChange, type WantedTarget } from "../target_sync.ts";
-import { checkIdentity, checkTargets, runCheck } from "./check.ts";
+import { checkIdentity, checkTargets, startCheck } from "./check.ts";
 import { type HealthRecord, removeHealthRecord, type TargetRecord, writeHealthRecord } from "./record.ts";
 import { Scheduler } from "./scheduler.ts";
 import { Poller } from "./sock.ts";
+import { closeIdleSockets } from "./tcp.ts";
 import { type Effect, serviceView, TargetHealth, type Transition } from "./state.ts";
 import type { CheckResult, CheckTarget } from "./types.ts";
 
@@ -57,7 +58,9 @@ export class HealthMonitor {
   constructor(cfg: HostConfig, log: HealthLog) {
     this.#cfg = cfg;
     this.#log = log;
-    this.#scheduler = new Scheduler((t) => this.#checkOnce(t));
+    this.#scheduler = new Scheduler((t, done) => this.#checkOnce(t, done), {
+      afterTick: () => this.#poller.flush(),
+    });
     this.update(cfg);
   }
 
@@ -107,6 +110,7 @@ export class HealthMonitor {
     this.#stopped = true;
     this.#scheduler.stop();
     this.#poller.close();
+    closeIdleSockets();
     if (this.#recordTimer !== undefined) clearTimeout(this.#recordTimer);
     if (this.#reassertTimer !== undefined) clearInterval(this.#reassertTimer);
     removeHealthRecord(this.#cfg.name);
@@ -126,13 +130,23 @@ export class HealthMonitor {
     return serviceView(s, this.#health(s.name)).wanted;
   }
 
-  async #checkOnce(t: CheckTarget): Promise<void> {
-    let r: CheckResult;
+  #checkOnce(t: CheckTarget, done: () => void): void {
     try {
-      r = await runCheck(t, this.#poller);
+      startCheck(t, this.#poller, (r) => {
+        try {
+          this.#result(t, r);
+        } finally {
+          done();
+        }
+      });
     } catch (e) {
-      r = { ok: false, error: errorText(e), ms: 0 };
+      // startCheck does not throw; should it, the target's schedule must go on
+      this.#result(t, { ok: false, error: errorText(e), ms: 0 });
+      done();
     }
+  }
+
+  #result(t: CheckTarget, r: CheckResult): void {
     if (this.#stopped) return;
     const x = this.#tracked.get(t.key);
     if (!x || x.target !== t) return; // reloaded meanwhile: this result belongs to an old definition

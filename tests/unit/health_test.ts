@@ -13,6 +13,7 @@ import type { HostConfig } from "../../host/config/types.ts";
 import { checkTargets, runCheck } from "../../host/health/check.ts";
 import { Scheduler } from "../../host/health/scheduler.ts";
 import { Poller } from "../../host/health/sock.ts";
+import { closeIdleSockets } from "../../host/health/tcp.ts";
 import { serviceView, TargetHealth } from "../../host/health/state.ts";
 import type { CheckTarget } from "../../host/health/types.ts";
 import { isRoot } from "../harness/netns.ts";
@@ -168,11 +169,11 @@ Deno.test("health scheduler: first round at once, then each target once per inte
   const n = 20, iv = 300;
   const starts = new Map<string, number[]>();
   const t0 = performance.now();
-  const sch = new Scheduler<{ key: string; intervalMs: number }>(async (t) => {
+  const sch = new Scheduler<{ key: string; intervalMs: number }>((t, done) => {
     const l = starts.get(t.key) ?? [];
     l.push(performance.now() - t0);
     starts.set(t.key, l);
-    await new Promise((r) => setTimeout(r, 5));
+    setTimeout(done, 5);
   });
   sch.set(Array.from({ length: n }, (_, i) => ({ key: `t${i}`, intervalMs: iv })));
   sch.start();
@@ -269,5 +270,38 @@ Deno.test("health checkers: tcp, http, udp, exec against local servers", async (
     ac.abort();
     await http.finished;
     udp.close();
+  }
+});
+
+Deno.test("health tcp check: a reused socket answers right after a pass, a refusal, in any mix", async () => {
+  const poller = new Poller();
+  const tcp = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const tport = (tcp.addr as Deno.NetAddr).port;
+  const accepting = (async () => {
+    try {
+      for await (const c of tcp) c.close();
+    } catch { /* closed */ }
+  })();
+  const gone = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const gport = (gone.addr as Deno.NetAddr).port;
+  gone.close();
+  const up = local("{ type: tcp }", tport), down = local("{ type: tcp }", gport);
+  try {
+    // one after the other: each check takes the socket the previous one gave back
+    for (let i = 0; i < 40; i++) {
+      const t = i % 3 === 2 ? down : up;
+      const r = await runCheck(t, poller);
+      assert.equal(r.ok, t === up, `check ${i}: ${r.error}`);
+      if (t === down) assert.match(r.error ?? "", /connect: ECONNREFUSED$/);
+    }
+    // at once, mixed: no answer leaks into another check
+    const batch = Array.from({ length: 30 }, (_, i) => (i % 2 ? down : up));
+    const rs = await Promise.all(batch.map((t) => runCheck(t, poller)));
+    assert.deepEqual(rs.map((r) => r.ok), batch.map((t) => t === up));
+  } finally {
+    poller.close();
+    closeIdleSockets();
+    tcp.close();
+    await accepting;
   }
 });
