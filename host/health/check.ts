@@ -66,10 +66,14 @@ export function checkTargets(cfg: HostConfig): CheckTarget[] {
   return out;
 }
 
-/** A text that is the same exactly when two targets are checked the same way (reload keeps state then). */
+/**
+ * A text that is the same exactly when two targets are checked the same way
+ * (a reload keeps their state then): mode, where each probe goes, the check,
+ * and the target's own addresses (exec's environment).
+ */
 export function checkIdentity(t: CheckTarget): string {
   const h: HealthConfig = t.health;
-  return JSON.stringify([t.mode, t.probes, h]);
+  return JSON.stringify([t.mode, t.addresses, t.probes, h]);
 }
 
 const NO_PROBE = "no address to check (no VIP of the target's families)";

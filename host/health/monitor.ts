@@ -80,17 +80,25 @@ export class HealthMonitor {
     for (const t of checkTargets(cfg)) {
       const identity = checkIdentity(t);
       const old = this.#tracked.get(t.key);
-      const target = { ...t, intervalMs: t.health.intervalMs };
-      if (old && old.identity === identity) next.set(t.key, { target, identity, state: old.state });
-      else next.set(t.key, { target, identity, state: new TargetHealth(t.health.rise, t.health.fall, now) });
+      // checked the same way: the same target object, so a check under way across the reload still counts
+      if (old && old.identity === identity) next.set(t.key, old);
+      else {
+        const target = { ...t, intervalMs: t.health.intervalMs };
+        next.set(t.key, { target, identity, state: new TargetHealth(t.health.rise, t.health.fall, now) });
+      }
     }
     this.#tracked = next;
     this.#scheduler.set([...next.values()].map((x) => x.target));
-    if (this.#started) this.#firstRound = this.#scheduler.firstRoundDone;
+    // readiness is the first round at start only: a reload's new targets start up, as configured, and
+    // /ready does not turn 503 for them
     this.#markDirty();
   }
 
-  /** Starts checking (the first round at once); resolves when the first round is done. */
+  /**
+   * Starts checking (the first round at once); resolves when the first
+   * round is done. Start it also when nothing is checked yet: a reload may
+   * add checks.
+   */
   async start(): Promise<void> {
     this.#started = true;
     this.#scheduler.start();
