@@ -11,12 +11,14 @@ import dgram from "node:dgram";
 import { parseHostConfig } from "../../host/config/load.ts";
 import type { HostConfig } from "../../host/config/types.ts";
 import { checkTargets, runCheck } from "../../host/health/check.ts";
+import { HealthMonitor } from "../../host/health/monitor.ts";
 import { Scheduler } from "../../host/health/scheduler.ts";
 import { Poller } from "../../host/health/sock.ts";
 import { closeIdleSockets } from "../../host/health/tcp.ts";
 import { serviceView, TargetHealth } from "../../host/health/state.ts";
 import type { CheckTarget } from "../../host/health/types.ts";
 import { isRoot } from "../harness/netns.ts";
+import { waitUntil } from "../harness/process.ts";
 
 function cfg(health: string, targetHealth = "", ports = "ports: [{ protocol: tcp, port: 80 }]"): HostConfig {
   return parseHostConfig(
@@ -303,5 +305,60 @@ Deno.test("health tcp check: a reused socket answers right after a pass, a refus
     closeIdleSockets();
     tcp.close();
     await accepting;
+  }
+});
+
+Deno.test("health monitor: a reload that adds checks runs them, and /ready stays as the first round left it", async () => {
+  const tcp = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (tcp.addr as Deno.NetAddr).port;
+  const accepting = (async () => {
+    try {
+      for await (const c of tcp) c.close();
+    } catch { /* closed or reset before accept */ }
+  })();
+  const shmDir = Deno.makeTempDirSync({ prefix: "nfqlb-hmon-" });
+  const oldShm = Deno.env.get("NFQLB_SHM_DIR");
+  Deno.env.set("NFQLB_SHM_DIR", shmDir); // the record file goes there; no target table: applies only warn
+  const conf = (targets: number) =>
+    parseHostConfig(
+      [
+        "version: 1",
+        "services:",
+        "  - name: l",
+        "    vips: [10.9.9.9]",
+        "    targets:",
+        `      - { fwmark: 6, address: 127.0.0.1, mode: nat, port: ${port} }`,
+        ...Array.from(
+          { length: targets },
+          (_, i) =>
+            `      - { fwmark: ${
+              7 + i
+            }, address: 127.0.0.1, mode: nat, port: ${port}, health: { type: tcp, intervalMs: 100, timeoutMs: 100 } }`,
+        ),
+      ].join("\n"),
+      "l.yaml",
+    );
+  const lines: string[] = [];
+  const log = { notice: (m: string) => lines.push(m), warning: (m: string) => lines.push(m), info: () => {} };
+  const mon = new HealthMonitor(conf(0), log);
+  try {
+    assert.equal(mon.active, false);
+    await mon.start(); // nothing checked: resolves at once
+    assert.ok(mon.ready);
+    mon.update(conf(1)); // a reload adds a checked target
+    const checks = () =>
+      [...mon.metrics().matchAll(/result="pass"\} (\d+)/g)].reduce((a, m) => a + Number(m[1]), 0);
+    await waitUntil(() => checks() >= 3, 5000, 20);
+    assert.ok(checks() >= 3, mon.metrics());
+    assert.ok(mon.ready);
+    mon.update(conf(2)); // and another one: still ready (new targets start up, as configured)
+    assert.ok(mon.ready);
+  } finally {
+    mon.stop();
+    tcp.close();
+    await accepting;
+    if (oldShm === undefined) Deno.env.delete("NFQLB_SHM_DIR");
+    else Deno.env.set("NFQLB_SHM_DIR", oldShm);
+    Deno.removeSync(shmDir, { recursive: true });
   }
 });
