@@ -86,6 +86,13 @@ Deno.test("health config: defaults, the service's port, NAT's own port, a target
   assert.equal(inherit.health?.intervalMs, 2000, "common keys are inherited across a type change");
   assert.equal(inherit.health?.path, "/", "http's path is not inherited by a tcp check");
   assert.equal(cfg("").services[0].targets[0].health, null);
+  // port absent: the lowest port of the first ports: entry
+  const ranged = cfg(
+    "{ type: tcp }",
+    "",
+    'ports: [{ protocol: tcp, port: "8000-8080" }, { protocol: tcp, port: 80 }]',
+  );
+  assert.equal(ranged.services[0].targets[0].health?.port, 8000);
 });
 
 Deno.test("health config: errors name the key and the value", () => {
@@ -103,6 +110,12 @@ Deno.test("health config: errors name the key and the value", () => {
     bad("{ type: tcp }", "", "ports: [{ protocol: tcp }]"),
     /expected a port in the tcp health check/,
   );
+  assert.match(
+    bad("{ type: tcp }", "", ""),
+    /expected a port in the tcp health check/,
+    "no ports: a port is required",
+  );
+  assert.doesNotThrow(() => cfg("{ type: icmp }", "", ""), "icmp needs no port");
   assert.match(bad("{ type: exec }"), /services\[0\]\.health: expected a command with type exec/);
   assert.match(bad("{ port: 80 }"), /expected a health check with a type/);
   assert.match(bad("{ type: tcp, onFail: drop }"), /onFail: expected one of remove, drain/);
