@@ -49,6 +49,8 @@ export class HealthMonitor {
   /** Per service: the latency histogram (bucket counts, sum, count). */
   #latency = new Map<string, { buckets: number[]; sum: number; count: number }>();
   #recordDirty = false;
+  /** Checks ran since the record was written (counts and last check only: written with the 2 s reassert). */
+  #countsDirty = false;
   #recordTimer: ReturnType<typeof setTimeout> | undefined;
   #reassertTimer: ReturnType<typeof setInterval> | undefined;
   #started = false;
@@ -163,6 +165,7 @@ export class HealthMonitor {
     const tr = x.state.record(r.ok, r.error, r.ms, Date.now());
     if (tr) this.#transition(x, tr, r);
     else if (hadError !== x.state.lastError) this.#markDirty();
+    else this.#countsDirty = true;
   }
 
   #observe(service: string, seconds: number): void {
@@ -221,6 +224,8 @@ export class HealthMonitor {
   /** Puts health's rows back when something else (an `nfqlb apply`, `activate`) changed them. */
   #reassert(): void {
     if (!this.active || this.#stopped) return;
+    // status's check counts and last check: every 2 s, not per check (1000 targets would be 1000 writes a second)
+    if (this.#countsDirty && this.#firstRound) this.#writeRecord();
     for (const s of this.#cfg.services) {
       if (!s.targets.some((t) => t.health)) continue;
       this.#applyService(s, this.wanted(s));
@@ -264,6 +269,7 @@ export class HealthMonitor {
 
   #writeRecord(): void {
     this.#recordDirty = false;
+    this.#countsDirty = false;
     if (!this.active) {
       removeHealthRecord(this.#cfg.name);
       return;
