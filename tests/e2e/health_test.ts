@@ -12,7 +12,9 @@
  *   on its checks' SYNs) never leaves;
  * - every server stopped: all targets stay (panic guard), one `panic` line;
  * - a DSR target whose VIP is missing on its loopback (a server on its own
- *   address only) is found down: the check proves the VIP answers;
+ *   address only) is found down: the check proves the VIP answers; meanwhile
+ *   the sockets its timed-out checks leave are reused by the others' checks,
+ *   which keep passing;
  * - hooks [output]: no check enters the queue: DSR tcp and udp checks carry
  *   their target's mark, a NAT target's check goes to its own address.
  *
@@ -215,6 +217,19 @@ Deno.test({
     );
     const vline = await agent.waitLine(/target web\/103 down/, 1000, v0);
     console.log(`health figure: VIP missing on t3's loopback: ${vline}`);
+
+    // t3's checks time out every interval; the sockets they leave are dissolved and reused by the other
+    // targets' checks (another mark): t1's checks keep passing meanwhile
+    const fails101 = async () =>
+      sampleValue(
+        parseExposition((await agent.get("/metrics")).body),
+        "nfqlb_health_checks_total",
+        { table: "web", target: "101", result: "fail" },
+      ) ?? 0;
+    const f0 = await fails101();
+    await new Promise((r) => setTimeout(r, INTERVAL * 6));
+    assert.equal(await fails101(), f0, "t1 failed checks while t3's timed out");
+    assert.deepEqual(await rows(host), [101, 102]);
   },
 });
 
