@@ -13,11 +13,13 @@
  *   (g) `start`: `lb` spawn to first verdict with 20 kpps flowing, vs a Deno
  *       program that only binds and `deno run` of an empty script (root only:
  *       the netns lab; tests/bench/lb_start.ts)
+ *   (h) `health`: CPU of the health checks at 1000 targets × 1 s, goal ≤ 5 %
+ *       of one core (root only: a network namespace; tests/bench/health.ts)
  *
  * Prints a table and the goals (PASS/MISS), and writes everything to
  * bench-results/bench-<ISO timestamp>.json. Exit status: 0, or 1 when a
  * correctness check failed (a missed goal is reported, not an error).
- * `--only=maglev,lookup,cli,classify,fragtable,flows,trace,conntrack,rss,start` runs a subset.
+ * `--only=maglev,lookup,cli,classify,fragtable,flows,trace,conntrack,rss,start,health` runs a subset.
  */
 import { openBenchLib, openPointerLib } from "../tests/bench/c_baseline.ts";
 import { benchClassify } from "../tests/bench/classify.ts";
@@ -31,6 +33,7 @@ import { benchMaglev } from "../tests/bench/maglev.ts";
 import { formatReport, type Goal, type Row } from "../tests/bench/report.ts";
 import { benchRss } from "../tests/bench/rss.ts";
 import { benchLbStart } from "../tests/bench/lb_start.ts";
+import { benchHealthCpu } from "../tests/bench/health.ts";
 import { ROOT } from "../tests/harness/paths.ts";
 
 const OUT_DIR = `${ROOT}/bench-results`;
@@ -113,6 +116,12 @@ async function main(): Promise<number> {
       const r = await benchLbStart({ runs: 10 });
       if (r.skipped) notes.push(`start: skipped (${r.skipped})`);
       notes.push(...(r.notes ?? []).map((n) => `start: ${n}`));
+      rows.push(...r.rows), goals.push(...r.goals), Object.assign(checks, r.checks);
+    }
+    if (want("health")) {
+      const r = await benchHealthCpu({ runs: 2, seconds: 10 });
+      if (r.skipped) notes.push(`health: skipped (${r.skipped})`);
+      notes.push(...(r.notes ?? []).map((n) => `health: ${n}`));
       rows.push(...r.rows), goals.push(...r.goals), Object.assign(checks, r.checks);
     }
   } finally {

@@ -14,12 +14,12 @@ import { checkExec } from "./exec.ts";
 import { checkHttp } from "./http.ts";
 import { checkIcmp } from "./icmp.ts";
 import type { Poller } from "./sock.ts";
-import { checkTcp } from "./tcp.ts";
+import { tcpProbe } from "./tcp.ts";
 import { checkUdp } from "./udp.ts";
 import { type Checker, type CheckResult, type CheckTarget, type Probe, probeText } from "./types.ts";
 
-const CHECKERS: Record<HealthType, Checker> = {
-  tcp: checkTcp,
+/** The promise-based checkers (tcp runs on callbacks: {@link startCheck}). */
+const CHECKERS: Record<Exclude<HealthType, "tcp">, Checker> = {
   http: checkHttp,
   udp: checkUdp,
   icmp: checkIcmp,
@@ -66,32 +66,61 @@ export function checkTargets(cfg: HostConfig): CheckTarget[] {
   return out;
 }
 
-/** A text that is the same exactly when two targets are checked the same way (reload keeps state then). */
+/**
+ * A text that is the same exactly when two targets are checked the same way
+ * (a reload keeps their state then): mode, where each probe goes, the check,
+ * and the target's own addresses (exec's environment).
+ */
 export function checkIdentity(t: CheckTarget): string {
   const h: HealthConfig = t.health;
-  return JSON.stringify([t.mode, t.probes, h]);
+  return JSON.stringify([t.mode, t.addresses, t.probes, h]);
 }
+
+const NO_PROBE = "no address to check (no VIP of the target's families)";
 
 /**
  * One check of a target: every probe at once, with one deadline
- * (`timeoutMs` from now); passes when all pass. Never rejects.
+ * (`timeoutMs` from now); it passes when all pass. `done` is called once,
+ * maybe before this returns, never with an exception. A tcp check runs on
+ * callbacks (no promise), the check the agent runs most at scale.
  */
-export async function runCheck(t: CheckTarget, poller: Poller): Promise<CheckResult> {
+export function startCheck(t: CheckTarget, poller: Poller, done: (r: CheckResult) => void): void {
   const t0 = performance.now();
-  const ctx = { poller, deadline: t0 + t.health.timeoutMs, target: t };
-  const check = CHECKERS[t.health.type];
-  const errors = await Promise.all(t.probes.map(async (p) => {
-    try {
-      const e = await check(p, t.health, ctx);
-      return e === null ? null : `${t.health.type} ${probeText(p)}: ${e}`;
-    } catch (e) {
-      return `${t.health.type} ${probeText(p)}: ${e instanceof Error ? e.message : String(e)}`;
-    }
-  }));
-  const failed = errors.filter((e) => e !== null);
-  const ms = performance.now() - t0;
-  if (t.probes.length === 0) {
-    return { ok: false, error: "no address to check (no VIP of the target's families)", ms };
+  const probes = t.probes, h = t.health;
+  if (probes.length === 0) return done({ ok: false, error: NO_PROBE, ms: 0 });
+  let left = probes.length;
+  let errors: (string | undefined)[] | undefined;
+  const one = (i: number, err: string | null) => {
+    if (err !== null) (errors ??= [])[i] = `${h.type} ${probeText(probes[i])}: ${err}`;
+    if (--left > 0) return;
+    const ms = performance.now() - t0;
+    done(
+      errors ? { ok: false, error: errors.filter((e) => e !== undefined).join("; "), ms } : {
+        ok: true,
+        error: null,
+        ms,
+      },
+    );
+  };
+  const deadline = t0 + h.timeoutMs;
+  if (h.type === "tcp") {
+    for (let i = 0; i < probes.length; i++) tcpProbe(probes[i], deadline, poller, (err) => one(i, err));
+    return;
   }
-  return { ok: failed.length === 0, error: failed.length ? failed.join("; ") : null, ms };
+  const ctx = { poller, deadline, target: t };
+  const check = CHECKERS[h.type];
+  for (let i = 0; i < probes.length; i++) {
+    let p: Promise<string | null>;
+    try {
+      p = check(probes[i], h, ctx);
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    p.then((e) => one(i, e), (e) => one(i, e instanceof Error ? e.message : String(e)));
+  }
+}
+
+/** {@link startCheck} as a promise (never rejects). */
+export function runCheck(t: CheckTarget, poller: Poller): Promise<CheckResult> {
+  return new Promise((resolve) => startCheck(t, poller, resolve));
 }

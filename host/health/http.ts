@@ -44,7 +44,7 @@ export function judgeHttp(answer: string, h: HealthConfig, complete: boolean): s
 export async function checkHttp(p: Probe, h: HealthConfig, ctx: CheckContext): Promise<string | null> {
   let s;
   try {
-    s = await connectTcp(p, ctx);
+    s = await connectTcp(p, ctx.deadline, ctx.poller);
   } catch (e) {
     return e instanceof Error ? e.message : String(e);
   }

@@ -12,10 +12,11 @@
 import type { HostConfig, ServiceConfig } from "../config/types.ts";
 import { errorText } from "../../core/errors.ts";
 import { applyTargets, describeTargetChange, type WantedTarget } from "../target_sync.ts";
-import { checkIdentity, checkTargets, runCheck } from "./check.ts";
+import { checkIdentity, checkTargets, startCheck } from "./check.ts";
 import { type HealthRecord, removeHealthRecord, type TargetRecord, writeHealthRecord } from "./record.ts";
 import { Scheduler } from "./scheduler.ts";
 import { Poller } from "./sock.ts";
+import { closeIdleSockets } from "./tcp.ts";
 import { type Effect, serviceView, TargetHealth, type Transition } from "./state.ts";
 import type { CheckResult, CheckTarget } from "./types.ts";
 
@@ -48,6 +49,8 @@ export class HealthMonitor {
   /** Per service: the latency histogram (bucket counts, sum, count). */
   #latency = new Map<string, { buckets: number[]; sum: number; count: number }>();
   #recordDirty = false;
+  /** Checks ran since the record was written (counts and last check only: written with the 2 s reassert). */
+  #countsDirty = false;
   #recordTimer: ReturnType<typeof setTimeout> | undefined;
   #reassertTimer: ReturnType<typeof setInterval> | undefined;
   #started = false;
@@ -57,7 +60,9 @@ export class HealthMonitor {
   constructor(cfg: HostConfig, log: HealthLog) {
     this.#cfg = cfg;
     this.#log = log;
-    this.#scheduler = new Scheduler((t) => this.#checkOnce(t));
+    this.#scheduler = new Scheduler((t, done) => this.#checkOnce(t, done), {
+      afterTick: () => this.#poller.flush(),
+    });
     this.update(cfg);
   }
 
@@ -77,17 +82,25 @@ export class HealthMonitor {
     for (const t of checkTargets(cfg)) {
       const identity = checkIdentity(t);
       const old = this.#tracked.get(t.key);
-      const target = { ...t, intervalMs: t.health.intervalMs };
-      if (old && old.identity === identity) next.set(t.key, { target, identity, state: old.state });
-      else next.set(t.key, { target, identity, state: new TargetHealth(t.health.rise, t.health.fall, now) });
+      // checked the same way: the same target object, so a check under way across the reload still counts
+      if (old && old.identity === identity) next.set(t.key, old);
+      else {
+        const target = { ...t, intervalMs: t.health.intervalMs };
+        next.set(t.key, { target, identity, state: new TargetHealth(t.health.rise, t.health.fall, now) });
+      }
     }
     this.#tracked = next;
     this.#scheduler.set([...next.values()].map((x) => x.target));
-    if (this.#started) this.#firstRound = this.#scheduler.firstRoundDone;
+    // readiness is the first round at start only: a reload's new targets start up, as configured, and
+    // /ready does not turn 503 for them
     this.#markDirty();
   }
 
-  /** Starts checking (the first round at once); resolves when the first round is done. */
+  /**
+   * Starts checking (the first round at once); resolves when the first
+   * round is done. Start it also when nothing is checked yet: a reload may
+   * add checks.
+   */
   async start(): Promise<void> {
     this.#started = true;
     this.#scheduler.start();
@@ -107,6 +120,7 @@ export class HealthMonitor {
     this.#stopped = true;
     this.#scheduler.stop();
     this.#poller.close();
+    closeIdleSockets();
     if (this.#recordTimer !== undefined) clearTimeout(this.#recordTimer);
     if (this.#reassertTimer !== undefined) clearInterval(this.#reassertTimer);
     removeHealthRecord(this.#cfg.name);
@@ -126,13 +140,23 @@ export class HealthMonitor {
     return serviceView(s, this.#health(s.name)).wanted;
   }
 
-  async #checkOnce(t: CheckTarget): Promise<void> {
-    let r: CheckResult;
+  #checkOnce(t: CheckTarget, done: () => void): void {
     try {
-      r = await runCheck(t, this.#poller);
+      startCheck(t, this.#poller, (r) => {
+        try {
+          this.#result(t, r);
+        } finally {
+          done();
+        }
+      });
     } catch (e) {
-      r = { ok: false, error: errorText(e), ms: 0 };
+      // startCheck does not throw; should it, the target's schedule must go on
+      this.#result(t, { ok: false, error: errorText(e), ms: 0 });
+      done();
     }
+  }
+
+  #result(t: CheckTarget, r: CheckResult): void {
     if (this.#stopped) return;
     const x = this.#tracked.get(t.key);
     if (!x || x.target !== t) return; // reloaded meanwhile: this result belongs to an old definition
@@ -141,6 +165,7 @@ export class HealthMonitor {
     const tr = x.state.record(r.ok, r.error, r.ms, Date.now());
     if (tr) this.#transition(x, tr, r);
     else if (hadError !== x.state.lastError) this.#markDirty();
+    else this.#countsDirty = true;
   }
 
   #observe(service: string, seconds: number): void {
@@ -199,6 +224,8 @@ export class HealthMonitor {
   /** Puts health's rows back when something else (an `nfqlb apply`, `activate`) changed them. */
   #reassert(): void {
     if (!this.active || this.#stopped) return;
+    // status's check counts and last check: every 2 s, not per check (1000 targets would be 1000 writes a second)
+    if (this.#countsDirty && this.#firstRound) this.#writeRecord();
     for (const s of this.#cfg.services) {
       if (!s.targets.some((t) => t.health)) continue;
       this.#applyService(s, this.wanted(s));
@@ -242,6 +269,7 @@ export class HealthMonitor {
 
   #writeRecord(): void {
     this.#recordDirty = false;
+    this.#countsDirty = false;
     if (!this.active) {
       removeHealthRecord(this.#cfg.name);
       return;

@@ -7,6 +7,7 @@
 import type { HostConfig } from "../config/types.ts";
 import { checkTargets, runCheck } from "./check.ts";
 import { Poller } from "./sock.ts";
+import { closeIdleSockets } from "./tcp.ts";
 import { probeText } from "./types.ts";
 
 /** One row of the table. */
@@ -44,6 +45,7 @@ export async function checkOnce(cfg: HostConfig): Promise<OnceRow[]> {
     }));
   } finally {
     poller.close();
+    closeIdleSockets();
   }
 }
 

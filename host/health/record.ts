@@ -2,7 +2,8 @@
  * The health of a config's targets as `nfqlb run` last saw it, for
  * `nfqlb status` (another process): `health-<name>.json` in our own
  * directory of the shm directory, written atomically by the agent on every
- * transition and at most once a second otherwise. A record whose writer no
+ * transition, within a second of a new last error, and every 2 s while
+ * checks run (their counts and last check). A record whose writer no
  * longer runs is ignored: nothing then keeps the health decisions, and the
  * file is what counts again.
  */

@@ -6,7 +6,9 @@
  * previous check started. One check at a time per target (timeout ≤
  * interval): a check that is still running when due starts when it ends.
  * The timer wakes at most every {@link QUANTUM_MS}, and not at all between
- * due times.
+ * due times. One wakeup starts every check then due, and then calls
+ * `afterTick` once (the monitor polls its sockets there), so at 1000
+ * targets a second a wakeup serves about ten checks.
  */
 
 /** Finest step of the schedule, ms: bounds the wakeups at 1000 targets to 100 per second. */
@@ -31,18 +33,28 @@ interface Entry<T> {
 
 /** Runs `check(target)` for every target on its schedule; see the module comment. */
 export class Scheduler<T extends Scheduled> {
-  readonly #check: (t: T) => Promise<void>;
+  readonly #check: (t: T, done: () => void) => void;
   readonly #now: () => number;
+  readonly #afterTick: (() => void) | undefined;
   #entries = new Map<string, Entry<T>>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
   #running = false;
   #firstWaiters: (() => void)[] = [];
 
-  /** `check` must not reject; `now` is performance.now() unless a test gives another clock. */
-  constructor(check: (t: T) => Promise<void>, now: () => number = () => performance.now()) {
+  /**
+   * `check(t, done)` starts a check of `t` and calls `done` once when it is
+   * over (maybe before it returns); it must not throw. `afterTick` runs
+   * after a wakeup started its checks. `now` is performance.now() unless a
+   * test gives another clock.
+   */
+  constructor(
+    check: (t: T, done: () => void) => void,
+    o: { afterTick?: () => void; now?: () => number } = {},
+  ) {
     this.#check = check;
-    this.#now = now;
+    this.#now = o.now ?? (() => performance.now());
+    this.#afterTick = o.afterTick;
   }
 
   /**
@@ -123,7 +135,7 @@ export class Scheduler<T extends Scheduled> {
     this.#timerAt = Infinity;
     if (!this.#running) return;
     const now = this.#now();
-    let next = Infinity;
+    let next = Infinity, started = 0;
     for (const e of this.#entries.values()) {
       if (e.running) continue;
       if (e.due > now) {
@@ -131,18 +143,22 @@ export class Scheduler<T extends Scheduled> {
         continue;
       }
       e.running = true;
-      const started = now;
-      this.#check(e.target).finally(() => {
-        e.running = false;
-        e.checks++;
-        const iv = e.target.intervalMs;
-        if (e.checks === 1 && e.phase !== undefined) e.due = started + iv * e.phase;
-        else e.due = started + iv;
-        if (e.checks === 1) this.#settle();
-        // only this entry changed: no scan of all (1000 checks a second would make that 10^6 steps)
-        this.#arm(this.#now(), e.due);
-      });
+      started++;
+      this.#check(e.target, () => this.#done(e, now));
     }
+    if (started > 0) this.#afterTick?.();
     this.#arm(now, next);
+  }
+
+  /** A check of `e` that started at `started` is over. */
+  #done(e: Entry<T>, started: number): void {
+    e.running = false;
+    e.checks++;
+    const iv = e.target.intervalMs;
+    if (e.checks === 1 && e.phase !== undefined) e.due = started + iv * e.phase;
+    else e.due = started + iv;
+    if (e.checks === 1) this.#settle();
+    // only this entry changed: no scan of all (1000 checks a second would make that 10^6 steps)
+    this.#arm(this.#now(), e.due);
   }
 }

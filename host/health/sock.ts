@@ -8,8 +8,11 @@
  * a mark, nor open a raw ICMP socket. The sockets are non-blocking, so no
  * call ever holds the event loop; readiness is asked with one poll(2) of
  * every socket in flight every {@link TICK_MS} while any is (a sync call with
- * a zero timeout: no thread per check, no wakeup when nothing is in flight).
- * libc is opened on first use.
+ * a zero timeout: no thread per check, no wakeup when nothing is in flight),
+ * and by {@link Poller.flush} right after the scheduler started its checks.
+ * What every check would build again (the sockaddr of a probe, the option
+ * values) is built once: at 1000 checks a second the per-check work is the
+ * syscalls. libc is opened on first use.
  */
 import { parseIPv4, parseIPv6 } from "../../core/inet.ts";
 
@@ -20,7 +23,8 @@ const SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1, SO_ERROR = 4, SO_LINGER = 13, SO_MARK = 36;
 /** poll(2) events. */
 export const POLLIN = 0x1, POLLOUT = 0x4;
-const POLLERR = 0x8, POLLHUP = 0x10;
+/** poll(2) revents of a failed or closed socket. */
+export const POLLERR = 0x8, POLLHUP = 0x10;
 const MSG_DONTWAIT = 0x40, MSG_NOSIGNAL = 0x4000;
 /** errno values the checks meet. */
 export const EAGAIN = 11, EINPROGRESS = 115;
@@ -90,6 +94,36 @@ export function familyOf(addr: string): 4 | 6 {
   return addr.includes(":") ? 6 : 4;
 }
 
+/** Cached sockaddrs, by address and port; cleared when it grows past {@link SOCKADDR_CACHE} (reloads add). */
+const sockaddrs = new Map<string, Map<number, Uint8Array<ArrayBuffer>>>();
+let cachedSockaddrs = 0;
+const SOCKADDR_CACHE = 65536;
+
+/** {@link sockaddr}, built once per address and port (do not modify the result). */
+export function cachedSockaddr(addr: string, port: number): Uint8Array<ArrayBuffer> {
+  let byPort = sockaddrs.get(addr);
+  let sa = byPort?.get(port);
+  if (sa) return sa;
+  if (cachedSockaddrs >= SOCKADDR_CACHE) {
+    sockaddrs.clear();
+    cachedSockaddrs = 0;
+    byPort = undefined;
+  }
+  sa = sockaddr(addr, port);
+  if (!byPort) sockaddrs.set(addr, byPort = new Map());
+  byPort.set(port, sa);
+  cachedSockaddrs++;
+  return sa;
+}
+
+/** A sockaddr of family AF_UNSPEC (0): connect(2) to it dissolves a TCP connection. */
+const UNSPEC = new Uint8Array(16);
+
+/** The option values the checks set, built once. */
+const LINGER_ZERO = new Uint8Array(new Int32Array([1, 0]).buffer);
+const intOpt = new Uint32Array(1), intOptBytes = new Uint8Array(intOpt.buffer);
+const lenOpt = new Uint32Array(1), lenOptBytes = new Uint8Array(lenOpt.buffer);
+
 /** sockaddr_in / sockaddr_in6 of `addr`:`port`. */
 export function sockaddr(addr: string, port: number): Uint8Array<ArrayBuffer> {
   if (familyOf(addr) === 4) {
@@ -116,6 +150,8 @@ export function sockaddr(addr: string, port: number): Uint8Array<ArrayBuffer> {
 export class Sock {
   /** The descriptor. */
   readonly fd: number;
+  /** Its SO_MARK (0: none set). */
+  mark = 0;
   #closed = false;
 
   private constructor(fd: number) {
@@ -132,7 +168,7 @@ export class Sock {
     if (fd < 0) throw new SockError("socket", errno());
     const s = new Sock(fd);
     try {
-      if (mark > 0) s.#opt(SO_MARK, new Uint8Array(new Uint32Array([mark]).buffer), "SO_MARK");
+      if (mark > 0) s.setMark(mark);
     } catch (e) {
       s.close();
       throw e;
@@ -146,15 +182,35 @@ export class Sock {
     }
   }
 
+  /** Sets SO_MARK (0 clears it). */
+  setMark(mark: number): void {
+    intOpt[0] = mark;
+    this.#opt(SO_MARK, intOptBytes, "SO_MARK");
+    this.mark = mark;
+  }
+
+  /**
+   * Dissolves the connection (connect(2) to AF_UNSPEC: the kernel's
+   * tcp_disconnect, a reset when it was established) and clears the error
+   * that leaves, so the socket can connect again: a tcp check reuses its
+   * socket instead of a socket(2) and a close(2) per check. False when the
+   * kernel refused (then close it).
+   */
+  disconnect(): boolean {
+    if (c().connect(this.fd, UNSPEC, UNSPEC.length) !== 0) return false;
+    this.pendingError();
+    return true;
+  }
+
   /** SO_LINGER {on, 0}: close() resets the connection, so the host keeps no TIME_WAIT per check. */
   lingerZero(): this {
-    this.#opt(SO_LINGER, new Uint8Array(new Int32Array([1, 0]).buffer), "SO_LINGER");
+    this.#opt(SO_LINGER, LINGER_ZERO, "SO_LINGER");
     return this;
   }
 
   /** connect(2): 0 when done, EINPROGRESS when under way; throws on any other failure. */
   connect(addr: string, port: number): number {
-    const sa = sockaddr(addr, port);
+    const sa = cachedSockaddr(addr, port);
     if (c().connect(this.fd, sa, sa.length) === 0) return 0;
     const e = errno();
     if (e === EINPROGRESS) return e;
@@ -163,13 +219,10 @@ export class Sock {
 
   /** SO_ERROR: the pending error of the socket (0: none), which also clears it. */
   pendingError(): number {
-    const v = new Int32Array(1), len = new Uint32Array([4]);
-    if (
-      c().getsockopt(this.fd, SOL_SOCKET, SO_ERROR, new Uint8Array(v.buffer), new Uint8Array(len.buffer)) < 0
-    ) {
-      return errno();
-    }
-    return v[0];
+    intOpt[0] = 0;
+    lenOpt[0] = 4;
+    if (c().getsockopt(this.fd, SOL_SOCKET, SO_ERROR, intOptBytes, lenOptBytes) < 0) return errno();
+    return intOpt[0];
   }
 
   /** send(2) without blocking: the bytes sent; throws on failure (EAGAIN included: a check sends little). */
@@ -196,29 +249,36 @@ export class Sock {
   }
 }
 
+/** Called with a socket's revents, or 0 when its deadline passed first. */
+export type Ready = (revents: number) => void;
+
 interface Wait {
   fd: number;
   events: number;
   deadline: number;
-  resolve: (revents: number) => void;
+  ready: Ready;
 }
 
 /**
  * Waits for readiness of many sockets with one poll(2) per tick. A wait
- * resolves with the socket's revents (POLLERR/POLLHUP included), or 0 when
- * its deadline (performance.now() ms) passed first.
+ * ends with the socket's revents (POLLERR/POLLHUP included), or 0 when its
+ * deadline (performance.now() ms) passed first.
  */
 export class Poller {
   #waits: Wait[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
   #buf = new Uint8Array(0);
+  #view = new DataView(this.#buf.buffer);
 
-  /** Waits until `fd` is ready for `events` or `deadline` passes. */
+  /** Calls `ready` once, when `fd` is ready for `events` or `deadline` has passed (no promise: the tcp check's path). */
+  watch(fd: number, events: number, deadline: number, ready: Ready): void {
+    this.#waits.push({ fd, events, deadline, ready });
+    this.#timer ??= setTimeout(() => this.#tick(), TICK_MS);
+  }
+
+  /** Waits until `fd` is ready for `events` or `deadline` passes: its revents, 0 at the deadline. */
   wait(fd: number, events: number, deadline: number): Promise<number> {
-    return new Promise((resolve) => {
-      this.#waits.push({ fd, events, deadline, resolve });
-      this.#timer ??= setTimeout(() => this.#tick(), TICK_MS);
-    });
+    return new Promise((resolve) => this.watch(fd, events, deadline, resolve));
   }
 
   /** Sockets waited for now. */
@@ -226,13 +286,35 @@ export class Poller {
     return this.#waits.length;
   }
 
+  /**
+   * Polls now (the scheduler calls it after starting its checks: a check
+   * that is done already, as on a near target, ends in this wakeup, not in
+   * one more 10 ms later); the timer stops when nothing is left.
+   */
+  flush(): void {
+    if (this.#waits.length === 0) return;
+    this.#poll();
+    if (this.#waits.length === 0 && this.#timer !== undefined) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+
   #tick(): void {
     this.#timer = undefined;
+    this.#poll();
+    if (this.#waits.length > 0) this.#timer ??= setTimeout(() => this.#tick(), TICK_MS);
+  }
+
+  #poll(): void {
     const waits = this.#waits;
     const n = waits.length;
     if (n === 0) return;
-    if (this.#buf.length < n * 8) this.#buf = new Uint8Array(Math.max(n, 64) * 8 * 2);
-    const v = new DataView(this.#buf.buffer);
+    if (this.#buf.length < n * 8) {
+      this.#buf = new Uint8Array(Math.max(n, 64) * 8 * 2);
+      this.#view = new DataView(this.#buf.buffer);
+    }
+    const v = this.#view;
     for (let i = 0; i < n; i++) {
       v.setInt32(i * 8, waits[i].fd, true);
       v.setInt16(i * 8 + 4, waits[i].events, true);
@@ -240,24 +322,32 @@ export class Poller {
     }
     const r = c().poll(this.#buf, BigInt(n), 0);
     const now = performance.now();
+    // waits added by the calls below (a next step of the same check) go to a fresh list
+    this.#waits = [];
     const keep: Wait[] = [];
     for (let i = 0; i < n; i++) {
-      const revents = r > 0 ? v.getInt16(i * 8 + 6, true) & (waits[i].events | POLLERR | POLLHUP) : 0;
-      if (revents !== 0) waits[i].resolve(revents);
-      else if (now >= waits[i].deadline) waits[i].resolve(0);
-      else keep.push(waits[i]);
+      const w = waits[i];
+      const revents = r > 0 ? v.getInt16(i * 8 + 6, true) & (w.events | POLLERR | POLLHUP) : 0;
+      if (revents !== 0) call(w.ready, revents);
+      else if (now >= w.deadline) call(w.ready, 0);
+      else keep.push(w);
     }
-    // waits added by the resolutions above (a next step of the same check) are already in this.#waits
-    this.#waits = keep.concat(this.#waits.slice(n));
-    if (this.#waits.length > 0) this.#timer = setTimeout(() => this.#tick(), TICK_MS);
+    this.#waits = keep.length === 0 ? this.#waits : keep.concat(this.#waits);
   }
 
-  /** Resolves every wait as timed out and stops ticking. */
+  /** Ends every wait as timed out and stops ticking. */
   close(): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     const waits = this.#waits;
     this.#waits = [];
-    for (const w of waits) w.resolve(0);
+    for (const w of waits) call(w.ready, 0);
   }
+}
+
+/** A wait's callback; one that throws must not stop the others (the checks catch their own). */
+function call(ready: Ready, revents: number): void {
+  try {
+    ready(revents);
+  } catch { /* a check's own bug (the checks catch their errors): the other sockets' waits go on */ }
 }

@@ -244,7 +244,7 @@ class HostAgent {
       log.notice(`health: checking ${this.#checkedText(cfg)}`);
       await health.start();
       if (this.#stopping) return 0;
-    }
+    } else health.start(); // nothing to check yet (resolves at once); a reload may add checks
     this.#sd(`READY=1\nSTATUS=${this.#statusLine()}`);
     log.notice(`ready: ${this.#statusLine()}`, { digest: content.digest });
     return 0;

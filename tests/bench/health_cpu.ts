@@ -59,6 +59,22 @@ if (Deno.args.includes("--listen")) {
   Deno.exit(0);
 }
 
+/** user and system ms per thread of this process (/proc/self/task/TID/stat), by thread name (and tid). */
+function threadTimes(): Map<string, [number, number]> {
+  const tick = 10; // ms per clock tick (USER_HZ 100)
+  const out = new Map<string, [number, number]>();
+  for (const e of Deno.readDirSync("/proc/self/task")) {
+    try {
+      const st = Deno.readTextFileSync(`/proc/self/task/${e.name}/stat`);
+      const close = st.lastIndexOf(")");
+      const name = st.slice(st.indexOf("(") + 1, close);
+      const f = st.slice(close + 2).split(" ");
+      out.set(`${name}#${e.name}`, [Number(f[11]) * tick, Number(f[12]) * tick]);
+    } catch { /* the thread ended */ }
+  }
+  return out;
+}
+
 const shmDir = Deno.makeTempDirSync({ dir: "/dev/shm", prefix: "nfqe-hcpu-" });
 Deno.env.set("NFQLB_SHM_DIR", shmDir);
 const listener = new Deno.Command(Deno.execPath(), {
@@ -97,9 +113,9 @@ try {
   const log = { notice: (m: string) => lines.push(m), warning: (m: string) => lines.push(m), info: () => {} };
   const mon = new HealthMonitor(cfg, log);
   await mon.start();
-  const c0 = process.cpuUsage(), t0 = performance.now();
+  const th0 = threadTimes(), c0 = process.cpuUsage(), t0 = performance.now();
   await new Promise((r) => setTimeout(r, SECONDS * 1000));
-  const c1 = process.cpuUsage(c0), wall = performance.now() - t0;
+  const c1 = process.cpuUsage(c0), wall = performance.now() - t0, th1 = threadTimes();
   const text = mon.metrics();
   mon.stop();
   const count = (re: RegExp) => [...text.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0);
@@ -113,6 +129,14 @@ try {
       `${
         ((cpuMs / wall) * 100).toFixed(2)
       } % of one core; checks ${pass} passed, ${fail} failed (total incl. first round)`,
+  );
+  // where the time goes: the thread that runs the checks (the main thread) and the runtime's others
+  const per = [...th1].map(([name, [u, s]]) => {
+    const [u0, s0] = th0.get(name) ?? [0, 0];
+    return { name, user: u - u0, system: s - s0 };
+  }).filter((x) => x.user + x.system > 0).sort((a, b) => b.user + b.system - a.user - a.system);
+  console.log(
+    `  threads (ms user/system): ${per.map((x) => `${x.name} ${x.user}/${x.system}`).join(", ")}`,
   );
   for (const l of lines.slice(0, 5)) console.log(`  log: ${l}`);
 } finally {

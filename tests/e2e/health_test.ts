@@ -12,18 +12,22 @@
  *   on its checks' SYNs) never leaves;
  * - every server stopped: all targets stay (panic guard), one `panic` line;
  * - a DSR target whose VIP is missing on its loopback (a server on its own
- *   address only) is found down: the check proves the VIP answers;
- * - hooks [output]: the checks (marked) do not enter the queue.
+ *   address only) is found down: the check proves the VIP answers; meanwhile
+ *   the sockets its timed-out checks leave are reused by the others' checks,
+ *   which keep passing;
+ * - hooks [output]: no check enters the queue: DSR tcp and udp checks carry
+ *   their target's mark, a NAT target's check goes to its own address.
  *
  * The figures are printed for the docs. Needs root.
  */
 import assert from "node:assert/strict";
-import { targetAddr, TCP_PORT, VIP } from "../harness/addresses.ts";
+import { targetAddr, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
 import { HostUnderTest } from "../harness/host.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
 import { RunAgent } from "../harness/run_agent.ts";
 import { waitUntil } from "../harness/process.ts";
 import { tally } from "../harness/traffic.ts";
+import { exists } from "../helpers/fs.ts";
 import { parseExposition, sampleValue } from "../helpers/prom_text.ts";
 
 const ignore = skipUnlessRoot();
@@ -33,7 +37,11 @@ const INTERVAL = 500, TIMEOUT = 300, RISE = 2, FALL = 3;
 const DOWN_BOUND = FALL * INTERVAL + TIMEOUT + 500, UP_BOUND = RISE * INTERVAL + TIMEOUT + 500;
 const NOISE = 1000;
 
-function config(name: string, hooks = "prerouting"): string {
+/** The port of t3's own-address server when it is a NAT target (hooks [output] test). */
+const NAT_PORT = 5080;
+
+/** `mixed`: 102 checked by udp (on the VIP, marked), 103 a NAT target checked on its own address and port. */
+function config(name: string, hooks = "prerouting", mixed = false): string {
   return [
     "version: 1",
     `name: ${name}`,
@@ -42,7 +50,14 @@ function config(name: string, hooks = "prerouting"): string {
     `    vips: [${VIP[4]}]`,
     `    health: { type: tcp, port: ${TCP_PORT}, intervalMs: ${INTERVAL}, timeoutMs: ${TIMEOUT}, rise: ${RISE}, fall: ${FALL} }`,
     "    targets:",
-    ...[1, 2, 3].map((i) => `      - { fwmark: ${100 + i}, address: ${targetAddr(4, i)} }`),
+    ...[1, 2, 3].map((i) => {
+      const own = !mixed || i === 1
+        ? ""
+        : i === 2
+        ? `, health: { type: udp, port: ${UDP_PORT} }`
+        : `, mode: nat, port: ${NAT_PORT}`;
+      return `      - { fwmark: ${100 + i}, address: ${targetAddr(4, i)}${own} }`;
+    }),
     "dataplane:",
     `  hooks: [${hooks}]`,
     "",
@@ -202,17 +217,42 @@ Deno.test({
     );
     const vline = await agent.waitLine(/target web\/103 down/, 1000, v0);
     console.log(`health figure: VIP missing on t3's loopback: ${vline}`);
+
+    // t3's checks time out every interval; the sockets they leave are dissolved and reused by the other
+    // targets' checks (another mark): t1's checks keep passing meanwhile
+    const fails101 = async () =>
+      sampleValue(
+        parseExposition((await agent.get("/metrics")).body),
+        "nfqlb_health_checks_total",
+        { table: "web", target: "101", result: "fail" },
+      ) ?? 0;
+    const f0 = await fails101();
+    await new Promise((r) => setTimeout(r, INTERVAL * 6));
+    assert.equal(await fails101(), f0, "t1 failed checks while t3's timed out");
+    assert.deepEqual(await rows(host), [101, 102]);
   },
 });
 
 Deno.test({
-  name: "e2e health: hooks [output]: the marked checks do not enter the queue; /ready after the first round",
+  name: "e2e health: hooks [output]: no check enters the queue (DSR tcp and udp, marked; NAT, to the target)",
   ignore,
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
     await using host = await HostUnderTest.create({ name: "hco" });
-    host.write(config("hco", "output"));
+    // t3 as a NAT target: a server on its own address
+    const ready = `${host.topo.workDir}/nat-ready`;
+    host.topo.spawnAgent(host.topo.ns.targets[2], "own-address server t3", {
+      cmd: "serve",
+      name: "t3nat",
+      addrs: [targetAddr(4, 3)],
+      udpPort: NAT_PORT,
+      tcpPort: NAT_PORT,
+      maxLifeS: 120,
+      readyFile: ready,
+    });
+    assert.ok(await waitUntil(() => exists(ready), 30_000, 50), "t3's own-address server not ready");
+    host.write(config("hco", "output", true));
     await using agent = RunAgent.start(host);
     assert.ok(await agent.waitLine(/ ready: /, 60_000), agent.lines().join("\n"));
     // several rounds: every check passes (a queued check would be re-marked by the lb and could go to another

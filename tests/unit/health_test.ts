@@ -11,11 +11,14 @@ import dgram from "node:dgram";
 import { parseHostConfig } from "../../host/config/load.ts";
 import type { HostConfig } from "../../host/config/types.ts";
 import { checkTargets, runCheck } from "../../host/health/check.ts";
+import { HealthMonitor } from "../../host/health/monitor.ts";
 import { Scheduler } from "../../host/health/scheduler.ts";
 import { Poller } from "../../host/health/sock.ts";
+import { closeIdleSockets } from "../../host/health/tcp.ts";
 import { serviceView, TargetHealth } from "../../host/health/state.ts";
 import type { CheckTarget } from "../../host/health/types.ts";
 import { isRoot } from "../harness/netns.ts";
+import { waitUntil } from "../harness/process.ts";
 
 function cfg(health: string, targetHealth = "", ports = "ports: [{ protocol: tcp, port: 80 }]"): HostConfig {
   return parseHostConfig(
@@ -83,6 +86,13 @@ Deno.test("health config: defaults, the service's port, NAT's own port, a target
   assert.equal(inherit.health?.intervalMs, 2000, "common keys are inherited across a type change");
   assert.equal(inherit.health?.path, "/", "http's path is not inherited by a tcp check");
   assert.equal(cfg("").services[0].targets[0].health, null);
+  // port absent: the lowest port of the first ports: entry
+  const ranged = cfg(
+    "{ type: tcp }",
+    "",
+    'ports: [{ protocol: tcp, port: "8000-8080" }, { protocol: tcp, port: 80 }]',
+  );
+  assert.equal(ranged.services[0].targets[0].health?.port, 8000);
 });
 
 Deno.test("health config: errors name the key and the value", () => {
@@ -100,6 +110,12 @@ Deno.test("health config: errors name the key and the value", () => {
     bad("{ type: tcp }", "", "ports: [{ protocol: tcp }]"),
     /expected a port in the tcp health check/,
   );
+  assert.match(
+    bad("{ type: tcp }", "", ""),
+    /expected a port in the tcp health check/,
+    "no ports: a port is required",
+  );
+  assert.doesNotThrow(() => cfg("{ type: icmp }", "", ""), "icmp needs no port");
   assert.match(bad("{ type: exec }"), /services\[0\]\.health: expected a command with type exec/);
   assert.match(bad("{ port: 80 }"), /expected a health check with a type/);
   assert.match(bad("{ type: tcp, onFail: drop }"), /onFail: expected one of remove, drain/);
@@ -168,11 +184,11 @@ Deno.test("health scheduler: first round at once, then each target once per inte
   const n = 20, iv = 300;
   const starts = new Map<string, number[]>();
   const t0 = performance.now();
-  const sch = new Scheduler<{ key: string; intervalMs: number }>(async (t) => {
+  const sch = new Scheduler<{ key: string; intervalMs: number }>((t, done) => {
     const l = starts.get(t.key) ?? [];
     l.push(performance.now() - t0);
     starts.set(t.key, l);
-    await new Promise((r) => setTimeout(r, 5));
+    setTimeout(done, 5);
   });
   sch.set(Array.from({ length: n }, (_, i) => ({ key: `t${i}`, intervalMs: iv })));
   sch.start();
@@ -269,5 +285,93 @@ Deno.test("health checkers: tcp, http, udp, exec against local servers", async (
     ac.abort();
     await http.finished;
     udp.close();
+  }
+});
+
+Deno.test("health tcp check: a reused socket answers right after a pass, a refusal, in any mix", async () => {
+  const poller = new Poller();
+  const tcp = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const tport = (tcp.addr as Deno.NetAddr).port;
+  const accepting = (async () => {
+    try {
+      for await (const c of tcp) c.close();
+    } catch { /* closed */ }
+  })();
+  const gone = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const gport = (gone.addr as Deno.NetAddr).port;
+  gone.close();
+  const up = local("{ type: tcp }", tport), down = local("{ type: tcp }", gport);
+  try {
+    // one after the other: each check takes the socket the previous one gave back
+    for (let i = 0; i < 40; i++) {
+      const t = i % 3 === 2 ? down : up;
+      const r = await runCheck(t, poller);
+      assert.equal(r.ok, t === up, `check ${i}: ${r.error}`);
+      if (t === down) assert.match(r.error ?? "", /connect: ECONNREFUSED$/);
+    }
+    // at once, mixed: no answer leaks into another check
+    const batch = Array.from({ length: 30 }, (_, i) => (i % 2 ? down : up));
+    const rs = await Promise.all(batch.map((t) => runCheck(t, poller)));
+    assert.deepEqual(rs.map((r) => r.ok), batch.map((t) => t === up));
+  } finally {
+    poller.close();
+    closeIdleSockets();
+    tcp.close();
+    await accepting;
+  }
+});
+
+Deno.test("health monitor: a reload that adds checks runs them, and /ready stays as the first round left it", async () => {
+  const tcp = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (tcp.addr as Deno.NetAddr).port;
+  const accepting = (async () => {
+    try {
+      for await (const c of tcp) c.close();
+    } catch { /* closed or reset before accept */ }
+  })();
+  const shmDir = Deno.makeTempDirSync({ prefix: "nfqlb-hmon-" });
+  const oldShm = Deno.env.get("NFQLB_SHM_DIR");
+  Deno.env.set("NFQLB_SHM_DIR", shmDir); // the record file goes there; no target table: applies only warn
+  const conf = (targets: number) =>
+    parseHostConfig(
+      [
+        "version: 1",
+        "services:",
+        "  - name: l",
+        "    vips: [10.9.9.9]",
+        "    targets:",
+        `      - { fwmark: 6, address: 127.0.0.1, mode: nat, port: ${port} }`,
+        ...Array.from(
+          { length: targets },
+          (_, i) =>
+            `      - { fwmark: ${
+              7 + i
+            }, address: 127.0.0.1, mode: nat, port: ${port}, health: { type: tcp, intervalMs: 100, timeoutMs: 100 } }`,
+        ),
+      ].join("\n"),
+      "l.yaml",
+    );
+  const lines: string[] = [];
+  const log = { notice: (m: string) => lines.push(m), warning: (m: string) => lines.push(m), info: () => {} };
+  const mon = new HealthMonitor(conf(0), log);
+  try {
+    assert.equal(mon.active, false);
+    await mon.start(); // nothing checked: resolves at once
+    assert.ok(mon.ready);
+    mon.update(conf(1)); // a reload adds a checked target
+    const checks = () =>
+      [...mon.metrics().matchAll(/result="pass"\} (\d+)/g)].reduce((a, m) => a + Number(m[1]), 0);
+    await waitUntil(() => checks() >= 3, 5000, 20);
+    assert.ok(checks() >= 3, mon.metrics());
+    assert.ok(mon.ready);
+    mon.update(conf(2)); // and another one: still ready (new targets start up, as configured)
+    assert.ok(mon.ready);
+  } finally {
+    mon.stop();
+    tcp.close();
+    await accepting;
+    if (oldShm === undefined) Deno.env.delete("NFQLB_SHM_DIR");
+    else Deno.env.set("NFQLB_SHM_DIR", oldShm);
+    Deno.removeSync(shmDir, { recursive: true });
   }
 });

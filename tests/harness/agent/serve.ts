@@ -46,27 +46,19 @@ export async function serve(c: ServeCommand): Promise<void> {
   for (const { addr, port } of tcpSockets) {
     const l = Deno.listen({ hostname: addr, port, transport: "tcp" });
     closers.push(() => l.close());
-    loops.push((async () => {
-      try {
-        for await (const conn of l) {
-          conn.write(tcpLine).catch(() => {}).finally(() => {
-            try {
-              conn.close();
-            } catch { /* already closed by a RST */ }
-          });
-        }
-      } catch { /* listener closed */ }
-    })());
+    loops.push(acceptLoop(l, (conn) => {
+      conn.write(tcpLine).catch(() => {}).finally(() => {
+        try {
+          conn.close();
+        } catch { /* already closed by a RST */ }
+      });
+    }));
   }
   for (const addr of c.addrs) {
     for (const port of c.echoTcpPorts ?? []) {
       const l = Deno.listen({ hostname: addr, port, transport: "tcp" });
       closers.push(() => l.close());
-      loops.push((async () => {
-        try {
-          for await (const conn of l) echoLines(conn, prefix);
-        } catch { /* listener closed */ }
-      })());
+      loops.push(acceptLoop(l, (conn) => echoLines(conn, prefix)));
     }
   }
   Deno.writeTextFileSync(c.readyFile, "ready\n");
@@ -85,6 +77,30 @@ export async function serve(c: ServeCommand): Promise<void> {
     } catch { /* closing anyway */ }
   }
   Deno.exit(0);
+}
+
+/** Accepted connections, by {@link acceptLoop}, at most (bounds the loop; a server lives ≤ maxLifeS). */
+const MAX_ACCEPTS = 10_000_000;
+
+/**
+ * Hands each accepted connection to `onConn` until the listener is closed.
+ * A connection reset before it was accepted (a health check's SO_LINGER 0
+ * close right after its handshake) makes Deno's accept throw ENOTCONN for
+ * that one connection: the loop goes on, or the server would stop
+ * accepting while the kernel still completes handshakes for it.
+ */
+async function acceptLoop(l: Deno.Listener, onConn: (c: Deno.Conn) => void): Promise<void> {
+  for (let k = 0; k < MAX_ACCEPTS; k++) {
+    let conn: Deno.Conn;
+    try {
+      conn = await l.accept();
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === "ENOTCONN" || code === "ECONNABORTED") continue;
+      return; // the listener is closed (BadResource)
+    }
+    onConn(conn);
+  }
 }
 
 /** Answers each line with `prefix` + line + "\n" until the client closes (bounded in reads). */
