@@ -11,6 +11,7 @@ import { errorText } from "../core/errors.ts";
 import { statusPlumbing } from "./plumbing/kernel_sync.ts";
 import { OWN_DIR_NAME, ownExists, shmExists } from "../core/shm_dir.ts";
 import { TargetShm } from "../core/target_shm.ts";
+import { tableDigest } from "../core/table_digest.ts";
 import { alive, dataplaneArgs, isDataplane } from "./dataplane_process.ts";
 import { shmStatusLine } from "./apply.ts";
 import { claimsOf } from "./claims.ts";
@@ -41,7 +42,11 @@ function healthText(h: TargetRecord | undefined): string {
   } since ${since}${panic} (${h.type}, ${h.checks} checks)${err}${last}`;
 }
 
-function serviceLines(s: ServiceConfig, out: string[], health: HealthRecord | undefined): number {
+async function serviceLines(
+  s: ServiceConfig,
+  out: string[],
+  health: HealthRecord | undefined,
+): Promise<number> {
   let drift = 0;
   const bad = (l: string) => {
     out.push(`  ! ${l}`);
@@ -59,9 +64,13 @@ function serviceLines(s: ServiceConfig, out: string[], health: HealthRecord | un
     return drift;
   }
   try {
-    out.push(`  service ${s.name}: M=${t.M} N=${t.N}, ${s.vips.map((v) => v.cidr).join(" ")}`);
-    if (t.M !== s.m || t.N !== s.n) bad(`table size M=${t.M} N=${t.N}, the file says M=${s.m} N=${s.n}`);
     const snap = t.snapshot(0);
+    // the digest: LB hosts of a tier compare it (docs/tier.md)
+    const digest = await tableDigest({ M: t.M, N: t.N, active: snap.active, weights: snap.weights });
+    out.push(
+      `  service ${s.name}: M=${t.M} N=${t.N}, ${s.vips.map((v) => v.cidr).join(" ")}, digest ${digest}`,
+    );
+    if (t.M !== s.m || t.N !== s.n) bad(`table size M=${t.M} N=${t.N}, the file says M=${s.m} N=${s.n}`);
     const rows = new Map<number, number>();
     snap.active.forEach((fw, i) => fw >= 0 && rows.set(fw, snap.weights[i]));
     const hs = health?.services[s.name]?.targets ?? {};
@@ -168,7 +177,7 @@ export async function hostStatus(cfg: HostConfig, file: string): Promise<HostSta
   );
   const clash = clashWithOthers(cfg.name, claimsOf(cfg, admin));
   if (clash) bad(clash);
-  for (const s of cfg.services) drift += serviceLines(s, out, health);
+  for (const s of cfg.services) drift += await serviceLines(s, out, health);
 
   const d = cfg.dataplane;
   const args = dataplaneArgs(cfg);

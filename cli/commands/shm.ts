@@ -64,12 +64,20 @@ export const del: Command = {
   },
 };
 
-/** `show`: the header, the first 25 lookup entries and the active targets. */
+/**
+ * `show`: the header, the first 25 lookup entries and the active targets.
+ * Ours (hidden, docs/tier.md): `--digest` adds a line `  Digest: <hex>`,
+ * the table's digest (core/table_digest.ts), which LB hosts of a tier
+ * compare.
+ */
 export const show: Command = {
   name: "show",
   header: "show [options]\n  Show shared mem structures",
-  options: [{ name: "shm", help: "Shared memory" }],
-  run({ opts }) {
+  options: [
+    { name: "shm", help: "Shared memory" },
+    { name: "digest", help: "Also print the table's digest (docs/tier.md)", flag: true, hidden: true },
+  ],
+  async run({ opts }) {
     const name = opts.get("shm") ?? "nfqlb";
     const t = TargetShm.open(name);
     try {
@@ -81,6 +89,16 @@ export const show: Command = {
       snap.active.forEach((fw, i) => {
         if (fw >= 0) text += ` ${fw}(${i})${snap.weights[i] === 1 ? "" : `w${snap.weights[i]}`}`;
       });
+      if (opts.has("digest")) {
+        const { tableDigest } = await import("../../core/table_digest.ts");
+        // the same snapshot: the digest is of the rows printed above
+        text += `\n  Digest: ${await tableDigest({
+          M: t.M,
+          N: t.N,
+          active: snap.active,
+          weights: snap.weights,
+        })}`;
+      }
       out(text + "\n");
     } finally {
       t.close();

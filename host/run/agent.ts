@@ -32,7 +32,7 @@ import { teardownHost } from "../teardown.ts";
 import { HealthMonitor } from "../health/monitor.ts";
 import type { AgentLog } from "./agent_log.ts";
 import { type AdminServer, startAdmin } from "./admin_server.ts";
-import { dataplaneMetrics, renderAgentMetrics } from "./metrics.ts";
+import { dataplaneMetrics, renderAgentMetrics, tableDigests } from "./metrics.ts";
 import { LogTail } from "./log_tail.ts";
 import { ConfigWatcher, type FileContent, readConfig } from "./reload.ts";
 import { monotonicUsec, SdNotify } from "./sd_notify.ts";
@@ -477,6 +477,7 @@ class HostAgent {
       restarts: this.#restarts,
       config: cfg ? { name: cfg.name, digest: this.#digest } : undefined,
       dataplaneUp: cfg !== undefined && running(cfg) !== undefined,
+      tables: cfg ? await tableDigests(cfg) : undefined,
     });
     return own + (this.#health?.metrics() ?? "") + (cfg ? await dataplaneMetrics(cfg) : "");
   }

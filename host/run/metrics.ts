@@ -15,6 +15,7 @@ import { flowExchange } from "../../core/flow/client.ts";
 import type { ListedFlow } from "../../core/flow/render.ts";
 import { ownExists } from "../../core/shm_dir.ts";
 import { activeTargets } from "../../core/target_view.ts";
+import { readTableDigest } from "../../core/table_digest.ts";
 import { renderMetrics } from "../../dataplane/metrics.ts";
 import { ftShmOf } from "../dataplane_process.ts";
 
@@ -28,6 +29,8 @@ export interface AgentCounters {
   config?: { name: string; digest: string };
   /** Whether the dataplane runs now. */
   dataplaneUp: boolean;
+  /** The digest of each service's target table (core/table_digest.ts); a missing table is left out. */
+  tables?: { table: string; digest: string }[];
 }
 
 const esc = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
@@ -51,6 +54,16 @@ export function renderAgentMetrics(c: AgentCounters): string {
   if (c.config) {
     family("nfqlb_config_info", "gauge", "The config being served: its name and the sha256 of the file.");
     out.push(`nfqlb_config_info{name="${esc(c.config.name)}",digest="${esc(c.config.digest)}"} 1`);
+  }
+  if (c.tables && c.tables.length > 0) {
+    family(
+      "nfqlb_table_info",
+      "gauge",
+      "1, per target table: the digest of what decides a fwmark (M, N, rows, weights); LB hosts of a tier agree when it is equal.",
+    );
+    for (const t of c.tables) {
+      out.push(`nfqlb_table_info{table="${esc(t.table)}",digest="${esc(t.digest)}"} 1`);
+    }
   }
   return out.join("\n") + "\n";
 }
@@ -101,4 +114,15 @@ export async function dataplaneMetrics(cfg: HostConfig): Promise<string> {
   } catch {
     return ""; // a counters file being replaced by a starting dataplane: the next scrape has it
   }
+}
+
+/** The digest of each service's table of `cfg`; a table that cannot be read (missing, being replaced) is left out. */
+export async function tableDigests(cfg: HostConfig): Promise<{ table: string; digest: string }[]> {
+  const out: { table: string; digest: string }[] = [];
+  for (const s of cfg.services) {
+    try {
+      out.push({ table: s.name, digest: await readTableDigest(s.name) });
+    } catch { /* no table now: no series */ }
+  }
+  return out;
 }
