@@ -21,6 +21,7 @@ import { listFlows, planFlows } from "./flow_sync.ts";
 import { plumbingSpecOf } from "./plumbing_spec.ts";
 import { readState, stateClaims } from "./state.ts";
 import { type HealthRecord, readHealthRecord, type TargetRecord } from "./health/record.ts";
+import { readBgpRecord } from "./bgp/speaker.ts";
 
 /** What {@link hostStatus} found. */
 export interface HostStatus {
@@ -120,6 +121,33 @@ async function serviceLines(
     }
   } else if (ownExists(ctName)) bad(`connection table ${ctName} exists, the file has none`);
   return drift;
+}
+
+/**
+ * The BGP part (docs/tier.md), from the record of the `nfqlb run` that
+ * serves the config: its BIRD, each session, each VIP announced or
+ * withdrawn and why. Informative: what BGP says is no difference from the
+ * file.
+ */
+function bgpLines(cfg: HostConfig, out: string[]): void {
+  const r = readBgpRecord(cfg.name);
+  if (!r) {
+    out.push(`  bgp: nothing announced (no nfqlb run serves ${cfg.name})`);
+    return;
+  }
+  const bird = r.bird === "supervised" ? `bird pid ${r.birdPid ?? "- (restarting)"}` : "system BIRD";
+  out.push(`  bgp: ${bird}, router id ${r.routerId}, nfqlb run pid ${r.pid}`);
+  for (const x of r.sessions) {
+    out.push(`    session ${x.peer} (${x.protocol}): ${x.up ? "up" : "down"}, ${x.info}`);
+  }
+  for (const v of r.vips) {
+    const since = new Date(v.since).toISOString();
+    out.push(
+      `    vip ${v.vip} (${v.service}): ${
+        v.announced ? `announced since ${since}` : `withdrawn since ${since}: ${v.reason}`
+      }`,
+    );
+  }
 }
 
 /**
@@ -225,6 +253,8 @@ export async function hostStatus(cfg: HostConfig, file: string): Promise<HostSta
       bad(`flows: ${errorText(e)}`);
     }
   }
+
+  if (cfg.bgp) bgpLines(cfg, out);
 
   const p = await statusPlumbing(plumbingSpecOf(cfg));
   out.push(

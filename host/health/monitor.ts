@@ -121,6 +121,12 @@ export class HealthMonitor {
     return (fw) => this.#tracked.get(`${service}/${fw}`)?.state;
   }
 
+  /** Whether service `name` is in panic: every target that carries traffic fails its check (docs/tier.md withdraws it). */
+  panic(name: string): boolean {
+    const s = this.#cfg.services.find((x) => x.name === name);
+    return s !== undefined && serviceView(s, this.#health(s.name)).panic;
+  }
+
   /** The rows health wants for service `s` (what apply writes instead of the file's own list). */
   wanted(s: ServiceConfig): WantedTarget[] {
     return serviceView(s, this.#health(s.name)).wanted;
