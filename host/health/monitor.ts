@@ -11,7 +11,7 @@
  */
 import type { HostConfig, ServiceConfig } from "../config/types.ts";
 import { errorText } from "../../core/errors.ts";
-import { applyTargets, describeTargetChange, type WantedTarget } from "../target_sync.ts";
+import { applyTargets, describeTargetChange, homeRows, type WantedTarget } from "../target_sync.ts";
 import { checkIdentity, checkTargets, runCheck } from "./check.ts";
 import { type HealthRecord, removeHealthRecord, type TargetRecord, writeHealthRecord } from "./record.ts";
 import { Scheduler } from "./scheduler.ts";
@@ -193,7 +193,8 @@ export class HealthMonitor {
 
   #applyService(s: ServiceConfig, wanted: WantedTarget[]): void {
     try {
-      for (const c of applyTargets(s.name, wanted)) {
+      // home rows: a target that comes back takes its own row, as on every host of a tier (docs/tier.md)
+      for (const c of applyTargets(s.name, wanted, homeRows(s))) {
         this.#log.info(`health: ${describeTargetChange(s.name, c)}`);
       }
     } catch (e) {
