@@ -346,7 +346,7 @@ export class BgpSpeaker {
     });
     for (const s of sessions) {
       const old = this.#sessions.find((o) => o.peer === s.peer);
-      if (old && old.up !== s.up) {
+      if ((old && old.up !== s.up) || (!old && s.up)) {
         if (s.up) this.#log.notice(`bgp: session to ${s.peer} established`);
         else this.#log.warning(`bgp: session to ${s.peer} down: ${s.info}`);
       }

@@ -4,15 +4,16 @@
  * paths`, L4 multipath hash, BFD 100 ms x 5), LB hosts on a bridge in its
  * own namespace, each its own netns running `nfqlb run` with the same file
  * (its own NFQLB_SHM_DIR: the hosts share /dev/shm) and a `bgp:` section,
- * three DSR targets on the same bridge, and a client holding long-lived TCP
+ * three DSR targets on the same bridge, and a client holding long-lived TCP (per family)
  * connections that exchange a line every 200 ms (net.core.txrehash=0, so a
  * retransmission does not re-pick the ECMP path).
  *
  * ```
- *  cli 10.218.0.2 ---- r0 [router] eth0 10.218.1.1 ----+
+ *  cli 10.218.0.2 ---- r0 [router] eth0 10.218.1.1 ----+      (IPv6: fd18::2, fd18::1, fd18:1::1, ...)
  *                                               bridge (own netns)
- *   h1 .11  h2 .12  h3 .13  (h4 .14 later) ------------+---- t1 .21  t2 .22  t3 .23 (VIP on lo)
- *   VIP 10.218.100.1, announced by each host; targets answer the client through the router (DSR)
+ *   h1 .11  h2 .12  h3 .13  (h4 .14 later) ------------+---- t1 .21  t2 .22  t3 .23 (VIPs on lo)
+ *   VIPs 10.218.100.1 and fd18:100::1, announced by each host over an IPv4 and an IPv6 session;
+ *   targets answer the client through the router (DSR)
  * ```
  *
  * In order: the router has one next hop per host once all are ready, and
@@ -65,19 +66,24 @@ const noBird = !notRoot && !(() => {
 })();
 if (noBird) console.log("e2e bgp tier: skipped, bird is not installed (scripts/bootstrap.sh installs bird2)");
 
-const VIP = "10.218.100.1";
+type Fam = 4 | 6;
+const FAMS: Fam[] = [4, 6];
+const VIP = { 4: "10.218.100.1", 6: "fd18:100::1" } as const;
+const HOST_PREFIX = { 4: 32, 6: 128 } as const;
 const ECHO_PORT = 80, HEALTH_PORT = 7000, UDP_PORT = 5000;
-const ROUTER = "10.218.1.1";
+const ROUTER = { 4: "10.218.1.1", 6: "fd18:1::1" } as const;
 const NAME = "tier";
-/** Connections the client holds, and how often each exchanges a line. */
+/** Connections the client holds per family, and how often each exchanges a line. */
 const CONNS = 300, INTERVAL_MS = 200;
 const DRAIN_S = 2;
 const CHAT = new URL("../helpers/tcp_chat.ts", import.meta.url).pathname;
 
 type Host = "h1" | "h2" | "h3" | "h4";
 const HOSTS: Host[] = ["h1", "h2", "h3", "h4"];
-const hostAddr = (h: Host) => `10.218.1.${10 + Number(h.slice(1))}`;
-const targetAddr = (i: number) => `10.218.1.${20 + i}`;
+const hostAddr = (h: Host, f: Fam = 4) =>
+  f === 4 ? `10.218.1.${10 + Number(h.slice(1))}` : `fd18:1::${10 + Number(h.slice(1))}`;
+const targetAddr = (i: number, f: Fam = 4) => f === 4 ? `10.218.1.${20 + i}` : `fd18:1::${20 + i}`;
+const both = (i: number) => `[${targetAddr(i, 4)}, "${targetAddr(i, 6)}"]`;
 
 /** The host file: the same for every host (the router id is each host's first address). */
 function hostFile(weight3 = 1): string {
@@ -85,15 +91,17 @@ function hostFile(weight3 = 1): string {
 name: ${NAME}
 services:
   - name: web
-    vips: [${VIP}]
+    vips: [${VIP[4]}, "${VIP[6]}"]
     targets:
-      - { fwmark: 101, address: ${targetAddr(1)} }
-      - { fwmark: 102, address: ${targetAddr(2)} }
-      - { fwmark: 103, address: ${targetAddr(3)}, weight: ${weight3} }
+      - { fwmark: 101, address: ${both(1)} }
+      - { fwmark: 102, address: ${both(2)} }
+      - { fwmark: 103, address: ${both(3)}, weight: ${weight3} }
     health: { type: tcp, port: ${HEALTH_PORT}, intervalMs: 200, timeoutMs: 150, rise: 2, fall: 2 }
 bgp:
   localAs: 65001
-  peers: [{ address: ${ROUTER}, as: 65000, bfd: true, holdSeconds: 3 }]
+  peers:
+    - { address: ${ROUTER[4]}, as: 65000, bfd: true, holdSeconds: 3 }
+    - { address: "${ROUTER[6]}", as: 65000, bfd: true, holdSeconds: 3 }
   drainSeconds: ${DRAIN_S}
   connectRetrySeconds: 1
 `;
@@ -101,17 +109,20 @@ bgp:
 
 /** The router's BIRD: ECMP over the hosts' routes into the kernel, BFD, short timers. */
 function routerConf(ctl: string): string {
-  return `router id ${ROUTER};
+  return `router id ${ROUTER[4]};
 log stderr { info, remote, warning, error, auth, fatal, bug };
 protocol device { scan time 10; }
 protocol kernel { ipv4 { import none; export all; }; merge paths on; }
+protocol kernel { ipv6 { import none; export all; }; merge paths on; }
 protocol bfd { interface "*" { min rx interval 100 ms; min tx interval 100 ms; multiplier 5; }; }
 template bgp lbs {
   local as 65000; hold time 3; keepalive time 1; connect retry time 1; error wait time 1, 4;
   bfd on; graceful restart off;
   ipv4 { import all; export none; };
 }
+template bgp lbs6 from lbs { ipv6 { import all; export none; }; }
 ${HOSTS.map((h) => `protocol bgp ${h} from lbs { neighbor ${hostAddr(h)} as 65001; }`).join("\n")}
+${HOSTS.map((h) => `protocol bgp ${h}v6 from lbs6 { neighbor ${hostAddr(h, 6)} as 65001; }`).join("\n")}
 # control socket: ${ctl}
 `;
 }
@@ -179,26 +190,48 @@ class BgpTier {
       "link set up dev c0",
       "addr add 10.218.0.2/24 dev c0",
       "route add default via 10.218.0.1",
+      "-6 addr add fd18::2/64 dev c0 nodad",
+      "-6 route add default via fd18::1",
     ], r);
     // the client's connections keep their ECMP path across retransmissions, as behind a real router
     await sysctl(cli, ["net.core.txrehash=0"], r);
-    const onBridge: [string, string, string][] = [
-      [rtr, "prtr", ROUTER],
-      ...HOSTS.map((x): [string, string, string] => [h[x], `p${x}`, hostAddr(x)]),
-      ...[1, 2, 3].map((i): [string, string, string] => [t[i - 1], `pt${i}`, targetAddr(i)]),
+    const onBridge: [string, string, string, string][] = [
+      [rtr, "prtr", ROUTER[4], ROUTER[6]],
+      ...HOSTS.map((x): [string, string, string, string] => [h[x], `p${x}`, hostAddr(x), hostAddr(x, 6)]),
+      ...[1, 2, 3].map((i): [string, string, string, string] => [
+        t[i - 1],
+        `pt${i}`,
+        targetAddr(i),
+        targetAddr(i, 6),
+      ]),
     ];
-    for (const [ns, port, addr] of onBridge) {
+    for (const [ns, port, addr, addr6] of onBridge) {
       await addVeth("eth0", ns, port, br, r);
       await ipBatch(br, [`link set ${port} master br0`, `link set up dev ${port}`], r);
-      await ipBatch(ns, ["link set up dev lo", "link set up dev eth0", `addr add ${addr}/24 dev eth0`], r);
+      await ipBatch(ns, [
+        "link set up dev lo",
+        "link set up dev eth0",
+        `addr add ${addr}/24 dev eth0`,
+        `-6 addr add ${addr6}/64 dev eth0 nodad`,
+      ], r);
     }
-    await ipBatch(rtr, ["link set up dev r0", "addr add 10.218.0.1/24 dev r0"], r);
-    await sysctl(rtr, ["net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"], r);
+    await ipBatch(rtr, [
+      "link set up dev r0",
+      "addr add 10.218.0.1/24 dev r0",
+      "-6 addr add fd18::1/64 dev r0 nodad",
+    ], r);
+    await sysctl(rtr, [
+      "net.ipv4.ip_forward=1",
+      "net.ipv4.fib_multipath_hash_policy=1",
+      "net.ipv6.conf.all.forwarding=1",
+      "net.ipv6.fib_multipath_hash_policy=1",
+    ], r);
     for (const x of HOSTS) {
-      await ipBatch(h[x], [`route add default via ${ROUTER}`], r);
+      await ipBatch(h[x], [`route add default via ${ROUTER[4]}`, `-6 route add default via ${ROUTER[6]}`], r);
       // the hosts forward to targets on the interface the packets came in on: no redirects to the router
       await sysctl(h[x], [
         "net.ipv4.ip_forward=1",
+        "net.ipv6.conf.all.forwarding=1",
         "net.ipv4.conf.all.send_redirects=0",
         "net.ipv4.conf.eth0.send_redirects=0",
       ], r);
@@ -207,7 +240,12 @@ class BgpTier {
     }
     for (let i = 1; i <= 3; i++) {
       const ns = t[i - 1];
-      await ipBatch(ns, [`addr add ${VIP}/32 dev lo`, `route add default via ${ROUTER}`], r);
+      await ipBatch(ns, [
+        `addr add ${VIP[4]}/32 dev lo`,
+        `-6 addr add ${VIP[6]}/128 dev lo nodad`,
+        `route add default via ${ROUTER[4]}`,
+        `-6 route add default via ${ROUTER[6]}`,
+      ], r);
       await sysctl(ns, ["net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"], r);
       const readyFile = `${this.workDir}/ready.t${i}`;
       this.group.spawn(
@@ -217,7 +255,7 @@ class BgpTier {
           agentArgs({
             cmd: "serve",
             name: `t${i}`,
-            addrs: [VIP, targetAddr(i)],
+            addrs: [VIP[4], VIP[6], targetAddr(i), targetAddr(i, 6)],
             udpPort: UDP_PORT,
             tcpPort: HEALTH_PORT,
             maxLifeS: 600,
@@ -248,9 +286,18 @@ class BgpTier {
     return p;
   }
 
-  /** The hosts the router's route to the VIP goes to now. */
-  async nextHops(): Promise<Set<Host>> {
-    const r = await this.exec(this.ns.rtr, ["ip", "-j", "route", "show", `${VIP}/32`], { allowFail: true });
+  /** The hosts the router's route to the VIP of a family goes to now. */
+  async nextHops(f: Fam = 4): Promise<Set<Host>> {
+    const r = await this.exec(this.ns.rtr, [
+      "ip",
+      `-${f}`,
+      "-j",
+      "route",
+      "show",
+      `${VIP[f]}/${HOST_PREFIX[f]}`,
+    ], {
+      allowFail: true,
+    });
     const out = new Set<Host>();
     let routes: { gateway?: string; nexthops?: { gateway?: string }[] }[] = [];
     try {
@@ -258,7 +305,7 @@ class BgpTier {
     } catch { /* none */ }
     for (const rt of routes) {
       for (const gw of [rt.gateway, ...(rt.nexthops ?? []).map((n) => n.gateway)]) {
-        const h = HOSTS.find((x) => hostAddr(x) === gw);
+        const h = HOSTS.find((x) => hostAddr(x, f) === gw);
         if (h) out.add(h);
       }
     }
@@ -270,11 +317,26 @@ class BgpTier {
     const t0 = Date.now();
     const key = [...want].sort().join(",");
     const ok = await waitUntil(
-      async () => [...await this.nextHops()].sort().join(",") === key,
+      async () =>
+        (await Promise.all(FAMS.map((f) => this.nextHops(f)))).every((hops) =>
+          [...hops].sort().join(",") === key
+        ),
       timeoutMs,
       intervalMs,
     );
     return ok ? Date.now() - t0 : -1;
+  }
+
+  /** Per family, the time (ms from now) until the router's next hops are exactly `want`; -1: not within the bound. */
+  async waitEach(want: Host[], timeoutMs: number): Promise<Record<Fam, number>> {
+    const t0 = Date.now();
+    const key = [...want].sort().join(",");
+    const one = async (f: Fam) =>
+      await waitUntil(async () => [...await this.nextHops(f)].sort().join(",") === key, timeoutMs, 10)
+        ? Date.now() - t0
+        : -1;
+    const [a, b] = await Promise.all([one(4), one(6)]);
+    return { 4: a, 6: b };
   }
 
   /** `nfqlb args` on host h. */
@@ -333,16 +395,16 @@ class BgpTier {
   }
 }
 
-/** The client: the chat program in the client netns, its status file. */
+/** The client of one family: the chat program in the client netns, its status file. */
 class Chat {
   readonly proc: Proc;
   readonly dir: string;
 
-  constructor(tier: BgpTier) {
-    this.dir = `${tier.workDir}/chat`;
+  constructor(tier: BgpTier, f: Fam) {
+    this.dir = `${tier.workDir}/chat${f}`;
     Deno.mkdirSync(this.dir);
     const o: ChatOptions = {
-      dst: VIP,
+      dst: VIP[f],
       port: ECHO_PORT,
       conns: CONNS,
       intervalMs: INTERVAL_MS,
@@ -352,7 +414,7 @@ class Chat {
       maxMs: 120_000,
     };
     this.proc = tier.group.spawn(
-      "chat",
+      `chat ipv${f}`,
       inNetns(tier.ns.cli, [
         Deno.execPath(),
         "run",
@@ -387,6 +449,48 @@ class Chat {
     Deno.writeTextFileSync(`${this.dir}/stop`, "");
     await waitUntil(() => this.status()?.done === true, 20_000, 50);
     return this.status()!;
+  }
+}
+
+/** The clients of both families, as one: counts summed, lists joined. */
+class Chats {
+  readonly all: Chat[];
+
+  constructor(tier: BgpTier) {
+    this.all = FAMS.map((f) => new Chat(tier, f));
+  }
+
+  static merge(ss: ChatStatus[]): ChatStatus {
+    const targets: Record<string, number> = {};
+    for (const s of ss) for (const [k, v] of Object.entries(s.targets)) targets[k] = (targets[k] ?? 0) + v;
+    return {
+      t: Math.min(...ss.map((s) => s.t)),
+      established: ss.reduce((a, s) => a + s.established, 0),
+      alive: ss.reduce((a, s) => a + s.alive, 0),
+      broken: ss.flatMap((s) => s.broken),
+      targets,
+      stalls: ss.reduce((a, s) => a + s.stalls, 0),
+      maxWaitMs: Math.max(...ss.map((s) => s.maxWaitMs)),
+      fresh: { ok: ss.reduce((a, s) => a + s.fresh.ok, 0), failed: ss.flatMap((s) => s.fresh.failed) },
+      done: ss.every((s) => s.done),
+    };
+  }
+
+  status(): ChatStatus | undefined {
+    const ss = this.all.map((c) => c.status());
+    return ss.every((s) => s !== undefined) ? Chats.merge(ss as ChatStatus[]) : undefined;
+  }
+
+  async fresh(): Promise<ChatStatus> {
+    return Chats.merge(await Promise.all(this.all.map((c) => c.fresh())));
+  }
+
+  async stop(): Promise<ChatStatus> {
+    return Chats.merge(await Promise.all(this.all.map((c) => c.stop())));
+  }
+
+  describe(): string {
+    return this.all.map((c) => c.proc.describe()).join("\n");
   }
 }
 
@@ -449,6 +553,9 @@ Deno.test({
       const m = await tier.metrics("h1");
       assert.match(m, /^nfqlb_bgp_session_up\{peer="10\.218\.1\.1"\} 1$/m);
       assert.match(m, /^nfqlb_vip_announced\{vip="10\.218\.100\.1\/32"\} 1$/m);
+      assert.match(m, /^nfqlb_bgp_session_up\{peer="fd18:1::1"\} 1$/m);
+      assert.match(m, /^nfqlb_vip_announced\{vip="fd18:100::1\/128"\} 1$/m);
+      assert.match(st.stdout, /^ {4}session fd18:1::1 \(peer2\): up, Established$/m, st.stdout);
     });
 
     await t.step("a host whose service has no healthy target is withdrawn, and comes back", async () => {
@@ -498,13 +605,13 @@ Deno.test({
       await agree(tier, all);
     });
 
-    const chat = new Chat(tier);
+    const chat = new Chats(tier);
     let s0: ChatStatus | undefined;
     await t.step(`${CONNS} connections, a line every ${INTERVAL_MS} ms`, async () => {
-      const ok = await waitUntil(() => (s0 = chat.status())?.alive === CONNS, 30_000, 100);
+      const ok = await waitUntil(() => (s0 = chat.status())?.alive === CONNS * FAMS.length, 30_000, 100);
       assert.ok(
         ok,
-        `alive ${s0?.alive}, broken ${JSON.stringify(s0?.broken.slice(0, 5))}\n${chat.proc.describe()}`,
+        `alive ${s0?.alive}, broken ${JSON.stringify(s0?.broken.slice(0, 5))}\n${chat.describe()}`,
       );
       assert.ok(Object.keys(s0!.targets).length === 3, `targets ${JSON.stringify(s0!.targets)}`);
       await new Promise((r) => setTimeout(r, 1000));
@@ -546,7 +653,7 @@ Deno.test({
               tier.exec(tier.ns.h[h], ["cat", "/proc/net/netfilter/nfnetlink_queue"], { allowFail: true })
             ),
           );
-          const route = await tier.exec(tier.ns.rtr, ["ip", "route", "show", `${VIP}/32`]);
+          const route = await tier.exec(tier.ns.rtr, ["ip", "route", "show", `${VIP[4]}/32`]);
           assert.fail(
             `a host carries nothing: ${perHost}; router: ${route.stdout}\n${
               raw.map((r) => r.stdout).join("\n")
@@ -589,9 +696,12 @@ Deno.test({
         const agent = tier.agents.h2!;
         const tTerm = Date.now();
         agent.signal("SIGTERM");
-        const ms = await tier.waitNextHops(["h1", "h4"], 10_000, 10);
-        assert.ok(ms >= 0, `next hops ${[...await tier.nextHops()]}`);
-        const withdrawn = Date.now() - tTerm;
+        const each = await tier.waitEach(["h1", "h4"], 10_000);
+        assert.ok(
+          each[4] >= 0 && each[6] >= 0,
+          `next hops ${[...await tier.nextHops(4)]} / ${[...await tier.nextHops(6)]}`,
+        );
+        const withdrawn = `IPv4 ${each[4]} ms, IPv6 ${each[6]}`;
         const st = await Promise.race([
           agent.done,
           new Promise<undefined>((r) => setTimeout(() => r(undefined), 30_000)),
@@ -635,5 +745,15 @@ Deno.test({
       assert.match(show.stdout, new RegExp(`^  Digest: ${d4}$`, "m"), show.stdout);
     });
     console.log(`bgp tier figures:\n  ${figures.join("\n  ")}`);
+    if (Deno.env.get("BGP_TIER_DEBUG")) {
+      for (const h of HOSTS) {
+        console.log(
+          `--- ${h}\n${
+            tier.agents[h]?.stderr.split("\n").filter((l) => /bgp|bird|health|SIGTERM/.test(l)).join("\n")
+          }`,
+        );
+      }
+      console.log(`--- router\n${tier.bird?.stderr}`);
+    }
   },
 });
