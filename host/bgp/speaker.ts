@@ -22,6 +22,8 @@ import { ensureOwnDir, ownDir } from "../../core/shm_dir.ts";
 import { alive } from "../dataplane_process.ts";
 import { birdConfig, peerProtocol } from "./bird_conf.ts";
 import {
+  BIRD,
+  BIRDC,
   birdc,
   birdConfigure,
   birdPaths,
@@ -118,6 +120,17 @@ export function readBgpRecord(name: string): BgpRecord | undefined {
   }
 }
 
+/** Whether `program --version` runs (BIRD and birdc both answer it). */
+async function runs(program: string): Promise<boolean> {
+  try {
+    const r = await new Deno.Command(program, { args: ["--version"], stdout: "null", stderr: "null" })
+      .output();
+    return r.success;
+  } catch {
+    return false;
+  }
+}
+
 const esc = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 
 /** The BGP speaker of one config; see the module comment. */
@@ -139,6 +152,8 @@ export class BgpSpeaker {
   #again = false;
   #stopped = false;
   #lastError = "";
+  /** start() got as far as writing BIRD's configuration: stop() has something to undo. */
+  #started = false;
 
   constructor(cfg: HostConfig, log: BgpLog, probe: () => ServiceProbe[]) {
     if (!cfg.bgp) throw new Error("BgpSpeaker: the config has no bgp section");
@@ -178,7 +193,13 @@ export class BgpSpeaker {
       );
     }
     this.#routerId = id;
+    // a missing BIRD is one clear line at start, not a restart loop
+    const tool = b.bird === "supervised" ? BIRD : BIRDC;
+    if (!await runs(tool)) {
+      throw new NfqlbError(`bgp.bird: ${b.bird}: cannot run ${tool}; install BIRD 2 (Debian: bird2)`);
+    }
     const text = this.#text({ ipv4: [], ipv6: [] });
+    this.#started = true;
     if (b.bird === "supervised") {
       const paths = birdPaths(this.#cfg.name);
       const stale = await killStaleBird(paths);
@@ -406,7 +427,8 @@ export class BgpSpeaker {
     if (this.#sessionTimer !== undefined) clearInterval(this.#sessionTimer);
     for (let i = 0; i < 3 && this.#busy; i++) await this.#busy;
     this.#stopped = true;
-    if (this.#bird) await this.#bird.stop();
+    if (!this.#started) return; // start failed before it changed anything
+    if (this.#bgp.bird === "supervised") await this.#bird?.stop();
     else {
       try {
         writeAtomic(
