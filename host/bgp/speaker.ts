@@ -120,12 +120,11 @@ export function readBgpRecord(name: string): BgpRecord | undefined {
   }
 }
 
-/** Whether `program --version` runs (BIRD and birdc both answer it). */
+/** Whether `program` can be started (its exit status does not matter: birdc has no --version). */
 async function runs(program: string): Promise<boolean> {
   try {
-    const r = await new Deno.Command(program, { args: ["--version"], stdout: "null", stderr: "null" })
-      .output();
-    return r.success;
+    await new Deno.Command(program, { args: ["--version"], stdout: "null", stderr: "null" }).output();
+    return true;
   } catch {
     return false;
   }
@@ -223,17 +222,6 @@ export class BgpSpeaker {
         b.peers.map((p) => `${p.address} AS ${p.as}${p.bfd ? " bfd" : ""}`).join(", ")
       }); configuration ${this.confPath}`,
     );
-    for (const s of this.#probe()) {
-      for (const v of s.vips) {
-        this.#vips.set(v.cidr, {
-          vip: v.cidr,
-          service: s.service,
-          announced: false,
-          reason: "starting",
-          since: Date.now(),
-        });
-      }
-    }
     this.#evalTimer = setInterval(() => this.poke(), EVAL_MS);
     this.#sessionTimer = setInterval(() => this.#pollSessions(), SESSION_POLL_MS);
     this.poke();
@@ -310,7 +298,15 @@ export class BgpSpeaker {
   }
 
   async #evaluate(): Promise<void> {
-    const probes = this.#probe();
+    let probes = this.#probe();
+    if (probes.length === 0) { // the agent has no config yet: its first apply is under way
+      probes = this.#cfg.services.map((s) => ({
+        service: s.name,
+        vips: s.vips,
+        ok: false,
+        reason: "starting: applying the file",
+      }));
+    }
     const want = { ipv4: [] as string[], ipv6: [] as string[] };
     const next = new Map<string, { service: string; ok: boolean; reason: string }>();
     for (const p of probes) {
@@ -345,6 +341,13 @@ export class BgpSpeaker {
         reason,
         since: old && old.announced === announced ? old.since : now,
       });
+    }
+    for (const [vip, old] of this.#vips) {
+      if (!states.has(vip) && old.announced) {
+        this.#log.warning(`bgp: withdrew ${vip} (${old.service}): no longer in the file`, {
+          service: old.service,
+        });
+      }
     }
     const changed = [...states.values()].some((s) => {
       const o = this.#vips.get(s.vip);
