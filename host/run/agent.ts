@@ -501,7 +501,7 @@ class HostAgent {
   /** SIGTERM with BGP: withdraw every VIP, then wait drainSeconds (the dataplane keeps forwarding). */
   async #drain(bgp: BgpSpeaker): Promise<void> {
     const ms = await bgp.withdrawAll("stopping (SIGTERM)");
-    const seconds = (this.#cfg ?? undefined)?.bgp?.drainSeconds ?? 0;
+    const seconds = this.#cfg?.bgp?.drainSeconds ?? 0;
     this.#log.notice(`bgp: withdrew every VIP in ${ms} ms; draining ${seconds} s before stopping`);
     if (seconds > 0) await new Promise((r) => setTimeout(r, seconds * 1000));
   }
