@@ -207,6 +207,28 @@ export const METRIC_FAMILIES: readonly MetricFamily[] = [
     source: "agent",
   },
   {
+    name: "nfqlb_table_info",
+    type: "gauge",
+    help:
+      "1, per target table: the digest of what decides a fwmark (M, N, rows, weights); LB hosts of a tier agree when it is equal.",
+    labels: ["table", "digest"],
+    source: "agent",
+  },
+  {
+    name: "nfqlb_bgp_session_up",
+    type: "gauge",
+    help: "1 while the BGP session to the peer is established (nfqlb run with a bgp: section).",
+    labels: ["peer"],
+    source: "agent",
+  },
+  {
+    name: "nfqlb_vip_announced",
+    type: "gauge",
+    help: "1 while the VIP is announced by BGP (BIRD has the route), 0 while withdrawn.",
+    labels: ["vip"],
+    source: "agent",
+  },
+  {
     name: "nfqlb_target_up",
     type: "gauge",
     help: "1 while the target passes its health check (rise/fall applied).",

@@ -45,6 +45,7 @@ import {
   currentTargets,
   describeTargetChange,
   diffTargets,
+  homeRows,
   planTargets,
   type WantedTarget,
 } from "./target_sync.ts";
@@ -187,10 +188,10 @@ function applyService(p: ServicePlan, o: ApplyOptions, j: Journal): number {
   }));
   // a dry run reads the table it would change, or starts from the empty one init would make
   const done = !o.dryRun
-    ? applyTargets(s.name, wanted)
+    ? applyTargets(s.name, wanted, homeRows(s))
     : sameShape
-    ? diffTargets(s.name, wanted)
-    : planTargets(new Int32Array(s.n).fill(-1), new Uint32Array(s.n).fill(1), wanted).changes;
+    ? diffTargets(s.name, wanted, homeRows(s))
+    : planTargets(new Int32Array(s.n).fill(-1), new Uint32Array(s.n).fill(1), wanted, homeRows(s)).changes;
   for (const c of done) {
     o.say(
       `${c.kind === "activate" ? "+" : c.kind === "deactivate" ? "-" : "~"} ${

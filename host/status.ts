@@ -11,6 +11,7 @@ import { errorText } from "../core/errors.ts";
 import { statusPlumbing } from "./plumbing/kernel_sync.ts";
 import { OWN_DIR_NAME, ownExists, shmExists } from "../core/shm_dir.ts";
 import { TargetShm } from "../core/target_shm.ts";
+import { tableDigest } from "../core/table_digest.ts";
 import { alive, dataplaneArgs, isDataplane } from "./dataplane_process.ts";
 import { shmStatusLine } from "./apply.ts";
 import { claimsOf } from "./claims.ts";
@@ -20,6 +21,7 @@ import { listFlows, planFlows } from "./flow_sync.ts";
 import { plumbingSpecOf } from "./plumbing_spec.ts";
 import { readState, stateClaims } from "./state.ts";
 import { type HealthRecord, readHealthRecord, type TargetRecord } from "./health/record.ts";
+import { readBgpRecord } from "./bgp/speaker.ts";
 
 /** What {@link hostStatus} found. */
 export interface HostStatus {
@@ -56,6 +58,8 @@ export interface ServiceStatusJson {
   /** The table's size; null: no readable table. */
   m: number | null;
   n: number | null;
+  /** The table's digest (core/table_digest.ts; equal on LB hosts that agree); null: no readable table. */
+  digest: string | null;
   panic: boolean;
   targets: TargetStatusJson[];
   /** Rows in the table that the file does not have. */
@@ -83,6 +87,18 @@ export interface StatusJson {
   queues: { queue: number; packets: number; waiting: number; queue_dropped: number; user_dropped: number }[];
   flows: string[];
   kernel: { present: number; missing: number; extra: number };
+  /** With a `bgp:` section: what the `nfqlb run` serving the config announces (null: none runs, or no bgp). */
+  bgp: BgpStatusJson | null;
+}
+
+/** `status --json`'s BGP part (docs/tier.md). */
+export interface BgpStatusJson {
+  bird: string;
+  bird_pid: number | null;
+  router_id: string;
+  run_pid: number;
+  sessions: { peer: string; protocol: string; up: boolean; info: string }[];
+  vips: { vip: string; service: string; announced: boolean; since: string; reason: string | null }[];
 }
 
 /** `  health up since 10:00:01 (tcp, 120 checks)` / `down since …: why` of a target, or "". */
@@ -97,13 +113,13 @@ function healthText(h: TargetRecord | undefined): string {
   } since ${since}${panic} (${h.type}, ${h.checks} checks)${err}${last}`;
 }
 
-function serviceLines(
+async function serviceLines(
   s: ServiceConfig,
   out: string[],
   health: HealthRecord | undefined,
   diffs: string[],
   json: ServiceStatusJson[],
-): number {
+): Promise<number> {
   let drift = 0;
   const bad = (l: string) => {
     out.push(`  ! ${l}`);
@@ -114,6 +130,7 @@ function serviceLines(
     name: s.name,
     m: null,
     n: null,
+    digest: null,
     panic: health?.services[s.name]?.panic ?? false,
     targets: [],
     extra_targets: [],
@@ -132,11 +149,16 @@ function serviceLines(
     return drift;
   }
   try {
-    out.push(`  service ${s.name}: M=${t.M} N=${t.N}, ${s.vips.map((v) => v.cidr).join(" ")}`);
     doc.m = t.M;
     doc.n = t.N;
-    if (t.M !== s.m || t.N !== s.n) bad(`table size M=${t.M} N=${t.N}, the file says M=${s.m} N=${s.n}`);
     const snap = t.snapshot(0);
+    // the digest: LB hosts of a tier compare it (docs/tier.md)
+    const digest = await tableDigest({ M: t.M, N: t.N, active: snap.active, weights: snap.weights });
+    out.push(
+      `  service ${s.name}: M=${t.M} N=${t.N}, ${s.vips.map((v) => v.cidr).join(" ")}, digest ${digest}`,
+    );
+    doc.digest = digest;
+    if (t.M !== s.m || t.N !== s.n) bad(`table size M=${t.M} N=${t.N}, the file says M=${s.m} N=${s.n}`);
     const rows = new Map<number, number>();
     snap.active.forEach((fw, i) => fw >= 0 && rows.set(fw, snap.weights[i]));
     const hs = health?.services[s.name]?.targets ?? {};
@@ -216,6 +238,47 @@ function serviceLines(
 }
 
 /**
+ * The BGP part (docs/tier.md), from the record of the `nfqlb run` that
+ * serves the config: its BIRD, each session, each VIP announced or
+ * withdrawn and why. Informative: what BGP says is no difference from the
+ * file.
+ */
+function bgpLines(cfg: HostConfig, out: string[]): BgpStatusJson | null {
+  const r = readBgpRecord(cfg.name);
+  if (!r) {
+    out.push(`  bgp: nothing announced (no nfqlb run serves ${cfg.name})`);
+    return null;
+  }
+  const bird = r.bird === "supervised" ? `bird pid ${r.birdPid ?? "- (restarting)"}` : "system BIRD";
+  out.push(`  bgp: ${bird}, router id ${r.routerId}, nfqlb run pid ${r.pid}`);
+  for (const x of r.sessions) {
+    out.push(`    session ${x.peer} (${x.protocol}): ${x.up ? "up" : "down"}, ${x.info}`);
+  }
+  for (const v of r.vips) {
+    const since = new Date(v.since).toISOString();
+    out.push(
+      `    vip ${v.vip} (${v.service}): ${
+        v.announced ? `announced since ${since}` : `withdrawn since ${since}: ${v.reason}`
+      }`,
+    );
+  }
+  return {
+    bird: r.bird,
+    bird_pid: r.birdPid ?? null,
+    router_id: r.routerId,
+    run_pid: r.pid,
+    sessions: r.sessions.map((x) => ({ peer: x.peer, protocol: x.protocol, up: x.up, info: x.info })),
+    vips: r.vips.map((v) => ({
+      vip: v.vip,
+      service: v.service,
+      announced: v.announced,
+      since: new Date(v.since).toISOString(),
+      reason: v.announced ? null : v.reason ?? null,
+    })),
+  };
+}
+
+/**
  * The status of this host against `cfg`.
  *
  * @example
@@ -236,6 +299,7 @@ export async function hostStatus(cfg: HostConfig, file: string): Promise<HostSta
     queues: [],
     flows: [],
     kernel: { present: 0, missing: 0, extra: 0 },
+    bgp: null,
   };
   let drift = 0;
   const bad = (l: string) => {
@@ -282,7 +346,7 @@ export async function hostStatus(cfg: HostConfig, file: string): Promise<HostSta
   );
   const clash = clashWithOthers(cfg.name, claimsOf(cfg, admin));
   if (clash) bad(clash);
-  for (const s of cfg.services) drift += serviceLines(s, out, health, json.differences, json.services);
+  for (const s of cfg.services) drift += await serviceLines(s, out, health, json.differences, json.services);
 
   const d = cfg.dataplane;
   const args = dataplaneArgs(cfg);
@@ -341,6 +405,8 @@ export async function hostStatus(cfg: HostConfig, file: string): Promise<HostSta
       bad(`flows: ${errorText(e)}`);
     }
   }
+
+  if (cfg.bgp) json.bgp = bgpLines(cfg, out);
 
   const p = await statusPlumbing(plumbingSpecOf(cfg));
   json.kernel = { present: p.present.length, missing: p.missing.length, extra: p.extra.length };

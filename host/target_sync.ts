@@ -2,10 +2,20 @@
  * Targets by diff (nfqlb apply): the rows of a target table made to hold
  * exactly the active targets of a config, in one commit. Rows of fwmarks that
  * stay keep their index (so Maglev moves only what the change demands); new
- * fwmarks take the lowest free rows, as `activate` does.
+ * fwmarks take their home row when it is free, else the lowest free row, as
+ * `activate` does.
+ *
+ * The home row of a target is its place among the active targets of its
+ * service in the file ({@link homeRows}): on an empty table that is where
+ * `activate` in file order puts them anyway, and a target that leaves and
+ * comes back (health checks, a reload) returns to it whatever happened
+ * meanwhile. So LB hosts that serve the same file build the same table
+ * (docs/tier.md), which `lowest free row` alone does not promise: with
+ * rows 0 and 2 free, the target that comes back first would take row 0.
  */
 import { NfqlbError } from "../core/errors.ts";
 import { TargetShm } from "../core/target_shm.ts";
+import type { ServiceConfig } from "./config/types.ts";
 
 /** A wanted target: fwmark and weight (0 = drain). */
 export interface WantedTarget {
@@ -13,6 +23,11 @@ export interface WantedTarget {
   readonly fwmark: number;
   /** Maglev weight 0..65535. */
   readonly weight: number;
+}
+
+/** Per fwmark, its home row: its index among the active targets of service `s`, in file order. */
+export function homeRows(s: ServiceConfig): Map<number, number> {
+  return new Map(s.targets.filter((t) => t.active).map((t, i) => [t.fwmark, i]));
 }
 
 /** One change to a target table. */
@@ -48,6 +63,7 @@ export function planTargets(
   active: Int32Array,
   weights: Uint32Array,
   wanted: readonly WantedTarget[],
+  home: ReadonlyMap<number, number> = new Map(),
 ): { changes: TargetChange[]; active: Int32Array; weights: Uint32Array } {
   const want = new Map(wanted.map((t) => [t.fwmark, t.weight]));
   const nextActive = Int32Array.from(active);
@@ -71,6 +87,20 @@ export function planTargets(
       nextWeights[i] = w;
     }
   }
+  const place = (t: WantedTarget, row: number) => {
+    nextActive[row] = t.fwmark;
+    nextWeights[row] = t.weight;
+    present.add(t.fwmark);
+    changes.push({ kind: "activate", fwmark: t.fwmark, weight: t.weight });
+  };
+  // home rows first, so that no target takes another's home row as its lowest free row
+  for (const t of wanted) {
+    const row = home.get(t.fwmark);
+    if (present.has(t.fwmark) || row === undefined || row >= nextActive.length || nextActive[row] >= 0) {
+      continue;
+    }
+    place(t, row);
+  }
   let free = 0;
   for (const t of wanted) {
     if (present.has(t.fwmark)) continue;
@@ -80,30 +110,38 @@ export function planTargets(
         `${wanted.length} active targets do not fit in a table of N=${nextActive.length} rows`,
       );
     }
-    nextActive[free] = t.fwmark;
-    nextWeights[free] = t.weight;
-    present.add(t.fwmark);
-    changes.push({ kind: "activate", fwmark: t.fwmark, weight: t.weight });
+    place(t, free);
   }
   return { changes, active: nextActive, weights: nextWeights };
 }
 
 /** The changes that applying `wanted` to table `shm` would make (reads the table). */
-export function diffTargets(shm: string, wanted: readonly WantedTarget[]): TargetChange[] {
+export function diffTargets(
+  shm: string,
+  wanted: readonly WantedTarget[],
+  home?: ReadonlyMap<number, number>,
+): TargetChange[] {
   const t = TargetShm.open(shm);
   try {
     const s = t.snapshot(0);
-    return planTargets(s.active, s.weights, wanted).changes;
+    return planTargets(s.active, s.weights, wanted, home).changes;
   } finally {
     t.close();
   }
 }
 
-/** Makes table `shm` hold exactly `wanted` in one commit (none when nothing changes); returns the changes. */
-export function applyTargets(shm: string, wanted: readonly WantedTarget[]): TargetChange[] {
+/**
+ * Makes table `shm` hold exactly `wanted` in one commit (none when nothing
+ * changes), new targets in their `home` rows where free; returns the changes.
+ */
+export function applyTargets(
+  shm: string,
+  wanted: readonly WantedTarget[],
+  home?: ReadonlyMap<number, number>,
+): TargetChange[] {
   let changes: TargetChange[] = [];
   TargetShm.update(shm, (active, _t, weights) => {
-    const p = planTargets(active, weights, wanted);
+    const p = planTargets(active, weights, wanted, home);
     changes = p.changes;
     if (changes.length === 0) return false;
     active.set(p.active);

@@ -7,7 +7,7 @@ set -euo pipefail
 log() { echo "bootstrap: $*" >&2; }
 
 # Debian packages: runtime libraries, build tools and the kernel plumbing the tests and demo use.
-PKGS=(gcc make libc6-dev libnetfilter-queue1 libmnl0 libnetfilter-queue-dev libmnl-dev iptables iproute2 procps iperf prometheus)
+PKGS=(gcc make libc6-dev libnetfilter-queue1 libmnl0 libnetfilter-queue-dev libmnl-dev iptables iproute2 procps iperf prometheus bird2)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -65,7 +65,12 @@ export const del: Command = {
   },
 };
 
-/** `show`: the header, the first 25 lookup entries and the active targets. */
+/**
+ * `show`: the header, the first 25 lookup entries and the active targets.
+ * Ours (hidden, docs/tier.md): `--digest` adds a line `  Digest: <hex>`,
+ * the table's digest (core/table_digest.ts), which LB hosts of a tier
+ * compare.
+ */
 export const show: Command = {
   name: "show",
   header: "show [options]\n  Show shared mem structures",
@@ -73,8 +78,9 @@ export const show: Command = {
     { name: "shm", help: "Shared memory" },
     // ours (docs/cli.md "JSON output"): printed after upstream's help text
     { name: "json", help: "The table as JSON (snake_case keys)", flag: true, ours: true },
+    { name: "digest", help: "Also print the table's digest (docs/tier.md)", flag: true, ours: true },
   ],
-  run({ opts }) {
+  async run({ opts }) {
     const name = opts.get("shm") ?? "nfqlb";
     const t = TargetShm.open(name);
     try {
@@ -103,6 +109,16 @@ export const show: Command = {
       snap.active.forEach((fw, i) => {
         if (fw >= 0) text += ` ${fw}(${i})${snap.weights[i] === 1 ? "" : `w${snap.weights[i]}`}`;
       });
+      if (opts.has("digest")) {
+        const { tableDigest } = await import("../../core/table_digest.ts");
+        // the same snapshot: the digest is of the rows printed above
+        text += `\n  Digest: ${await tableDigest({
+          M: t.M,
+          N: t.N,
+          active: snap.active,
+          weights: snap.weights,
+        })}`;
+      }
       out(text + "\n");
     } finally {
       t.close();

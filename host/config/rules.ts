@@ -14,7 +14,7 @@ import { primeBelow } from "../../core/prime.ts";
 import { TRACE_SHM } from "../../core/trace_shm.ts";
 import { derivedAdminAddress, derivedFlowAddress, derivedFtShm, derivedTraceAddress } from "../names.ts";
 import type { DataPath } from "./source.ts";
-import { HEALTH_DEFAULTS, type HostConfigParsed } from "./schema.ts";
+import { BGP_DEFAULTS, HEALTH_DEFAULTS, type HostConfigParsed } from "./schema.ts";
 import type {
   Family,
   FlowConfig,
@@ -662,6 +662,86 @@ function checkAdmin(cfg: HostConfigParsed, issues: Issue[]): HostConfig["admin"]
   return { address };
 }
 
+/** A community `A:B` (16-bit parts) or large community `A:B:C` (32-bit parts), or undefined. */
+function community(text: string): string | undefined {
+  const parts = text.split(":");
+  if (parts.length !== 2 && parts.length !== 3) return undefined;
+  const max = parts.length === 2 ? 65535 : 4294967295;
+  if (!parts.every((p) => /^(0|[1-9][0-9]{0,9})$/.test(p) && Number(p) <= max)) return undefined;
+  return parts.join(":");
+}
+
+/** The bgp section: addresses parsed, one session per peer address, the BIRD mode's paths. */
+function checkBgp(cfg: HostConfigParsed, issues: Issue[]): HostConfig["bgp"] {
+  const b = cfg.bgp;
+  if (!b) return null;
+  let routerId: string | null = null;
+  if (b.routerId !== undefined) {
+    const n = parseNet(b.routerId);
+    if (!n || n.family !== "ipv4" || b.routerId.includes("/")) {
+      issues.push({ path: ["bgp", "routerId"], expected: "expected an IPv4 address (the router id)" });
+    } else routerId = n.address;
+  }
+  const seen = new Set<string>();
+  const peers = b.peers.map((p, i) => {
+    const at = ["bgp", "peers", i, "address"];
+    const n = p.address.includes("/") ? undefined : parseNet(p.address);
+    if (!n || !isUnicast(n)) issues.push({ path: at, expected: "expected a unicast IP address" });
+    else if (seen.has(n.address)) {
+      issues.push({ path: at, expected: "expected a peer address not listed before" });
+    }
+    if (n) seen.add(n.address);
+    const bfd = p.bfd === true
+      ? { intervalMs: BGP_DEFAULTS.bfd.intervalMs, multiplier: BGP_DEFAULTS.bfd.multiplier }
+      : p.bfd === false
+      ? null
+      : p.bfd;
+    return {
+      address: n?.address ?? p.address,
+      family: n?.family ?? "ipv4",
+      as: p.as,
+      bfd,
+      holdSeconds: p.holdSeconds,
+      port: p.port,
+    };
+  });
+  const communities = b.communities.map((c, i) => {
+    const v = community(c);
+    if (v === undefined) {
+      issues.push({
+        path: ["bgp", "communities", i],
+        expected:
+          'expected a community "A:B" (0..65535 each) or a large community "A:B:C" (0..4294967295 each)',
+      });
+    }
+    return v ?? c;
+  });
+  for (const fam of ["ipv4", "ipv6"] as const) {
+    const vips = cfg.services.some((s) => s.vips.some((v) => (v.includes(":") ? "ipv6" : "ipv4") === fam));
+    if (vips && !peers.some((p) => p.family === fam)) {
+      issues.push({
+        path: ["bgp", "peers"],
+        expected: `expected an ${fam === "ipv4" ? "IPv4" : "IPv6"} peer (a service has ${
+          fam === "ipv4" ? "IPv4" : "IPv6"
+        } VIPs, and a session carries the VIPs of its own family)`,
+        got: peers.map((p) => p.address).join(", "),
+      });
+    }
+  }
+  return {
+    localAs: b.localAs,
+    routerId,
+    peers,
+    drainSeconds: b.drainSeconds,
+    communities,
+    bird: b.bird,
+    gracefulRestart: b.gracefulRestart,
+    connectRetrySeconds: b.connectRetrySeconds,
+    include: b.include ?? BGP_DEFAULTS.externalInclude.replace("<name>", cfg.name),
+    socket: b.socket ?? BGP_DEFAULTS.externalSocket,
+  };
+}
+
 /** The wildcard address of either family (binds every address, so it clashes with any on its port). */
 function isAny(hostname: string): boolean {
   return hostname === "0.0.0.0" || hostname === "::";
@@ -688,5 +768,6 @@ export function checkRules(cfg: HostConfigParsed): { config: HostConfig; issues:
   }
   const dataplane = checkDataplane(cfg, hasFlows, issues);
   const admin = checkAdmin(cfg, issues);
-  return { config: { version: 1, name: cfg.name, services, flows, dataplane, admin }, issues };
+  const bgp = checkBgp(cfg, issues);
+  return { config: { version: 1, name: cfg.name, services, flows, dataplane, admin, bgp }, issues };
 }

@@ -334,6 +334,83 @@ export const AdminFileSchema = mapping({
   ),
 }, "a mapping with address");
 
+/** How `nfqlb run` drives BIRD: its own child, or a system BIRD through an include file and birdc. */
+export const BIRD_MODES = ["supervised", "external"] as const;
+/** BGP defaults (docs/tier.md): every key but localAs and peers has one, so one file serves every LB host. */
+export const BGP_DEFAULTS = {
+  holdSeconds: 9,
+  drainSeconds: 5,
+  connectRetrySeconds: 2,
+  bfd: { intervalMs: 100, multiplier: 5 },
+  externalInclude: "/etc/bird/nfqlb-<name>.conf",
+  externalSocket: "/run/bird/bird.ctl",
+} as const;
+const AS = int(1, 4294967295, "an AS number 1..4294967295");
+const COMMUNITY = 'a community "A:B" (0..65535 each) or a large community "A:B:C" (0..4294967295 each)';
+
+/** Schema of a peer's BFD: true (100 ms x 5), false, or the timers. */
+export const BfdFileSchema = z.union([
+  bool,
+  mapping({
+    intervalMs: int(10, 60000).default(BGP_DEFAULTS.bfd.intervalMs).describe(
+      "Transmit and receive interval, ms; default 100.",
+    ),
+    multiplier: int(1, 255).default(BGP_DEFAULTS.bfd.multiplier).describe(
+      "Missed packets that take the session down; default 5.",
+    ),
+  }, "a mapping of intervalMs, multiplier"),
+], { error: "expected true, false or a mapping of intervalMs, multiplier" });
+
+/** Schema of one BGP peer (the router). */
+export const BgpPeerFileSchema = mapping({
+  address: text("an IP address").describe(
+    "The peer's address (IPv4: carries the IPv4 VIPs; IPv6: the IPv6 VIPs).",
+  ),
+  as: AS.describe("The peer's AS."),
+  bfd: BfdFileSchema.default(false).describe(
+    "BFD for this session: true (100 ms x 5), or {intervalMs, multiplier}.",
+  ),
+  holdSeconds: z.union([z.literal(0), int(3, 65535, "0 or an integer 3..65535")], {
+    error: "expected 0 or an integer 3..65535",
+  }).default(
+    BGP_DEFAULTS.holdSeconds,
+  ).describe("BGP hold time, s (keepalive: a third); default 9."),
+  port: portNumber.default(179).describe("The peer's BGP port; default 179."),
+}, "a mapping with address and as (and bfd, holdSeconds, port)");
+
+/** Schema of the bgp section: announce the VIPs to routers through BIRD (docs/tier.md). */
+export const BgpFileSchema = mapping(
+  {
+    localAs: AS.describe("This host's AS."),
+    routerId: text("an IPv4 address").optional().describe(
+      "BGP router id; default: the host's first IPv4 address (global scope).",
+    ),
+    peers: list(BgpPeerFileSchema, "a list of peers (at least one)", 1).describe("The routers."),
+    drainSeconds: int(0, 3600).default(BGP_DEFAULTS.drainSeconds).describe(
+      "On SIGTERM: withdraw the VIPs, keep forwarding this long, then stop; default 5.",
+    ),
+    communities: list(text(COMMUNITY), `a list of ${COMMUNITY}`).default([]).describe(
+      "Communities added to the VIP routes.",
+    ),
+    bird: oneOf(BIRD_MODES).default("supervised").describe(
+      "supervised: nfqlb run runs bird as its child; external: it writes an include file and reloads a system BIRD (birdc configure).",
+    ),
+    gracefulRestart: bool.default(false).describe(
+      "BGP graceful restart; default off: a dead host's routes must go at once.",
+    ),
+    connectRetrySeconds: int(1, 65535).default(BGP_DEFAULTS.connectRetrySeconds).describe(
+      "Connect retry and error wait time, s; default 2.",
+    ),
+    include: text("a file path").optional().describe(
+      "external: the include file written; default /etc/bird/nfqlb-<name>.conf.",
+    ),
+    socket: text("a file path").optional().describe(
+      "external: the system BIRD's control socket; default /run/bird/bird.ctl.",
+    ),
+  },
+  "a mapping with localAs and peers (and routerId, drainSeconds, communities, bird, gracefulRestart, connectRetrySeconds, include, socket)",
+);
+
 /** Schema of the whole file. */
 export const HostConfigFileSchema = mapping({
   version: z.literal(1, { error: "expected 1 (the only format version)" }).describe("Format version: 1."),
@@ -351,7 +428,10 @@ export const HostConfigFileSchema = mapping({
   ),
   dataplane: DataplaneFileSchema.prefault({}).describe("Queue, rules and process options."),
   admin: AdminFileSchema.prefault({}).describe("`nfqlb run`'s admin HTTP server."),
-}, "a mapping with version, services (and name, flows, dataplane, admin)").meta({
+  bgp: BgpFileSchema.optional().describe(
+    "`nfqlb run` announces the VIPs by BGP through BIRD while it serves them (docs/tier.md); absent: no BGP.",
+  ),
+}, "a mapping with version, services (and name, flows, dataplane, admin, bgp)").meta({
   title: "nfqlb host config, version 1",
   description: "The file of `nfqlb apply -f FILE` (docs/config.md).",
 });

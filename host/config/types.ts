@@ -213,6 +213,54 @@ export interface AdminConfig {
   readonly address: string;
 }
 
+/** BFD timers of a BGP session. */
+export interface BfdConfig {
+  /** Transmit and receive interval, ms. */
+  readonly intervalMs: number;
+  /** Missed packets that take the session down. */
+  readonly multiplier: number;
+}
+
+/** A BGP peer (a router). */
+export interface BgpPeerConfig {
+  /** Its address, canonical. */
+  readonly address: string;
+  /** ipv4: the session carries the IPv4 VIPs; ipv6: the IPv6 ones. */
+  readonly family: Family;
+  /** Its AS. */
+  readonly as: number;
+  /** BFD timers; null: no BFD. */
+  readonly bfd: BfdConfig | null;
+  /** Hold time, s (0: none). */
+  readonly holdSeconds: number;
+  /** Its BGP port. */
+  readonly port: number;
+}
+
+/** The bgp section (docs/tier.md): `nfqlb run` announces the VIPs through BIRD. */
+export interface BgpConfig {
+  /** This host's AS. */
+  readonly localAs: number;
+  /** Router id; null: the host's first IPv4 address, found when run starts. */
+  readonly routerId: string | null;
+  /** The routers. */
+  readonly peers: readonly BgpPeerConfig[];
+  /** On SIGTERM: forward this long after the withdrawal, s. */
+  readonly drainSeconds: number;
+  /** Communities of the VIP routes, `A:B` or `A:B:C`. */
+  readonly communities: readonly string[];
+  /** supervised: bird is run's child; external: a system BIRD, through an include file. */
+  readonly bird: "supervised" | "external";
+  /** BGP graceful restart. */
+  readonly gracefulRestart: boolean;
+  /** Connect retry and error wait time, s. */
+  readonly connectRetrySeconds: number;
+  /** external: the include file run writes. */
+  readonly include: string;
+  /** external: the system BIRD's control socket. */
+  readonly socket: string;
+}
+
 /** A validated host config (version 1). */
 export interface HostConfig {
   /** Format version. */
@@ -227,4 +275,6 @@ export interface HostConfig {
   readonly dataplane: DataplaneConfig;
   /** `nfqlb run`'s admin server. */
   readonly admin: AdminConfig;
+  /** BGP announcement of the VIPs by `nfqlb run`; null: none. */
+  readonly bgp: BgpConfig | null;
 }

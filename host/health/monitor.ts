@@ -11,7 +11,7 @@
  */
 import type { HostConfig, ServiceConfig } from "../config/types.ts";
 import { errorText } from "../../core/errors.ts";
-import { applyTargets, describeTargetChange, type WantedTarget } from "../target_sync.ts";
+import { applyTargets, describeTargetChange, homeRows, type WantedTarget } from "../target_sync.ts";
 import { checkIdentity, checkTargets, startCheck } from "./check.ts";
 import { type HealthRecord, removeHealthRecord, type TargetRecord, writeHealthRecord } from "./record.ts";
 import { Scheduler } from "./scheduler.ts";
@@ -135,6 +135,12 @@ export class HealthMonitor {
     return (fw) => this.#tracked.get(`${service}/${fw}`)?.state;
   }
 
+  /** Whether service `name` is in panic: every target that carries traffic fails its check (docs/tier.md withdraws it). */
+  panic(name: string): boolean {
+    const s = this.#cfg.services.find((x) => x.name === name);
+    return s !== undefined && serviceView(s, this.#health(s.name)).panic;
+  }
+
   /** The rows health wants for service `s` (what apply writes instead of the file's own list). */
   wanted(s: ServiceConfig): WantedTarget[] {
     return serviceView(s, this.#health(s.name)).wanted;
@@ -212,7 +218,8 @@ export class HealthMonitor {
 
   #applyService(s: ServiceConfig, wanted: WantedTarget[]): void {
     try {
-      for (const c of applyTargets(s.name, wanted)) {
+      // home rows: a target that comes back takes its own row, as on every host of a tier (docs/tier.md)
+      for (const c of applyTargets(s.name, wanted, homeRows(s))) {
         this.#log.info(`health: ${describeTargetChange(s.name, c)}`);
       }
     } catch (e) {

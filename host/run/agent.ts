@@ -30,9 +30,11 @@ import { type HostState, logPath, readState } from "../state.ts";
 import { type HostStatus, hostStatus } from "../status.ts";
 import { teardownHost } from "../teardown.ts";
 import { HealthMonitor } from "../health/monitor.ts";
+import { BgpSpeaker, type ServiceProbe } from "../bgp/speaker.ts";
+import { TargetView } from "../../core/target_view.ts";
 import type { AgentLog } from "./agent_log.ts";
 import { type AdminServer, startAdmin } from "./admin_server.ts";
-import { dataplaneMetrics, renderAgentMetrics } from "./metrics.ts";
+import { dataplaneMetrics, renderAgentMetrics, tableDigests } from "./metrics.ts";
 import { LogTail } from "./log_tail.ts";
 import { ConfigWatcher, type FileContent, readConfig } from "./reload.ts";
 import { monotonicUsec, SdNotify } from "./sd_notify.ts";
@@ -105,6 +107,8 @@ class HostAgent {
   #signals: [Deno.Signal, () => void][] = [];
   /** The health checks (docs/health.md); they decide the rows of checked targets. */
   #health: HealthMonitor | undefined;
+  /** The BGP announcements (docs/tier.md), when the file has a bgp section. */
+  #bgp: BgpSpeaker | undefined;
 
   constructor(o: RunOptions) {
     this.#o = o;
@@ -218,6 +222,18 @@ class HostAgent {
     this.#tail.start();
     const t0 = performance.now();
     this.#health = new HealthMonitor(cfg, log);
+    if (cfg.bgp) {
+      // before apply: BIRD peers while the host is set up, and announces nothing until the probe says so
+      this.#bgp = new BgpSpeaker(cfg, log, () => this.#bgpProbe());
+      try {
+        await this.#bgp.start();
+      } catch (e) {
+        log.error(why(e));
+        await this.#bgp.stop();
+        this.#bgp = undefined;
+        return e instanceof NfqlbError ? e.exitCode : 1;
+      }
+    }
     try {
       const n = await applyHost(cfg, this.#applyOptions());
       log.notice(
@@ -228,6 +244,7 @@ class HostAgent {
       );
     } catch (e) {
       log.error(why(e));
+      await this.#bgp?.stop();
       return e instanceof NfqlbError ? e.exitCode : 1;
     }
     this.#cfg = cfg;
@@ -303,6 +320,7 @@ class HostAgent {
       }`,
     );
     this.#sd(`STATUS=${program} exited (${e.how}); restarting`);
+    this.#bgp?.poke(); // withdraw now, not at the next evaluation
     this.#scheduleRestart(delay);
   }
 
@@ -377,6 +395,11 @@ class HostAgent {
             `${file}: name: ${cfg.name} is not ${old.name}, the config this nfqlb run serves (stop it, then run the new file)`,
           );
         }
+        if ((cfg.bgp === null) !== (old.bgp === null) || (cfg.bgp && cfg.bgp.bird !== old.bgp?.bird)) {
+          throw new ConfigError(
+            `${file}: bgp: a reload cannot add or remove the bgp section or change bgp.bird (restart nfqlb run)`,
+          );
+        }
         const address = this.#o.admin ?? cfg.admin.address;
         if (address !== this.#admin?.address) {
           admin = startAdmin(address, { metrics: () => this.#metrics(), ready: () => this.#readiness() });
@@ -396,6 +419,7 @@ class HostAgent {
         this.#cfg = cfg;
         this.#digest = content.digest;
         this.#reloads.ok++;
+        this.#bgp?.update(cfg);
         if (admin) {
           const before = this.#admin;
           this.#admin = admin;
@@ -440,7 +464,11 @@ class HostAgent {
     if (this.#restartTimer !== undefined) clearTimeout(this.#restartTimer);
     this.#watch?.cancel();
     this.#health?.stop();
+    // first thing: withdraw the VIPs, then keep forwarding drainSeconds from the withdrawal
+    const bgp = this.#bgp;
+    const drained = bgp ? this.#drain(bgp) : Promise.resolve();
     const stopped = this.#serial(async () => {
+      await drained;
       let code = 0;
       const cfg = this.#cfg;
       this.#tail?.close();
@@ -459,6 +487,7 @@ class HostAgent {
           code = 1;
         }
       }
+      await bgp?.stop();
       await this.#admin?.close();
       this.#unlisten();
       this.#finish(code);
@@ -466,6 +495,54 @@ class HostAgent {
     stopped.catch((e) => {
       this.#log.error(`stopping: ${why(e)}`);
       this.#finish(1);
+    });
+  }
+
+  /** SIGTERM with BGP: withdraw every VIP, then wait drainSeconds (the dataplane keeps forwarding). */
+  async #drain(bgp: BgpSpeaker): Promise<void> {
+    const ms = await bgp.withdrawAll("stopping (SIGTERM)");
+    const seconds = this.#cfg?.bgp?.drainSeconds ?? 0;
+    this.#log.notice(`bgp: withdrew every VIP in ${ms} ms; draining ${seconds} s before stopping`);
+    if (seconds > 0) await new Promise((r) => setTimeout(r, seconds * 1000));
+  }
+
+  /**
+   * Whether each service can be announced now (docs/tier.md): after the
+   * first round of health checks, while the dataplane runs and is bound to
+   * every one of its queues, and while the service has a target that
+   * carries traffic (weight > 0) and is not in panic.
+   */
+  #bgpProbe(): ServiceProbe[] {
+    const cfg = this.#cfg;
+    if (!cfg) return [];
+    const all = (reason: string) =>
+      cfg.services.map((s) => ({ service: s.name, vips: s.vips, ok: false, reason }));
+    if (this.#stopping) return all("stopping");
+    if (this.#health && !this.#health.ready) return all("the first round of health checks is under way");
+    const d = cfg.dataplane;
+    const dp = running(cfg);
+    if (d.start && !dp) return all(`${d.program} is not running`);
+    const bound = new Set(kernelQueues().map((q) => q.queue));
+    for (let q = d.queues.first; q <= d.queues.last; q++) {
+      if (!bound.has(q)) return all(`queue ${q} is not bound`);
+    }
+    return cfg.services.map((s) => {
+      const no = (reason: string) => ({ service: s.name, vips: s.vips, ok: false, reason });
+      if (this.#health?.panic(s.name)) return no("panic: every target fails its health check");
+      let carrying = 0;
+      try {
+        const t = TargetView.open(s.name);
+        try {
+          const snap = t.snapshot(0);
+          snap.active.forEach((fw, i) => fw >= 0 && snap.weights[i] > 0 && carrying++);
+        } finally {
+          t.close();
+        }
+      } catch (e) {
+        return no(`table: ${why(e)}`);
+      }
+      if (carrying === 0) return no("no healthy target in the table");
+      return { service: s.name, vips: s.vips, ok: true, reason: "serving" };
     });
   }
 
@@ -477,8 +554,10 @@ class HostAgent {
       restarts: this.#restarts,
       config: cfg ? { name: cfg.name, digest: this.#digest } : undefined,
       dataplaneUp: cfg !== undefined && running(cfg) !== undefined,
+      tables: cfg ? await tableDigests(cfg) : undefined,
     });
-    return own + (this.#health?.metrics() ?? "") + (cfg ? await dataplaneMetrics(cfg) : "");
+    return own + (this.#health?.metrics() ?? "") + (this.#bgp?.metrics() ?? "") +
+      (cfg ? await dataplaneMetrics(cfg) : "");
   }
 
   /** /ready: the dataplane runs and has bound its queues, and the host matches the config being served. */

@@ -14,6 +14,7 @@ import { parseMetricsAddress } from "../../core/address.ts";
 import { flowExchange } from "../../core/flow/client.ts";
 import type { ListedFlow } from "../../core/flow/render.ts";
 import { ownExists } from "../../core/shm_dir.ts";
+import { readTableDigest } from "../../core/table_digest.ts";
 import { renderMetrics, renderProcessMetrics } from "../../dataplane/metrics.ts";
 import { escapeLabel, familyHeader, METRIC_FAMILIES } from "../../dataplane/metric_families.ts";
 import { ftShmOf } from "../dataplane_process.ts";
@@ -28,6 +29,8 @@ export interface AgentCounters {
   config?: { name: string; digest: string };
   /** Whether the dataplane runs now. */
   dataplaneUp: boolean;
+  /** The digest of each service's target table (core/table_digest.ts); a missing table is left out. */
+  tables?: { table: string; digest: string }[];
 }
 
 /**
@@ -50,6 +53,12 @@ export function renderAgentMetrics(c: AgentCounters): string {
     out.push(
       `nfqlb_config_info{name="${escapeLabel(c.config.name)}",digest="${escapeLabel(c.config.digest)}"} 1`,
     );
+  }
+  if (c.tables && c.tables.length > 0) {
+    family("nfqlb_table_info");
+    for (const t of c.tables) {
+      out.push(`nfqlb_table_info{table="${escapeLabel(t.table)}",digest="${escapeLabel(t.digest)}"} 1`);
+    }
   }
   return out.join("\n") + "\n";
 }
@@ -117,4 +126,15 @@ export async function dataplaneMetrics(cfg: HostConfig): Promise<string> {
   } catch {
     return ""; // a counters file being replaced by a starting dataplane: the next scrape has it
   }
+}
+
+/** The digest of each service's table of `cfg`; a table that cannot be read (missing, being replaced) is left out. */
+export async function tableDigests(cfg: HostConfig): Promise<{ table: string; digest: string }[]> {
+  const out: { table: string; digest: string }[] = [];
+  for (const s of cfg.services) {
+    try {
+      out.push({ table: s.name, digest: await readTableDigest(s.name) });
+    } catch { /* no table now: no series */ }
+  }
+  return out;
 }

@@ -37,6 +37,38 @@ Deno.test("apply targets: rows that stay keep their index, new ones take the low
   ]);
 });
 
+Deno.test("apply targets: a target that comes back takes its home row, whatever order they come back in", () => {
+  const home = new Map([[101, 0], [102, 1], [103, 2]]);
+  // 101 and 103 were removed (health); 103 comes back first: row 2, not the lowest free row 0
+  const r = planTargets(rows(-1, 102, -1), ws(1, 1, 1), [{ fwmark: 102, weight: 1 }, {
+    fwmark: 103,
+    weight: 1,
+  }], home);
+  assert.deepEqual([...r.active], [-1, 102, 103]);
+  const r2 = planTargets(r.active, r.weights, [101, 102, 103].map((fwmark) => ({ fwmark, weight: 1 })), home);
+  assert.deepEqual([...r2.active], [101, 102, 103]);
+  // without home rows: the lowest free row, as activate
+  assert.deepEqual(
+    [
+      ...planTargets(rows(-1, 102, -1), ws(1, 1, 1), [{ fwmark: 103, weight: 1 }, { fwmark: 102, weight: 1 }])
+        .active,
+    ],
+    [103, 102, -1],
+  );
+  // a home row taken by another target: the lowest free row
+  assert.deepEqual(
+    [
+      ...planTargets(
+        rows(-1, 102, 104),
+        ws(1, 1, 1),
+        [102, 103, 104].map((fwmark) => ({ fwmark, weight: 1 })),
+        home,
+      ).active,
+    ],
+    [103, 102, 104],
+  );
+});
+
 Deno.test("apply targets: the same set is no change; an empty set deactivates all; too many is one error", () => {
   assert.deepEqual(
     planTargets(rows(101, 102), ws(1, 0), [{ fwmark: 102, weight: 0 }, { fwmark: 101, weight: 1 }]).changes,

@@ -76,6 +76,7 @@ Deno.test("host config: a minimal YAML file gets every default", () => {
       offload: false,
     },
     admin: { address: "127.0.0.1:9110" },
+    bgp: null,
   };
   assert.deepEqual(cfg, expected);
 });
@@ -260,7 +261,7 @@ const BAD: { name: string; text: string; file?: string; message: string }[] = [
     name: "not a mapping",
     text: "- 1\n- 2\n",
     message:
-      "hosts.yaml:1: (top level): expected a mapping with version, services (and name, flows, dataplane, admin), got [1,2]",
+      "hosts.yaml:1: (top level): expected a mapping with version, services (and name, flows, dataplane, admin, bgp), got [1,2]",
   },
   {
     name: "YAML syntax",
