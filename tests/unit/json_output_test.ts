@@ -64,7 +64,8 @@ Deno.test("json: show --json, ct-stats --json, ct-list --json, stats --all: snak
   assert.equal(
     await ok(["show", "--help"], sb.env),
     "show [options]\n  Show shared mem structures\n  --shm= Shared memory \n\n" +
-      "nfqlb-deno options (not in nfqlb 1.2.0):\n  --json  The table as JSON (snake_case keys)\n",
+      "nfqlb-deno options (not in nfqlb 1.2.0):\n  --json    The table as JSON (snake_case keys)\n" +
+      "  --digest  Also print the table's digest (docs/tier.md)\n",
   );
 
   const ct = snakeJson<{ capacity: number; connections: Record<string, number> }>(
