@@ -262,6 +262,7 @@ export async function runFlowLb(cfg: FlowLbConfig, print: (line: string) => void
         nolbFwmark: cfg.nolbFwmark,
         promiscuous: cfg.promiscuous,
         traceFlows,
+        fwmarks: () => targets.fwmarks(),
       },
       print,
       trace,

@@ -23,6 +23,7 @@ import type { WorkerReport, WorkerStart } from "./worker_protocol.ts";
 import { startMetrics } from "./metrics.ts";
 import { log } from "../core/log.ts";
 import { startTracing, type TraceService } from "./trace_server.ts";
+import { OffloadWatch } from "./offload.ts";
 
 /** Counter names (enum nfqlb_counter), re-exported for the dataplane's users. */
 export { COUNTER_NAMES } from "../core/counters_shm.ts";
@@ -66,6 +67,8 @@ export type Classifier =
     promiscuous: boolean;
     /** The trace flows (nfqlb_flows*: "table" of flow i = its id), matched only while `flows` is traced. */
     traceFlows?: Deno.PointerObject;
+    /** The fwmarks of every target table in use (offload auto: who left, docs/offload.md). */
+    fwmarks?: () => Iterable<number>;
   };
 
 /**
@@ -265,6 +268,16 @@ export async function startQueues(
       ),
     );
   }
+  // offload auto: a target that leaves the table(s) takes its kernel connections along (./offload.ts)
+  const offload = cfg.offload === "auto" ? new OffloadWatch(who) : undefined;
+  const fwmarksInUse = (): number[] =>
+    classifier.kind === "lb"
+      ? [...watches[0].watch.view.snapshot(0).active]
+      : [...(classifier.fwmarks?.() ?? [])];
+  if (offload) {
+    offload.poll(fwmarksInUse());
+    log.notice(`${who}: offload auto: each connection is decided once here, the kernel steers the rest`);
+  }
   const housekeeping = setInterval(() => {
     if (!running0()) return;
     for (const w of watches) {
@@ -284,6 +297,7 @@ export async function startQueues(
       return false;
     });
     for (const w of shmWatches) w.poll();
+    if (offload) offload.poll(fwmarksInUse());
   }, 100);
   release.push(() => {
     clearInterval(housekeeping);

@@ -27,6 +27,11 @@ const QUEUE_OPTS: OptionSpec[] = [
   },
   { name: "batch", help: "Packets per receive batch (default 64)", hidden: true },
   { name: "metrics", help: "Serve Prometheus metrics at ADDR:PORT", hidden: true },
+  {
+    name: "offload",
+    help: "auto: decide each connection once, the kernel steers the rest (needs nfqlb offload-rules)",
+    hidden: true,
+  },
 ];
 
 /** Option table of `lb`. */
@@ -116,7 +121,15 @@ function commonConfig(cmd: string, opts: Map<string, string>): QueueConfig {
     failOpen: opts.has("fail_open"),
     batch: int("batch", "64", 1, 1024),
     metrics: name(cmd, opts, "metrics"),
+    offload: parseOffload(cmd, opts.get("offload")),
   };
+}
+
+/** `--offload=off|auto` (default off); a bad value is one line. */
+export function parseOffload(cmd: string, v: string | undefined): "off" | "auto" {
+  if (v === undefined || v === "off") return "off";
+  if (v === "auto") return "auto";
+  throw new NfqlbError(`${cmd}: invalid --offload value '${v}' (expected off or auto)`);
 }
 
 /** `lb`'s config from its options (see commonConfig); throws NfqlbError with one line. */

@@ -73,6 +73,52 @@ export function tcpSynNotrack(cidr: string, dport?: string): { matches: string[]
   };
 }
 
+/**
+ * The mangle POSTROUTING rule of `--offload=auto` for one VIP (`cidr` with
+ * its prefix): it stores the mark the lb's verdict gave a connection's
+ * packet in the kernel connection (`CONNMARK --save-mark`), so that the
+ * restore rules ahead of the NFQUEUE rule steer the rest of the connection
+ * in the kernel. Why each part:
+ *
+ * - POSTROUTING: after the verdict (mangle PREROUTING / OUTPUT), on
+ *   forwarded and locally sent packets alike, and before conntrack confirms
+ *   a new entry, so the entry goes into the table with its mark: no extra
+ *   syscall, no ctnetlink message per connection.
+ * - `-m conntrack --ctorigdst VIP`: the connection's original destination,
+ *   which is still the VIP after a DNAT (NAT and full NAT targets) and
+ *   never matches an untracked packet (the DSR TCP SYN, see
+ *   {@link tcpSynNotrack}).
+ * - `-m connmark --mark 0`: only connections not yet decided (a connmark
+ *   set by `ct-set --offload`, or saved before, is left as it is).
+ * - `-m mark ! --mark 0`: a packet the lb gave no mark (bypass while no lb
+ *   listens, a dropped one never gets here) leaves the connection undecided.
+ *
+ * A host VIP is given without its /32 (/128): iptables-save prints it so,
+ * and iptables-nft deletes a conntrack match only in the form it was added.
+ */
+export function saveMarkRule(cidr: string, family: 4 | 6): { matches: string[]; target: string[] } {
+  const host = cidr.endsWith(family === 4 ? "/32" : "/128");
+  const orig = host ? cidr.slice(0, cidr.lastIndexOf("/")) : cidr;
+  return {
+    matches: [
+      "-m",
+      "conntrack",
+      "--ctorigdst",
+      orig,
+      "-m",
+      "connmark",
+      "--mark",
+      "0",
+      "-m",
+      "mark",
+      "!",
+      "--mark",
+      "0",
+    ],
+    target: ["-j", "CONNMARK", "--save-mark"],
+  };
+}
+
 /** `addr[/prefix]` as iptables' `-d` value with an explicit prefix, and its family. */
 function parseVip(vip: string): { cidr: string; family: 4 | 6 } {
   const m = /^([^/]+)(?:\/([0-9]{1,3}))?$/.exec(vip);
