@@ -207,7 +207,7 @@ Deno.test("missingRequired: names in table order", () => {
 
 Deno.test("every command table is valid for getopt: unique names, no `help`, at most 31 options", () => {
   // upstream's 21, then our 4 connection-table commands (docs/conntrack.md) and 5 host commands (docs/apply.md,
-  // docs/run.md, docs/health.md)
+  // docs/run.md, docs/health.md), and offload-rules (docs/offload.md)
   assert.equal(COMMANDS.length, 31);
   assert.equal(new Set(COMMANDS.map((c) => c.name)).size, 31);
   assert.deepEqual(COMMANDS.slice(21).map((c) => c.name), [
@@ -220,6 +220,7 @@ Deno.test("every command table is valid for getopt: unique names, no `help`, at 
     "status",
     "run",
     "health",
+    "offload-rules",
   ]);
   for (const c of COMMANDS) {
     const names = c.options.map((o) => o.name);
