@@ -100,11 +100,8 @@ export function saveMarkRule(cidr: string, family: 4 | 6): { matches: string[]; 
   const host = cidr.endsWith(family === 4 ? "/32" : "/128");
   const orig = host ? cidr.slice(0, cidr.lastIndexOf("/")) : cidr;
   return {
+    // cheapest test first: a packet of a connection already decided (all but the first) fails at once
     matches: [
-      "-m",
-      "conntrack",
-      "--ctorigdst",
-      orig,
       "-m",
       "connmark",
       "--mark",
@@ -114,6 +111,10 @@ export function saveMarkRule(cidr: string, family: 4 | 6): { matches: string[]; 
       "!",
       "--mark",
       "0",
+      "-m",
+      "conntrack",
+      "--ctorigdst",
+      orig,
     ],
     target: ["-j", "CONNMARK", "--save-mark"],
   };
