@@ -23,7 +23,7 @@ import type { WorkerReport, WorkerStart } from "./worker_protocol.ts";
 import { startMetrics } from "./metrics.ts";
 import { log } from "../core/log.ts";
 import { startTracing, type TraceService } from "./trace_server.ts";
-import { OffloadWatch } from "./offload.ts";
+import { OFFLOAD_TRACE_NOTE, OffloadWatch } from "./offload.ts";
 
 /** Counter names (enum nfqlb_counter), re-exported for the dataplane's users. */
 export { COUNTER_NAMES } from "../core/counters_shm.ts";
@@ -557,7 +557,11 @@ export async function runLb(cfg: LbConfig, print: (line: string) => void): Promi
   let lb: RunningLb;
   try {
     // as upstream: the trace shm and server first (a bind failure ends lb)
-    trace = startTracing(cfg.traceAddress);
+    trace = startTracing(
+      cfg.traceAddress,
+      undefined,
+      cfg.offload === "auto" ? OFFLOAD_TRACE_NOTE : undefined,
+    );
     lb = await startLb(cfg, print, trace);
   } catch (e) {
     await trace?.close();

@@ -20,6 +20,10 @@ export const OFFLOAD_MODES = ["off", "auto"] as const;
 /** How connections are offloaded: `off` (every packet queued) or `auto`. */
 export type OffloadMode = (typeof OFFLOAD_MODES)[number];
 
+/** The line trace clients get after the greeting when offload is auto. */
+export const OFFLOAD_TRACE_NOTE =
+  "Offload auto: only the first packet(s) of each connection reach user space and this trace; the kernel steers the rest";
+
 /** Deletes the kernel connections of fwmarks that left the tables. */
 export class OffloadWatch {
   #who: string;
