@@ -88,6 +88,8 @@ export function tcpSynNotrack(cidr: string, dport?: string): { matches: string[]
  *   which is still the VIP after a DNAT (NAT and full NAT targets) and
  *   never matches an untracked packet (the DSR TCP SYN, see
  *   {@link tcpSynNotrack}).
+ * - `! -p icmp`: an ICMP error is RELATED to the connection it is about and
+ *   carries its entry; it never decides it (ICMP keeps today's handling).
  * - `-m connmark --mark 0`: only connections not yet decided (a connmark
  *   set by `ct-set --offload`, or saved before, is left as it is).
  * - `-m mark ! --mark 0`: a packet the lb gave no mark (bypass while no lb
@@ -100,8 +102,12 @@ export function saveMarkRule(cidr: string, family: 4 | 6): { matches: string[]; 
   const host = cidr.endsWith(family === 4 ? "/32" : "/128");
   const orig = host ? cidr.slice(0, cidr.lastIndexOf("/")) : cidr;
   return {
+    // ICMP never decides a connection: an error carries the connection's own entry (RELATED)
     // cheapest test first: a packet of a connection already decided (all but the first) fails at once
     matches: [
+      "!",
+      "-p",
+      icmpName(family),
       "-m",
       "connmark",
       "--mark",
@@ -118,6 +124,11 @@ export function saveMarkRule(cidr: string, family: 4 | 6): { matches: string[]; 
     ],
     target: ["-j", "CONNMARK", "--save-mark"],
   };
+}
+
+/** The ICMP protocol name of a family, as iptables-save prints it. */
+export function icmpName(family: 4 | 6): string {
+  return family === 4 ? "icmp" : "ipv6-icmp";
 }
 
 /** `addr[/prefix]` as iptables' `-d` value with an explicit prefix, and its family. */
@@ -137,8 +148,8 @@ function parseVip(vip: string): { cidr: string; family: 4 | 6 } {
  * NFQUEUE rule:
  *
  * ```
- * -d VIP -m connmark ! --mark 0 -m comment --comment nfqlb-offload -j CONNMARK --restore-mark
- * -d VIP -m connmark ! --mark 0 -m comment --comment nfqlb-offload -j ACCEPT
+ * -d VIP ! -p icmp -m connmark ! --mark 0 -m comment --comment nfqlb-offload -j CONNMARK --restore-mark
+ * -d VIP ! -p icmp -m connmark ! --mark 0 -m comment --comment nfqlb-offload -j ACCEPT
  * ```
  *
  * The first puts the connection's mark (the target's fwmark, set by
@@ -173,7 +184,9 @@ export function offloadRules(opts: OffloadRulesOptions): OffloadRules {
   for (const vip of r.data.vips) {
     const { cidr, family } = parseVip(vip);
     const ipt = family === 4 ? "iptables" : "ip6tables";
-    const match = ["-d", cidr, "-m", "connmark", "!", "--mark", "0", ...comment];
+    // ICMP keeps today's handling (docs/offload.md): an error about a connection is RELATED to it and would
+    // otherwise take its connmark; echo requests are queued as without offload
+    const match = ["-d", cidr, "!", "-p", icmpName(family), "-m", "connmark", "!", "--mark", "0", ...comment];
     for (const target of [["-j", "CONNMARK", "--restore-mark"], ["-j", "ACCEPT"]]) {
       add.push([ipt, "-w", "-t", "mangle", "-I", chain, String(next[family]++), ...match, ...target]);
       del.push([ipt, "-w", "-t", "mangle", "-D", chain, ...match, ...target]);

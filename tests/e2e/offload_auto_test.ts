@@ -107,6 +107,32 @@ Deno.test({
       );
     }
 
+    await t.step("ICMP keeps today's handling: every echo request and error is queued", async () => {
+      for (const fam of FAMS) {
+        const src = topo.clientAddrs(fam)[5];
+        const flow: Flow = { src, sport: 39000 + fam };
+        await topo.client.udp(fam, [flow], 3); // an offloaded UDP flow the error is about
+        let q0 = await queued(topo);
+        const p = await topo.client.ping([src], 4);
+        assert.equal(p.replies[0], 4, `ipv${fam}: pings answered`);
+        assert.equal(await queued(topo) - q0, 4, `ipv${fam}: every echo request queued`);
+        q0 = await queued(topo);
+        const quoted = {
+          vip: VIP[fam],
+          vipPort: UDP_PORT,
+          client: src,
+          clientPort: flow.sport,
+          proto: "udp" as const,
+        };
+        assert.equal((await topo.client.icmp(src, [quoted])).sent, 1);
+        assert.equal(
+          await queued(topo) - q0,
+          1,
+          `ipv${fam}: the ICMP error about an offloaded flow is queued`,
+        );
+      }
+    });
+
     await t.step("ipv4: drain (weight 0) keeps offloaded flows, deactivate moves them", async () => {
       const flows = topo.flows(4, 60, 36000);
       const first = (await topo.client.udp(4, flows, 3)).targets.map((x) => x[0]);
@@ -240,5 +266,10 @@ Deno.test({
         },
       );
     }
+    await t.step("teardown removes every rule of the config, the save rules included", async () => {
+      const r = await h.nfqlb(["teardown", "-f", h.file]);
+      assert.equal(r.code, 0, r.stderr);
+      for (const fam of FAMS) assert.deepEqual(await savedRules(topo, topo.ns.lb, fam, "e2e-ofl"), []);
+    });
   },
 });
