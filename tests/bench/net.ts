@@ -22,7 +22,8 @@
  * bench-results/bench-net-<time>.json. Needs root, gcc and iperf.
  *
  * Options: --reps=N (3), --seconds=S per test (3), --family=4|6 (4),
- * --modes=a,b (all), --rate=PPS for the CPU test (40000), --compare=PATH.
+ * --modes=a,b (all), --rate=PPS for the CPU test (40000), --compare=PATH, --dsr (lb-offload: the
+ * replies untracked, as on an LB they never pass; the other modes have no conntrack in the lb netns).
  */
 import { type Family, targetAddr, VIP } from "../harness/addresses.ts";
 import { NFQLB, ROOT } from "../harness/paths.ts";
@@ -54,11 +55,20 @@ interface Options {
   modes: Mode[];
   rate: number;
   compare?: string;
+  /**
+   * `--dsr`: in lb-offload (the one mode with conntrack on), the targets' replies are untracked in the lb
+   * netns, as on an LB that replies never pass (the lab routes them through it).
+   */
+  dsr: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = { reps: 3, seconds: 3, family: 4, modes: [...ALL_MODES], rate: 40000 };
+  const o: Options = { reps: 3, seconds: 3, family: 4, modes: [...ALL_MODES], rate: 40000, dsr: false };
   for (const a of argv) {
+    if (a === "--dsr") {
+      o.dsr = true;
+      continue;
+    }
     const m = /^--([a-z]+)=(.*)$/.exec(a);
     if (!m) throw new Error(`bench:net: unknown argument '${a}'`);
     const [, k, v] = m;
@@ -128,11 +138,14 @@ async function enter(
       (await run([NFQLB, "offload-rules", `--vips=${VIP[fam]}`, `--queue=${QUEUE}`, "--id=bench"])).stdout;
     const ipt = fam === 4 ? "iptables" : "ip6tables";
     await topo.exec(ns, [`${ipt}-restore`, "--noflush"], { stdin: text });
+    const notrack = (op: string) => w(`${ipt} -w -t raw ${op} PREROUTING -s ${VIP[fam]} -j NOTRACK`);
+    if (o.dsr) await topo.exec(ns, notrack("-I"));
     const lb = await topo.nfqlb.startLb(["--offload=auto"]);
     return {
       lb,
       leave: async () => {
         await topo.nfqlb.stopLb();
+        if (o.dsr) await topo.exec(ns, notrack("-D"));
         const { teardownPlumbing } = await import("../../host/plumbing/kernel_sync.ts");
         await teardownPlumbing("bench", { netns: ns });
       },
