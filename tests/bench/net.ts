@@ -23,7 +23,8 @@
  *
  * Options: --reps=N (3), --seconds=S per test (3), --family=4|6 (4),
  * --modes=a,b (all), --rate=PPS for the CPU test (40000), --compare=PATH, --dsr (lb-offload: the
- * replies untracked, as on an LB they never pass; the other modes have no conntrack in the lb netns).
+ * replies untracked, as on an LB they never pass; the other modes have no conntrack in the lb netns),
+ * --syn-tracked (lb-offload keeps TCP SYNs tracked: for an LB the replies pass).
  */
 import { type Family, targetAddr, VIP } from "../harness/addresses.ts";
 import { NFQLB, ROOT } from "../harness/paths.ts";
@@ -60,13 +61,27 @@ interface Options {
    * netns, as on an LB that replies never pass (the lab routes them through it).
    */
   dsr: boolean;
+  /**
+   * `--syn-tracked`: lb-offload without the raw rule untracking TCP SYNs (`offload-rules --nat`), for an LB the
+   * replies pass (the lab's, without --dsr): a connection's SYN alone crosses to user space.
+   */
+  synTracked: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
-  const o: Options = { reps: 3, seconds: 3, family: 4, modes: [...ALL_MODES], rate: 40000, dsr: false };
+  const o: Options = {
+    reps: 3,
+    seconds: 3,
+    family: 4,
+    modes: [...ALL_MODES],
+    rate: 40000,
+    dsr: false,
+    synTracked: false,
+  };
   for (const a of argv) {
-    if (a === "--dsr") {
-      o.dsr = true;
+    if (a === "--dsr" || a === "--syn-tracked") {
+      if (a === "--dsr") o.dsr = true;
+      else o.synTracked = true;
       continue;
     }
     const m = /^--([a-z]+)=(.*)$/.exec(a);
@@ -88,6 +103,7 @@ function parseOptions(argv: string[]): Options {
     } else throw new Error(`bench:net: unknown option --${k}`);
   }
   if (!o.compare) o.modes = o.modes.filter((m) => m !== "compare");
+  if (o.dsr && o.synTracked) throw new Error("bench:net: --dsr needs the SYNs untracked (no --syn-tracked)");
   return o;
 }
 

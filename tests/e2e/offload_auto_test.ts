@@ -14,7 +14,7 @@
  */
 import assert from "node:assert/strict";
 import { type Family, targetAddr, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
-import type { Flow } from "../harness/agent/types.ts";
+import type { Flow, SizesResult } from "../harness/agent/types.ts";
 import { HostUnderTest } from "../harness/host.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
 import { maglevTargets, nfqlb } from "../harness/nfqlb.ts";
@@ -132,6 +132,28 @@ Deno.test({
         );
       }
     });
+
+    await t.step(
+      "fragmented datagrams (reassembled by conntrack): whole, at their flow's Maglev target",
+      async () => {
+        const sizes = [100, 3000, 5000, 100];
+        for (const fam of FAMS) {
+          const flows = topo.flows(fam, 10, 38000 + fam * 100, topo.clientAddrs(fam).slice(1));
+          const r = await topo.agent<SizesResult>(topo.ns.cli, {
+            cmd: "sizes",
+            dst: VIP[fam],
+            port: UDP_PORT,
+            flows,
+            sizes,
+          });
+          const want = await maglevTargets(topo, "udp", toVip(fam, flows, UDP_PORT));
+          for (const [i, rs] of r.replies.entries()) {
+            assert.deepEqual(rs.map((x) => x.len), sizes, `ipv${fam} flow ${i}: whole (errno ${r.errors})`);
+            assert.deepEqual([...new Set(rs.map((x) => x.target))], [want[i]], `ipv${fam} flow ${i}`);
+          }
+        }
+      },
+    );
 
     await t.step("ipv4: drain (weight 0) keeps offloaded flows, deactivate moves them", async () => {
       const flows = topo.flows(4, 60, 36000);
