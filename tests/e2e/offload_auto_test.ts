@@ -295,3 +295,53 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "e2e offload auto: flowlb: one queued datagram per UDP flow, deactivate moves the target's flows",
+  ignore,
+  async fn(t) {
+    await using topo = await Topology.create({ steering: { mode: "nfqueue", queue: QUEUE } });
+    await topo.setSteering(topo.steering, "-D");
+    await topo.nfqlb.initTargets();
+    for (const fam of FAMS) {
+      const text = await printed([`--vips=${VIP[fam]}`, `--queue=${QUEUE}`]);
+      await topo.exec(topo.ns.lb, [fam === 4 ? "iptables-restore" : "ip6tables-restore", "--noflush"], {
+        stdin: text,
+      });
+    }
+    await topo.nfqlb.startFlowLb(["--offload=auto"]);
+    const set = await topo.nfqlb.run([
+      "flow-set",
+      "--name=all",
+      `--target=${topo.shm}`,
+      "--protocols=udp",
+      `--dsts=${VIP[4]}/32,${VIP[6]}/128`,
+    ]);
+    assert.equal(set.stdout, "OK\n");
+    for (const fam of FAMS) {
+      await t.step(`ipv${fam}: Maglev's targets, the first datagram of each flow queued`, async () => {
+        const flows = topo.flows(fam, 30, 45000 + fam * 100);
+        const q0 = await queued(topo);
+        const r = await topo.client.udp(fam, flows, 10);
+        assert.equal(await queued(topo) - q0, flows.length);
+        const want = await maglevTargets(topo, "udp", toVip(fam, flows, UDP_PORT));
+        assert.deepEqual(r.targets.map((x) => [...new Set(x)]), want.map((w) => [w]));
+      });
+    }
+    await t.step("ipv4: deactivate moves the target's offloaded flows, the others stay", async () => {
+      const flows = topo.flows(4, 40, 47000);
+      const first = (await topo.client.udp(4, flows, 2)).targets.map((x) => x[0]);
+      await topo.nfqlb.deactivate(topo.fwmarks[2]);
+      let moved: string[] = [];
+      const deadline = Date.now() + 5000; // flowlb follows its tables every 100 ms
+      while (Date.now() < deadline) {
+        moved = (await topo.client.udp(4, flows, 1)).targets.map((x) => x[0]);
+        if (!moved.includes("t3")) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.ok(first.includes("t3"), "some flows were on t3");
+      assert.ok(!moved.includes("t3"), "no flow stays on the deactivated target");
+      for (const [i, was] of first.entries()) if (was !== "t3") assert.equal(moved[i], was);
+    });
+  },
+});
