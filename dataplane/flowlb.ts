@@ -222,7 +222,10 @@ export async function runFlowLb(cfg: FlowLbConfig, print: (line: string) => void
     (f) => targets.conntrackAddress(f.target),
   );
   const traced = new Published(traceFlows, true, (f) => BigInt(f.id));
+  // offload auto: a new flow set may give connections that got the nolb fwmark a flow now
+  let flowEpoch = 0;
   const publish = (list: readonly Flow[]) => {
+    flowEpoch++;
     main.publish(list);
     oldTargetNames = targetNames;
     targetNames = new Map(
@@ -268,6 +271,7 @@ export async function runFlowLb(cfg: FlowLbConfig, print: (line: string) => void
         promiscuous: cfg.promiscuous,
         traceFlows,
         fwmarks: () => targets.fwmarks(),
+        epoch: () => flowEpoch,
       },
       print,
       trace,

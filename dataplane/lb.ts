@@ -69,6 +69,8 @@ export type Classifier =
     traceFlows?: Deno.PointerObject;
     /** The fwmarks of every target table in use (offload auto: who left, docs/offload.md). */
     fwmarks?: () => Iterable<number>;
+    /** Changes whenever the flows change (offload auto: connections given the nolb fwmark are decided again). */
+    epoch?: () => number;
   };
 
 /**
@@ -269,13 +271,18 @@ export async function startQueues(
     );
   }
   // offload auto: a target that leaves the table(s) takes its kernel connections along (./offload.ts)
-  const offload = cfg.offload === "auto" ? new OffloadWatch(who) : undefined;
+  // the fwmarks of "no target" and "no flow" are kept in the kernel as any verdict; they are dropped when
+  // the targets or flows change, so those connections are decided again (./offload.ts)
+  const offload = cfg.offload === "auto"
+    ? new OffloadWatch(who, [cfg.notargetsFwmark, classifier.kind === "flowlb" ? classifier.nolbFwmark : -1])
+    : undefined;
+  const epoch = () => classifier.kind === "flowlb" ? classifier.epoch?.() ?? 0 : 0;
   const fwmarksInUse = (): number[] =>
     classifier.kind === "lb"
       ? [...watches[0].watch.view.snapshot(0).active]
       : [...(classifier.fwmarks?.() ?? [])];
   if (offload) {
-    offload.poll(fwmarksInUse());
+    offload.poll(fwmarksInUse(), epoch());
     log.notice(`${who}: offload auto: each connection is decided once here, the kernel steers the rest`);
   }
   const housekeeping = setInterval(() => {
@@ -297,7 +304,7 @@ export async function startQueues(
       return false;
     });
     for (const w of shmWatches) w.poll();
-    if (offload) offload.poll(fwmarksInUse());
+    if (offload) offload.poll(fwmarksInUse(), epoch());
   }, 100);
   release.push(() => {
     clearInterval(housekeeping);
