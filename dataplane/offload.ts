@@ -87,7 +87,7 @@ export class OffloadWatch {
     }
     if (errs.length === 0) {
       log.notice(
-        `${this.#who}: offload: target ${fwmark} left the table; its kernel connections are deleted`,
+        `${this.#who}: offload: fwmark ${fwmark} (${why}): its kernel connections are deleted`,
       );
     } else if (!this.#warned) {
       // one line per process: a missing capability would otherwise repeat at every table change
