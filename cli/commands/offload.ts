@@ -36,15 +36,22 @@ export const offloadRules: Command = {
       }
     }
     const { offloadRestoreText } = await import("../../host/plumbing/restore_text.ts");
-    const { text } = offloadRestoreText({
-      vips,
-      queue: q.first === q.last ? String(q.first) : `${q.first}:${q.last}`,
-      family: f === undefined ? undefined : (Number(f) as 4 | 6),
-      id: opts.get("id") ?? "nfqlb",
-      bypass: !opts.has("no_bypass"),
-      hooks: hooks as ("prerouting" | "output")[],
-      nat: opts.has("nat"),
-    });
+    let text: string;
+    try {
+      ({ text } = offloadRestoreText({
+        vips,
+        queue: q.first === q.last ? String(q.first) : `${q.first}:${q.last}`,
+        family: f === undefined ? undefined : (Number(f) as 4 | 6),
+        id: opts.get("id") ?? "nfqlb",
+        bypass: !opts.has("no_bypass"),
+        hooks: hooks as ("prerouting" | "output")[],
+        nat: opts.has("nat"),
+      }));
+    } catch (e) {
+      // the plan's checks name the value; the line names this command
+      if (e instanceof NfqlbError) throw new NfqlbError(e.message.replace(/^plumbing: /, "offload-rules: "));
+      throw e;
+    }
     out(text);
     return 0;
   },
