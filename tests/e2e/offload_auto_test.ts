@@ -252,6 +252,11 @@ Deno.test({
         lines.join("\n"),
       );
     });
+    await t.step("status -f: the host matches (the save rules read back as installed)", async () => {
+      const r = await h.nfqlb(["status", "-f", h.file]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(r.stdout.trimEnd().split("\n").at(-1), `the host matches ${h.file}`);
+    });
     for (const fam of FAMS) {
       await t.step(`ipv${fam}: NAT: UDP and TCP reach every target, few packets queued`, async () => {
         const q0 = await queued(topo, 2);
