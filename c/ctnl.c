@@ -1,5 +1,6 @@
 /*
- * ctnl.c - set the mark of an existing kernel conntrack entry over
+ * ctnl.c - set the mark of an existing kernel conntrack entry, or delete
+ * the entries of one mark (lb --offload=auto), over
  * NETLINK_NETFILTER (libmnl), for `ct-set --offload` (docs/conntrack.md,
  * "Offload"). A control-plane call: one socket per call, nothing shared.
  *
@@ -80,22 +81,15 @@ static int build_request(uint8_t* buf, size_t cap, const uint8_t* key, uint32_t 
 	return nlh->nlmsg_len <= cap ? 0 : -EINVAL;
 }
 
-int32_t nfqlb_ctnl_set_mark(const uint8_t* key, uint32_t len, uint32_t mark)
+/* Sends the request in buf (cap bytes, reused for the answer) on a fresh
+ * NETLINK_NETFILTER socket and waits for the kernel's ACK. 0 or -errno. */
+static int transact(uint8_t* buf, size_t cap, uint32_t seq)
 {
-	if (!key || len < NFQLB_KEY_LEN)
-		return -EINVAL;
-	/* MNL_SOCKET_BUFFER_SIZE can be a page; an ACK or error fits in far less */
-	uint8_t buf[8192] __attribute__((aligned(8)));
-	uint32_t seq = (uint32_t)time(NULL);
-	int rc = build_request(buf, sizeof(buf), key, mark, seq);
-	if (rc < 0)
-		return rc;
 	struct nlmsghdr* nlh = (struct nlmsghdr*)buf;
-
 	struct mnl_socket* nl = mnl_socket_open(NETLINK_NETFILTER);
 	if (!nl)
 		return errno ? -errno : -EIO;
-	rc = 0;
+	int rc = 0;
 	if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
 		rc = errno ? -errno : -EIO;
 		goto out;
@@ -114,7 +108,7 @@ int32_t nfqlb_ctnl_set_mark(const uint8_t* key, uint32_t len, uint32_t mark)
 	 * stray message, each bounded by SO_RCVTIMEO. */
 	rc = -ETIMEDOUT;
 	for (int i = 0; i < 4; i++) {
-		ssize_t n = mnl_socket_recvfrom(nl, buf, sizeof(buf));
+		ssize_t n = mnl_socket_recvfrom(nl, buf, cap);
 		if (n < 0) {
 			rc = (errno == EAGAIN || errno == EWOULDBLOCK) ? -ETIMEDOUT : -errno;
 			break;
@@ -136,4 +130,42 @@ int32_t nfqlb_ctnl_set_mark(const uint8_t* key, uint32_t len, uint32_t mark)
 out:
 	mnl_socket_close(nl);
 	return rc;
+}
+
+int32_t nfqlb_ctnl_set_mark(const uint8_t* key, uint32_t len, uint32_t mark)
+{
+	if (!key || len < NFQLB_KEY_LEN)
+		return -EINVAL;
+	/* MNL_SOCKET_BUFFER_SIZE can be a page; an ACK or error fits in far less */
+	uint8_t buf[8192] __attribute__((aligned(8)));
+	uint32_t seq = (uint32_t)time(NULL);
+	int rc = build_request(buf, sizeof(buf), key, mark, seq);
+	if (rc < 0)
+		return rc;
+	return transact(buf, sizeof(buf), seq);
+}
+
+int32_t nfqlb_ctnl_flush_mark(uint32_t family, uint32_t mark)
+{
+	if (family != 4 && family != 6)
+		return -EINVAL;
+	if (mark == 0)
+		return -EINVAL; /* 0 is every connection nobody marked: never ours to drop */
+	uint8_t buf[8192] __attribute__((aligned(8)));
+	memset(buf, 0, 256);
+	uint32_t seq = (uint32_t)time(NULL);
+	/* IPCTNL_MSG_CT_DELETE without a tuple is a flush; CTA_MARK + CTA_MARK_MASK
+	 * filter it to the entries with exactly this mark (the kernel walks its
+	 * table once, in this namespace and family only). */
+	struct nlmsghdr* nlh = mnl_nlmsg_put_header(buf);
+	nlh->nlmsg_type = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+	nlh->nlmsg_seq = seq;
+	struct nfgenmsg* nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
+	nfg->nfgen_family = family == 4 ? AF_INET : AF_INET6;
+	nfg->version = NFNETLINK_V0;
+	nfg->res_id = 0;
+	mnl_attr_put_u32(nlh, CTA_MARK, htonl(mark));
+	mnl_attr_put_u32(nlh, CTA_MARK_MASK, htonl(0xffffffffu));
+	return transact(buf, sizeof(buf), seq);
 }

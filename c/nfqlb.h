@@ -1030,6 +1030,15 @@ uint32_t nfqlb_trace_categories(uint32_t events, uint32_t proto);
  */
 int32_t nfqlb_ctnl_set_mark(const uint8_t* key, uint32_t len, uint32_t mark);
 
+/**
+ * nfqlb_ctnl_flush_mark - delete every kernel conntrack entry of family
+ * (4 or 6) whose mark is exactly mark (not 0), in the caller's network
+ * namespace: one request, the kernel walks its table (lb --offload=auto, when
+ * a target leaves its table). Returns 0 (also when none matched), or -errno:
+ * -EINVAL bad family or mark 0, -EPERM without CAP_NET_ADMIN, -ETIMEDOUT.
+ */
+int32_t nfqlb_ctnl_flush_mark(uint32_t family, uint32_t mark);
+
 /* ----------------------------------------------------------------------------
  * ct.c - an optional connection table (flow key -> fwmark/row) in a
  * caller-provided region, normally a shm file beside the target table, shared

@@ -21,6 +21,7 @@ import { ctDelete, ctList, ctSet, ctStats } from "./commands/conntrack.ts";
 import { fwmark } from "./commands/fwmark.ts";
 import { apply, health, status, teardown } from "./commands/host.ts";
 import { flowlb, lb } from "./commands/lb.ts";
+import { offloadRules } from "./commands/offload.ts";
 import { run } from "./commands/run.ts";
 import { del, init, primebelow, show, stats } from "./commands/shm.ts";
 import { loglevel, trace } from "./commands/trace.ts";
@@ -59,6 +60,7 @@ export const COMMANDS: readonly Command[] = [
   status,
   run,
   health,
+  offloadRules,
   help,
   completion,
 ];

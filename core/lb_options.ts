@@ -32,6 +32,12 @@ export const QueueConfigSchema = z.object({
   batch: z.number().int().min(1).max(1024),
   /** Serve Prometheus metrics at ADDR:PORT (`--metrics`). */
   metrics: z.string().min(1).optional(),
+  /**
+   * `--offload`: `auto` when the kernel keeps each connection's verdict
+   * (docs/offload.md); the lb then deletes the kernel connections of a
+   * target that leaves its table. `off`: every packet is queued.
+   */
+  offload: z.enum(["off", "auto"]),
 });
 
 /** Settings shared by lb and flowlb. */

@@ -28,6 +28,7 @@ import { TRACE } from "./trace_format.ts";
 import { startMetrics } from "./metrics.ts";
 import { countersShmName } from "../core/counters_shm.ts";
 import { TargetRegistry } from "./target_registry.ts";
+import { OFFLOAD_TRACE_NOTE } from "./offload.ts";
 
 /**
  * Builds the C flow set for `flows` (in match order); the caller owns the
@@ -157,7 +158,11 @@ class TracedFlowTable extends FlowTable {
 export async function runFlowLb(cfg: FlowLbConfig, print: (line: string) => void): Promise<number> {
   const signals = stopOnSignals();
   // as upstream: the trace shm and server first (a bind failure ends flowlb)
-  const trace = startTracing(cfg.traceAddress);
+  const trace = startTracing(
+    cfg.traceAddress,
+    undefined,
+    cfg.offload === "auto" ? OFFLOAD_TRACE_NOTE : undefined,
+  );
   const c = lib();
   const nqueues = cfg.queues.last - cfg.queues.first + 1;
   const flows = c.nfqlb_flows_create(nqueues);
@@ -216,7 +221,10 @@ export async function runFlowLb(cfg: FlowLbConfig, print: (line: string) => void
     (f) => targets.conntrackAddress(f.target),
   );
   const traced = new Published(traceFlows, true, (f) => BigInt(f.id));
+  // offload auto: a new flow set may give connections that got the nolb fwmark a flow now
+  let flowEpoch = 0;
   const publish = (list: readonly Flow[]) => {
+    flowEpoch++;
     main.publish(list);
     oldTargetNames = targetNames;
     targetNames = new Map(
@@ -261,6 +269,8 @@ export async function runFlowLb(cfg: FlowLbConfig, print: (line: string) => void
         nolbFwmark: cfg.nolbFwmark,
         promiscuous: cfg.promiscuous,
         traceFlows,
+        fwmarks: () => targets.fwmarks(),
+        epoch: () => flowEpoch,
       },
       print,
       trace,

@@ -23,6 +23,7 @@ import type { WorkerReport, WorkerStart } from "./worker_protocol.ts";
 import { startMetrics } from "./metrics.ts";
 import { log } from "../core/log.ts";
 import { startTracing, type TraceService } from "./trace_server.ts";
+import { OFFLOAD_TRACE_NOTE, OffloadWatch } from "./offload.ts";
 
 /** Counter names (enum nfqlb_counter), re-exported for the dataplane's users. */
 export { COUNTER_NAMES } from "../core/counters_shm.ts";
@@ -66,6 +67,10 @@ export type Classifier =
     promiscuous: boolean;
     /** The trace flows (nfqlb_flows*: "table" of flow i = its id), matched only while `flows` is traced. */
     traceFlows?: Deno.PointerObject;
+    /** The fwmarks of every target table in use (offload auto: who left, docs/offload.md). */
+    fwmarks?: () => Iterable<number>;
+    /** Changes whenever the flows change (offload auto: connections given the nolb fwmark are decided again). */
+    epoch?: () => number;
   };
 
 /**
@@ -265,6 +270,21 @@ export async function startQueues(
       ),
     );
   }
+  // offload auto: a target that leaves the table(s) takes its kernel connections along (./offload.ts)
+  // the fwmarks of "no target" and "no flow" are kept in the kernel as any verdict; they are dropped when
+  // the targets or flows change, so those connections are decided again (./offload.ts)
+  const offload = cfg.offload === "auto"
+    ? new OffloadWatch(who, [cfg.notargetsFwmark, classifier.kind === "flowlb" ? classifier.nolbFwmark : -1])
+    : undefined;
+  const epoch = () => classifier.kind === "flowlb" ? classifier.epoch?.() ?? 0 : 0;
+  const fwmarksInUse = (): number[] =>
+    classifier.kind === "lb"
+      ? [...watches[0].watch.view.snapshot(0).active]
+      : [...(classifier.fwmarks?.() ?? [])];
+  if (offload) {
+    offload.poll(fwmarksInUse(), epoch());
+    log.notice(`${who}: offload auto: each connection is decided once here, the kernel steers the rest`);
+  }
   const housekeeping = setInterval(() => {
     if (!running0()) return;
     for (const w of watches) {
@@ -284,6 +304,7 @@ export async function startQueues(
       return false;
     });
     for (const w of shmWatches) w.poll();
+    if (offload) offload.poll(fwmarksInUse(), epoch());
   }, 100);
   release.push(() => {
     clearInterval(housekeeping);
@@ -543,7 +564,11 @@ export async function runLb(cfg: LbConfig, print: (line: string) => void): Promi
   let lb: RunningLb;
   try {
     // as upstream: the trace shm and server first (a bind failure ends lb)
-    trace = startTracing(cfg.traceAddress);
+    trace = startTracing(
+      cfg.traceAddress,
+      undefined,
+      cfg.offload === "auto" ? OFFLOAD_TRACE_NOTE : undefined,
+    );
     lb = await startLb(cfg, print, trace);
   } catch (e) {
     await trace?.close();

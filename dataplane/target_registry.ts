@@ -46,6 +46,13 @@ export class TargetRegistry {
   /** Where damage is logged and counted (flowlb sets the counting once its queues run). */
   context: WatchContext = { who: "flowlb", countError: () => {} };
 
+  /** The fwmarks of every table in use (offload auto: which targets left; dataplane/offload.ts). */
+  fwmarks(): number[] {
+    const out: number[] = [];
+    for (const e of this.#entries.values()) out.push(...e.watch.view.snapshot(0).active);
+    return out;
+  }
+
   /** Copies `name` (or shares the copy); false when it does not exist or is not a valid table. */
   acquire(name: string): boolean {
     const e = this.#entries.get(name);

@@ -68,6 +68,8 @@ export interface TraceServiceOptions {
   shm: TraceShmView;
   /** Names of targets and trace flows in records (flowlb; lb has none). */
   names?: TraceNames;
+  /** A line every client gets after the greeting (offload auto: what it will not see). */
+  note?: string;
 }
 
 /** A running trace server and the dataplane's view of it. */
@@ -191,6 +193,7 @@ export function startTraceService(address: string, opts: TraceServiceOptions): T
     log.info(`Trace; Accepted incoming connection. clients=${clients.size + 1}`);
     // the greeting is always a client's first line (upstream: after the log line when `log` is on)
     send(cl, `Trace active, mask=${hex8(cl.mask)}\n`);
+    if (opts.note) send(cl, `${opts.note}\n`);
     clients.add(cl);
     setGate();
     log.warning(`Trace; active mask=${hex8(cl.mask)}`);
@@ -274,11 +277,11 @@ export function startTraceService(address: string, opts: TraceServiceOptions): T
  * also restores the default log target and unmaps the shm.
  * @throws NfqlbError as {@link startTraceService}, or when the shm cannot be made
  */
-export function startTracing(address: string, names?: TraceNames): TraceService {
+export function startTracing(address: string, names?: TraceNames, note?: string): TraceService {
   const shm = TraceShmView.open();
   let svc: TraceService;
   try {
-    svc = startTraceService(address, { shm, names });
+    svc = startTraceService(address, { shm, names, note });
   } catch (e) {
     shm.close();
     throw e;

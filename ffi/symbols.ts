@@ -128,6 +128,7 @@ export const SYMBOLS = {
   nfqlb_trace_categories: { parameters: ["u32", "u32"], result: "u32" },
   // kernel conntrack mark over ctnetlink (c/ctnl.c; ct-set --offload): control plane, not the hot path
   nfqlb_ctnl_set_mark: { parameters: ["buffer", "u32", "u32"], result: "i32" },
+  nfqlb_ctnl_flush_mark: { parameters: ["u32", "u32"], result: "i32" },
   // connection table (c/ct.c per packet, c/ct_admin.c control plane; core/conntrack_shm.ts; used by c/lb.c)
   nfqlb_ct_admin_bytes: { parameters: ["u32", "u32"], result: "u64" },
   nfqlb_ct_admin_format: { parameters: ["pointer", "u64", "u32", "u32", "buffer", "u32"], result: "i32" },

@@ -59,6 +59,8 @@ export function dataplaneArgs(cfg: HostConfig): string[] {
     if (v === undefined || opt === null || v === false) continue;
     args.push(v === true ? `--${opt}` : `--${opt}=${v}`);
   }
+  // decide each connection once: the plumbing saves the verdict's mark in the kernel connection
+  if (d.offload === "auto") args.push("--offload=auto");
   return args;
 }
 

@@ -27,6 +27,13 @@ const QUEUE_OPTS: OptionSpec[] = [
   },
   { name: "batch", help: "Packets per receive batch, 1..1024 (default 64)", arg: "N", ours: true },
   { name: "metrics", help: "Serve Prometheus metrics at ADDR:PORT", arg: "ADDR:PORT", ours: true },
+  {
+    name: "offload",
+    help: "auto: decide each connection once, the kernel steers the rest (needs nfqlb offload-rules)",
+    arg: "MODE",
+    choices: ["off", "auto"],
+    ours: true,
+  },
 ];
 
 /** Option table of `lb`. */
@@ -116,7 +123,15 @@ function commonConfig(cmd: string, opts: Map<string, string>): QueueConfig {
     failOpen: opts.has("fail_open"),
     batch: int("batch", "64", 1, 1024),
     metrics: name(cmd, opts, "metrics"),
+    offload: parseOffload(cmd, opts.get("offload")),
   };
+}
+
+/** `--offload=off|auto` (default off); a bad value is one line. */
+export function parseOffload(cmd: string, v: string | undefined): "off" | "auto" {
+  if (v === undefined || v === "off") return "off";
+  if (v === "auto") return "auto";
+  throw new NfqlbError(`${cmd}: invalid --offload value '${v}' (expected off or auto)`);
 }
 
 /** `lb`'s config from its options (see commonConfig); throws NfqlbError with one line. */

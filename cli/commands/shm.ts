@@ -67,7 +67,7 @@ export const del: Command = {
 
 /**
  * `show`: the header, the first 25 lookup entries and the active targets.
- * Ours (hidden, docs/tier.md): `--digest` adds a line `  Digest: <hex>`,
+ * Ours (docs/tier.md): `--digest` adds a line `  Digest: <hex>`,
  * the table's digest (core/table_digest.ts), which LB hosts of a tier
  * compare.
  */

@@ -322,9 +322,10 @@ export const DataplaneFileSchema = mapping({
     .describe("prerouting: forwarded traffic; output: local clients."),
   options: DataplaneOptionsSchema.prefault({}).describe("lb/flowlb options."),
   start: bool.default(true).describe("apply starts lb/flowlb when it is not running."),
-  offload: bool.default(false).describe(
-    "Install the connmark-restore rules that let `ct-set --offload` flows skip the queue, and (DSR, prerouting) the raw rule that leaves TCP SYNs untracked so TCP connections can be offloaded (docs/conntrack.md).",
-  ),
+  offload: z.union([bool, z.literal("auto")], { error: "expected true, false or auto" }).default(false)
+    .describe(
+      "true: install the connmark-restore rules that let `ct-set --offload` flows skip the queue, and (DSR, prerouting) the raw rule that leaves TCP SYNs untracked so TCP connections can be offloaded (docs/conntrack.md). auto: those, the rule that saves each connection's verdict mark in the kernel, and lb/flowlb --offload=auto: each connection is decided once in user space, the kernel steers the rest (docs/offload.md).",
+    ),
 }, "a mapping with queue, bypass, hooks, options, start, offload");
 
 /** Schema of the admin section: `nfqlb run`'s HTTP server (apply only records it, so two configs never share it). */

@@ -201,8 +201,11 @@ export interface DataplaneConfig {
   readonly hooks: readonly ("prerouting" | "output")[];
   /** lb/flowlb options the file sets. */
   readonly options: DataplaneOptions;
-  /** Install the connmark-restore rules for offloaded connections (ct-set --offload). */
-  readonly offload: boolean;
+  /**
+   * true: install the connmark-restore rules for offloaded connections
+   * (ct-set --offload); "auto": those, the save rule, and lb --offload=auto.
+   */
+  readonly offload: boolean | "auto";
   /** Whether apply starts the program when it is not running. */
   readonly start: boolean;
 }

@@ -73,6 +73,64 @@ export function tcpSynNotrack(cidr: string, dport?: string): { matches: string[]
   };
 }
 
+/**
+ * The mangle POSTROUTING rule of `--offload=auto` for one VIP (`cidr` with
+ * its prefix): it stores the mark the lb's verdict gave a connection's
+ * packet in the kernel connection (`CONNMARK --save-mark`), so that the
+ * restore rules ahead of the NFQUEUE rule steer the rest of the connection
+ * in the kernel. Why each part:
+ *
+ * - POSTROUTING: after the verdict (mangle PREROUTING / OUTPUT), on
+ *   forwarded and locally sent packets alike, and before conntrack confirms
+ *   a new entry, so the entry goes into the table with its mark: no extra
+ *   syscall, no ctnetlink message per connection.
+ * - `-m conntrack --ctorigdst VIP`: the connection's original destination,
+ *   which is still the VIP after a DNAT (NAT and full NAT targets) and
+ *   never matches an untracked packet (the DSR TCP SYN, see
+ *   {@link tcpSynNotrack}).
+ * - `! -p icmp`: an ICMP error is RELATED to the connection it is about and
+ *   carries its entry; it never decides it (ICMP keeps today's handling).
+ * - `-m connmark --mark 0`: only connections not yet decided (a connmark
+ *   set by `ct-set --offload`, or saved before, is left as it is).
+ * - `-m mark ! --mark 0`: a packet the lb gave no mark (bypass while no lb
+ *   listens, a dropped one never gets here) leaves the connection undecided.
+ *
+ * A host VIP is given without its /32 (/128): iptables-save prints it so,
+ * and iptables-nft deletes a conntrack match only in the form it was added.
+ */
+export function saveMarkRule(cidr: string, family: 4 | 6): { matches: string[]; target: string[] } {
+  const host = cidr.endsWith(family === 4 ? "/32" : "/128");
+  const orig = host ? cidr.slice(0, cidr.lastIndexOf("/")) : cidr;
+  return {
+    // ICMP never decides a connection: an error carries the connection's own entry (RELATED)
+    // cheapest test first: a packet of a connection already decided (all but the first) fails at once
+    matches: [
+      "!",
+      "-p",
+      icmpName(family),
+      "-m",
+      "connmark",
+      "--mark",
+      "0",
+      "-m",
+      "mark",
+      "!",
+      "--mark",
+      "0",
+      "-m",
+      "conntrack",
+      "--ctorigdst",
+      orig,
+    ],
+    target: ["-j", "CONNMARK", "--save-mark"],
+  };
+}
+
+/** The ICMP protocol name of a family, as iptables-save prints it. */
+export function icmpName(family: 4 | 6): string {
+  return family === 4 ? "icmp" : "ipv6-icmp";
+}
+
 /** `addr[/prefix]` as iptables' `-d` value with an explicit prefix, and its family. */
 function parseVip(vip: string): { cidr: string; family: 4 | 6 } {
   const m = /^([^/]+)(?:\/([0-9]{1,3}))?$/.exec(vip);
@@ -90,8 +148,8 @@ function parseVip(vip: string): { cidr: string; family: 4 | 6 } {
  * NFQUEUE rule:
  *
  * ```
- * -d VIP -m connmark ! --mark 0 -m comment --comment nfqlb-offload -j CONNMARK --restore-mark
- * -d VIP -m connmark ! --mark 0 -m comment --comment nfqlb-offload -j ACCEPT
+ * -d VIP ! -p icmp -m connmark ! --mark 0 -m comment --comment nfqlb-offload -j CONNMARK --restore-mark
+ * -d VIP ! -p icmp -m connmark ! --mark 0 -m comment --comment nfqlb-offload -j ACCEPT
  * ```
  *
  * The first puts the connection's mark (the target's fwmark, set by
@@ -126,7 +184,9 @@ export function offloadRules(opts: OffloadRulesOptions): OffloadRules {
   for (const vip of r.data.vips) {
     const { cidr, family } = parseVip(vip);
     const ipt = family === 4 ? "iptables" : "ip6tables";
-    const match = ["-d", cidr, "-m", "connmark", "!", "--mark", "0", ...comment];
+    // ICMP keeps today's handling (docs/offload.md): an error about a connection is RELATED to it and would
+    // otherwise take its connmark; echo requests are queued as without offload
+    const match = ["-d", cidr, "!", "-p", icmpName(family), "-m", "connmark", "!", "--mark", "0", ...comment];
     for (const target of [["-j", "CONNMARK", "--restore-mark"], ["-j", "ACCEPT"]]) {
       add.push([ipt, "-w", "-t", "mangle", "-I", chain, String(next[family]++), ...match, ...target]);
       del.push([ipt, "-w", "-t", "mangle", "-D", chain, ...match, ...target]);

@@ -10,6 +10,9 @@
  *   port), a rule in raw PREROUTING that untracks the TCP SYNs, so TCP
  *   connections can be offloaded under DSR (host/plumbing/offload_rules.ts,
  *   tcpSynNotrack). iptables also with nft queue.
+ * - offload `auto`: per VIP, a rule in mangle POSTROUTING that saves the
+ *   verdict's mark in the connection (offload_rules.ts, saveMarkRule), so
+ *   the restore rules steer the rest of it. iptables also with nft queue.
  * - nat chain `NFQLB-<id>`: one DNAT rule per NAT or full NAT target (per
  *   protocol when it translates the port), by fwmark; jumped to from nat
  *   PREROUTING / OUTPUT for each VIP.
@@ -22,7 +25,7 @@
  *   chain `NFQLB-<id>-RT` saying that this rule and route belong to the id.
  */
 import { PORT_PROTOCOLS } from "../../core/ip_protocols.ts";
-import { offloadRules, tcpSynNotrack } from "./offload_rules.ts";
+import { offloadRules, saveMarkRule, tcpSynNotrack } from "./offload_rules.ts";
 import { chainObject, ruleObject, type RuleParts } from "./iptables.ts";
 import { ipRouteObject, ipRuleObject } from "./iproute.ts";
 import { chainName } from "./names.ts";
@@ -156,6 +159,12 @@ function planFamily(s: NormalSpec, family: 4 | 6, nftQueue: boolean): PlumbingOb
         : [...new Set(tcp.map((p) => dportText(p)))];
       for (const d of dports) rule({ table: "raw", chain: "PREROUTING", ...tcpSynNotrack(v.cidr, d) });
     }
+  }
+
+  // offload auto: the verdict's mark goes into the connection after the verdict (a jump-kind rule of a
+  // built-in chain: added after the queue rules, removed first)
+  if (vips.length && s.offload === "auto") {
+    for (const v of vips) rule({ table: "mangle", chain: "POSTROUTING", ...saveMarkRule(v.cidr, family) });
   }
 
   if (vips.length && nat.length) {

@@ -55,8 +55,12 @@ export interface PlumbingSpec {
   vips: PlumbingVip[];
   /** Targets by fwmark. */
   targets: PlumbingTarget[];
-  /** Also install the connmark-restore bypass rules in front of the queue rules. */
-  offload?: boolean;
+  /**
+   * true: also install the connmark-restore bypass rules in front of the
+   * queue rules (for `ct-set --offload`); `"auto"`: those and the rule that
+   * saves every verdict's mark in its connection (lb --offload=auto).
+   */
+  offload?: boolean | "auto";
 }
 
 /** Options shared by the functions that touch the kernel. */

@@ -45,7 +45,8 @@ export interface NormalSpec {
   hooks: PlumbingHook[];
   vips: NormalVip[];
   targets: NormalTarget[];
-  offload: boolean;
+  /** true: restore rules only (ct-set --offload); "auto": also the save rule (lb --offload=auto). */
+  offload: boolean | "auto";
 }
 
 const ID_RE = /^[A-Za-z0-9._+-]{1,32}$/;
@@ -188,6 +189,8 @@ export function validateSpec(spec: PlumbingSpec): NormalSpec {
     if (snat !== undefined) target.snat = snat;
     targets.push(target);
   }
-  if (spec.offload !== undefined && typeof spec.offload !== "boolean") bad("offload", spec.offload);
+  if (spec.offload !== undefined && typeof spec.offload !== "boolean" && spec.offload !== "auto") {
+    bad("offload (want true, false or auto)", spec.offload);
+  }
   return { id, queue, bypass: spec.bypass, hooks, vips, targets, offload: spec.offload ?? false };
 }

@@ -224,9 +224,9 @@ Deno.test("missingRequired: names in table order", () => {
 
 Deno.test("every command table is valid for getopt: unique names, no `help`, at most 31 options", () => {
   // upstream's 21, then our 4 connection-table commands (docs/conntrack.md), 5 host commands (docs/apply.md,
-  // docs/run.md, docs/health.md), help and completion (docs/cli.md)
-  assert.equal(COMMANDS.length, 32);
-  assert.equal(new Set(COMMANDS.map((c) => c.name)).size, 32);
+  // docs/run.md, docs/health.md), offload-rules (docs/offload.md), help and completion (docs/cli.md)
+  assert.equal(COMMANDS.length, 33);
+  assert.equal(new Set(COMMANDS.map((c) => c.name)).size, 33);
   assert.deepEqual(COMMANDS.slice(21).map((c) => c.name), [
     "ct-list",
     "ct-set",
@@ -237,6 +237,7 @@ Deno.test("every command table is valid for getopt: unique names, no `help`, at 
     "status",
     "run",
     "health",
+    "offload-rules",
     "help",
     "completion",
   ]);

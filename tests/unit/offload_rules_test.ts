@@ -6,6 +6,9 @@ import { NfqlbError } from "../../core/errors.ts";
 const MATCH = (cidr: string) => [
   "-d",
   cidr,
+  "!",
+  "-p",
+  cidr.includes(":") ? "ipv6-icmp" : "icmp",
   "-m",
   "connmark",
   "!",

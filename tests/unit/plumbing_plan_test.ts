@@ -165,8 +165,8 @@ Deno.test("plumbing plan: full NAT is NAT's DNAT plus, by fwmark, SNAT in POSTRO
 Deno.test("plumbing plan: offload puts connmark restore + accept per VIP before the queue rules", () => {
   const l = lines({ ...DSR4, offload: true }).filter((x) => x.includes("-A NFQLB-web "));
   assert.deepEqual(l, [
-    'iptables -w -t mangle -A NFQLB-web -d 10.0.0.1/32 -m connmark ! --mark 0 -m comment --comment "nfqlb:web H" -j CONNMARK --restore-mark',
-    'iptables -w -t mangle -A NFQLB-web -d 10.0.0.1/32 -m connmark ! --mark 0 -m comment --comment "nfqlb:web H" -j ACCEPT',
+    'iptables -w -t mangle -A NFQLB-web -d 10.0.0.1/32 ! -p icmp -m connmark ! --mark 0 -m comment --comment "nfqlb:web H" -j CONNMARK --restore-mark',
+    'iptables -w -t mangle -A NFQLB-web -d 10.0.0.1/32 ! -p icmp -m connmark ! --mark 0 -m comment --comment "nfqlb:web H" -j ACCEPT',
     'iptables -w -t mangle -A NFQLB-web -d 10.0.0.1/32 -p udp --dport 5000 -m comment --comment "nfqlb:web H" -j NFQUEUE --queue-num 2 --queue-bypass',
   ]);
 });

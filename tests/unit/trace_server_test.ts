@@ -10,15 +10,19 @@ import { log, LOG_LEVEL } from "../../core/log.ts";
 import { logLevel, traceMask } from "../../core/trace_shm.ts";
 import { startTracing, type TraceService } from "../../dataplane/trace_server.ts";
 import { TRACE } from "../../dataplane/trace_format.ts";
+import { OFFLOAD_TRACE_NOTE } from "../../dataplane/offload.ts";
 import { NFQLB } from "../harness/paths.ts";
 
 /** Runs fn with a fresh shm dir and a unique trace address; always closes the service. */
-async function withTracing(fn: (svc: TraceService, address: string) => Promise<void>): Promise<void> {
+async function withTracing(
+  fn: (svc: TraceService, address: string) => Promise<void>,
+  note?: string,
+): Promise<void> {
   const dir = Deno.makeTempDirSync({ dir: "/dev/shm", prefix: "nfqlb-trace-srv-" });
   const before = Deno.env.get("NFQLB_SHM_DIR");
   Deno.env.set("NFQLB_SHM_DIR", dir);
   const address = `unix:nfqlb-trace-test-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
-  const svc = startTracing(address);
+  const svc = startTracing(address, undefined, note);
   try {
     await fn(svc, address);
   } finally {
@@ -168,4 +172,14 @@ Deno.test("nfqlb trace: Mask= line, the server's greeting, the lines, exit 0 whe
       "Mask=0x00000006\nTrace active, mask=0x00000006\nFirst fragment\nLoad-balance packet. fw=102\n",
     );
   });
+});
+
+Deno.test("trace server: with a note (lb --offload=auto) every client gets it right after the greeting", async () => {
+  await withTracing(async (_svc, address) => {
+    const a = await Client.open(address, TRACE.packet);
+    await a.until((t) => t.includes(OFFLOAD_TRACE_NOTE));
+    assert.equal(a.text, `Trace active, mask=0x00000002\n${OFFLOAD_TRACE_NOTE}\n`);
+    a.close();
+    await a.closed;
+  }, OFFLOAD_TRACE_NOTE);
 });

@@ -1,0 +1,352 @@
+/**
+ * End-to-end tests of `--offload=auto` (docs/offload.md) with real traffic in
+ * namespaces: the rules `nfqlb offload-rules` prints, fed to
+ * `iptables-restore --noflush` in the lb netns in place of the topology's
+ * NFQUEUE rule, and `nfqlb lb --offload=auto`. Each connection lands on the
+ * target Maglev gives it (as without offload), and only its first packet(s)
+ * reach the queue (the kernel's per-queue id_sequence). `deactivate` moves
+ * offloaded connections (the lb deletes their kernel entries by mark), a
+ * drain (weight 0) keeps them. DSR (replies untracked in the lb netns) and
+ * NAT (a config applied with `dataplane.offload: auto`), IPv4 and IPv6, and
+ * the printed rules are the installed ones (iptables-save in a netns fed
+ * the printed text against the applied host). Counts and sets only, no
+ * timing. Needs root (skipped otherwise).
+ */
+import assert from "node:assert/strict";
+import { type Family, targetAddr, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
+import type { Flow, SizesResult } from "../harness/agent/types.ts";
+import { HostUnderTest } from "../harness/host.ts";
+import { skipUnlessRoot } from "../harness/netns.ts";
+import { maglevTargets, nfqlb } from "../harness/nfqlb.ts";
+import { Topology } from "../harness/topology.ts";
+import { assertAllAnswered } from "./checks.ts";
+
+const ignore = skipUnlessRoot();
+const QUEUE = 5;
+const FAMS: Family[] = [4, 6];
+
+/** Packets handed to queue `q` so far in the lb netns (kernel counter). */
+async function queued(topo: Topology, q = QUEUE): Promise<number> {
+  const s = (await topo.queueStats()).get(q);
+  assert.ok(s, `queue ${q} not bound in the lb netns`);
+  return s.seq;
+}
+
+/** `flows` with the VIP and port as their destination (for maglevTargets). */
+function toVip(fam: Family, flows: Flow[], port: number): Flow[] {
+  return flows.map((f) => ({ ...f, dst: VIP[fam], dport: port }));
+}
+
+/** The printed rules of one family (`nfqlb offload-rules`), as text. */
+async function printed(args: string[]): Promise<string> {
+  const r = await nfqlb(["offload-rules", ...args]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stderr, "");
+  return r.stdout;
+}
+
+/** Our rule lines (`-A`, tag nfqlb:<id>) of one family's iptables-save in netns `ns`, sorted, per table. */
+async function savedRules(topo: Topology, ns: string, fam: Family, id: string, skipChain?: string) {
+  const save = (await topo.exec(ns, [fam === 4 ? "iptables-save" : "ip6tables-save"])).stdout;
+  const out: string[] = [];
+  let table = "";
+  for (const l of save.split("\n")) {
+    if (l.startsWith("*")) table = l;
+    if (!l.startsWith("-A ") || !l.includes(`nfqlb:${id} `)) continue;
+    if (skipChain && l.startsWith(`-A ${skipChain} `)) continue;
+    out.push(`${table} ${l}`);
+  }
+  return out.sort();
+}
+
+Deno.test({
+  name: "e2e offload auto: same targets, first packets queued only, deactivate moves, drain keeps, DSR",
+  ignore,
+  async fn(t) {
+    await using topo = await Topology.create({ steering: { mode: "nfqueue", queue: QUEUE } });
+    await topo.setSteering(topo.steering, "-D"); // the printed rules queue instead
+    await topo.nfqlb.initTargets();
+    for (const fam of FAMS) {
+      const text = await printed([`--vips=${VIP[fam]}`, `--queue=${QUEUE}`]);
+      await topo.exec(topo.ns.lb, [fam === 4 ? "iptables-restore" : "ip6tables-restore", "--noflush"], {
+        stdin: text,
+      });
+    }
+    await topo.nfqlb.startLb(["--offload=auto"]);
+
+    for (const fam of FAMS) {
+      await t.step(
+        `ipv${fam}: UDP, 10 request/replies per flow: Maglev's target, one queued datagram`,
+        async () => {
+          const flows = topo.flows(fam, 40, 30000 + fam * 1000);
+          const q0 = await queued(topo);
+          const r = await topo.client.udp(fam, flows, 10);
+          const dq = await queued(topo) - q0;
+          const want = await maglevTargets(topo, "udp", toVip(fam, flows, UDP_PORT));
+          assert.deepEqual(
+            r.targets.map((x) => [...new Set(x)]),
+            want.map((w) => [w]),
+            "each flow: its target",
+          );
+          // the first datagram of each flow decides; the other 9 are steered by the kernel
+          assert.equal(dq, flows.length, `queued ${dq} of ${flows.length * 10}`);
+        },
+      );
+
+      await t.step(
+        `ipv${fam}: TCP connections: Maglev's target, at most SYN and first ACK queued`,
+        async () => {
+          const flows = topo.flows(fam, 30, 33000 + fam * 1000);
+          const q0 = await queued(topo);
+          const r = await topo.client.tcp(fam, flows, 1);
+          const dq = await queued(topo) - q0;
+          const want = await maglevTargets(topo, "tcp", toVip(fam, flows, TCP_PORT));
+          assert.deepEqual(r.targets.map((x) => x[0]), want);
+          assert.ok(dq <= 2 * flows.length, `queued ${dq} for ${flows.length} connections`);
+        },
+      );
+    }
+
+    await t.step("ICMP keeps today's handling: every echo request and error is queued", async () => {
+      for (const fam of FAMS) {
+        const src = topo.clientAddrs(fam)[5];
+        const flow: Flow = { src, sport: 39000 + fam };
+        await topo.client.udp(fam, [flow], 3); // an offloaded UDP flow the error is about
+        let q0 = await queued(topo);
+        const p = await topo.client.ping([src], 4);
+        assert.equal(p.replies[0], 4, `ipv${fam}: pings answered`);
+        assert.equal(await queued(topo) - q0, 4, `ipv${fam}: every echo request queued`);
+        q0 = await queued(topo);
+        const quoted = {
+          vip: VIP[fam],
+          vipPort: UDP_PORT,
+          client: src,
+          clientPort: flow.sport,
+          proto: "udp" as const,
+        };
+        assert.equal((await topo.client.icmp(src, [quoted])).sent, 1);
+        assert.equal(
+          await queued(topo) - q0,
+          1,
+          `ipv${fam}: the ICMP error about an offloaded flow is queued`,
+        );
+      }
+    });
+
+    await t.step(
+      "fragmented datagrams (reassembled by conntrack): whole, at their flow's Maglev target",
+      async () => {
+        const sizes = [100, 3000, 5000, 100];
+        for (const fam of FAMS) {
+          const flows = topo.flows(fam, 10, 38000 + fam * 100, topo.clientAddrs(fam).slice(1));
+          const r = await topo.agent<SizesResult>(topo.ns.cli, {
+            cmd: "sizes",
+            dst: VIP[fam],
+            port: UDP_PORT,
+            flows,
+            sizes,
+          });
+          const want = await maglevTargets(topo, "udp", toVip(fam, flows, UDP_PORT));
+          for (const [i, rs] of r.replies.entries()) {
+            assert.deepEqual(rs.map((x) => x.len), sizes, `ipv${fam} flow ${i}: whole (errno ${r.errors})`);
+            assert.deepEqual([...new Set(rs.map((x) => x.target))], [want[i]], `ipv${fam} flow ${i}`);
+          }
+        }
+      },
+    );
+
+    await t.step("ipv4: drain (weight 0) keeps offloaded flows, deactivate moves them", async () => {
+      const flows = topo.flows(4, 60, 36000);
+      const first = (await topo.client.udp(4, flows, 3)).targets.map((x) => x[0]);
+      assertAllAnswered(first.map((x) => [x]), topo.targetNames, "udp");
+      const [fw1, fw2] = topo.fwmarks;
+      // drain t2: its offloaded flows stay (kernel connmark), new flows avoid it
+      await topo.nfqlb.run(["activate", `--shm=${topo.shm}`, "--weight=0", String(fw2)]);
+      let q0 = await queued(topo);
+      const again = (await topo.client.udp(4, flows, 3)).targets.map((x) => x[0]);
+      assert.deepEqual(again, first, "drain: every offloaded flow stays where it was");
+      assert.equal(await queued(topo) - q0, 0, "and none of them was queued");
+      const fresh = (await topo.client.udp(4, topo.flows(4, 60, 37000), 1)).targets.map((x) => x[0]);
+      assert.ok(!fresh.includes("t2"), "new flows avoid the drained target");
+      // deactivate t1: its flows move (their kernel entries are deleted), the others stay
+      await topo.nfqlb.deactivate(fw1);
+      const deadline = Date.now() + 5000; // the lb follows the table every 100 ms
+      let moved: string[] = [];
+      q0 = await queued(topo);
+      while (Date.now() < deadline) {
+        moved = (await topo.client.udp(4, flows, 1)).targets.map((x) => x[0]);
+        if (!moved.includes("t1")) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.ok(!moved.includes("t1"), "no flow stays on the deactivated target");
+      for (const [i, was] of first.entries()) {
+        if (was !== "t1") assert.equal(moved[i], was, `flow ${i} on ${was} stays`);
+      }
+      const n1 = first.filter((x) => x === "t1").length;
+      assert.ok(n1 > 0, "some flows were on t1");
+      assert.ok(await queued(topo) - q0 >= n1, "the moved flows were decided again in user space");
+    });
+
+    // DSR: untracking the targets' replies leaves conntrack the client's direction only
+    const dsr = (op: string) =>
+      FAMS.map((fam) => [
+        fam === 4 ? "iptables" : "ip6tables",
+        ...`-w -t raw ${op} PREROUTING -s ${VIP[fam]} -m comment --comment e2e-dsr -j NOTRACK`.split(" "),
+      ]);
+    for (const argv of dsr("-I")) await topo.exec(topo.ns.lb, argv);
+    try {
+      for (const fam of FAMS) {
+        await t.step(`ipv${fam}: DSR: UDP and TCP on Maglev's targets, few packets queued`, async () => {
+          const uf = topo.flows(fam, 30, 40000 + fam * 1000);
+          let q0 = await queued(topo);
+          const u = await topo.client.udp(fam, uf, 10);
+          assert.equal(await queued(topo) - q0, uf.length, "one queued datagram per flow");
+          const uw = await maglevTargets(topo, "udp", toVip(fam, uf, UDP_PORT));
+          assert.deepEqual(u.targets.map((x) => [...new Set(x)]), uw.map((w) => [w]));
+          const tf = topo.flows(fam, 30, 43000 + fam * 1000);
+          q0 = await queued(topo);
+          const r = await topo.client.tcp(fam, tf, 1);
+          const dq = await queued(topo) - q0;
+          assert.deepEqual(
+            r.targets.map((x) => x[0]),
+            await maglevTargets(topo, "tcp", toVip(fam, tf, TCP_PORT)),
+          );
+          assert.ok(dq <= 2 * tf.length, `queued ${dq} for ${tf.length} connections (SYN, first ACK)`);
+        });
+      }
+    } finally {
+      for (const argv of dsr("-D")) await topo.exec(topo.ns.lb, argv);
+    }
+  },
+});
+
+Deno.test({
+  name: "e2e offload auto: NAT from a config (dataplane.offload: auto); printed rules are the installed ones",
+  ignore,
+  async fn(t) {
+    const NAT_PORT = 6000;
+    await using h = await HostUnderTest.create({ name: "e2e-ofl" });
+    const { topo } = h;
+    const names = await topo.startNatServers(NAT_PORT);
+    const target = (i: number) =>
+      `      - { fwmark: ${100 + i}, address: [${targetAddr(4, i)}, "${
+        targetAddr(6, i)
+      }"], port: ${NAT_PORT}, mode: nat }`;
+    h.write([
+      "version: 1",
+      "name: e2e-ofl",
+      "dataplane: { queue: 2, offload: auto }",
+      "services:",
+      "  - name: web",
+      `    vips: [${VIP[4]}, "${VIP[6]}"]`,
+      "    targets:",
+      ...[1, 2, 3].map(target),
+      "",
+    ].join("\n"));
+    const lines = await h.applyOk();
+    await t.step("apply starts lb --offload=auto and installs the save rule per family", () => {
+      assert.ok(lines.some((l) => /^\+ start lb .*--offload=auto/.test(l)), lines.join("\n"));
+      assert.equal(
+        lines.filter((l) => /POSTROUTING .*CONNMARK --save-mark/.test(l)).length,
+        2,
+        lines.join("\n"),
+      );
+    });
+    await t.step("status -f: the host matches (the save rules read back as installed)", async () => {
+      const r = await h.nfqlb(["status", "-f", h.file]);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(r.stdout.trimEnd().split("\n").at(-1), `the host matches ${h.file}`);
+    });
+    for (const fam of FAMS) {
+      await t.step(`ipv${fam}: NAT: UDP and TCP reach every target, few packets queued`, async () => {
+        const q0 = await queued(topo, 2);
+        const uf = topo.flows(fam, 60, 50000 + fam * 1000);
+        assertAllAnswered((await topo.client.udp(fam, uf, 5)).targets, names, "udp");
+        const q1 = await queued(topo, 2);
+        assert.equal(q1 - q0, uf.length, "one queued datagram per flow");
+        const tf = topo.flows(fam, 40, 53000 + fam * 1000);
+        assertAllAnswered((await topo.client.tcp(fam, tf)).targets, names, "tcp");
+        // NAT keeps the SYN tracked: it alone is queued
+        const dq = await queued(topo, 2) - q1;
+        assert.ok(dq <= tf.length, `queued ${dq} for ${tf.length} connections`);
+      });
+      await t.step(
+        `ipv${fam}: offload-rules --nat prints exactly the installed queue and offload rules`,
+        async () => {
+          const ns = `${topo.prefix}-print${fam}`;
+          await topo.sh(["ip", "netns", "add", ns]);
+          try {
+            const text = await printed([`--vips=${VIP[fam]}`, "--queue=2", "--id=e2e-ofl", "--nat"]);
+            await topo.exec(ns, [fam === 4 ? "iptables-restore" : "ip6tables-restore", "--noflush"], {
+              stdin: text,
+            });
+            const want = await savedRules(topo, ns, fam, "e2e-ofl");
+            // the host has the NAT and DNAT rules besides (nat table, not printed)
+            const have = (await savedRules(topo, topo.ns.lb, fam, "e2e-ofl")).filter((l) =>
+              !l.startsWith("*nat ")
+            );
+            assert.deepEqual(have, want);
+            assert.ok(want.length >= 5, want.join("\n"));
+          } finally {
+            await topo.sh(["ip", "netns", "del", ns], { allowFail: true });
+          }
+        },
+      );
+    }
+    await t.step("teardown removes every rule of the config, the save rules included", async () => {
+      const r = await h.nfqlb(["teardown", "-f", h.file]);
+      assert.equal(r.code, 0, r.stderr);
+      for (const fam of FAMS) assert.deepEqual(await savedRules(topo, topo.ns.lb, fam, "e2e-ofl"), []);
+    });
+  },
+});
+
+Deno.test({
+  name: "e2e offload auto: flowlb: one queued datagram per UDP flow, deactivate moves the target's flows",
+  ignore,
+  async fn(t) {
+    await using topo = await Topology.create({ steering: { mode: "nfqueue", queue: QUEUE } });
+    await topo.setSteering(topo.steering, "-D");
+    await topo.nfqlb.initTargets();
+    for (const fam of FAMS) {
+      const text = await printed([`--vips=${VIP[fam]}`, `--queue=${QUEUE}`]);
+      await topo.exec(topo.ns.lb, [fam === 4 ? "iptables-restore" : "ip6tables-restore", "--noflush"], {
+        stdin: text,
+      });
+    }
+    await topo.nfqlb.startFlowLb(["--offload=auto"]);
+    const set = await topo.nfqlb.run([
+      "flow-set",
+      "--name=all",
+      `--target=${topo.shm}`,
+      "--protocols=udp",
+      `--dsts=${VIP[4]}/32,${VIP[6]}/128`,
+    ]);
+    assert.equal(set.stdout, "OK\n");
+    for (const fam of FAMS) {
+      await t.step(`ipv${fam}: Maglev's targets, the first datagram of each flow queued`, async () => {
+        const flows = topo.flows(fam, 30, 45000 + fam * 100);
+        const q0 = await queued(topo);
+        const r = await topo.client.udp(fam, flows, 10);
+        assert.equal(await queued(topo) - q0, flows.length);
+        const want = await maglevTargets(topo, "udp", toVip(fam, flows, UDP_PORT));
+        assert.deepEqual(r.targets.map((x) => [...new Set(x)]), want.map((w) => [w]));
+      });
+    }
+    await t.step("ipv4: deactivate moves the target's offloaded flows, the others stay", async () => {
+      const flows = topo.flows(4, 40, 47000);
+      const first = (await topo.client.udp(4, flows, 2)).targets.map((x) => x[0]);
+      await topo.nfqlb.deactivate(topo.fwmarks[2]);
+      let moved: string[] = [];
+      const deadline = Date.now() + 5000; // flowlb follows its tables every 100 ms
+      while (Date.now() < deadline) {
+        moved = (await topo.client.udp(4, flows, 1)).targets.map((x) => x[0]);
+        if (!moved.includes("t3")) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.ok(first.includes("t3"), "some flows were on t3");
+      assert.ok(!moved.includes("t3"), "no flow stays on the deactivated target");
+      for (const [i, was] of first.entries()) if (was !== "t3") assert.equal(moved[i], was);
+    });
+  },
+});
