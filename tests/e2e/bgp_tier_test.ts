@@ -471,6 +471,7 @@ class Chats {
       targets,
       stalls: ss.reduce((a, s) => a + s.stalls, 0),
       maxWaitMs: Math.max(...ss.map((s) => s.maxWaitMs)),
+      connectRetries: ss.reduce((a, s) => a + s.connectRetries, 0),
       fresh: { ok: ss.reduce((a, s) => a + s.fresh.ok, 0), failed: ss.flatMap((s) => s.fresh.failed) },
       done: ss.every((s) => s.done),
     };
@@ -738,7 +739,7 @@ Deno.test({
     const last = await chat.stop();
     figures.push(
       `client: ${last.established} connections, ${last.broken.length} broken in all, ${last.stalls} answers took > 1 s ` +
-        `(longest ${last.maxWaitMs} ms), fresh connections ${last.fresh.ok} ok / ${last.fresh.failed.length} failed` +
+        `(longest ${last.maxWaitMs} ms), connects tried again ${last.connectRetries}, fresh connections ${last.fresh.ok} ok / ${last.fresh.failed.length} failed` +
         (last.fresh.failed.length > 0
           ? ` (${last.fresh.failed.map((f) => `${f.why} at +${f.t - t0} ms`).join(", ")})`
           : ""),

@@ -49,6 +49,11 @@ export interface ChatStatus {
   stalls: number;
   /** The longest wait for an answer so far, ms. */
   maxWaitMs: number;
+  /**
+   * Connects that failed and were tried again (a connection that never got established is not one that broke:
+   * a router without a route for a moment, e.g. every BFD session of a starved router flapping, refuses it).
+   */
+  connectRetries: number;
   /** New short connections: how many worked, and the failures (Unix ms, why). */
   fresh: { ok: number; failed: { t: number; why: string }[] };
   /** Whether it has stopped. */
@@ -88,6 +93,7 @@ async function main(o: ChatOptions): Promise<void> {
     targets: {},
     stalls: 0,
     maxWaitMs: 0,
+    connectRetries: 0,
     fresh: { ok: 0, failed: [] },
     done: false,
   };
@@ -103,13 +109,20 @@ async function main(o: ChatOptions): Promise<void> {
 
   const chat = async (i: number) => {
     await sleep((i * o.intervalMs) / o.conns); // spread the connections over one interval
-    let conn: Deno.TcpConn;
-    try {
-      conn = await Deno.connect({ hostname: o.dst, port: o.port });
-      conn.setNoDelay(true);
-    } catch (e) {
-      breakConn(i, `connect: ${(e as Error).message}`);
-      return;
+    let conn: Deno.TcpConn | undefined;
+    for (let attempt = 1; !conn; attempt++) {
+      try {
+        conn = await Deno.connect({ hostname: o.dst, port: o.port });
+        conn.setNoDelay(true);
+      } catch (e) {
+        // bounded: 5 attempts over about a second, then it counts as broken
+        if (attempt >= 5 || stopped()) {
+          breakConn(i, `connect: ${(e as Error).message} (${attempt} attempts)`);
+          return;
+        }
+        st.connectRetries++;
+        await sleep(250);
+      }
     }
     st.established++;
     try {
