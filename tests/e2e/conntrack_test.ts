@@ -17,13 +17,12 @@
 import assert from "node:assert/strict";
 import type { CtListItem } from "../../cli/commands/conntrack_impl.ts";
 import { type Family, TCP_PORT, UDP_PORT, VIP } from "../harness/addresses.ts";
-import type { ConnsCommand, ConnsRound, Flow } from "../harness/agent/types.ts";
+import type { Flow } from "../harness/agent/types.ts";
+import { openConns } from "../harness/conns.ts";
 import { skipUnlessRoot } from "../harness/netns.ts";
 import { addrPort, ctList, maglevTargets, tableTarget } from "../harness/nfqlb.ts";
-import { waitUntil } from "../harness/process.ts";
 import { Topology } from "../harness/topology.ts";
 import { flowKey, tally } from "../harness/traffic.ts";
-import { exists } from "../helpers/fs.ts";
 import { checkSticky, mapFlows } from "./checks.ts";
 
 const notRoot = skipUnlessRoot();
@@ -57,56 +56,6 @@ function echoFlows(t: Topology, fam: Family, n: number, sportBase: number): Flow
   return t.flows(fam, n, sportBase).map((f) => ({ ...f, dst: VIP[fam], dport: ECHO_PORT }));
 }
 
-/** Long-lived TCP connections held by a `conns` agent in the client netns. */
-interface Conns {
-  /** Round 0, right after connecting. */
-  first: ConnsRound;
-  /** Runs round n (1, 2, ...) and returns it. */
-  round(n: number): Promise<ConnsRound>;
-  /** Ends the agent (its connections close with RST). */
-  stop(): Promise<void>;
-}
-
-async function openConns(t: Topology, flows: Flow[]): Promise<Conns> {
-  const dir = Deno.makeTempDirSync({ dir: t.workDir, prefix: "conns-" });
-  const c: ConnsCommand = {
-    cmd: "conns",
-    dst: VIP[4],
-    port: ECHO_PORT,
-    flows,
-    waitMs: 5000,
-    dir,
-    maxMs: 180_000,
-    maxRounds: 8,
-  };
-  const p = t.spawnAgent(t.ns.cli, "conns", c);
-  const read = async (n: number): Promise<ConnsRound> => {
-    const file = `${dir}/round-${n}.json`;
-    await waitUntil(() => !!p.status || exists(file), 90_000, 50);
-    if (!exists(file)) throw new Error(`conns: no round ${n}:\n${p.describe()}`);
-    return JSON.parse(Deno.readTextFileSync(file)) as ConnsRound;
-  };
-  const stop = async () => {
-    Deno.writeTextFileSync(`${dir}/stop`, "stop\n");
-    await waitUntil(() => !!p.status, 10_000, 50);
-    await p.stop();
-  };
-  try {
-    return {
-      first: await read(0),
-      round: async (n) => {
-        Deno.writeTextFileSync(`${dir}/go-${n}`, "go\n");
-        return await read(n);
-      },
-      stop,
-    };
-  } catch (e) {
-    await stop();
-    throw e;
-  }
-}
-
-/** Flows whose observed target differs from the expected one, for messages ("" = broken). */
 function diff(flows: Flow[], got: string[], want: string[], errnos?: number[]): string[] {
   return flows.flatMap((f, i) =>
     got[i] === want[i]
@@ -136,7 +85,7 @@ async function targetChanges(conntrack: boolean): Promise<void> {
   const [f1, f2, f3, f4, f5, f6] = t.fwmarks;
   await startWithTable(t, [f1, f2, f3, f4], conntrack);
   const flows = FAMILIES.flatMap((fam) => echoFlows(t, fam, K, 20000));
-  const conns = await openConns(t, flows);
+  const conns = await openConns(t, VIP[4], ECHO_PORT, flows);
   try {
     const orig = conns.first.targets;
     assert.deepEqual(
@@ -213,7 +162,7 @@ Deno.test({
     await startWithTable(t, t.fwmarks, true);
     const fw2 = t.fwmarks[1];
     const flows = FAMILIES.flatMap((fam) => echoFlows(t, fam, 24, 20000));
-    const conns = await openConns(t, flows);
+    const conns = await openConns(t, VIP[4], ECHO_PORT, flows);
     try {
       const orig = conns.first.targets;
       assert.deepEqual(diff(flows, orig, await maglevTargets(t, "tcp", flows), conns.first.errnos), []);
