@@ -146,9 +146,11 @@ async function damageCase(t: Topology, lb: Proc, file: string, how: Damage, c: C
   const dmg = await phase(t, DAMAGE_MS);
   assert.ok(!lb.status, `${file} ${how}: the lb died:\n${lb.describe()}`);
   const baselinePps = base.total * 1000 / BASE_MS, damagedPps = dmg.total * 1000 / DAMAGE_MS;
-  // the last good table (or Maglev alone, without a connection table) keeps the packets flowing
+  // the last good table (or Maglev alone, without a connection table) keeps the packets flowing; measured
+  // against the stream's own rate when the baseline came out above it (on a loaded machine a stalled sender
+  // catches up in a burst: 1736 pps "before" was seen for a 400 pps stream)
   assert.ok(
-    damagedPps >= 0.3 * baselinePps,
+    damagedPps >= 0.3 * Math.min(baselinePps, PPS),
     `${file} ${how}: ${damagedPps} pps while damaged, ${baselinePps} before`,
   );
   for (const [k, v] of Object.entries(dmg.per)) {
