@@ -35,6 +35,7 @@ import { lib, libraryPath } from "../../ffi/lib.ts";
 import { TargetShm } from "../../core/target_shm.ts";
 import { COUNTER_NAMES } from "../../dataplane/lb.ts";
 import { ConntrackShm } from "../../core/conntrack_shm.ts";
+import { ownPath } from "../../core/shm_dir.ts";
 import type { SectionResult } from "./lookup.ts";
 import { type Goal, goal, type Row, summarize, timeMs } from "./report.ts";
 import { ROOT } from "../harness/paths.ts";
@@ -215,7 +216,7 @@ function measureDecide(
     ct.close();
     table.close();
     const dir = Deno.env.get("NFQLB_SHM_DIR");
-    Deno.removeSync(`${dir}/${ctName}`);
+    Deno.removeSync(ownPath(ctName));
     Deno.removeSync(`${dir}/${ctName}-t`);
   }
 }
@@ -309,7 +310,7 @@ function measure(C: LoopSymbols, P: PtrSymbols): SectionResult {
       }
     } finally {
       ct.close();
-      Deno.removeSync(`${Deno.env.get("NFQLB_SHM_DIR")}/${name}`);
+      Deno.removeSync(ownPath(name)); // tables live in our own directory (core/shm_dir.ts)
     }
     // the fill with 64 keys per call, into a fresh table (one table at a time in /dev/shm)
     ConntrackShm.create(name, { capacity: CAP, floodPerSecond: 0, replace: true });
@@ -321,7 +322,7 @@ function measure(C: LoopSymbols, P: PtrSymbols): SectionResult {
       if (keep) samples.fillBatch.push(nsPer(fb, N));
     } finally {
       ct2.close();
-      Deno.removeSync(`${Deno.env.get("NFQLB_SHM_DIR")}/${name}`);
+      Deno.removeSync(ownPath(name)); // tables live in our own directory (core/shm_dir.ts)
     }
     const d = measureDecide(C, `${name}-dp`, samples, keep);
     if (!d.same) decideOk = false;
