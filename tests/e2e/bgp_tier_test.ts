@@ -553,7 +553,18 @@ Deno.test({
       figures.push(`start of 3 hosts to 3 next hops: ${Date.now() - t0} ms`);
       const digests = await Promise.all(all.map((h) => tier.digest(h)));
       assert.ok(digests[0] && digests.every((d) => d === digests[0]), `digests ${digests}`);
-      const st = await tier.nfqlb("h1", ["status", "-f", tier.file("h1")]);
+      // the router has every route, so both sessions are up; h1's own view (birdc polled by run) may lag a
+      // poll behind on a loaded machine: wait for it, bounded
+      let st = await tier.nfqlb("h1", ["status", "-f", tier.file("h1")]);
+      await waitUntil(
+        async () => {
+          st = await tier.nfqlb("h1", ["status", "-f", tier.file("h1")]);
+          return /^ {4}session fd18:1::1 \(peer2\): up, Established$/m.test(st.stdout) &&
+            /^ {4}session 10\.218\.1\.1 \(peer1\): up, Established$/m.test(st.stdout);
+        },
+        10_000,
+        200,
+      );
       assert.match(st.stdout, /^ {4}session 10\.218\.1\.1 \(peer1\): up, Established$/m, st.stdout);
       assert.match(st.stdout, /^ {4}vip 10\.218\.100\.1\/32 \(web\): announced since /m, st.stdout);
       assert.match(st.stdout, new RegExp(`digest ${digests[0]}$`, "m"), st.stdout);
