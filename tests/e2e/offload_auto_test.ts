@@ -350,3 +350,168 @@ Deno.test({
     });
   },
 });
+
+/** A per-target row of `nfqlb stats --all` (cli/commands/stats_view.ts). */
+interface StatsTarget {
+  fwmark: number;
+  packets: number;
+  bytes: number;
+  queued_packets: number;
+  queued_bytes: number;
+  offloaded_packets: number;
+  offloaded_bytes: number;
+}
+
+/** `nfqlb stats --all` targets and lb state. */
+async function statsAll(topo: Topology): Promise<{ running: boolean; targets: StatsTarget[] }> {
+  const r = await topo.nfqlb.run(["stats", `--ft_shm=${topo.ftShm}`, "--all"]);
+  const doc = JSON.parse(r.stdout) as { lb: { running: boolean }; targets: StatsTarget[] };
+  return { running: doc.lb.running, targets: doc.targets };
+}
+
+/** Packets and bytes each target netns received for the VIP (a counting rule in its mangle PREROUTING). */
+async function received(topo: Topology): Promise<Map<number, { packets: number; bytes: number }>> {
+  const out = new Map<number, { packets: number; bytes: number }>();
+  for (const [i, ns] of topo.ns.targets.entries()) {
+    let packets = 0, bytes = 0;
+    for (const ipt of ["iptables", "ip6tables"]) {
+      const save = (await topo.exec(ns, [ipt, "-w", "-t", "mangle", "-S", "PREROUTING", "-v"])).stdout;
+      for (const l of save.split("\n")) {
+        const m = /--comment e2e-count -c ([0-9]+) ([0-9]+)/.exec(l);
+        if (m) (packets += Number(m[1]), bytes += Number(m[2]));
+      }
+    }
+    out.set(topo.fwmarks[i], { packets, bytes });
+  }
+  return out;
+}
+
+Deno.test({
+  name: "e2e offload auto: per-target counters (queued + offloaded) equal what the targets received",
+  ignore,
+  async fn(t) {
+    await using topo = await Topology.create({ steering: { mode: "nfqueue", queue: QUEUE } });
+    await topo.setSteering(topo.steering, "-D");
+    await topo.nfqlb.initTargets();
+    for (const fam of FAMS) {
+      const text = await printed([`--vips=${VIP[fam]}`, `--queue=${QUEUE}`]);
+      await topo.exec(topo.ns.lb, [fam === 4 ? "iptables-restore" : "ip6tables-restore", "--noflush"], {
+        stdin: text,
+      });
+      // every packet to the VIP a target gets, counted where it arrives (a rule without a target only counts)
+      for (const ns of topo.ns.targets) {
+        await topo.exec(ns, [
+          fam === 4 ? "iptables" : "ip6tables",
+          ...`-w -t mangle -I PREROUTING 1 -d ${VIP[fam]} -m comment --comment e2e-count`.split(" "),
+        ]);
+      }
+    }
+    await topo.nfqlb.startLb(["--offload=auto"]);
+    const chain = `NFQLB-CNT-Q${QUEUE}`;
+    const lbRules = async (fam: Family) =>
+      (await topo.exec(topo.ns.lb, [fam === 4 ? "iptables" : "ip6tables", "-w", "-t", "mangle", "-S"]))
+        .stdout;
+
+    /** Waits (bounded) until stats catches up with the targets (the lb reads the kernel once a second). */
+    const settle = async () => {
+      const want = await received(topo);
+      let s = await statsAll(topo);
+      const deadline = Date.now() + 6000;
+      const same = () =>
+        [...want].every(([fw, r]) => {
+          const x = s.targets.find((y) => y.fwmark === fw);
+          return r.packets === 0 ? !x || x.packets === 0 : x?.packets === r.packets;
+        });
+      while (!same() && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 250));
+        s = await statsAll(topo);
+      }
+      return { want, s };
+    };
+    const check = (want: Map<number, { packets: number; bytes: number }>, s: { targets: StatsTarget[] }) => {
+      for (const [fw, r] of want) {
+        const x = s.targets.find((y) => y.fwmark === fw) ??
+          {
+            packets: 0,
+            bytes: 0,
+            queued_packets: 0,
+            offloaded_packets: 0,
+            queued_bytes: 0,
+            offloaded_bytes: 0,
+          };
+        const msg = `fwmark ${fw}: target got ${JSON.stringify(r)}, stats ${JSON.stringify(x)}`;
+        assert.equal(x.packets, r.packets, msg);
+        assert.equal(x.bytes, r.bytes, msg);
+        assert.equal(x.queued_packets + x.offloaded_packets, x.packets, msg);
+        assert.equal(x.queued_bytes + x.offloaded_bytes, x.bytes, msg);
+      }
+    };
+
+    await t.step("the lb's counting chain and jumps are in place, one rule per target fwmark", async () => {
+      const deadline = Date.now() + 5000;
+      for (const fam of FAMS) {
+        let save = await lbRules(fam);
+        while (topo.fwmarks.some((fw) => !save.includes(`nfqlb-count ${fw}"`)) && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 200));
+          save = await lbRules(fam);
+        }
+        assert.ok(save.includes(`-j ${chain}`), `ipv${fam}: the jump:\n${save}`);
+        for (const fw of topo.fwmarks) {
+          assert.ok(save.includes(`nfqlb-count ${fw}"`), `ipv${fam}: ${fw}\n${save}`);
+        }
+      }
+    });
+
+    let offloaded = 0;
+    await t.step(
+      "UDP and TCP, IPv4 and IPv6: queued + offloaded = received, per target, exactly",
+      async () => {
+        for (const fam of FAMS) {
+          await topo.client.udp(fam, topo.flows(fam, 40, 30000 + fam * 1000), 10);
+          await topo.client.tcp(fam, topo.flows(fam, 30, 33000 + fam * 1000), 2);
+        }
+        const { want, s } = await settle();
+        check(want, s);
+        offloaded = s.targets.reduce((a, x) => a + x.offloaded_packets, 0);
+        const queued = s.targets.reduce((a, x) => a + x.queued_packets, 0);
+        console.log(`queued ${queued}, offloaded ${offloaded}, per target: ${JSON.stringify(s.targets)}`);
+        // 2 × 40 flows of 10 datagrams: 80 queued; TCP: the SYN of each of 2 × 30 connections
+        assert.ok(offloaded > 2 * queued, `offloaded ${offloaded}, queued ${queued}`);
+      },
+    );
+
+    await t.step("a deactivated target's counts stay; its counting rule goes", async () => {
+      const fw1 = topo.fwmarks[0];
+      const before = (await statsAll(topo)).targets.find((x) => x.fwmark === fw1)!;
+      assert.ok(before.offloaded_packets > 0, JSON.stringify(before));
+      await topo.nfqlb.deactivate(fw1);
+      const deadline = Date.now() + 5000;
+      let save = await lbRules(4);
+      while (save.includes(`nfqlb-count ${fw1}"`) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 200));
+        save = await lbRules(4);
+      }
+      assert.ok(!save.includes(`nfqlb-count ${fw1}"`), save);
+      // more traffic: it goes to the other targets, and every count still adds up
+      for (const fam of FAMS) await topo.client.udp(fam, topo.flows(fam, 30, 46000 + fam * 1000), 5);
+      const { want, s } = await settle();
+      check(want, s);
+      const after = s.targets.find((x) => x.fwmark === fw1)!;
+      assert.deepEqual(after, before, "the deactivated target's counts are kept");
+    });
+
+    await t.step(
+      "after the lb stops: the final counts stay in stats, the chain and jump are gone",
+      async () => {
+        await topo.nfqlb.stopLb();
+        const { want, s } = await settle();
+        assert.equal(s.running, false);
+        check(want, s);
+        for (const fam of FAMS) {
+          const save = await lbRules(fam);
+          assert.ok(!save.includes(chain), `ipv${fam}:\n${save}`);
+        }
+      },
+    );
+  },
+});
