@@ -9,7 +9,10 @@
  * drain (weight 0) keeps them. DSR (replies untracked in the lb netns) and
  * NAT (a config applied with `dataplane.offload: auto`), IPv4 and IPv6, and
  * the printed rules are the installed ones (iptables-save in a netns fed
- * the printed text against the applied host). Counts and sets only, no
+ * the printed text against the applied host). SCTP by crafted INITs (the lab
+ * kernel has no SCTP sockets; the real-association case is skipped, its
+ * reason logged). Per-target counters: queued + offloaded in `stats --all`
+ * equal what each target netns received. Counts and sets only, no
  * timing. Needs root (skipped otherwise).
  */
 import assert from "node:assert/strict";

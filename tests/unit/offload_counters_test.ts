@@ -170,3 +170,57 @@ Deno.test("counters shm: offloaded counts are read back, summed per target on re
     shm.close();
   }
 });
+
+Deno.test("stats --all and --watch: per target the sum, split into queued and offloaded", async () => {
+  const { allStatsJson, watchScreen } = await import("../../cli/commands/stats_view.ts");
+  const { COUNTER_NAMES } = await import("../../core/counters_shm.ts");
+  const zero = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0n])) as Record<
+    (typeof COUNTER_NAMES)[number],
+    bigint
+  >;
+  const snap = {
+    pid: 1,
+    running: true,
+    kind: "lb" as const,
+    started: new Date(0),
+    queues: [{ queue: 2, counters: zero, targets: [{ fwmark: 101, packets: 3n, bytes: 300n }] }],
+    offloaded: [{ fwmark: 101, packets: 7n, bytes: 700n }, { fwmark: 102, packets: 1n, bytes: 50n }],
+  };
+  const frag = JSON.parse(
+    '{"hsize":0,"ttlMillis":0,"collisions":0,"inserts":0,"rejected":0,"lookups":0,"objGC":0}',
+  );
+  const doc = JSON.parse(allStatsJson(frag, snap, [])) as {
+    targets: unknown[];
+    queues: { targets: unknown[] }[];
+  };
+  assert.deepEqual(doc.targets, [
+    {
+      fwmark: 101,
+      packets: 10,
+      bytes: 1000,
+      queued_packets: 3,
+      queued_bytes: 300,
+      offloaded_packets: 7,
+      offloaded_bytes: 700,
+    },
+    {
+      fwmark: 102,
+      packets: 1,
+      bytes: 50,
+      queued_packets: 0,
+      queued_bytes: 0,
+      offloaded_packets: 1,
+      offloaded_bytes: 50,
+    },
+  ]);
+  assert.deepEqual(
+    doc.queues[0].targets,
+    [{ fwmark: 101, packets: 3, bytes: 300 }],
+    "per queue: what it accepted",
+  );
+  const screen = watchScreen(snap, undefined, 1, frag);
+  assert.match(screen, / {2}bytes {3}offloaded {2}share/);
+  assert.match(screen, /^ +101 +- +- +10 +- +1000 +7 +90\.9 %/m);
+  // without offload: the columns as before
+  assert.doesNotMatch(watchScreen({ ...snap, offloaded: [] }, undefined, 1, frag), /offloaded/);
+});
