@@ -24,6 +24,7 @@ import { maglevTargets, nfqlb } from "../harness/nfqlb.ts";
 import { Topology } from "../harness/topology.ts";
 import { assertAllAnswered } from "./checks.ts";
 import { IPPROTO_SCTP, SOCK_STREAM, Socket } from "../harness/libc.ts";
+import { httpGet } from "../harness/http_probe.ts";
 
 const ignore = skipUnlessRoot();
 
@@ -39,6 +40,7 @@ function sctpSupport(): string {
   }
 }
 const QUEUE = 5;
+const METRICS_PORT = 9465;
 const FAMS: Family[] = [4, 6];
 
 /** Packets handed to queue `q` so far in the lb netns (kernel counter). */
@@ -483,7 +485,7 @@ Deno.test({
         ]);
       }
     }
-    await topo.nfqlb.startLb(["--offload=auto"]);
+    await topo.nfqlb.startLb(["--offload=auto", `--metrics=127.0.0.1:${METRICS_PORT}`]);
     const chain = `NFQLB-CNT-Q${QUEUE}`;
     const lbRules = async (fam: Family) =>
       (await topo.exec(topo.ns.lb, [fam === 4 ? "iptables" : "ip6tables", "-w", "-t", "mangle", "-S"]))
@@ -554,6 +556,25 @@ Deno.test({
         console.log(`queued ${queued}, offloaded ${offloaded}, per target: ${JSON.stringify(s.targets)}`);
         // 2 × 40 flows of 10 datagrams: 80 queued; TCP: the SYN of each of 2 × 30 connections
         assert.ok(offloaded > 2 * queued, `offloaded ${offloaded}, queued ${queued}`);
+      },
+    );
+
+    await t.step(
+      "/metrics: nfqlb_target_offloaded_packets_total and _bytes_total as in stats --all",
+      async () => {
+        const { s } = await settle(); // no traffic now: the two reads see the same counts
+        const a = await httpGet(
+          (args, o) => topo.sh(args, o),
+          topo.ns.lb,
+          `http://127.0.0.1:${METRICS_PORT}/metrics`,
+        );
+        assert.equal(a.status, 200, a.body);
+        const sample = (name: string, fw: number) =>
+          Number(new RegExp(`^${name}\\{target="${fw}"\\} ([0-9]+)$`, "m").exec(a.body)?.[1] ?? NaN);
+        for (const x of s.targets) {
+          assert.equal(sample("nfqlb_target_offloaded_packets_total", x.fwmark), x.offloaded_packets, a.body);
+          assert.equal(sample("nfqlb_target_offloaded_bytes_total", x.fwmark), x.offloaded_bytes, a.body);
+        }
       },
     );
 
