@@ -25,7 +25,7 @@
  * the last time, so a deactivated target's count is kept. Counts are cumulative from the lb's start
  * (the chain is zeroed then, as the lb's counters file starts at 0) and go into the counters shm
  * (CountersShm.setOffloaded), where `stats` and `/metrics` read them. A rule or chain removed by
- * someone else is put back at the next read; its packets since the read before are lost (logged).
+ * someone else is put back at the next read; its packets since the read before are lost (a removed chain or jump is logged).
  */
 import { errorText } from "../core/errors.ts";
 import { log } from "../core/log.ts";
