@@ -67,11 +67,18 @@ export function countersShmName(ftShm: string): string {
   return `${ftShm}-counters`;
 }
 
-function layout(nqueues: number, ncounters: number) {
+/**
+ * Header offset of the number of offloaded-count slots after the queue blocks (0 in a file of an lb
+ * from before offload counts: readers then see none; an older reader ignores the block).
+ */
+const KERNEL_SLOTS_OFF = 36;
+
+function layout(nqueues: number, ncounters: number, kernelSlots = TARGET_SLOTS) {
   const queuesOff = HEADER;
   const blocksOff = queuesOff + Math.ceil((4 * nqueues) / 8) * 8;
   const block = 8 * ncounters + SLOT_BYTES * TARGET_SLOTS;
-  return { queuesOff, blocksOff, block, size: blocksOff + block * nqueues };
+  const kernelOff = blocksOff + block * nqueues;
+  return { queuesOff, blocksOff, block, kernelOff, size: kernelOff + SLOT_BYTES * kernelSlots };
 }
 
 /** File size of the counters of an lb with `nqueues` queues (as {@link createCountersShm} writes it). */
@@ -85,6 +92,12 @@ export interface CountersShm {
   counters(i: number): Deno.PointerObject;
   /** Address of queue i's target slots. */
   targets(i: number): Deno.PointerObject;
+  /**
+   * Writes the packets and bytes the kernel steered per fwmark (`--offload=auto`,
+   * dataplane/offload_counters.ts): cumulative since this lb started; fwmarks beyond the
+   * {@link TARGET_SLOTS} slots are left out (returns how many were).
+   */
+  setOffloaded(counts: readonly TargetCount[]): number;
   /**
    * Puts the file in place under its name (a rename over the file of an
    * earlier lb). Until then it lives beside it under a hidden name, so an lb
@@ -126,6 +139,7 @@ function headerBytes(queues: number[], kind: "lb" | "flowlb", started: number): 
   v.setUint32(20, Deno.pid, true);
   v.setBigUint64(24, BigInt(started), true);
   v.setUint32(32, kind === "lb" ? 0 : 1, true);
+  v.setUint32(KERNEL_SLOTS_OFF, TARGET_SLOTS, true);
   queues.forEach((q, i) => v.setUint32(l.queuesOff + 4 * i, q, true));
   return bytes;
 }
@@ -185,6 +199,23 @@ export function createCountersShm(name: string, queues: number[], kind: "lb" | "
   return {
     counters: (i) => at(l.blocksOff + l.block * i),
     targets: (i) => at(l.blocksOff + l.block * i + 8 * COUNTER_NAMES.length),
+    setOffloaded(counts) {
+      // one writer (the lb's main thread); a reader copies the file and may see a slot mid-update,
+      // off by the last refresh at most: the fwmark and counts go in before `used`
+      const v = new DataView(mapped().buffer, l.kernelOff, SLOT_BYTES * TARGET_SLOTS);
+      const n = Math.min(counts.length, TARGET_SLOTS);
+      for (let i = 0; i < n; i++) {
+        const o = SLOT_BYTES * i, c = counts[i];
+        v.setInt32(o + NFQLB_TARGET_STAT_OFF.fwmark, c.fwmark, true);
+        v.setBigUint64(o + NFQLB_TARGET_STAT_OFF.packets, c.packets, true);
+        v.setBigUint64(o + NFQLB_TARGET_STAT_OFF.bytes, c.bytes, true);
+        v.setUint32(o + NFQLB_TARGET_STAT_OFF.used, 1, true);
+      }
+      for (let i = n; i < TARGET_SLOTS; i++) {
+        v.setUint32(SLOT_BYTES * i + NFQLB_TARGET_STAT_OFF.used, 0, true);
+      }
+      return counts.length - n;
+    },
     publish: () => {
       if (published) return;
       try {
@@ -250,6 +281,11 @@ export interface QueueCounters {
 
 /** A snapshot of an lb's counters. */
 export interface CountersSnapshot {
+  /**
+   * Packets and bytes the kernel steered per fwmark without queueing them (`--offload=auto`,
+   * docs/offload.md "Counters"); empty without offload. Not in any queue's counts.
+   */
+  offloaded: TargetCount[];
   pid: number;
   /** Whether that process still runs. */
   running: boolean;
@@ -269,7 +305,11 @@ export function readCounters(name: string): CountersSnapshot {
   if (nc !== COUNTER_NAMES.length || slots !== TARGET_SLOTS) {
     throw new NfqlbError(`FAILED mapSharedData: ${name}: written by another nfqlb version`);
   }
-  const l = layout(nq, nc);
+  const kslots = v.getUint32(KERNEL_SLOTS_OFF, true);
+  if (kslots !== 0 && kslots !== TARGET_SLOTS) {
+    throw new NfqlbError(`FAILED mapSharedData: ${name}: written by another nfqlb version`);
+  }
+  const l = layout(nq, nc, kslots);
   if (bytes.length < l.size) throw new NfqlbError(`FAILED mapSharedData: ${name}: truncated file`);
   const pid = v.getUint32(20, true);
   const running = pidAlive(pid);
@@ -292,7 +332,19 @@ export function readCounters(name: string): CountersSnapshot {
     targets.sort((a, b) => a.fwmark - b.fwmark);
     queues.push({ queue: v.getUint32(l.queuesOff + 4 * i, true), counters, targets });
   }
+  const offloaded: TargetCount[] = [];
+  for (let s = 0; s < kslots; s++) {
+    const o = l.kernelOff + SLOT_BYTES * s;
+    if (v.getUint32(o + NFQLB_TARGET_STAT_OFF.used, true) === 0) continue;
+    offloaded.push({
+      fwmark: v.getInt32(o + NFQLB_TARGET_STAT_OFF.fwmark, true),
+      packets: v.getBigUint64(o + NFQLB_TARGET_STAT_OFF.packets, true),
+      bytes: v.getBigUint64(o + NFQLB_TARGET_STAT_OFF.bytes, true),
+    });
+  }
+  offloaded.sort((a, b) => a.fwmark - b.fwmark);
   return {
+    offloaded,
     pid,
     running,
     kind: v.getUint32(32, true) === 0 ? "lb" : "flowlb",
@@ -301,11 +353,16 @@ export function readCounters(name: string): CountersSnapshot {
   };
 }
 
-/** Per-target totals over all queues, by fwmark. */
-export function targetTotals(s: CountersSnapshot): TargetCount[] {
+/**
+ * Per-target totals over all queues, by fwmark: what reached user space, and with `offloaded` also what
+ * the kernel steered (`stats`: the sum per target, docs/offload.md "Counters").
+ */
+export function targetTotals(s: CountersSnapshot, opts: { offloaded?: boolean } = {}): TargetCount[] {
   const m = new Map<number, TargetCount>();
-  for (const q of s.queues) {
-    for (const t of q.targets) {
+  const lists = s.queues.map((q) => q.targets);
+  if (opts.offloaded) lists.push(s.offloaded);
+  for (const targets of lists) {
+    for (const t of targets) {
       const e = m.get(t.fwmark) ?? { fwmark: t.fwmark, packets: 0n, bytes: 0n };
       e.packets += t.packets;
       e.bytes += t.bytes;

@@ -24,6 +24,7 @@ import { startMetrics } from "./metrics.ts";
 import { log } from "../core/log.ts";
 import { startTracing, type TraceService } from "./trace_server.ts";
 import { OFFLOAD_TRACE_NOTE, OffloadWatch } from "./offload.ts";
+import { OffloadCounters } from "./offload_counters.ts";
 
 /** Counter names (enum nfqlb_counter), re-exported for the dataplane's users. */
 export { COUNTER_NAMES } from "../core/counters_shm.ts";
@@ -281,10 +282,28 @@ export async function startQueues(
     classifier.kind === "lb"
       ? [...watches[0].watch.view.snapshot(0).active]
       : [...(classifier.fwmarks?.() ?? [])];
+  // offload auto: the kernel's share of the per-target counts (./offload_counters.ts), read once a second
+  const offloadCount = cfg.offload === "auto" ? new OffloadCounters(who, cfg.queues.first) : undefined;
+  const countedMarks = () => [
+    ...fwmarksInUse(),
+    cfg.notargetsFwmark,
+    classifier.kind === "flowlb" ? classifier.nolbFwmark : -1,
+  ];
+  let countsClosed = false, slotsWarned = false;
+  const countOffloaded = (p: Promise<void>) =>
+    void p.then(() => {
+      if (countsClosed) return; // the lb stops: the mapping may be gone
+      const left = shmCounters.setOffloaded(offloadCount!.totals());
+      if (left > 0 && !slotsWarned) {
+        slotsWarned = true;
+        log.warning(`${who}: offload counters: ${left} fwmarks beyond the counters file's slots, not shown`);
+      }
+    });
   if (offload) {
     offload.poll(fwmarksInUse(), epoch());
     log.notice(`${who}: offload auto: each connection is decided once here, the kernel steers the rest`);
   }
+  if (offloadCount) countOffloaded(offloadCount.start(countedMarks()));
   const housekeeping = setInterval(() => {
     if (!running0()) return;
     for (const w of watches) {
@@ -305,6 +324,7 @@ export async function startQueues(
     });
     for (const w of shmWatches) w.poll();
     if (offload) offload.poll(fwmarksInUse(), epoch());
+    if (offloadCount) countOffloaded(offloadCount.refresh(countedMarks()));
   }, 100);
   release.push(() => {
     clearInterval(housekeeping);
@@ -319,8 +339,15 @@ export async function startQueues(
   const workers: Worker[] = [];
   const finish = () => {
     for (const w of workers) w.terminate();
-    cleanup();
-    resolveDone(failed ? 1 : 0);
+    // offload auto: a last read of the kernel counts into the counters file, then its rules go
+    const last = offloadCount
+      ? offloadCount.stop().then(() => void shmCounters.setOffloaded(offloadCount.totals()))
+      : Promise.resolve();
+    void last.finally(() => {
+      countsClosed = true;
+      cleanup();
+      resolveDone(failed ? 1 : 0);
+    });
   };
   // A worker that ends: if it never took its queue over, the queue is still ours to stop and close.
   const ended = async (s: Started) => {

@@ -72,6 +72,21 @@ export const METRIC_FAMILIES: readonly MetricFamily[] = [
     source: "dataplane",
   },
   {
+    name: "nfqlb_target_offloaded_packets_total",
+    type: "counter",
+    help:
+      "Packets the kernel steered to each target (fwmark) without queueing them (--offload=auto); add nfqlb_target_packets_total for all.",
+    labels: ["target"],
+    source: "dataplane",
+  },
+  {
+    name: "nfqlb_target_offloaded_bytes_total",
+    type: "counter",
+    help: "IP bytes the kernel steered to each target (fwmark) without queueing them (--offload=auto).",
+    labels: ["target"],
+    source: "dataplane",
+  },
+  {
     name: "nfqlb_dropped_packets_total",
     type: "counter",
     help: "Packets dropped or not balanced, by reason.",

@@ -136,6 +136,16 @@ export async function renderMetrics(src: MetricsSource, opts: { process?: boolea
       out.push(`nfqlb_target_bytes_total{queue="${q.queue}",target="${t.fwmark}"} ${t.bytes}`);
     }
   }
+  // the kernel's share under --offload=auto (dataplane/offload_counters.ts): packets that never reached a
+  // queue, so families of their own (no queue label, and no packet counted twice); no sample without offload
+  family("nfqlb_target_offloaded_packets_total");
+  for (const t of c.offloaded) {
+    out.push(`nfqlb_target_offloaded_packets_total{target="${t.fwmark}"} ${t.packets}`);
+  }
+  family("nfqlb_target_offloaded_bytes_total");
+  for (const t of c.offloaded) {
+    out.push(`nfqlb_target_offloaded_bytes_total{target="${t.fwmark}"} ${t.bytes}`);
+  }
   const tot = counterTotals(c);
   family("nfqlb_dropped_packets_total");
   for (const [k, reason] of DROP_REASONS) {

@@ -25,7 +25,8 @@ export type OffloadMode = (typeof OFFLOAD_MODES)[number];
 
 /** The line trace clients get after the greeting when offload is auto. */
 export const OFFLOAD_TRACE_NOTE =
-  "Offload auto: only the first packet(s) of each connection reach user space and this trace; the kernel steers the rest";
+  "Offload auto: only the first packet(s) of each connection reach user space and this trace; the kernel steers the rest " +
+  "(counted per target as offloaded_packets in stats --all, nfqlb_target_offloaded_packets_total in /metrics)";
 
 /** Deletes the kernel connections of fwmarks that left the tables. */
 export class OffloadWatch {

@@ -13,15 +13,29 @@ import { TargetView } from "../../core/target_view.ts";
 
 /**
  * Everything as one JSON document (bigints as numbers: counters stay far below 2^53), keys in snake_case
- * (the kernel's queue view and the fragment counters too: `queue_dropped`, `obj_gc`).
+ * (the kernel's queue view and the fragment counters too: `queue_dropped`, `obj_gc`). `targets`: per
+ * fwmark, `packets`/`bytes` = what the lb accepted (`queued_*`, also per queue) + what the kernel steered
+ * under `--offload=auto` (`offloaded_*`, docs/offload.md "Counters").
  */
 export function allStatsJson(frag: FragStats, c: CountersSnapshot, kernel: KernelQueue[]): string {
   const num = (b: bigint) => Number(b);
   const totals = counterTotals(c);
+  const queued = targetTotals(c);
   const doc = {
     lb: { kind: c.kind, pid: c.pid, running: c.running, started: c.started.toISOString() },
     totals: Object.fromEntries(COUNTER_NAMES.map((n) => [n, num(totals[n])])),
-    targets: targetTotals(c).map((t) => ({ fwmark: t.fwmark, packets: num(t.packets), bytes: num(t.bytes) })),
+    targets: targetTotals(c, { offloaded: true }).map((t) => {
+      const q = queued.find((x) => x.fwmark === t.fwmark), o = c.offloaded.find((x) => x.fwmark === t.fwmark);
+      return {
+        fwmark: t.fwmark,
+        packets: num(t.packets),
+        bytes: num(t.bytes),
+        queued_packets: num(q?.packets ?? 0n),
+        queued_bytes: num(q?.bytes ?? 0n),
+        offloaded_packets: num(o?.packets ?? 0n),
+        offloaded_bytes: num(o?.bytes ?? 0n),
+      };
+    }),
     queues: c.queues.map((q) => ({
       queue: q.queue,
       counters: Object.fromEntries(COUNTER_NAMES.map((n) => [n, num(q.counters[n])])),
@@ -78,7 +92,8 @@ export function targetShares(tables: readonly string[]): Map<number, TargetShare
 
 /**
  * One screen of `stats --watch`: per target (weight and expected share from its table, packets, rate,
- * bytes, share) and per queue, totals and rates since the previous screen.
+ * bytes, share; with `--offload=auto` the packets the kernel steered are in these and in the `offloaded`
+ * column) and per queue, totals and rates since the previous screen.
  */
 export function watchScreen(
   c: CountersSnapshot,
@@ -94,14 +109,20 @@ export function watchScreen(
       `   (every ${seconds} s, Ctrl-C to quit)`,
   );
   lines.push("");
-  const targets = targetTotals(c), prevTargets = prev ? targetTotals(prev) : [];
+  const targets = targetTotals(c, { offloaded: true });
+  const prevTargets = prev ? targetTotals(prev, { offloaded: true }) : [];
+  const offload = c.offloaded.length > 0;
   // the table's targets that got nothing yet are rows too: a target at 0 % is what to see
   for (const fw of shares.keys()) {
     if (!targets.some((x) => x.fwmark === fw)) targets.push({ fwmark: fw, packets: 0n, bytes: 0n });
   }
   targets.sort((a, b) => a.fwmark - b.fwmark);
   const total = targets.reduce((s, x) => s + x.packets, 0n);
-  lines.push("target fwmark  weight  expected      packets      pkt/s        bytes  share");
+  lines.push(
+    `target fwmark  weight  expected      packets      pkt/s        bytes${
+      offload ? "   offloaded" : ""
+    }  share`,
+  );
   for (const x of targets) {
     const before = prevTargets.find((p) => p.fwmark === x.fwmark);
     const share = total > 0n ? Number(x.packets * 1000n / total) / 10 : 0;
@@ -111,9 +132,11 @@ export function watchScreen(
     lines.push(
       `${String(x.fwmark).padStart(13)} ${String(sh?.weight ?? "-").padStart(7)} ${expected.padStart(9)} ${
         String(x.packets).padStart(12)
-      } ${rate(x.packets, before?.packets, seconds).padStart(10)} ${String(x.bytes).padStart(12)} ${
-        share.toFixed(1).padStart(5)
-      } % ${bar}`.trimEnd(),
+      } ${rate(x.packets, before?.packets, seconds).padStart(10)} ${String(x.bytes).padStart(12)}${
+        offload
+          ? ` ${String(c.offloaded.find((o) => o.fwmark === x.fwmark)?.packets ?? 0n).padStart(11)}`
+          : ""
+      } ${share.toFixed(1).padStart(5)} % ${bar}`.trimEnd(),
     );
   }
   if (targets.length === 0) lines.push("  (no target and no packet accepted yet)");

@@ -49,6 +49,9 @@ interface TargetCount {
   fwmark: number;
   packets: number;
   bytes: number;
+  /** Only in `targets` (the sum over queues), not per queue. */
+  queued_packets?: number;
+  offloaded_packets?: number;
 }
 interface AllStats {
   lb: { kind: "lb" | "flowlb"; pid: number; running: boolean; started: string };
@@ -392,8 +395,10 @@ Deno.test({
       ) {
         assert.equal(s1.totals[k], 0, `totals.${k}\n${msg}`);
       }
+      // without offload every accepted packet was queued: the offloaded share is 0 (docs/offload.md "Counters")
+      assert.ok(s1.targets.every((x) => x.offloaded_packets === 0 && x.queued_packets === x.packets), msg);
       assert.deepEqual(
-        s1.targets,
+        s1.targets.map(({ fwmark, packets, bytes }) => ({ fwmark, packets, bytes })),
         topo.targetNames.map((n) => ({
           fwmark: fwmarkOf(n),
           packets: want.packets[n],

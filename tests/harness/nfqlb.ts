@@ -200,7 +200,7 @@ try {
  */
 export async function maglevTargets(
   t: Topology,
-  proto: Proto,
+  proto: Proto | "sctp",
   flows: Flow[],
   shm = t.shm,
 ): Promise<string[]> {

@@ -62,6 +62,8 @@ Deno.test("metrics: a scrape of real shm files is valid, registered, promtool cl
   using _sb = libSandbox();
   const counters = createCountersShm("m-counters", [2, 3], "lb");
   counters.publish();
+  // --offload=auto: the kernel's share, written by the lb (dataplane/offload_counters.ts)
+  counters.setOffloaded([{ fwmark: 101, packets: 7n, bytes: 700n }]);
   const ft = createFragStatsShm("m-ft");
   try {
     TargetShm.create("svc", { M: 997, N: 32, ownFwmark: 0 });
@@ -105,6 +107,8 @@ Deno.test("metrics: a scrape of real shm files is valid, registered, promtool cl
     assert.equal(v("nfqlb_targets_active", { table: "absent" }), 0);
     assert.equal(v("nfqlb_target_weight", { table: "svc", target: "101" }), 2);
     assert.equal(v("nfqlb_target_weight", { table: "svc", target: "103" }), 0);
+    assert.equal(v("nfqlb_target_offloaded_packets_total", { target: "101" }), 7);
+    assert.equal(v("nfqlb_target_offloaded_bytes_total", { target: "101" }), 700);
     assert.equal(v("nfqlb_conntrack_capacity", { table: "svc" }), 64);
     assert.equal(v("nfqlb_conntrack_entries", { table: "svc" }), 0);
     assert.equal(v("nfqlb_conntrack_inserts_total", { table: "svc" }), 0);
