@@ -173,6 +173,15 @@ async function enter(
   await topo.exec(ns, [bin, "init", `--shm=${shm}`, "--M=997", "--N=32"]);
   await topo.exec(ns, [bin, "activate", `--shm=${shm}`, ...topo.fwmarks.map(String)]);
   await topo.setSteering({ mode: "nfqueue", queue: QUEUE }, "-A");
+  // upstream's lb also makes its trace table, /dev/shm/nfqlb-trace: removed after, unless it was there before
+  const traceWasThere = (() => {
+    try {
+      Deno.statSync("/dev/shm/nfqlb-trace");
+      return true;
+    } catch {
+      return false;
+    }
+  })();
   const lb = topo.spawn(ns, "compare lb", [
     bin,
     "lb",
@@ -189,7 +198,7 @@ async function enter(
       topo.forget(lb);
       await topo.setSteering({ mode: "nfqueue", queue: QUEUE }, "-D");
       await topo.exec(ns, [bin, "delete", `--shm=${shm}`], { allowFail: true });
-      for (const f of [shm, `${shm}-ft`]) {
+      for (const f of [shm, `${shm}-ft`, ...(traceWasThere ? [] : ["nfqlb-trace"])]) {
         try {
           Deno.removeSync(`/dev/shm/${f}`);
         } catch { /* deleted */ }

@@ -18,18 +18,12 @@ import {
   skipUnlessRoot,
   sweepStale,
 } from "../harness/netns.ts";
+import { birdMissing } from "../harness/bird.ts";
 import { NFQLB } from "../harness/paths.ts";
 import { ProcGroup, waitUntil } from "../harness/process.ts";
 
 const notRoot = skipUnlessRoot();
-const noBird = !notRoot && !(() => {
-  try {
-    return new Deno.Command("bird", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-})();
+const noBird = birdMissing(notRoot, "e2e bgp external");
 
 Deno.test({
   name: "e2e bgp external: run writes the include file, reloads the system BIRD, withdraws on SIGTERM",

@@ -40,6 +40,7 @@ import {
   sweepStale,
   sysctl,
 } from "../harness/netns.ts";
+import { birdMissing } from "../harness/bird.ts";
 import { httpGet } from "../harness/http_probe.ts";
 import { NFQLB } from "../harness/paths.ts";
 import {
@@ -56,15 +57,7 @@ import type { ChatOptions, ChatStatus } from "../helpers/tcp_chat.ts";
 import { exists } from "../helpers/fs.ts";
 
 const notRoot = skipUnlessRoot();
-const noBird = !notRoot && !(() => {
-  try {
-    return new Deno.Command("bird", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-})();
-if (noBird) console.log("e2e bgp tier: skipped, bird is not installed (scripts/bootstrap.sh installs bird2)");
+const noBird = birdMissing(notRoot, "e2e bgp tier");
 
 type Fam = 4 | 6;
 const FAMS: Fam[] = [4, 6];

@@ -72,6 +72,28 @@ async function printed(args: string[]): Promise<string> {
   return r.stdout;
 }
 
+/**
+ * The lab with its own queue rule swapped for the rules `offload-rules` prints (both families, as a script
+ * would pipe them into iptables-restore) and the target table made; the caller owns it (`await using`).
+ */
+async function offloadLab(): Promise<Topology> {
+  const topo = await Topology.create({ steering: { mode: "nfqueue", queue: QUEUE } });
+  try {
+    await topo.setSteering(topo.steering, "-D"); // the printed rules queue instead
+    await topo.nfqlb.initTargets();
+    for (const fam of FAMS) {
+      const text = await printed([`--vips=${VIP[fam]}`, `--queue=${QUEUE}`]);
+      await topo.exec(topo.ns.lb, [fam === 4 ? "iptables-restore" : "ip6tables-restore", "--noflush"], {
+        stdin: text,
+      });
+    }
+    return topo;
+  } catch (e) {
+    await topo.teardown();
+    throw e;
+  }
+}
+
 /** Our rule lines (`-A`, tag nfqlb:<id>) of one family's iptables-save in netns `ns`, sorted, per table. */
 async function savedRules(topo: Topology, ns: string, fam: Family, id: string, skipChain?: string) {
   const save = (await topo.exec(ns, [fam === 4 ? "iptables-save" : "ip6tables-save"])).stdout;
@@ -90,15 +112,7 @@ Deno.test({
   name: "e2e offload auto: same targets, first packets queued only, deactivate moves, drain keeps, DSR",
   ignore,
   async fn(t) {
-    await using topo = await Topology.create({ steering: { mode: "nfqueue", queue: QUEUE } });
-    await topo.setSteering(topo.steering, "-D"); // the printed rules queue instead
-    await topo.nfqlb.initTargets();
-    for (const fam of FAMS) {
-      const text = await printed([`--vips=${VIP[fam]}`, `--queue=${QUEUE}`]);
-      await topo.exec(topo.ns.lb, [fam === 4 ? "iptables-restore" : "ip6tables-restore", "--noflush"], {
-        stdin: text,
-      });
-    }
+    await using topo = await offloadLab();
     await topo.nfqlb.startLb(["--offload=auto"]);
 
     for (const fam of FAMS) {
@@ -384,15 +398,7 @@ Deno.test({
   name: "e2e offload auto: flowlb: one queued datagram per UDP flow, deactivate moves the target's flows",
   ignore,
   async fn(t) {
-    await using topo = await Topology.create({ steering: { mode: "nfqueue", queue: QUEUE } });
-    await topo.setSteering(topo.steering, "-D");
-    await topo.nfqlb.initTargets();
-    for (const fam of FAMS) {
-      const text = await printed([`--vips=${VIP[fam]}`, `--queue=${QUEUE}`]);
-      await topo.exec(topo.ns.lb, [fam === 4 ? "iptables-restore" : "ip6tables-restore", "--noflush"], {
-        stdin: text,
-      });
-    }
+    await using topo = await offloadLab();
     await topo.nfqlb.startFlowLb(["--offload=auto"]);
     const set = await topo.nfqlb.run([
       "flow-set",
@@ -469,14 +475,8 @@ Deno.test({
   name: "e2e offload auto: per-target counters (queued + offloaded) equal what the targets received",
   ignore,
   async fn(t) {
-    await using topo = await Topology.create({ steering: { mode: "nfqueue", queue: QUEUE } });
-    await topo.setSteering(topo.steering, "-D");
-    await topo.nfqlb.initTargets();
+    await using topo = await offloadLab();
     for (const fam of FAMS) {
-      const text = await printed([`--vips=${VIP[fam]}`, `--queue=${QUEUE}`]);
-      await topo.exec(topo.ns.lb, [fam === 4 ? "iptables-restore" : "ip6tables-restore", "--noflush"], {
-        stdin: text,
-      });
       // every packet to the VIP a target gets, counted where it arrives (a rule without a target only counts)
       for (const ns of topo.ns.targets) {
         await topo.exec(ns, [
