@@ -133,3 +133,83 @@ bgp:
     }
   },
 });
+
+Deno.test({
+  name: "e2e bgp supervised: a SIGKILLed nfqlb run takes its bird with it (nothing left announcing)",
+  ignore: notRoot || noBird,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const prefix = `nfqe-${Deno.pid}-951`;
+    const ns = `${prefix}-h`;
+    const group = new ProcGroup(`bgp supervised ${prefix}`);
+    const work = Deno.makeTempDirSync({ prefix: `${prefix}-work-` });
+    const shm = Deno.makeTempDirSync({ dir: "/dev/shm", prefix: `${prefix}-shm-` });
+    const env = { NFQLB_SHM_DIR: shm, NOTIFY_SOCKET: "", WATCHDOG_USEC: "", JOURNAL_STREAM: "" };
+    const file = `${work}/host.yaml`;
+    try {
+      await sweepStale();
+      const r = (args: string[], o = {}) => group.run(args, o);
+      await addNamespace(ns, r);
+      await ipBatch(ns, [
+        "link set up dev lo",
+        "link add d0 type veth peer name d1",
+        "link set up dev d1",
+        "link set up dev d0",
+        "addr add 10.219.1.2/24 dev d0",
+      ], r);
+      Deno.writeTextFileSync(
+        file,
+        `version: 1
+name: sup
+services:
+  - name: web
+    vips: [10.219.101.1]
+    targets: [{ fwmark: 101, address: 10.219.1.3 }]
+dataplane: { queue: 8 }
+bgp:
+  localAs: 65001
+  peers: [{ address: 10.219.1.1, as: 65000 }]
+`,
+      );
+      const agent = group.spawn("nfqlb run", inNetns(ns, [NFQLB, "run", "-f", file]), env);
+      const pidFile = `${shm}/.nfqlb-deno/bird-sup.pid`;
+      const birdPid = () => {
+        try {
+          return Number(Deno.readTextFileSync(pidFile).trim()) || undefined;
+        } catch {
+          return undefined;
+        }
+      };
+      const alive = (pid: number) => {
+        try {
+          return !Deno.readTextFileSync(`/proc/${pid}/stat`).includes(") Z ");
+        } catch {
+          return false;
+        }
+      };
+      assert.ok(await waitUntil(() => birdPid() !== undefined, 30_000, 100), agent.describe());
+      const pid = birdPid()!;
+      assert.ok(alive(pid), `bird ${pid} not running\n${agent.describe()}`);
+      assert.match(Deno.readTextFileSync(`/proc/${pid}/cmdline`).replaceAll("\0", " "), /^bird -f /);
+
+      const t0 = Date.now();
+      agent.signal("SIGKILL");
+      await Promise.race([agent.done, new Promise((res) => setTimeout(res, 10_000))]);
+      group.forget(agent);
+      const gone = await waitUntil(() => !alive(pid), 10_000, 20);
+      console.log(`bgp supervised: bird ${pid} gone ${Date.now() - t0} ms after nfqlb run was SIGKILLed`);
+      assert.ok(gone, `bird ${pid} still runs after its nfqlb run was killed`);
+    } finally {
+      // the lb the killed run left serving: teardown stops the process apply started and removes its rules
+      await group.run(inNetns(ns, [NFQLB, "teardown", "-f", file]), { env, allowFail: true });
+      await group.close(5000);
+      await deleteNamespace(ns);
+      for (const d of [work, shm]) {
+        try {
+          Deno.removeSync(d, { recursive: true });
+        } catch { /* gone */ }
+      }
+    }
+  },
+});
