@@ -12,6 +12,7 @@
  * takes back what this run added (tables, targets, the dataplane it started,
  * kernel objects, flows) and says so in the one line of the error.
  */
+import { withHostLock } from "./host_lock.ts";
 import type { HostConfig, ServiceConfig } from "./config/types.ts";
 import { conntrackName, ConntrackShm } from "../core/conntrack_shm.ts";
 import { countersBytes, countersShmName } from "../core/counters_shm.ts";
@@ -343,6 +344,12 @@ async function rollBack(j: Journal, plumbingRemoved: number): Promise<string[]> 
  * ```
  */
 export async function applyHost(cfg: HostConfig, o: ApplyOptions): Promise<number> {
+  // a dry run changes nothing: it never waits for another apply (host/host_lock.ts)
+  if (o.dryRun) return await applyHostLocked(cfg, o);
+  return await withHostLock(`apply ${cfg.name}`, () => applyHostLocked(cfg, o));
+}
+
+async function applyHostLocked(cfg: HostConfig, o: ApplyOptions): Promise<number> {
   const admin = o.admin ?? cfg.admin.address;
   const claims = claimsOf(cfg, admin);
   const names = hostNames(cfg);

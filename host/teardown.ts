@@ -8,6 +8,7 @@
  * file before it makes it). apply's flowlb saves no flows (it runs without
  * --flow_store: the config file holds them), so there are none to remove.
  */
+import { withHostLock } from "./host_lock.ts";
 import type { HostConfig } from "./config/types.ts";
 import { errorText, NfqlbError } from "../core/errors.ts";
 import { teardownPlumbing } from "./plumbing/kernel_sync.ts";
@@ -51,6 +52,10 @@ function othersFiles(name: string): Map<string, string[]> {
  * ```
  */
 export async function teardownHost(cfg: HostConfig, say: (line: string) => void): Promise<number> {
+  return await withHostLock(`teardown ${cfg.name}`, () => teardownHostLocked(cfg, say));
+}
+
+async function teardownHostLocked(cfg: HostConfig, say: (line: string) => void): Promise<number> {
   let n = 0;
   const st = readState(cfg.name);
   if (st && st.program !== null && isDataplane(st.pid, st.program, st.args)) {
