@@ -133,6 +133,24 @@ function logTail(log: string, lines = 5): string {
 }
 
 /**
+ * A log over this size is moved to `<log>.1` (one generation; an older `.1` goes) when a dataplane is started
+ * on it: the lb writes events, not packets, so this bounds what a host that restarts its lb for months keeps,
+ * at most twice this per config. `nfqlb run` follows the new file from its start (host/run/log_tail.ts).
+ */
+export const LOG_ROTATE_BYTES = 4 * 1024 * 1024;
+
+/** Moves `log` to `log.1` when it has grown over {@link LOG_ROTATE_BYTES}; any failure leaves it appending. */
+export function rotateLog(log: string, limit = LOG_ROTATE_BYTES): boolean {
+  try {
+    if (Deno.statSync(log).size <= limit) return false;
+    Deno.renameSync(log, `${log}.1`);
+    return true;
+  } catch {
+    return false; // no log yet, or a read-only directory: appending goes on as before
+  }
+}
+
+/**
  * Starts `program args` detached, appending its output to `log`, and waits
  * (at most `timeoutMs`) until it has bound all `queues` (its
  * `queue_length=` lines). Returns the pid. If it exits first, throws one line
@@ -150,6 +168,7 @@ export async function startDataplane(
     onSpawn?: (pid: number) => void;
   },
 ): Promise<number> {
+  rotateLog(o.log);
   let before = 0;
   try {
     before = Deno.statSync(o.log).size;

@@ -86,7 +86,7 @@ export function writeState(s: HostState): void {
 
 /** Removes the state (and log) of a config; missing files are fine. */
 export function removeState(name: string): void {
-  for (const p of [statePath(name), logPath(name)]) {
+  for (const p of [statePath(name), logPath(name), `${logPath(name)}.1`]) {
     try {
       Deno.removeSync(p);
     } catch (e) {

@@ -5,7 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { parseHostConfig } from "../../host/config/load.ts";
-import { dataplaneArgs, dataplaneEnv, ftShmOf, isDataplane } from "../../host/dataplane_process.ts";
+import {
+  dataplaneArgs,
+  dataplaneEnv,
+  ftShmOf,
+  isDataplane,
+  rotateLog,
+} from "../../host/dataplane_process.ts";
 import {
   derivedAdminAddress,
   derivedFlowAddress,
@@ -279,4 +285,21 @@ Deno.test("apply flows: listed flows compare by their canonical form; changes ar
     flowSetLine(cfg.flows[0].request),
     "flow-set --name=fa --target=a --prio=2 --protocols=udp --dsts=10.0.0.1/32 --dports=5000",
   );
+});
+
+Deno.test("rotateLog: a dataplane log over the limit moves to .1 (an older .1 replaced); under it, or none, stays", () => {
+  const dir = Deno.makeTempDirSync({ prefix: "nfqlb-log-" });
+  try {
+    const log = `${dir}/host-web.log`;
+    assert.equal(rotateLog(log, 10), false, "no log yet");
+    Deno.writeTextFileSync(log, "0123456789");
+    assert.equal(rotateLog(log, 10), false, "at the limit");
+    Deno.writeTextFileSync(`${log}.1`, "older\n");
+    Deno.writeTextFileSync(log, "0123456789x");
+    assert.equal(rotateLog(log, 10), true);
+    assert.equal(Deno.readTextFileSync(`${log}.1`), "0123456789x");
+    assert.throws(() => Deno.statSync(log), Deno.errors.NotFound);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
 });
