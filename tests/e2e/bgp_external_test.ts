@@ -18,6 +18,7 @@ import {
   skipUnlessRoot,
   sweepStale,
 } from "../harness/netns.ts";
+import { snakeJson } from "../helpers/json_keys.ts";
 import { birdMissing } from "../harness/bird.ts";
 import { NFQLB } from "../harness/paths.ts";
 import { ProcGroup, waitUntil } from "../harness/process.ts";
@@ -110,6 +111,23 @@ bgp:
       assert.match(st.stdout, /^ {2}bgp: system BIRD, router id 10\.219\.0\.2, /m, st.stdout);
       assert.match(st.stdout, /^ {4}session 10\.219\.0\.1 \(nfqlb_ext_peer1\): down, /m, st.stdout);
       assert.match(st.stdout, /^ {4}vip 10\.219\.100\.1\/32 \(web\): announced since /m, st.stdout);
+      // the same in status --json (snake_case, docs/cli.md "JSON output")
+      const js = await r(inNetns(ns, [NFQLB, "status", "-f", file, "--json"]), { env, allowFail: true });
+      const doc = snakeJson<{
+        configs: { bgp: { bird: string; sessions: { peer: string; up: boolean }[]; vips: unknown[] } }[];
+      }>(js.stdout, "status --json");
+      const bgp = doc.configs[0].bgp;
+      assert.equal(bgp.bird, "external", js.stdout);
+      assert.deepEqual(bgp.sessions.map((x) => [x.peer, x.up]), [["10.219.0.1", false]], js.stdout);
+      assert.deepEqual(bgp.vips, [
+        {
+          vip: "10.219.100.1/32",
+          service: "web",
+          announced: true,
+          since: (bgp.vips[0] as { since: string }).since,
+          reason: null,
+        },
+      ]);
 
       agent.signal("SIGTERM");
       const done = await Promise.race([
