@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { offloadRestoreText } from "../../host/plumbing/restore_text.ts";
 import { nfqlb } from "../harness/nfqlb.ts";
+import { shmSandbox } from "../helpers/shm.ts";
 
 const BASE = { id: "web", queue: "2", bypass: true, hooks: ["prerouting" as const], nat: false };
 
@@ -47,6 +48,8 @@ Deno.test("offload-rules text: IPv6, NAT (no raw rule), output hook, queue range
 });
 
 Deno.test("offload-rules CLI: bad values are one line, exit 1; mixed families need --family", async () => {
+  // a private shm directory: upstream's error lines go through the log, which makes `nfqlb-trace` there
+  using sb = shmSandbox();
   const cases: [string[], RegExp][] = [
     [["--vips=10.0.0.1,fd00::1", "--queue=2"], /^offload-rules: the VIPs are IPv4 and IPv6: give --family=4/],
     [["--vips=10.0.0.1", "--queue=2", "--family=5"], /^offload-rules: invalid --family value '5'/],
@@ -57,13 +60,13 @@ Deno.test("offload-rules CLI: bad values are one line, exit 1; mixed families ne
     [["--vips=fd00::1", "--queue=2", "--family=4"], /^offload-rules: no IPv4 VIP/],
   ];
   for (const [args, want] of cases) {
-    const r = await nfqlb(["offload-rules", ...args]);
+    const r = await nfqlb(["offload-rules", ...args], sb.env);
     assert.equal(r.code, 1, args.join(" "));
     assert.equal(r.stdout, "");
     assert.equal(r.stderr.trimEnd().split("\n").length, 1, r.stderr);
     assert.match(r.stderr, want);
   }
-  const ok = await nfqlb(["offload-rules", "--vips=10.0.0.1", "--queue=2"]);
+  const ok = await nfqlb(["offload-rules", "--vips=10.0.0.1", "--queue=2"], sb.env);
   assert.equal(ok.code, 0, ok.stderr);
   assert.match(ok.stdout, /^\*raw\n/);
 });

@@ -2,10 +2,12 @@
  * OffloadWatch (dataplane/offload.ts): which fwmarks' kernel connections
  * `--offload=auto` deletes as the tables and flows change. The flush is
  * recorded here instead of sent (a real one would touch this namespace's
- * conntrack table).
+ * conntrack table). Each test has a private shm directory: the watch logs what it flushes, and the log makes
+ * upstream's `nfqlb-trace` in the shm directory.
  */
 import assert from "node:assert/strict";
 import { OffloadWatch } from "../../dataplane/offload.ts";
+import { libSandbox } from "../helpers/shm.ts";
 
 function watch(special: number[] = []) {
   const flushed: string[] = [];
@@ -17,6 +19,7 @@ function watch(special: number[] = []) {
 }
 
 Deno.test("OffloadWatch: a fwmark that leaves is flushed in both families, once; empty slots are ignored", () => {
+  using _sb = libSandbox();
   const { w, flushed } = watch();
   w.poll([101, 102, 103, -1]);
   assert.deepEqual(flushed, [], "the first poll only records");
@@ -31,6 +34,7 @@ Deno.test("OffloadWatch: a fwmark that leaves is flushed in both families, once;
 });
 
 Deno.test("OffloadWatch: the no-target fwmarks are flushed when targets or flows change, never otherwise", () => {
+  using _sb = libSandbox();
   const { w, flushed } = watch([900, -1, 901]);
   w.poll([], 0);
   w.poll([], 0);
