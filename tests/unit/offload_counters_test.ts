@@ -92,6 +92,7 @@ Deno.test("parseCountSave: the chain, the jump and the per-fwmark counts of ipta
 });
 
 Deno.test("OffloadCounters: rules follow the fwmarks; a target that leaves keeps its count; stop cleans up", async () => {
+  using _sb = libSandbox(); // its log lines make upstream's nfqlb-trace in the shm directory
   const { state, calls, run } = fakeIptables();
   const c = new OffloadCounters("test", 5, run);
   await c.start([101, 102, -1, 0]);
@@ -131,6 +132,7 @@ Deno.test("OffloadCounters: rules follow the fwmarks; a target that leaves keeps
 });
 
 Deno.test("OffloadCounters: the jump or chain removed behind the lb's back is put back", async () => {
+  using _sb = libSandbox(); // its log lines make upstream's nfqlb-trace in the shm directory
   const { state, run } = fakeIptables();
   const c = new OffloadCounters("test", 5, run);
   await c.start([101]);
@@ -172,6 +174,7 @@ Deno.test("counters shm: offloaded counts are read back, summed per target on re
 });
 
 Deno.test("stats --all and --watch: per target the sum, split into queued and offloaded", async () => {
+  using _sb = libSandbox(); // its log lines make upstream's nfqlb-trace in the shm directory
   const { allStatsJson, watchScreen } = await import("../../cli/commands/stats_view.ts");
   const { COUNTER_NAMES } = await import("../../core/counters_shm.ts");
   const zero = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0n])) as Record<
