@@ -9,27 +9,11 @@
 import { errorText } from "../../core/errors.ts";
 import { ensureOwnDir, ownDir } from "../../core/shm_dir.ts";
 import { runCommand } from "../plumbing/exec.ts";
+import { onPath } from "../preflight.ts";
 import { backoffMs, STABLE_MS } from "../run/supervisor.ts";
 
 /** The BIRD program and its client (overridable for a BIRD installed elsewhere). */
 export const BIRD = Deno.env.get("NFQLB_BIRD") ?? "bird";
-
-let setprivPath: string | null | undefined;
-
-/** util-linux's setpriv (essential on Debian), or null when this host has none (bird then runs bare). */
-function findSetpriv(): string | null {
-  if (setprivPath !== undefined) return setprivPath;
-  setprivPath = null;
-  for (const d of (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":").concat(["/usr/bin", "/bin"])) {
-    try {
-      if (Deno.statSync(`${d}/setpriv`).isFile) {
-        setprivPath = `${d}/setpriv`;
-        break;
-      }
-    } catch { /* not there */ }
-  }
-  return setprivPath;
-}
 /** The BIRD client. */
 export const BIRDC = Deno.env.get("NFQLB_BIRDC") ?? "birdc";
 /** The longest wait for one birdc command. */
@@ -236,8 +220,8 @@ export class BirdProcess {
       const args = ["-f", "-c", p.conf, "-s", p.ctl, "-P", p.pid];
       // bird dies with us: a SIGKILLed `nfqlb run` must not leave it announcing VIPs that nothing checks any
       // more (util-linux's setpriv sets the parent-death signal, then execs bird: same pid)
-      const setpriv = findSetpriv();
-      child = new Deno.Command(setpriv ?? BIRD, {
+      const setpriv = onPath("setpriv");
+      child = new Deno.Command(setpriv ? "setpriv" : BIRD, {
         args: setpriv ? ["--pdeathsig", "TERM", BIRD, ...args] : args,
         stdin: "null",
         stdout: "piped",
